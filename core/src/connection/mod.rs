@@ -1,0 +1,628 @@
+//! The connection state machine of RFC 6455 §5–7, driven by bytes, time and app intent.
+//!
+//! ```text
+//!                 close() / send close
+//!   +--------+ -----------------------> +---------+
+//!   |  Open  |                          | Closing |  (waiting for the peer's close)
+//!   +--------+                          +---------+
+//!       |  peer's close: echo it              |  peer's close, or close_timeout,
+//!       |  error: send 1002/1007/1009         |  or error, or EOF
+//!       |  EOF                                |
+//!       v                                     v
+//!   +-----------------------------------------------+
+//!   |                   Closed                       |  one `Event::Closed`, then nothing
+//!   +-----------------------------------------------+
+//! ```
+//!
+//! All transitions happen in this file: in [`Connection::on_frame`], `fail`, and the
+//! `close`/`handle_timeout`/`handle_eof` methods.
+
+mod message;
+mod utf8;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use bytes::{Bytes, BytesMut};
+use core::time::Duration;
+
+use crate::config::Config;
+use crate::entropy::Entropy;
+use crate::error::{ConnectionError, LimitError, ProtocolError, SendError};
+use crate::frame::{
+    decode_close_payload, encode_close_payload, encode_frame, CloseCode, Frame, FrameDecoder,
+    FrameHeader, HeaderBuf, OpCode, MAX_CONTROL_PAYLOAD,
+};
+use crate::keepalive::{Keepalive, KeepaliveAction};
+use crate::time::{Clock, Instant};
+use crate::Side;
+
+pub use message::{Message, MessageKind};
+use utf8::Utf8Validator;
+
+/// Payloads up to this size are copied next to their header into one outgoing chunk;
+/// larger ones are queued as their own `Bytes`, uncopied.
+const COALESCE_MAX_PAYLOAD: usize = 512;
+
+/// Where a connection is in its life (RFC 6455 §4–7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow in both directions.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// The connection is over; [`Event::Closed`] has been emitted.
+    Closed,
+}
+
+/// How a connection ended, reported once by [`Event::Closed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Close {
+    /// The peer's close code, [`CloseCode::NO_STATUS`] if its close frame had none, or the
+    /// code describing the error that ended the connection.
+    pub code: CloseCode,
+    /// The peer's close reason (empty if none or on error).
+    pub reason: String,
+    /// Whether the peer started the closing handshake.
+    pub initiated_by_peer: bool,
+    /// Why the connection ended without a clean closing handshake, if it did.
+    pub error: Option<ConnectionError>,
+}
+
+impl Close {
+    /// Both close frames were exchanged.
+    pub fn is_clean(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Something the peer did, or that happened to the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A whole message arrived.
+    Message(Message),
+    /// The peer pinged us; the pong is already queued for [`Connection::poll_transmit`].
+    Ping(Bytes),
+    /// The peer sent a pong; `rtt` is set when it answers our keepalive ping.
+    Pong {
+        /// The pong's payload.
+        payload: Bytes,
+        /// The round-trip time it measured, if it answered our keepalive ping.
+        rtt: Option<Duration>,
+    },
+    /// The connection is closed. Emitted exactly once; nothing follows it.
+    Closed(Close),
+}
+
+/// A message being reassembled from fragments.
+#[derive(Debug)]
+struct Assembly {
+    kind: MessageKind,
+    data: BytesMut,
+}
+
+/// One WebSocket connection after the handshake, on either side.
+///
+/// # The drive loop
+///
+/// Feed every input (`handle_bytes`, `handle_eof`, `handle_timeout`, `send`, `ping`,
+/// `close`), then drain [`poll_event`](Self::poll_event) and
+/// [`poll_transmit`](Self::poll_transmit) until both return `None`, then re-arm the timer
+/// from [`poll_timeout`](Self::poll_timeout). Close the transport once
+/// [`wants_disconnect`](Self::wants_disconnect) is true and `poll_transmit` is empty.
+pub struct Connection {
+    side: Side,
+    config: Config,
+    clock: Clock,
+    entropy: Box<dyn Entropy + Send>,
+    state: State,
+    read_buf: BytesMut,
+    decoder: FrameDecoder,
+    assembly: Option<Assembly>,
+    utf8: Utf8Validator,
+    /// Payload bytes of the frame in progress already fed to `utf8`.
+    utf8_checked: usize,
+    out: VecDeque<Bytes>,
+    coalesce: BytesMut,
+    queued_bytes: usize,
+    sending_fragmented: Option<MessageKind>,
+    events: VecDeque<Event>,
+    keepalive: Keepalive,
+    close_deadline: Option<Instant>,
+    close_sent: bool,
+    disconnect: bool,
+}
+
+impl core::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Connection")
+            .field("side", &self.side)
+            .field("state", &self.state)
+            .field("queued_bytes", &self.queued_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An entropy source for servers, which never mask and so never need randomness.
+struct NoEntropy;
+
+impl Entropy for NoEntropy {
+    fn fill(&mut self, dest: &mut [u8]) {
+        dest.fill(0);
+    }
+}
+
+impl Connection {
+    /// A connection on `side` that has just completed its handshake at `now`.
+    ///
+    /// A client needs real entropy for its masking keys (§5.3); a server never uses it.
+    pub fn new(side: Side, config: Config, now: Instant, entropy: Box<dyn Entropy + Send>) -> Self {
+        Connection {
+            side,
+            decoder: FrameDecoder::new(side, config.max_frame_bytes),
+            keepalive: Keepalive::new(now, config.ping_interval, config.pong_timeout),
+            config,
+            clock: Clock::new(now),
+            entropy,
+            state: State::Open,
+            read_buf: BytesMut::new(),
+            assembly: None,
+            utf8: Utf8Validator::default(),
+            utf8_checked: 0,
+            out: VecDeque::new(),
+            coalesce: BytesMut::new(),
+            queued_bytes: 0,
+            sending_fragmented: None,
+            events: VecDeque::new(),
+            close_deadline: None,
+            close_sent: false,
+            disconnect: false,
+        }
+    }
+
+    /// A server-side connection.
+    pub fn server(config: Config, now: Instant) -> Self {
+        Connection::new(Side::Server, config, now, Box::new(NoEntropy))
+    }
+
+    /// A client-side connection that draws masking keys from `entropy`.
+    pub fn client(config: Config, now: Instant, entropy: impl Entropy + Send + 'static) -> Self {
+        Connection::new(Side::Client, config, now, Box::new(entropy))
+    }
+
+    /// Which end this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The connection is closed: no event will follow the `Closed` one.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The transport should be closed once [`poll_transmit`](Self::poll_transmit) is
+    /// drained. A server disconnects as soon as the connection is closed; a client first
+    /// waits for the server to close the TCP connection (§7.1.1), up to `close_timeout`.
+    pub fn wants_disconnect(&self) -> bool {
+        self.disconnect
+    }
+
+    /// The latest round-trip time measured by a keepalive ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.keepalive.rtt()
+    }
+
+    /// Bytes queued for [`poll_transmit`](Self::poll_transmit) and not yet taken.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
+    /// Feeds bytes read from the transport, in chunks of any size.
+    ///
+    /// Call [`poll_event`](Self::poll_event) and [`poll_transmit`](Self::poll_transmit)
+    /// afterwards. Bytes after the connection closed are ignored. Copies `data` once into
+    /// the receive buffer, which holds at most one partial frame (bounded by
+    /// `max_frame_bytes`) plus the rest of this chunk.
+    pub fn handle_bytes(&mut self, now: Instant, data: &[u8]) {
+        let now = self.clock.observe(now);
+        if self.state == State::Closed || data.is_empty() {
+            return;
+        }
+        self.keepalive.on_receive(now);
+        self.read_buf.extend_from_slice(data);
+        while self.state != State::Closed {
+            match self.decoder.decode(&mut self.read_buf) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.on_frame(now, frame) {
+                        self.fail(e);
+                    }
+                }
+                Ok(None) => {
+                    if let Err(e) = self.check_partial() {
+                        self.fail(e);
+                    }
+                    break;
+                }
+                Err(e) => self.fail(e),
+            }
+        }
+        if self.state == State::Closed {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
+    /// Reports that the peer closed its side of the transport.
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.clock.observe(now);
+        match self.state {
+            State::Closed => self.disconnect = true,
+            State::Open | State::Closing => self.fail(ConnectionError::UnexpectedEof),
+        }
+    }
+
+    /// Acts on deadlines that have passed: keepalive pings, a dead peer, a closing
+    /// handshake that took too long. A spurious or early call is a harmless no-op.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clock.observe(now);
+        let close_expired = self.close_deadline.is_some_and(|d| now >= d);
+        match self.state {
+            State::Closing if close_expired => self.fail(ConnectionError::CloseTimeout),
+            State::Closed if close_expired => self.disconnect = true,
+            State::Open => match self.keepalive.handle_timeout(now) {
+                Some(KeepaliveAction::SendPing(payload)) => {
+                    self.queue_frame(OpCode::Ping, true, Bytes::copy_from_slice(&payload));
+                }
+                Some(KeepaliveAction::PeerDead) => self.fail(ConnectionError::KeepaliveTimeout),
+                None => {}
+            },
+            _ => {}
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Open => self.keepalive.poll_timeout(),
+            State::Closing => self.close_deadline,
+            State::Closed if !self.disconnect => self.close_deadline,
+            State::Closed => None,
+        }
+    }
+
+    /// Queues a whole message as one frame.
+    ///
+    /// Answers [`SendError::Full`] while more than `max_send_queue_bytes` wait in the
+    /// queue (a message always fits an empty queue), and [`SendError::Closed`] once the
+    /// closing handshake has started. Server payloads are queued without copying.
+    pub fn send(&mut self, now: Instant, message: Message) -> Result<(), SendError> {
+        self.clock.observe(now);
+        self.check_can_send(message.payload().len())?;
+        if self.sending_fragmented.is_some() {
+            return Err(SendError::FragmentOrder);
+        }
+        let opcode = match message.kind() {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        self.queue_frame(opcode, true, message.into_payload());
+        Ok(())
+    }
+
+    /// Queues one fragment of a message (§5.4); `fin` marks the last one.
+    ///
+    /// Every fragment of a message must name the same `kind`; control frames and pings
+    /// may still be sent between fragments, but not other messages.
+    pub fn send_fragment(
+        &mut self,
+        now: Instant,
+        kind: MessageKind,
+        payload: Bytes,
+        fin: bool,
+    ) -> Result<(), SendError> {
+        self.clock.observe(now);
+        self.check_can_send(payload.len())?;
+        let opcode = match (self.sending_fragmented, kind) {
+            (Some(open), _) if open != kind => return Err(SendError::FragmentOrder),
+            (Some(_), _) => OpCode::Continuation,
+            (None, MessageKind::Text) => OpCode::Text,
+            (None, MessageKind::Binary) => OpCode::Binary,
+        };
+        self.sending_fragmented = if fin { None } else { Some(kind) };
+        self.queue_frame(opcode, fin, payload);
+        Ok(())
+    }
+
+    /// Queues a ping (payload at most 125 bytes). Its pong arrives as [`Event::Pong`].
+    pub fn ping(&mut self, now: Instant, payload: Bytes) -> Result<(), SendError> {
+        self.clock.observe(now);
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        self.check_can_send(0)?;
+        self.queue_frame(OpCode::Ping, true, payload);
+        Ok(())
+    }
+
+    /// Starts the closing handshake (§7.1.2): queues a close frame and waits up to
+    /// `close_timeout` for the peer's. `2 + reason.len()` must fit in 125 bytes.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        let now = self.clock.observe(now);
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode(code.as_u16()));
+        }
+        if 2 + reason.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        self.send_close(Some((code, reason)));
+        self.state = State::Closing;
+        self.close_deadline = Some(now + self.config.close_timeout);
+        Ok(())
+    }
+
+    /// The next chunk to write to the transport, in order. Call after every input until
+    /// it returns `None`. Chunks are small header runs or whole payloads, never copied
+    /// again on the server side.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        let chunk = match self.out.pop_front() {
+            Some(chunk) => chunk,
+            None if !self.coalesce.is_empty() => self.coalesce.split().freeze(),
+            None => return None,
+        };
+        self.queued_bytes -= chunk.len();
+        Some(chunk)
+    }
+
+    /// The next event. Call after every input until it returns `None`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Queues bytes that must precede every frame, such as the handshake's 101 response.
+    pub(crate) fn queue_raw(&mut self, bytes: Bytes) {
+        self.flush_coalesce();
+        self.queued_bytes += bytes.len();
+        self.out.push_back(bytes);
+    }
+
+    fn check_can_send(&self, len: usize) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        if self.queued_bytes > 0 && self.queued_bytes + len > self.config.max_send_queue_bytes {
+            return Err(SendError::Full);
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ConnectionError> {
+        let Frame { header, payload } = frame;
+        match header.opcode {
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {
+                self.check_data_header(&header)?;
+                self.on_data(header, payload)
+            }
+            OpCode::Ping => {
+                // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
+                // in response" — queued now, so it leaves with the next poll_transmit.
+                if !self.close_sent {
+                    self.queue_frame(OpCode::Pong, true, payload.clone());
+                }
+                self.events.push_back(Event::Ping(payload));
+                Ok(())
+            }
+            OpCode::Pong => {
+                let rtt = self.keepalive.on_pong(now, &payload);
+                self.events.push_back(Event::Pong { payload, rtt });
+                Ok(())
+            }
+            OpCode::Close => self.on_close(now, &payload),
+        }
+    }
+
+    fn on_data(&mut self, header: FrameHeader, payload: Bytes) -> Result<(), ConnectionError> {
+        let kind = match (header.opcode, &self.assembly) {
+            (OpCode::Continuation, Some(a)) => a.kind,
+            (OpCode::Text, _) => MessageKind::Text,
+            _ => MessageKind::Binary,
+        };
+        if kind == MessageKind::Text {
+            let unchecked = &payload[self.utf8_checked.min(payload.len())..];
+            self.utf8
+                .feed(unchecked)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            if header.fin {
+                self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        self.utf8_checked = 0;
+        let whole = match (self.assembly.take(), header.fin) {
+            (None, true) => payload,
+            (None, false) => {
+                let mut data = BytesMut::with_capacity(payload.len());
+                data.extend_from_slice(&payload);
+                self.assembly = Some(Assembly { kind, data });
+                return Ok(());
+            }
+            (Some(mut assembly), fin) => {
+                assembly.data.extend_from_slice(&payload);
+                if !fin {
+                    self.assembly = Some(assembly);
+                    return Ok(());
+                }
+                assembly.data.freeze()
+            }
+        };
+        self.events.push_back(Event::Message(match kind {
+            MessageKind::Text => Message::Text(whole),
+            MessageKind::Binary => Message::Binary(whole),
+        }));
+        Ok(())
+    }
+
+    /// Rules for a data frame that can be checked from its header alone, so they fail
+    /// before its payload is buffered.
+    fn check_data_header(&self, header: &FrameHeader) -> Result<(), ConnectionError> {
+        // §5.4: fragments of one message are not interleaved with another message.
+        let assembled = match (header.opcode, &self.assembly) {
+            (OpCode::Continuation, None) => {
+                return Err(ProtocolError::UnexpectedContinuation.into())
+            }
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation.into())
+            }
+            (_, Some(a)) => a.data.len() as u64,
+            (_, None) => 0,
+        };
+        let max = self.config.max_message_bytes;
+        if assembled.saturating_add(header.payload_len) > max as u64 {
+            return Err(LimitError::MessageTooLarge { max }.into());
+        }
+        Ok(())
+    }
+
+    /// Checks the frame whose payload is still arriving: its header rules, and the UTF-8
+    /// of the text received so far, so a bad message fails before it is complete.
+    fn check_partial(&mut self) -> Result<(), ConnectionError> {
+        let Some((header, unmasked)) = self.decoder.partial() else {
+            return Ok(());
+        };
+        let header = *header;
+        if header.opcode.is_control() {
+            return Ok(());
+        }
+        self.check_data_header(&header)?;
+        let is_text = match header.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self
+                .assembly
+                .as_ref()
+                .is_some_and(|a| a.kind == MessageKind::Text),
+            _ => false,
+        };
+        if is_text && unmasked > self.utf8_checked {
+            self.utf8
+                .feed(&self.read_buf[self.utf8_checked..unmasked])
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8_checked = unmasked;
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, now: Instant, payload: &[u8]) -> Result<(), ConnectionError> {
+        let received = decode_close_payload(payload)?;
+        let initiated_by_peer = !self.close_sent;
+        if initiated_by_peer {
+            // §5.5.1: "the endpoint MUST send a Close frame in response ... typically
+            // echoing the status code it received".
+            self.send_close(received.map(|(code, _)| (code, "")));
+        }
+        let (code, reason) = received.unwrap_or((CloseCode::NO_STATUS, ""));
+        self.assembly = None;
+        self.finish(Close {
+            code,
+            reason: String::from(reason),
+            initiated_by_peer,
+            error: None,
+        });
+        // §7.1.1: the server closes the TCP connection first; the client waits for it.
+        match self.side {
+            Side::Server => self.disconnect = true,
+            Side::Client => self.close_deadline = Some(now + self.config.close_timeout),
+        }
+        Ok(())
+    }
+
+    /// _Fail the WebSocket Connection_ (§7.1.7): send a close frame with the error's code
+    /// if the peer can still read it, report `Closed`, and stop reading.
+    fn fail(&mut self, error: ConnectionError) {
+        if self.state == State::Closed {
+            return;
+        }
+        let sendable = matches!(
+            error,
+            ConnectionError::Protocol(_)
+                | ConnectionError::Limit(_)
+                | ConnectionError::KeepaliveTimeout
+        );
+        if sendable && !self.close_sent {
+            self.send_close(Some((error.close_code(), "")));
+        }
+        self.assembly = None;
+        self.disconnect = true;
+        self.finish(Close {
+            code: error.close_code(),
+            reason: String::new(),
+            initiated_by_peer: false,
+            error: Some(error),
+        });
+    }
+
+    fn finish(&mut self, close: Close) {
+        self.state = State::Closed;
+        self.sending_fragmented = None;
+        self.events.push_back(Event::Closed(close));
+    }
+
+    fn send_close(&mut self, status: Option<(CloseCode, &str)>) {
+        let mut payload = BytesMut::new();
+        if let Some((code, reason)) = status {
+            encode_close_payload(code, reason, &mut payload);
+        }
+        self.queue_frame(OpCode::Close, true, payload.freeze());
+        self.close_sent = true;
+    }
+
+    fn queue_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        let mask = match self.side {
+            Side::Client => {
+                let mut key = [0u8; 4];
+                self.entropy.fill(&mut key);
+                Some(key)
+            }
+            Side::Server => None,
+        };
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        self.queued_bytes += header.encoded_len() + payload.len();
+        if mask.is_some() {
+            // Masking rewrites the payload, so a client copies it once into the output.
+            if payload.len() > COALESCE_MAX_PAYLOAD {
+                self.flush_coalesce();
+                let mut chunk = BytesMut::with_capacity(header.encoded_len() + payload.len());
+                encode_frame(header, &payload, &mut chunk);
+                self.out.push_back(chunk.freeze());
+            } else {
+                encode_frame(header, &payload, &mut self.coalesce);
+            }
+        } else {
+            self.coalesce
+                .extend_from_slice(HeaderBuf::new(&header).as_slice());
+            if payload.len() > COALESCE_MAX_PAYLOAD {
+                self.flush_coalesce();
+                self.out.push_back(payload);
+            } else {
+                self.coalesce.extend_from_slice(&payload);
+            }
+        }
+    }
+
+    fn flush_coalesce(&mut self) {
+        if !self.coalesce.is_empty() {
+            self.out.push_back(self.coalesce.split().freeze());
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Incremental frame decoding over a `BytesMut`, unmasking in place as bytes arrive.
+//!
+//! The decoder consumes a header as soon as it is complete and checks it before any of
+//! its payload is buffered (size limit, masking rule by role, RSV bits, control frame
+//! rules). Payload bytes are unmasked in place as they arrive, so a caller can validate a
+//! partial text payload before the frame ends ([`FrameDecoder::partial`]). A complete
+//! payload is split off the buffer as `Bytes` without copying.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::header::{FrameHeader, MAX_CONTROL_PAYLOAD};
+use super::mask::apply_mask;
+use crate::error::{ConnectionError, LimitError, ProtocolError};
+use crate::Side;
+
+/// A whole frame with its payload unmasked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// The header as received (the mask key is kept for reference; the payload is clear).
+    pub header: FrameHeader,
+    /// The unmasked payload.
+    pub payload: Bytes,
+}
+
+/// Decodes frames one at a time from a growing buffer.
+#[derive(Clone, Debug)]
+pub struct FrameDecoder {
+    side: Side,
+    max_frame_bytes: u64,
+    allowed_rsv: u8,
+    current: Option<FrameHeader>,
+    unmasked: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder for frames received by `side`, rejecting payloads over `max_frame_bytes`.
+    pub fn new(side: Side, max_frame_bytes: u64) -> Self {
+        FrameDecoder {
+            side,
+            max_frame_bytes,
+            allowed_rsv: 0,
+            current: None,
+            unmasked: 0,
+        }
+    }
+
+    /// Allows RSV bits that a negotiated extension defines (none by default).
+    pub fn set_allowed_rsv(&mut self, rsv: u8) {
+        self.allowed_rsv = rsv & 0x07;
+    }
+
+    /// Decodes the next frame from the front of `buf`.
+    ///
+    /// Returns `Ok(None)` when more bytes are needed; the bytes seen so far stay consumed
+    /// or unmasked, so call again with the same buffer once more bytes are appended. After
+    /// an error the decoder's state is unspecified: stop feeding it.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
+        let header = match self.current {
+            Some(header) => header,
+            None => {
+                let Some((header, header_len)) = FrameHeader::decode(buf)? else {
+                    return Ok(None);
+                };
+                self.check(&header)?;
+                buf.advance(header_len);
+                self.current = Some(header);
+                self.unmasked = 0;
+                header
+            }
+        };
+        // `check` bounded the length by `max_frame_bytes`; on targets where that exceeds
+        // the address space the frame cannot be held anyway.
+        let len = usize::try_from(header.payload_len).map_err(|_| LimitError::FrameTooLarge {
+            len: header.payload_len,
+            max: self.max_frame_bytes,
+        })?;
+        let available = buf.len().min(len);
+        if let Some(key) = header.mask {
+            if available > self.unmasked {
+                apply_mask(&mut buf[self.unmasked..available], key, self.unmasked);
+            }
+        }
+        self.unmasked = available;
+        if available < len {
+            return Ok(None);
+        }
+        let payload = buf.split_to(len).freeze();
+        self.current = None;
+        self.unmasked = 0;
+        Ok(Some(Frame { header, payload }))
+    }
+
+    /// The header of the frame whose payload is still arriving, and how many bytes at the
+    /// front of the buffer are its payload, already unmasked.
+    pub fn partial(&self) -> Option<(&FrameHeader, usize)> {
+        self.current.as_ref().map(|h| (h, self.unmasked))
+    }
+
+    fn check(&self, header: &FrameHeader) -> Result<(), ConnectionError> {
+        // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
+        // non-zero values".
+        if header.rsv & !self.allowed_rsv != 0 {
+            return Err(ProtocolError::ReservedBits.into());
+        }
+        // §5.1: "a server MUST close the connection upon receiving a frame that is not
+        // masked" and "a client MUST close a connection if it detects a masked frame".
+        match (self.side, header.mask.is_some()) {
+            (Side::Server, false) => return Err(ProtocolError::UnmaskedClientFrame.into()),
+            (Side::Client, true) => return Err(ProtocolError::MaskedServerFrame.into()),
+            _ => {}
+        }
+        if header.opcode.is_control() {
+            // §5.5: "All control frames MUST have a payload length of 125 bytes or less
+            // and MUST NOT be fragmented."
+            if header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(ProtocolError::ControlFrameTooLong.into());
+            }
+            if !header.fin {
+                return Err(ProtocolError::FragmentedControlFrame.into());
+            }
+        }
+        if header.payload_len > self.max_frame_bytes {
+            return Err(LimitError::FrameTooLarge {
+                len: header.payload_len,
+                max: self.max_frame_bytes,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::encode::encode_frame;
+    use super::super::header::OpCode;
+    use super::*;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    fn header(opcode: OpCode, fin: bool, mask: Option<[u8; 4]>) -> FrameHeader {
+        FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: 0,
+        }
+    }
+
+    fn decode_stream(
+        side: Side,
+        bytes: &[u8],
+        chunks: &[usize],
+    ) -> Result<Vec<Frame>, ConnectionError> {
+        let mut decoder = FrameDecoder::new(side, 1 << 20);
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        let mut rest = bytes;
+        let mut sizes = chunks.iter().cycle();
+        while !rest.is_empty() {
+            let n = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            while let Some(frame) = decoder.decode(&mut buf)? {
+                frames.push(frame);
+            }
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn rfc6455_5_7_masked_hello_decodes_on_server() {
+        let bytes = [
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        let frames = decode_stream(Side::Server, &bytes, &[1]).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0].payload[..], b"Hello");
+    }
+
+    #[test]
+    fn rfc6455_5_1_server_rejects_unmasked_frame() {
+        let err = decode_stream(Side::Server, &[0x81, 0x00], &[2]).unwrap_err();
+        assert_eq!(err, ProtocolError::UnmaskedClientFrame.into());
+    }
+
+    #[test]
+    fn rfc6455_5_1_client_rejects_masked_frame() {
+        let err = decode_stream(Side::Client, &[0x81, 0x80, 1, 2, 3, 4], &[6]).unwrap_err();
+        assert_eq!(err, ProtocolError::MaskedServerFrame.into());
+    }
+
+    #[test]
+    fn rfc6455_5_2_rsv_bits_rejected_without_extension() {
+        for rsv in [0x40u8, 0x20, 0x10] {
+            let err = decode_stream(Side::Client, &[0x81 | rsv, 0x00], &[2]).unwrap_err();
+            assert_eq!(err, ProtocolError::ReservedBits.into());
+        }
+    }
+
+    #[test]
+    fn rfc6455_5_5_control_frame_rules() {
+        let err = decode_stream(Side::Client, &[0x89, 0x7E, 0x00, 0x7E], &[4]).unwrap_err();
+        assert_eq!(err, ProtocolError::ControlFrameTooLong.into());
+        let err = decode_stream(Side::Client, &[0x09, 0x00], &[2]).unwrap_err();
+        assert_eq!(err, ProtocolError::FragmentedControlFrame.into());
+    }
+
+    #[test]
+    fn oversized_frame_rejected_at_header_before_payload_is_buffered() {
+        let mut decoder = FrameDecoder::new(Side::Client, 100);
+        let mut buf = BytesMut::from(&[0x82u8, 0x7E, 0x00, 0x80][..]);
+        let err = decoder.decode(&mut buf).unwrap_err();
+        assert_eq!(err, LimitError::FrameTooLarge { len: 128, max: 100 }.into());
+    }
+
+    #[test]
+    fn partial_reports_unmasked_prefix() {
+        let mut out = BytesMut::new();
+        encode_frame(
+            header(OpCode::Text, true, Some([9, 8, 7, 6])),
+            b"abcdef",
+            &mut out,
+        );
+        let mut decoder = FrameDecoder::new(Side::Server, 1 << 20);
+        let mut buf = BytesMut::from(&out[..out.len() - 2]);
+        assert_eq!(decoder.decode(&mut buf), Ok(None));
+        let (h, n) = decoder.partial().unwrap();
+        assert_eq!((h.opcode, n), (OpCode::Text, 4));
+        assert_eq!(&buf[..n], b"abcd");
+        buf.extend_from_slice(&out[out.len() - 2..]);
+        assert_eq!(
+            &decoder.decode(&mut buf).unwrap().unwrap().payload[..],
+            b"abcdef"
+        );
+        assert!(decoder.partial().is_none());
+    }
+
+    fn arb_frame(masked: bool) -> impl Strategy<Value = (FrameHeader, Vec<u8>)> {
+        let data = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            proptest::collection::vec(any::<u8>(), 60_000..70_000),
+        ];
+        (any::<bool>(), 0usize..3, any::<[u8; 4]>(), data).prop_map(
+            move |(fin, kind, key, data)| {
+                let opcode = [OpCode::Continuation, OpCode::Text, OpCode::Binary][kind];
+                (header(opcode, fin, masked.then_some(key)), data)
+            },
+        )
+    }
+
+    fn arb_control(masked: bool) -> impl Strategy<Value = (FrameHeader, Vec<u8>)> {
+        (
+            0usize..3,
+            any::<[u8; 4]>(),
+            proptest::collection::vec(any::<u8>(), 0..=125),
+        )
+            .prop_map(move |(kind, key, data)| {
+                let opcode = [OpCode::Close, OpCode::Ping, OpCode::Pong][kind];
+                (header(opcode, true, masked.then_some(key)), data)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn encode_then_decode_is_identity_in_any_chunking(
+            masked in any::<bool>(),
+            frames in proptest::collection::vec(prop_oneof![arb_frame(true), arb_control(true)], 1..8),
+            chunks in proptest::collection::vec(1usize..300, 1..20),
+        ) {
+            let side = if masked { Side::Server } else { Side::Client };
+            let mut wire = BytesMut::new();
+            let mut expected = Vec::new();
+            for (mut h, data) in frames {
+                if !masked { h.mask = None; }
+                encode_frame(h, &data, &mut wire);
+                h.payload_len = data.len() as u64;
+                expected.push((h, data));
+            }
+            for chunking in [&chunks[..], &[1][..], &[usize::MAX][..]] {
+                let got = decode_stream(side, &wire, chunking).unwrap();
+                prop_assert_eq!(got.len(), expected.len());
+                for (frame, (h, data)) in got.iter().zip(&expected) {
+                    prop_assert_eq!(&frame.header, h);
+                    prop_assert_eq!(&frame.payload[..], &data[..]);
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_overbuffer(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+            side in prop_oneof![Just(Side::Client), Just(Side::Server)],
+        ) {
+            let mut decoder = FrameDecoder::new(side, 256);
+            let mut buf = BytesMut::new();
+            for b in bytes {
+                buf.extend_from_slice(&[b]);
+                match decoder.decode(&mut buf) {
+                    Ok(Some(frame)) => prop_assert!(frame.payload.len() <= 256),
+                    Ok(None) => prop_assert!(buf.len() <= 256 + super::super::MAX_HEADER_LEN),
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+}

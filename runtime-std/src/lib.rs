@@ -1,0 +1,4 @@
+//! # sockeye-std
+//!
+//! A blocking runtime for `sockeye-core`: a thread per connection drives the core over
+//! `std::net::TcpStream`. (Being written.)
