@@ -22,6 +22,9 @@ pub mod time;
 #[cfg(any(fuzzing, feature = "sim"))]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(any(test, feature = "sim"))]
+#[doc(hidden)]
+pub mod sim;
 
 pub use config::Config;
 pub use connection::{Close, Connection, Event, Message, MessageKind, State};

@@ -626,3 +626,6 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
