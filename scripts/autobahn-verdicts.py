@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Extract or compare Autobahn verdicts.
+
+usage: autobahn-verdicts.py extract REPORT_DIR AGENT > verdicts.json
+       autobahn-verdicts.py compare EXPECTED.json ACTUAL.json
+
+A verdict file maps each case id to "BEHAVIOR/CLOSE_BEHAVIOR". `compare` prints every
+case whose verdict changed, was added or went missing, and exits 1 if there is any such
+case or if any actual verdict is FAILED.
+"""
+import json
+import sys
+
+
+def case_key(cid):
+    return tuple(int(x) for x in cid.split("."))
+
+
+def extract(report_dir, agent):
+    with open(f"{report_dir}/index.json", encoding="utf-8") as f:
+        index = json.load(f)
+    cases = index.get(agent, {})
+    verdicts = {cid: f'{c["behavior"]}/{c["behaviorClose"]}' for cid, c in cases.items()}
+    ordered = dict(sorted(verdicts.items(), key=lambda kv: case_key(kv[0])))
+    json.dump(ordered, sys.stdout, indent=1)
+    print()
+    return 0 if ordered else 2
+
+
+def compare(expected_path, actual_path):
+    with open(expected_path, encoding="utf-8") as f:
+        expected = json.load(f)
+    with open(actual_path, encoding="utf-8") as f:
+        actual = json.load(f)
+    problems = []
+    for cid in sorted(set(expected) | set(actual), key=case_key):
+        want, got = expected.get(cid, "<missing>"), actual.get(cid, "<missing>")
+        if want != got:
+            problems.append(f"  {cid}: expected {want}, got {got}")
+    failed = [cid for cid, v in actual.items() if v.split("/")[0] not in ("OK", "NON-STRICT", "INFORMATIONAL")]
+    for line in problems:
+        print(line)
+    if failed:
+        print(f"  not passing: {','.join(sorted(failed, key=case_key))}")
+    print(f"{actual_path}: {len(actual)} cases, {len(problems)} differ from {expected_path}, {len(failed)} not passing")
+    return 1 if problems or failed else 0
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if len(args) == 3 and args[0] == "extract":
+        sys.exit(extract(args[1], args[2]))
+    if len(args) == 3 and args[0] == "compare":
+        sys.exit(compare(args[1], args[2]))
+    print(__doc__.strip(), file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: unit, property, simulation and interop tests
+# (the interop tests install their Python peers themselves), then Autobahn conformance.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+bash scripts/autobahn.sh
