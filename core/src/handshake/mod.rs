@@ -18,15 +18,20 @@
 //! the frame layer: they are kept and fed to the connection, never lost. Chunking never
 //! matters, and no head is buffered past [`Config::max_handshake_bytes`](crate::Config).
 
+mod accept_key;
+mod extensions;
+mod head;
+mod server;
+
 use alloc::string::String;
 use bytes::Bytes;
 use core::fmt::Write as _;
 
 use crate::error::HandshakeError;
 
-/// The server side of the opening handshake.
-#[derive(Debug)]
-pub struct ServerHandshake {}
+pub use accept_key::accept_key;
+pub use extensions::ExtensionOffer;
+pub use server::{Request, ServerHandshake};
 
 /// The client side of the opening handshake.
 #[derive(Debug)]
