@@ -71,6 +71,11 @@ impl Clock {
         }
         self.latest
     }
+
+    /// The latest instant seen, for work done outside a call that carries `now`.
+    pub(crate) fn latest(&self) -> Instant {
+        self.latest
+    }
 }
 
 #[cfg(test)]

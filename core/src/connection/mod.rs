@@ -128,6 +128,10 @@ pub struct Connection {
     queued_bytes: usize,
     sending_fragmented: Option<MessageKind>,
     events: VecDeque<Event>,
+    /// A message was delivered; later frames wait for the next `poll_event`.
+    paused: bool,
+    /// The peer closed its side; acted on once the buffered frames are processed.
+    eof_received: bool,
     keepalive: Keepalive,
     close_deadline: Option<Instant>,
     close_sent: bool,
@@ -175,6 +179,8 @@ impl Connection {
             queued_bytes: 0,
             sending_fragmented: None,
             events: VecDeque::new(),
+            paused: false,
+            eof_received: false,
             close_deadline: None,
             close_sent: false,
             disconnect: false,
@@ -236,7 +242,33 @@ impl Connection {
         }
         self.keepalive.on_receive(now);
         self.read_buf.extend_from_slice(data);
-        while self.state != State::Closed {
+        if !self.paused {
+            self.process();
+        }
+    }
+
+    /// Reports that the peer closed its side of the transport. Frames received before
+    /// the EOF are still processed first.
+    pub fn handle_eof(&mut self, now: Instant) {
+        self.clock.observe(now);
+        self.eof_received = true;
+        if self.state == State::Closed {
+            self.disconnect = true;
+        } else if !self.paused {
+            self.process();
+        }
+    }
+
+    /// Decodes and acts on buffered frames until the buffer holds no whole frame, the
+    /// connection closes, or a message was delivered.
+    ///
+    /// Stopping after a message lets the application answer it (an echo, say) before any
+    /// later frame is acted on: a peer that sends a message and then breaks the protocol
+    /// gets its answer before the close, as it would from a peer reading frame by frame.
+    /// [`poll_event`](Self::poll_event) resumes.
+    fn process(&mut self) {
+        let now = self.clock.latest();
+        while self.state != State::Closed && !self.paused {
             match self.decoder.decode(&mut self.read_buf) {
                 Ok(Some(frame)) => {
                     if let Err(e) = self.on_frame(now, frame) {
@@ -246,6 +278,8 @@ impl Connection {
                 Ok(None) => {
                     if let Err(e) = self.check_partial() {
                         self.fail(e);
+                    } else if self.eof_received {
+                        self.fail(ConnectionError::UnexpectedEof);
                     }
                     break;
                 }
@@ -254,15 +288,9 @@ impl Connection {
         }
         if self.state == State::Closed {
             self.read_buf = BytesMut::new();
-        }
-    }
-
-    /// Reports that the peer closed its side of the transport.
-    pub fn handle_eof(&mut self, now: Instant) {
-        self.clock.observe(now);
-        match self.state {
-            State::Closed => self.disconnect = true,
-            State::Open | State::Closing => self.fail(ConnectionError::UnexpectedEof),
+            if self.eof_received {
+                self.disconnect = true;
+            }
         }
     }
 
@@ -382,7 +410,18 @@ impl Connection {
     }
 
     /// The next event. Call after every input until it returns `None`.
+    ///
+    /// Received frames are acted on lazily: after an [`Event::Message`], later frames
+    /// already received wait until `poll_event` is called again. An application that
+    /// handles each message before asking for the next event can therefore answer it
+    /// before anything the peer sent afterwards takes effect. Draining all events at once
+    /// is equally correct. Either way, drain [`poll_transmit`](Self::poll_transmit) too:
+    /// resuming may queue replies (pongs, close frames).
     pub fn poll_event(&mut self) -> Option<Event> {
+        if self.events.is_empty() && self.paused {
+            self.paused = false;
+            self.process();
+        }
         self.events.pop_front()
     }
 
@@ -465,6 +504,7 @@ impl Connection {
             MessageKind::Text => Message::Text(whole),
             MessageKind::Binary => Message::Binary(whole),
         }));
+        self.paused = true;
         Ok(())
     }
 

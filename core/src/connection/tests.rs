@@ -385,6 +385,52 @@ fn nothing_is_accepted_after_close() {
 }
 
 #[test]
+fn a_message_is_answered_before_a_later_violation_in_the_same_read() {
+    let mut s = server();
+    let mut wire = from_client(0x81, b"hello");
+    wire.extend(from_client(0xC1, b"reserved bit set"));
+    s.handle_bytes(Instant::ZERO, &wire);
+    let Some(Event::Message(echo)) = s.poll_event() else {
+        panic!()
+    };
+    assert_eq!(
+        s.state(),
+        State::Open,
+        "the bad frame waits until the app asks for more"
+    );
+    s.send(Instant::ZERO, echo).unwrap();
+    let Some(Event::Closed(close)) = s.poll_event() else {
+        panic!()
+    };
+    assert_eq!(close.error, Some(ProtocolError::ReservedBits.into()));
+    let frames = sent_frames(&mut s);
+    assert_eq!(
+        (frames[0].header.opcode, &frames[0].payload[..]),
+        (OpCode::Text, &b"hello"[..])
+    );
+    assert_eq!(
+        (frames[1].header.opcode, &frames[1].payload[..]),
+        (OpCode::Close, &[0x03, 0xEA][..])
+    );
+}
+
+#[test]
+fn eof_takes_effect_after_the_frames_received_before_it() {
+    let mut s = server();
+    let mut wire = from_client(0x81, b"one");
+    wire.extend(from_client(0x81, b"two"));
+    s.handle_bytes(Instant::ZERO, &wire);
+    s.handle_eof(Instant::ZERO);
+    let evs = events(&mut s);
+    assert_eq!(evs[..2], [text("one"), text("two")]);
+    let Event::Closed(close) = &evs[2] else {
+        panic!("{evs:?}")
+    };
+    assert_eq!(close.error, Some(ConnectionError::UnexpectedEof));
+    assert!(s.wants_disconnect());
+}
+
+#[test]
 fn frame_over_the_limit_fails_with_1009_before_its_payload_arrives() {
     let config = Config {
         max_frame_bytes: 1000,
