@@ -34,6 +34,17 @@
 //!
 //! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`, so this crate
 //! needs a Unix-like system (see [`OsEntropy`]).
+//!
+//! ## Examples
+//!
+//! ```text
+//! cargo run --release -p sockeye-std --example echo_server -- 127.0.0.1:9001
+//! cargo run -p sockeye-std --example echo_client -- ws://127.0.0.1:9001/ hello world
+//! AUTOBAHN_URL=ws://127.0.0.1:9001 AUTOBAHN_AGENT=sockeye \
+//!     cargo run --release -p sockeye-std --example autobahn_client
+//! ```
+
+#![warn(missing_docs)]
 
 mod client;
 mod entropy;
