@@ -9,7 +9,7 @@ use sockeye_core::{ClientHandshake, Config, HandshakeError};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::time;
-use crate::transport::{Input, Transport};
+use crate::transport::{write_timeout, Input, Transport};
 use crate::url::WsUrl;
 use crate::websocket::WebSocket;
 
@@ -87,7 +87,7 @@ fn handshake(
     config: Config,
     options: ClientOptions<'_>,
 ) -> Result<WebSocket> {
-    let mut transport = Transport::new(stream)?;
+    let mut transport = Transport::new(stream, write_timeout(&config))?;
     let mut entropy = OsEntropy::new()?;
     let host = url.host_header();
     let request = ClientRequest {

@@ -13,7 +13,7 @@ use sockeye_core::{Config, HandshakeError, ServerHandshake};
 
 use crate::error::{Error, Result};
 use crate::time;
-use crate::transport::{Input, Transport};
+use crate::transport::{write_timeout, Input, Transport};
 use crate::websocket::WebSocket;
 
 type OriginPolicy = dyn Fn(Option<&str>) -> bool + Send + Sync;
@@ -196,7 +196,7 @@ fn is_fatal_accept_error(e: &io::Error) -> bool {
 /// Performs the server handshake on `stream`: reads the request under the core's deadline,
 /// applies the policy, and writes the core's answer.
 fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebSocket> {
-    let mut transport = Transport::new(stream)?;
+    let mut transport = Transport::new(stream, write_timeout(config))?;
     let mut handshake = ServerHandshake::new(config, time::now());
     let outcome = loop {
         let step = match transport.read(handshake.poll_timeout())? {

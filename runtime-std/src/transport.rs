@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use sockeye_core::Instant;
+use sockeye_core::{Config, Instant};
 
 use crate::time;
 
@@ -16,6 +16,12 @@ pub(crate) const READ_BUF_BYTES: usize = 64 * 1024;
 
 /// Most chunks passed to one `write_vectored` call.
 const MAX_IOVECS: usize = 64;
+
+/// How long a write may wait for the peer to read: as long as the core waits for a pong
+/// before declaring the peer dead, since a peer that drains nothing is just as dead.
+pub(crate) fn write_timeout(config: &Config) -> Duration {
+    config.pong_timeout
+}
 
 /// What one blocking read produced.
 pub(crate) enum Input<'a> {
@@ -41,11 +47,14 @@ pub(crate) struct Transport {
 
 impl Transport {
     /// Wraps a connected stream: blocking mode, `TCP_NODELAY` on (the core already
-    /// coalesces small frames, so Nagle would only add latency).
-    pub(crate) fn new(stream: TcpStream) -> io::Result<Self> {
+    /// coalesces small frames, so Nagle would only add latency), and `write_timeout` as
+    /// the longest a write may wait for the peer to make room: a peer that reads nothing
+    /// for that long is treated as gone, so a blocked write cannot hang a thread forever.
+    pub(crate) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Self> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(None)?;
+        stream.set_write_timeout(Some(write_timeout.max(Duration::from_millis(1))))?;
         Ok(Transport {
             stream,
             read_buf: vec![0; READ_BUF_BYTES].into_boxed_slice(),
@@ -162,7 +171,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (Transport::new(client).unwrap(), server)
+        (
+            Transport::new(client, Duration::from_secs(5)).unwrap(),
+            server,
+        )
     }
 
     #[test]

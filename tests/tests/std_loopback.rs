@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_std::{
-    Client, ClientOptions, CloseCode, Error, Event, HandshakeError, Message, MessageKind, Server,
-    WebSocket,
+    Client, ClientOptions, CloseCode, ConnectionError, Error, Event, HandshakeError, Message,
+    MessageKind, Server, WebSocket,
 };
 use sockeye_tests::{bounded, payload, spawn_std_echo_server, test_config};
 
@@ -234,4 +234,101 @@ fn connection_refused_is_an_io_error() {
         Client::connect(&url, test_config()),
         Err(Error::Io(_))
     ));
+}
+
+#[test]
+fn a_peer_that_stops_reading_fails_the_send_instead_of_hanging() {
+    bounded(Duration::from_secs(30), || {
+        let mut config = test_config();
+        config.pong_timeout = Duration::from_millis(500);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = Server::bind("127.0.0.1:0", config)
+            .unwrap()
+            .spawn(move |mut ws| {
+                let big = payload(1 << 20, 0, false);
+                let result = (0..1000).try_for_each(|_| ws.send(big.clone()));
+                let _ = tx.send(result);
+            })
+            .unwrap();
+        // A client that completes the handshake and then never reads.
+        let mut tcp = TcpStream::connect(server.local_addr()).unwrap();
+        tcp.write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Err(Error::Io(_))) => {}
+            other => panic!("expected the send to fail with an i/o error, got {other:?}"),
+        }
+        drop(tcp);
+    });
+}
+
+#[test]
+fn keepalive_pings_fire_while_waiting_in_recv() {
+    bounded(Duration::from_secs(30), || {
+        let mut config = test_config();
+        config.ping_interval = Some(Duration::from_millis(100));
+        let server = Server::bind("127.0.0.1:0", config)
+            .unwrap()
+            .spawn(|mut ws| {
+                while let Ok(Some(_)) = ws.recv() {
+                    let measured = ws.rtt().is_some();
+                    if ws
+                        .send(Message::text(format!("rtt measured: {measured}")))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+        let mut client_config = test_config();
+        client_config.ping_interval = None;
+        let url = format!("ws://{}/", server.local_addr());
+        let mut ws = Client::connect(&url, client_config).unwrap();
+        // The server's keepalive ping arrives without either side sending anything.
+        match ws.recv_event().unwrap() {
+            Some(Event::Ping(_)) => {}
+            other => panic!("expected the server's keepalive ping, got {other:?}"),
+        }
+        ws.send(Message::text("rtt?")).unwrap();
+        assert_eq!(
+            ws.recv().unwrap(),
+            Some(Message::text("rtt measured: true"))
+        );
+    });
+}
+
+#[test]
+fn a_peer_that_never_answers_pings_is_dropped() {
+    bounded(Duration::from_secs(30), || {
+        let mut config = test_config();
+        config.ping_interval = Some(Duration::from_millis(100));
+        config.pong_timeout = Duration::from_millis(200);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = Server::bind("127.0.0.1:0", config)
+            .unwrap()
+            .spawn(move |mut ws| {
+                let _ = tx.send(ws.recv());
+            })
+            .unwrap();
+        let mut tcp = TcpStream::connect(server.local_addr()).unwrap();
+        tcp.write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Err(Error::Connection(ConnectionError::KeepaliveTimeout))) => {}
+            other => panic!("expected a keepalive timeout, got {other:?}"),
+        }
+        // The server sent 101, a ping, then a 1001 close, then closed the socket.
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        tcp.read_to_end(&mut received).unwrap();
+        let close = [0x88, 0x02, 0x03, 0xe9];
+        assert!(received.ends_with(&close), "no 1001 close at the end");
+    });
 }
