@@ -21,6 +21,7 @@
 mod accept_key;
 mod extensions;
 mod head;
+mod request;
 mod server;
 
 use alloc::string::String;
@@ -31,7 +32,8 @@ use crate::error::HandshakeError;
 
 pub use accept_key::accept_key;
 pub use extensions::ExtensionOffer;
-pub use server::{Request, ServerHandshake};
+pub use request::Request;
+pub use server::ServerHandshake;
 
 /// The client side of the opening handshake.
 #[derive(Debug)]
