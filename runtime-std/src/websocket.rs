@@ -23,8 +23,10 @@ use crate::transport::{Input, Transport};
 /// It does its work on the calling thread, inside its methods: [`recv`](Self::recv) is
 /// where bytes are read, pings answered and keepalive timers fire, so call it whenever
 /// the application is idle. [`send`](Self::send) blocks until the kernel has taken the
-/// whole message. Like other blocking WebSocket APIs, two peers that only write and never
-/// read can fill each other's buffers; read while you write large amounts.
+/// whole message; a peer that reads nothing for `pong_timeout` fails the send with an
+/// i/o error rather than blocking the thread forever. Like other blocking WebSocket APIs,
+/// two peers that only write and never read can fill each other's buffers; read while
+/// you write large amounts.
 ///
 /// Obtain one from [`Client::connect`](crate::Client::connect) or a
 /// [`Server`](crate::Server).
