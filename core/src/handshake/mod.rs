@@ -19,9 +19,11 @@
 //! matters, and no head is buffered past [`Config::max_handshake_bytes`](crate::Config).
 
 mod accept_key;
+mod client;
 mod extensions;
 mod head;
 mod request;
+mod response;
 mod server;
 
 use alloc::string::String;
@@ -31,13 +33,11 @@ use core::fmt::Write as _;
 use crate::error::HandshakeError;
 
 pub use accept_key::accept_key;
+pub use client::{ClientHandshake, ClientRequest};
 pub use extensions::ExtensionOffer;
 pub use request::Request;
+pub use response::Response;
 pub use server::ServerHandshake;
-
-/// The client side of the opening handshake.
-#[derive(Debug)]
-pub struct ClientHandshake {}
 
 /// The reason phrase of the statuses a server answers a failed handshake with.
 fn reason_phrase(status: u16) -> &'static str {
