@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the Autobahn testsuite against sockeye-std (echo_server as the server under test,
 # autobahn_client as the client under test) and diffs each verdict against the committed
-# expectations, so a regression fails loudly.
+# expectations (expected-server.json, expected-client.json; "A|B" accepts either), so a
+# regression fails loudly.
 #
 # usage: runtime-std/autobahn/check.sh [server|client|both] [--update]
 # env:   CASES (default groups 1-7, 9, 10; 12/13 are permessage-deflate, not implemented)
@@ -26,15 +27,21 @@ compare() { # compare KIND REPORT_DIR
   python3 - "$1" "$2/index.json" "$here/expected-$1.json" "$update" <<'PY'
 import json, sys
 kind, report, expected_path, update = sys.argv[1:]
+# Cases that send a valid message and then a violation: when both arrive in one read, the
+# core fails the connection before the application can echo the message (NON-STRICT);
+# when they arrive apart the echo goes out first (OK). Which happens is TCP timing.
+RACY = {"3.2", "3.3", "3.4", "4.1.3", "4.1.4", "4.1.5", "4.2.3", "4.2.4", "4.2.5", "5.15"}
 got = {case: r["behavior"] for case, r in json.load(open(report))["sockeye"].items()}
 if update == "--update":
-    json.dump(dict(sorted(got.items(), key=lambda kv: [int(x) for x in kv[0].split(".")])),
+    verdicts = {c: ("OK|NON-STRICT" if c in RACY and v in ("OK", "NON-STRICT") else v)
+                for c, v in got.items()}
+    json.dump(dict(sorted(verdicts.items(), key=lambda kv: [int(x) for x in kv[0].split(".")])),
               open(expected_path, "w"), indent=1)
     print(f"{kind}: wrote {len(got)} verdicts to {expected_path}")
     sys.exit(0)
 expected = json.load(open(expected_path))
-diff = [(c, expected.get(c), got.get(c)) for c in sorted(set(got) | set(expected))
-        if c in got and expected.get(c) != got.get(c)]
+diff = [(c, expected.get(c), got[c]) for c in sorted(got)
+        if got[c] not in (expected.get(c) or "").split("|")]
 for case, want, have in diff:
     print(f"{kind}: case {case}: expected {want}, got {have}")
 print(f"{kind}: {len(got)} cases, {len(diff)} differ from expected-{kind}.json")
