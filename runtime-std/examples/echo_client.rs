@@ -11,7 +11,14 @@ use std::io::BufRead;
 
 use sockeye_std::{Client, CloseCode, Config, Message};
 
-fn main() -> Result<(), sockeye_std::Error> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("echo_client: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), sockeye_std::Error> {
     let mut args = std::env::args().skip(1);
     let url = args
         .next()

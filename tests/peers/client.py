@@ -7,6 +7,8 @@ the Rust test asserts on them. Scenarios:
   text, binary, large, fragmented, ping   exchange messages; ok=True, or a traceback
   close CODE                              close with CODE, report the server's answer
   server_close CODE                       ask the server to close with CODE, report it
+  origin ORIGIN                           connect with that Origin; report accepted/status
+  subprotocol [ORIGIN]                    offer "superchat", "chat"; report the choice
 The process exits by itself after $PEER_TIMEOUT seconds (default 60).
 """
 
@@ -14,7 +16,7 @@ import os
 import signal
 import sys
 
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 TIMEOUT = 10
@@ -81,15 +83,28 @@ def main():
     signal.alarm(int(os.environ.get("PEER_TIMEOUT", "60")))
     url, scenario = sys.argv[1], sys.argv[2]
     arg = sys.argv[3] if len(sys.argv) > 3 else None
-    with connect(
-        url,
+    options = dict(
         max_size=16 * 1024 * 1024,
         compression=None,
         open_timeout=TIMEOUT,
         close_timeout=TIMEOUT,
         ping_interval=None,
-    ) as ws:
-        report = run(ws, scenario, arg)
+    )
+    if scenario == "origin":
+        try:
+            with connect(url, origin=arg, **options) as ws:
+                ws.close()
+            report = {"accepted": True}
+        except InvalidStatus as e:
+            report = {"accepted": False, "status": e.response.status_code}
+    elif scenario == "subprotocol":
+        offer = ["superchat", "chat"]
+        with connect(url, subprotocols=offer, origin=arg, **options) as ws:
+            echo(ws, "hi")
+            report = {"subprotocol": ws.subprotocol}
+    else:
+        with connect(url, **options) as ws:
+            report = run(ws, scenario, arg)
     for key, value in report.items():
         print(f"{key}={value}", flush=True)
 

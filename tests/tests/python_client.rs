@@ -3,12 +3,22 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use sockeye_std::{Server, ServerHandle};
 use sockeye_tests::{bounded, spawn_std_echo_server, test_config, Peer};
 
 /// Runs `peers/client.py` against a fresh std echo server and returns its report.
 fn run(scenario: &'static str, arg: Option<&'static str>) -> HashMap<String, String> {
+    run_against(scenario, arg, || spawn_std_echo_server(test_config()))
+}
+
+/// Runs `peers/client.py` against the server `start` returns.
+fn run_against(
+    scenario: &'static str,
+    arg: Option<&'static str>,
+    start: impl FnOnce() -> ServerHandle + Send + 'static,
+) -> HashMap<String, String> {
     bounded(Duration::from_secs(60), move || {
-        let server = spawn_std_echo_server(test_config());
+        let server = start();
         let url = format!("ws://{}/echo", server.local_addr());
         let mut args = vec![url.as_str(), scenario];
         args.extend(arg);
@@ -70,4 +80,35 @@ fn server_initiated_close_reaches_the_client() {
     assert_eq!(report["rcvd_reason"], "server says bye");
     assert_eq!(report["sent_code"], "4001");
     assert_eq!(report["rcvd_then_sent"], "True");
+}
+
+/// A std server that allows one origin and picks "chat" when offered, then echoes.
+fn policy_server() -> ServerHandle {
+    Server::bind("127.0.0.1:0", test_config())
+        .unwrap()
+        .check_origin(|origin| origin == Some("http://good.example"))
+        .select_protocol(|req| req.protocols().find(|p| *p == "chat").map(String::from))
+        .spawn(|mut ws| {
+            while let Ok(Some(message)) = ws.recv() {
+                if ws.send(message).is_err() {
+                    break;
+                }
+            }
+        })
+        .unwrap()
+}
+
+#[test]
+fn refused_origin_gets_403() {
+    let report = run_against("origin", Some("http://evil.example"), policy_server);
+    assert_eq!(report["accepted"], "False");
+    assert_eq!(report["status"], "403");
+    let report = run_against("origin", Some("http://good.example"), policy_server);
+    assert_eq!(report["accepted"], "True");
+}
+
+#[test]
+fn subprotocol_is_negotiated() {
+    let report = run_against("subprotocol", Some("http://good.example"), policy_server);
+    assert_eq!(report["subprotocol"], "chat");
 }
