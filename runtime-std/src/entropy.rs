@@ -2,7 +2,7 @@
 //!
 //! RFC 6455 §5.3 requires masking keys the peer (and anything between) cannot predict.
 //! [`OsEntropy`] reads the kernel's CSPRNG through `/dev/urandom` in buffered blocks of
-//! [`BLOCK_BYTES`]: every byte handed to the core comes straight from the kernel, none is
+//! 512 bytes: every byte handed to the core comes straight from the kernel, none is
 //! stretched by a user-space generator, and a connection costs one `read` per 128 masked
 //! frames. This needs no dependency; its price is that it works only where `/dev/urandom`
 //! exists (Linux, the BSDs, macOS). Bytes are wiped from the buffer once handed out.
@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use sockeye_core::Entropy;
 
 /// Bytes read from the kernel at a time.
-pub const BLOCK_BYTES: usize = 512;
+const BLOCK_BYTES: usize = 512;
 
 /// The process's one handle to `/dev/urandom`, opened on first use.
 fn urandom() -> io::Result<&'static File> {

@@ -56,7 +56,7 @@ mod url;
 mod websocket;
 
 pub use client::{Client, ClientOptions};
-pub use entropy::{OsEntropy, BLOCK_BYTES};
+pub use entropy::OsEntropy;
 pub use error::{Error, Result};
 pub use server::{Server, ServerHandle};
 pub use time::now;

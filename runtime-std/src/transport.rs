@@ -110,13 +110,13 @@ impl Transport {
     /// partial write the unwritten tail stays at the front of the queue.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         while !self.pending.is_empty() {
-            let slices: Vec<IoSlice<'_>> = self
-                .pending
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|c| IoSlice::new(c))
-                .collect();
-            let written = match self.stream.write_vectored(&slices) {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(&self.pending) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            let written = match self.stream.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
