@@ -332,3 +332,46 @@ fn a_peer_that_never_answers_pings_is_dropped() {
         assert!(received.ends_with(&close), "no 1001 close at the end");
     });
 }
+
+#[test]
+fn a_silent_client_gets_408_after_the_handshake_timeout() {
+    bounded(Duration::from_secs(30), || {
+        let mut config = test_config();
+        config.handshake_timeout = Duration::from_millis(200);
+        let server = spawn_std_echo_server(config);
+        let mut tcp = TcpStream::connect(server.local_addr()).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = String::new();
+        tcp.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    });
+}
+
+#[test]
+fn a_silent_server_fails_the_client_handshake_in_time() {
+    bounded(Duration::from_secs(30), || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/", listener.local_addr().unwrap());
+        let mut config = test_config();
+        config.handshake_timeout = Duration::from_millis(200);
+        match Client::connect(&url, config) {
+            Err(Error::Handshake(HandshakeError::Timeout)) => {}
+            other => panic!("expected a handshake timeout, got {other:?}"),
+        }
+        drop(listener);
+    });
+}
+
+#[test]
+fn dropping_the_server_handle_stops_accepting() {
+    bounded(Duration::from_secs(30), || {
+        let server = spawn_std_echo_server(test_config());
+        let url = format!("ws://{}/", server.local_addr());
+        assert!(Client::connect(&url, test_config()).is_ok());
+        drop(server);
+        assert!(matches!(
+            Client::connect(&url, test_config()),
+            Err(Error::Io(_))
+        ));
+    });
+}
