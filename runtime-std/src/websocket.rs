@@ -228,19 +228,20 @@ impl WebSocket {
                 Err(Error::Io(e))
             }
         };
+        self.drain();
         // The timer: a deadline that passed is acted on whether the read timed out or
         // bytes kept arriving (a spurious call is a no-op for the core).
         let now = time::now();
         if self.conn.poll_timeout().is_some_and(|d| d <= now) {
             self.conn.handle_timeout(now);
         }
-        let drained = self.drain_and_flush();
-        result.and(drained)
+        let flushed = self.drain_and_flush();
+        result.and(flushed)
     }
 
-    /// Drains the core's events and chunks, writes the chunks, and shuts the transport
-    /// down once the core wants to disconnect and everything is written.
-    fn drain_and_flush(&mut self) -> Result<()> {
+    /// Takes everything the core has for us: events into the application's queue,
+    /// chunks into the write queue. Called after every input.
+    fn drain(&mut self) {
         loop {
             let mut progressed = false;
             while let Some(event) = self.conn.poll_event() {
@@ -255,6 +256,12 @@ impl WebSocket {
                 break;
             }
         }
+    }
+
+    /// [`drain`](Self::drain)s the core, writes the chunks, and shuts the transport down
+    /// once the core wants to disconnect and everything is written.
+    fn drain_and_flush(&mut self) -> Result<()> {
+        self.drain();
         if self.done {
             return Ok(());
         }
@@ -265,10 +272,7 @@ impl WebSocket {
             let was_closed = self.conn.is_closed();
             self.done = true;
             self.conn.handle_eof(time::now());
-            while let Some(event) = self.conn.poll_event() {
-                self.events.push_back(event);
-            }
-            while self.conn.poll_transmit().is_some() {}
+            self.drain();
             return if was_closed {
                 Ok(())
             } else {
