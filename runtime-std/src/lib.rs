@@ -1,4 +1,70 @@
 //! # sockeye-std
 //!
-//! A blocking runtime for `sockeye-core`: a thread per connection drives the core over
-//! `std::net::TcpStream`. (Being written.)
+//! A blocking runtime for [`sockeye_core`]: each connection is driven on a plain thread
+//! over a `std::net::TcpStream`. The runtime owns the socket, the clock and the entropy;
+//! every protocol decision (handshake answers, pongs, close echoes, keepalive, limits) is
+//! the core's.
+//!
+//! ```
+//! use sockeye_std::{Client, CloseCode, Config, Message, Server};
+//!
+//! // A server that echoes every message, on a background thread.
+//! let server = Server::bind("127.0.0.1:0", Config::default())?.spawn(|mut ws| {
+//!     while let Ok(Some(message)) = ws.recv() {
+//!         if ws.send(message).is_err() { break; }
+//!     }
+//! })?;
+//!
+//! // A client.
+//! let url = format!("ws://{}/echo", server.local_addr());
+//! let mut ws = Client::connect(&url, Config::default())?;
+//! ws.send(Message::text("hello"))?;
+//! assert_eq!(ws.recv()?, Some(Message::text("hello")));
+//! ws.close(CloseCode::NORMAL, "done")?;
+//! assert_eq!(ws.recv()?, None);
+//! # Ok::<(), sockeye_std::Error>(())
+//! ```
+//!
+//! ## How it runs
+//!
+//! A [`WebSocket`] does its work inside its own methods, on the calling thread: `recv`
+//! reads the socket with the core's next deadline as the read timeout, feeds what arrived
+//! (or the passed deadline) to the core, writes whatever the core queued, and returns the
+//! next message. A [`Server`] runs one thread per connection.
+//!
+//! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`, so this crate
+//! needs a Unix-like system (see [`OsEntropy`]).
+//!
+//! ## Examples
+//!
+//! ```text
+//! cargo run --release -p sockeye-std --example echo_server -- 127.0.0.1:9001
+//! cargo run -p sockeye-std --example echo_client -- ws://127.0.0.1:9001/ hello world
+//! AUTOBAHN_URL=ws://127.0.0.1:9001 AUTOBAHN_AGENT=sockeye \
+//!     cargo run --release -p sockeye-std --example autobahn_client
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod entropy;
+mod error;
+mod server;
+mod time;
+mod transport;
+mod url;
+mod websocket;
+
+pub use client::{Client, ClientOptions};
+pub use entropy::OsEntropy;
+pub use error::{Error, Result};
+pub use server::{Server, ServerHandle};
+pub use time::now;
+pub use url::WsUrl;
+pub use websocket::WebSocket;
+
+pub use sockeye_core::handshake::Request;
+pub use sockeye_core::{
+    Close, CloseCode, Config, ConnectionError, Event, HandshakeError, Message, MessageKind,
+    SendError, State,
+};

@@ -1,1 +1,236 @@
-//! Helpers shared by the workspace integration tests.
+//! Helpers shared by the workspace integration tests: real peers as child processes that
+//! die with the test, time bounds, and a std echo server that takes commands.
+//!
+//! Python peers live in `tests/peers/`; their dependencies are installed by
+//! `tests/peers/install.sh` into a venv (`$SOCKEYE_PEERS_VENV`, else
+//! `~/.cache/sockeye-peers`). Set `SOCKEYE_PYTHON` to use another interpreter that already
+//! has `websockets`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sockeye_std::{CloseCode, Config, Message, MessageKind, Server, ServerHandle, WebSocket};
+
+/// How long a Python peer may live before it exits by itself (its `PEER_TIMEOUT`).
+pub const PEER_LIFETIME_SECS: u64 = 60;
+
+/// The folder holding the peer scripts.
+pub fn peers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// The Python interpreter for the peers: `$SOCKEYE_PYTHON`, else the venv that
+/// `peers/install.sh` creates (running it the first time; it is quick once installed).
+pub fn python() -> PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(python) = std::env::var_os("SOCKEYE_PYTHON") {
+                return PathBuf::from(python);
+            }
+            let output = Command::new("bash")
+                .arg(peers_dir().join("install.sh"))
+                .stdin(Stdio::null())
+                .output()
+                .expect("cannot run tests/peers/install.sh (needs bash and python3)");
+            assert!(
+                output.status.success(),
+                "tests/peers/install.sh failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            PathBuf::from(path)
+        })
+        .clone()
+}
+
+/// A child process that is killed when dropped, with its output read on threads so it
+/// can never block on a full pipe.
+#[derive(Debug)]
+pub struct Peer {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Receiver<String>,
+}
+
+impl Peer {
+    /// Starts `python peers/<script> <args…>`.
+    pub fn python(script: &str, args: &[&str]) -> Peer {
+        let mut command = Command::new(python());
+        command
+            .arg(peers_dir().join(script))
+            .args(args)
+            .env("PEER_TIMEOUT", PEER_LIFETIME_SECS.to_string());
+        Peer::spawn(command)
+    }
+
+    /// Starts `command` with piped stdout and stderr.
+    pub fn spawn(mut command: Command) -> Peer {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        let (line_tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (err_tx, stderr) = mpsc::channel();
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err_pipe.read_to_string(&mut text);
+            let _ = err_tx.send(text);
+        });
+        Peer {
+            child,
+            lines,
+            stderr,
+        }
+    }
+
+    /// The next line of stdout, waiting at most `timeout`.
+    pub fn line(&self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Waits at most `timeout` for the process to exit; returns its status, every stdout
+    /// line not yet read, and its stderr. Panics (killing it) if it does not exit in time.
+    pub fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<String>, String) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let stderr = self.stderr.recv_timeout(Duration::from_secs(1));
+                panic!(
+                    "peer did not exit within {timeout:?}; stderr:\n{}",
+                    stderr.unwrap_or_default()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        let lines = self.lines.try_iter().collect::<Vec<_>>();
+        let lines = if lines.is_empty() {
+            // The reader thread may not have caught up with a process that just exited.
+            self.lines
+                .recv_timeout(Duration::from_secs(1))
+                .into_iter()
+                .collect()
+        } else {
+            lines
+        };
+        let stderr = self
+            .stderr
+            .recv_timeout(Duration::from_secs(2))
+            .unwrap_or_default();
+        (status, lines, stderr)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `body` on its own thread and panics if it takes longer than `limit`, so a test
+/// that would hang fails instead. Panics inside `body` propagate.
+pub fn bounded<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let _ = tx.send(body());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = worker.join();
+            value
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => match worker.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the body sent nothing yet returned"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test took longer than {limit:?}"),
+    }
+}
+
+/// `Config::default()` with short timeouts, so a misbehaving peer fails a test quickly.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.handshake_timeout = Duration::from_secs(5);
+    config.close_timeout = Duration::from_secs(3);
+    config.pong_timeout = Duration::from_secs(5);
+    config
+}
+
+/// A std echo server on `127.0.0.1` with an ephemeral port. Like `peers/echo_server.py`,
+/// it echoes every message except these text commands:
+///   `close:CODE:REASON`  close with CODE and REASON;
+///   `fragments:A|B|C`    answer with one text message sent as the fragments A, B, C;
+///   `ping:PAYLOAD`       send a ping with PAYLOAD (its pong is the core's business).
+pub fn spawn_std_echo_server(config: Config) -> ServerHandle {
+    Server::bind("127.0.0.1:0", config)
+        .expect("bind 127.0.0.1:0")
+        .spawn(serve_echo)
+        .expect("spawn the accept loop")
+}
+
+fn serve_echo(mut ws: WebSocket) {
+    while let Ok(Some(message)) = ws.recv() {
+        let result = match message.as_text() {
+            Some(cmd) if cmd.starts_with("close:") => {
+                let mut parts = cmd.splitn(3, ':').skip(1);
+                let code = parts.next().and_then(|c| c.parse().ok()).unwrap_or(1000);
+                let reason = parts.next().unwrap_or("");
+                ws.close(CloseCode::new(code), reason)
+            }
+            Some(cmd) if cmd.starts_with("fragments:") => {
+                let parts: Vec<String> = cmd["fragments:".len()..]
+                    .split('|')
+                    .map(String::from)
+                    .collect();
+                let last = parts.len() - 1;
+                parts.into_iter().enumerate().try_for_each(|(i, part)| {
+                    ws.send_fragment(MessageKind::Text, Bytes::from(part), i == last)
+                })
+            }
+            Some(cmd) if cmd.starts_with("ping:") => {
+                ws.ping(Bytes::copy_from_slice(&cmd.as_bytes()["ping:".len()..]))
+            }
+            _ => ws.send(message),
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+}
+
+/// A message of `len` bytes whose content depends on `seed`, text if `text`.
+pub fn payload(len: usize, seed: u8, text: bool) -> Message {
+    if text {
+        let s: String = (0..len)
+            .map(|i| char::from(b'a' + (i as u8).wrapping_add(seed) % 26))
+            .collect();
+        Message::text(s)
+    } else {
+        let data: Vec<u8> = (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect();
+        Message::binary(data)
+    }
+}

@@ -1,0 +1,90 @@
+//! The runtime's error: the transport's `io::Error` or one of the core's errors.
+
+use std::fmt;
+use std::io;
+
+use sockeye_core::{ConnectionError, HandshakeError, SendError};
+
+/// Everything that can go wrong while driving a WebSocket over a `TcpStream`.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The socket failed (connect, read, write, or a write that timed out).
+    Io(io::Error),
+    /// The opening handshake could not complete.
+    Handshake(HandshakeError),
+    /// The connection ended abnormally: the peer broke the protocol, exceeded a limit,
+    /// stopped answering, or went away without a closing handshake.
+    Connection(ConnectionError),
+    /// The connection refused what the application asked to send.
+    Send(SendError),
+    /// A URL given to [`Client::connect`](crate::Client::connect) is not a `ws://` URL
+    /// this runtime can use.
+    InvalidUrl(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "i/o error: {e}"),
+            Error::Handshake(e) => write!(f, "handshake failed: {e}"),
+            Error::Connection(e) => write!(f, "connection failed: {e}"),
+            Error::Send(e) => write!(f, "cannot send: {e}"),
+            Error::InvalidUrl(why) => write!(f, "invalid url: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::Handshake(e) => Some(e),
+            Error::Connection(e) => Some(e),
+            Error::Send(e) => Some(e),
+            Error::InvalidUrl(_) => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<HandshakeError> for Error {
+    fn from(e: HandshakeError) -> Self {
+        Error::Handshake(e)
+    }
+}
+
+impl From<ConnectionError> for Error {
+    fn from(e: ConnectionError) -> Self {
+        Error::Connection(e)
+    }
+}
+
+impl From<SendError> for Error {
+    fn from(e: SendError) -> Self {
+        Error::Send(e)
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn displays_and_chains_the_cause() {
+        let e = Error::from(SendError::Closed);
+        assert_eq!(e.to_string(), "cannot send: connection closed");
+        assert!(e.source().is_some());
+        let e = Error::InvalidUrl("wss is not supported".into());
+        assert_eq!(e.to_string(), "invalid url: wss is not supported");
+    }
+}

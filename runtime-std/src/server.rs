@@ -1,0 +1,274 @@
+//! [`Server`]: a listening socket, the server handshake, and a thread per connection.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use sockeye_core::handshake::Request;
+use sockeye_core::{Config, HandshakeError, ServerHandshake};
+
+use crate::error::{Error, Result};
+use crate::time;
+use crate::transport::{write_timeout, Input, Transport};
+use crate::websocket::WebSocket;
+
+type OriginPolicy = dyn Fn(Option<&str>) -> bool + Send + Sync;
+type ProtocolPolicy = dyn Fn(&Request) -> Option<String> + Send + Sync;
+
+/// How long an accept loop pauses after `accept` fails (for example when the process is
+/// out of file descriptors), so it neither spins nor gives up.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The application's say in a handshake: which origins to allow, which subprotocol to
+/// pick. Everything else about the handshake is the core's.
+struct Policy {
+    origin: Box<OriginPolicy>,
+    protocol: Box<ProtocolPolicy>,
+}
+
+/// A WebSocket server: accepts TCP connections and upgrades them.
+///
+/// ```no_run
+/// use sockeye_std::{Config, Server};
+///
+/// let server = Server::bind("127.0.0.1:9001", Config::default())?
+///     .check_origin(|origin| origin.is_none_or(|o| o == "https://example.com"))
+///     .select_protocol(|request| request.protocols().find(|p| *p == "chat").map(String::from));
+/// server.serve(|mut ws| {
+///     while let Ok(Some(message)) = ws.recv() {
+///         if ws.send(message).is_err() {
+///             break;
+///         }
+///     }
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    config: Config,
+    policy: Policy,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Listens on `addr` (port 0 picks a free one; see [`local_addr`](Self::local_addr)).
+    /// By default every origin is allowed and no subprotocol is chosen.
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+        Ok(Server {
+            listener: TcpListener::bind(addr)?,
+            config,
+            policy: Policy {
+                origin: Box::new(|_| true),
+                protocol: Box::new(|_| None),
+            },
+        })
+    }
+
+    /// Sets the origin policy: `check(origin)` returns whether to accept a request whose
+    /// `Origin` header is `origin` (`None` when absent, as from non-browser clients).
+    /// Refused requests are answered 403.
+    pub fn check_origin(
+        mut self,
+        check: impl Fn(Option<&str>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.policy.origin = Box::new(check);
+        self
+    }
+
+    /// Sets the subprotocol choice: `select(request)` returns one of the protocols the
+    /// client offered ([`Request::protocols`]), or `None` to answer without one.
+    pub fn select_protocol(
+        mut self,
+        select: impl Fn(&Request) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.policy.protocol = Box::new(select);
+        self
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The configuration every connection gets.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Accepts one TCP connection and performs its handshake on the calling thread.
+    ///
+    /// A failed handshake (answered with its HTTP error) is returned as
+    /// [`Error::Handshake`]; the server itself is unaffected.
+    pub fn accept(&self) -> Result<WebSocket> {
+        let (stream, _) = self.listener.accept()?;
+        handshake(stream, &self.config, &self.policy)
+    }
+
+    /// Runs the accept loop forever, one thread per connection: each thread performs the
+    /// handshake and, if it succeeds, calls `handler` with the open [`WebSocket`].
+    ///
+    /// Returns only if the listener fails in a way retrying cannot fix.
+    pub fn serve<F>(self, handler: F) -> io::Result<()>
+    where
+        F: Fn(WebSocket) + Send + Sync + 'static,
+    {
+        self.serve_until(Arc::new(handler), &AtomicBool::new(false))
+    }
+
+    /// Runs [`serve`](Self::serve) on a background thread and returns a handle that
+    /// stops it when dropped. Connections already open run to their end.
+    pub fn spawn<F>(self, handler: F) -> io::Result<ServerHandle>
+    where
+        F: Fn(WebSocket) + Send + Sync + 'static,
+    {
+        let addr = self.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name(format!("sockeye-accept-{addr}"))
+                .spawn(move || {
+                    let _ = self.serve_until(Arc::new(handler), &stop);
+                })?
+        };
+        Ok(ServerHandle {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn serve_until<F>(self, handler: Arc<F>, stop: &AtomicBool) -> io::Result<()>
+    where
+        F: Fn(WebSocket) + Send + Sync + 'static,
+    {
+        let shared = Arc::new((self.config, self.policy));
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if is_fatal_accept_error(&e) => return Err(e),
+                Err(_) => {
+                    thread::sleep(ACCEPT_BACKOFF);
+                    continue;
+                }
+            };
+            if stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let shared = Arc::clone(&shared);
+            let handler = Arc::clone(&handler);
+            let spawned = thread::Builder::new()
+                .name("sockeye-conn".into())
+                .spawn(move || {
+                    let (config, policy) = &*shared;
+                    if let Ok(ws) = handshake(stream, config, policy) {
+                        handler(ws);
+                    }
+                });
+            if spawned.is_err() {
+                // Out of threads: the stream was dropped with the closure, closing it.
+                thread::sleep(ACCEPT_BACKOFF);
+            }
+        }
+    }
+}
+
+/// Errors after which `accept` will keep failing.
+fn is_fatal_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::NotConnected | io::ErrorKind::Unsupported
+    )
+}
+
+/// Performs the server handshake on `stream`: reads the request under the core's deadline,
+/// applies the policy, and writes the core's answer.
+fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebSocket> {
+    let mut transport = Transport::new(stream, write_timeout(config))?;
+    let mut handshake = ServerHandshake::new(config, time::now());
+    let outcome = loop {
+        let step = match transport.read(handshake.poll_timeout())? {
+            Input::Bytes(data) => handshake.handle_bytes(time::now(), data),
+            Input::Eof => Err(HandshakeError::UnexpectedEof),
+            Input::Timeout => handshake.handle_timeout(time::now()).map(|()| None),
+        };
+        match step {
+            Ok(Some(request)) => break Ok(request),
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    let request = match outcome {
+        Ok(request) => request,
+        Err(HandshakeError::UnexpectedEof) => return Err(HandshakeError::UnexpectedEof.into()),
+        Err(e) => {
+            transport.queue(e.response());
+            return Err(refuse(transport, e, config));
+        }
+    };
+    if !(policy.origin)(request.origin()) {
+        let e = HandshakeError::OriginRefused;
+        transport.queue(request.reject(&e));
+        return Err(refuse(transport, e, config));
+    }
+    let protocol = (policy.protocol)(&request);
+    let path = request.path().to_string();
+    let conn = request.accept(time::now(), protocol.as_deref(), config.clone());
+    WebSocket::new(conn, transport, config.close_timeout, Some(path), protocol)
+}
+
+/// Writes an HTTP error response already queued, closes the stream, and returns `e`.
+fn refuse(mut transport: Transport, e: HandshakeError, config: &Config) -> Error {
+    if transport.flush().is_ok() {
+        transport.shutdown(config.close_timeout);
+    }
+    Error::Handshake(e)
+}
+
+/// A server running on a background thread (see [`Server::spawn`]); dropping it stops the
+/// accept loop.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting and waits for the accept loop to end.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.stop.store(true, Ordering::Release);
+            // Wake the blocking accept with a connection of our own.
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}

@@ -1,0 +1,147 @@
+//! A small parser for `ws://` URLs (RFC 6455 §3).
+//!
+//! Only `ws://` is supported: this runtime has no TLS, so `wss://` URLs are refused with a
+//! clear error rather than silently sent in the clear.
+
+use crate::error::Error;
+
+/// A parsed `ws://host[:port][/path][?query]` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsUrl {
+    host: String,
+    port: u16,
+    resource: String,
+}
+
+impl WsUrl {
+    /// Parses `url`. The scheme must be `ws` (any case); the port defaults to 80 and the
+    /// path to `/`. Fragments and user info are refused (§3: "Fragment identifiers are
+    /// meaningless in the context of WebSocket URIs and MUST NOT be used").
+    pub fn parse(url: &str) -> Result<WsUrl, Error> {
+        let invalid = |why: &str| Error::InvalidUrl(format!("{why}: {url}"));
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| invalid("missing scheme"))?;
+        if scheme.eq_ignore_ascii_case("wss") {
+            return Err(invalid("wss:// (TLS) is not supported by sockeye-std"));
+        }
+        if !scheme.eq_ignore_ascii_case("ws") {
+            return Err(invalid("scheme must be ws"));
+        }
+        if rest.contains('#') {
+            return Err(invalid("fragments are not allowed"));
+        }
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, resource) = rest.split_at(split);
+        if authority.contains('@') {
+            return Err(invalid("user info is not supported"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (addr, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| invalid("bad port"))?),
+            };
+            (format!("[{addr}]"), port)
+        } else {
+            match authority.split_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (authority.to_string(), None),
+            }
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(invalid("missing host"));
+        }
+        let port = match port {
+            None => 80,
+            Some(p) => p.parse().map_err(|_| invalid("bad port"))?,
+        };
+        let resource = match resource {
+            "" => "/".to_string(),
+            r if r.starts_with('?') => format!("/{r}"),
+            r => r.to_string(),
+        };
+        Ok(WsUrl {
+            host,
+            port,
+            resource,
+        })
+    }
+
+    /// The host as written, IPv6 addresses in brackets.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, 80 when the URL names none.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The path and query to request, at least `/`.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The value of the `Host` header: the host, and the port unless it is 80.
+    pub fn host_header(&self) -> String {
+        match self.port {
+            80 => self.host.clone(),
+            port => format!("{}:{port}", self.host),
+        }
+    }
+
+    /// The host and port to connect to (IPv6 addresses without brackets).
+    pub fn socket_addr(&self) -> (&str, u16) {
+        let host = self
+            .host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host);
+        (host, self.port)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_usual_forms() {
+        let u = WsUrl::parse("ws://127.0.0.1:9001/runCase?case=3&agent=x").unwrap();
+        assert_eq!(u.socket_addr(), ("127.0.0.1", 9001));
+        assert_eq!(u.resource(), "/runCase?case=3&agent=x");
+        assert_eq!(u.host_header(), "127.0.0.1:9001");
+
+        let u = WsUrl::parse("WS://example.com").unwrap();
+        assert_eq!((u.port(), u.resource()), (80, "/"));
+        assert_eq!(u.host_header(), "example.com");
+
+        let u = WsUrl::parse("ws://example.com?x=1").unwrap();
+        assert_eq!(u.resource(), "/?x=1");
+
+        let u = WsUrl::parse("ws://[::1]:8080/a").unwrap();
+        assert_eq!(u.socket_addr(), ("::1", 8080));
+        assert_eq!(u.host_header(), "[::1]:8080");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_serve() {
+        for bad in [
+            "wss://example.com/",
+            "http://example.com/",
+            "example.com",
+            "ws://",
+            "ws://host:99999/",
+            "ws://host:/",
+            "ws://host/#frag",
+            "ws://user@host/",
+            "ws://[::1/",
+        ] {
+            assert!(
+                matches!(WsUrl::parse(bad), Err(Error::InvalidUrl(_))),
+                "{bad}"
+            );
+        }
+    }
+}

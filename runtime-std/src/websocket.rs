@@ -1,0 +1,288 @@
+//! [`WebSocket`]: one open connection, driven on the calling thread.
+//!
+//! The driver loop mirrors the core's contract: wait for bytes or the core's next
+//! deadline (the socket's read timeout is the timer), feed that one input, drain events to
+//! the application and chunks to the socket, re-arm the timer. It makes no protocol
+//! decision of its own: pongs, close echoes, keepalive pings and error closes are all the
+//! core's, and come out of `poll_transmit` like everything else.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sockeye_core::{Close, CloseCode, Connection, Event, Message, MessageKind, SendError, State};
+
+use crate::error::{Error, Result};
+use crate::time;
+use crate::transport::{Input, Transport};
+
+/// An open WebSocket over a blocking `TcpStream`, client or server side.
+///
+/// It does its work on the calling thread, inside its methods: [`recv`](Self::recv) is
+/// where bytes are read, pings answered and keepalive timers fire, so call it whenever
+/// the application is idle. [`send`](Self::send) blocks until the kernel has taken the
+/// whole message; a peer that reads nothing for `pong_timeout` fails the send with an
+/// i/o error rather than blocking the thread forever. Like other blocking WebSocket APIs,
+/// two peers that only write and never read can fill each other's buffers; read while
+/// you write large amounts.
+///
+/// Obtain one from [`Client::connect`](crate::Client::connect) or a
+/// [`Server`](crate::Server).
+#[derive(Debug)]
+pub struct WebSocket {
+    conn: Connection,
+    transport: Transport,
+    /// Events drained from the core and not yet returned to the application; at most one
+    /// read's worth, because the socket is read only when this is empty.
+    events: VecDeque<Event>,
+    /// How the connection ended, once the core reported it.
+    close: Option<Close>,
+    /// The transport has been shut down; nothing more will happen.
+    done: bool,
+    /// How long to wait for the peer's FIN after ours.
+    linger: Duration,
+    path: Option<String>,
+    protocol: Option<String>,
+}
+
+impl WebSocket {
+    /// Wraps a connection fresh from its handshake and writes what it already queued (a
+    /// server's 101 response, answers to frames that followed the handshake).
+    pub(crate) fn new(
+        conn: Connection,
+        transport: Transport,
+        linger: Duration,
+        path: Option<String>,
+        protocol: Option<String>,
+    ) -> Result<Self> {
+        let mut ws = WebSocket {
+            conn,
+            transport,
+            events: VecDeque::new(),
+            close: None,
+            done: false,
+            linger,
+            path,
+            protocol,
+        };
+        ws.drain_and_flush()?;
+        Ok(ws)
+    }
+
+    /// Receives the next message, blocking.
+    ///
+    /// Pings are answered and pongs recorded on the way (see [`recv_event`](Self::recv_event)
+    /// to see them). Returns `Ok(None)` once the closing handshake has completed and the
+    /// transport is closed ([`close_info`](Self::close_info) says how), and
+    /// [`Error::Connection`] if the connection failed instead (protocol error, limit,
+    /// timeout, or the peer vanishing without a close frame).
+    pub fn recv(&mut self) -> Result<Option<Message>> {
+        loop {
+            match self.recv_event()? {
+                Some(Event::Message(message)) => return Ok(Some(message)),
+                Some(Event::Closed(close)) => match close.error {
+                    Some(error) => return Err(Error::Connection(error)),
+                    None => return Ok(None),
+                },
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Receives the next event of any kind, blocking: a message, a ping the core already
+    /// answered, a pong (with its round-trip time when it answers a keepalive ping), or the
+    /// close. [`Event::Closed`] is returned once the transport is shut down; after it,
+    /// `Ok(None)` forever.
+    pub fn recv_event(&mut self) -> Result<Option<Event>> {
+        loop {
+            match self.events.pop_front() {
+                Some(Event::Closed(close)) => {
+                    // Finish the transport first (a client waits for the server's FIN, §7.1.1)
+                    // so that a returned `Closed` means the connection is entirely over.
+                    // Errors here cannot change how the connection ended; the core bounds
+                    // this wait by `close_timeout`.
+                    while !self.done {
+                        let _ = self.step();
+                    }
+                    self.close = Some(close.clone());
+                    return Ok(Some(Event::Closed(close)));
+                }
+                Some(event) => return Ok(Some(event)),
+                None if self.done => return Ok(None),
+                None => self.step()?,
+            }
+        }
+    }
+
+    /// Sends a whole message as one frame, blocking until it is written.
+    ///
+    /// Fails with [`SendError::Closed`] (as [`Error::Send`]) once the closing handshake
+    /// has started.
+    pub fn send(&mut self, message: Message) -> Result<()> {
+        match self.conn.send(time::now(), message.clone()) {
+            Err(SendError::Full) => {
+                // The core's queue only fills if chunks were left unwritten; write them
+                // and try again, which an empty queue always accepts.
+                self.drain_and_flush()?;
+                self.conn.send(time::now(), message)?;
+            }
+            other => other?,
+        }
+        self.drain_and_flush()
+    }
+
+    /// Sends one fragment of a message (RFC 6455 §5.4); `fin` marks the last one. Every
+    /// fragment of a message names the same `kind`.
+    pub fn send_fragment(&mut self, kind: MessageKind, payload: Bytes, fin: bool) -> Result<()> {
+        match self
+            .conn
+            .send_fragment(time::now(), kind, payload.clone(), fin)
+        {
+            Err(SendError::Full) => {
+                self.drain_and_flush()?;
+                self.conn.send_fragment(time::now(), kind, payload, fin)?;
+            }
+            other => other?,
+        }
+        self.drain_and_flush()
+    }
+
+    /// Sends a ping (payload at most 125 bytes). Its pong comes back as [`Event::Pong`]
+    /// from [`recv_event`](Self::recv_event).
+    pub fn ping(&mut self, payload: impl Into<Bytes>) -> Result<()> {
+        self.conn.ping(time::now(), payload.into())?;
+        self.drain_and_flush()
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (at most 123 bytes).
+    ///
+    /// Returns once the close frame is written. Keep calling [`recv`](Self::recv) until
+    /// it returns `Ok(None)`: messages the peer sent before it saw our close still arrive,
+    /// then the peer's close completes the handshake (or `close_timeout` expires).
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.conn.close(time::now(), code, reason)?;
+        self.drain_and_flush()
+    }
+
+    /// How the connection ended, once [`recv`](Self::recv) or
+    /// [`recv_event`](Self::recv_event) has reported it.
+    pub fn close_info(&self) -> Option<&Close> {
+        self.close.as_ref()
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// On a server, the path and query the client requested (`/chat?room=1`).
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// The latest round-trip time measured by a keepalive ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.conn.rtt()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.transport.stream().peer_addr()
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.transport.stream().local_addr()
+    }
+
+    /// The underlying stream, for socket options. Reading or writing it directly would
+    /// corrupt the connection.
+    pub fn get_ref(&self) -> &TcpStream {
+        self.transport.stream()
+    }
+
+    /// Feeds the core one input (bytes, EOF, or a passed deadline), then drains it.
+    fn step(&mut self) -> Result<()> {
+        let result = match self.transport.read(self.conn.poll_timeout()) {
+            Ok(Input::Bytes(data)) => {
+                self.conn.handle_bytes(time::now(), data);
+                Ok(())
+            }
+            Ok(Input::Eof) => {
+                self.conn.handle_eof(time::now());
+                Ok(())
+            }
+            Ok(Input::Timeout) => Ok(()),
+            Err(e) => {
+                // The transport is gone: tell the core, as for an EOF, so it reports the
+                // connection closed, then surface the cause.
+                self.conn.handle_eof(time::now());
+                Err(Error::Io(e))
+            }
+        };
+        self.drain();
+        // The timer: a deadline that passed is acted on whether the read timed out or
+        // bytes kept arriving (a spurious call is a no-op for the core).
+        let now = time::now();
+        if self.conn.poll_timeout().is_some_and(|d| d <= now) {
+            self.conn.handle_timeout(now);
+        }
+        let flushed = self.drain_and_flush();
+        result.and(flushed)
+    }
+
+    /// Takes everything the core has for us: events into the application's queue,
+    /// chunks into the write queue. Called after every input.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(event) = self.conn.poll_event() {
+                self.events.push_back(event);
+                progressed = true;
+            }
+            while let Some(chunk) = self.conn.poll_transmit() {
+                self.transport.queue(chunk);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// [`drain`](Self::drain)s the core, writes the chunks, and shuts the transport down
+    /// once the core wants to disconnect and everything is written.
+    fn drain_and_flush(&mut self) -> Result<()> {
+        self.drain();
+        if self.done {
+            return Ok(());
+        }
+        if let Err(e) = self.transport.flush() {
+            // A write failure ends the transport: let the core report it as an EOF. If the
+            // core had already closed (we were writing its close frame to a peer that
+            // vanished), its `Closed` event already says what happened.
+            let was_closed = self.conn.is_closed();
+            self.done = true;
+            self.conn.handle_eof(time::now());
+            self.drain();
+            return if was_closed {
+                Ok(())
+            } else {
+                Err(Error::Io(e))
+            };
+        }
+        if self.conn.wants_disconnect() && self.transport.is_flushed() {
+            self.transport.shutdown(self.linger);
+            self.done = true;
+        }
+        Ok(())
+    }
+}

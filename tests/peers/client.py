@@ -1,0 +1,113 @@
+"""A Python `websockets` client, the peer for sockeye-std's server tests.
+
+usage: python client.py URL SCENARIO [ARG]
+
+Runs one scenario against an echo server and prints what it saw as `key=value` lines;
+the Rust test asserts on them. Scenarios:
+  text, binary, large, fragmented, ping   exchange messages; ok=True, or a traceback
+  close CODE                              close with CODE, report the server's answer
+  server_close CODE                       ask the server to close with CODE, report it
+  origin ORIGIN                           connect with that Origin; report accepted/status
+  subprotocol [ORIGIN]                    offer "superchat", "chat"; report the choice
+The process exits by itself after $PEER_TIMEOUT seconds (default 60).
+"""
+
+import os
+import signal
+import sys
+
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+TIMEOUT = 10
+
+
+def echo(ws, message):
+    ws.send(message)
+    got = ws.recv(timeout=TIMEOUT)
+    if got != message:
+        raise AssertionError(
+            f"echo mismatch: sent {type(message).__name__} of {len(message)}, "
+            f"got {type(got).__name__} of {len(got)}"
+        )
+
+
+def close_report(ws):
+    rcvd, sent = ws.protocol.close_rcvd, ws.protocol.close_sent
+    return {
+        "rcvd_code": rcvd.code if rcvd else None,
+        "rcvd_reason": rcvd.reason if rcvd else None,
+        "sent_code": sent.code if sent else None,
+        "rcvd_then_sent": ws.protocol.close_rcvd_then_sent,
+    }
+
+
+def run(ws, scenario, arg):
+    if scenario == "text":
+        for text in ["hello", "", "héllo wörld ☃ 😀", "x" * 125, "y" * 126, "z" * 65536]:
+            echo(ws, text)
+    elif scenario == "binary":
+        for data in [b"", bytes(range(256)), os.urandom(65535), os.urandom(65536)]:
+            echo(ws, data)
+    elif scenario == "large":
+        echo(ws, os.urandom(1 << 20))
+        echo(ws, "é" * (1 << 19))
+    elif scenario == "fragmented":
+        ws.send(["frag1 ", "frag2 ", "frag3"])
+        assert ws.recv(timeout=TIMEOUT) == "frag1 frag2 frag3"
+        ws.send([b"\x00\x01", b"", b"\x02" * 70000])
+        assert ws.recv(timeout=TIMEOUT) == b"\x00\x01" + b"\x02" * 70000
+    elif scenario == "ping":
+        for payload in [b"", b"abc", b"p" * 125]:
+            if not ws.ping(payload).wait(TIMEOUT):
+                raise AssertionError(f"no pong for a ping of {len(payload)} bytes")
+        echo(ws, "still open")
+    elif scenario == "close":
+        ws.close(int(arg), "bye")
+        return close_report(ws)
+    elif scenario == "server_close":
+        ws.send(f"close:{arg}:server says bye")
+        try:
+            ws.recv(timeout=TIMEOUT)
+            raise AssertionError("expected the server to close")
+        except ConnectionClosed:
+            pass
+        return close_report(ws)
+    else:
+        raise SystemExit(f"unknown scenario {scenario}")
+    ws.close()
+    return {"ok": True, **close_report(ws)}
+
+
+def main():
+    signal.alarm(int(os.environ.get("PEER_TIMEOUT", "60")))
+    url, scenario = sys.argv[1], sys.argv[2]
+    arg = sys.argv[3] if len(sys.argv) > 3 else None
+    options = dict(
+        max_size=16 * 1024 * 1024,
+        compression=None,
+        open_timeout=TIMEOUT,
+        close_timeout=TIMEOUT,
+        ping_interval=None,
+    )
+    if scenario == "origin":
+        try:
+            with connect(url, origin=arg, **options) as ws:
+                ws.close()
+            report = {"accepted": True}
+        except InvalidStatus as e:
+            report = {"accepted": False, "status": e.response.status_code}
+    elif scenario == "subprotocol":
+        offer = ["superchat", "chat"]
+        with connect(url, subprotocols=offer, origin=arg, **options) as ws:
+            echo(ws, "hi")
+            report = {"subprotocol": ws.subprotocol}
+    else:
+        with connect(url, **options) as ws:
+            report = run(ws, scenario, arg)
+    for key, value in report.items():
+        print(f"{key}={value}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

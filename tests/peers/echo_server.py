@@ -1,0 +1,53 @@
+"""A Python `websockets` echo server, the peer for sockeye-std's client tests.
+
+usage: python echo_server.py            prints "PORT <n>" once listening on 127.0.0.1
+
+Echoes every message unchanged. Text messages starting with a command do something else:
+  "close:CODE:REASON"   close the connection with CODE and REASON
+  "fragments:A|B|C"     answer with one text message sent as the fragments A, B, C
+  "ping:PAYLOAD"        ping the client, wait for its pong, answer "pong:PAYLOAD"
+The process exits by itself after $PEER_TIMEOUT seconds (default 60).
+"""
+
+import os
+import signal
+import sys
+
+from websockets.sync.server import serve
+
+
+def handler(ws):
+    for message in ws:
+        if isinstance(message, str) and message.startswith("close:"):
+            _, code, reason = message.split(":", 2)
+            ws.close(int(code), reason)
+            return
+        if isinstance(message, str) and message.startswith("fragments:"):
+            ws.send(message[len("fragments:"):].split("|"))
+            continue
+        if isinstance(message, str) and message.startswith("ping:"):
+            payload = message[len("ping:"):]
+            if ws.ping(payload.encode()).wait(5):
+                ws.send("pong:" + payload)
+            else:
+                ws.send("no pong")
+            continue
+        ws.send(message)
+
+
+def main():
+    signal.alarm(int(os.environ.get("PEER_TIMEOUT", "60")))
+    with serve(
+        handler,
+        "127.0.0.1",
+        0,
+        max_size=16 * 1024 * 1024,
+        compression=None,
+        ping_interval=None,
+    ) as server:
+        print("PORT", server.socket.getsockname()[1], flush=True)
+        server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
