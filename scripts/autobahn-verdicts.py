@@ -4,7 +4,7 @@
 usage: autobahn-verdicts.py extract REPORT_DIR AGENT > verdicts.json
        autobahn-verdicts.py compare EXPECTED.json ACTUAL.json
 
-A verdict file maps each case id to "BEHAVIOR/CLOSE_BEHAVIOR". `compare` prints every
+A verdict file maps each case id to its behavior (OK, NON-STRICT, INFORMATIONAL, ...). `compare` prints every
 case whose verdict changed, was added or went missing, and exits 1 if there is any such
 case or if any actual verdict is FAILED.
 """
@@ -20,7 +20,7 @@ def extract(report_dir, agent):
     with open(f"{report_dir}/index.json", encoding="utf-8") as f:
         index = json.load(f)
     cases = index.get(agent, {})
-    verdicts = {cid: f'{c["behavior"]}/{c["behaviorClose"]}' for cid, c in cases.items()}
+    verdicts = {cid: c["behavior"] for cid, c in cases.items()}
     ordered = dict(sorted(verdicts.items(), key=lambda kv: case_key(kv[0])))
     json.dump(ordered, sys.stdout, indent=1)
     print()
@@ -37,7 +37,7 @@ def compare(expected_path, actual_path):
         want, got = expected.get(cid, "<missing>"), actual.get(cid, "<missing>")
         if want != got:
             problems.append(f"  {cid}: expected {want}, got {got}")
-    failed = [cid for cid, v in actual.items() if v.split("/")[0] not in ("OK", "NON-STRICT", "INFORMATIONAL")]
+    failed = [cid for cid, v in actual.items() if v not in ("OK", "NON-STRICT", "INFORMATIONAL")]
     for line in problems:
         print(line)
     if failed:

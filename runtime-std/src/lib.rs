@@ -68,3 +68,8 @@ pub use sockeye_core::{
     Close, CloseCode, Config, ConnectionError, Event, HandshakeError, Message, MessageKind,
     SendError, State,
 };
+
+/// The README's example of driving the core by hand, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

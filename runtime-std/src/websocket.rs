@@ -34,9 +34,11 @@ use crate::transport::{Input, Transport};
 pub struct WebSocket {
     conn: Connection,
     transport: Transport,
-    /// Events drained from the core and not yet returned to the application; at most one
-    /// read's worth, because the socket is read only when this is empty.
+    /// Events drained from the core and not yet returned to the application: never more
+    /// than one message, the last of them (see [`drain`](Self::drain)).
     events: VecDeque<Event>,
+    /// `events` ends with a message the application has not taken yet.
+    holding_message: bool,
     /// How the connection ended, once the core reported it.
     close: Option<Close>,
     /// The transport has been shut down; nothing more will happen.
@@ -61,6 +63,7 @@ impl WebSocket {
             conn,
             transport,
             events: VecDeque::new(),
+            holding_message: false,
             close: None,
             done: false,
             linger,
@@ -110,9 +113,20 @@ impl WebSocket {
                     self.close = Some(close.clone());
                     return Ok(Some(Event::Closed(close)));
                 }
-                Some(event) => return Ok(Some(event)),
+                Some(event) => {
+                    if matches!(event, Event::Message(_)) {
+                        self.holding_message = false;
+                    }
+                    return Ok(Some(event));
+                }
                 None if self.done => return Ok(None),
-                None => self.step()?,
+                None => {
+                    // Let the core act on frames it already holds before reading more.
+                    self.drain_and_flush()?;
+                    if self.events.is_empty() {
+                        self.step()?;
+                    }
+                }
             }
         }
     }
@@ -239,12 +253,22 @@ impl WebSocket {
         result.and(flushed)
     }
 
-    /// Takes everything the core has for us: events into the application's queue,
-    /// chunks into the write queue. Called after every input.
+    /// Takes what the core has for us: events into the application's queue, up to and
+    /// including the next message, and chunks into the write queue. Called after every
+    /// input.
+    ///
+    /// Stopping at a message matters: the core acts on frames received after a message
+    /// only once that message has been taken, so the application can answer it (an echo)
+    /// before, say, a protocol violation that followed it in the same read closes the
+    /// connection.
     fn drain(&mut self) {
         loop {
             let mut progressed = false;
-            while let Some(event) = self.conn.poll_event() {
+            while !self.holding_message {
+                let Some(event) = self.conn.poll_event() else {
+                    break;
+                };
+                self.holding_message = matches!(event, Event::Message(_));
                 self.events.push_back(event);
                 progressed = true;
             }
