@@ -28,7 +28,9 @@ pub use connection::{Close, Connection, Event, Message, MessageKind, State};
 pub use entropy::{Entropy, SeededEntropy};
 pub use error::{ConnectionError, HandshakeError, LimitError, ProtocolError, SendError};
 pub use frame::CloseCode;
-pub use handshake::{ClientHandshake, ServerHandshake};
+pub use handshake::{
+    accept_key, ClientHandshake, ClientRequest, ExtensionOffer, Request, Response, ServerHandshake,
+};
 pub use time::Instant;
 
 /// Which end of a WebSocket connection this is. Masking rules depend on it (§5.1).
