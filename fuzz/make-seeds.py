@@ -147,3 +147,83 @@ for side in ("server", "client"):
     conn(side, "wrong-mask", fr(TEXT, b"Hello", wrong_mask=True))
     conn(side, "unexpected-continuation", fr(CONT, b"x") + send(b"after"))
     conn(side, "bad-close-payload", raw(frame(8, b"\x03", key=key)))
+
+
+# --- server_handshake / client_response: [flags] [n] [n chunk sizes] [head bytes...]
+# flags bits 0-1 max_handshake_bytes (128, 512, 2048, 8192), bits 2-3 max headers
+# (1, 4, 16, 64); server bit 4: select the first offered protocol; client bits 4-5 the
+# protocols offered ([], [chat], [chat, superchat], [superchat]), bit 6 fuzzed fields.
+BIG = 3 | (3 << 2)  # 8192 bytes, 64 headers
+
+RFC_1_3_REQUEST = (b"GET /chat HTTP/1.1\r\n"
+                   b"Host: server.example.com\r\n"
+                   b"Upgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   b"Origin: http://example.com\r\n"
+                   b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+                   b"Sec-WebSocket-Version: 13\r\n\r\n")
+RFC_1_3_RESPONSE = (b"HTTP/1.1 101 Switching Protocols\r\n"
+                    b"Upgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\n"
+                    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                    b"Sec-WebSocket-Protocol: chat\r\n\r\n")
+
+
+def hs(target, name, flags, sizes, head):
+    write(target, name, bytes([flags, len(sizes) - 1] + sizes) + head)
+
+
+def sh(name, head, flags=BIG, sizes=(255,)):
+    hs("server_handshake", name, flags, list(sizes), head)
+
+
+sh("rfc-1.3-request", RFC_1_3_REQUEST)
+sh("rfc-1.3-request-select-chat-chunked", RFC_1_3_REQUEST, BIG | 0x10, [7, 1, 30])
+sh("rfc-1.3-request-with-frames", RFC_1_3_REQUEST + frame(1, b"Hello", key=KEY)
+   + frame(9, b"", key=KEY) + frame(8, struct.pack(">H", 1000), key=KEY), BIG, [50, 3])
+sh("bytewise-request", RFC_1_3_REQUEST, BIG, [0])
+sh("post-405", RFC_1_3_REQUEST.replace(b"GET", b"POST", 1))
+sh("http-1.0", RFC_1_3_REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+sh("version-8-426", RFC_1_3_REQUEST.replace(b"Version: 13", b"Version: 8"))
+sh("no-upgrade-426", RFC_1_3_REQUEST.replace(b"Upgrade: websocket\r\n", b""))
+sh("short-key", RFC_1_3_REQUEST.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="))
+sh("two-hosts", RFC_1_3_REQUEST.replace(b"Host: server.example.com\r\n",
+                                        b"Host: a.example\r\nHost: b.example\r\n"))
+sh("head-too-large-128", RFC_1_3_REQUEST, 0 | (3 << 2), [10])
+sh("too-many-headers", RFC_1_3_REQUEST, 3 | (1 << 2), [255])
+sh("incomplete-times-out", RFC_1_3_REQUEST[:60])
+sh("garbage-first-line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+sh("bare-lf-lines", RFC_1_3_REQUEST.replace(b"\r\n", b"\n"))
+sh("with-body", RFC_1_3_REQUEST.replace(b"Version: 13\r\n", b"Version: 13\r\nContent-Length: 5\r\n") + b"hello")
+sh("extensions-offer", RFC_1_3_REQUEST.replace(
+    b"Version: 13\r\n", b"Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"))
+
+
+def cr(name, head, flags=BIG | (2 << 4), sizes=(255,), fields=None):
+    prefix = b""
+    if fields is not None:
+        flags |= 0x40
+        for f in fields:
+            prefix += bytes([len(f)]) + f
+    hs("client_response", name, flags, list(sizes), prefix + head)
+
+
+cr("rfc-1.3-response", RFC_1_3_RESPONSE)
+cr("rfc-1.3-response-chunked-with-frames", RFC_1_3_RESPONSE + frame(1, b"Hello")
+   + frame(9, b"hi") + frame(8, struct.pack(">H", 1000)), sizes=[5, 0, 60])
+cr("rfc-1.3-response-bytewise", RFC_1_3_RESPONSE, sizes=[0])
+cr("no-protocol-offered", RFC_1_3_RESPONSE.replace(b"Sec-WebSocket-Protocol: chat\r\n", b""), flags=BIG)
+cr("protocol-not-offered", RFC_1_3_RESPONSE, flags=BIG | (3 << 4))
+cr("wrong-accept", RFC_1_3_RESPONSE.replace(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", b"AAAAAAAAAAAAAAAAAAAAAAAAAAA="))
+cr("status-403", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+cr("status-200", b"HTTP/1.1 200 OK\r\n\r\n")
+cr("extension-not-offered", RFC_1_3_RESPONSE.replace(
+    b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"))
+cr("head-too-large", RFC_1_3_RESPONSE, flags=0 | (3 << 2) | (2 << 4), sizes=[3])
+cr("incomplete", RFC_1_3_RESPONSE[:40])
+cr("not-http", b"SSH-2.0-OpenSSH_9.6\r\n")
+cr("fuzzed-fields-injection", RFC_1_3_RESPONSE,
+   fields=[b"evil.example\r\nX-Injected: 1", b"/a b\r\n\r\nGET /", b"null\n", b"X-Token\r\nX", b"v\r\n\r\n"])
+cr("fuzzed-fields-plain", RFC_1_3_RESPONSE,
+   fields=[b"example.com:8080", b"/chat?room=1", b"https://example.com", b"Authorization", b"Bearer abc"])

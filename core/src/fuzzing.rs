@@ -18,11 +18,12 @@ use core::time::Duration;
 use crate::config::Config;
 use crate::connection::{Connection, Event, Message, MessageKind, State};
 use crate::entropy::{Entropy, SeededEntropy};
-use crate::error::{ConnectionError, SendError};
+use crate::error::{ConnectionError, HandshakeError, SendError};
 use crate::frame::{
     encode_frame, CloseCode, Frame, FrameDecoder, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD,
     MAX_HEADER_LEN,
 };
+use crate::handshake::{accept_key, ClientHandshake, ClientRequest, ServerHandshake};
 use crate::time::Instant;
 use crate::Side;
 
@@ -548,16 +549,346 @@ pub fn client_connection(data: &[u8]) {
     connection(Side::Client, data);
 }
 
+/// Handshake limits the handshake bodies pick from: small enough to reach.
+fn handshake_config(flags: u8) -> Config {
+    Config {
+        max_handshake_bytes: [128, 512, 2048, 8192][usize::from(flags & 3)],
+        max_handshake_headers: [1, 4, 16, 64][usize::from((flags >> 2) & 3)],
+        ..small_config(0x2A)
+    }
+}
+
+/// Feeds `bytes` to a handshake in chunks of `sizes` (cycled), as `handle` does one chunk,
+/// until it gives a result. Asserts that while the head is incomplete fewer than
+/// `max_head` bytes have been fed: the handshake buffers every byte of an incomplete head,
+/// so this is the bound on its buffer. Returns the result and the bytes not yet fed.
+fn feed_handshake<'a, T>(
+    bytes: &'a [u8],
+    sizes: &[usize],
+    max_head: usize,
+    mut handle: impl FnMut(&[u8]) -> Result<Option<T>, HandshakeError>,
+) -> (Result<Option<T>, HandshakeError>, &'a [u8]) {
+    let mut rest = bytes;
+    let mut fed = 0usize;
+    let mut sizes = sizes.iter().cycle();
+    while !rest.is_empty() {
+        let n = (*sizes.next().unwrap_or(&usize::MAX)).min(rest.len());
+        let (chunk, after) = rest.split_at(n);
+        rest = after;
+        fed += n;
+        match handle(chunk) {
+            Ok(None) => assert!(
+                fed < max_head,
+                "{fed} bytes fed and no result: an incomplete head over max_handshake_bytes"
+            ),
+            Err(HandshakeError::HeadTooLarge) => {
+                assert!(fed >= max_head, "HeadTooLarge after only {fed} bytes");
+                return (Err(HandshakeError::HeadTooLarge), rest);
+            }
+            result => return (result, rest),
+        }
+    }
+    (Ok(None), rest)
+}
+
+/// Checks an error response: a 4xx that parses, with a correct Content-Length.
+fn check_error_response(error: &HandshakeError) {
+    let response = error.response();
+    assert!(
+        response.starts_with(b"HTTP/1.1 4"),
+        "{error:?} answered {:?}",
+        String::from_utf8_lossy(&response)
+    );
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(head_len)) = parsed.parse(&response) else {
+        panic!("error response does not parse: {response:?}");
+    };
+    assert_eq!(parsed.code, Some(error.status()));
+    let length = parsed
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Content-Length"))
+        .expect("error response has a Content-Length");
+    let body_len = response.len() - head_len;
+    assert_eq!(length.value, alloc::format!("{body_len}").as_bytes());
+}
+
+/// Drains a connection fresh from a handshake, returning what it transmitted and its
+/// events, and checking the events as [`Observer`] does.
+fn drain_new_connection(conn: &mut Connection) -> (Vec<u8>, Vec<Event>) {
+    let mut out = Vec::new();
+    while let Some(chunk) = conn.poll_transmit() {
+        out.extend_from_slice(&chunk);
+    }
+    let mut events = Vec::new();
+    while let Some(event) = conn.poll_event() {
+        assert!(
+            !matches!(events.last(), Some(Event::Closed(_))),
+            "event after Closed"
+        );
+        if let Event::Message(Message::Text(bytes)) = &event {
+            assert!(core::str::from_utf8(bytes).is_ok());
+        }
+        events.push(event);
+    }
+    (out, events)
+}
+
+/// Reads `[flags] [n] [n chunk sizes]` and returns the flags and the chunk sizes.
+fn handshake_prefix(input: &mut Input<'_>) -> (u8, Vec<usize>) {
+    let flags = input.u8();
+    let count = usize::from(input.u8() % 8) + 1;
+    let sizes = input.take(count).iter().map(|&b| chunk_size(b)).collect();
+    (flags, sizes)
+}
+
+/// Server handshake over an arbitrary request.
+///
+/// Input: `[flags] [n] [n chunk sizes] [request bytes...]`; `flags` bits 0–1 pick
+/// `max_handshake_bytes` (128, 512, 2048, 8192), bits 2–3 `max_handshake_headers`
+/// (1, 4, 16, 64), bit 4 whether to select the first offered subprotocol.
+///
+/// Asserts that feeding the request in chunks gives the same request, the same error, or
+/// (after `accept`, feeding the rest to the connection) the same output and events as
+/// feeding it whole; that an incomplete head never holds `max_handshake_bytes`; that a
+/// refusal is a parseable 4xx; that an accepted request gets a 101 with the right
+/// `Sec-WebSocket-Accept` and only an offered subprotocol; and that an incomplete head
+/// times out with 408.
+pub fn server_handshake(data: &[u8]) {
+    let mut input = Input::new(data);
+    let (flags, sizes) = handshake_prefix(&mut input);
+    let config = handshake_config(flags);
+    let bytes = input.rest();
+    let now = Instant::from_millis(1_000);
+    let max = config.max_handshake_bytes;
+
+    let mut whole_hs = ServerHandshake::new(&config, now);
+    let (whole, _) = feed_handshake(bytes, &[usize::MAX], max, |b| whole_hs.handle_bytes(now, b));
+    let mut chunked_hs = ServerHandshake::new(&config, now);
+    let (chunked, rest) = feed_handshake(bytes, &sizes, max, |b| chunked_hs.handle_bytes(now, b));
+
+    match (whole, chunked) {
+        (Ok(None), Ok(None)) => {
+            // Incomplete: the deadline answers 408, and so does every later call.
+            let deadline = chunked_hs.poll_timeout().expect("a deadline while reading");
+            assert_eq!(
+                chunked_hs.handle_timeout(deadline),
+                Err(HandshakeError::Timeout)
+            );
+            assert_eq!(
+                chunked_hs.handle_bytes(deadline, b"\r\n\r\n"),
+                Err(HandshakeError::Timeout)
+            );
+            check_error_response(&HandshakeError::Timeout);
+        }
+        (Err(e1), Err(e2)) => {
+            assert_eq!(e1, e2, "chunking changed the error");
+            check_error_response(&e1);
+            // A refused handshake keeps refusing.
+            assert_eq!(chunked_hs.handle_bytes(now, b"GET"), Err(e1));
+            assert_eq!(chunked_hs.poll_timeout(), None);
+        }
+        (Ok(Some(r1)), Ok(Some(r2))) => {
+            assert_eq!(r1.path(), r2.path());
+            assert_eq!(r1.host(), r2.host());
+            assert_eq!(r1.origin(), r2.origin());
+            assert!(r1.protocols().eq(r2.protocols()));
+            assert_eq!(r1.extensions(), r2.extensions());
+            let key = r1
+                .header("Sec-WebSocket-Key")
+                .expect("an accepted request has a key")
+                .to_vec();
+            let protocol: Option<String> = if flags & 0x10 != 0 {
+                r1.protocols().next().map(String::from)
+            } else {
+                None
+            };
+            let mut c1 = r1.accept(now, protocol.as_deref(), config.clone());
+            let mut c2 = r2.accept(now, protocol.as_deref(), config.clone());
+            assert_eq!(chunked_hs.handle_bytes(now, b"more"), Ok(None));
+            // The chunked side got the bytes after the head's chunk separately.
+            for chunk in rest.chunks(sizes[0].min(rest.len()).max(1)) {
+                c2.handle_bytes(now, chunk);
+            }
+            let (out1, events1) = drain_new_connection(&mut c1);
+            let (out2, events2) = drain_new_connection(&mut c2);
+            assert_eq!(events1, events2, "chunking changed the events");
+            assert_eq!(out1, out2, "chunking changed the output");
+            check_101(&out1, &key, protocol.as_deref());
+        }
+        (w, c) => panic!("whole gave {w:?} but chunked gave {c:?}"),
+    }
+}
+
+/// The start of `out` is a 101 that accepts `key`, selecting `protocol`.
+fn check_101(out: &[u8], key: &[u8], protocol: Option<&str>) {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut parsed = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = parsed.parse(out) else {
+        panic!("101 response does not parse: {out:?}");
+    };
+    assert_eq!(parsed.code, Some(101));
+    let get = |name: &str| {
+        parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    assert_eq!(
+        get("Sec-WebSocket-Accept"),
+        Some(accept_key(key).as_bytes())
+    );
+    assert_eq!(get("Sec-WebSocket-Protocol"), protocol.map(str::as_bytes));
+}
+
+/// An entropy source that yields the nonce of RFC 6455 §1.3 ("the sample nonce"), so
+/// the client's key is `dGhlIHNhbXBsZSBub25jZQ==` and the §1.3 101 answers it.
+struct SampleNonce;
+
+impl Entropy for SampleNonce {
+    fn fill(&mut self, dest: &mut [u8]) {
+        for (d, s) in dest.iter_mut().zip(b"the sample nonce".iter().cycle()) {
+            *d = *s;
+        }
+    }
+}
+
+/// The protocols a client offers, by `flags` bits 4–5.
+const OFFERS: [&[&str]; 4] = [&[], &["chat"], &["chat", "superchat"], &["superchat"]];
+
+/// Client handshake over an arbitrary server response.
+///
+/// Input: `[flags] [n] [n chunk sizes] [response bytes...]`; `flags` bits 0–3 pick the
+/// limits as in [`server_handshake`], bits 4–5 the protocols offered; bit 6 set takes the
+/// request's host, path, origin and an extra header from the input (before the response)
+/// instead of the §1.3 ones. The key is always the §1.3 sample key, so the §1.3 101 is a
+/// valid answer.
+///
+/// Asserts the request head has exactly its own lines whatever the fields hold (no
+/// header injection), the §1.3 request is accepted by our server whose 101 our client
+/// accepts, chunked feeding gives the same result as whole, an incomplete head never
+/// holds `max_handshake_bytes`, an accepted response selected an offered protocol, and
+/// the connection it opens behaves the same whatever the chunking.
+pub fn client_response(data: &[u8]) {
+    let mut input = Input::new(data);
+    let (flags, sizes) = handshake_prefix(&mut input);
+    let config = handshake_config(flags);
+    let protocols = OFFERS[usize::from((flags >> 4) & 3)];
+    let now = Instant::from_millis(1_000);
+    let max = config.max_handshake_bytes;
+
+    let fuzzed_fields = flags & 0x40 != 0;
+    let mut fields: [String; 5] = Default::default();
+    if fuzzed_fields {
+        for field in fields.iter_mut() {
+            let len = usize::from(input.u8() % 32);
+            *field = String::from_utf8_lossy(input.take(len)).into_owned();
+        }
+    }
+    let extra = [(fields[3].as_str(), fields[4].as_str())];
+    let request = if fuzzed_fields {
+        ClientRequest {
+            host: &fields[0],
+            path: &fields[1],
+            protocols,
+            origin: Some(&fields[2]),
+            headers: &extra,
+        }
+    } else {
+        ClientRequest {
+            host: "server.example.com",
+            path: "/chat",
+            protocols,
+            origin: Some("http://example.com"),
+            headers: &[],
+        }
+    };
+    let new_client = || ClientHandshake::new(now, &config, request, &mut SampleNonce);
+    let response = input.rest();
+
+    // The request: exactly its own lines, so no field could add a header.
+    let mut client = new_client();
+    let head = client.poll_transmit().expect("the request head");
+    assert_eq!(client.poll_transmit(), None, "the request is sent once");
+    let lines = 1 + 5 + 1 + usize::from(!protocols.is_empty()) + request.headers.len() + 1;
+    assert_eq!(head.windows(2).filter(|w| w == b"\r\n").count(), lines);
+    assert_eq!(head.iter().filter(|&&b| b == b'\n').count(), lines);
+    assert!(head.ends_with(b"\r\n\r\n"));
+    if !fuzzed_fields {
+        // Our server accepts our client's request, and our client its answer.
+        let mut server = ServerHandshake::new(&config, now);
+        if let Ok(Some(req)) = server.handle_bytes(now, &head) {
+            let mut conn = req.accept(now, protocols.first().copied(), config.clone());
+            let (answer, events) = drain_new_connection(&mut conn);
+            assert!(events.is_empty());
+            let mut check = new_client();
+            let accepted = check
+                .handle_bytes(now, &answer)
+                .expect("our client accepts our server's 101")
+                .expect("the 101 is complete");
+            assert_eq!(accepted.protocol(), protocols.first().copied());
+        } else {
+            // Only a tiny header limit refuses the §1.3 request.
+            assert!(config.max_handshake_headers < 7 || max < 256);
+        }
+    }
+
+    let mut whole_hs = new_client();
+    let (whole, _) = feed_handshake(response, &[usize::MAX], max, |b| {
+        whole_hs.handle_bytes(now, b)
+    });
+    let mut chunked_hs = new_client();
+    let (chunked, rest) =
+        feed_handshake(response, &sizes, max, |b| chunked_hs.handle_bytes(now, b));
+    match (whole, chunked) {
+        (Ok(None), Ok(None)) => {
+            let deadline = chunked_hs.poll_timeout().expect("a deadline while reading");
+            assert_eq!(
+                chunked_hs.handle_timeout(deadline),
+                Err(HandshakeError::Timeout)
+            );
+        }
+        (Err(e1), Err(e2)) => {
+            assert_eq!(e1, e2, "chunking changed the error");
+            assert_eq!(chunked_hs.handle_bytes(now, b"HTTP"), Err(e1));
+        }
+        (Ok(Some(r1)), Ok(Some(r2))) => {
+            assert_eq!(r1.status(), 101);
+            assert_eq!((r1.status(), r1.protocol()), (r2.status(), r2.protocol()));
+            if let Some(p) = r1.protocol() {
+                assert!(protocols.contains(&p), "selected {p:?}, not offered");
+            }
+            let mut c1 = r1.into_connection(now, config.clone(), SeededEntropy::new(1));
+            let mut c2 = r2.into_connection(now, config.clone(), SeededEntropy::new(1));
+            for chunk in rest.chunks(sizes[0].min(rest.len()).max(1)) {
+                c2.handle_bytes(now, chunk);
+            }
+            let (out1, events1) = drain_new_connection(&mut c1);
+            let (out2, events2) = drain_new_connection(&mut c2);
+            assert_eq!(events1, events2, "chunking changed the events");
+            assert_eq!(out1, out2, "chunking changed the output");
+        }
+        (w, c) => panic!("whole gave {w:?} but chunked gave {c:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::PathBuf;
 
+    /// A fuzz body.
+    type Body = fn(&[u8]);
+
     /// Every body, by target name (the directory name under `fuzz/seeds/`).
-    const BODIES: &[(&str, fn(&[u8]))] = &[
+    const BODIES: &[(&str, Body)] = &[
         ("frame_decode", frame_decode),
         ("server_connection", server_connection),
         ("client_connection", client_connection),
+        ("server_handshake", server_handshake),
+        ("client_response", client_response),
     ];
 
     fn seeds_dir(target: &str) -> PathBuf {
