@@ -10,6 +10,7 @@
 //! Every body reads its input through [`Input`], which never fails: once the bytes run out
 //! it yields zeros and empty slices, so any byte string is a valid program.
 
+use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
@@ -239,6 +240,8 @@ struct Observer {
     fed_since_drain: usize,
     /// The largest payload the app asked to send.
     largest_send: usize,
+    /// What the peer's frames must do, while all input was well-formed frames.
+    model: Option<PeerModel>,
     drain_transmit: bool,
 }
 
@@ -257,6 +260,7 @@ impl Observer {
             close_frame_sent: false,
             fed_since_drain: 0,
             largest_send: 0,
+            model: Some(PeerModel::default()),
             drain_transmit: true,
         }
     }
@@ -283,6 +287,10 @@ impl Observer {
             assert_eq!(self.closed_events, 0, "event after Closed: {event:?}");
             match event {
                 Event::Message(message) => {
+                    if let Some(model) = &mut self.model {
+                        let expected = model.expected.pop_front();
+                        assert_eq!(Some(&message), expected.as_ref(), "not the message sent");
+                    }
                     let len = message.payload().len();
                     assert!(len <= self.config.max_message_bytes, "message over limit");
                     if let Message::Text(bytes) = &message {
@@ -291,7 +299,12 @@ impl Observer {
                 }
                 Event::Ping(payload) => assert!(payload.len() <= MAX_CONTROL_PAYLOAD),
                 Event::Pong { payload, .. } => assert!(payload.len() <= MAX_CONTROL_PAYLOAD),
-                Event::Closed(_) => self.closed_events += 1,
+                Event::Closed(_) => {
+                    self.closed_events += 1;
+                    if let Some(model) = self.model.take() {
+                        assert!(model.expected.is_empty(), "messages lost at close");
+                    }
+                }
             }
         }
         assert_eq!(
@@ -360,17 +373,37 @@ fn connection(side: Side, data: &[u8]) {
             0..=79 => {
                 let size = chunk_size(input.u8());
                 let chunk = input.take(size);
+                if !chunk.is_empty() {
+                    obs.model = None;
+                }
                 obs.fed_since_drain += chunk.len();
                 conn.handle_bytes(now, chunk);
             }
             // A well-formed frame (masked as the peer should, unless told otherwise), fed
             // in two pieces: structure the fuzzer would take long to find byte by byte.
             80..=139 => {
-                let wire = peer_frame(&mut input, side, &mut mask_entropy);
+                let frame = peer_frame(&mut input, side, &mut mask_entropy);
+                let wire = &frame.wire;
                 let split = usize::from(input.u8()).min(wire.len());
                 obs.fed_since_drain += wire.len();
+                let verdict = obs.model.as_mut().map(|m| m.on_frame(&frame, &config));
                 conn.handle_bytes(now, &wire[..split]);
                 conn.handle_bytes(now, &wire[split..]);
+                obs.settle(&mut conn);
+                match verdict {
+                    Some(Verdict::Fine) => assert!(
+                        !conn.is_closed(),
+                        "a valid frame closed the connection: {:?}",
+                        frame.header
+                    ),
+                    Some(Verdict::MustFail) => assert!(
+                        conn.is_closed(),
+                        "an invalid frame was accepted: {:?}",
+                        frame.header
+                    ),
+                    Some(Verdict::Closes) => assert!(conn.is_closed()),
+                    None => {}
+                }
             }
             // Time passes; the timer fires late, early, or exactly at its deadline.
             140..=169 => {
@@ -440,6 +473,9 @@ fn connection(side: Side, data: &[u8]) {
     // At the end, drain everything that is left and check it once more.
     obs.drain_transmit = true;
     obs.settle(&mut conn);
+    if let Some(model) = &obs.model {
+        assert!(model.expected.is_empty(), "messages not delivered");
+    }
 }
 
 /// Jumps the clock to the connection's deadline and fires it, checking the timer moves on
@@ -460,7 +496,15 @@ fn fire_deadline(conn: &mut Connection, now: &mut Instant) {
 }
 
 /// A frame the peer could send: opcode, flags, payload and masking from the input.
-fn peer_frame(input: &mut Input<'_>, our_side: Side, entropy: &mut SeededEntropy) -> Vec<u8> {
+struct PeerFrame {
+    header: FrameHeader,
+    payload: Vec<u8>,
+    /// Masked as the peer must mask (clients mask, servers do not).
+    right_mask: bool,
+    wire: Vec<u8>,
+}
+
+fn peer_frame(input: &mut Input<'_>, our_side: Side, entropy: &mut SeededEntropy) -> PeerFrame {
     const OPCODES: [OpCode; 8] = [
         OpCode::Text,
         OpCode::Binary,
@@ -502,11 +546,84 @@ fn peer_frame(input: &mut Input<'_>, our_side: Side, entropy: &mut SeededEntropy
         rsv,
         opcode,
         mask,
-        payload_len: 0,
+        payload_len: payload.len() as u64,
     };
     let mut wire = BytesMut::new();
     encode_frame(header, &payload, &mut wire);
-    wire.to_vec()
+    PeerFrame {
+        header,
+        payload,
+        right_mask,
+        wire: wire.to_vec(),
+    }
+}
+
+/// What a frame does to the connection, by the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// The connection stays open (any message it completes is expected).
+    Fine,
+    /// The frame breaks a rule or a limit: the connection must fail.
+    MustFail,
+    /// A close frame: the connection closes, cleanly or not.
+    Closes,
+}
+
+/// A model of the peer's messages, kept while every byte fed was a well-formed frame:
+/// it says which messages the connection must deliver, and which frames must fail it.
+#[derive(Debug, Default)]
+struct PeerModel {
+    /// The kind and bytes of the fragmented message so far.
+    assembling: Option<(MessageKind, Vec<u8>)>,
+    /// Messages the connection must deliver next, in order.
+    expected: VecDeque<Message>,
+}
+
+impl PeerModel {
+    fn on_frame(&mut self, frame: &PeerFrame, config: &Config) -> Verdict {
+        let h = &frame.header;
+        // §5.1 masking by role, §5.2 RSV bits, the frame size limit.
+        if !frame.right_mask || h.rsv != 0 || h.payload_len > config.max_frame_bytes {
+            return Verdict::MustFail;
+        }
+        let (kind, mut data) = match (h.opcode, self.assembling.take()) {
+            (OpCode::Close, _) => return Verdict::Closes,
+            (OpCode::Ping | OpCode::Pong, assembling) => {
+                self.assembling = assembling;
+                // §5.5: at most 125 bytes, never fragmented.
+                let ok = h.fin && frame.payload.len() <= MAX_CONTROL_PAYLOAD;
+                return if ok { Verdict::Fine } else { Verdict::MustFail };
+            }
+            // §5.4: a continuation continues something; a new message waits for the end
+            // of the previous one.
+            (OpCode::Continuation, Some(assembling)) => assembling,
+            (OpCode::Continuation, None) | (_, Some(_)) => return Verdict::MustFail,
+            (OpCode::Text, None) => (MessageKind::Text, Vec::new()),
+            (_, None) => (MessageKind::Binary, Vec::new()),
+        };
+        data.extend_from_slice(&frame.payload);
+        if data.len() > config.max_message_bytes {
+            return Verdict::MustFail;
+        }
+        if kind == MessageKind::Text {
+            match core::str::from_utf8(&data) {
+                Ok(_) => {}
+                // A code point may continue in the next fragment.
+                Err(e) if e.error_len().is_none() && !h.fin => {}
+                Err(_) => return Verdict::MustFail,
+            }
+        }
+        if h.fin {
+            let data = Bytes::from(data);
+            self.expected.push_back(match kind {
+                MessageKind::Text => Message::Text(data),
+                MessageKind::Binary => Message::Binary(data),
+            });
+        } else {
+            self.assembling = Some((kind, data));
+        }
+        Verdict::Fine
+    }
 }
 
 /// A message the app sends: text (made valid UTF-8) or binary.
