@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seeds in fuzz/seeds/<target>/ (the input layouts are documented
+in core/src/fuzzing.rs). Re-running it rewrites only the files it names, so seeds that
+libFuzzer found (named `found-*`) are kept."""
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # the masking key of RFC 6455 §5.7
+
+
+def frame(opcode, payload, fin=True, key=None, rsv=0):
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    n = len(payload)
+    m = 0x80 if key else 0
+    if n < 126:
+        head = bytes([b0, m | n])
+    elif n < 65536:
+        head = bytes([b0, m | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([b0, m | 127]) + struct.pack(">Q", n)
+    if key:
+        head += key
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + payload
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# --- frame_decode: [flags: bit0 client, bits1-3 limit index] [n] [n chunk sizes] [wire]
+# limit index: 0:0 1:1 2:125 3:126 4:200 5:4096 6:65535 7:65536
+SERVER, CLIENT = 0, 1
+
+
+def fd(name, side, limit, sizes, wire):
+    write("frame_decode", name, bytes([side | (limit << 1), len(sizes) - 1] + sizes) + wire)
+
+
+fd("rfc-5.7-unmasked-hello", CLIENT, 5, [255], bytes.fromhex("810548656c6c6f"))
+fd("rfc-5.7-masked-hello", SERVER, 5, [0], bytes.fromhex("818537fa213d7f9f4d5158"))
+fd("rfc-5.7-fragmented-hello", CLIENT, 5, [1, 2], bytes.fromhex("010348656c80026c6f"))
+fd("rfc-5.7-ping-pong", SERVER, 2, [3],
+   frame(9, b"Hello", key=KEY) + frame(10, b"Hello", key=KEY))
+fd("rfc-5.7-256-binary", CLIENT, 5, [100, 129], frame(2, bytes(range(256))))
+fd("rfc-5.7-64k-header-partial", CLIENT, 7, [255], bytes.fromhex("827f0000000000010000") + bytes(1000))
+fd("close-1000-bye", SERVER, 2, [0, 5], frame(8, struct.pack(">H", 1000) + b"bye", key=KEY))
+fd("mixed-stream", SERVER, 6, [7, 0, 200],
+   frame(1, b"Hel", fin=False, key=KEY) + frame(9, b"", key=KEY)
+   + frame(0, b"lo", key=KEY) + frame(2, bytes(300), key=KEY) + frame(8, b"", key=KEY))
+fd("over-limit", CLIENT, 2, [1], frame(2, bytes(126)))
+fd("reserved-opcode", CLIENT, 5, [255], bytes([0x83, 0x00]))
+fd("non-minimal-length", CLIENT, 5, [255], bytes.fromhex("827e007d") + bytes(125))
+fd("length-top-bit", CLIENT, 7, [255], bytes.fromhex("827f8000000000000000"))
+fd("wrong-mask-server", SERVER, 5, [255], frame(1, b"Hello"))
+fd("rsv-bit", SERVER, 5, [255], frame(1, b"Hello", key=KEY, rsv=4))
+
+
+# --- connections: [config flags] ([8-byte entropy seed] for clients) then operations.
+def raw(data):  # op 0: bytes as given, chunk size byte first (<128: size-1)
+    out = b""
+    while data:
+        part, data = data[:128], data[128:]
+        out += bytes([0, len(part) - 1]) + part
+    return out
+
+
+def fr(opcode_idx, payload=b"", fin=True, split=255, wrong_mask=False, close_code=None):
+    # op 80: [flags][len][(close: 0 + u16 code)][payload][split]
+    flags = opcode_idx | (0 if fin else 8) | (0x30 if wrong_mask else 0)
+    if close_code is not None:
+        n = len(payload) + 2
+        body = bytes([0]) + struct.pack(">H", close_code - 1000) + payload
+    else:
+        n = len(payload)
+        body = payload
+    if n < 200:
+        ln = bytes([n])
+    else:
+        ln = bytes([255]) + struct.pack(">H", n)
+    return bytes([80, flags]) + ln + body + bytes([split])
+
+
+TEXT, BINARY, CONT, PING, PONG, CLOSE = 0, 1, 2, 4, 5, 6
+
+
+def tick(ms):
+    return bytes([140]) + struct.pack(">H", ms)
+
+
+FIRE, EOF, STALL = bytes([170]), bytes([185]), bytes([246])
+
+
+def send(data, text=True):
+    return bytes([190, 0 if text else 1]) + struct.pack(">H", len(data)) + data
+
+
+def fragment(data, fin, text=True):
+    return bytes([210, 0 if text else 1]) + struct.pack(">H", len(data)) + data + bytes([1 if fin else 0])
+
+
+def ping(data):
+    return bytes([220, len(data)]) + data
+
+
+def close(code, reason=b""):
+    return bytes([230, 16 + code - 1000, len(reason)]) + reason
+
+
+# config flags: bits0-1 ping interval (0 none, 1 100ms, 2 1s, 3 zero),
+# bits2-3 pong timeout (0 zero, 1 50ms, 2+ 2s), bits4-5 close timeout (0 zero, 1 50ms, 2+ 1s)
+CFG = 0x2A  # ping 1s, pong 2s, close 1s
+CFG_FAST = 0x15  # ping 100ms, pong 50ms, close 50ms
+
+
+def conn(side, name, ops, cfg=CFG):
+    head = bytes([cfg]) + (struct.pack(">Q", 6455) if side == "client" else b"")
+    write(side + "_connection", name, head + ops)
+
+
+for side in ("server", "client"):
+    key = KEY if side == "server" else None
+    conn(side, "rfc-5.7-hello-raw", raw(frame(1, b"Hello", key=key)))
+    conn(side, "rfc-5.7-fragmented-with-ping",
+         fr(TEXT, b"Hel", fin=False, split=1) + fr(PING, b"Hello") + fr(CONT, b"lo", split=0))
+    conn(side, "peer-closes-1000", fr(BINARY, bytes(300)) + fr(CLOSE, b"bye", close_code=1000) + FIRE + EOF)
+    conn(side, "we-close-then-peer-answers",
+         send(b"hi") + close(1000, b"done") + fr(TEXT, b"late") + fr(CLOSE, close_code=1000) + FIRE)
+    conn(side, "we-close-peer-silent", close(1001) + tick(500) + FIRE + FIRE, cfg=CFG_FAST)
+    conn(side, "keepalive-ping-pong-then-dead",
+         FIRE + fr(PONG, b"whatever") + tick(100) + FIRE + FIRE + FIRE, cfg=CFG_FAST)
+    conn(side, "invalid-utf8-fails-fast",
+         fr(TEXT, "κόσμε".encode(), fin=False) + fr(CONT, bytes([0xED, 0xA0, 0x80]) + b"edited"))
+    conn(side, "message-too-big",
+         b"".join(fr(BINARY if i == 0 else CONT, bytes(4000), fin=False, split=7) for i in range(5)))
+    conn(side, "stalled-send-queue-full",
+         STALL + b"".join(send(bytes(3000), text=False) for _ in range(5)) + ping(b"x") + STALL)
+    conn(side, "fragmented-send-and-ping",
+         fragment(b"ab", False) + ping(b"p") + fragment(b"cd", False) + send(b"no")
+         + fragment(b"ef", True) + send(b"yes"))
+    conn(side, "eof-mid-message", raw(frame(1, b"Hello wor", key=key)[:7]) + EOF + EOF)
+    conn(side, "ping-flood-stalled", STALL + b"".join(fr(PING, b"pp") for _ in range(40)) + STALL)
+    conn(side, "wrong-mask", fr(TEXT, b"Hello", wrong_mask=True))
+    conn(side, "unexpected-continuation", fr(CONT, b"x") + send(b"after"))
+    conn(side, "bad-close-payload", raw(frame(8, b"\x03", key=key)))
+
+
+# --- server_handshake / client_response: [flags] [n] [n chunk sizes] [head bytes...]
+# flags bits 0-1 max_handshake_bytes (128, 512, 2048, 8192), bits 2-3 max headers
+# (1, 4, 16, 64); server bit 4: select the first offered protocol; client bits 4-5 the
+# protocols offered ([], [chat], [chat, superchat], [superchat]), bit 6 fuzzed fields.
+BIG = 3 | (3 << 2)  # 8192 bytes, 64 headers
+
+RFC_1_3_REQUEST = (b"GET /chat HTTP/1.1\r\n"
+                   b"Host: server.example.com\r\n"
+                   b"Upgrade: websocket\r\n"
+                   b"Connection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   b"Origin: http://example.com\r\n"
+                   b"Sec-WebSocket-Protocol: chat, superchat\r\n"
+                   b"Sec-WebSocket-Version: 13\r\n\r\n")
+RFC_1_3_RESPONSE = (b"HTTP/1.1 101 Switching Protocols\r\n"
+                    b"Upgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\n"
+                    b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"
+                    b"Sec-WebSocket-Protocol: chat\r\n\r\n")
+
+
+def hs(target, name, flags, sizes, head):
+    write(target, name, bytes([flags, len(sizes) - 1] + sizes) + head)
+
+
+def sh(name, head, flags=BIG, sizes=(255,)):
+    hs("server_handshake", name, flags, list(sizes), head)
+
+
+sh("rfc-1.3-request", RFC_1_3_REQUEST)
+sh("rfc-1.3-request-select-chat-chunked", RFC_1_3_REQUEST, BIG | 0x10, [7, 1, 30])
+sh("rfc-1.3-request-with-frames", RFC_1_3_REQUEST + frame(1, b"Hello", key=KEY)
+   + frame(9, b"", key=KEY) + frame(8, struct.pack(">H", 1000), key=KEY), BIG, [50, 3])
+sh("bytewise-request", RFC_1_3_REQUEST, BIG, [0])
+sh("post-405", RFC_1_3_REQUEST.replace(b"GET", b"POST", 1))
+sh("http-1.0", RFC_1_3_REQUEST.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+sh("version-8-426", RFC_1_3_REQUEST.replace(b"Version: 13", b"Version: 8"))
+sh("no-upgrade-426", RFC_1_3_REQUEST.replace(b"Upgrade: websocket\r\n", b""))
+sh("short-key", RFC_1_3_REQUEST.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="))
+sh("two-hosts", RFC_1_3_REQUEST.replace(b"Host: server.example.com\r\n",
+                                        b"Host: a.example\r\nHost: b.example\r\n"))
+sh("head-too-large-128", RFC_1_3_REQUEST, 0 | (3 << 2), [10])
+sh("too-many-headers", RFC_1_3_REQUEST, 3 | (1 << 2), [255])
+sh("incomplete-times-out", RFC_1_3_REQUEST[:60])
+sh("garbage-first-line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+sh("bare-lf-lines", RFC_1_3_REQUEST.replace(b"\r\n", b"\n"))
+sh("with-body", RFC_1_3_REQUEST.replace(b"Version: 13\r\n", b"Version: 13\r\nContent-Length: 5\r\n") + b"hello")
+sh("extensions-offer", RFC_1_3_REQUEST.replace(
+    b"Version: 13\r\n", b"Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"))
+
+
+def cr(name, head, flags=BIG | (2 << 4), sizes=(255,), fields=None):
+    prefix = b""
+    if fields is not None:
+        flags |= 0x40
+        for f in fields:
+            prefix += bytes([len(f)]) + f
+    hs("client_response", name, flags, list(sizes), prefix + head)
+
+
+cr("rfc-1.3-response", RFC_1_3_RESPONSE)
+cr("rfc-1.3-response-chunked-with-frames", RFC_1_3_RESPONSE + frame(1, b"Hello")
+   + frame(9, b"hi") + frame(8, struct.pack(">H", 1000)), sizes=[5, 0, 60])
+cr("rfc-1.3-response-bytewise", RFC_1_3_RESPONSE, sizes=[0])
+cr("no-protocol-offered", RFC_1_3_RESPONSE.replace(b"Sec-WebSocket-Protocol: chat\r\n", b""), flags=BIG)
+cr("protocol-not-offered", RFC_1_3_RESPONSE, flags=BIG | (3 << 4))
+cr("wrong-accept", RFC_1_3_RESPONSE.replace(b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", b"AAAAAAAAAAAAAAAAAAAAAAAAAAA="))
+cr("status-403", b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+cr("status-200", b"HTTP/1.1 200 OK\r\n\r\n")
+cr("extension-not-offered", RFC_1_3_RESPONSE.replace(
+    b"\r\n\r\n", b"\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"))
+cr("head-too-large", RFC_1_3_RESPONSE, flags=0 | (3 << 2) | (2 << 4), sizes=[3])
+cr("incomplete", RFC_1_3_RESPONSE[:40])
+cr("not-http", b"SSH-2.0-OpenSSH_9.6\r\n")
+cr("fuzzed-fields-injection", RFC_1_3_RESPONSE,
+   fields=[b"evil.example\r\nX-Injected: 1", b"/a b\r\n\r\nGET /", b"null\n", b"X-Token\r\nX", b"v\r\n\r\n"])
+cr("fuzzed-fields-plain", RFC_1_3_RESPONSE,
+   fields=[b"example.com:8080", b"/chat?room=1", b"https://example.com", b"Authorization", b"Bearer abc"])
