@@ -50,6 +50,8 @@ pub struct Options {
     pub decode: bool,
     /// Measure encoding.
     pub encode: bool,
+    /// Only time rows whose name contains this (for profiling one implementation).
+    pub only: Option<String>,
 }
 
 impl Default for Options {
@@ -60,12 +62,14 @@ impl Default for Options {
             sizes: SIZES.to_vec(),
             decode: true,
             encode: true,
+            only: None,
         }
     }
 }
 
 impl Options {
-    /// Parses `--runs N`, `--ms N`, `--sizes 16,1024`, `--decode-only`, `--encode-only`;
+    /// Parses `--runs N`, `--ms N`, `--sizes 16,1024`, `--decode-only`, `--encode-only`,
+    /// `--only NAME-PART`;
     /// ignores anything else (such as the `--bench` that `cargo bench` passes).
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Self {
         let mut options = Options::default();
@@ -81,6 +85,7 @@ impl Options {
                         .map(|s| parse(Some(s.into()), "--sizes"))
                         .collect();
                 }
+                "--only" => options.only = args.next(),
                 "--decode-only" => options.encode = false,
                 "--encode-only" => options.decode = false,
                 _ => {}
@@ -118,7 +123,14 @@ struct Row {
 
 /// Times `batch` (which handles `msgs` messages): one warm-up batch, then `runs`
 /// measurements of at least `min_run` each; returns (median ns per message, spread).
-fn time(options: &Options, msgs: usize, mut batch: impl FnMut()) -> (f64, f64) {
+fn time(options: &Options, name: &str, msgs: usize, mut batch: impl FnMut()) -> (f64, f64) {
+    if options
+        .only
+        .as_ref()
+        .is_some_and(|only| !name.contains(only.as_str()))
+    {
+        return (f64::NAN, f64::NAN);
+    }
     batch();
     let start = Instant::now();
     batch();
@@ -157,7 +169,7 @@ fn measure_decode(
     case.batch(|p| first.push(p.to_vec()));
     check(&first);
     drop(first);
-    let (ns, spread) = time(options, msgs, || {
+    let (ns, spread) = time(options, name, msgs, || {
         case.batch(|p| {
             black_box(p);
         })
@@ -184,7 +196,7 @@ fn measure_encode<C: EncodeCase>(
     assert_eq!(got.len(), expected.len(), "{name}: output length");
     assert!(got == expected, "{name}: output differs");
     let mut case = make();
-    let (ns, spread) = time(options, msgs, || {
+    let (ns, spread) = time(options, name, msgs, || {
         case.batch();
         black_box(&mut case);
     });
