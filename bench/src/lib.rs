@@ -121,34 +121,59 @@ struct Row {
     spread: f64,
 }
 
-/// Times `batch` (which handles `msgs` messages): one warm-up batch, then `runs`
-/// measurements of at least `min_run` each; returns (median ns per message, spread).
-fn time(options: &Options, name: &str, msgs: usize, mut batch: impl FnMut()) -> (f64, f64) {
-    if options
-        .only
-        .as_ref()
-        .is_some_and(|only| !name.contains(only.as_str()))
-    {
-        return (f64::NAN, f64::NAN);
-    }
-    batch();
-    let start = Instant::now();
-    batch();
-    let one = start.elapsed().as_nanos().max(1);
-    let batches = options.min_run.as_nanos().div_ceil(one).max(1) as usize;
-    let mut samples: Vec<f64> = (0..options.runs)
-        .map(|_| {
+/// A checked implementation, ready to be timed batch by batch.
+struct Timed<'a> {
+    name: &'static str,
+    kind: Kind,
+    msgs: usize,
+    batch: Box<dyn FnMut() + 'a>,
+}
+
+/// Times every case `runs` times, taking the cases in turn within each run so that a
+/// change in machine load hits all of them alike (the machine is shared). Each
+/// measurement repeats whole batches for at least `min_run`, after one warm-up batch
+/// that also sizes it. Returns the median ns per message and the spread of each case.
+fn time_interleaved(options: &Options, cases: Vec<Timed<'_>>) -> Vec<Row> {
+    let mut cases: Vec<(Timed<'_>, usize, Vec<f64>)> = cases
+        .into_iter()
+        .filter(|c| {
+            options
+                .only
+                .as_ref()
+                .is_none_or(|only| c.name.contains(only.as_str()))
+        })
+        .map(|mut c| {
+            (c.batch)();
             let start = Instant::now();
-            for _ in 0..batches {
-                batch();
-            }
-            start.elapsed().as_nanos() as f64 / (batches * msgs) as f64
+            (c.batch)();
+            let one = start.elapsed().as_nanos().max(1);
+            let batches = options.min_run.as_nanos().div_ceil(one).max(1) as usize;
+            (c, batches, Vec::new())
         })
         .collect();
-    samples.sort_by(f64::total_cmp);
-    let median = samples[samples.len() / 2];
-    let spread = (samples[samples.len() - 1] - samples[0]) / median;
-    (median, spread)
+    for _ in 0..options.runs {
+        for (case, batches, samples) in &mut cases {
+            let start = Instant::now();
+            for _ in 0..*batches {
+                (case.batch)();
+            }
+            let ns = start.elapsed().as_nanos() as f64;
+            samples.push(ns / (*batches * case.msgs) as f64);
+        }
+    }
+    cases
+        .into_iter()
+        .map(|(case, _, mut samples)| {
+            samples.sort_by(f64::total_cmp);
+            let median = samples[samples.len() / 2];
+            Row {
+                name: case.name,
+                kind: case.kind,
+                ns: median,
+                spread: (samples[samples.len() - 1] - samples[0]) / median,
+            }
+        })
+        .collect()
 }
 
 /// How many messages of `len` bytes fill about [`BATCH_WIRE_BYTES`].
@@ -157,38 +182,36 @@ pub fn batch_count(len: usize) -> usize {
     BATCH_WIRE_BYTES.div_ceil(frame).max(1)
 }
 
-fn measure_decode(
-    options: &Options,
-    mut case: impl DecodeCase,
+/// Checks one batch of `case` with `check`, then hands it over for timing.
+fn decode_case<'a>(
+    mut case: impl DecodeCase + 'a,
     kind: Kind,
     check: impl FnOnce(&[Vec<u8>]),
     msgs: usize,
-) -> Row {
+) -> Timed<'a> {
     let name = case.name();
     let mut first = Vec::new();
     case.batch(|p| first.push(p.to_vec()));
     check(&first);
-    drop(first);
-    let (ns, spread) = time(options, name, msgs, || {
-        case.batch(|p| {
-            black_box(p);
-        })
-    });
-    Row {
+    Timed {
         name,
         kind,
-        ns,
-        spread,
+        msgs,
+        batch: Box::new(move || {
+            case.batch(|p| {
+                black_box(p);
+            })
+        }),
     }
 }
 
-fn measure_encode<C: EncodeCase>(
-    options: &Options,
+/// Checks the output of one batch from a fresh case, then hands another over for timing.
+fn encode_case<'a, C: EncodeCase + 'a>(
     make: impl Fn() -> C,
     kind: Kind,
     expected: &[u8],
     msgs: usize,
-) -> Row {
+) -> Timed<'a> {
     let mut first = make();
     let name = first.name();
     first.batch();
@@ -196,15 +219,14 @@ fn measure_encode<C: EncodeCase>(
     assert_eq!(got.len(), expected.len(), "{name}: output length");
     assert!(got == expected, "{name}: output differs");
     let mut case = make();
-    let (ns, spread) = time(options, name, msgs, || {
-        case.batch();
-        black_box(&mut case);
-    });
-    Row {
+    Timed {
         name,
         kind,
-        ns,
-        spread,
+        msgs,
+        batch: Box::new(move || {
+            case.batch();
+            black_box(&mut case);
+        }),
     }
 }
 
@@ -222,23 +244,20 @@ fn decode_rows(options: &Options, len: usize) -> Vec<Row> {
     let expect_wire = |got: &[Vec<u8>]| {
         assert!(got.len() == 1 && got[0][..] == wire[..], "copy differs");
     };
-    vec![
-        measure_decode(
-            options,
+    let cases = vec![
+        decode_case(
             decode::SockeyeDecoder::new(wire.clone()),
             Kind::Sockeye,
             expect_payloads,
             count,
         ),
-        measure_decode(
-            options,
+        decode_case(
             decode::SockeyeConnection::new(wire.clone(), usize::MAX, "sockeye Connection (1 read)"),
             Kind::Sockeye,
             expect_payloads,
             count,
         ),
-        measure_decode(
-            options,
+        decode_case(
             decode::SockeyeConnection::new(
                 wire.clone(),
                 RUNTIME_READ_BYTES,
@@ -248,28 +267,26 @@ fn decode_rows(options: &Options, len: usize) -> Vec<Row> {
             expect_payloads,
             count,
         ),
-        measure_decode(
-            options,
+        decode_case(
             decode::Tungstenite::new(wire.clone(), count),
             Kind::Tungstenite,
             expect_payloads,
             count,
         ),
-        measure_decode(
-            options,
+        decode_case(
             decode::FastWebSockets::new(wire.clone(), count),
             Kind::FastWebSockets,
             expect_payloads,
             count,
         ),
-        measure_decode(
-            options,
+        decode_case(
             decode::PlainCopy::new(wire.clone()),
             Kind::Copy,
             expect_wire,
             count,
         ),
-    ]
+    ];
+    time_interleaved(options, cases)
 }
 
 fn encode_rows(options: &Options, len: usize) -> Vec<Row> {
@@ -279,50 +296,45 @@ fn encode_rows(options: &Options, len: usize) -> Vec<Row> {
     let n = expected.len();
     let copy_expected: Vec<u8> = payload.iter().copied().cycle().take(len * count).collect();
     let p = || payload.clone();
-    vec![
-        measure_encode(
-            options,
+    let cases = vec![
+        encode_case(
             || encode::SockeyeConnection::new(p(), count, n),
             Kind::Sockeye,
             &expected,
             count,
         ),
-        measure_encode(
-            options,
+        encode_case(
             || encode::SockeyeEncodeFrame::new(p(), count, n),
             Kind::Sockeye,
             &expected,
             count,
         ),
-        measure_encode(
-            options,
+        encode_case(
             || encode::Tungstenite::new(p(), count, n, true),
             Kind::Tungstenite,
             &expected,
             count,
         ),
-        measure_encode(
-            options,
+        encode_case(
             || encode::Tungstenite::new(p(), count, n, false),
             Kind::Tungstenite,
             &expected,
             count,
         ),
-        measure_encode(
-            options,
+        encode_case(
             || encode::FastWebSockets::new(p(), count, n),
             Kind::FastWebSockets,
             &expected,
             count,
         ),
-        measure_encode(
-            options,
+        encode_case(
             || encode::PlainCopy::new(p(), count, len * count),
             Kind::Copy,
             &copy_expected,
             count,
         ),
-    ]
+    ];
+    time_interleaved(options, cases)
 }
 
 /// The fastest row of a kind: each library is compared at its best.

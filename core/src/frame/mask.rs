@@ -9,8 +9,11 @@
 /// Masking twice with the same key and offset is the identity. `offset` lets a payload be
 /// unmasked in pieces as its bytes arrive.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let mut key = key;
-    key.rotate_left(offset % 4);
+    // Byte i of the little-endian word is key[i]; rotating right by one byte makes byte i
+    // key[i + 1], which is where a payload resumed at an offset of 1 stands in the key.
+    let key = u32::from_le_bytes(key)
+        .rotate_right(8 * (offset % 4) as u32)
+        .to_le_bytes();
     let key_word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
