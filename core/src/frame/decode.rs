@@ -62,6 +62,9 @@ impl FrameDecoder {
                     return Ok(None);
                 };
                 self.check(&header)?;
+                if let Some(frame) = Self::take_whole(buf, header, header_len) {
+                    return Ok(Some(frame));
+                }
                 buf.advance(header_len);
                 self.current = Some(header);
                 self.unmasked = 0;
@@ -88,6 +91,24 @@ impl FrameDecoder {
         self.current = None;
         self.unmasked = 0;
         Ok(Some(Frame { header, payload }))
+    }
+
+    /// The common case of a frame that arrived whole: split header and payload off in one
+    /// go, without recording a frame in progress.
+    fn take_whole(buf: &mut BytesMut, header: FrameHeader, header_len: usize) -> Option<Frame> {
+        let len = usize::try_from(header.payload_len).ok()?;
+        if buf.len() - header_len < len {
+            return None;
+        }
+        let mut payload = buf.split_to(header_len + len);
+        payload.advance(header_len);
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        Some(Frame {
+            header,
+            payload: payload.freeze(),
+        })
     }
 
     /// The header of the frame whose payload is still arriving, and how many bytes at the
