@@ -52,6 +52,9 @@ pub struct Options {
     pub encode: bool,
     /// Only time rows whose name contains this (for profiling one implementation).
     pub only: Option<String>,
+    /// A quick correctness pass (as under `cargo test`): timings mean nothing, so the
+    /// targets are not judged.
+    pub smoke: bool,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             decode: true,
             encode: true,
             only: None,
+            smoke: false,
         }
     }
 }
@@ -459,6 +463,10 @@ pub fn run(options: &Options) {
                 "x its time",
             ));
         }
+    }
+    if options.smoke {
+        println!("smoke run (outputs checked; timings are not meaningful, targets not judged)");
+        return;
     }
     println!("targets (medians of this run):");
     for t in targets {
