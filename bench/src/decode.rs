@@ -25,34 +25,41 @@ pub trait DecodeCase {
 }
 
 /// The codec alone: copy the bytes into a `BytesMut` (as a socket read would), then
-/// `FrameDecoder::decode` until it needs more.
+/// `FrameDecoder::decode` until it needs more; either the whole batch at once or in reads
+/// of `chunk` bytes, each decoded before the next is copied.
 pub struct SockeyeDecoder {
     wire: Arc<[u8]>,
+    chunk: usize,
     buf: BytesMut,
     decoder: FrameDecoder,
+    label: &'static str,
 }
 
 impl SockeyeDecoder {
-    /// A server-side decoder over `wire`.
-    pub fn new(wire: Arc<[u8]>) -> Self {
+    /// A server-side decoder over `wire`, fed `chunk` bytes at a time.
+    pub fn new(wire: Arc<[u8]>, chunk: usize, label: &'static str) -> Self {
         SockeyeDecoder {
-            buf: BytesMut::with_capacity(wire.len()),
+            buf: BytesMut::with_capacity(wire.len().min(chunk)),
             wire,
+            chunk: chunk.max(1),
             decoder: FrameDecoder::new(Side::Server, MAX_BYTES as u64),
+            label,
         }
     }
 }
 
 impl DecodeCase for SockeyeDecoder {
     fn name(&self) -> &'static str {
-        "sockeye FrameDecoder"
+        self.label
     }
 
     fn batch(&mut self, mut visit: impl FnMut(&[u8])) {
-        self.buf.extend_from_slice(&self.wire);
-        while let Some(frame) = self.decoder.decode(&mut self.buf).expect("valid frames") {
-            assert!(frame.header.fin && frame.header.opcode == OpCode::Binary);
-            visit(&frame.payload);
+        for read in self.wire.chunks(self.chunk) {
+            self.buf.extend_from_slice(read);
+            while let Some(frame) = self.decoder.decode(&mut self.buf).expect("valid frames") {
+                assert!(frame.header.fin && frame.header.opcode == OpCode::Binary);
+                visit(&frame.payload);
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ pub const SIZES: [usize; 5] = [16, 125, 1 << 10, 64 << 10, 1 << 20];
 /// Wire bytes per batch, so that every size moves the same amount of memory.
 pub const BATCH_WIRE_BYTES: usize = 4 << 20;
 
-/// Read size of the second connection row: what a runtime's read buffer might hold.
+/// Read size of the "64K reads" rows: what a runtime's read buffer might hold.
 pub const RUNTIME_READ_BYTES: usize = 64 << 10;
 
 /// Command-line settings.
@@ -250,7 +250,17 @@ fn decode_rows(options: &Options, len: usize) -> Vec<Row> {
     };
     let cases = vec![
         decode_case(
-            decode::SockeyeDecoder::new(wire.clone()),
+            decode::SockeyeDecoder::new(wire.clone(), usize::MAX, "sockeye FrameDecoder (1 read)"),
+            Kind::Sockeye,
+            expect_payloads,
+            count,
+        ),
+        decode_case(
+            decode::SockeyeDecoder::new(
+                wire.clone(),
+                RUNTIME_READ_BYTES,
+                "sockeye FrameDecoder (64K reads)",
+            ),
             Kind::Sockeye,
             expect_payloads,
             count,
