@@ -8,10 +8,13 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::header::{FrameHeader, MAX_CONTROL_PAYLOAD};
+use super::header::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use crate::error::{ConnectionError, LimitError, ProtocolError};
 use crate::Side;
+
+/// Most bytes reserved for a frame on the word of its header, before they arrive.
+const RESERVE_AHEAD_MAX: usize = 1 << 20;
 
 /// A whole frame with its payload unmasked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +69,12 @@ impl FrameDecoder {
                     return Ok(Some(frame));
                 }
                 buf.advance(header_len);
+                // Room for the rest of this frame now, while little of it is buffered: if
+                // the buffer has to move, it moves a few bytes rather than most of a large
+                // frame once its end no longer fits. Capped, so a header alone never makes
+                // us hold more than `RESERVE_AHEAD_MAX` for bytes not yet received.
+                let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+                buf.reserve(len.min(RESERVE_AHEAD_MAX) + MAX_HEADER_LEN);
                 self.current = Some(header);
                 self.unmasked = 0;
                 header
