@@ -52,6 +52,8 @@ pub struct Options {
     pub encode: bool,
     /// Only time rows whose name contains this (for profiling one implementation).
     pub only: Option<String>,
+    /// Time with the wall clock even where on-CPU time is available.
+    pub wall_clock: bool,
     /// A quick correctness pass (as under `cargo test`): timings mean nothing, so the
     /// targets are not judged.
     pub smoke: bool,
@@ -67,13 +69,14 @@ impl Default for Options {
             encode: true,
             only: None,
             smoke: false,
+            wall_clock: false,
         }
     }
 }
 
 impl Options {
     /// Parses `--runs N`, `--ms N`, `--sizes 16,1024`, `--decode-only`, `--encode-only`,
-    /// `--only NAME-PART`;
+    /// `--only NAME-PART`, `--wall`;
     /// ignores anything else (such as the `--bench` that `cargo bench` passes).
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Self {
         let mut options = Options::default();
@@ -90,6 +93,7 @@ impl Options {
                         .collect();
                 }
                 "--only" => options.only = args.next(),
+                "--wall" => options.wall_clock = true,
                 "--decode-only" => options.encode = false,
                 "--encode-only" => options.decode = false,
                 _ => {}
@@ -125,6 +129,38 @@ struct Row {
     spread: f64,
 }
 
+/// Measures a run in nanoseconds: the benchmark thread's own time on the CPU where Linux
+/// reports it, so time spent descheduled by other load on a shared machine is left out;
+/// wall-clock time otherwise (or with `--wall`).
+enum Clock {
+    OnCpu(u64),
+    Wall(Instant),
+}
+
+impl Clock {
+    fn start(wall: bool) -> Clock {
+        match thread_cpu_ns() {
+            Some(ns) if !wall => Clock::OnCpu(ns),
+            _ => Clock::Wall(Instant::now()),
+        }
+    }
+
+    fn elapsed_ns(&self) -> f64 {
+        match self {
+            Clock::OnCpu(start) => thread_cpu_ns().map_or(f64::NAN, |now| (now - start) as f64),
+            Clock::Wall(start) => start.elapsed().as_nanos() as f64,
+        }
+    }
+}
+
+/// Nanoseconds this thread has spent running, from the first field of
+/// `/proc/thread-self/schedstat` (Linux; updated at least every scheduler tick, so a run
+/// of 100 ms or more is measured to within a few percent).
+fn thread_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 /// A checked implementation, ready to be timed batch by batch.
 struct Timed<'a> {
     name: &'static str,
@@ -157,12 +193,11 @@ fn time_interleaved(options: &Options, cases: Vec<Timed<'_>>) -> Vec<Row> {
         .collect();
     for _ in 0..options.runs {
         for (case, batches, samples) in &mut cases {
-            let start = Instant::now();
+            let clock = Clock::start(options.wall_clock);
             for _ in 0..*batches {
                 (case.batch)();
             }
-            let ns = start.elapsed().as_nanos() as f64;
-            samples.push(ns / (*batches * case.msgs) as f64);
+            samples.push(clock.elapsed_ns() / (*batches * case.msgs) as f64);
         }
     }
     cases
@@ -411,9 +446,13 @@ fn sockeye_rows(
 
 /// Runs the whole benchmark and prints the tables and the targets.
 pub fn run(options: &Options) {
+    let clock = match Clock::start(options.wall_clock) {
+        Clock::OnCpu(_) => "on-CPU time of the benchmark thread",
+        Clock::Wall(_) => "wall-clock time",
+    };
     println!(
-        "sockeye framing benchmark: {} runs of >= {} ms per row, median shown; \
-         ratios are time / reference time (lower is better; references are each \
+        "sockeye framing benchmark: {} runs of >= {} ms per row, median shown, timed by \
+         {clock}; ratios are time / reference time (lower is better; references are each \
          library's fastest row).",
         options.runs,
         options.min_run.as_millis()
