@@ -8,13 +8,36 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::header::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use super::header::{FrameHeader, MAX_CONTROL_PAYLOAD};
 use super::mask::apply_mask;
 use crate::error::{ConnectionError, LimitError, ProtocolError};
 use crate::Side;
 
 /// Most bytes reserved for a frame on the word of its header, before they arrive.
 const RESERVE_AHEAD_MAX: usize = 1 << 20;
+
+/// Room made past the end of a frame still arriving: the read that completes it usually
+/// carries on into the next one, by up to a typical socket read.
+const READ_SLACK: usize = 64 << 10;
+
+/// Makes room for the rest of a frame of `len` payload bytes whose header was just read,
+/// while little of it is buffered.
+///
+/// Left to itself, the buffer grows as reads arrive until the frame's end no longer
+/// fits, and then `BytesMut` moves nearly the whole frame (or reallocates, copying the
+/// consumed prefix as well). Making room now moves only the few bytes buffered so far:
+/// within the same allocation if it is ours alone and big enough, otherwise into a fresh
+/// one (the old one stays with the payloads still using it). Capped, so a header alone
+/// never makes us hold more than `RESERVE_AHEAD_MAX` for bytes not yet received.
+fn make_room(buf: &mut BytesMut, len: usize) {
+    let want = len.min(RESERVE_AHEAD_MAX) + READ_SLACK;
+    if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
+        return;
+    }
+    let mut fresh = BytesMut::with_capacity(buf.len() + want);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
+}
 
 /// A whole frame with its payload unmasked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,12 +92,8 @@ impl FrameDecoder {
                     return Ok(Some(frame));
                 }
                 buf.advance(header_len);
-                // Room for the rest of this frame now, while little of it is buffered: if
-                // the buffer has to move, it moves a few bytes rather than most of a large
-                // frame once its end no longer fits. Capped, so a header alone never makes
-                // us hold more than `RESERVE_AHEAD_MAX` for bytes not yet received.
                 let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
-                buf.reserve(len.min(RESERVE_AHEAD_MAX) + MAX_HEADER_LEN);
+                make_room(buf, len);
                 self.current = Some(header);
                 self.unmasked = 0;
                 header
