@@ -80,6 +80,10 @@ impl FrameDecoder {
     /// Returns `Ok(None)` when more bytes are needed; the bytes seen so far stay consumed
     /// or unmasked, so call again with the same buffer once more bytes are appended. After
     /// an error the decoder's state is unspecified: stop feeding it.
+    ///
+    /// Allocates when a frame's header arrives without all of its payload: room in `buf`
+    /// for the rest of the frame (at most 1 MiB of it) plus 64 KiB, so the buffer need not
+    /// move the frame later.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
         let header = match self.current {
             Some(header) => header,
