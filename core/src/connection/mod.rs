@@ -31,7 +31,7 @@ use crate::entropy::Entropy;
 use crate::error::{ConnectionError, LimitError, ProtocolError, SendError};
 use crate::frame::{
     decode_close_payload, encode_close_payload, encode_frame, CloseCode, Frame, FrameDecoder,
-    FrameHeader, HeaderBuf, OpCode, MAX_CONTROL_PAYLOAD,
+    FrameHeader, HeaderBuf, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
 };
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::time::{Clock, Instant};
@@ -43,6 +43,9 @@ use utf8::Utf8Validator;
 /// Payloads up to this size are copied next to their header into one outgoing chunk;
 /// larger ones are queued as their own `Bytes`, uncopied.
 const COALESCE_MAX_PAYLOAD: usize = 512;
+
+/// `coalesce` grows by this much at a time (a constant per connection, not per input).
+const COALESCE_BLOCK: usize = 8 * 1024;
 
 /// Where a connection is in its life (RFC 6455 §4–7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -638,6 +641,7 @@ impl Connection {
             payload_len: payload.len() as u64,
         };
         self.queued_bytes += header.encoded_len() + payload.len();
+        self.reserve_coalesce(header.encoded_len() + payload.len());
         if mask.is_some() {
             // Masking rewrites the payload, so a client copies it once into the output.
             if payload.len() > COALESCE_MAX_PAYLOAD {
@@ -657,6 +661,17 @@ impl Connection {
             } else {
                 self.coalesce.extend_from_slice(&payload);
             }
+        }
+    }
+
+    /// Makes room for a small frame in `coalesce` a block at a time: `poll_transmit`
+    /// splits the whole buffer off, and growing it frame by frame would reclaim or
+    /// reallocate it on every small send.
+    fn reserve_coalesce(&mut self, frame_len: usize) {
+        if frame_len <= MAX_HEADER_LEN + COALESCE_MAX_PAYLOAD
+            && self.coalesce.capacity() - self.coalesce.len() < frame_len
+        {
+            self.coalesce.reserve(COALESCE_BLOCK);
         }
     }
 

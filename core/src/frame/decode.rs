@@ -13,6 +13,32 @@ use super::mask::apply_mask;
 use crate::error::{ConnectionError, LimitError, ProtocolError};
 use crate::Side;
 
+/// Most bytes reserved for a frame on the word of its header, before they arrive.
+const RESERVE_AHEAD_MAX: usize = 1 << 20;
+
+/// Room made past the end of a frame still arriving: the read that completes it usually
+/// carries on into the next one, by up to a typical socket read.
+const READ_SLACK: usize = 64 << 10;
+
+/// Makes room for the rest of a frame of `len` payload bytes whose header was just read,
+/// while little of it is buffered.
+///
+/// Left to itself, the buffer grows as reads arrive until the frame's end no longer
+/// fits, and then `BytesMut` moves nearly the whole frame (or reallocates, copying the
+/// consumed prefix as well). Making room now moves only the few bytes buffered so far:
+/// within the same allocation if it is ours alone and big enough, otherwise into a fresh
+/// one (the old one stays with the payloads still using it). Capped, so a header alone
+/// never makes us hold more than `RESERVE_AHEAD_MAX` for bytes not yet received.
+fn make_room(buf: &mut BytesMut, len: usize) {
+    let want = len.min(RESERVE_AHEAD_MAX) + READ_SLACK;
+    if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
+        return;
+    }
+    let mut fresh = BytesMut::with_capacity(buf.len() + want);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
+}
+
 /// A whole frame with its payload unmasked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -54,6 +80,10 @@ impl FrameDecoder {
     /// Returns `Ok(None)` when more bytes are needed; the bytes seen so far stay consumed
     /// or unmasked, so call again with the same buffer once more bytes are appended. After
     /// an error the decoder's state is unspecified: stop feeding it.
+    ///
+    /// Allocates when a frame's header arrives without all of its payload: room in `buf`
+    /// for the rest of the frame (at most 1 MiB of it) plus 64 KiB, so the buffer need not
+    /// move the frame later.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
         let header = match self.current {
             Some(header) => header,
@@ -62,7 +92,12 @@ impl FrameDecoder {
                     return Ok(None);
                 };
                 self.check(&header)?;
+                if let Some(frame) = Self::take_whole(buf, header, header_len) {
+                    return Ok(Some(frame));
+                }
                 buf.advance(header_len);
+                let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
+                make_room(buf, len);
                 self.current = Some(header);
                 self.unmasked = 0;
                 header
@@ -88,6 +123,24 @@ impl FrameDecoder {
         self.current = None;
         self.unmasked = 0;
         Ok(Some(Frame { header, payload }))
+    }
+
+    /// The common case of a frame that arrived whole: split header and payload off in one
+    /// go, without recording a frame in progress.
+    fn take_whole(buf: &mut BytesMut, header: FrameHeader, header_len: usize) -> Option<Frame> {
+        let len = usize::try_from(header.payload_len).ok()?;
+        if buf.len() - header_len < len {
+            return None;
+        }
+        let mut payload = buf.split_to(header_len + len);
+        payload.advance(header_len);
+        if let Some(key) = header.mask {
+            apply_mask(&mut payload, key, 0);
+        }
+        Some(Frame {
+            header,
+            payload: payload.freeze(),
+        })
     }
 
     /// The header of the frame whose payload is still arriving, and how many bytes at the

@@ -9,28 +9,31 @@
 /// Masking twice with the same key and offset is the identity. `offset` lets a payload be
 /// unmasked in pieces as its bytes arrive.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let shift = offset % 4;
-    let key = [
-        key[shift],
-        key[(shift + 1) % 4],
-        key[(shift + 2) % 4],
-        key[(shift + 3) % 4],
-    ];
-    let mut wide = [0u8; 64];
-    for (i, b) in wide.iter_mut().enumerate() {
-        *b = key[i % 4];
-    }
-    let mut blocks = buf.chunks_exact_mut(64);
-    for block in &mut blocks {
-        for (b, k) in block.iter_mut().zip(wide.iter()) {
-            *b ^= *k;
-        }
-    }
-    let rest = blocks.into_remainder();
-    let mut words = rest.chunks_exact_mut(8);
+    // Byte i of the little-endian word is key[i]; rotating right by one byte makes byte i
+    // key[i + 1], which is where a payload resumed at an offset of 1 stands in the key.
+    let key = u32::from_le_bytes(key)
+        .rotate_right(8 * (offset % 4) as u32)
+        .to_le_bytes();
     let key_word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
+    let mut rest = buf;
+    if rest.len() >= 64 {
+        // Built from whole words, not byte by byte: this runs for every frame, and a
+        // 64-iteration byte loop here cost more than masking a small payload.
+        let mut wide = [0u8; 64];
+        for w in wide.chunks_exact_mut(8) {
+            w.copy_from_slice(&key_word.to_ne_bytes());
+        }
+        let mut blocks = rest.chunks_exact_mut(64);
+        for block in &mut blocks {
+            for (b, k) in block.iter_mut().zip(wide.iter()) {
+                *b ^= *k;
+            }
+        }
+        rest = blocks.into_remainder();
+    }
+    let mut words = rest.chunks_exact_mut(8);
     for word in &mut words {
         let mut w = [0u8; 8];
         w.copy_from_slice(word);
