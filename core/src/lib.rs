@@ -91,6 +91,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod entropy;
@@ -98,6 +99,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod keepalive;
+pub mod session;
 pub mod time;
 
 #[cfg(any(fuzzing, feature = "sim"))]
@@ -107,12 +109,19 @@ pub mod fuzzing;
 #[doc(hidden)]
 pub mod sim;
 
-pub use config::Config;
+pub use config::{Config, SessionConfig};
 pub use connection::{Close, Connection, Event, Message, MessageKind, State};
 pub use entropy::{Entropy, SeededEntropy};
-pub use error::{ConnectionError, HandshakeError, LimitError, ProtocolError, SendError};
+pub use error::{
+    AuthError, ConnectionError, EnvelopeError, HandshakeError, LimitError, ProtocolError,
+    SendError, SessionProtocolError, SessionSendError, StoreError,
+};
 pub use frame::CloseCode;
 pub use handshake::{ClientHandshake, ServerHandshake};
+pub use session::{
+    ClientSession, DeadLetterReason, LostReason, Seq, ServerSession, SessionEvent, SessionId,
+    SessionStore,
+};
 pub use time::Instant;
 
 /// Which end of a WebSocket connection this is. Masking rules depend on it (§5.1).
