@@ -251,6 +251,9 @@ pub enum HandshakeError {
     UnexpectedExtension,
     /// The transport ended before the handshake completed.
     UnexpectedEof,
+    /// The upgrade request announced a body (`Content-Length` over 0 or
+    /// `Transfer-Encoding`), which a WebSocket upgrade never has (400).
+    UnexpectedBody,
 }
 
 impl HandshakeError {
@@ -296,6 +299,7 @@ impl fmt::Display for HandshakeError {
                 f.write_str("server chose an extension that was not offered")
             }
             HandshakeError::UnexpectedEof => f.write_str("connection ended during handshake"),
+            HandshakeError::UnexpectedBody => f.write_str("websocket upgrade must not have a body"),
         }
     }
 }

@@ -117,7 +117,9 @@ pub use error::{
     SendError, SessionProtocolError, SessionSendError, StoreError,
 };
 pub use frame::CloseCode;
-pub use handshake::{ClientHandshake, ServerHandshake};
+pub use handshake::{
+    accept_key, ClientHandshake, ClientRequest, ExtensionOffer, Request, Response, ServerHandshake,
+};
 pub use session::{
     ClientSession, DeadLetterReason, LostReason, Seq, ServerSession, SessionEvent, SessionId,
     SessionStore,

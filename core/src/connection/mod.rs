@@ -14,7 +14,7 @@
 //!   +-----------------------------------------------+
 //! ```
 //!
-//! All transitions happen in this file: in [`Connection::on_frame`], `fail`, and the
+//! All transitions happen in this file: in `on_frame`, `fail`, and the
 //! `close`/`handle_timeout`/`handle_eof` methods.
 
 mod message;
