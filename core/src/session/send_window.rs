@@ -89,8 +89,11 @@ struct Entry {
     payload: Option<Bytes>,
     is_text: bool,
     pushed_at: Instant,
-    /// Transmissions in this session, across connections.
+    /// Transmissions in this session, across connections (dead letter at resume when
+    /// over `resend_max_tries`).
     tries: u32,
+    /// Transmissions on the current connection (unresponsive when over the limit).
+    conn_tries: u32,
     /// When it was last transmitted on the current connection.
     sent_at: Option<Instant>,
     /// A copy reached, or may reach, the peer and we do not know whether it delivered it.
@@ -229,6 +232,7 @@ impl SendWindow {
             is_text,
             pushed_at: now,
             tries: 0,
+            conn_tries: 0,
             sent_at: None,
             maybe_delivered: false,
         });
@@ -258,7 +262,7 @@ impl SendWindow {
                 break;
             };
             self.acked += 1;
-            // Karn: only a message sent once on this connection gives a clean sample.
+            // Karn: only a message sent once gives a clean sample.
             if entry.tries == 1 {
                 if let Some(sent) = entry.sent_at {
                     sample = Some(now.saturating_duration_since(sent));
@@ -311,6 +315,7 @@ impl SendWindow {
         let i = self.index(seq)?;
         let entry = &mut self.entries[i];
         entry.tries = entry.tries.saturating_add(1);
+        entry.conn_tries = entry.conn_tries.saturating_add(1);
         entry.sent_at = Some(now);
         entry.maybe_delivered |= entry.payload.is_some();
         let out = Outgoing {
@@ -353,7 +358,9 @@ impl SendWindow {
     ) -> TimeoutOutcome {
         let mut outcome = TimeoutOutcome::Quiet;
         if self.can_report() && self.rto_deadline.is_some_and(|d| now >= d) {
-            let oldest_tries = self.entries.front().map_or(0, |e| e.tries);
+            // Counted per connection: a message resent up to its limit on a *new*
+            // connection gets its full share of tries there before we give up on it.
+            let oldest_tries = self.entries.front().map_or(0, |e| e.conn_tries);
             if oldest_tries >= self.config.resend_max_tries {
                 outcome = TimeoutOutcome::Unresponsive;
             } else {
@@ -427,6 +434,7 @@ impl SendWindow {
             let e = &mut self.entries[i];
             e.maybe_delivered = false;
             e.sent_at = None;
+            e.conn_tries = 0;
             let reason = if e.tries >= self.config.resend_max_tries {
                 DeadLetterReason::ResendMaxTries
             } else if now >= e.pushed_at + self.config.message_max_age {

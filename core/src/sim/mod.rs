@@ -16,6 +16,8 @@ use crate::connection::{Connection, Event};
 use crate::entropy::SeededEntropy;
 use crate::time::Instant;
 
+pub mod reliable;
+
 /// One direction of a byte stream between the peers.
 #[derive(Debug, Default)]
 pub struct Link {
