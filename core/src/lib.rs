@@ -2,8 +2,8 @@
 //!
 //! A **sans-IO** WebSocket core: pure state machines over byte buffers for the RFC 6455
 //! opening handshake, framing, the connection (fragments, UTF-8, control frames, the
-//! closing handshake) and keepalive timing. It never touches a socket, a clock, a thread
-//! or a random source; it is `no_std` + `alloc`.
+//! closing handshake), keepalive timing, and reliable sessions on top. It never touches a
+//! socket, a clock, a thread or a random source; it is `no_std` + `alloc`.
 //!
 //! ## The sandwich
 //!
@@ -61,6 +61,15 @@
 //! assert!(server.wants_disconnect()); // the server closes the TCP connection first
 //! # Ok::<(), sockeye_core::SendError>(())
 //! ```
+//!
+//! ## Reliable sessions
+//!
+//! Above the connection, [`session`] implements the `sockeye.v1` subprotocol
+//! (`docs/PROTOCOL.md`): sequence numbers, delayed and piggybacked acks, retransmission,
+//! a flow window, resume across reconnects and dead letters. A [`ClientSession`] and a
+//! server's [`SessionStore`] of [`ServerSession`]s follow the same drive loop, with
+//! envelopes (`poll_outgoing`) instead of bytes: each is one binary WebSocket message.
+//! [`auth`] mints and verifies the signed user tokens checked at the handshake.
 //!
 //! ## Time
 //!
