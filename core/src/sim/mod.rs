@@ -17,6 +17,7 @@ use crate::entropy::SeededEntropy;
 use crate::time::Instant;
 
 pub mod reliable;
+pub mod session_ops;
 
 /// One direction of a byte stream between the peers.
 #[derive(Debug, Default)]
