@@ -509,12 +509,23 @@ pub struct ServerSession {
     token: SessionToken,
     /// Since when no connection is attached (expiry counts from here).
     disconnected_at: Option<Instant>,
+    /// Counts attached connections; see [`ServerSession::epoch`].
+    epoch: u64,
 }
 
 impl ServerSession {
     /// This session's id.
     pub fn id(&self) -> SessionId {
         self.id
+    }
+
+    /// Which connection the session is attached to: it grows by one at every
+    /// [`SessionStore::accept`] that attaches it. A resume can arrive before the server
+    /// noticed that the old connection died, so a connection's driver remembers the epoch
+    /// it was given and stops driving the session once the epoch moved on (or detaches
+    /// through [`SessionStore::detach`], which checks it).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Queues a message for the client, connected or not. Returns its sequence number,

@@ -125,6 +125,7 @@ impl ServerSession {
             id,
             token: SessionToken::generate(entropy),
             disconnected_at: Some(now),
+            epoch: 0,
         }
     }
 
@@ -156,6 +157,7 @@ impl ServerSession {
             self.ep.on_disconnected(now);
         }
         let now = self.ep.observe(now);
+        self.epoch += 1;
         self.disconnected_at = None;
         self.ep.link = Link::Up;
         self.ep.receiver.on_connected();

@@ -74,6 +74,19 @@ impl SessionStore {
         self.sessions.get(&id)
     }
 
+    /// The connection of `epoch` ended: detaches the session if that connection is still
+    /// the one attached (a newer resume may have taken it over). Returns whether it did.
+    pub fn detach(&mut self, now: Instant, id: SessionId, epoch: u64) -> bool {
+        let now = self.clock.observe(now);
+        match self.sessions.get_mut(&id) {
+            Some(s) if s.epoch() == epoch && s.is_connected() => {
+                s.on_disconnected(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A new connection arrived with `resume`, the `Sockeye-Resume` header (or
     /// `sockeye_resume` query) value, if the client sent one. Resumes that session if its
     /// token matches (compared in constant time); otherwise starts a new one, whose

@@ -366,3 +366,23 @@ fn a_wrong_token_is_refused_as_unknown() {
         .unwrap();
     assert_ne!(Some(id), w.sid, "a new session, not the victim's");
 }
+
+#[test]
+fn a_late_disconnect_of_an_old_connection_does_not_detach_the_new_one() {
+    let mut w = World::new(config());
+    w.connect();
+    let first = w.server().epoch();
+    // The client reconnects before the server noticed the first connection died.
+    w.client.on_disconnected(w.now);
+    w.connect();
+    let second = w.server().epoch();
+    assert_eq!(second, first + 1);
+    let (now, id) = (w.now, w.sid.unwrap());
+    assert!(
+        !w.store.detach(now, id, first),
+        "the old driver's EOF is ignored"
+    );
+    assert!(w.server().is_connected());
+    assert!(w.store.detach(now, id, second));
+    assert!(!w.server().is_connected());
+}

@@ -95,6 +95,9 @@ pub struct ReliableSim {
     pub reconnect_at: Option<Instant>,
     stall_to_server: Instant,
     stall_to_client: Instant,
+    /// Server sessions still attached to a connection only the client saw die, with
+    /// that connection's epoch: driven by their timers, their output goes nowhere.
+    half_open: Vec<(SessionId, u64)>,
     /// Counters.
     pub stats: Stats,
     /// Every event each side's application saw, for scenario tests.
@@ -120,6 +123,7 @@ impl ReliableSim {
             reconnect_at: None,
             stall_to_server: Instant::ZERO,
             stall_to_client: Instant::ZERO,
+            half_open: Vec::new(),
             stats: Stats::default(),
             client_log: Vec::new(),
             server_log: Vec::new(),
@@ -174,13 +178,29 @@ impl ReliableSim {
 
     /// Cuts the connection: bytes in flight vanish, both sides see the transport end.
     pub fn cut(&mut self) -> Result<(), String> {
+        self.cut_inner(true)
+    }
+
+    /// Cuts the connection, but only the client notices (a half-open TCP connection):
+    /// the server session stays attached to a dead connection until the client's resume
+    /// takes it over.
+    pub fn cut_half_open(&mut self) -> Result<(), String> {
+        self.cut_inner(false)
+    }
+
+    fn cut_inner(&mut self, server_notices: bool) -> Result<(), String> {
         let Some(wire) = self.wire.take() else {
             return Ok(());
         };
         self.stats.cuts += 1;
         self.client.on_disconnected(self.now);
-        if let Some(s) = self.store.get_mut(wire.sid) {
-            s.on_disconnected(self.now);
+        let epoch = self.store.get(wire.sid).map(|s| s.epoch());
+        if let Some(epoch) = epoch {
+            if server_notices {
+                self.store.detach(self.now, wire.sid, epoch);
+            } else {
+                self.half_open.push((wire.sid, epoch));
+            }
         }
         self.pump()
     }
@@ -317,6 +337,16 @@ impl ReliableSim {
         .into_iter()
         .flatten()
         .min();
+        for &(sid, epoch) in &self.half_open {
+            let t = self
+                .store
+                .get(sid)
+                .filter(|s| s.epoch() == epoch)
+                .and_then(|s| s.poll_timeout());
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        }
         if let Some(w) = &self.wire {
             let server = self.store.get(w.sid).and_then(|s| s.poll_timeout());
             for t in [server, w.client.poll_timeout(), w.server.poll_timeout()]
@@ -336,6 +366,11 @@ impl ReliableSim {
         let now = self.now;
         self.client.handle_timeout(now);
         self.store.handle_timeout(now);
+        for &(sid, epoch) in &self.half_open {
+            if let Some(s) = self.store.get_mut(sid).filter(|s| s.epoch() == epoch) {
+                s.handle_timeout(now);
+            }
+        }
         if let Some(w) = self.wire.as_mut() {
             w.client.handle_timeout(now);
             w.server.handle_timeout(now);
@@ -443,6 +478,7 @@ impl ReliableSim {
                 }
                 self.client_log.push(ev);
             }
+            progress |= self.drive_half_open()?;
             while let Some((sid, ev)) = self.store.poll_event() {
                 progress = true;
                 let key = SessionKey::Server(sid);
@@ -460,6 +496,42 @@ impl ReliableSim {
             }
         }
         Err("pump did not settle".into())
+    }
+
+    /// Drains the half-open server sessions: output into the void, events to the app,
+    /// and a detach once the session gives up on its dead connection (`Unresponsive`).
+    fn drive_half_open(&mut self) -> Result<bool, String> {
+        let mut progress = false;
+        let now = self.now;
+        let mut keep = Vec::new();
+        for (sid, epoch) in core::mem::take(&mut self.half_open) {
+            let Some(s) = self.store.get_mut(sid).filter(|s| s.epoch() == epoch) else {
+                progress = true; // resumed on a new connection, or gone
+                continue;
+            };
+            while s.poll_outgoing().is_some() {
+                progress = true;
+            }
+            while let Some(ev) = s.poll_event() {
+                progress = true;
+                on_event(
+                    &mut self.s2c,
+                    &mut self.c2s,
+                    SessionKey::Server(sid),
+                    &ev,
+                    &mut self.stats,
+                )?;
+                self.server_log.push(ev);
+            }
+            if s.wants_disconnect().is_some() {
+                self.store.detach(now, sid, epoch);
+                progress = true;
+            } else {
+                keep.push((sid, epoch));
+            }
+        }
+        self.half_open = keep;
+        Ok(progress)
     }
 
     fn cut_and_schedule(&mut self, delay: Duration) -> Result<(), String> {
@@ -593,7 +665,11 @@ pub fn run_seed(seed: u64) -> Result<Stats, String> {
             }
             70..=71 if cuts_left > 0 && sim.is_connected() => {
                 cuts_left -= 1;
-                sim.cut()?;
+                if sim.rng.next_u64() % 10 < 3 {
+                    sim.cut_half_open()?;
+                } else {
+                    sim.cut()?;
+                }
                 // Mostly quick reconnects; sometimes longer than the session lasts.
                 let delay = match sim.rng.next_u64() % 10 {
                     0 => config.session_expiry + Duration::from_millis(sim.rng.next_u64() % 3000),
