@@ -24,6 +24,41 @@
 //!                            `session_expiry` for a resume, then dead-letters and goes
 //! ```
 //!
+//! The smallest drive loop, envelopes carried by hand instead of by a WebSocket:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use sockeye_core::{ClientSession, Instant, SeededEntropy, SessionConfig, SessionEvent, SessionStore};
+//!
+//! let now = Instant::ZERO;
+//! let mut client = ClientSession::new(SessionConfig::default(), now);
+//! let mut store = SessionStore::new(SessionConfig::default(), now);
+//! let mut entropy = SeededEntropy::new(1); // a real server draws tokens from the OS
+//!
+//! // The upgrade request carries the client's RESUME (none yet); the server attaches a
+//! // session to the new connection and queues its WELCOME; the client learns of the 101.
+//! let resume = client.resume_header_value();
+//! let id = store.accept(now, resume.as_deref().map(str::as_bytes), &mut entropy)?;
+//! client.on_connected(now);
+//!
+//! let seq = client.send(now, Bytes::from_static(b"hello"), true)?;
+//! let server = store.get_mut(id).expect("accept just attached it");
+//! loop {
+//!     // Each envelope is one binary WebSocket message, in real life.
+//!     let mut moved = false;
+//!     while let Some(m) = server.poll_outgoing() { client.handle_message(now, m); moved = true; }
+//!     while let Some(m) = client.poll_outgoing() { server.handle_message(now, m); moved = true; }
+//!     if !moved { break; }
+//! }
+//! let delivered = std::iter::from_fn(|| server.poll_event())
+//!     .any(|e| matches!(e, SessionEvent::Delivered { payload, .. } if payload[..] == b"hello"[..]));
+//! assert!(delivered);
+//! // The server's ack is delayed (`ack_delay`), hoping to ride on a reply.
+//! assert_eq!(server.poll_timeout(), Some(now + SessionConfig::default().ack_delay));
+//! # let _ = seq;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Sessions states (client; the server's are the same minus "awaiting welcome"):
 //!
 //! ```text
@@ -502,6 +537,11 @@ impl ClientSession {
 }
 
 /// The server's side of one session, kept in a [`SessionStore`] across reconnects.
+///
+/// [`SessionStore::accept`] creates it or attaches it to a new connection (the server's
+/// `on_connected`); the connection's driver feeds it and calls
+/// [`SessionStore::detach`] (or [`on_disconnected`](Self::on_disconnected)) when the
+/// connection ends. See the [module docs](self) for the drive loop.
 #[derive(Debug)]
 pub struct ServerSession {
     ep: Endpoint,
