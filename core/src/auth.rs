@@ -26,8 +26,10 @@ pub const MAX_USER_ID_BYTES: usize = 256;
 /// Longest token accepted before any decoding, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 512;
 /// The header that carries a user token (`Authorization: Bearer <token>` also works, by
-/// the runtime's choice); the query parameter is `token`.
+/// the runtime's choice).
 pub const TOKEN_HEADER: &str = "Sockeye-Token";
+/// The query parameter that carries a user token for clients that cannot set headers.
+pub const TOKEN_QUERY: &str = "token";
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -72,8 +72,10 @@ pub struct SessionConfig {
     pub rto_min: Duration,
     /// Upper bound of the retransmission timeout, backoff included.
     pub rto_max: Duration,
-    /// Transmissions of one message before it is given up: dead-lettered once the peer
-    /// is known not to have it (after a resume), the connection dropped before that.
+    /// Transmissions of one message before it is given up. On one connection: that many
+    /// without an ack and the connection is dropped as unresponsive (a copy may still be in
+    /// the peer's hands). Over the session's life: that many and, at the next resume, a
+    /// message the peer lacks becomes a dead letter instead of being resent.
     pub resend_max_tries: u32,
     /// Age after which an unacknowledged message is given up, as for `resend_max_tries`.
     pub message_max_age: Duration,

@@ -33,6 +33,8 @@ fn seed_sweep() {
                 total.certain_dead += s.certain_dead;
                 total.possibly_delivered_dead += s.possibly_delivered_dead;
                 total.sessions_lost += s.sessions_lost;
+                // Summed virtual time of all runs.
+                total.end = Instant::from_nanos(total.end.as_nanos() + s.end.as_nanos());
             }
             Err(e) => panic!(
                 "seed {seed} failed: {e}\n  replay: SOCKEYE_SEED={seed} cargo test -p sockeye-core --features sim seed_sweep"
