@@ -49,3 +49,57 @@ impl Default for Config {
         }
     }
 }
+
+/// Limits and timings of the reliable session layer (`sockeye.v1`, `docs/PROTOCOL.md`).
+///
+/// Both sides use the same type; `session_expiry` and `max_sessions` matter only to a
+/// server's [`SessionStore`](crate::session::SessionStore).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionConfig {
+    /// Most messages sent and not yet acknowledged; `send` answers `Full` beyond it.
+    pub window_messages: usize,
+    /// Most payload bytes sent and not yet acknowledged; `send` answers `Full` beyond it
+    /// (and `TooLarge` for a single payload over it).
+    pub window_bytes: usize,
+    /// How long the receiver may hold back an acknowledgement, hoping to piggyback it.
+    pub ack_delay: Duration,
+    /// Acknowledge at once after this many messages received without an ack.
+    pub ack_every_messages: u32,
+    /// Retransmission timeout before any round-trip sample (RFC 6298 §2.1 uses 1 s).
+    pub rto_initial: Duration,
+    /// Lower bound of the retransmission timeout.
+    pub rto_min: Duration,
+    /// Upper bound of the retransmission timeout, backoff included.
+    pub rto_max: Duration,
+    /// Transmissions of one message before it is given up. On one connection: that many
+    /// without an ack and the connection is dropped as unresponsive (a copy may still be in
+    /// the peer's hands). Over the session's life: that many and, at the next resume, a
+    /// message the peer lacks becomes a dead letter instead of being resent.
+    pub resend_max_tries: u32,
+    /// Age after which an unacknowledged message is given up, as for `resend_max_tries`.
+    pub message_max_age: Duration,
+    /// How long a server keeps a disconnected session for its client to resume.
+    pub session_expiry: Duration,
+    /// Most live sessions a server's store holds; new ones are refused (503) beyond it.
+    /// Expired sessions' tombstones are bounded by the same number.
+    pub max_sessions: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            window_messages: 1024,
+            window_bytes: 1 << 20,
+            ack_delay: Duration::from_millis(20),
+            ack_every_messages: 32,
+            rto_initial: Duration::from_secs(1),
+            rto_min: Duration::from_millis(200),
+            rto_max: Duration::from_secs(30),
+            resend_max_tries: 8,
+            message_max_age: Duration::from_secs(300),
+            session_expiry: Duration::from_secs(120),
+            max_sessions: 100_000,
+        }
+    }
+}

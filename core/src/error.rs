@@ -5,6 +5,9 @@
 //! - [`ConnectionError`]: why a connection ended, wrapping the two above plus timeouts.
 //! - [`SendError`]: the caller asked for something the connection cannot do now.
 //! - [`HandshakeError`]: an HTTP upgrade that cannot proceed, with the status to answer.
+//! - [`EnvelopeError`], [`SessionProtocolError`]: the peer broke `sockeye.v1` (1002/1007,
+//!   session kept); [`SessionSendError`]: backpressure and caller mistakes on a session;
+//!   [`StoreError`] (400/503) and [`AuthError`] (401) at the upgrade.
 
 use core::fmt;
 
@@ -303,6 +306,240 @@ impl fmt::Display for HandshakeError {
 
 impl core::error::Error for HandshakeError {}
 
+/// A `sockeye.v1` envelope that cannot be decoded (`docs/PROTOCOL.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// An empty WebSocket message: no kind byte.
+    Empty,
+    /// A kind byte this version does not define.
+    UnknownKind(u8),
+    /// The envelope ends before its last field.
+    Truncated,
+    /// Bytes after the end of a fixed-size envelope.
+    TrailingBytes,
+    /// A varint longer than 10 bytes or above `u64::MAX`.
+    VarintOverflow,
+    /// A varint not in its shortest form.
+    NonMinimalVarint,
+    /// DATA flag bits this version reserves.
+    ReservedFlags(u8),
+    /// DATA with sequence number 0 (sequence numbers start at 1).
+    ZeroSeq,
+    /// A void DATA (a skipped sequence number) with a payload or the text flag.
+    VoidWithPayload,
+    /// A WELCOME status byte this version does not define.
+    InvalidStatus(u8),
+    /// An ERROR reason that is not UTF-8.
+    InvalidReason,
+    /// A `Sockeye-Resume` value that is not unpadded base64url.
+    InvalidBase64,
+    /// A `Sockeye-Resume` value that holds an envelope other than RESUME.
+    UnexpectedKind,
+}
+
+impl fmt::Display for EnvelopeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnvelopeError::Empty => f.write_str("empty envelope"),
+            EnvelopeError::UnknownKind(k) => write!(f, "unknown envelope kind {k:#04x}"),
+            EnvelopeError::Truncated => f.write_str("truncated envelope"),
+            EnvelopeError::TrailingBytes => f.write_str("trailing bytes after envelope"),
+            EnvelopeError::VarintOverflow => f.write_str("varint over 64 bits"),
+            EnvelopeError::NonMinimalVarint => f.write_str("non-minimal varint"),
+            EnvelopeError::ReservedFlags(b) => write!(f, "reserved data flags {b:#04x}"),
+            EnvelopeError::ZeroSeq => f.write_str("data with sequence number 0"),
+            EnvelopeError::VoidWithPayload => f.write_str("void data with a payload"),
+            EnvelopeError::InvalidStatus(s) => write!(f, "unknown welcome status {s}"),
+            EnvelopeError::InvalidReason => f.write_str("error reason is not utf-8"),
+            EnvelopeError::InvalidBase64 => f.write_str("resume value is not base64url"),
+            EnvelopeError::UnexpectedKind => f.write_str("resume value is not a resume envelope"),
+        }
+    }
+}
+
+impl core::error::Error for EnvelopeError {}
+
+/// The peer broke the `sockeye.v1` session protocol. The session is kept: the side that
+/// sees this sends an ERROR envelope, closes the WebSocket with [`close_code`](Self::close_code),
+/// and the client reconnects and resumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionProtocolError {
+    /// An envelope that does not decode.
+    Malformed(EnvelopeError),
+    /// DATA whose sequence number skips one not yet delivered.
+    SequenceGap {
+        /// The sequence number expected next.
+        expected: u64,
+        /// The one that arrived.
+        got: u64,
+    },
+    /// An ack for a sequence number we never sent.
+    AckForUnsent {
+        /// The acknowledged sequence number.
+        ack: u64,
+        /// The highest one we sent.
+        highest_sent: u64,
+    },
+    /// An envelope that is not allowed here: DATA or ACK before the WELCOME, a WELCOME
+    /// sent to the server or twice, a RESUME in-band, a text WebSocket message.
+    UnexpectedEnvelope(u8),
+    /// A WELCOME that resumes a session other than the one we asked for.
+    SessionMismatch,
+    /// DATA flagged as text whose payload is not UTF-8.
+    InvalidText,
+}
+
+impl SessionProtocolError {
+    /// The code carried by the ERROR envelope (`docs/PROTOCOL.md`, "Errors").
+    pub fn wire_code(&self) -> u16 {
+        match self {
+            SessionProtocolError::Malformed(_) => 1,
+            SessionProtocolError::SequenceGap { .. } => 2,
+            SessionProtocolError::AckForUnsent { .. } => 3,
+            SessionProtocolError::UnexpectedEnvelope(_) => 4,
+            SessionProtocolError::SessionMismatch => 5,
+            SessionProtocolError::InvalidText => 6,
+        }
+    }
+
+    /// The WebSocket close code the peer should see after the ERROR envelope: 1007 for
+    /// text that is not UTF-8, 1002 (protocol error) for everything else.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            SessionProtocolError::InvalidText => CloseCode::INVALID_PAYLOAD,
+            _ => CloseCode::PROTOCOL_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for SessionProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionProtocolError::Malformed(e) => write!(f, "malformed envelope: {e}"),
+            SessionProtocolError::SequenceGap { expected, got } => {
+                write!(f, "sequence gap: expected {expected}, got {got}")
+            }
+            SessionProtocolError::AckForUnsent { ack, highest_sent } => {
+                write!(
+                    f,
+                    "ack {ack} for a message never sent (highest {highest_sent})"
+                )
+            }
+            SessionProtocolError::UnexpectedEnvelope(k) => {
+                write!(f, "unexpected envelope kind {k:#04x}")
+            }
+            SessionProtocolError::SessionMismatch => f.write_str("welcome for another session"),
+            SessionProtocolError::InvalidText => f.write_str("text data is not utf-8"),
+        }
+    }
+}
+
+impl core::error::Error for SessionProtocolError {}
+
+impl From<EnvelopeError> for SessionProtocolError {
+    fn from(e: EnvelopeError) -> Self {
+        SessionProtocolError::Malformed(e)
+    }
+}
+
+/// The caller asked a session to send something it cannot take now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionSendError {
+    /// The flow window (messages or bytes unacknowledged) is full: backpressure. Try
+    /// again after an `Acked` or `DeadLetter` event.
+    Full,
+    /// The payload alone is larger than the window's byte limit and could never be sent.
+    TooLarge {
+        /// The window's byte limit.
+        max: usize,
+    },
+    /// `is_text` was set but the payload is not UTF-8.
+    InvalidUtf8,
+}
+
+impl fmt::Display for SessionSendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionSendError::Full => f.write_str("send window full"),
+            SessionSendError::TooLarge { max } => {
+                write!(f, "message larger than the {max}-byte window")
+            }
+            SessionSendError::InvalidUtf8 => f.write_str("text payload is not utf-8"),
+        }
+    }
+}
+
+impl core::error::Error for SessionSendError {}
+
+/// A server's session store cannot take a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The `Sockeye-Resume` value does not decode (HTTP 400).
+    MalformedResume(EnvelopeError),
+    /// The store holds `max_sessions` live sessions (HTTP 503).
+    Full,
+}
+
+impl StoreError {
+    /// The HTTP status to answer the upgrade request with.
+    pub fn status(&self) -> u16 {
+        match self {
+            StoreError::MalformedResume(_) => 400,
+            StoreError::Full => 503,
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::MalformedResume(e) => write!(f, "malformed resume request: {e}"),
+            StoreError::Full => f.write_str("too many sessions"),
+        }
+    }
+}
+
+impl core::error::Error for StoreError {}
+
+/// A user token at the handshake that does not let the user in. Every variant is
+/// answered with HTTP 401.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No token in the request.
+    Missing,
+    /// The token is not `base64url(user) "." expiry "." base64url(mac)`, or too long.
+    Malformed,
+    /// The MAC does not match: not minted with our secret, or altered.
+    Forged,
+    /// The token's expiry has passed.
+    Expired,
+}
+
+impl AuthError {
+    /// The HTTP status to answer: always 401.
+    pub fn status(&self) -> u16 {
+        401
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Missing => f.write_str("missing user token"),
+            AuthError::Malformed => f.write_str("malformed user token"),
+            AuthError::Forged => f.write_str("user token signature does not match"),
+            AuthError::Expired => f.write_str("user token expired"),
+        }
+    }
+}
+
+impl core::error::Error for AuthError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,5 +564,21 @@ mod tests {
         assert_eq!(HandshakeError::Timeout.status(), 408);
         assert_eq!(HandshakeError::OriginRefused.status(), 403);
         assert_eq!(HandshakeError::InvalidKey.status(), 400);
+        assert_eq!(AuthError::Forged.status(), 401);
+        assert_eq!(StoreError::Full.status(), 503);
+    }
+
+    #[test]
+    fn session_violations_know_their_close_codes() {
+        let gap = SessionProtocolError::SequenceGap {
+            expected: 2,
+            got: 4,
+        };
+        assert_eq!(gap.close_code().as_u16(), 1002);
+        assert_eq!(gap.wire_code(), 2);
+        assert_eq!(
+            SessionProtocolError::InvalidText.close_code().as_u16(),
+            1007
+        );
     }
 }

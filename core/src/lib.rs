@@ -2,8 +2,8 @@
 //!
 //! A **sans-IO** WebSocket core: pure state machines over byte buffers for the RFC 6455
 //! opening handshake, framing, the connection (fragments, UTF-8, control frames, the
-//! closing handshake) and keepalive timing. It never touches a socket, a clock, a thread
-//! or a random source; it is `no_std` + `alloc`.
+//! closing handshake), keepalive timing, and reliable sessions on top. It never touches a
+//! socket, a clock, a thread or a random source; it is `no_std` + `alloc`.
 //!
 //! ## The sandwich
 //!
@@ -62,6 +62,15 @@
 //! # Ok::<(), sockeye_core::SendError>(())
 //! ```
 //!
+//! ## Reliable sessions
+//!
+//! Above the connection, [`session`] implements the `sockeye.v1` subprotocol
+//! (`docs/PROTOCOL.md`): sequence numbers, delayed and piggybacked acks, retransmission,
+//! a flow window, resume across reconnects and dead letters. A [`ClientSession`] and a
+//! server's [`SessionStore`] of [`ServerSession`]s follow the same drive loop, with
+//! envelopes (`poll_outgoing`) instead of bytes: each is one binary WebSocket message.
+//! [`auth`] mints and verifies the signed user tokens checked at the handshake.
+//!
 //! ## Time
 //!
 //! The core has no `now()`. Every call that cares takes `now: `[`Instant`], a count of
@@ -91,6 +100,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod entropy;
@@ -98,6 +108,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod keepalive;
+pub mod session;
 pub mod time;
 
 #[cfg(any(fuzzing, feature = "sim"))]
@@ -107,13 +118,20 @@ pub mod fuzzing;
 #[doc(hidden)]
 pub mod sim;
 
-pub use config::Config;
+pub use config::{Config, SessionConfig};
 pub use connection::{Close, Connection, Event, Message, MessageKind, State};
 pub use entropy::{Entropy, SeededEntropy};
-pub use error::{ConnectionError, HandshakeError, LimitError, ProtocolError, SendError};
+pub use error::{
+    AuthError, ConnectionError, EnvelopeError, HandshakeError, LimitError, ProtocolError,
+    SendError, SessionProtocolError, SessionSendError, StoreError,
+};
 pub use frame::CloseCode;
 pub use handshake::{
     accept_key, ClientHandshake, ClientRequest, ExtensionOffer, Request, Response, ServerHandshake,
+};
+pub use session::{
+    ClientSession, DeadLetterReason, LostReason, Seq, ServerSession, SessionEvent, SessionId,
+    SessionStore,
 };
 pub use time::Instant;
 

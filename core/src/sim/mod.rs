@@ -16,6 +16,9 @@ use crate::connection::{Connection, Event};
 use crate::entropy::SeededEntropy;
 use crate::time::Instant;
 
+pub mod reliable;
+pub mod session_ops;
+
 /// One direction of a byte stream between the peers.
 #[derive(Debug, Default)]
 pub struct Link {

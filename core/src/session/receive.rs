@@ -1,0 +1,231 @@
+//! The receiver's half of reliable delivery: each sequence number delivered exactly once
+//! and in order, duplicates dropped, and cumulative acks delayed a little so they can ride
+//! on DATA going the other way.
+//!
+//! Within one connection the sender's copies arrive in order, so the only legal DATA is
+//! the next expected sequence number or one already delivered (a resend): anything beyond
+//! is a gap, which is a protocol violation. An ack is due `ack_delay` after the first
+//! unacknowledged delivery, at once after `ack_every_messages`, and at once for a
+//! duplicate (the sender evidently missed our ack).
+
+use bytes::Bytes;
+
+use super::envelope::Data;
+use super::Seq;
+use crate::config::SessionConfig;
+use crate::error::SessionProtocolError;
+use crate::time::Instant;
+
+/// A message to hand to the application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// Its payload (a slice of the WebSocket message, not a copy).
+    pub payload: Bytes,
+    /// Whether it is text (already checked to be UTF-8).
+    pub is_text: bool,
+}
+
+/// Delivery state and ack timing of one direction.
+#[derive(Clone, Debug)]
+pub struct Receiver {
+    ack_delay: core::time::Duration,
+    ack_every: u32,
+    /// Every sequence number up to here was delivered (or skipped as void).
+    delivered: u64,
+    /// The last cumulative ack the peer has from us.
+    ack_sent: u64,
+    /// Deliveries since the last ack sent.
+    since_ack: u32,
+    ack_deadline: Option<Instant>,
+}
+
+impl Receiver {
+    /// Nothing delivered yet.
+    pub fn new(config: &SessionConfig) -> Self {
+        Receiver {
+            ack_delay: config.ack_delay,
+            ack_every: config.ack_every_messages.max(1),
+            delivered: 0,
+            ack_sent: 0,
+            since_ack: 0,
+            ack_deadline: None,
+        }
+    }
+
+    /// The last sequence number delivered in order (0: none).
+    pub fn delivered(&self) -> Seq {
+        Seq(self.delivered)
+    }
+
+    /// Takes one DATA envelope; `message` is the whole WebSocket message it came in, so
+    /// the payload is handed out as a slice of it. Returns what to deliver, if anything.
+    pub fn on_data(
+        &mut self,
+        now: Instant,
+        data: &Data<'_>,
+        message: &Bytes,
+    ) -> Result<Option<Delivery>, SessionProtocolError> {
+        let seq = data.seq.0;
+        if seq <= self.delivered {
+            // A resend of something delivered: drop it, and re-acknowledge at once.
+            self.ack_deadline = Some(now);
+            return Ok(None);
+        }
+        let expected = self.delivered.saturating_add(1);
+        if seq != expected {
+            return Err(SessionProtocolError::SequenceGap { expected, got: seq });
+        }
+        if data.is_text && core::str::from_utf8(data.payload).is_err() {
+            return Err(SessionProtocolError::InvalidText);
+        }
+        self.delivered = seq;
+        self.since_ack = self.since_ack.saturating_add(1);
+        let deadline = if self.since_ack >= self.ack_every {
+            now
+        } else {
+            now + self.ack_delay
+        };
+        self.ack_deadline = Some(self.ack_deadline.map_or(deadline, |d| d.min(deadline)));
+        if data.is_void {
+            return Ok(None);
+        }
+        Ok(Some(Delivery {
+            seq: data.seq,
+            payload: message.slice_ref(data.payload),
+            is_text: data.is_text,
+        }))
+    }
+
+    /// An ack should go out now (alone, if no DATA can carry it).
+    pub fn ack_due(&self, now: Instant) -> bool {
+        self.ack_deadline.is_some_and(|d| now >= d)
+    }
+
+    /// When an ack will be due, if one is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.ack_deadline
+    }
+
+    /// The peer now has our ack up to [`delivered`](Self::delivered) (alone or
+    /// piggybacked); returns that value.
+    pub fn take_ack(&mut self) -> Seq {
+        self.ack_sent = self.delivered;
+        self.since_ack = 0;
+        self.ack_deadline = None;
+        Seq(self.delivered)
+    }
+
+    /// The last ack the peer has from us.
+    pub fn ack_sent(&self) -> Seq {
+        Seq(self.ack_sent)
+    }
+
+    /// A new connection: the handshake (RESUME or WELCOME) told the peer how far we got,
+    /// so no ack is pending.
+    pub fn on_connected(&mut self) {
+        self.take_ack();
+    }
+
+    /// The connection is gone; acks wait for the next one.
+    pub fn on_disconnected(&mut self) {
+        self.ack_deadline = None;
+        self.since_ack = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::time::Duration;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    fn data(seq: u64, payload: &[u8]) -> Data<'_> {
+        Data {
+            is_text: false,
+            is_void: false,
+            seq: Seq(seq),
+            ack: Seq(0),
+            payload,
+        }
+    }
+
+    fn receiver() -> Receiver {
+        Receiver::new(&SessionConfig {
+            ack_delay: Duration::from_millis(20),
+            ack_every_messages: 3,
+            ..SessionConfig::default()
+        })
+    }
+
+    #[test]
+    fn delivers_in_order_exactly_once() {
+        let mut r = receiver();
+        let msg = Bytes::from_static(b"hello");
+        let got = r.on_data(at(0), &data(1, &msg[..]), &msg).unwrap().unwrap();
+        assert_eq!((got.seq, &got.payload[..]), (Seq(1), &b"hello"[..]));
+        assert_eq!(r.on_data(at(1), &data(1, &msg[..]), &msg), Ok(None), "dup");
+        assert_eq!(
+            r.on_data(at(2), &data(3, &msg[..]), &msg),
+            Err(SessionProtocolError::SequenceGap {
+                expected: 2,
+                got: 3
+            })
+        );
+        assert!(r
+            .on_data(at(3), &data(2, &msg[..]), &msg)
+            .unwrap()
+            .is_some());
+        assert_eq!(r.delivered(), Seq(2));
+    }
+
+    #[test]
+    fn void_advances_without_delivering() {
+        let mut r = receiver();
+        let void = Data {
+            is_void: true,
+            ..data(1, &[])
+        };
+        assert_eq!(r.on_data(at(0), &void, &Bytes::new()), Ok(None));
+        assert_eq!(r.delivered(), Seq(1));
+        assert!(r.poll_timeout().is_some(), "a skip is acknowledged too");
+    }
+
+    #[test]
+    fn text_must_be_utf8() {
+        let mut r = receiver();
+        let bad = Data {
+            is_text: true,
+            ..data(1, &[0xff])
+        };
+        assert_eq!(
+            r.on_data(at(0), &bad, &Bytes::new()),
+            Err(SessionProtocolError::InvalidText)
+        );
+    }
+
+    #[test]
+    fn acks_are_delayed_then_forced_by_count_or_duplicates() {
+        let mut r = receiver();
+        let m = Bytes::from_static(b"m");
+        r.on_data(at(0), &data(1, &m[..]), &m).unwrap();
+        assert_eq!(r.poll_timeout(), Some(at(20)));
+        assert!(!r.ack_due(at(19)));
+        r.on_data(at(5), &data(2, &m[..]), &m).unwrap();
+        assert_eq!(
+            r.poll_timeout(),
+            Some(at(20)),
+            "the first delivery sets the clock"
+        );
+        r.on_data(at(6), &data(3, &m[..]), &m).unwrap();
+        assert!(r.ack_due(at(6)), "third message: ack now");
+        assert_eq!(r.take_ack(), Seq(3));
+        assert_eq!(r.poll_timeout(), None);
+        r.on_data(at(7), &data(2, &m[..]), &m).unwrap();
+        assert!(r.ack_due(at(7)), "a duplicate is re-acked at once");
+    }
+}
