@@ -234,3 +234,18 @@ pub fn payload(len: usize, seed: u8, text: bool) -> Message {
         Message::binary(data)
     }
 }
+
+/// Sends `message` and asserts the next message received is the same, without printing
+/// megabytes of payload on failure.
+pub fn echo(ws: &mut WebSocket, message: Message) {
+    ws.send(message.clone()).expect("send");
+    let got = ws.recv().expect("recv");
+    assert!(
+        got.as_ref() == Some(&message),
+        "echo of a {:?} message of {} bytes came back as {:?} of {:?} bytes",
+        message.kind(),
+        message.payload().len(),
+        got.as_ref().map(Message::kind),
+        got.as_ref().map(|m| m.payload().len()),
+    );
+}

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_std::{Client, CloseCode, Event, Message, MessageKind, WebSocket};
-use sockeye_tests::{bounded, payload, test_config, Peer};
+use sockeye_tests::{bounded, echo, payload, test_config, Peer};
 
 /// Starts `peers/echo_server.py`, connects to it, and runs `body` with the connection.
 fn with_python_server(body: impl FnOnce(&mut WebSocket) + Send + 'static) {
@@ -19,20 +19,6 @@ fn with_python_server(body: impl FnOnce(&mut WebSocket) + Send + 'static) {
         body(&mut ws);
         drop(server);
     })
-}
-
-fn echo(ws: &mut WebSocket, message: Message) {
-    ws.send(message.clone()).expect("send");
-    let got = ws.recv().expect("recv");
-    // Compare without printing megabytes of payload on failure.
-    assert!(
-        got.as_ref() == Some(&message),
-        "echo of a {:?} message of {} bytes came back as {:?} of {:?} bytes",
-        message.kind(),
-        message.payload().len(),
-        got.as_ref().map(Message::kind),
-        got.as_ref().map(|m| m.payload().len()),
-    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use sockeye_std::{
     Client, ClientOptions, CloseCode, ConnectionError, Error, Event, HandshakeError, Message,
     MessageKind, Server, WebSocket,
 };
-use sockeye_tests::{bounded, payload, spawn_std_echo_server, test_config};
+use sockeye_tests::{bounded, echo, payload, spawn_std_echo_server, test_config};
 
 /// Connects a std client to a fresh std echo server and runs `body` with it.
 fn with_echo(body: impl FnOnce(&mut WebSocket) + Send + 'static) {
@@ -19,20 +19,6 @@ fn with_echo(body: impl FnOnce(&mut WebSocket) + Send + 'static) {
         let mut ws = Client::connect(&url, test_config()).expect("connect");
         body(&mut ws);
     })
-}
-
-fn echo(ws: &mut WebSocket, message: Message) {
-    ws.send(message.clone()).expect("send");
-    let got = ws.recv().expect("recv");
-    // Compare without printing megabytes of payload on failure.
-    assert!(
-        got.as_ref() == Some(&message),
-        "echo of a {:?} message of {} bytes came back as {:?} of {:?} bytes",
-        message.kind(),
-        message.payload().len(),
-        got.as_ref().map(Message::kind),
-        got.as_ref().map(|m| m.payload().len()),
-    );
 }
 
 #[test]
