@@ -8,12 +8,12 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::accept_key::accept_key;
-use super::head::HeadReader;
 use super::response::{parse_response, response_error, Response};
+use super::timed_head::TimedHead;
 use crate::config::Config;
 use crate::entropy::Entropy;
 use crate::error::HandshakeError;
-use crate::time::{Clock, Instant};
+use crate::time::Instant;
 
 /// What a client asks for in its upgrade request.
 ///
@@ -36,17 +36,6 @@ pub struct ClientRequest<'a> {
     pub headers: &'a [(&'a str, &'a str)],
 }
 
-/// Where a client handshake is.
-#[derive(Debug)]
-enum Phase {
-    /// Reading the response head.
-    Reading(HeadReader),
-    /// The response was handed out.
-    Done,
-    /// The response was refused; the error is answered again to any further input.
-    Failed(HandshakeError),
-}
-
 /// The client side of the opening handshake: sends the upgrade request and checks the
 /// server's answer.
 ///
@@ -57,9 +46,7 @@ enum Phase {
 #[derive(Debug)]
 pub struct ClientHandshake {
     request: Option<Bytes>,
-    phase: Phase,
-    clock: Clock,
-    deadline: Instant,
+    head: TimedHead,
     max_headers: usize,
     /// The `Sec-WebSocket-Accept` the server must answer.
     accept: String,
@@ -146,9 +133,7 @@ impl ClientHandshake {
 
         ClientHandshake {
             request: Some(Bytes::from(head)),
-            phase: Phase::Reading(HeadReader::new(config.max_handshake_bytes)),
-            clock: Clock::new(now),
-            deadline: now + config.handshake_timeout,
+            head: TimedHead::new(config, now),
             max_headers: config.max_handshake_headers,
             accept: accept_key(key.as_bytes()),
             protocols: request
@@ -190,66 +175,30 @@ impl ClientHandshake {
         now: Instant,
         data: &[u8],
     ) -> Result<Option<Response>, HandshakeError> {
-        let now = self.clock.observe(now);
-        let reader = match &mut self.phase {
-            Phase::Reading(reader) => reader,
-            Phase::Done => return Ok(None),
-            Phase::Failed(e) => return Err(e.clone()),
-        };
-        let result = if now >= self.deadline {
-            Err(HandshakeError::Timeout)
-        } else {
-            match reader.push(data, check_status_line) {
-                Ok(None) => return Ok(None),
-                Ok(Some(head)) => {
-                    parse_response(head, self.max_headers, &self.accept, &self.protocols)
-                }
-                Err(e) => Err(e),
-            }
-        };
-        match result {
-            Ok(response) => {
-                self.phase = Phase::Done;
-                Ok(Some(response))
-            }
-            Err(e) => {
-                self.phase = Phase::Failed(e.clone());
-                Err(e)
-            }
-        }
+        let (max_headers, accept, protocols) = (self.max_headers, &self.accept, &self.protocols);
+        self.head
+            .handle_bytes(now, data, check_status_line, |head| {
+                parse_response(head, max_headers, accept, protocols)
+            })
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called: construction plus
     /// `config.handshake_timeout`, while the response is awaited; `None` afterwards.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Reading(_) => Some(self.deadline),
-            Phase::Done | Phase::Failed(_) => None,
-        }
+        self.head.poll_timeout()
     }
 
     /// Tells the handshake that time has passed. Once the deadline has passed without a
     /// complete response, returns [`HandshakeError::Timeout`]: close the transport. An
     /// early or spurious call is a harmless no-op returning `Ok(())`.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
-        let now = self.clock.observe(now);
-        match &self.phase {
-            Phase::Reading(_) if now >= self.deadline => {
-                self.phase = Phase::Failed(HandshakeError::Timeout);
-                Err(HandshakeError::Timeout)
-            }
-            Phase::Failed(e) => Err(e.clone()),
-            Phase::Reading(_) | Phase::Done => Ok(()),
-        }
+        self.head.handle_timeout(now)
     }
 
     /// Bytes of head buffered so far.
     #[cfg(test)]
     fn buffered(&self) -> usize {
-        match &self.phase {
-            Phase::Reading(reader) => reader.buffered(),
-            Phase::Done | Phase::Failed(_) => 0,
-        }
+        self.head.buffered()
     }
 }
 

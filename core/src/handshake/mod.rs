@@ -25,6 +25,7 @@ mod head;
 mod request;
 mod response;
 mod server;
+mod timed_head;
 
 use alloc::string::String;
 use bytes::Bytes;

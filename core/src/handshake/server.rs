@@ -1,21 +1,11 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
 
-use super::head::{parse_error, HeadReader};
+use super::head::parse_error;
 use super::request::{parse_request, Request};
+use super::timed_head::TimedHead;
 use crate::config::Config;
 use crate::error::HandshakeError;
-use crate::time::{Clock, Instant};
-
-/// Where a server handshake is.
-#[derive(Debug)]
-enum Phase {
-    /// Reading the request head.
-    Reading(HeadReader),
-    /// The request was handed out; the handshake has nothing more to do.
-    Done,
-    /// The request was refused; the error is answered again to any further input.
-    Failed(HandshakeError),
-}
+use crate::time::Instant;
 
 /// The server side of the opening handshake: reads and validates the client's upgrade
 /// request.
@@ -26,9 +16,7 @@ enum Phase {
 /// transport.
 #[derive(Debug)]
 pub struct ServerHandshake {
-    phase: Phase,
-    clock: Clock,
-    deadline: Instant,
+    head: TimedHead,
     max_headers: usize,
 }
 
@@ -38,9 +26,7 @@ impl ServerHandshake {
     /// and `config.max_handshake_headers` header fields.
     pub fn new(config: &Config, now: Instant) -> Self {
         ServerHandshake {
-            phase: Phase::Reading(HeadReader::new(config.max_handshake_bytes)),
-            clock: Clock::new(now),
-            deadline: now + config.handshake_timeout,
+            head: TimedHead::new(config, now),
             max_headers: config.max_handshake_headers,
         }
     }
@@ -64,41 +50,18 @@ impl ServerHandshake {
         now: Instant,
         data: &[u8],
     ) -> Result<Option<Request>, HandshakeError> {
-        let now = self.clock.observe(now);
-        let reader = match &mut self.phase {
-            Phase::Reading(reader) => reader,
-            Phase::Done => return Ok(None),
-            Phase::Failed(e) => return Err(e.clone()),
-        };
-        let result = if now >= self.deadline {
-            Err(HandshakeError::Timeout)
-        } else {
-            match reader.push(data, check_request_line) {
-                Ok(None) => return Ok(None),
-                Ok(Some(head)) => parse_request(head, self.max_headers),
-                Err(e) => Err(e),
-            }
-        };
-        match result {
-            Ok(request) => {
-                self.phase = Phase::Done;
-                Ok(Some(request))
-            }
-            Err(e) => {
-                self.phase = Phase::Failed(e.clone());
-                Err(e)
-            }
-        }
+        let max_headers = self.max_headers;
+        self.head
+            .handle_bytes(now, data, check_request_line, |head| {
+                parse_request(head, max_headers)
+            })
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called: the connection's
     /// start plus `config.handshake_timeout`, while the head is still being read; `None`
     /// once the handshake has a result.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.phase {
-            Phase::Reading(_) => Some(self.deadline),
-            Phase::Done | Phase::Failed(_) => None,
-        }
+        self.head.poll_timeout()
     }
 
     /// Tells the handshake that time has passed. Once the deadline has passed with the
@@ -106,24 +69,13 @@ impl ServerHandshake {
     /// close. An early or spurious call is a harmless no-op returning `Ok(())`; after a
     /// failure it answers the same error again.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
-        let now = self.clock.observe(now);
-        match &self.phase {
-            Phase::Reading(_) if now >= self.deadline => {
-                self.phase = Phase::Failed(HandshakeError::Timeout);
-                Err(HandshakeError::Timeout)
-            }
-            Phase::Failed(e) => Err(e.clone()),
-            Phase::Reading(_) | Phase::Done => Ok(()),
-        }
+        self.head.handle_timeout(now)
     }
 
     /// Bytes of head buffered so far.
     #[cfg(test)]
     fn buffered(&self) -> usize {
-        match &self.phase {
-            Phase::Reading(reader) => reader.buffered(),
-            Phase::Done | Phase::Failed(_) => 0,
-        }
+        self.head.buffered()
     }
 }
 
