@@ -30,7 +30,8 @@ const READ_SLACK: usize = 64 << 10;
 /// one (the old one stays with the payloads still using it). Capped, so a header alone
 /// never makes us hold more than `RESERVE_AHEAD_MAX` for bytes not yet received.
 fn make_room(buf: &mut BytesMut, len: usize) {
-    let want = len.min(RESERVE_AHEAD_MAX) + READ_SLACK;
+    // Only what has not arrived yet needs room: most of the frame may be buffered already.
+    let want = len.saturating_sub(buf.len()).min(RESERVE_AHEAD_MAX) + READ_SLACK;
     if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
         return;
     }
