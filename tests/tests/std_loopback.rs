@@ -222,6 +222,18 @@ fn connection_refused_is_an_io_error() {
     ));
 }
 
+/// A raw TCP client that sends the RFC 6455 §1.3 upgrade request and nothing else; what
+/// it reads afterwards, if anything, is up to the test.
+fn raw_upgrade(addr: std::net::SocketAddr) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    tcp
+}
+
 #[test]
 fn a_peer_that_stops_reading_fails_the_send_instead_of_hanging() {
     bounded(Duration::from_secs(30), || {
@@ -237,12 +249,7 @@ fn a_peer_that_stops_reading_fails_the_send_instead_of_hanging() {
             })
             .unwrap();
         // A client that completes the handshake and then never reads.
-        let mut tcp = TcpStream::connect(server.local_addr()).unwrap();
-        tcp.write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
+        let tcp = raw_upgrade(server.local_addr());
         match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(Err(Error::Io(_))) => {}
             other => panic!("expected the send to fail with an i/o error, got {other:?}"),
@@ -300,12 +307,7 @@ fn a_peer_that_never_answers_pings_is_dropped() {
                 let _ = tx.send(ws.recv());
             })
             .unwrap();
-        let mut tcp = TcpStream::connect(server.local_addr()).unwrap();
-        tcp.write_all(
-            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .unwrap();
+        let mut tcp = raw_upgrade(server.local_addr());
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Err(Error::Connection(ConnectionError::KeepaliveTimeout))) => {}
             other => panic!("expected a keepalive timeout, got {other:?}"),
