@@ -227,3 +227,34 @@ cr("fuzzed-fields-injection", RFC_1_3_RESPONSE,
    fields=[b"evil.example\r\nX-Injected: 1", b"/a b\r\n\r\nGET /", b"null\n", b"X-Token\r\nX", b"v\r\n\r\n"])
 cr("fuzzed-fields-plain", RFC_1_3_RESPONSE,
    fields=[b"example.com:8080", b"/chat?room=1", b"https://example.com", b"Authorization", b"Bearer abc"])
+
+
+# --- envelope_decode: one WebSocket message's bytes (the worked examples of
+# docs/PROTOCOL.md, a Sockeye-Resume header value, and a few broken ones).
+IDS = bytes(range(0x00, 0x10)) + bytes(range(0xA0, 0xB0))
+for name, data in [
+    ("data-text", bytes([0x01, 0x01, 0x01, 0x00]) + b"hi"),
+    ("data-binary-ack", bytes([0x01, 0x00, 0xAC, 0x02, 0x05, 0xDE, 0xAD])),
+    ("void", bytes([0x01, 0x02, 0x07, 0x02])),
+    ("ack", bytes([0x02, 0x80, 0x01])),
+    ("welcome", bytes([0x03, 0x01]) + IDS + bytes([0x04, 0xAC, 0x02])),
+    ("resume", bytes([0x04]) + IDS + bytes([0x09])),
+    ("resume-header", b"BAABAgMEBQYHCAkKCwwNDg-goaKjpKWmp6ipqqusra6vCQ"),
+    ("error", bytes([0x05, 0x00, 0x02]) + b"gap"),
+    ("long-varint", bytes([0x02, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01])),
+    ("trailing", bytes([0x02, 0x01, 0x00])),
+    ("unknown-kind", bytes([0x09, 0x00])),
+]:
+    write("envelope_decode", name, data)
+
+# --- session_ops: operation bytes (core/src/sim/session_ops.rs documents them). Each
+# seed connects first (op 7) so the envelope paths are reached.
+for i, ops in enumerate([
+    bytes([7, 0, 0x0A, 5, 0x0A, 3, 0x08, 0x0B, 0x08]),
+    bytes([7, 0, 0x0A, 40, 0x0A, 40, 0x0A, 40, 0x0A, 40, 0x0A, 40, 0x08, 0x09]),
+    bytes([7, 0, 0x81, 0x01, 3, 0x02, 0x01, 0x08, 0x0C, 7, 1]),
+    bytes([7, 0, 0x0A, 8, 0x0C, 0x08, 0x08, 0x08, 0x08, 0x08, 0x08, 7, 2]),
+    bytes([7, 0, 0x00, 6, 0x05, 0, 0x02]) + b"xyz",
+    bytes([7, 3, 0x83, 2, 0x84, 0x0A, 1, 0x08]),
+]):
+    write("session_ops", f"ops-{i}", ops)

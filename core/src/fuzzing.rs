@@ -991,6 +991,56 @@ pub fn client_response(data: &[u8]) {
     }
 }
 
+/// The `sockeye.v1` envelope decoder: arbitrary bytes as one WebSocket message, and as a
+/// `Sockeye-Resume` header value.
+///
+/// Asserts that a decoded envelope re-encodes to bytes that decode to the same envelope,
+/// in exactly as many bytes as `encode` wrote (the decoder may accept longer varints, the
+/// encoder writes the shortest), that `decode` never claims more bytes than it was given,
+/// and that a parsed resume header round-trips through `resume_header_value`.
+pub fn envelope_decode(data: &[u8]) {
+    use crate::session::envelope::{self, Envelope};
+
+    match envelope::decode(data) {
+        Ok((decoded, used)) => {
+            assert!(
+                used <= data.len() && used > 0,
+                "decode used {used} of {}",
+                data.len()
+            );
+            let mut again = Vec::new();
+            envelope::encode(&decoded, &mut again);
+            assert!(
+                again.len() <= used,
+                "re-encoding grew: {} > {used}",
+                again.len()
+            );
+            let redecoded = envelope::decode_message(&again).expect("our own encoding decodes");
+            assert_eq!(redecoded, decoded, "encode/decode changed the envelope");
+            assert_eq!(envelope::decode_message(data).is_ok(), used == data.len());
+        }
+        Err(_) => assert!(envelope::decode_message(data).is_err()),
+    }
+
+    if let Ok(resume) = envelope::parse_resume_header(data) {
+        let value = envelope::resume_header_value(&resume);
+        let parsed =
+            envelope::parse_resume_header(value.as_bytes()).expect("our own header parses");
+        assert_eq!(parsed, resume);
+        let as_envelope = Envelope::Resume(resume);
+        let mut buf = Vec::new();
+        envelope::encode(&as_envelope, &mut buf);
+        assert_eq!(envelope::decode_message(&buf), Ok(as_envelope));
+    }
+}
+
+/// A client session and a server session store fed arbitrary envelopes, sends, clock
+/// steps, connects (with real, forged or garbage resume values) and cuts: the body lives
+/// in [`crate::sim::session_ops`], which documents the input layout and the properties.
+pub fn session_ops(data: &[u8]) {
+    crate::sim::session_ops::session_ops(data);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1006,6 +1056,8 @@ mod tests {
         ("client_connection", client_connection),
         ("server_handshake", server_handshake),
         ("client_response", client_response),
+        ("envelope_decode", envelope_decode),
+        ("session_ops", session_ops),
     ];
 
     fn seeds_dir(target: &str) -> PathBuf {
