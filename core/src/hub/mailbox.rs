@@ -28,7 +28,7 @@ pub struct Mail {
 }
 
 /// Why a message addressed to an offline user was dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum MailDropReason {
     /// The user's mailbox already held `mailbox_max_messages`.
