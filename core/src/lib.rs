@@ -122,7 +122,7 @@ pub mod time;
 #[cfg(any(fuzzing, feature = "sim"))]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(any(test, feature = "sim"))]
+#[cfg(any(test, fuzzing, feature = "sim"))]
 #[doc(hidden)]
 pub mod sim;
 

@@ -495,6 +495,35 @@ impl HubCheck {
         Ok(())
     }
 
+    /// Ends a run: exports every mailbox, as a journal would, restores it into a fresh
+    /// hub at the same instant, and checks that nothing was lost or reordered.
+    pub fn finish(&mut self) -> Result<(), String> {
+        let mut fresh = Hub::new(self.config.clone());
+        let mut restored = 0;
+        for u in self.hub.mailbox_users() {
+            for mail in self.hub.mailbox(u) {
+                let r = fresh.restore_mail(self.now, u, mail.clone());
+                if r.mailboxed != 1 {
+                    return Err(format!("restoring mail for {u:?} gave {r:?}"));
+                }
+                restored += 1;
+            }
+            if !fresh.mailbox(u).eq(self.hub.mailbox(u)) {
+                return Err(format!("restored mailbox of {u:?} differs"));
+            }
+        }
+        if restored != self.waiting.len() || fresh.poll_dead_letter().is_some() {
+            return Err(format!(
+                "restored {restored}, ledger waits for {}",
+                self.waiting.len()
+            ));
+        }
+        if fresh.poll_timeout() != self.hub.poll_timeout() {
+            return Err(String::from("restored mail expires at another time"));
+        }
+        Ok(())
+    }
+
     fn valid_room(&self, room: &str) -> bool {
         !room.is_empty() && room.len() <= self.config.max_room_name_bytes
     }
@@ -843,6 +872,7 @@ pub fn run_seed(seed: u64) -> Result<HubSimStats, String> {
         let [a, b, c, ..] = rng.next_u64().to_le_bytes();
         check.apply(Op::decode(a, b, c))?;
     }
+    check.finish()?;
     Ok(check.stats)
 }
 
