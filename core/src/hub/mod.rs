@@ -136,6 +136,13 @@ pub struct Hub {
     outbound: VecDeque<Outbound>,
 }
 
+impl Default for Hub {
+    /// An empty hub with [`HubConfig::default`] limits.
+    fn default() -> Self {
+        Hub::new(HubConfig::default())
+    }
+}
+
 impl Hub {
     /// An empty hub with these limits.
     pub fn new(config: HubConfig) -> Hub {
@@ -384,13 +391,22 @@ impl Hub {
         self.registry.conns_of(user)
     }
 
+    /// Every live connection, in id order (for a graceful shutdown, say).
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.registry.all()
+    }
+
     /// Whether `user` has at least one live connection.
     pub fn is_online(&self, user: &UserId) -> bool {
         self.registry.is_online(user)
     }
 
     /// The next delivery to make, in the order the hub decided them. Call after every
-    /// input until it returns `None`.
+    /// input until it returns `None`. The queue grows by at most one entry per recipient
+    /// of each call (a push to everyone: one per live connection; a connect: one per
+    /// mailboxed message), so draining after every call keeps it bounded. Deliveries to
+    /// one connection come out in the order the hub decided them: a connection's mailbox
+    /// before anything published after it connected.
     pub fn poll_outbound(&mut self) -> Option<Outbound> {
         self.outbound.pop_front()
     }

@@ -308,8 +308,13 @@ fn connection_limits_refuse_before_and_at_connect() {
     hub.connect(now, ConnId(2), user("b"), Delivery::Reliable)
         .unwrap();
     assert_eq!(hub.admit(&user("c")), Err(Refusal::TooManyConnections));
+    assert_eq!(
+        hub.connections().collect::<Vec<_>>(),
+        [ConnId(1), ConnId(2)]
+    );
     hub.disconnect(now, ConnId(1));
     assert_eq!(hub.admit(&user("c")), Ok(()));
+    assert_eq!(hub.connections().collect::<Vec<_>>(), [ConnId(2)]);
 }
 
 #[test]
