@@ -216,7 +216,9 @@ impl Hub {
 
     /// Adds `conn` to `room`, creating the room if needed. Joining a room the connection
     /// is already in changes nothing and is `Ok`. When it is the user's first connection
-    /// there, the other members get [`OutMessage::Presence`]; drain afterwards.
+    /// there, the other members get [`OutMessage::Presence`]; drain afterwards. The
+    /// joining connection itself gets nothing: to tell it who is there, answer it with
+    /// [`members`](Self::members).
     pub fn join(&mut self, conn: ConnId, room: &str) -> Result<(), HubError> {
         let entry = self.registry.get(conn).ok_or(HubError::NotConnected)?;
         rooms::validate_name(room, self.config.max_room_name_bytes)?;

@@ -353,3 +353,35 @@ fn exported_mail_restores_with_its_age() {
     assert_eq!(new.stats().mailbox_messages, 1);
     assert_eq!(new.poll_timeout(), Some(Instant::from_millis(15_000)));
 }
+
+#[test]
+fn a_room_of_a_hundred_connections_gets_every_publish() {
+    let mut hub = Hub::new(HubConfig::default());
+    let now = Instant::ZERO;
+    for i in 0..100 {
+        let delivery = if i % 2 == 0 {
+            Delivery::Reliable
+        } else {
+            Delivery::AtMostOnce
+        };
+        hub.connect(
+            now,
+            ConnId(i),
+            user(&alloc::format!("u{}", i % 40)),
+            delivery,
+        )
+        .unwrap();
+        hub.join(ConnId(i), "big").unwrap();
+    }
+    drain(&mut hub);
+    assert_eq!(hub.members("big").len(), 40);
+    assert_eq!(hub.delivery_of(ConnId(1)), Some(Delivery::AtMostOnce));
+    for n in 0..10u64 {
+        let payload = Bytes::copy_from_slice(&n.to_be_bytes());
+        assert_eq!(hub.publish(now, ConnId(n * 7), "big", payload), Ok(100));
+        let out = drain(&mut hub);
+        let mut to: Vec<u64> = out.iter().map(|o| o.to.0).collect();
+        to.sort_unstable();
+        assert_eq!(to, (0..100).collect::<Vec<_>>());
+    }
+}
