@@ -27,6 +27,17 @@ pub struct Mail {
     pub payload: Bytes,
 }
 
+impl Mail {
+    /// Mail queued at `queued_at` (for [`Hub::restore_mail`](super::Hub::restore_mail)).
+    pub fn new(queued_at: Instant, from: Option<UserId>, payload: Bytes) -> Mail {
+        Mail {
+            queued_at,
+            from,
+            payload,
+        }
+    }
+}
+
 /// Why a message addressed to an offline user was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]

@@ -355,6 +355,12 @@ impl Hub {
     /// after a restart), keeping its original `queued_at` so it expires on time. Routed
     /// like any message to `user`: delivered at once if they are online, mailboxed
     /// otherwise; mail already too old comes out as a dead letter. Drain afterwards.
+    ///
+    /// The same call hands back a user-addressed message the runtime could not pass on
+    /// (a reliable session's window was full and the slow connection is being dropped):
+    /// [`disconnect`](Self::disconnect) that connection first, then restore the message
+    /// with `queued_at` = `now`, so it reaches the user's other connections or waits for
+    /// the next one instead of vanishing.
     pub fn restore_mail(&mut self, now: Instant, user: &UserId, mail: Mail) -> PushReceipt {
         let now = self.tick(now);
         if self.registry.is_online(user) {

@@ -385,3 +385,27 @@ fn a_room_of_a_hundred_connections_gets_every_publish() {
         assert_eq!(to, (0..100).collect::<Vec<_>>());
     }
 }
+
+#[test]
+fn a_message_handed_back_after_a_slow_disconnect_waits_for_the_next_connection() {
+    let mut hub = Hub::new(HubConfig::default());
+    let now = Instant::from_millis(5);
+    hub.connect(now, ConnId(1), user("a"), Delivery::Reliable)
+        .unwrap();
+    hub.push(now, Target::User(user("a")), Bytes::from("m"));
+    let out = hub.poll_outbound().unwrap();
+    // The session's window was full: the runtime drops the connection and hands it back.
+    hub.disconnect(now, out.to);
+    let OutMessage::Message { from, payload, .. } = out.message else {
+        panic!("expected a message");
+    };
+    let r = hub.restore_mail(now, &user("a"), Mail::new(now, from, payload));
+    assert_eq!(r.mailboxed, 1);
+    hub.connect(now, ConnId(2), user("a"), Delivery::Reliable)
+        .unwrap();
+    assert_eq!(
+        hub.poll_outbound().map(|o| o.to),
+        Some(ConnId(2)),
+        "delivered to the next connection"
+    );
+}
