@@ -298,3 +298,50 @@ write("hub_ops", "one-user-many-connections",
 write("hub_ops", "unknown-connections",
       h_join(9, 0) + h_leave(9, 0) + h_publish(9, 0) + h_send(9, 1) + h_disconnect(9)
       + h_connect(9, 1) + h_connect(9, 2) + h_disconnect(9) + h_disconnect(9) + h_publish(9, 0))
+
+
+# --- journal_replay: a journal file, records framed as [len u32 LE][crc32 u32 LE][body]
+# (core/src/journal/codec.rs); zlib's crc32 is the same CRC-32.
+import zlib
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field(b):
+    return varint(len(b)) + b
+
+
+def rec(body):
+    return struct.pack("<II", len(body), zlib.crc32(body)) + body
+
+
+SID = bytes([1] * 16)
+TOKEN = bytes([2] * 16)
+opened = rec(bytes([1]) + SID + TOKEN + field(b"alice") + varint(0) + varint(0))
+sent = [rec(bytes([2]) + SID + varint(i) + bytes([1]) + field(b"m%d" % i)) for i in (1, 2, 3)]
+acked = rec(bytes([3]) + SID + varint(1))
+voided = rec(bytes([4]) + SID + varint(3))
+delivered = rec(bytes([5]) + SID + varint(9))
+closed = rec(bytes([6]) + SID)
+mail = [rec(bytes([7]) + field(b"bob") + bytes([1]) + field(b"alice") + varint(1700000000000 + i)
+            + field(b'{"n":%d}' % i)) for i in (1, 2)]
+taken = rec(bytes([8]) + field(b"bob") + varint(1))
+for name, data in [
+    ("session", opened + b"".join(sent) + acked + voided + delivered),
+    ("session-closed", opened + sent[0] + closed),
+    ("mail", b"".join(mail) + taken),
+    ("torn-tail", opened + sent[0] + sent[1][:7]),
+    ("bad-crc", opened[:-1] + bytes([opened[-1] ^ 1]) + sent[0]),
+    ("inconsistent", opened + sent[1]),
+]:
+    write("journal_replay", name, data)

@@ -1063,6 +1063,31 @@ pub fn hub_ops(data: &[u8]) {
     }
 }
 
+/// The server journal's replay: arbitrary bytes as a journal file.
+///
+/// Asserts that replay never claims more bytes than the file has, that the valid prefix
+/// replays alone to the same state with no error and no torn tail, and that compacting
+/// the state ([`crate::journal::JournalState::records`]) replays to the same state.
+pub fn journal_replay(data: &[u8]) {
+    use crate::journal::{encode_record, replay};
+
+    let replayed = replay(data);
+    assert!(replayed.valid_len <= data.len());
+    assert!(!(replayed.torn_tail && replayed.error.is_some()));
+    let prefix = replay(&data[..replayed.valid_len]);
+    assert!(prefix.error.is_none() && !prefix.torn_tail);
+    assert_eq!(prefix.records, replayed.records);
+    assert_eq!(prefix.state, replayed.state);
+
+    let mut compact = Vec::new();
+    for record in replayed.state.records() {
+        encode_record(&record, &mut compact);
+    }
+    let again = replay(&compact);
+    assert!(again.error.is_none() && !again.torn_tail);
+    assert_eq!(again.state, replayed.state, "compaction changed the state");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1081,6 +1106,7 @@ mod tests {
         ("envelope_decode", envelope_decode),
         ("session_ops", session_ops),
         ("hub_ops", hub_ops),
+        ("journal_replay", journal_replay),
     ];
 
     fn seeds_dir(target: &str) -> PathBuf {
@@ -1105,6 +1131,27 @@ mod tests {
             }
             assert!(count >= 5, "{target}: only {count} seeds");
         }
+    }
+
+    #[test]
+    fn journal_seeds_are_what_their_names_say() {
+        use crate::journal::{replay, JournalError};
+        let read = |name: &str| std::fs::read(seeds_dir("journal_replay").join(name)).unwrap();
+        let session = replay(&read("session"));
+        assert_eq!(
+            (session.records, session.error, session.torn_tail),
+            (7, None, false)
+        );
+        assert_eq!(replay(&read("mail")).state.mailboxes().count(), 1);
+        assert!(replay(&read("torn-tail")).torn_tail);
+        assert_eq!(
+            replay(&read("bad-crc")).error,
+            Some(JournalError::BadChecksum)
+        );
+        assert!(matches!(
+            replay(&read("inconsistent")).error,
+            Some(JournalError::Inconsistent(_))
+        ));
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod hub;
+pub mod journal;
 pub mod keepalive;
 pub mod session;
 pub mod time;

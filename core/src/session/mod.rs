@@ -79,6 +79,7 @@
 
 pub mod envelope;
 pub mod receive;
+mod restore;
 mod resume;
 pub mod send_window;
 pub mod store;

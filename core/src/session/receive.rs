@@ -54,6 +54,15 @@ impl Receiver {
         }
     }
 
+    /// Delivery state rebuilt from a journal: everything up to `delivered` was
+    /// delivered before the restart (and the client will hear so in the WELCOME).
+    pub(crate) fn restored(config: &SessionConfig, delivered: Seq) -> Self {
+        let mut receiver = Receiver::new(config);
+        receiver.delivered = delivered.0;
+        receiver.ack_sent = delivered.0;
+        receiver
+    }
+
     /// The last sequence number delivered in order (0: none).
     pub fn delivered(&self) -> Seq {
         Seq(self.delivered)

@@ -135,11 +135,12 @@ impl ServerSession {
     }
 
     /// The last client sequence number this session delivered.
-    pub(super) fn client_delivered(&self) -> Seq {
+    pub fn client_delivered(&self) -> Seq {
         self.ep.receiver.delivered()
     }
 
-    pub(super) fn token(&self) -> SessionToken {
+    /// The secret that resumes this session: for the server's journal, never for logs.
+    pub fn token(&self) -> SessionToken {
         self.token
     }
 

@@ -165,6 +165,36 @@ impl SendWindow {
         }
     }
 
+    /// A window rebuilt from a journal after a restart: everything up to `acked` is
+    /// settled, and `entries` (payload, or `None` for a given-up message, and whether it
+    /// is text) are numbered from `acked + 1`. Each counts as transmitted once and as
+    /// possibly delivered, and its age starts again at `now`. The window may hold more
+    /// than a since-lowered limit; `push` answers `Full` until acks bring it down.
+    pub(crate) fn restored(
+        config: SessionConfig,
+        now: Instant,
+        acked: Seq,
+        entries: impl IntoIterator<Item = (Option<Bytes>, bool)>,
+    ) -> Self {
+        let mut window = SendWindow::new(config);
+        window.acked = acked.0;
+        for (payload, is_text) in entries {
+            window.bytes += payload.as_ref().map_or(0, Bytes::len);
+            window.entries.push_back(Entry {
+                payload,
+                is_text,
+                pushed_at: now,
+                tries: 1,
+                conn_tries: 0,
+                sent_at: None,
+                maybe_delivered: true,
+            });
+        }
+        window.highest_sent = window.acked + window.entries.len() as u64;
+        window.cursor = window.acked + 1;
+        window
+    }
+
     /// Messages held (sent or not, void included).
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -19,6 +19,7 @@ use super::{Seq, ServerSession, SessionEvent};
 use crate::config::SessionConfig;
 use crate::entropy::Entropy;
 use crate::error::StoreError;
+use crate::journal::SessionSnapshot;
 use crate::time::{Clock, Instant};
 
 /// What is left of an expired session.
@@ -142,6 +143,27 @@ impl SessionStore {
         session.attach(now, status, reported, Seq(0));
         self.sessions.insert(id, session);
         Ok(id)
+    }
+
+    /// Restores a session from its journal snapshot ([`crate::journal`]) after a
+    /// restart, without a connection: it waits `session_expiry` from `now` for its client
+    /// to resume, then resends every message the client has not acknowledged (as possibly
+    /// delivered: the client drops what it already has) and tells the client, in the
+    /// WELCOME, which of its messages were delivered before the restart. A session with
+    /// the same id is replaced.
+    ///
+    /// Errors: `Full` when the store holds `max_sessions` other sessions.
+    pub fn restore(&mut self, now: Instant, snapshot: &SessionSnapshot) -> Result<(), StoreError> {
+        let now = self.clock.observe(now);
+        if !self.sessions.contains_key(&snapshot.id)
+            && self.sessions.len() >= self.config.max_sessions
+        {
+            return Err(StoreError::Full);
+        }
+        self.tombstones.remove(&snapshot.id);
+        let session = ServerSession::restored(&self.config, now, snapshot);
+        self.sessions.insert(snapshot.id, session);
+        Ok(())
     }
 
     /// Drives the sessions that have no connection: their timers, and expiry after
