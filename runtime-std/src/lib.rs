@@ -49,6 +49,7 @@
 mod client;
 mod entropy;
 mod error;
+mod journal_file;
 mod server;
 mod time;
 mod transport;
@@ -58,6 +59,7 @@ mod websocket;
 pub use client::{Client, ClientOptions};
 pub use entropy::OsEntropy;
 pub use error::{Error, Result};
+pub use journal_file::JournalFile;
 pub use server::{Server, ServerHandle};
 pub use time::now;
 pub use url::WsUrl;
