@@ -49,6 +49,7 @@
 mod client;
 mod entropy;
 mod error;
+mod reliable;
 mod server;
 mod time;
 mod transport;
@@ -58,6 +59,10 @@ mod websocket;
 pub use client::{Client, ClientOptions};
 pub use entropy::OsEntropy;
 pub use error::{Error, Result};
+pub use reliable::{
+    ReliableClient, ReliableConnection, ReliableOptions, ReliableServer, SessionRegistry, Upgrade,
+    DEFAULT_MAX_PENDING_EVENTS,
+};
 pub use server::{Server, ServerHandle};
 pub use time::now;
 pub use url::WsUrl;
@@ -65,8 +70,9 @@ pub use websocket::WebSocket;
 
 pub use sockeye_core::handshake::Request;
 pub use sockeye_core::{
-    Close, CloseCode, Config, ConnectionError, Event, HandshakeError, Message, MessageKind,
-    SendError, State,
+    Close, CloseCode, Config, ConnectionError, DeadLetterReason, Event, HandshakeError, Instant,
+    LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq, SessionConfig,
+    SessionEvent, SessionId, SessionSendError, State, StoreError,
 };
 
 /// The README's example of driving the core by hand, compiled as a doctest so it stays true.
