@@ -2,18 +2,20 @@
 //! the upgrade that attaches a session ([`SessionRegistry::upgrade`]), and the
 //! per-connection driver ([`ReliableConnection::run`]).
 //!
-//! Each reliable connection has two threads: a reader that blocks on the socket and
-//! hands what it read over a small bounded channel, and a driver that owns the
-//! [`Connection`] and waits on that channel with the next deadline as its timeout. The
-//! application wakes the driver through the same channel when it queues a message for
-//! the session from another thread ([`SessionRegistry::send`]), so a push goes out at
-//! once without polling. Sessions live in one [`SessionStore`] behind a mutex; the
-//! driver holds it only to feed and drain its session, never while it writes.
+//! Each reliable connection has two threads that share its state behind a mutex: a
+//! reader that blocks on the socket and handles each read at once (feeding the session,
+//! writing acks and replies), and a timer thread ([`ReliableConnection::run`]'s caller)
+//! that sleeps until the next deadline or until woken. The application wakes it when it
+//! queues a message for the session from another thread ([`SessionRegistry::send`]), so
+//! a push goes out at once without polling. Sessions live in one [`SessionStore`]
+//! behind the registry's mutex; a connection holds that only to feed and drain its
+//! session, never while it writes.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
@@ -33,26 +35,18 @@ use crate::time;
 use crate::transport::{Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
 
-/// Reads the reader thread may hand over before it waits for the driver.
-const CHANNEL_DEPTH: usize = 16;
+/// Wake-ups that may wait for a connection's timer thread (one is enough).
+const CHANNEL_DEPTH: usize = 1;
 
 /// Events waiting for the application before connection drivers stop reading (their
 /// peers then feel TCP backpressure) until [`SessionRegistry::next_event`] takes some.
 pub const DEFAULT_MAX_PENDING_EVENTS: usize = 64 * 1024;
 
-/// What the reader thread (or the application) tells a connection's driver.
-enum Input {
-    Bytes(Vec<u8>),
-    Eof,
-    Failed(io::Error),
-    /// The application queued a message for the session.
-    Wake,
-}
-
 /// A connection driver that owns a session now.
 struct Driver {
     epoch: u64,
-    wake: SyncSender<Input>,
+    /// Wakes the connection's timer thread to carry what the application queued.
+    wake: SyncSender<()>,
 }
 
 struct State {
@@ -114,8 +108,8 @@ pub struct ReliableConnection {
     epoch: u64,
     conn: Connection,
     transport: Transport,
-    rx: Receiver<Input>,
-    reader_tx: SyncSender<Input>,
+    rx: Receiver<()>,
+    wake: SyncSender<()>,
     close_timeout: Duration,
     path: String,
 }
@@ -220,7 +214,7 @@ impl SessionRegistry {
             conn,
             transport,
             rx,
-            reader_tx: tx,
+            wake: tx,
             close_timeout: config.close_timeout,
             path,
         }))
@@ -247,7 +241,7 @@ impl SessionRegistry {
         let seq = session.send(time::now(), payload, is_text)?;
         if let Some(driver) = state.drivers.get(&id) {
             // A full channel means the driver has input to wake it anyway.
-            let _ = driver.wake.try_send(Input::Wake);
+            let _ = driver.wake.try_send(());
         }
         Ok(seq)
     }
@@ -338,7 +332,7 @@ fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// What the driver learned from the session while holding the lock.
+/// What a connection learned from its session while holding the registry's lock.
 struct SessionTurn {
     outgoing: Vec<Bytes>,
     disconnect: Option<CloseCode>,
@@ -349,52 +343,18 @@ struct SessionTurn {
     events_full: bool,
 }
 
-impl ReliableConnection {
-    /// The session attached to this connection.
-    pub fn session_id(&self) -> SessionId {
-        self.id
-    }
+/// Which session a connection carries, and how to wake its timer thread.
+struct Link {
+    registry: SessionRegistry,
+    id: SessionId,
+    epoch: u64,
+    wake: SyncSender<()>,
+}
 
-    /// The path and query the client requested.
-    pub fn path(&self) -> &str {
-        &self.path
-    }
-
-    /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.transport.stream().peer_addr()
-    }
-
-    /// Drives the connection until it ends (the peer left, the transport failed, the
-    /// session asked to disconnect, or a resume on another connection took the session
-    /// over), then detaches the session, which waits `session_expiry` for a resume.
-    /// Blocks the calling thread and spawns one reader thread for the socket.
-    pub fn run(mut self) -> Result<()> {
-        let reader_stream = self.transport.stream().try_clone()?;
-        let reader_tx = self.reader_tx.clone();
-        let reader = thread::Builder::new()
-            .name("sockeye-reader".into())
-            .spawn(move || read_loop(reader_stream, reader_tx))?;
-        let result = self.drive();
-        {
-            let state = &mut *self.registry.lock();
-            state.store.detach(time::now(), self.id, self.epoch);
-            if state
-                .drivers
-                .get(&self.id)
-                .is_some_and(|d| d.epoch == self.epoch)
-            {
-                state.drivers.remove(&self.id);
-            }
-        }
-        let _ = self.transport.stream().shutdown(Shutdown::Both);
-        let _ = reader.join();
-        result
-    }
-
+impl Link {
     /// Feeds the session what the connection received, fires its timers, and takes its
     /// outgoing envelopes and events, under the registry's lock.
-    fn session_turn(&mut self, messages: &mut Vec<Bytes>, rtt: &mut Option<Duration>) -> SessionTurn {
+    fn session_turn(&self, messages: &mut Vec<Bytes>, rtt: &mut Option<Duration>) -> SessionTurn {
         let shared = &self.registry.shared;
         let mut guard = self.registry.lock();
         let state = &mut *guard;
@@ -440,148 +400,252 @@ impl ReliableConnection {
         turn
     }
 
-    /// The driver loop: session turn, write, wait for input or a deadline, repeat.
-    fn drive(&mut self) -> Result<()> {
-        let mut messages = Vec::new();
-        let mut rtt = None;
-        let mut closing = false;
-        loop {
-            let turn = self.session_turn(&mut messages, &mut rtt);
-            let now = time::now();
-            if turn.superseded && !closing {
-                let _ = self.conn.close(now, CloseCode::GOING_AWAY, "session resumed elsewhere");
-                closing = true;
-            }
-            for envelope in turn.outgoing {
-                if self.conn.send(now, Message::binary(envelope.clone())).is_err() {
-                    // The core's queue is full only while chunks wait; move them on.
-                    self.drain_conn(&mut messages, &mut rtt);
-                    let _ = self.conn.send(now, Message::binary(envelope));
-                }
-                self.drain_conn(&mut messages, &mut rtt);
-            }
-            if let Some(code) = turn.disconnect.filter(|_| !closing) {
-                let _ = self.conn.close(now, code, "");
-                closing = true;
-            }
-            let ended = self.drain_conn(&mut messages, &mut rtt);
-            if let Err(e) = self.transport.flush() {
-                return Err(Error::Io(e));
-            }
-            if ended || self.conn.is_closed() || self.conn.wants_disconnect() {
-                self.finish();
-                return Ok(());
-            }
-            if !messages.is_empty() || rtt.is_some() {
-                continue;
-            }
-            let deadline = earliest(self.conn.poll_timeout(), turn.deadline);
-            if turn.events_full {
-                self.wait_for_room(deadline);
-            } else if let Some(input) = self.wait(deadline)? {
-                self.feed(input)?;
-                // Take whatever else the reader already has, to batch the session turn.
-                for _ in 0..CHANNEL_DEPTH {
-                    match self.rx.try_recv() {
-                        Ok(input) => self.feed(input)?,
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                    }
-                }
-            }
-            let now = time::now();
-            if self.conn.poll_timeout().is_some_and(|t| t <= now) {
-                self.conn.handle_timeout(now);
-            }
-            // A close that arrived with messages ends the loop after the session took
-            // them (the check above, on the next turn).
-            self.drain_conn(&mut messages, &mut rtt);
-        }
-    }
-
-    /// Waits for the reader (or a wake) until `deadline`. `None`: the deadline passed.
-    fn wait(&mut self, deadline: Option<Instant>) -> Result<Option<Input>> {
-        let got = match deadline {
-            Some(d) => self.rx.recv_timeout(time::until(d)),
-            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match got {
-            Ok(input) => Ok(Some(input)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            // We hold a sender ourselves, so this cannot happen; treat it as an EOF.
-            Err(RecvTimeoutError::Disconnected) => Ok(Some(Input::Eof)),
-        }
-    }
-
-    fn wait_for_room(&self, deadline: Option<Instant>) {
+    /// Blocks while the application's event queue is full (at most `limit`).
+    fn wait_for_room(&self, limit: Duration) {
         let shared = &self.registry.shared;
         let guard = self.registry.lock();
-        if guard.events.len() < shared.max_pending_events {
-            return;
+        if guard.events.len() >= shared.max_pending_events {
+            let _ = shared.room.wait_timeout(guard, limit);
         }
-        let limit = Duration::from_millis(50);
-        let wait = deadline.map_or(limit, |d| time::until(d).min(limit));
-        let _ = shared.room.wait_timeout(guard, wait);
     }
+}
 
-    /// Hands one input to the connection core.
-    fn feed(&mut self, input: Input) -> Result<()> {
+/// The connection's state, shared by its reader thread and its timer thread.
+struct ConnCore {
+    conn: Connection,
+    transport: Transport,
+    messages: Vec<Bytes>,
+    rtt: Option<Duration>,
+    /// We started the closing handshake.
+    closing: bool,
+    /// The connection is over: the timer thread winds it down.
+    over: bool,
+    /// Why the transport failed, if it did.
+    error: Option<io::Error>,
+    /// The session's next deadline, from the last turn.
+    session_deadline: Option<Instant>,
+    /// The deadline the timer thread sleeps until.
+    armed: Option<Instant>,
+}
+
+impl ConnCore {
+    /// One turn after any input: the connection's events to the session, the session's
+    /// envelopes to the connection, chunks to the socket. Wakes the timer thread if the
+    /// next deadline moved earlier. Returns whether the application's queue is full.
+    fn turn(&mut self, link: &Link) -> bool {
         let now = time::now();
-        match input {
-            Input::Bytes(data) => self.conn.handle_bytes(now, &data),
-            Input::Eof => self.conn.handle_eof(now),
-            Input::Failed(e) => {
-                self.conn.handle_eof(now);
-                return Err(Error::Io(e));
-            }
-            Input::Wake => {}
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
         }
-        Ok(())
+        self.drain_conn();
+        let turn = link.session_turn(&mut self.messages, &mut self.rtt);
+        if turn.superseded && !self.closing {
+            let _ = self
+                .conn
+                .close(now, CloseCode::GOING_AWAY, "session resumed elsewhere");
+            self.closing = true;
+        }
+        for envelope in turn.outgoing {
+            if self.conn.send(now, Message::binary(envelope.clone())).is_err() {
+                // The core's queue is full only while chunks wait; move them on.
+                self.drain_conn();
+                let _ = self.conn.send(now, Message::binary(envelope));
+            }
+            self.drain_conn();
+        }
+        if let Some(code) = turn.disconnect.filter(|_| !self.closing) {
+            let _ = self.conn.close(now, code, "");
+            self.closing = true;
+        }
+        self.drain_conn();
+        if let Err(e) = self.transport.flush() {
+            self.error = Some(e);
+            self.over = true;
+        }
+        // Messages that came with a close still reach the session: on the next turn.
+        if self.conn.is_closed() || self.conn.wants_disconnect() {
+            self.over = self.over || self.messages.is_empty();
+        }
+        self.session_deadline = turn.deadline;
+        let next = earliest(self.conn.poll_timeout(), self.session_deadline);
+        let sooner = match (next, self.armed) {
+            (Some(n), Some(a)) => n < a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if sooner || self.over {
+            let _ = link.wake.try_send(());
+        }
+        turn.events_full
     }
 
     /// Takes the core's events (messages for the session, RTT samples) and chunks (into
-    /// the write queue). Returns whether the connection is closed.
-    fn drain_conn(&mut self, messages: &mut Vec<Bytes>, rtt: &mut Option<Duration>) -> bool {
-        let mut closed = false;
+    /// the write queue).
+    fn drain_conn(&mut self) {
         while let Some(event) = self.conn.poll_event() {
             match event {
-                Event::Message(m) => messages.push(m.into_payload()),
-                Event::Pong { rtt: Some(r), .. } => *rtt = Some(r),
-                Event::Closed(_) => closed = true,
+                Event::Message(m) => self.messages.push(m.into_payload()),
+                Event::Pong { rtt: Some(r), .. } => self.rtt = Some(r),
                 _ => {}
             }
         }
         while let Some(chunk) = self.conn.poll_transmit() {
             self.transport.queue(chunk);
         }
-        closed
-    }
-
-    /// Ends the transport politely: FIN, then wait briefly for the peer's.
-    fn finish(&mut self) {
-        let _ = self.transport.flush();
-        let _ = self.transport.stream().shutdown(Shutdown::Write);
-        let deadline = time::now() + self.close_timeout;
-        while let Ok(Some(input)) = self.wait(Some(deadline)) {
-            if matches!(input, Input::Eof | Input::Failed(_)) {
-                break;
-            }
-        }
     }
 }
 
-/// The reader thread: blocking reads handed to the driver until EOF or an error.
-fn read_loop(mut stream: TcpStream, tx: SyncSender<Input>) {
+fn lock_core(core: &Mutex<ConnCore>) -> MutexGuard<'_, ConnCore> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ReliableConnection {
+    /// The session attached to this connection.
+    pub fn session_id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The path and query the client requested.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.transport.stream().peer_addr()
+    }
+
+    /// Drives the connection until it ends (the peer left, the transport failed, the
+    /// session asked to disconnect, or a resume on another connection took the session
+    /// over), then detaches the session, which waits `session_expiry` for a resume.
+    ///
+    /// Blocks the calling thread, which fires timers and carries messages the
+    /// application queued with [`SessionRegistry::send`]; a reader thread it spawns
+    /// reads the socket and handles what arrives at once.
+    pub fn run(self) -> Result<()> {
+        let ReliableConnection {
+            registry,
+            id,
+            epoch,
+            conn,
+            transport,
+            rx,
+            wake,
+            close_timeout,
+            path: _,
+        } = self;
+        let stream = transport.stream().try_clone()?;
+        let reader_stream = stream.try_clone()?;
+        let link = Arc::new(Link {
+            registry,
+            id,
+            epoch,
+            wake,
+        });
+        let core = Arc::new(Mutex::new(ConnCore {
+            conn,
+            transport,
+            messages: Vec::new(),
+            rtt: None,
+            closing: false,
+            over: false,
+            error: None,
+            session_deadline: None,
+            armed: None,
+        }));
+        // The 101 and the WELCOME.
+        lock_core(&core).turn(&link);
+        let reader_done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (core, link, done) = (Arc::clone(&core), Arc::clone(&link), Arc::clone(&reader_done));
+            thread::Builder::new()
+                .name("sockeye-reader".into())
+                .spawn(move || {
+                    read_loop(reader_stream, &core, &link);
+                    done.store(true, Ordering::Release);
+                    let _ = link.wake.try_send(());
+                })?
+        };
+        loop {
+            let deadline = {
+                let mut c = lock_core(&core);
+                if c.over {
+                    break;
+                }
+                let d = earliest(c.conn.poll_timeout(), c.session_deadline);
+                c.armed = d;
+                d
+            };
+            let _ = match deadline {
+                Some(d) => rx.recv_timeout(time::until(d)).map_err(|_| ()),
+                None => rx.recv().map_err(|_| ()),
+            };
+            lock_core(&core).turn(&link);
+        }
+        // Wind down: our FIN, then give the peer `close_timeout` to finish.
+        let error = {
+            let mut c = lock_core(&core);
+            let _ = c.transport.flush();
+            c.error.take()
+        };
+        let _ = stream.shutdown(Shutdown::Write);
+        let until = time::now() + close_timeout;
+        while !reader_done.load(Ordering::Acquire) && time::now() < until {
+            let _ = rx.recv_timeout(time::until(until));
+        }
+        {
+            let state = &mut *link.registry.lock();
+            state.store.detach(time::now(), link.id, link.epoch);
+            if state
+                .drivers
+                .get(&link.id)
+                .is_some_and(|d| d.epoch == link.epoch)
+            {
+                state.drivers.remove(&link.id);
+            }
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        let _ = reader.join();
+        error.map_or(Ok(()), |e| Err(Error::Io(e)))
+    }
+}
+
+/// The reader thread: each read is handed to the connection core at once, with a turn,
+/// until EOF or an error.
+fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
     let mut buf = vec![0u8; READ_BUF_BYTES];
     loop {
-        let input = match stream.read(&mut buf) {
-            Ok(0) => Input::Eof,
-            Ok(n) => Input::Bytes(buf[..n].to_vec()),
+        let read = stream.read(&mut buf);
+        let mut c = lock_core(core);
+        let now = time::now();
+        let last = match read {
+            Ok(0) => {
+                c.conn.handle_eof(now);
+                true
+            }
+            Ok(n) => {
+                c.conn.handle_bytes(now, &buf[..n]);
+                false
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => Input::Failed(e),
+            Err(e) => {
+                c.conn.handle_eof(now);
+                c.error.get_or_insert(e);
+                true
+            }
         };
-        let last = !matches!(input, Input::Bytes(_));
-        if tx.send(input).is_err() || last {
+        let full = c.turn(link);
+        if last {
+            // Messages that came just before the EOF still reach the session.
+            while !c.messages.is_empty() {
+                c.turn(link);
+            }
+            c.over = true;
             return;
+        }
+        drop(c);
+        if full {
+            link.wait_for_room(Duration::from_millis(50));
         }
     }
 }
