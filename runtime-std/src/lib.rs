@@ -71,8 +71,8 @@ pub use websocket::WebSocket;
 pub use sockeye_core::handshake::Request;
 pub use sockeye_core::{
     Close, CloseCode, Config, ConnectionError, DeadLetterReason, Event, HandshakeError, Instant,
-    LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq, SessionConfig,
-    SessionEvent, SessionId, SessionSendError, State, StoreError,
+    LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq, SessionConfig, SessionEvent,
+    SessionId, SessionSendError, State, StoreError,
 };
 
 /// The README's example of driving the core by hand, compiled as a doctest so it stays true.

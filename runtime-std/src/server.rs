@@ -187,7 +187,11 @@ pub(crate) fn spawn_accept_loop(
 
 /// Accepts connections until `stop` is set, calling `on_stream` for each on a thread of
 /// its own. Returns only if the listener fails in a way retrying cannot fix.
-pub(crate) fn accept_loop<F>(listener: &TcpListener, on_stream: Arc<F>, stop: &AtomicBool) -> io::Result<()>
+pub(crate) fn accept_loop<F>(
+    listener: &TcpListener,
+    on_stream: Arc<F>,
+    stop: &AtomicBool,
+) -> io::Result<()>
 where
     F: Fn(TcpStream) + Send + Sync + 'static,
 {

@@ -351,7 +351,9 @@ fn pump(
         };
         let mut s = state.lock().unwrap();
         let (keep, cut) = match s.cuts.front() {
-            Some(&at) if s.forwarded + n as u64 >= at => ((at - s.forwarded.min(at)) as usize, true),
+            Some(&at) if s.forwarded + n as u64 >= at => {
+                ((at - s.forwarded.min(at)) as usize, true)
+            }
             _ => (n, false),
         };
         // Write under the lock so a cut cannot interleave with a write in the other direction.

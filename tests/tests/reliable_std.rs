@@ -62,8 +62,8 @@ fn cut_offsets(seed: u64) -> Vec<u64> {
 }
 
 fn server() -> (ReliableServer, SessionRegistry) {
-    let server = ReliableServer::bind("127.0.0.1:0", test_config(), session_config())
-        .expect("bind");
+    let server =
+        ReliableServer::bind("127.0.0.1:0", test_config(), session_config()).expect("bind");
     let registry = server.registry();
     (server, registry)
 }
@@ -141,7 +141,10 @@ fn server_to_client_survives_twenty_cuts() {
         let sender = std::thread::spawn(move || send_all(&registry, id));
         let mut got = Vec::with_capacity(MESSAGES as usize);
         while (got.len() as u64) < MESSAGES {
-            match client.next_event(Some(Duration::from_millis(100))).expect("next_event") {
+            match client
+                .next_event(Some(Duration::from_millis(100)))
+                .expect("next_event")
+            {
                 Some(SessionEvent::Delivered { payload, .. }) => got.push(payload),
                 Some(SessionEvent::SessionLost { .. }) => panic!("session lost"),
                 Some(_) => {}
@@ -156,7 +159,11 @@ fn server_to_client_survives_twenty_cuts() {
         while registry.unacked_messages(id) != Some(0) && Instant::now() < until {
             let _ = client.next_event(Some(Duration::from_millis(10)));
         }
-        assert_eq!(registry.unacked_messages(id), Some(0), "server still holds messages");
+        assert_eq!(
+            registry.unacked_messages(id),
+            Some(0),
+            "server still holds messages"
+        );
         assert_in_order(&got);
         assert_eq!(proxy.cuts_done(), CUTS, "not every cut happened");
         println!(
@@ -244,7 +251,10 @@ fn examples_deliver_everything_through_a_cutting_proxy() {
         });
         let until = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < until, "reliable_sink did not start listening");
+            assert!(
+                Instant::now() < until,
+                "reliable_sink did not start listening"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // A few cuts spread over the first half of the traffic (at least ~20 bytes a message).
@@ -266,10 +276,21 @@ fn examples_deliver_everything_through_a_cutting_proxy() {
             }
         }
         let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
-        assert_eq!(lines.len(), expected.len(), "sink printed {} lines", lines.len());
+        assert_eq!(
+            lines.len(),
+            expected.len(),
+            "sink printed {} lines",
+            lines.len()
+        );
         assert!(lines == expected, "sink output out of order or duplicated");
-        assert!(sink.line(Duration::from_millis(200)).is_none(), "extra line");
+        assert!(
+            sink.line(Duration::from_millis(200)).is_none(),
+            "extra line"
+        );
         assert_eq!(proxy.cuts_done(), 4, "not every cut happened");
-        println!("{N} messages, {} connections: {stderr}", proxy.connections());
+        println!(
+            "{N} messages, {} connections: {stderr}",
+            proxy.connections()
+        );
     });
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use sockeye_core::session::{RESUME_HEADER, SUBPROTOCOL};
 use sockeye_core::{
-    ClientSession, Config, Event, Instant, Message, Reconnect, ReconnectConfig, Seq,
-    SessionConfig, SessionEvent, SessionId,
+    ClientSession, Config, Event, Instant, Message, Reconnect, ReconnectConfig, Seq, SessionConfig,
+    SessionEvent, SessionId,
 };
 
 use crate::client::{Client, ClientOptions};

@@ -446,7 +446,11 @@ impl ConnCore {
             self.closing = true;
         }
         for envelope in turn.outgoing {
-            if self.conn.send(now, Message::binary(envelope.clone())).is_err() {
+            if self
+                .conn
+                .send(now, Message::binary(envelope.clone()))
+                .is_err()
+            {
                 // The core's queue is full only while chunks wait; move them on.
                 self.drain_conn();
                 let _ = self.conn.send(now, Message::binary(envelope));
@@ -557,7 +561,11 @@ impl ReliableConnection {
         lock_core(&core).turn(&link);
         let reader_done = Arc::new(AtomicBool::new(false));
         let reader = {
-            let (core, link, done) = (Arc::clone(&core), Arc::clone(&link), Arc::clone(&reader_done));
+            let (core, link, done) = (
+                Arc::clone(&core),
+                Arc::clone(&link),
+                Arc::clone(&reader_done),
+            );
             thread::Builder::new()
                 .name("sockeye-reader".into())
                 .spawn(move || {
@@ -731,8 +739,14 @@ mod tests {
 
     #[test]
     fn finds_query_parameters() {
-        assert_eq!(query_param("/x?a=1&sockeye_resume=QQ", "sockeye_resume"), Some("QQ"));
-        assert_eq!(query_param("/x?sockeye_resume=", "sockeye_resume"), Some(""));
+        assert_eq!(
+            query_param("/x?a=1&sockeye_resume=QQ", "sockeye_resume"),
+            Some("QQ")
+        );
+        assert_eq!(
+            query_param("/x?sockeye_resume=", "sockeye_resume"),
+            Some("")
+        );
         assert_eq!(query_param("/x", "sockeye_resume"), None);
         assert_eq!(query_param("/x?a=1", "sockeye_resume"), None);
     }
