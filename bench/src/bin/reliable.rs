@@ -156,12 +156,15 @@ fn reliable_run(size: usize, count: usize) -> Duration {
     let (done_tx, done_rx) = mpsc::channel();
     thread::spawn(move || {
         let mut got = 0;
-        while let Some((_, event)) = registry.next_event(Some(Duration::from_secs(120))) {
-            if matches!(event, SessionEvent::Delivered { .. }) {
-                got += 1;
-                if got == count {
-                    let _ = done_tx.send(Instant::now());
-                    return;
+        let mut events = Vec::with_capacity(1024);
+        while registry.next_events(Some(Duration::from_secs(120)), 1024, &mut events) > 0 {
+            for (_, event) in events.drain(..) {
+                if matches!(event, SessionEvent::Delivered { .. }) {
+                    got += 1;
+                    if got == count {
+                        let _ = done_tx.send(Instant::now());
+                        return;
+                    }
                 }
             }
         }

@@ -38,6 +38,10 @@ use crate::websocket::WebSocket;
 /// Wake-ups that may wait for a connection's timer thread (one is enough).
 const CHANNEL_DEPTH: usize = 1;
 
+/// How often at most the registry drives the timers of disconnected sessions (expiry,
+/// message age); those run in seconds or minutes, so a second late is harmless.
+const STORE_TICK: Duration = Duration::from_secs(1);
+
 /// Events waiting for the application before connection drivers stop reading (their
 /// peers then feel TCP backpressure) until [`SessionRegistry::next_event`] takes some.
 pub const DEFAULT_MAX_PENDING_EVENTS: usize = 64 * 1024;
@@ -54,6 +58,9 @@ struct State {
     entropy: OsEntropy,
     events: VecDeque<(SessionId, SessionEvent)>,
     drivers: HashMap<SessionId, Driver>,
+    /// When `next_events` next drives the store's timers. Asking the store for its next
+    /// deadline walks every session, so it is done at most every [`STORE_TICK`].
+    store_check: Instant,
 }
 
 struct Shared {
@@ -139,6 +146,7 @@ impl SessionRegistry {
                     entropy: OsEntropy::new()?,
                     events: VecDeque::new(),
                     drivers: HashMap::new(),
+                    store_check: time::now(),
                 }),
                 event_ready: Condvar::new(),
                 room: Condvar::new(),
@@ -249,38 +257,50 @@ impl SessionRegistry {
     /// The next event of any session, with the session's id, waiting at most `timeout`
     /// (`None`: until one comes). Also drives the expiry of disconnected sessions.
     pub fn next_event(&self, timeout: Option<Duration>) -> Option<(SessionId, SessionEvent)> {
+        let mut one = Vec::with_capacity(1);
+        self.next_events(timeout, 1, &mut one);
+        one.pop()
+    }
+
+    /// Like [`next_event`](Self::next_event), but appends up to `max` events that are
+    /// ready to `out` at once (one lock, one wake-up), waiting at most `timeout` for the
+    /// first. Returns how many it appended.
+    pub fn next_events(
+        &self,
+        timeout: Option<Duration>,
+        max: usize,
+        out: &mut Vec<(SessionId, SessionEvent)>,
+    ) -> usize {
         let deadline = timeout.map(|t| time::now() + t);
         let mut guard = self.lock();
         loop {
             let now = time::now();
-            if guard.store.poll_timeout().is_some_and(|t| t <= now) {
+            if now >= guard.store_check {
                 guard.store.handle_timeout(now);
                 self.drain_store(&mut guard);
+                let next = now + STORE_TICK;
+                guard.store_check =
+                    earliest(guard.store.poll_timeout(), Some(next)).unwrap_or(next);
             }
-            if let Some(event) = guard.events.pop_front() {
-                if guard.events.len() + 1 >= self.shared.max_pending_events {
+            if !guard.events.is_empty() && max > 0 {
+                let was_full = guard.events.len() >= self.shared.max_pending_events;
+                let n = max.min(guard.events.len());
+                out.extend(guard.events.drain(..n));
+                if was_full {
                     self.shared.room.notify_all();
                 }
-                return Some(event);
+                return n;
             }
             if deadline.is_some_and(|d| now >= d) {
-                return None;
+                return 0;
             }
-            let wake = earliest(guard.store.poll_timeout(), deadline);
-            guard = match wake {
-                Some(at) => {
-                    self.shared
-                        .event_ready
-                        .wait_timeout(guard, time::until(at))
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => self
-                    .shared
-                    .event_ready
-                    .wait(guard)
-                    .unwrap_or_else(|p| p.into_inner()),
-            };
+            let wake = earliest(Some(guard.store_check), deadline).unwrap_or(guard.store_check);
+            guard = self
+                .shared
+                .event_ready
+                .wait_timeout(guard, time::until(wake))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
