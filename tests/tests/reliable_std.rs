@@ -294,3 +294,108 @@ fn examples_deliver_everything_through_a_cutting_proxy() {
         );
     });
 }
+
+#[test]
+fn expired_sessions_dead_letters_reach_the_server_application() {
+    bounded(DEADLINE, || {
+        let mut config = session_config();
+        config.session_expiry = Duration::from_millis(200);
+        let server = ReliableServer::bind("127.0.0.1:0", test_config(), config).unwrap();
+        let registry = server.registry();
+        let url = format!("ws://{}/", server.local_addr().unwrap());
+        let _accepting = server.spawn().unwrap();
+        let client = ReliableClient::connect(&url, client_options()).expect("connect");
+        let id = client.session_id().unwrap();
+        client.close().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while registry.is_connected(id) {
+            assert!(Instant::now() < until, "the server never saw the close");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for text in ["a", "b", "c"] {
+            registry.send(id, Bytes::from(text), true).unwrap();
+        }
+        let mut dead = Vec::new();
+        let mut lost = false;
+        while !lost {
+            match registry.next_event(Some(Duration::from_secs(10))) {
+                Some((
+                    from,
+                    SessionEvent::DeadLetter {
+                        payload,
+                        reason,
+                        possibly_delivered,
+                        ..
+                    },
+                )) => {
+                    assert_eq!(from, id);
+                    assert_eq!(reason, sockeye_std::DeadLetterReason::SessionLost);
+                    assert!(!possibly_delivered, "never transmitted, so certainly lost");
+                    dead.push(payload);
+                }
+                Some((from, SessionEvent::SessionLost { .. })) => {
+                    assert_eq!(from, id);
+                    lost = true;
+                }
+                Some(_) => {}
+                None => panic!("no expiry within 10 s"),
+            }
+        }
+        assert_eq!(
+            dead,
+            ["a", "b", "c"].map(|s| Bytes::from_static(s.as_bytes()))
+        );
+        assert!(matches!(
+            registry.send(id, Bytes::from_static(b"late"), true),
+            Err(Error::UnknownSession)
+        ));
+    });
+}
+
+#[test]
+fn upgrade_answers_400_to_a_malformed_resume_and_1008_to_plain_clients() {
+    use std::io::{Read, Write};
+    bounded(DEADLINE, || {
+        let (server, _registry) = server();
+        let addr = server.local_addr().unwrap();
+        let _accepting = server.spawn().unwrap();
+
+        let mut tcp = TcpStream::connect(addr).unwrap();
+        tcp.write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Protocol: sockeye.v1\r\nSockeye-Resume: not-a-resume\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = tcp.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 400 "), "answered {answer:?}");
+
+        let mut ws = sockeye_std::Client::connect(&format!("ws://{addr}/"), test_config()).unwrap();
+        assert_eq!(ws.recv().unwrap(), None);
+        assert_eq!(
+            ws.close_info().unwrap().code,
+            sockeye_std::CloseCode::POLICY_VIOLATION
+        );
+    });
+}
+
+#[test]
+fn client_gives_up_after_max_attempts() {
+    bounded(DEADLINE, || {
+        // A port nobody listens on.
+        let addr = free_port();
+        let mut options = client_options();
+        options.reconnect.max_attempts = Some(3);
+        let started = Instant::now();
+        match ReliableClient::connect(&format!("ws://{addr}/"), options) {
+            Err(Error::GaveUp { attempts, last }) => {
+                assert_eq!(attempts, 3);
+                assert!(matches!(*last, Error::Io(_)), "last error {last}");
+            }
+            other => panic!("expected GaveUp, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(5));
+    });
+}
