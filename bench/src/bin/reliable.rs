@@ -68,27 +68,38 @@ fn main() {
     );
     println!("\nTHROUGHPUT (client sends, server application receives every message)");
     println!(
-        "  {:>6} {:>9}  {:>12} {:>12}  {:>8}",
-        "size", "messages", "plain msg/s", "rel. msg/s", "rel/plain"
+        "  {:>6} {:>9}  {:>12} {:>12}  {:>9}  {:>16}",
+        "size", "messages", "plain msg/s", "rel. msg/s", "rel/plain", "paired (min-max)"
     );
     for (size, count) in options.messages {
         let mut plain = Vec::new();
         let mut reliable = Vec::new();
+        let mut paired = Vec::new();
         for _ in 0..options.runs {
             // Alternate so that load changes hit both alike.
-            plain.push(count as f64 / plain_run(size, count).as_secs_f64());
-            reliable.push(count as f64 / reliable_run(size, count).as_secs_f64());
+            let p = count as f64 / plain_run(size, count).as_secs_f64();
+            let r = count as f64 / reliable_run(size, count).as_secs_f64();
+            plain.push(p);
+            reliable.push(r);
+            paired.push(100.0 * r / p);
         }
         let (p, r) = (median(&mut plain), median(&mut reliable));
+        let pm = median(&mut paired);
         println!(
-            "  {:>4} B {:>9}  {:>12.0} {:>12.0}  {:>7.1}%",
+            "  {:>4} B {:>9}  {:>12.0} {:>12.0}  {:>8.1}%  {:>5.1}% ({:.0}-{:.0})",
             size,
             count,
             p,
             r,
-            100.0 * r / p
+            100.0 * r / p,
+            pm,
+            paired[0],
+            paired[paired.len() - 1]
         );
     }
+    println!(
+        "  rel/plain: ratio of the medians; paired: median of each run's reliable/plain ratio"
+    );
 
     println!("\nRESUME (cut with {REPLAYED} unacknowledged messages -> reconnected, resumed, all replayed and acknowledged; reconnect delay 0)");
     let mut resumed = Vec::new();
