@@ -32,6 +32,16 @@
 //! (or the passed deadline) to the core, writes whatever the core queued, and returns the
 //! next message. A [`Server`] runs one thread per connection.
 //!
+//! ## Reliable messaging
+//!
+//! [`ReliableClient`] and [`ReliableServer`] (or a [`SessionRegistry`] shared by your own
+//! connection threads) speak the `sockeye.v1` subprotocol: every message reaches the
+//! other application exactly once and in order across dropped connections, or comes back
+//! as a [`SessionEvent::DeadLetter`]. The client reconnects by itself (backoff with
+//! jitter, [`ReconnectConfig`]) and resumes its session; the server keeps sessions in
+//! memory for `SessionConfig::session_expiry`. The protocol is `sockeye_core::session`'s;
+//! these types only carry it.
+//!
 //! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`, so this crate
 //! needs a Unix-like system (see [`OsEntropy`]).
 //!
@@ -40,6 +50,8 @@
 //! ```text
 //! cargo run --release -p sockeye-std --example echo_server -- 127.0.0.1:9001
 //! cargo run -p sockeye-std --example echo_client -- ws://127.0.0.1:9001/ hello world
+//! cargo run --release -p sockeye-std --example reliable_sink -- 127.0.0.1:9002
+//! cargo run --release -p sockeye-std --example reliable_send -- ws://127.0.0.1:9002 10000
 //! AUTOBAHN_URL=ws://127.0.0.1:9001 AUTOBAHN_AGENT=sockeye \
 //!     cargo run --release -p sockeye-std --example autobahn_client
 //! ```

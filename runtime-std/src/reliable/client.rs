@@ -61,7 +61,8 @@ impl Default for ReliableOptions {
 ///
 /// Nothing happens in the background: the client does its I/O inside `send`,
 /// [`next_event`](Self::next_event) and [`wait_acked`](Self::wait_acked), so call
-/// `next_event` whenever the application is idle.
+/// `next_event` whenever the application is idle. Events (one `Acked` per message among
+/// them) wait in the session until `next_event` takes them, so take them regularly.
 ///
 /// ```no_run
 /// use bytes::Bytes;
