@@ -139,8 +139,8 @@ pub use handshake::{
     accept_key, ClientHandshake, ClientRequest, ExtensionOffer, Request, Response, ServerHandshake,
 };
 pub use session::{
-    ClientSession, DeadLetterReason, LostReason, Seq, ServerSession, SessionEvent, SessionId,
-    SessionStore,
+    ClientSession, DeadLetterReason, LostReason, Reconnect, ReconnectConfig, Seq, ServerSession,
+    SessionEvent, SessionId, SessionStore,
 };
 pub use time::Instant;
 

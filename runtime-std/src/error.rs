@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use sockeye_core::{ConnectionError, HandshakeError, SendError};
+use sockeye_core::{ConnectionError, HandshakeError, SendError, SessionSendError, StoreError};
 
 /// Everything that can go wrong while driving a WebSocket over a `TcpStream`.
 #[derive(Debug)]
@@ -21,6 +21,27 @@ pub enum Error {
     /// A URL given to [`Client::connect`](crate::Client::connect) is not a `ws://` URL
     /// this runtime can use.
     InvalidUrl(String),
+    /// The reliable session refused what the application asked to send: `Full` is
+    /// backpressure (retry after an `Acked` or `DeadLetter` event), the others are
+    /// mistakes.
+    Session(SessionSendError),
+    /// A reliable server's session store refused the upgrade (answered 400 or 503).
+    Store(StoreError),
+    /// A reliable server has no live session with this id (it expired, or never existed).
+    UnknownSession,
+    /// The server did not select the `sockeye.v1` subprotocol.
+    NotReliable,
+    /// A reliable client gave up reconnecting after `attempts` attempts in a row
+    /// (`ReconnectConfig::max_attempts`); `last` is why the last one failed.
+    GaveUp {
+        /// Attempts made in a row without establishing the session.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: Box<Error>,
+    },
+    /// [`ReliableClient::connect`](crate::ReliableClient::connect) did not establish a
+    /// session within its `connect_timeout`.
+    Timeout,
 }
 
 impl fmt::Display for Error {
@@ -31,6 +52,14 @@ impl fmt::Display for Error {
             Error::Connection(e) => write!(f, "connection failed: {e}"),
             Error::Send(e) => write!(f, "cannot send: {e}"),
             Error::InvalidUrl(why) => write!(f, "invalid url: {why}"),
+            Error::Session(e) => write!(f, "cannot send: {e}"),
+            Error::Store(e) => write!(f, "upgrade refused: {e}"),
+            Error::UnknownSession => f.write_str("no such session"),
+            Error::NotReliable => f.write_str("server did not select sockeye.v1"),
+            Error::GaveUp { attempts, last } => {
+                write!(f, "gave up reconnecting after {attempts} attempts: {last}")
+            }
+            Error::Timeout => f.write_str("timed out"),
         }
     }
 }
@@ -42,7 +71,12 @@ impl std::error::Error for Error {
             Error::Handshake(e) => Some(e),
             Error::Connection(e) => Some(e),
             Error::Send(e) => Some(e),
-            Error::InvalidUrl(_) => None,
+            Error::Session(e) => Some(e),
+            Error::Store(e) => Some(e),
+            Error::GaveUp { last, .. } => Some(&**last),
+            Error::InvalidUrl(_) | Error::UnknownSession | Error::NotReliable | Error::Timeout => {
+                None
+            }
         }
     }
 }
@@ -68,6 +102,18 @@ impl From<ConnectionError> for Error {
 impl From<SendError> for Error {
     fn from(e: SendError) -> Self {
         Error::Send(e)
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<SessionSendError> for Error {
+    fn from(e: SessionSendError) -> Self {
+        Error::Session(e)
     }
 }
 

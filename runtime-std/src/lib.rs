@@ -32,6 +32,16 @@
 //! (or the passed deadline) to the core, writes whatever the core queued, and returns the
 //! next message. A [`Server`] runs one thread per connection.
 //!
+//! ## Reliable messaging
+//!
+//! [`ReliableClient`] and [`ReliableServer`] (or a [`SessionRegistry`] shared by your own
+//! connection threads) speak the `sockeye.v1` subprotocol: every message reaches the
+//! other application exactly once and in order across dropped connections, or comes back
+//! as a [`SessionEvent::DeadLetter`]. The client reconnects by itself (backoff with
+//! jitter, [`ReconnectConfig`]) and resumes its session; the server keeps sessions in
+//! memory for `SessionConfig::session_expiry`. The protocol is `sockeye_core::session`'s;
+//! these types only carry it.
+//!
 //! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`, so this crate
 //! needs a Unix-like system (see [`OsEntropy`]).
 //!
@@ -40,6 +50,8 @@
 //! ```text
 //! cargo run --release -p sockeye-std --example echo_server -- 127.0.0.1:9001
 //! cargo run -p sockeye-std --example echo_client -- ws://127.0.0.1:9001/ hello world
+//! cargo run --release -p sockeye-std --example reliable_sink -- 127.0.0.1:9002
+//! cargo run --release -p sockeye-std --example reliable_send -- ws://127.0.0.1:9002 10000
 //! AUTOBAHN_URL=ws://127.0.0.1:9001 AUTOBAHN_AGENT=sockeye \
 //!     cargo run --release -p sockeye-std --example autobahn_client
 //! ```
@@ -50,6 +62,7 @@ mod client;
 mod entropy;
 mod error;
 mod journal_file;
+mod reliable;
 mod server;
 mod time;
 mod transport;
@@ -60,6 +73,10 @@ pub use client::{Client, ClientOptions};
 pub use entropy::OsEntropy;
 pub use error::{Error, Result};
 pub use journal_file::JournalFile;
+pub use reliable::{
+    ReliableClient, ReliableConnection, ReliableOptions, ReliableServer, SessionRegistry, Upgrade,
+    DEFAULT_MAX_PENDING_EVENTS,
+};
 pub use server::{Server, ServerHandle};
 pub use time::now;
 pub use url::WsUrl;
@@ -67,8 +84,9 @@ pub use websocket::WebSocket;
 
 pub use sockeye_core::handshake::Request;
 pub use sockeye_core::{
-    Close, CloseCode, Config, ConnectionError, Event, HandshakeError, Message, MessageKind,
-    SendError, State,
+    Close, CloseCode, Config, ConnectionError, DeadLetterReason, Event, HandshakeError, Instant,
+    LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq, SessionConfig, SessionEvent,
+    SessionId, SessionSendError, State, StoreError,
 };
 
 /// The README's example of driving the core by hand, compiled as a doctest so it stays true.

@@ -133,20 +133,15 @@ impl Server {
     where
         F: Fn(WebSocket) + Send + Sync + 'static,
     {
-        let addr = self.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            thread::Builder::new()
-                .name(format!("sockeye-accept-{addr}"))
-                .spawn(move || {
-                    let _ = self.serve_until(Arc::new(handler), &stop);
-                })?
-        };
-        Ok(ServerHandle {
-            addr,
-            stop,
-            thread: Some(thread),
+        let Server {
+            listener,
+            config,
+            policy,
+        } = self;
+        spawn_accept_loop(listener, move |stream| {
+            if let Ok(ws) = handshake(stream, &config, &policy) {
+                handler(ws);
+            }
         })
     }
 
@@ -154,33 +149,71 @@ impl Server {
     where
         F: Fn(WebSocket) + Send + Sync + 'static,
     {
-        let shared = Arc::new((self.config, self.policy));
-        loop {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if is_fatal_accept_error(&e) => return Err(e),
-                Err(_) => {
-                    thread::sleep(ACCEPT_BACKOFF);
-                    continue;
-                }
-            };
-            if stop.load(Ordering::Acquire) {
-                return Ok(());
+        let Server {
+            listener,
+            config,
+            policy,
+        } = self;
+        let on_stream = Arc::new(move |stream| {
+            if let Ok(ws) = handshake(stream, &config, &policy) {
+                handler(ws);
             }
-            let shared = Arc::clone(&shared);
-            let handler = Arc::clone(&handler);
-            let spawned = thread::Builder::new()
-                .name("sockeye-conn".into())
-                .spawn(move || {
-                    let (config, policy) = &*shared;
-                    if let Ok(ws) = handshake(stream, config, policy) {
-                        handler(ws);
-                    }
-                });
-            if spawned.is_err() {
-                // Out of threads: the stream was dropped with the closure, closing it.
+        });
+        accept_loop(&listener, on_stream, stop)
+    }
+}
+
+/// Runs [`accept_loop`] on a background thread; the handle stops it when dropped.
+pub(crate) fn spawn_accept_loop(
+    listener: TcpListener,
+    on_stream: impl Fn(TcpStream) + Send + Sync + 'static,
+) -> io::Result<ServerHandle> {
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = Arc::clone(&stop);
+        thread::Builder::new()
+            .name(format!("sockeye-accept-{addr}"))
+            .spawn(move || {
+                let _ = accept_loop(&listener, Arc::new(on_stream), &stop);
+            })?
+    };
+    Ok(ServerHandle {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Accepts connections until `stop` is set, calling `on_stream` for each on a thread of
+/// its own. Returns only if the listener fails in a way retrying cannot fix.
+pub(crate) fn accept_loop<F>(
+    listener: &TcpListener,
+    on_stream: Arc<F>,
+    stop: &AtomicBool,
+) -> io::Result<()>
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if is_fatal_accept_error(&e) => return Err(e),
+            Err(_) => {
                 thread::sleep(ACCEPT_BACKOFF);
+                continue;
             }
+        };
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let on_stream = Arc::clone(&on_stream);
+        let spawned = thread::Builder::new()
+            .name("sockeye-conn".into())
+            .spawn(move || on_stream(stream));
+        if spawned.is_err() {
+            // Out of threads: the stream was dropped with the closure, closing it.
+            thread::sleep(ACCEPT_BACKOFF);
         }
     }
 }
@@ -196,6 +229,21 @@ fn is_fatal_accept_error(e: &io::Error) -> bool {
 /// Performs the server handshake on `stream`: reads the request under the core's deadline,
 /// applies the policy, and writes the core's answer.
 fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebSocket> {
+    let (mut transport, request) = read_request(stream, config)?;
+    if !(policy.origin)(request.origin()) {
+        let e = HandshakeError::OriginRefused;
+        transport.queue(request.reject(&e));
+        return Err(refuse(transport, e, config));
+    }
+    let protocol = (policy.protocol)(&request);
+    let path = request.path().to_string();
+    let conn = request.accept(time::now(), protocol.as_deref(), config.clone());
+    WebSocket::new(conn, transport, config.close_timeout, Some(path), protocol)
+}
+
+/// Reads an upgrade request from `stream` under the core's deadline. A bad request is
+/// answered with its HTTP error (and the stream closed) before the error is returned.
+pub(crate) fn read_request(stream: TcpStream, config: &Config) -> Result<(Transport, Request)> {
     let mut transport = Transport::new(stream, write_timeout(config))?;
     let mut handshake = ServerHandshake::new(config, time::now());
     let outcome = loop {
@@ -210,31 +258,22 @@ fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebS
             Err(e) => break Err(e),
         }
     };
-    let request = match outcome {
-        Ok(request) => request,
-        Err(HandshakeError::UnexpectedEof) => return Err(HandshakeError::UnexpectedEof.into()),
+    match outcome {
+        Ok(request) => Ok((transport, request)),
+        Err(HandshakeError::UnexpectedEof) => Err(HandshakeError::UnexpectedEof.into()),
         Err(e) => {
             transport.queue(e.response());
-            return Err(refuse(transport, e, config));
+            Err(refuse(transport, e, config))
         }
-    };
-    if !(policy.origin)(request.origin()) {
-        let e = HandshakeError::OriginRefused;
-        transport.queue(request.reject(&e));
-        return Err(refuse(transport, e, config));
     }
-    let protocol = (policy.protocol)(&request);
-    let path = request.path().to_string();
-    let conn = request.accept(time::now(), protocol.as_deref(), config.clone());
-    WebSocket::new(conn, transport, config.close_timeout, Some(path), protocol)
 }
 
 /// Writes an HTTP error response already queued, closes the stream, and returns `e`.
-fn refuse(mut transport: Transport, e: HandshakeError, config: &Config) -> Error {
+pub(crate) fn refuse(mut transport: Transport, e: impl Into<Error>, config: &Config) -> Error {
     if transport.flush().is_ok() {
         transport.shutdown(config.close_timeout);
     }
-    Error::Handshake(e)
+    e.into()
 }
 
 /// A server running on a background thread (see [`Server::spawn`]); dropping it stops the

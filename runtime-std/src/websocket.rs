@@ -12,7 +12,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockeye_core::{Close, CloseCode, Connection, Event, Message, MessageKind, SendError, State};
+use sockeye_core::{
+    Close, CloseCode, Connection, Event, Instant, Message, MessageKind, SendError, State,
+};
 
 use crate::error::{Error, Result};
 use crate::time;
@@ -100,6 +102,13 @@ impl WebSocket {
     /// close. [`Event::Closed`] is returned once the transport is shut down; after it,
     /// `Ok(None)` forever.
     pub fn recv_event(&mut self) -> Result<Option<Event>> {
+        self.recv_event_until(None)
+    }
+
+    /// Like [`recv_event`](Self::recv_event), but returns `Ok(None)` as soon as
+    /// `deadline` passes with no event (or once the connection is over). The core's own
+    /// timers still fire while waiting.
+    pub fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
         loop {
             match self.events.pop_front() {
                 Some(Event::Closed(close)) => {
@@ -108,7 +117,7 @@ impl WebSocket {
                     // Errors here cannot change how the connection ended; the core bounds
                     // this wait by `close_timeout`.
                     while !self.done {
-                        let _ = self.step();
+                        let _ = self.step(None);
                     }
                     self.close = Some(close.clone());
                     return Ok(Some(Event::Closed(close)));
@@ -124,7 +133,10 @@ impl WebSocket {
                     // Let the core act on frames it already holds before reading more.
                     self.drain_and_flush()?;
                     if self.events.is_empty() {
-                        self.step()?;
+                        if deadline.is_some_and(|d| time::now() >= d) {
+                            return Ok(None);
+                        }
+                        self.step(deadline)?;
                     }
                 }
             }
@@ -223,9 +235,20 @@ impl WebSocket {
         self.transport.stream()
     }
 
-    /// Feeds the core one input (bytes, EOF, or a passed deadline), then drains it.
-    fn step(&mut self) -> Result<()> {
-        let result = match self.transport.read(self.conn.poll_timeout()) {
+    /// The transport is shut down and every event has been returned: nothing more will
+    /// happen on this connection.
+    pub(crate) fn is_over(&self) -> bool {
+        self.done && self.events.is_empty()
+    }
+
+    /// Feeds the core one input (bytes, EOF, or a passed deadline), then drains it. The
+    /// read waits at most until the core's next deadline or `until`, whichever is first.
+    fn step(&mut self, until: Option<Instant>) -> Result<()> {
+        let deadline = match (self.conn.poll_timeout(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let result = match self.transport.read(deadline) {
             Ok(Input::Bytes(data)) => {
                 self.conn.handle_bytes(time::now(), data);
                 Ok(())

@@ -249,3 +249,141 @@ pub fn echo(ws: &mut WebSocket, message: Message) {
         got.as_ref().map(|m| m.payload().len()),
     );
 }
+
+/// A TCP proxy on `127.0.0.1` that forwards to `upstream` and cuts the connection it
+/// is carrying once the bytes it forwarded (both directions together, over every
+/// connection) reach each of the given offsets: both sockets are shut down, possibly in
+/// the middle of a frame, so both ends see the connection die with bytes in flight
+/// lost. New connections are accepted and forwarded as before.
+#[derive(Debug)]
+pub struct CuttingProxy {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<ProxyState>>,
+}
+
+#[derive(Debug, Default)]
+struct ProxyState {
+    forwarded: u64,
+    /// Offsets still to cut at, ascending.
+    cuts: std::collections::VecDeque<u64>,
+    cuts_done: usize,
+    connections: usize,
+    /// Sockets of the connections forwarded so far; a cut shuts down all of them.
+    sockets: Vec<std::net::TcpStream>,
+}
+
+impl CuttingProxy {
+    /// Starts forwarding to `upstream`, cutting at the byte offsets `cuts` (any order).
+    pub fn start(upstream: std::net::SocketAddr, cuts: Vec<u64>) -> CuttingProxy {
+        use std::net::TcpListener;
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let mut cuts = cuts;
+        cuts.sort_unstable();
+        let state = Arc::new(Mutex::new(ProxyState {
+            cuts: cuts.into(),
+            ..ProxyState::default()
+        }));
+        let shared = Arc::clone(&state);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                {
+                    let mut s = shared.lock().unwrap();
+                    s.connections += 1;
+                    s.sockets.retain(|sock| sock.peer_addr().is_ok());
+                    s.sockets.push(client.try_clone().unwrap());
+                    s.sockets.push(server.try_clone().unwrap());
+                }
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let shared = Arc::clone(&shared);
+                    thread::spawn(move || pump(from, to, &shared));
+                }
+            }
+        });
+        CuttingProxy { addr, state }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Cuts made so far.
+    pub fn cuts_done(&self) -> usize {
+        self.state.lock().unwrap().cuts_done
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
+    }
+
+    /// Bytes forwarded so far, both directions.
+    pub fn forwarded(&self) -> u64 {
+        self.state.lock().unwrap().forwarded
+    }
+}
+
+/// Copies `from` → `to`, cutting every connection when the shared count reaches the
+/// next cut offset.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    state: &std::sync::Mutex<ProxyState>,
+) {
+    use std::io::Write;
+    use std::net::Shutdown;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut s = state.lock().unwrap();
+        let (keep, cut) = match s.cuts.front() {
+            Some(&at) if s.forwarded + n as u64 >= at => {
+                ((at - s.forwarded.min(at)) as usize, true)
+            }
+            _ => (n, false),
+        };
+        // Write under the lock so a cut cannot interleave with a write in the other direction.
+        if to.write_all(&buf[..keep]).is_err() {
+            break;
+        }
+        s.forwarded += keep as u64;
+        if cut {
+            s.cuts.pop_front();
+            s.cuts_done += 1;
+            for sock in s.sockets.drain(..) {
+                let _ = sock.shutdown(Shutdown::Both);
+            }
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// Seeded randomness for tests: `SOCKEYE_SEED` if set, else a fresh seed from the
+/// clock. The test prints it so a failure can be replayed.
+pub fn test_seed() -> u64 {
+    std::env::var("SOCKEYE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        })
+}

@@ -31,7 +31,7 @@ use alloc::string::String;
 use bytes::Bytes;
 use core::fmt::Write as _;
 
-use crate::error::HandshakeError;
+use crate::error::{HandshakeError, StoreError};
 
 pub use accept_key::accept_key;
 pub use client::{ClientHandshake, ClientRequest};
@@ -66,24 +66,39 @@ impl HandshakeError {
     ///
     /// Allocates the response (a few hundred bytes).
     pub fn response(&self) -> Bytes {
-        let status = self.status();
-        let mut body = String::new();
-        let _ = writeln!(body, "{self}");
-        let mut out = String::with_capacity(200 + body.len());
-        let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
-        if status == 405 {
-            out.push_str("Allow: GET\r\n");
-        }
-        if status == 426 {
-            out.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
-        }
-        let _ = write!(
-            out,
-            "Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        Bytes::from(out)
+        error_response(self.status(), self)
     }
+}
+
+impl StoreError {
+    /// The HTTP response a server writes before closing the transport when its
+    /// [`SessionStore`](crate::SessionStore) cannot take the upgrade: 400 for a malformed
+    /// `Sockeye-Resume`, 503 when `max_sessions` sessions are live (`docs/PROTOCOL.md` §1),
+    /// with `Connection: close` and a one-line plain-text reason.
+    pub fn response(&self) -> Bytes {
+        error_response(self.status(), self)
+    }
+}
+
+/// An HTTP error response: `status`, the headers its status requires, and `reason` as a
+/// one-line plain-text body.
+fn error_response(status: u16, reason: &dyn core::fmt::Display) -> Bytes {
+    let mut body = String::new();
+    let _ = writeln!(body, "{reason}");
+    let mut out = String::with_capacity(200 + body.len());
+    let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+    if status == 405 {
+        out.push_str("Allow: GET\r\n");
+    }
+    if status == 426 {
+        out.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+    }
+    let _ = write!(
+        out,
+        "Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -113,6 +128,15 @@ mod tests {
         let response = text(&HandshakeError::NotWebSocketUpgrade);
         assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
         assert!(response.contains("\r\nUpgrade: websocket\r\n"));
+    }
+
+    #[test]
+    fn store_errors_answer_400_and_503() {
+        let full = String::from_utf8(StoreError::Full.response().to_vec()).unwrap();
+        assert!(full.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(full.ends_with("\r\n\r\ntoo many sessions\n"));
+        let bad = StoreError::MalformedResume(crate::EnvelopeError::Truncated).response();
+        assert!(bad.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
     }
 
     #[test]

@@ -75,10 +75,12 @@
 //!
 //! Modules: [`envelope`] (codec), [`send_window`] (unacked messages, RTO, dead letters),
 //! [`receive`] (dedup, in-order delivery, delayed acks), [`token`] (ids and secrets),
+//! [`reconnect`] (a client's backoff with jitter between connection attempts),
 //! `resume` (what each side does on connect), [`store`] (the server's sessions).
 
 pub mod envelope;
 pub mod receive;
+pub mod reconnect;
 mod restore;
 mod resume;
 pub mod send_window;
@@ -100,6 +102,7 @@ use envelope::{Data, Envelope};
 use receive::Receiver;
 use send_window::{SendWindow, TimeoutOutcome};
 
+pub use reconnect::{Reconnect, ReconnectConfig};
 pub use store::SessionStore;
 pub use token::{SessionId, SessionToken};
 

@@ -1,0 +1,385 @@
+//! [`ReliableClient`]: a [`ClientSession`] carried over WebSocket connections that it
+//! opens, loses and reopens by itself.
+//!
+//! The driver is single-threaded: all work happens inside [`ReliableClient::send`],
+//! [`ReliableClient::next_event`] and [`ReliableClient::wait_acked`], on the caller's
+//! thread. Every decision (what to resend, when an ack is due, when the peer is
+//! unresponsive, how long to wait before reconnecting) is the core's
+//! ([`ClientSession`], [`Reconnect`]); this file only moves bytes and reads the clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use sockeye_core::session::{RESUME_HEADER, SUBPROTOCOL};
+use sockeye_core::{
+    ClientSession, Config, Event, Instant, Message, Reconnect, ReconnectConfig, Seq, SessionConfig,
+    SessionEvent, SessionId,
+};
+
+use crate::client::{Client, ClientOptions};
+use crate::entropy::OsEntropy;
+use crate::error::{Error, Result};
+use crate::time;
+use crate::url::WsUrl;
+use crate::websocket::WebSocket;
+
+/// How a [`ReliableClient`] connects, and the limits of its session.
+#[derive(Clone, Debug)]
+pub struct ReliableOptions {
+    /// Limits and timings of each WebSocket connection (handshake timeout, keepalive…).
+    pub config: Config,
+    /// The session's window, acks, retransmission and age limits.
+    pub session: SessionConfig,
+    /// How long to wait between connection attempts.
+    pub reconnect: ReconnectConfig,
+    /// How long [`ReliableClient::connect`] tries to establish the first session.
+    pub connect_timeout: Duration,
+    /// Extra header fields for every upgrade request, such as
+    /// `("Sockeye-Token", "<user token>")`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Default for ReliableOptions {
+    fn default() -> Self {
+        ReliableOptions {
+            config: Config::default(),
+            session: SessionConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// A reliable (`sockeye.v1`) client that reconnects and resumes by itself.
+///
+/// A message handed to [`send`](Self::send) reaches the server's application exactly once
+/// and in order, across dropped connections, or comes back as a
+/// [`SessionEvent::DeadLetter`]. After any drop the client waits (exponential backoff
+/// with jitter, [`ReconnectConfig`]), reconnects with its session's RESUME in the
+/// `Sockeye-Resume` header, and both sides resend what the other lacks.
+///
+/// Nothing happens in the background: the client does its I/O inside `send`,
+/// [`next_event`](Self::next_event) and [`wait_acked`](Self::wait_acked), so call
+/// `next_event` whenever the application is idle. Events (one `Acked` per message among
+/// them) wait in the session until `next_event` takes them, so take them regularly.
+///
+/// ```no_run
+/// use bytes::Bytes;
+/// use sockeye_std::{Error, ReliableClient, ReliableOptions, SessionEvent, SessionSendError};
+/// use std::time::Duration;
+///
+/// let mut client = ReliableClient::connect("ws://127.0.0.1:9001/", ReliableOptions::default())?;
+/// let mut next = 0;
+/// while next < 100 {
+///     match client.send(Bytes::from(next.to_string()), true) {
+///         Ok(_) => next += 1,
+///         // The window is full: drive the connection until acks make room.
+///         Err(Error::Session(SessionSendError::Full)) => {
+///             client.next_event(Some(Duration::from_millis(10)))?;
+///         }
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// client.wait_acked(Some(Duration::from_secs(30)))?;
+/// while let Some(event) = client.next_event(Some(Duration::ZERO))? {
+///     if let SessionEvent::DeadLetter { seq, reason, .. } = event {
+///         eprintln!("{seq} was not delivered: {reason}");
+///     }
+/// }
+/// # Ok::<(), Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ReliableClient {
+    url: String,
+    options: ReliableOptions,
+    session: ClientSession,
+    ws: Option<WebSocket>,
+    reconnect: Reconnect,
+    entropy: OsEntropy,
+    /// The reconnect policy already knows the current connection established the session.
+    established_noted: bool,
+    /// Why the last attempt failed, for [`Error::GaveUp`].
+    last_error: Option<Error>,
+    /// Connections opened so far.
+    connections: u64,
+}
+
+impl ReliableClient {
+    /// A client for `url` (`ws://host[:port][/path][?query]`) that has not connected yet:
+    /// it connects at the first [`send`](Self::send), [`next_event`](Self::next_event) or
+    /// [`wait_acked`](Self::wait_acked). Fails only for an unusable URL or no entropy.
+    pub fn new(url: &str, options: ReliableOptions) -> Result<Self> {
+        WsUrl::parse(url)?;
+        Ok(ReliableClient {
+            url: url.to_string(),
+            session: ClientSession::new(options.session.clone(), time::now()),
+            reconnect: Reconnect::new(options.reconnect.clone()),
+            options,
+            ws: None,
+            entropy: OsEntropy::new()?,
+            established_noted: false,
+            last_error: None,
+            connections: 0,
+        })
+    }
+
+    /// Connects to `url` and waits until the server has established the session
+    /// (retrying per `options.reconnect`), at most `options.connect_timeout`
+    /// ([`Error::Timeout`]). The `Established` event is still there for
+    /// [`next_event`](Self::next_event).
+    pub fn connect(url: &str, options: ReliableOptions) -> Result<Self> {
+        let deadline = time::now() + options.connect_timeout;
+        let mut client = ReliableClient::new(url, options)?;
+        while !client.session.is_established() {
+            if time::now() >= deadline {
+                return Err(Error::Timeout);
+            }
+            client.pump(Some(deadline))?;
+        }
+        Ok(client)
+    }
+
+    /// Queues a message for the server and writes it if connected. Returns its sequence
+    /// number; its fate comes later as [`SessionEvent::Acked`] or
+    /// [`SessionEvent::DeadLetter`].
+    ///
+    /// [`Error::Session`]`(`[`SessionSendError::Full`](sockeye_core::SessionSendError::Full)`)`
+    /// is backpressure: the window holds as many unacknowledged messages (or bytes) as
+    /// it may; call [`next_event`](Self::next_event) to let acks arrive, then retry.
+    /// Nothing is queued beyond the window.
+    pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
+        let seq = self.session.send(time::now(), payload, is_text)?;
+        self.write_outgoing();
+        Ok(seq)
+    }
+
+    /// The next session event, driving the connection (reading, writing, timers,
+    /// reconnecting) while it waits. Waits at most `timeout` (`None`: until an event);
+    /// `Ok(None)` when the time is up.
+    ///
+    /// Errors: [`Error::GaveUp`] once reconnecting gave up
+    /// ([`ReconnectConfig::max_attempts`]), [`Error::NotReliable`] if the server does
+    /// not speak `sockeye.v1`. Connection failures are not errors: the client reconnects.
+    pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<SessionEvent>> {
+        let deadline = timeout.map(|t| time::now() + t);
+        loop {
+            if let Some(event) = self.session.poll_event() {
+                return Ok(Some(event));
+            }
+            if deadline.is_some_and(|d| time::now() >= d) {
+                return Ok(None);
+            }
+            self.pump(deadline)?;
+        }
+    }
+
+    /// Drives the connection until every message sent so far is acknowledged or
+    /// dead-lettered (`true`), or `timeout` passes (`false`). Events that arrive
+    /// meanwhile wait for [`next_event`](Self::next_event).
+    pub fn wait_acked(&mut self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| time::now() + t);
+        loop {
+            if self.session.unacked_messages() == 0 {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| time::now() >= d) {
+                return Ok(false);
+            }
+            self.pump(deadline)?;
+        }
+    }
+
+    /// Closes the current connection with a normal closure. The session itself ends
+    /// with the client: the server keeps it until it expires.
+    pub fn close(mut self) -> Result<()> {
+        self.write_outgoing();
+        if let Some(mut ws) = self.ws.take() {
+            ws.close(sockeye_core::CloseCode::NORMAL, "bye")?;
+            let deadline = time::now() + self.options.config.close_timeout;
+            while let Ok(Some(event)) = ws.recv_event_until(Some(deadline)) {
+                if matches!(event, Event::Closed(_)) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The session in force, once the server named one.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.session.session_id()
+    }
+
+    /// Connected and past the server's WELCOME.
+    pub fn is_established(&self) -> bool {
+        self.session.is_established()
+    }
+
+    /// Messages sent and not yet acknowledged (or dead-lettered).
+    pub fn unacked_messages(&self) -> usize {
+        self.session.unacked_messages()
+    }
+
+    /// WebSocket connections opened so far (1 + reconnects).
+    pub fn connections(&self) -> u64 {
+        self.connections
+    }
+
+    /// The session itself, to look at it.
+    pub fn session(&self) -> &ClientSession {
+        &self.session
+    }
+
+    /// The current WebSocket, if connected (for addresses and socket options; reading
+    /// or writing it directly would corrupt the session).
+    pub fn websocket(&self) -> Option<&WebSocket> {
+        self.ws.as_ref()
+    }
+
+    /// One round of work, waiting at most until `deadline`: connect if due, write what
+    /// the session queued, read one event or wait for the session's next deadline,
+    /// fire due timers.
+    fn pump(&mut self, deadline: Option<Instant>) -> Result<()> {
+        if self.ws.is_none() {
+            return self.pump_disconnected(deadline);
+        }
+        self.write_outgoing();
+        let Some(ws) = self.ws.as_mut() else {
+            return Ok(());
+        };
+        if let Some(code) = self.session.wants_disconnect() {
+            let _ = ws.close(code, "");
+            self.disconnected();
+            return Ok(());
+        }
+        let wait = earliest(self.session.poll_timeout(), deadline);
+        match ws.recv_event_until(wait) {
+            Ok(Some(Event::Message(message))) => {
+                self.session
+                    .handle_message(time::now(), message.into_payload());
+            }
+            Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => self.session.on_rtt_sample(rtt),
+            Ok(Some(Event::Closed(_))) => self.disconnected(),
+            Ok(Some(_)) => {}
+            Ok(None) if ws.is_over() => self.disconnected(),
+            Ok(None) => {}
+            Err(e) => {
+                self.last_error = Some(e);
+                self.disconnected();
+            }
+        }
+        self.fire_timers();
+        if self.session.is_established() && !self.established_noted {
+            self.established_noted = true;
+            self.reconnect.on_established();
+        }
+        self.write_outgoing();
+        Ok(())
+    }
+
+    /// No connection: connect if the policy says it is time, else sleep until then (or
+    /// the session's next deadline, or `deadline`).
+    fn pump_disconnected(&mut self, deadline: Option<Instant>) -> Result<()> {
+        let now = time::now();
+        if self.connections == 0 && self.reconnect.poll_timeout().is_none() {
+            return self.attempt();
+        }
+        if self.reconnect.is_due(now) {
+            return self.attempt();
+        }
+        let Some(at) = self.reconnect.poll_timeout() else {
+            let attempts = self.reconnect.failures();
+            let last = self.last_error.take().unwrap_or(Error::Timeout);
+            return Err(Error::GaveUp {
+                attempts,
+                last: Box::new(last),
+            });
+        };
+        let wake = earliest(Some(at), earliest(self.session.poll_timeout(), deadline));
+        if let Some(wake) = wake {
+            std::thread::sleep(wake.saturating_duration_since(now));
+        }
+        self.fire_timers();
+        Ok(())
+    }
+
+    /// One connection attempt, offering `sockeye.v1` and the session's RESUME.
+    fn attempt(&mut self) -> Result<()> {
+        self.reconnect.on_attempt();
+        self.connections += 1;
+        let resume = self.session.resume_header_value();
+        let mut headers: Vec<(&str, &str)> = self
+            .options
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        if let Some(resume) = &resume {
+            headers.push((RESUME_HEADER, resume));
+        }
+        let options = ClientOptions {
+            protocols: &[SUBPROTOCOL],
+            origin: None,
+            headers: &headers,
+        };
+        match Client::connect_with(&self.url, self.options.config.clone(), options) {
+            Ok(ws) if ws.protocol() == Some(SUBPROTOCOL) => {
+                self.session.on_connected(time::now());
+                self.established_noted = false;
+                self.ws = Some(ws);
+                Ok(())
+            }
+            Ok(_) => Err(Error::NotReliable),
+            Err(e) => {
+                self.last_error = Some(e);
+                self.schedule_reconnect();
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes every envelope the session has for the current connection. A failed
+    /// write ends the connection; the messages stay in the window for the next one.
+    fn write_outgoing(&mut self) {
+        let Some(ws) = self.ws.as_mut() else {
+            return;
+        };
+        while let Some(envelope) = self.session.poll_outgoing() {
+            if let Err(e) = ws.send(Message::binary(envelope)) {
+                self.last_error = Some(e);
+                self.disconnected();
+                return;
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = time::now();
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+        }
+    }
+
+    /// The connection is gone: tell the session and schedule the next attempt.
+    fn disconnected(&mut self) {
+        self.ws = None;
+        self.session.on_disconnected(time::now());
+        self.schedule_reconnect();
+    }
+
+    fn schedule_reconnect(&mut self) {
+        // `None` (gave up) is reported by the next `pump_disconnected`.
+        let _ = self
+            .reconnect
+            .on_disconnected(time::now(), &mut self.entropy);
+    }
+}
+
+/// The earlier of two optional deadlines.
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,773 @@
+//! The reliable server side: a [`SessionRegistry`] shared by every connection thread,
+//! the upgrade that attaches a session ([`SessionRegistry::upgrade`]), and the
+//! per-connection driver ([`ReliableConnection::run`]).
+//!
+//! Each reliable connection has two threads that share its state behind a mutex: a
+//! reader that blocks on the socket and handles each read at once (feeding the session,
+//! writing acks and replies), and a timer thread ([`ReliableConnection::run`]'s caller)
+//! that sleeps until the next deadline or until woken. The application wakes it when it
+//! queues a message for the session from another thread ([`SessionRegistry::send`]), so
+//! a push goes out at once without polling. Sessions live in one [`SessionStore`]
+//! behind the registry's mutex; a connection holds that only to feed and drain its
+//! session, never while it writes.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sockeye_core::session::{RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
+use sockeye_core::{
+    CloseCode, Config, Connection, Event, Instant, Message, Seq, SessionConfig, SessionEvent,
+    SessionId, SessionStore,
+};
+
+use super::client::earliest;
+use crate::entropy::OsEntropy;
+use crate::error::{Error, Result};
+use crate::server::{read_request, refuse, spawn_accept_loop, ServerHandle};
+use crate::time;
+use crate::transport::{Transport, READ_BUF_BYTES};
+use crate::websocket::WebSocket;
+
+/// Wake-ups that may wait for a connection's timer thread (one is enough).
+const CHANNEL_DEPTH: usize = 1;
+
+/// How often at most the registry drives the timers of disconnected sessions (expiry,
+/// message age); those run in seconds or minutes, so a second late is harmless.
+const STORE_TICK: Duration = Duration::from_secs(1);
+
+/// Events waiting for the application before connection drivers stop reading (their
+/// peers then feel TCP backpressure) until [`SessionRegistry::next_event`] takes some.
+pub const DEFAULT_MAX_PENDING_EVENTS: usize = 64 * 1024;
+
+/// A connection driver that owns a session now.
+struct Driver {
+    epoch: u64,
+    /// Wakes the connection's timer thread to carry what the application queued.
+    wake: SyncSender<()>,
+}
+
+struct State {
+    store: SessionStore,
+    entropy: OsEntropy,
+    events: VecDeque<(SessionId, SessionEvent)>,
+    drivers: HashMap<SessionId, Driver>,
+    /// When `next_events` next drives the store's timers. Asking the store for its next
+    /// deadline walks every session, so it is done at most every [`STORE_TICK`].
+    store_check: Instant,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when events are queued for the application.
+    event_ready: Condvar,
+    /// Signalled when the application took events.
+    room: Condvar,
+    max_pending_events: usize,
+}
+
+/// The server's reliable sessions, shared by every connection thread and the
+/// application (clone it freely: clones share one store).
+///
+/// - Connection threads call [`upgrade`](Self::upgrade) with each accepted stream, then
+///   [`ReliableConnection::run`] on the result.
+/// - The application takes [`SessionEvent`]s (deliveries, acks, dead letters, sessions
+///   established, resumed and lost) from [`next_event`](Self::next_event), tagged with
+///   their session, and queues messages with [`send`](Self::send), connected or not.
+///
+/// Sessions are kept in memory for `SessionConfig::session_expiry` after their
+/// connection drops. `next_event` also drives that expiry: an expired session's
+/// unacknowledged messages come out of it as dead letters, so keep calling it (or call
+/// [`handle_timeouts`](Self::handle_timeouts) from a thread of your own).
+#[derive(Clone)]
+pub struct SessionRegistry {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRegistry").finish_non_exhaustive()
+    }
+}
+
+/// What an upgrade produced: a reliable connection, or a plain WebSocket for a client
+/// that did not offer `sockeye.v1` (the plain JSON mode of `docs/PROTOCOL.md` §10 is
+/// the application's business).
+#[derive(Debug)]
+pub enum Upgrade {
+    /// `sockeye.v1` was selected and a session attached; drive it with
+    /// [`ReliableConnection::run`].
+    Reliable(ReliableConnection),
+    /// The client did not offer `sockeye.v1`.
+    Plain(WebSocket),
+}
+
+/// One `sockeye.v1` connection with its session attached, ready to be driven.
+pub struct ReliableConnection {
+    registry: SessionRegistry,
+    id: SessionId,
+    epoch: u64,
+    conn: Connection,
+    transport: Transport,
+    rx: Receiver<()>,
+    wake: SyncSender<()>,
+    close_timeout: Duration,
+    path: String,
+}
+
+impl std::fmt::Debug for ReliableConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReliableConnection")
+            .field("session", &self.id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionRegistry {
+    /// An empty registry whose sessions follow `config`.
+    pub fn new(config: SessionConfig) -> io::Result<Self> {
+        SessionRegistry::with_event_limit(config, DEFAULT_MAX_PENDING_EVENTS)
+    }
+
+    /// Like [`new`](Self::new), with at most `max_pending_events` events waiting for
+    /// the application before connections stop reading.
+    pub fn with_event_limit(config: SessionConfig, max_pending_events: usize) -> io::Result<Self> {
+        Ok(SessionRegistry {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    store: SessionStore::new(config, time::now()),
+                    entropy: OsEntropy::new()?,
+                    events: VecDeque::new(),
+                    drivers: HashMap::new(),
+                    store_check: time::now(),
+                }),
+                event_ready: Condvar::new(),
+                room: Condvar::new(),
+                max_pending_events: max_pending_events.max(1),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the store as consistent as the core
+        // left it; keep serving rather than poisoning every connection.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Performs the server handshake on `stream`. If the client offers `sockeye.v1`,
+    /// selects it and attaches a session ([`SessionStore::accept`] with the
+    /// `Sockeye-Resume` header or `sockeye_resume` query value): a malformed value is
+    /// answered 400 and a full store 503 ([`Error::Store`]). The 101 and then the
+    /// session's WELCOME are the first things [`ReliableConnection::run`] writes.
+    pub fn upgrade(&self, stream: TcpStream, config: &Config) -> Result<Upgrade> {
+        let (mut transport, request) = read_request(stream, config)?;
+        let path = request.path().to_string();
+        if !request.protocols().any(|p| p == SUBPROTOCOL) {
+            let conn = request.accept(time::now(), None, config.clone());
+            let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
+            return Ok(Upgrade::Plain(ws));
+        }
+        let resume: Option<Vec<u8>> = request
+            .header(RESUME_HEADER)
+            .map(<[u8]>::to_vec)
+            .or_else(|| query_param(&path, RESUME_QUERY).map(|v| v.as_bytes().to_vec()));
+        let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
+        let attached = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let now = time::now();
+            let accepted = state
+                .store
+                .accept(now, resume.as_deref(), &mut state.entropy);
+            let drained = self.drain_store(state);
+            accepted.map(|id| {
+                let epoch = state.store.get(id).map_or(0, |s| s.epoch());
+                state.drivers.insert(
+                    id,
+                    Driver {
+                        epoch,
+                        wake: tx.clone(),
+                    },
+                );
+                (id, epoch, drained)
+            })
+        };
+        let (id, epoch) = match attached {
+            Ok((id, epoch, drained)) => {
+                if drained {
+                    self.shared.event_ready.notify_all();
+                }
+                (id, epoch)
+            }
+            Err(e) => {
+                transport.queue(e.response());
+                return Err(refuse(transport, e, config));
+            }
+        };
+        let conn = request.accept(time::now(), Some(SUBPROTOCOL), config.clone());
+        Ok(Upgrade::Reliable(ReliableConnection {
+            registry: self.clone(),
+            id,
+            epoch,
+            conn,
+            transport,
+            rx,
+            wake: tx,
+            close_timeout: config.close_timeout,
+            path,
+        }))
+    }
+
+    /// Moves the store's own events (expiry, dead letters of detached sessions) to the
+    /// application's queue. Returns whether any moved.
+    fn drain_store(&self, state: &mut State) -> bool {
+        let mut any = false;
+        while let Some(event) = state.store.poll_event() {
+            state.events.push_back(event);
+            any = true;
+        }
+        any
+    }
+
+    /// Queues a message for session `id`, connected or not, and wakes its connection.
+    /// Returns its sequence number; [`Error::Session`] with `Full` is backpressure, and
+    /// [`Error::UnknownSession`] means the session is gone (its messages came back as
+    /// dead letters when it expired).
+    pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
+        let state = &mut *self.lock();
+        let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
+        let seq = session.send(time::now(), payload, is_text)?;
+        if let Some(driver) = state.drivers.get(&id) {
+            // A full channel means the driver has input to wake it anyway.
+            let _ = driver.wake.try_send(());
+        }
+        Ok(seq)
+    }
+
+    /// The next event of any session, with the session's id, waiting at most `timeout`
+    /// (`None`: until one comes). Also drives the expiry of disconnected sessions.
+    pub fn next_event(&self, timeout: Option<Duration>) -> Option<(SessionId, SessionEvent)> {
+        let mut one = Vec::with_capacity(1);
+        self.next_events(timeout, 1, &mut one);
+        one.pop()
+    }
+
+    /// Like [`next_event`](Self::next_event), but appends up to `max` events that are
+    /// ready to `out` at once (one lock, one wake-up), waiting at most `timeout` for the
+    /// first. Returns how many it appended.
+    pub fn next_events(
+        &self,
+        timeout: Option<Duration>,
+        max: usize,
+        out: &mut Vec<(SessionId, SessionEvent)>,
+    ) -> usize {
+        let deadline = timeout.map(|t| time::now() + t);
+        let mut guard = self.lock();
+        loop {
+            let now = time::now();
+            if now >= guard.store_check {
+                guard.store.handle_timeout(now);
+                self.drain_store(&mut guard);
+                let next = now + STORE_TICK;
+                guard.store_check =
+                    earliest(guard.store.poll_timeout(), Some(next)).unwrap_or(next);
+            }
+            if !guard.events.is_empty() && max > 0 {
+                let was_full = guard.events.len() >= self.shared.max_pending_events;
+                let n = max.min(guard.events.len());
+                out.extend(guard.events.drain(..n));
+                if was_full {
+                    self.shared.room.notify_all();
+                }
+                return n;
+            }
+            if deadline.is_some_and(|d| now >= d) {
+                return 0;
+            }
+            let wake = earliest(Some(guard.store_check), deadline).unwrap_or(guard.store_check);
+            guard = self
+                .shared
+                .event_ready
+                .wait_timeout(guard, time::until(wake))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Drives the expiry and timers of disconnected sessions now; their events go to
+    /// [`next_event`](Self::next_event). For applications that do not call `next_event`
+    /// regularly. Returns when it should next be called, if ever.
+    pub fn handle_timeouts(&self) -> Option<Instant> {
+        let state = &mut *self.lock();
+        state.store.handle_timeout(time::now());
+        if self.drain_store(state) {
+            self.shared.event_ready.notify_all();
+        }
+        state.store.poll_timeout()
+    }
+
+    /// Live sessions (connected or waiting for a resume).
+    pub fn len(&self) -> usize {
+        self.lock().store.len()
+    }
+
+    /// No live session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether session `id` is live and has a connection attached.
+    pub fn is_connected(&self, id: SessionId) -> bool {
+        self.lock().store.get(id).is_some_and(|s| s.is_connected())
+    }
+
+    /// Messages queued for session `id` and not yet acknowledged, if it is live.
+    pub fn unacked_messages(&self, id: SessionId) -> Option<usize> {
+        self.lock().store.get(id).map(|s| s.unacked_messages())
+    }
+
+    /// Events waiting for [`next_event`](Self::next_event).
+    pub fn pending_events(&self) -> usize {
+        self.lock().events.len()
+    }
+}
+
+/// The value of query parameter `name` in `path` (`/x?a=1&name=v`), as sent.
+fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = path.split_once('?')?;
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// What a connection learned from its session while holding the registry's lock.
+struct SessionTurn {
+    outgoing: Vec<Bytes>,
+    disconnect: Option<CloseCode>,
+    deadline: Option<Instant>,
+    /// A newer connection took the session over (or it is gone).
+    superseded: bool,
+    /// The application's event queue is full: stop reading for a while.
+    events_full: bool,
+}
+
+/// Which session a connection carries, and how to wake its timer thread.
+struct Link {
+    registry: SessionRegistry,
+    id: SessionId,
+    epoch: u64,
+    wake: SyncSender<()>,
+}
+
+impl Link {
+    /// Feeds the session what the connection received, fires its timers, and takes its
+    /// outgoing envelopes and events, under the registry's lock.
+    fn session_turn(&self, messages: &mut Vec<Bytes>, rtt: &mut Option<Duration>) -> SessionTurn {
+        let shared = &self.registry.shared;
+        let mut guard = self.registry.lock();
+        let state = &mut *guard;
+        let mut turn = SessionTurn {
+            outgoing: Vec::new(),
+            disconnect: None,
+            deadline: None,
+            superseded: false,
+            events_full: false,
+        };
+        let Some(session) = state
+            .store
+            .get_mut(self.id)
+            .filter(|s| s.epoch() == self.epoch && s.is_connected())
+        else {
+            messages.clear();
+            turn.superseded = true;
+            return turn;
+        };
+        let now = time::now();
+        for message in messages.drain(..) {
+            session.handle_message(now, message);
+        }
+        if let Some(rtt) = rtt.take() {
+            session.on_rtt_sample(rtt);
+        }
+        if session.poll_timeout().is_some_and(|t| t <= now) {
+            session.handle_timeout(now);
+        }
+        let was_empty = state.events.is_empty();
+        while let Some(event) = session.poll_event() {
+            state.events.push_back((self.id, event));
+        }
+        while let Some(envelope) = session.poll_outgoing() {
+            turn.outgoing.push(envelope);
+        }
+        turn.disconnect = session.wants_disconnect();
+        turn.deadline = session.poll_timeout();
+        turn.events_full = state.events.len() >= shared.max_pending_events;
+        if was_empty && !state.events.is_empty() {
+            shared.event_ready.notify_all();
+        }
+        turn
+    }
+
+    /// Blocks while the application's event queue is full (at most `limit`).
+    fn wait_for_room(&self, limit: Duration) {
+        let shared = &self.registry.shared;
+        let guard = self.registry.lock();
+        if guard.events.len() >= shared.max_pending_events {
+            let _ = shared.room.wait_timeout(guard, limit);
+        }
+    }
+}
+
+/// The connection's state, shared by its reader thread and its timer thread.
+struct ConnCore {
+    conn: Connection,
+    transport: Transport,
+    messages: Vec<Bytes>,
+    rtt: Option<Duration>,
+    /// We started the closing handshake.
+    closing: bool,
+    /// The connection is over: the timer thread winds it down.
+    over: bool,
+    /// Why the transport failed, if it did.
+    error: Option<io::Error>,
+    /// The session's next deadline, from the last turn.
+    session_deadline: Option<Instant>,
+    /// The deadline the timer thread sleeps until.
+    armed: Option<Instant>,
+}
+
+impl ConnCore {
+    /// One turn after any input: the connection's events to the session, the session's
+    /// envelopes to the connection, chunks to the socket. Wakes the timer thread if the
+    /// next deadline moved earlier. Returns whether the application's queue is full.
+    fn turn(&mut self, link: &Link) -> bool {
+        let now = time::now();
+        if self.conn.poll_timeout().is_some_and(|t| t <= now) {
+            self.conn.handle_timeout(now);
+        }
+        self.drain_conn();
+        let turn = link.session_turn(&mut self.messages, &mut self.rtt);
+        if turn.superseded && !self.closing {
+            let _ = self
+                .conn
+                .close(now, CloseCode::GOING_AWAY, "session resumed elsewhere");
+            self.closing = true;
+        }
+        for envelope in turn.outgoing {
+            if self
+                .conn
+                .send(now, Message::binary(envelope.clone()))
+                .is_err()
+            {
+                // The core's queue is full only while chunks wait; move them on.
+                self.drain_conn();
+                let _ = self.conn.send(now, Message::binary(envelope));
+            }
+            self.drain_conn();
+        }
+        if let Some(code) = turn.disconnect.filter(|_| !self.closing) {
+            let _ = self.conn.close(now, code, "");
+            self.closing = true;
+        }
+        self.drain_conn();
+        if let Err(e) = self.transport.flush() {
+            self.error = Some(e);
+            self.over = true;
+        }
+        // Messages that came with a close still reach the session: on the next turn.
+        if self.conn.is_closed() || self.conn.wants_disconnect() {
+            self.over = self.over || self.messages.is_empty();
+        }
+        self.session_deadline = turn.deadline;
+        let next = earliest(self.conn.poll_timeout(), self.session_deadline);
+        let sooner = match (next, self.armed) {
+            (Some(n), Some(a)) => n < a,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if sooner || self.over {
+            let _ = link.wake.try_send(());
+        }
+        turn.events_full
+    }
+
+    /// Takes the core's events (messages for the session, RTT samples) and chunks (into
+    /// the write queue).
+    fn drain_conn(&mut self) {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Message(m) => self.messages.push(m.into_payload()),
+                Event::Pong { rtt: Some(r), .. } => self.rtt = Some(r),
+                _ => {}
+            }
+        }
+        while let Some(chunk) = self.conn.poll_transmit() {
+            self.transport.queue(chunk);
+        }
+    }
+}
+
+fn lock_core(core: &Mutex<ConnCore>) -> MutexGuard<'_, ConnCore> {
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ReliableConnection {
+    /// The session attached to this connection.
+    pub fn session_id(&self) -> SessionId {
+        self.id
+    }
+
+    /// The path and query the client requested.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.transport.stream().peer_addr()
+    }
+
+    /// Drives the connection until it ends (the peer left, the transport failed, the
+    /// session asked to disconnect, or a resume on another connection took the session
+    /// over), then detaches the session, which waits `session_expiry` for a resume.
+    ///
+    /// Blocks the calling thread, which fires timers and carries messages the
+    /// application queued with [`SessionRegistry::send`]; a reader thread it spawns
+    /// reads the socket and handles what arrives at once.
+    pub fn run(self) -> Result<()> {
+        let ReliableConnection {
+            registry,
+            id,
+            epoch,
+            conn,
+            transport,
+            rx,
+            wake,
+            close_timeout,
+            path: _,
+        } = self;
+        let stream = transport.stream().try_clone()?;
+        let reader_stream = stream.try_clone()?;
+        let link = Arc::new(Link {
+            registry,
+            id,
+            epoch,
+            wake,
+        });
+        let core = Arc::new(Mutex::new(ConnCore {
+            conn,
+            transport,
+            messages: Vec::new(),
+            rtt: None,
+            closing: false,
+            over: false,
+            error: None,
+            session_deadline: None,
+            armed: None,
+        }));
+        // The 101 and the WELCOME.
+        lock_core(&core).turn(&link);
+        let reader_done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (core, link, done) = (
+                Arc::clone(&core),
+                Arc::clone(&link),
+                Arc::clone(&reader_done),
+            );
+            thread::Builder::new()
+                .name("sockeye-reader".into())
+                .spawn(move || {
+                    read_loop(reader_stream, &core, &link);
+                    done.store(true, Ordering::Release);
+                    let _ = link.wake.try_send(());
+                })?
+        };
+        loop {
+            let deadline = {
+                let mut c = lock_core(&core);
+                if c.over {
+                    break;
+                }
+                let d = earliest(c.conn.poll_timeout(), c.session_deadline);
+                c.armed = d;
+                d
+            };
+            let _ = match deadline {
+                Some(d) => rx.recv_timeout(time::until(d)).map_err(|_| ()),
+                None => rx.recv().map_err(|_| ()),
+            };
+            lock_core(&core).turn(&link);
+        }
+        // Wind down: our FIN, then give the peer `close_timeout` to finish.
+        let error = {
+            let mut c = lock_core(&core);
+            let _ = c.transport.flush();
+            c.error.take()
+        };
+        let _ = stream.shutdown(Shutdown::Write);
+        let until = time::now() + close_timeout;
+        while !reader_done.load(Ordering::Acquire) && time::now() < until {
+            let _ = rx.recv_timeout(time::until(until));
+        }
+        {
+            let state = &mut *link.registry.lock();
+            state.store.detach(time::now(), link.id, link.epoch);
+            if state
+                .drivers
+                .get(&link.id)
+                .is_some_and(|d| d.epoch == link.epoch)
+            {
+                state.drivers.remove(&link.id);
+            }
+        }
+        let _ = stream.shutdown(Shutdown::Both);
+        let _ = reader.join();
+        error.map_or(Ok(()), |e| Err(Error::Io(e)))
+    }
+}
+
+/// The reader thread: each read is handed to the connection core at once, with a turn,
+/// until EOF or an error.
+fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
+    let mut buf = vec![0u8; READ_BUF_BYTES];
+    loop {
+        let read = stream.read(&mut buf);
+        let mut c = lock_core(core);
+        let now = time::now();
+        let last = match read {
+            Ok(0) => {
+                c.conn.handle_eof(now);
+                true
+            }
+            Ok(n) => {
+                c.conn.handle_bytes(now, &buf[..n]);
+                false
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                c.conn.handle_eof(now);
+                c.error.get_or_insert(e);
+                true
+            }
+        };
+        let full = c.turn(link);
+        if last {
+            // Messages that came just before the EOF still reach the session.
+            while !c.messages.is_empty() {
+                c.turn(link);
+            }
+            c.over = true;
+            return;
+        }
+        drop(c);
+        if full {
+            link.wait_for_room(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A listening reliable server: a [`SessionRegistry`] and an accept loop that drives
+/// each reliable connection on its own thread.
+///
+/// ```no_run
+/// use sockeye_std::{Config, ReliableServer, SessionConfig, SessionEvent};
+///
+/// let server = ReliableServer::bind("127.0.0.1:9001", Config::default(), SessionConfig::default())?;
+/// let sessions = server.registry();
+/// let _handle = server.spawn()?;
+/// while let Some((id, event)) = sessions.next_event(None) {
+///     if let SessionEvent::Delivered { payload, is_text, .. } = event {
+///         let _ = sessions.send(id, payload, is_text); // echo, reliably
+///     }
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct ReliableServer {
+    listener: TcpListener,
+    config: Config,
+    registry: SessionRegistry,
+}
+
+impl ReliableServer {
+    /// Listens on `addr` with a fresh registry whose sessions follow `session`.
+    pub fn bind(
+        addr: impl ToSocketAddrs,
+        config: Config,
+        session: SessionConfig,
+    ) -> io::Result<ReliableServer> {
+        Ok(ReliableServer {
+            listener: TcpListener::bind(addr)?,
+            config,
+            registry: SessionRegistry::new(session)?,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The sessions, for the application (a clone shares them).
+    pub fn registry(&self) -> SessionRegistry {
+        self.registry.clone()
+    }
+
+    /// Runs the accept loop on a background thread, a thread per connection. Clients
+    /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle stops
+    /// accepting; sessions stay in the registry.
+    pub fn spawn(self) -> io::Result<ServerHandle> {
+        let ReliableServer {
+            listener,
+            config,
+            registry,
+        } = self;
+        spawn_accept_loop(listener, move |stream| {
+            match registry.upgrade(stream, &config) {
+                Ok(Upgrade::Reliable(conn)) => {
+                    let _ = conn.run();
+                }
+                Ok(Upgrade::Plain(mut ws)) => {
+                    if ws
+                        .close(CloseCode::POLICY_VIOLATION, "sockeye.v1 required")
+                        .is_ok()
+                    {
+                        while let Ok(Some(_)) = ws.recv() {}
+                    }
+                }
+                Err(_) => {}
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_query_parameters() {
+        assert_eq!(
+            query_param("/x?a=1&sockeye_resume=QQ", "sockeye_resume"),
+            Some("QQ")
+        );
+        assert_eq!(
+            query_param("/x?sockeye_resume=", "sockeye_resume"),
+            Some("")
+        );
+        assert_eq!(query_param("/x", "sockeye_resume"), None);
+        assert_eq!(query_param("/x?a=1", "sockeye_resume"), None);
+    }
+}
