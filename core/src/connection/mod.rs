@@ -270,14 +270,25 @@ impl Connection {
     /// gets its answer before the close, as it would from a peer reading frame by frame.
     /// [`poll_event`](Self::poll_event) resumes.
     fn process(&mut self) {
+        if let Some(message) = self.process_until_message() {
+            self.events.push_back(Event::Message(message));
+        }
+    }
+
+    /// [`process`](Self::process), returning the message that paused it instead of
+    /// queueing it: `poll_event` hands it out directly when nothing is queued before it.
+    fn process_until_message(&mut self) -> Option<Message> {
         let now = self.clock.latest();
-        while self.state != State::Closed && !self.paused {
+        while self.state != State::Closed {
             match self.decoder.decode(&mut self.read_buf) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.on_frame(now, frame) {
-                        self.fail(e);
+                Ok(Some(frame)) => match self.on_frame(now, frame) {
+                    Ok(Some(message)) => {
+                        self.paused = true;
+                        return Some(message);
                     }
-                }
+                    Ok(None) => {}
+                    Err(e) => self.fail(e),
+                },
                 Ok(None) => {
                     if let Err(e) = self.check_partial() {
                         self.fail(e);
@@ -295,6 +306,7 @@ impl Connection {
                 self.disconnect = true;
             }
         }
+        None
     }
 
     /// Acts on deadlines that have passed: keepalive pings, a dead peer, a closing
@@ -423,7 +435,12 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() && self.paused {
             self.paused = false;
-            self.process();
+            if let Some(message) = self.process_until_message() {
+                if self.events.is_empty() {
+                    return Some(Event::Message(message));
+                }
+                self.events.push_back(Event::Message(message));
+            }
         }
         self.events.pop_front()
     }
@@ -445,7 +462,8 @@ impl Connection {
         Ok(())
     }
 
-    fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ConnectionError> {
+    /// Acts on one frame; returns the message it completes, if any.
+    fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ConnectionError> {
         let Frame { header, payload } = frame;
         match header.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
@@ -459,18 +477,22 @@ impl Connection {
                     self.queue_frame(OpCode::Pong, true, payload.clone());
                 }
                 self.events.push_back(Event::Ping(payload));
-                Ok(())
+                Ok(None)
             }
             OpCode::Pong => {
                 let rtt = self.keepalive.on_pong(now, &payload);
                 self.events.push_back(Event::Pong { payload, rtt });
-                Ok(())
+                Ok(None)
             }
-            OpCode::Close => self.on_close(now, &payload),
+            OpCode::Close => self.on_close(now, &payload).map(|()| None),
         }
     }
 
-    fn on_data(&mut self, header: FrameHeader, payload: Bytes) -> Result<(), ConnectionError> {
+    fn on_data(
+        &mut self,
+        header: FrameHeader,
+        payload: Bytes,
+    ) -> Result<Option<Message>, ConnectionError> {
         let kind = match (header.opcode, &self.assembly) {
             (OpCode::Continuation, Some(a)) => a.kind,
             (OpCode::Text, _) => MessageKind::Text,
@@ -492,23 +514,21 @@ impl Connection {
                 let mut data = BytesMut::with_capacity(payload.len());
                 data.extend_from_slice(&payload);
                 self.assembly = Some(Assembly { kind, data });
-                return Ok(());
+                return Ok(None);
             }
             (Some(mut assembly), fin) => {
                 assembly.data.extend_from_slice(&payload);
                 if !fin {
                     self.assembly = Some(assembly);
-                    return Ok(());
+                    return Ok(None);
                 }
                 assembly.data.freeze()
             }
         };
-        self.events.push_back(Event::Message(match kind {
+        Ok(Some(match kind {
             MessageKind::Text => Message::Text(whole),
             MessageKind::Binary => Message::Binary(whole),
-        }));
-        self.paused = true;
-        Ok(())
+        }))
     }
 
     /// Rules for a data frame that can be checked from its header alone, so they fail

@@ -11,6 +11,7 @@ use bytes::BufMut;
 const BLOCK: usize = 64;
 
 /// `key` rotated to start at payload byte `offset`.
+#[inline]
 fn rotated(key: [u8; 4], offset: usize) -> [u8; 4] {
     // Byte i of the little-endian word is key[i]; rotating right by one byte makes byte i
     // key[i + 1], which is where a payload resumed at an offset of 1 stands in the key.
@@ -75,6 +76,7 @@ pub fn put_masked(dst: &mut impl BufMut, src: &[u8], key: [u8; 4], offset: usize
 }
 
 /// Masks the bytes after the last whole block, a word at a time, with `key` already rotated.
+#[inline]
 fn mask_tail(rest: &mut [u8], key: [u8; 4]) {
     let key_word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
