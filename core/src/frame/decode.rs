@@ -42,11 +42,8 @@ fn make_room(buf: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) -> usize {
     if buf.capacity() - buf.len() >= want {
         return 0;
     }
-    let roomy = want.max(
-        len.saturating_add(READ_SLACK)
-            .saturating_mul(ROOM_FRAMES)
-            .min(RESERVE_AHEAD_MAX + READ_SLACK),
-    );
+    // The slack is counted once: small frames keep the buffer near one read's size.
+    let roomy = want.max(len.saturating_mul(ROOM_FRAMES).min(RESERVE_AHEAD_MAX) + READ_SLACK);
     if buf.try_reclaim(roomy) || buf.try_reclaim(want) {
         return 0;
     }
@@ -102,9 +99,8 @@ impl FrameDecoder {
     /// an error the decoder's state is unspecified: stop feeding it.
     ///
     /// Allocates when a frame's header arrives without all of its payload and `buf` lacks
-    /// room for the rest of it: room for a few frames of that size plus 64 KiB each, at
-    /// most 1 MiB plus 64 KiB in all, so the buffer need not move the frame later and
-    /// rarely moves the next ones.
+    /// room for the rest of it: room for a few frames of that size (at most 1 MiB) plus
+    /// 64 KiB, so the buffer need not move the frame later and rarely moves the next ones.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
         let header = match self.current {
             Some(header) => header,
