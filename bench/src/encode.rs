@@ -97,7 +97,7 @@ impl SockeyeConnectionSlice {
 
 impl EncodeCase for SockeyeConnectionSlice {
     fn name(&self) -> &'static str {
-        "sockeye Connection send_slice+transmit_chunk"
+        "sockeye send_slice+transmit_chunk"
     }
 
     fn batch(&mut self) {
