@@ -533,6 +533,27 @@ impl Connection {
     fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ConnectionError> {
         let Frame { header, payload } = frame;
         match header.opcode {
+            // The common case, a whole message in one frame none of which was checked
+            // while it arrived, needs only its size and text checked: what
+            // `check_data_header` and `on_data` come to for it, without their state.
+            OpCode::Text | OpCode::Binary
+                if header.fin && self.assembly.is_none() && self.utf8_checked == 0 =>
+            {
+                let max = self.config.max_message_bytes;
+                if payload.len() > max {
+                    return Err(LimitError::MessageTooLarge { max }.into());
+                }
+                if header.opcode == OpCode::Binary {
+                    return Ok(Some(Message::Binary(payload)));
+                }
+                // §8.1: an endpoint that "finds that the byte stream is not, in fact, a
+                // valid UTF-8 stream ... MUST _Fail the WebSocket Connection_". The
+                // validator holds nothing: no piece of this message was fed to it.
+                if core::str::from_utf8(&payload).is_err() {
+                    return Err(ProtocolError::InvalidUtf8.into());
+                }
+                Ok(Some(Message::Text(payload)))
+            }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 self.check_data_header(&header)?;
                 self.on_data(header, payload)
