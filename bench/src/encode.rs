@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use sockeye_core::frame::{encode_frame, FrameHeader, OpCode};
-use sockeye_core::{Config, Connection, Instant, Message};
+use sockeye_core::{Config, Connection, Instant, Message, MessageKind};
 
 use crate::stream::{block_on, MemStream};
 
@@ -61,6 +61,64 @@ impl EncodeCase for SockeyeConnection {
                 .expect("queue drained");
             while let Some(chunk) = self.conn.poll_transmit() {
                 self.out.write_all(&chunk).expect("in-memory write");
+            }
+        }
+    }
+
+    fn into_output(self) -> Vec<u8> {
+        self.out.output().to_vec()
+    }
+}
+
+/// The whole connection with its borrowing calls: `send_slice` (the payload copied from
+/// a slice next to its header; `send` with the `Bytes` above 8 KiB, which `send_slice`
+/// would copy into a chunk of its own), then
+/// `transmit_chunk` written to the socket and `advance_transmit`, until nothing is left.
+pub struct SockeyeConnectionSlice {
+    conn: Connection,
+    payload: Bytes,
+    count: usize,
+    out: MemStream,
+}
+
+impl SockeyeConnectionSlice {
+    /// Sends `count` copies of `payload` per batch.
+    pub fn new(payload: Bytes, count: usize, wire_len: usize) -> Self {
+        let mut config = Config::default();
+        config.ping_interval = None;
+        SockeyeConnectionSlice {
+            conn: Connection::server(config, Instant::ZERO),
+            payload,
+            count,
+            out: sink(wire_len),
+        }
+    }
+}
+
+impl EncodeCase for SockeyeConnectionSlice {
+    fn name(&self) -> &'static str {
+        "sockeye send_slice+transmit_chunk"
+    }
+
+    fn batch(&mut self) {
+        self.out.clear_output();
+        let small = self.payload.len() <= 8 << 10;
+        for _ in 0..self.count {
+            let sent = if small {
+                self.conn
+                    .send_slice(Instant::ZERO, MessageKind::Binary, &self.payload)
+            } else {
+                let message = Message::Binary(self.payload.clone());
+                self.conn.send(Instant::ZERO, message)
+            };
+            sent.expect("queue drained");
+            loop {
+                let chunk = self.conn.transmit_chunk();
+                if chunk.is_empty() {
+                    break;
+                }
+                let n = self.out.write(chunk).expect("in-memory write");
+                self.conn.advance_transmit(n);
             }
         }
     }

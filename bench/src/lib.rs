@@ -353,6 +353,12 @@ fn encode_rows(options: &Options, len: usize) -> Vec<Row> {
             count,
         ),
         encode_case(
+            || encode::SockeyeConnectionSlice::new(p(), count, n),
+            Kind::Sockeye,
+            &expected,
+            count,
+        ),
+        encode_case(
             || encode::SockeyeEncodeFrame::new(p(), count, n),
             Kind::Sockeye,
             &expected,

@@ -243,6 +243,8 @@ struct Observer {
     /// What the peer's frames must do, while all input was well-formed frames.
     model: Option<PeerModel>,
     drain_transmit: bool,
+    /// Drains of transmit so far, to alternate between the two ways of draining.
+    drains: usize,
 }
 
 impl Observer {
@@ -262,6 +264,7 @@ impl Observer {
             largest_send: 0,
             model: Some(PeerModel::default()),
             drain_transmit: true,
+            drains: 0,
         }
     }
 
@@ -317,12 +320,30 @@ impl Observer {
             return;
         }
         self.fed_since_drain = 0;
+        // Every other drain borrows (`transmit_chunk`) in writes of up to 1000 bytes, as a
+        // runtime with short writes would.
+        self.drains += 1;
         let mut steps = 0usize;
-        while let Some(chunk) = conn.poll_transmit() {
-            steps += 1;
-            assert!(steps <= 1 << 16, "poll_transmit does not run dry");
-            assert!(!chunk.is_empty(), "empty transmit chunk");
-            self.check_output(&chunk);
+        if self.drains % 2 == 0 {
+            loop {
+                let chunk = conn.transmit_chunk();
+                if chunk.is_empty() {
+                    break;
+                }
+                steps += 1;
+                assert!(steps <= 1 << 20, "transmit_chunk does not run dry");
+                let n = chunk.len().min(1000);
+                let written = chunk[..n].to_vec();
+                conn.advance_transmit(n);
+                self.check_output(&written);
+            }
+        } else {
+            while let Some(chunk) = conn.poll_transmit() {
+                steps += 1;
+                assert!(steps <= 1 << 16, "poll_transmit does not run dry");
+                assert!(!chunk.is_empty(), "empty transmit chunk");
+                self.check_output(&chunk);
+            }
         }
         assert_eq!(conn.queued_bytes(), 0, "queued_bytes after draining");
     }
@@ -412,11 +433,16 @@ fn connection(side: Side, data: &[u8]) {
             }
             170..=184 => fire_deadline(&mut conn, &mut now),
             185..=189 => conn.handle_eof(now),
-            190..=209 => {
+            // `send`, or `send_slice` for the upper half.
+            op @ 190..=209 => {
                 let message = app_message(&mut input);
                 let len = message.payload().len();
                 obs.largest_send = obs.largest_send.max(len);
-                let result = conn.send(now, message);
+                let result = if op < 200 {
+                    conn.send(now, message)
+                } else {
+                    conn.send_slice(now, message.kind(), message.payload())
+                };
                 check_send_result(&conn, &result, len);
             }
             210..=219 => {

@@ -25,6 +25,9 @@
 //! return `None`, then re-arm your timer from [`Connection::poll_timeout`]. Close the
 //! transport when [`Connection::wants_disconnect`] is true and nothing is left to transmit.
 //! Feeding bytes in any chunking, one at a time or all at once, gives the same events.
+//! A runtime that writes from borrowed slices can drain the output with
+//! [`Connection::transmit_chunk`] and [`Connection::advance_transmit`] instead, and send
+//! small messages from a slice with [`Connection::send_slice`]: no `Bytes` change hands.
 //!
 //! Here a client and a server talk through two in-memory "sockets":
 //!

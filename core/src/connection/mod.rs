@@ -23,7 +23,7 @@ mod utf8;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use core::time::Duration;
 
 use crate::config::Config;
@@ -31,7 +31,7 @@ use crate::entropy::Entropy;
 use crate::error::{ConnectionError, LimitError, ProtocolError, SendError};
 use crate::frame::{
     decode_close_payload, encode_close_payload, encode_frame, CloseCode, Frame, FrameDecoder,
-    FrameHeader, HeaderBuf, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
+    FrameHeader, HeaderBuf, OpCode, MAX_CONTROL_PAYLOAD,
 };
 use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::time::{Clock, Instant};
@@ -44,7 +44,8 @@ use utf8::Utf8Validator;
 /// larger ones are queued as their own `Bytes`, uncopied.
 const COALESCE_MAX_PAYLOAD: usize = 512;
 
-/// `coalesce` grows by this much at a time (a constant per connection, not per input).
+/// `coalesce` grows by this much at a time (a constant per connection, not per input);
+/// [`Connection::send_slice`] copies payloads up to this size into it.
 const COALESCE_BLOCK: usize = 8 * 1024;
 
 /// Where a connection is in its life (RFC 6455 §4–7).
@@ -270,14 +271,25 @@ impl Connection {
     /// gets its answer before the close, as it would from a peer reading frame by frame.
     /// [`poll_event`](Self::poll_event) resumes.
     fn process(&mut self) {
+        if let Some(message) = self.process_until_message() {
+            self.events.push_back(Event::Message(message));
+        }
+    }
+
+    /// [`process`](Self::process), returning the message that paused it instead of
+    /// queueing it: `poll_event` hands it out directly when nothing is queued before it.
+    fn process_until_message(&mut self) -> Option<Message> {
         let now = self.clock.latest();
-        while self.state != State::Closed && !self.paused {
+        while self.state != State::Closed {
             match self.decoder.decode(&mut self.read_buf) {
-                Ok(Some(frame)) => {
-                    if let Err(e) = self.on_frame(now, frame) {
-                        self.fail(e);
+                Ok(Some(frame)) => match self.on_frame(now, frame) {
+                    Ok(Some(message)) => {
+                        self.paused = true;
+                        return Some(message);
                     }
-                }
+                    Ok(None) => {}
+                    Err(e) => self.fail(e),
+                },
                 Ok(None) => {
                     if let Err(e) = self.check_partial() {
                         self.fail(e);
@@ -295,6 +307,7 @@ impl Connection {
                 self.disconnect = true;
             }
         }
+        None
     }
 
     /// Acts on deadlines that have passed: keepalive pings, a dead peer, a closing
@@ -342,6 +355,33 @@ impl Connection {
             MessageKind::Binary => OpCode::Binary,
         };
         self.queue_frame(opcode, true, message.into_payload());
+        Ok(())
+    }
+
+    /// Queues a whole message as one frame, copying its payload from a slice.
+    ///
+    /// The same as [`send`](Self::send) with the same answers, for a caller that holds the
+    /// payload in a buffer of its own: a payload of up to 8 KiB is copied next to its
+    /// header into the connection's output buffer, which costs less than handing over a
+    /// `Bytes` and taking the header back as a chunk of its own, above all with
+    /// [`transmit_chunk`](Self::transmit_chunk). Allocates for a larger payload, which is
+    /// copied into a chunk of its own; [`send`](Self::send) queues that without copying.
+    pub fn send_slice(
+        &mut self,
+        now: Instant,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.clock.observe(now);
+        self.check_can_send(payload.len())?;
+        if self.sending_fragmented.is_some() {
+            return Err(SendError::FragmentOrder);
+        }
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        self.queue_frame_copy(opcode, true, payload, COALESCE_BLOCK);
         Ok(())
     }
 
@@ -412,6 +452,45 @@ impl Connection {
         Some(chunk)
     }
 
+    /// The bytes to write to the transport next, without taking them: empty when nothing
+    /// is queued. Call [`advance_transmit`](Self::advance_transmit) with how many of them
+    /// were written, and repeat until it is empty.
+    ///
+    /// The alternative to [`poll_transmit`](Self::poll_transmit) (the two can be mixed)
+    /// for a runtime that writes from a borrowed slice, as `std::io::Write` does: the
+    /// small frames queued since the last write are written straight from the
+    /// connection's own buffer, which is then reused, with no `Bytes` to hand out and
+    /// drop.
+    pub fn transmit_chunk(&self) -> &[u8] {
+        match self.out.front() {
+            Some(chunk) => chunk,
+            None => &self.coalesce,
+        }
+    }
+
+    /// Marks the first `n` bytes of [`transmit_chunk`](Self::transmit_chunk) as written.
+    /// `n` larger than that chunk counts as all of it.
+    pub fn advance_transmit(&mut self, n: usize) {
+        let n = match self.out.front_mut() {
+            Some(chunk) => {
+                let n = n.min(chunk.len());
+                chunk.advance(n);
+                if chunk.is_empty() {
+                    self.out.pop_front();
+                }
+                n
+            }
+            None => {
+                // Once emptied, the buffer's next `reserve` takes it back from the front
+                // without copying: it stays one allocation, warm in cache.
+                let n = n.min(self.coalesce.len());
+                self.coalesce.advance(n);
+                n
+            }
+        };
+        self.queued_bytes -= n;
+    }
+
     /// The next event. Call after every input until it returns `None`.
     ///
     /// Received frames are acted on lazily: after an [`Event::Message`], later frames
@@ -423,7 +502,12 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() && self.paused {
             self.paused = false;
-            self.process();
+            if let Some(message) = self.process_until_message() {
+                if self.events.is_empty() {
+                    return Some(Event::Message(message));
+                }
+                self.events.push_back(Event::Message(message));
+            }
         }
         self.events.pop_front()
     }
@@ -445,9 +529,31 @@ impl Connection {
         Ok(())
     }
 
-    fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ConnectionError> {
+    /// Acts on one frame; returns the message it completes, if any.
+    fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ConnectionError> {
         let Frame { header, payload } = frame;
         match header.opcode {
+            // The common case, a whole message in one frame none of which was checked
+            // while it arrived, needs only its size and text checked: what
+            // `check_data_header` and `on_data` come to for it, without their state.
+            OpCode::Text | OpCode::Binary
+                if header.fin && self.assembly.is_none() && self.utf8_checked == 0 =>
+            {
+                let max = self.config.max_message_bytes;
+                if payload.len() > max {
+                    return Err(LimitError::MessageTooLarge { max }.into());
+                }
+                if header.opcode == OpCode::Binary {
+                    return Ok(Some(Message::Binary(payload)));
+                }
+                // §8.1: an endpoint that "finds that the byte stream is not, in fact, a
+                // valid UTF-8 stream ... MUST _Fail the WebSocket Connection_". The
+                // validator holds nothing: no piece of this message was fed to it.
+                if core::str::from_utf8(&payload).is_err() {
+                    return Err(ProtocolError::InvalidUtf8.into());
+                }
+                Ok(Some(Message::Text(payload)))
+            }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 self.check_data_header(&header)?;
                 self.on_data(header, payload)
@@ -459,18 +565,22 @@ impl Connection {
                     self.queue_frame(OpCode::Pong, true, payload.clone());
                 }
                 self.events.push_back(Event::Ping(payload));
-                Ok(())
+                Ok(None)
             }
             OpCode::Pong => {
                 let rtt = self.keepalive.on_pong(now, &payload);
                 self.events.push_back(Event::Pong { payload, rtt });
-                Ok(())
+                Ok(None)
             }
-            OpCode::Close => self.on_close(now, &payload),
+            OpCode::Close => self.on_close(now, &payload).map(|()| None),
         }
     }
 
-    fn on_data(&mut self, header: FrameHeader, payload: Bytes) -> Result<(), ConnectionError> {
+    fn on_data(
+        &mut self,
+        header: FrameHeader,
+        payload: Bytes,
+    ) -> Result<Option<Message>, ConnectionError> {
         let kind = match (header.opcode, &self.assembly) {
             (OpCode::Continuation, Some(a)) => a.kind,
             (OpCode::Text, _) => MessageKind::Text,
@@ -492,23 +602,21 @@ impl Connection {
                 let mut data = BytesMut::with_capacity(payload.len());
                 data.extend_from_slice(&payload);
                 self.assembly = Some(Assembly { kind, data });
-                return Ok(());
+                return Ok(None);
             }
             (Some(mut assembly), fin) => {
                 assembly.data.extend_from_slice(&payload);
                 if !fin {
                     self.assembly = Some(assembly);
-                    return Ok(());
+                    return Ok(None);
                 }
                 assembly.data.freeze()
             }
         };
-        self.events.push_back(Event::Message(match kind {
+        Ok(Some(match kind {
             MessageKind::Text => Message::Text(whole),
             MessageKind::Binary => Message::Binary(whole),
-        }));
-        self.paused = true;
-        Ok(())
+        }))
     }
 
     /// Rules for a data frame that can be checked from its header alone, so they fail
@@ -625,6 +733,28 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        if self.side == Side::Client || payload.len() <= COALESCE_MAX_PAYLOAD {
+            // Masking rewrites the payload, so a client copies it once into the output.
+            return self.queue_frame_copy(opcode, fin, &payload, COALESCE_MAX_PAYLOAD);
+        }
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let head = HeaderBuf::new(&header);
+        self.queued_bytes += head.as_slice().len() + payload.len();
+        self.reserve_coalesce(head.as_slice().len());
+        self.coalesce.extend_from_slice(head.as_slice());
+        self.flush_coalesce();
+        self.out.push_back(payload);
+    }
+
+    /// Queues a frame whose payload is copied into the output: next to its header up to
+    /// `coalesce_max` bytes, else (masked on the client side) into a chunk of its own.
+    fn queue_frame_copy(&mut self, opcode: OpCode, fin: bool, payload: &[u8], coalesce_max: usize) {
         let mask = match self.side {
             Side::Client => {
                 let mut key = [0u8; 4];
@@ -640,38 +770,25 @@ impl Connection {
             mask,
             payload_len: payload.len() as u64,
         };
-        self.queued_bytes += header.encoded_len() + payload.len();
-        self.reserve_coalesce(header.encoded_len() + payload.len());
-        if mask.is_some() {
-            // Masking rewrites the payload, so a client copies it once into the output.
-            if payload.len() > COALESCE_MAX_PAYLOAD {
-                self.flush_coalesce();
-                let mut chunk = BytesMut::with_capacity(header.encoded_len() + payload.len());
-                encode_frame(header, &payload, &mut chunk);
-                self.out.push_back(chunk.freeze());
-            } else {
-                encode_frame(header, &payload, &mut self.coalesce);
-            }
+        let frame_len = header.encoded_len() + payload.len();
+        self.queued_bytes += frame_len;
+        if payload.len() > coalesce_max {
+            self.flush_coalesce();
+            let mut chunk = BytesMut::with_capacity(frame_len);
+            encode_frame(header, payload, &mut chunk);
+            self.out.push_back(chunk.freeze());
         } else {
-            self.coalesce
-                .extend_from_slice(HeaderBuf::new(&header).as_slice());
-            if payload.len() > COALESCE_MAX_PAYLOAD {
-                self.flush_coalesce();
-                self.out.push_back(payload);
-            } else {
-                self.coalesce.extend_from_slice(&payload);
-            }
+            self.reserve_coalesce(frame_len);
+            encode_frame(header, payload, &mut self.coalesce);
         }
     }
 
-    /// Makes room for a small frame in `coalesce` a block at a time: `poll_transmit`
-    /// splits the whole buffer off, and growing it frame by frame would reclaim or
-    /// reallocate it on every small send.
+    /// Makes room for a frame in `coalesce` a block at a time: `poll_transmit` splits the
+    /// whole buffer off, and growing it frame by frame would reclaim or reallocate it on
+    /// every small send.
     fn reserve_coalesce(&mut self, frame_len: usize) {
-        if frame_len <= MAX_HEADER_LEN + COALESCE_MAX_PAYLOAD
-            && self.coalesce.capacity() - self.coalesce.len() < frame_len
-        {
-            self.coalesce.reserve(COALESCE_BLOCK);
+        if self.coalesce.capacity() - self.coalesce.len() < frame_len {
+            self.coalesce.reserve(frame_len.max(COALESCE_BLOCK));
         }
     }
 
@@ -682,5 +799,7 @@ impl Connection {
     }
 }
 
+#[cfg(test)]
+mod send_tests;
 #[cfg(test)]
 mod tests;

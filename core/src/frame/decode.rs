@@ -9,7 +9,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::header::{FrameHeader, MAX_CONTROL_PAYLOAD};
-use super::mask::apply_mask;
+use super::mask::{apply_mask, put_masked};
 use crate::error::{ConnectionError, LimitError, ProtocolError};
 use crate::Side;
 
@@ -20,24 +20,40 @@ const RESERVE_AHEAD_MAX: usize = 1 << 20;
 /// carries on into the next one, by up to a typical socket read.
 const READ_SLACK: usize = 64 << 10;
 
-/// Makes room for the rest of a frame of `len` payload bytes whose header was just read,
-/// while little of it is buffered.
+/// Frames of a size the buffer is given room for when it must move one (see `make_room`).
+const ROOM_FRAMES: usize = 4;
+
+/// Makes room for the rest of a frame of `len` payload bytes whose header was just read
+/// and consumed, while `buf` holds only the start of its payload (not yet unmasked).
+/// Returns how many bytes at the front of `buf` it unmasked on the way.
 ///
 /// Left to itself, the buffer grows as reads arrive until the frame's end no longer
 /// fits, and then `BytesMut` moves nearly the whole frame (or reallocates, copying the
-/// consumed prefix as well). Making room now moves only the few bytes buffered so far:
-/// within the same allocation if it is ours alone and big enough, otherwise into a fresh
-/// one (the old one stays with the payloads still using it). Capped, so a header alone
-/// never makes us hold more than `RESERVE_AHEAD_MAX` for bytes not yet received.
-fn make_room(buf: &mut BytesMut, len: usize) {
+/// consumed prefix as well). Making room now moves only the bytes buffered so far. When
+/// they must move, the buffer gets room for several frames of this size, so the next
+/// few frames arrive in place and the moves amortize as a `Vec`'s do: within the same
+/// allocation if it is ours alone and big enough (it stays in cache), otherwise into a
+/// fresh one (the old one stays with the payloads still using it), unmasking in the same
+/// pass. Capped, so a header alone never makes us hold more than `RESERVE_AHEAD_MAX` for
+/// bytes not yet received.
+fn make_room(buf: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) -> usize {
     // Only what has not arrived yet needs room: most of the frame may be buffered already.
     let want = len.saturating_sub(buf.len()).min(RESERVE_AHEAD_MAX) + READ_SLACK;
-    if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
-        return;
+    if buf.capacity() - buf.len() >= want {
+        return 0;
     }
-    let mut fresh = BytesMut::with_capacity(buf.len() + want);
-    fresh.extend_from_slice(buf);
+    // The slack is counted once: small frames keep the buffer near one read's size.
+    let roomy = want.max(len.saturating_mul(ROOM_FRAMES).min(RESERVE_AHEAD_MAX) + READ_SLACK);
+    if buf.try_reclaim(roomy) || buf.try_reclaim(want) {
+        return 0;
+    }
+    let mut fresh = BytesMut::with_capacity(buf.len() + roomy);
+    match mask {
+        Some(key) => put_masked(&mut fresh, buf, key, 0),
+        None => fresh.extend_from_slice(buf),
+    }
     *buf = fresh;
+    buf.len()
 }
 
 /// A whole frame with its payload unmasked.
@@ -82,9 +98,9 @@ impl FrameDecoder {
     /// or unmasked, so call again with the same buffer once more bytes are appended. After
     /// an error the decoder's state is unspecified: stop feeding it.
     ///
-    /// Allocates when a frame's header arrives without all of its payload: room in `buf`
-    /// for the rest of the frame (at most 1 MiB of it) plus 64 KiB, so the buffer need not
-    /// move the frame later.
+    /// Allocates when a frame's header arrives without all of its payload and `buf` lacks
+    /// room for the rest of it: room for a few frames of that size (at most 1 MiB) plus
+    /// 64 KiB, so the buffer need not move the frame later and rarely moves the next ones.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
         let header = match self.current {
             Some(header) => header,
@@ -98,9 +114,8 @@ impl FrameDecoder {
                 }
                 buf.advance(header_len);
                 let len = usize::try_from(header.payload_len).unwrap_or(usize::MAX);
-                make_room(buf, len);
+                self.unmasked = make_room(buf, len, header.mask);
                 self.current = Some(header);
-                self.unmasked = 0;
                 header
             }
         };

@@ -1,12 +1,13 @@
 //! Frame encoding: a small header in a fixed array plus the payload, untouched.
 //!
 //! Server frames are never copied: the header goes in its own small chunk and the
-//! payload `Bytes` is queued as it is. Client frames are masked, which needs a copy.
+//! payload `Bytes` is queued as it is. Client frames are masked, which needs a copy (and
+//! masks while copying).
 
 use bytes::{BufMut, BytesMut};
 
 use super::header::{FrameHeader, MAX_HEADER_LEN};
-use super::mask::apply_mask;
+use super::mask::put_masked;
 
 /// An encoded frame header, on the stack.
 #[derive(Clone, Copy, Debug)]
@@ -41,10 +42,9 @@ pub fn encode_frame(mut header: FrameHeader, payload: &[u8], dst: &mut BytesMut)
     header.payload_len = payload.len() as u64;
     dst.reserve(header.encoded_len() + payload.len());
     header.encode(dst);
-    let start = dst.len();
-    dst.put_slice(payload);
-    if let Some(key) = header.mask {
-        apply_mask(&mut dst[start..], key, 0);
+    match header.mask {
+        Some(key) => put_masked(dst, payload, key, 0),
+        None => dst.put_slice(payload),
     }
 }
 

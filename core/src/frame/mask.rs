@@ -2,30 +2,45 @@
 //!
 //! Unmasking touches every payload byte, so it dominates large messages. This works on
 //! 64-byte blocks with a pre-rotated key the compiler turns into wide vector XORs, without
-//! `unsafe`.
+//! `unsafe`. [`put_masked`] does the same while copying, so bytes that must move anyway
+//! are unmasked in the same pass.
+
+use bytes::BufMut;
+
+/// Bytes masked per step: the compiler unrolls a 64-byte XOR into full-width vector ops.
+const BLOCK: usize = 64;
+
+/// `key` rotated to start at payload byte `offset`.
+#[inline]
+fn rotated(key: [u8; 4], offset: usize) -> [u8; 4] {
+    // Byte i of the little-endian word is key[i]; rotating right by one byte makes byte i
+    // key[i + 1], which is where a payload resumed at an offset of 1 stands in the key.
+    u32::from_le_bytes(key)
+        .rotate_right(8 * (offset % 4) as u32)
+        .to_le_bytes()
+}
+
+/// `key` repeated over a block. Built only for payloads of a block or more, and from
+/// whole words, not byte by byte: this runs for every frame, and a 64-iteration byte loop
+/// here cost more than masking a small payload.
+fn wide(key: [u8; 4]) -> [u8; BLOCK] {
+    let mut wide = [0u8; BLOCK];
+    for w in wide.chunks_exact_mut(4) {
+        w.copy_from_slice(&key);
+    }
+    wide
+}
 
 /// XORs `buf` with `key`, where `buf[0]` is byte `offset` of the payload.
 ///
 /// Masking twice with the same key and offset is the identity. `offset` lets a payload be
 /// unmasked in pieces as its bytes arrive.
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    // Byte i of the little-endian word is key[i]; rotating right by one byte makes byte i
-    // key[i + 1], which is where a payload resumed at an offset of 1 stands in the key.
-    let key = u32::from_le_bytes(key)
-        .rotate_right(8 * (offset % 4) as u32)
-        .to_le_bytes();
-    let key_word = u64::from_ne_bytes([
-        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
-    ]);
+    let key = rotated(key, offset);
     let mut rest = buf;
-    if rest.len() >= 64 {
-        // Built from whole words, not byte by byte: this runs for every frame, and a
-        // 64-iteration byte loop here cost more than masking a small payload.
-        let mut wide = [0u8; 64];
-        for w in wide.chunks_exact_mut(8) {
-            w.copy_from_slice(&key_word.to_ne_bytes());
-        }
-        let mut blocks = rest.chunks_exact_mut(64);
+    if rest.len() >= BLOCK {
+        let wide = wide(key);
+        let mut blocks = rest.chunks_exact_mut(BLOCK);
         for block in &mut blocks {
             for (b, k) in block.iter_mut().zip(wide.iter()) {
                 *b ^= *k;
@@ -33,6 +48,39 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
         }
         rest = blocks.into_remainder();
     }
+    mask_tail(rest, key);
+}
+
+/// Appends `src` to `dst` masked with `key`, where `src[0]` is byte `offset` of the
+/// payload: the same bytes as copying and then [`apply_mask`], in one pass over memory.
+pub fn put_masked(dst: &mut impl BufMut, src: &[u8], key: [u8; 4], offset: usize) {
+    let key = rotated(key, offset);
+    let mut rest = src;
+    if rest.len() >= BLOCK {
+        let wide = wide(key);
+        let mut blocks = rest.chunks_exact(BLOCK);
+        for block in &mut blocks {
+            let mut out = [0u8; BLOCK];
+            for ((o, b), k) in out.iter_mut().zip(block).zip(wide.iter()) {
+                *o = *b ^ *k;
+            }
+            dst.put_slice(&out);
+        }
+        rest = blocks.remainder();
+    }
+    let mut out = [0u8; BLOCK];
+    let out = &mut out[..rest.len()];
+    out.copy_from_slice(rest);
+    mask_tail(out, key);
+    dst.put_slice(out);
+}
+
+/// Masks the bytes after the last whole block, a word at a time, with `key` already rotated.
+#[inline]
+fn mask_tail(rest: &mut [u8], key: [u8; 4]) {
+    let key_word = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
     let mut words = rest.chunks_exact_mut(8);
     for word in &mut words {
         let mut w = [0u8; 8];
@@ -72,6 +120,17 @@ mod tests {
             apply_mask(&mut fast, key, offset);
             naive(&mut slow, key, offset);
             prop_assert_eq!(fast, slow);
+        }
+
+        #[test]
+        fn put_masked_equals_copy_then_mask(data in proptest::collection::vec(any::<u8>(), 0..300),
+                                            key in any::<[u8; 4]>(), offset in 0usize..16) {
+            let mut copied = data.clone();
+            apply_mask(&mut copied, key, offset);
+            let mut put = Vec::from(&b"head"[..]);
+            put_masked(&mut put, &data, key, offset);
+            prop_assert_eq!(&put[..4], b"head");
+            prop_assert_eq!(&put[4..], &copied[..]);
         }
 
         #[test]
