@@ -132,7 +132,10 @@ fn profile_one() -> bool {
     };
     let mode = args.get(i + 1).map(String::as_str);
     let size: usize = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(1024);
-    let count: usize = args.get(i + 3).and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    let count: usize = args
+        .get(i + 3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
     let took = match mode {
         Some("plain") => plain_run(size, count),
         Some("reliable") => reliable_run(size, count),
