@@ -481,16 +481,11 @@ impl ConnCore {
             self.closing = true;
         }
         for envelope in turn.outgoing {
-            if self
-                .conn
-                .send(now, Message::binary(envelope.clone()))
-                .is_err()
-            {
-                // The core's queue is full only while chunks wait; move them on.
-                self.drain_conn();
-                let _ = self.conn.send(now, Message::binary(envelope));
-            }
+            // The core's queue is full only while chunks wait, and `drain_conn` moves
+            // them all on, so this send cannot answer `Full` (checking first spares a
+            // clone of each envelope, which allocates).
             self.drain_conn();
+            let _ = self.conn.send(now, Message::binary(envelope));
         }
         if let Some(code) = turn.disconnect.filter(|_| !self.closing) {
             let _ = self.conn.close(now, code, "");
