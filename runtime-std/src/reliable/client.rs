@@ -13,7 +13,7 @@ use bytes::Bytes;
 use sockeye_core::session::{RESUME_HEADER, SUBPROTOCOL};
 use sockeye_core::{
     ClientSession, Config, Event, Instant, Message, Reconnect, ReconnectConfig, Seq, SessionConfig,
-    SessionEvent, SessionId,
+    SessionEvent, SessionId, SessionSendError,
 };
 
 use crate::client::{Client, ClientOptions};
@@ -149,6 +149,14 @@ impl ReliableClient {
     /// it may; call [`next_event`](Self::next_event) to let acks arrive, then retry.
     /// Nothing is queued beyond the window.
     pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
+        // An application waiting for room calls this once per `next_event`; while the
+        // window is full, answer without reading the clock (text that is not UTF-8 still
+        // gets `InvalidUtf8` from the session, as before).
+        if self.session.is_full_for(payload.len())
+            && (!is_text || std::str::from_utf8(&payload).is_ok())
+        {
+            return Err(SessionSendError::Full.into());
+        }
         let seq = self.session.send(time::now(), payload, is_text)?;
         self.write_outgoing();
         Ok(seq)
