@@ -146,8 +146,14 @@ impl WebSocket {
     /// Fails with [`SendError::Closed`](sockeye_core::SendError::Closed) (as [`Error::Send`]) once the closing handshake
     /// has started.
     pub fn send(&mut self, message: Message) -> Result<()> {
+        self.send_at(time::now(), message)
+    }
+
+    /// [`send`](Self::send) with the time already read by the caller (the reliable
+    /// client reads the clock once per message for both its session and this).
+    pub(crate) fn send_at(&mut self, now: Instant, message: Message) -> Result<()> {
         self.make_room()?;
-        self.conn.send(time::now(), message)?;
+        self.conn.send(now, message)?;
         self.drain_and_flush()
     }
 

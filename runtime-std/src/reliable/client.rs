@@ -157,8 +157,9 @@ impl ReliableClient {
         {
             return Err(SessionSendError::Full.into());
         }
-        let seq = self.session.send(time::now(), payload, is_text)?;
-        self.write_outgoing();
+        let now = time::now();
+        let seq = self.session.send(now, payload, is_text)?;
+        self.write_outgoing_at(now);
         Ok(seq)
     }
 
@@ -354,11 +355,16 @@ impl ReliableClient {
     /// Writes every envelope the session has for the current connection. A failed
     /// write ends the connection; the messages stay in the window for the next one.
     fn write_outgoing(&mut self) {
+        self.write_outgoing_at(time::now());
+    }
+
+    /// [`write_outgoing`](Self::write_outgoing) with the time the caller already read.
+    fn write_outgoing_at(&mut self, now: Instant) {
         let Some(ws) = self.ws.as_mut() else {
             return;
         };
         while let Some(envelope) = self.session.poll_outgoing() {
-            if let Err(e) = ws.send(Message::binary(envelope)) {
+            if let Err(e) = ws.send_at(now, Message::binary(envelope)) {
                 self.last_error = Some(e);
                 self.disconnected();
                 return;
