@@ -12,9 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockeye_core::{
-    Close, CloseCode, Connection, Event, Instant, Message, MessageKind, SendError, State,
-};
+use sockeye_core::{Close, CloseCode, Connection, Event, Instant, Message, MessageKind, State};
 
 use crate::error::{Error, Result};
 use crate::time;
@@ -145,34 +143,25 @@ impl WebSocket {
 
     /// Sends a whole message as one frame, blocking until it is written.
     ///
-    /// Fails with [`SendError::Closed`] (as [`Error::Send`]) once the closing handshake
+    /// Fails with [`SendError::Closed`](sockeye_core::SendError::Closed) (as [`Error::Send`]) once the closing handshake
     /// has started.
     pub fn send(&mut self, message: Message) -> Result<()> {
-        match self.conn.send(time::now(), message.clone()) {
-            Err(SendError::Full) => {
-                // The core's queue only fills if chunks were left unwritten; write them
-                // and try again, which an empty queue always accepts.
-                self.drain_and_flush()?;
-                self.conn.send(time::now(), message)?;
-            }
-            other => other?,
-        }
+        self.send_at(time::now(), message)
+    }
+
+    /// [`send`](Self::send) with the time already read by the caller (the reliable
+    /// client reads the clock once per message for both its session and this).
+    pub(crate) fn send_at(&mut self, now: Instant, message: Message) -> Result<()> {
+        self.make_room()?;
+        self.conn.send(now, message)?;
         self.drain_and_flush()
     }
 
     /// Sends one fragment of a message (RFC 6455 §5.4); `fin` marks the last one. Every
     /// fragment of a message names the same `kind`.
     pub fn send_fragment(&mut self, kind: MessageKind, payload: Bytes, fin: bool) -> Result<()> {
-        match self
-            .conn
-            .send_fragment(time::now(), kind, payload.clone(), fin)
-        {
-            Err(SendError::Full) => {
-                self.drain_and_flush()?;
-                self.conn.send_fragment(time::now(), kind, payload, fin)?;
-            }
-            other => other?,
-        }
+        self.make_room()?;
+        self.conn.send_fragment(time::now(), kind, payload, fin)?;
         self.drain_and_flush()
     }
 
@@ -239,6 +228,18 @@ impl WebSocket {
     /// happen on this connection.
     pub(crate) fn is_over(&self) -> bool {
         self.done && self.events.is_empty()
+    }
+
+    /// Writes whatever the core still has queued, so that the next send finds its queue
+    /// empty: the core answers [`SendError::Full`](sockeye_core::SendError::Full) only
+    /// while bytes wait, and an empty queue accepts any message. Checking first, rather than retrying after `Full`,
+    /// spares a clone of every message (for a payload fresh from a `Vec`, that clone
+    /// allocates).
+    fn make_room(&mut self) -> Result<()> {
+        if self.conn.queued_bytes() > 0 {
+            self.drain_and_flush()?;
+        }
+        Ok(())
     }
 
     /// Feeds the core one input (bytes, EOF, or a passed deadline), then drains it. The

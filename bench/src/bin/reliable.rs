@@ -55,6 +55,9 @@ fn options() -> Options {
 }
 
 fn main() {
+    if profile_one() {
+        return;
+    }
     let options = options();
     println!(
         "sockeye reliable benchmark: sockeye-std client -> sockeye-std server over 127.0.0.1, \
@@ -117,6 +120,33 @@ fn main() {
         "  cut -> client saw all {REPLAYED} acknowledged: median {:.2} ms (target < 20 ms)",
         median(&mut resumed)
     );
+}
+
+/// `--profile plain|reliable SIZE COUNT`: one throughput run of one mode and nothing
+/// else, for `strace -c -f`, `perf stat` or callgrind, so that the counts of the two
+/// modes can be compared per message.
+fn profile_one() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(i) = args.iter().position(|a| a == "--profile") else {
+        return false;
+    };
+    let mode = args.get(i + 1).map(String::as_str);
+    let size: usize = args.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(1024);
+    let count: usize = args
+        .get(i + 3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100_000);
+    let took = match mode {
+        Some("plain") => plain_run(size, count),
+        Some("reliable") => reliable_run(size, count),
+        _ => panic!("--profile plain|reliable [SIZE] [COUNT]"),
+    };
+    println!(
+        "{} {size} B x {count}: {:.0} msg/s",
+        mode.unwrap_or_default(),
+        count as f64 / took.as_secs_f64()
+    );
+    true
 }
 
 fn median(values: &mut [f64]) -> f64 {

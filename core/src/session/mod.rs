@@ -534,6 +534,13 @@ impl ClientSession {
         self.ep.sender.len()
     }
 
+    /// [`send`](Self::send) of a `len`-byte payload would answer `Full` now. Lets a
+    /// caller that is about to read the clock for `send` skip that while the window is
+    /// full; `send` itself checks the same rule.
+    pub fn is_full_for(&self, len: usize) -> bool {
+        self.ep.sender.is_full_for(len)
+    }
+
     /// Payload bytes held until acknowledged.
     pub fn unacked_bytes(&self) -> usize {
         self.ep.sender.bytes()

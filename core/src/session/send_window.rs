@@ -210,6 +210,15 @@ impl SendWindow {
         self.bytes
     }
 
+    /// `push` of a `len`-byte payload would answer `Full` right now: the window has no
+    /// room for it until acks arrive. `false` for a payload that could never fit (`push`
+    /// answers `TooLarge` for that).
+    pub fn is_full_for(&self, len: usize) -> bool {
+        len <= self.config.window_bytes
+            && (self.entries.len() >= self.config.window_messages
+                || self.bytes + len > self.config.window_bytes)
+    }
+
     /// The cumulative ack received so far.
     pub fn acked(&self) -> Seq {
         Seq(self.acked)
@@ -250,9 +259,7 @@ impl SendWindow {
                 max: self.config.window_bytes,
             });
         }
-        if self.entries.len() >= self.config.window_messages
-            || self.bytes + payload.len() > self.config.window_bytes
-        {
+        if self.is_full_for(payload.len()) {
             return Err(SessionSendError::Full);
         }
         let seq = Seq(self.end());
@@ -571,17 +578,21 @@ mod tests {
             w.push(at(0), Bytes::from_static(b"4567"), false),
             Ok(Seq(2))
         );
+        assert!(w.is_full_for(3));
         assert_eq!(
             w.push(at(0), Bytes::from_static(b"89a"), false),
             Err(SessionSendError::Full),
             "bytes"
         );
+        assert!(!w.is_full_for(1));
         assert_eq!(w.push(at(0), Bytes::from_static(b"8"), false), Ok(Seq(3)));
+        assert!(w.is_full_for(0));
         assert_eq!(
             w.push(at(0), Bytes::new(), false),
             Err(SessionSendError::Full),
             "messages"
         );
+        assert!(!w.is_full_for(12), "too large is not full");
         assert_eq!(
             w.push(at(0), Bytes::from_static(b"far too long"), false),
             Err(SessionSendError::TooLarge { max: 10 })

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use sockeye_core::session::{RESUME_HEADER, SUBPROTOCOL};
 use sockeye_core::{
     ClientSession, Config, Event, Instant, Message, Reconnect, ReconnectConfig, Seq, SessionConfig,
-    SessionEvent, SessionId,
+    SessionEvent, SessionId, SessionSendError,
 };
 
 use crate::client::{Client, ClientOptions};
@@ -149,8 +149,17 @@ impl ReliableClient {
     /// it may; call [`next_event`](Self::next_event) to let acks arrive, then retry.
     /// Nothing is queued beyond the window.
     pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
-        let seq = self.session.send(time::now(), payload, is_text)?;
-        self.write_outgoing();
+        // An application waiting for room calls this once per `next_event`; while the
+        // window is full, answer without reading the clock (text that is not UTF-8 still
+        // gets `InvalidUtf8` from the session, as before).
+        if self.session.is_full_for(payload.len())
+            && (!is_text || std::str::from_utf8(&payload).is_ok())
+        {
+            return Err(SessionSendError::Full.into());
+        }
+        let now = time::now();
+        let seq = self.session.send(now, payload, is_text)?;
+        self.write_outgoing_at(now);
         Ok(seq)
     }
 
@@ -162,6 +171,10 @@ impl ReliableClient {
     /// ([`ReconnectConfig::max_attempts`]), [`Error::NotReliable`] if the server does
     /// not speak `sockeye.v1`. Connection failures are not errors: the client reconnects.
     pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<SessionEvent>> {
+        // An event already waiting (one `Acked` per message) needs no clock reading.
+        if let Some(event) = self.session.poll_event() {
+            return Ok(Some(event));
+        }
         let deadline = timeout.map(|t| time::now() + t);
         loop {
             if let Some(event) = self.session.poll_event() {
@@ -342,11 +355,16 @@ impl ReliableClient {
     /// Writes every envelope the session has for the current connection. A failed
     /// write ends the connection; the messages stay in the window for the next one.
     fn write_outgoing(&mut self) {
+        self.write_outgoing_at(time::now());
+    }
+
+    /// [`write_outgoing`](Self::write_outgoing) with the time the caller already read.
+    fn write_outgoing_at(&mut self, now: Instant) {
         let Some(ws) = self.ws.as_mut() else {
             return;
         };
         while let Some(envelope) = self.session.poll_outgoing() {
-            if let Err(e) = ws.send(Message::binary(envelope)) {
+            if let Err(e) = ws.send_at(now, Message::binary(envelope)) {
                 self.last_error = Some(e);
                 self.disconnected();
                 return;

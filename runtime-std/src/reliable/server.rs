@@ -61,6 +61,10 @@ struct State {
     /// When `next_events` next drives the store's timers. Asking the store for its next
     /// deadline walks every session, so it is done at most every [`STORE_TICK`].
     store_check: Instant,
+    /// Application threads asleep in `next_events`. A connection signals `event_ready`
+    /// only when this is non-zero: a signal is a system call even with nobody waiting,
+    /// and a busy application finds the new events on its next call anyway.
+    app_waiting: usize,
 }
 
 struct Shared {
@@ -147,6 +151,7 @@ impl SessionRegistry {
                     events: VecDeque::new(),
                     drivers: HashMap::new(),
                     store_check: time::now(),
+                    app_waiting: 0,
                 }),
                 event_ready: Condvar::new(),
                 room: Condvar::new(),
@@ -295,12 +300,14 @@ impl SessionRegistry {
                 return 0;
             }
             let wake = earliest(Some(guard.store_check), deadline).unwrap_or(guard.store_check);
+            guard.app_waiting += 1;
             guard = self
                 .shared
                 .event_ready
                 .wait_timeout(guard, time::until(wake))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            guard.app_waiting -= 1;
         }
     }
 
@@ -361,6 +368,9 @@ struct SessionTurn {
     superseded: bool,
     /// The application's event queue is full: stop reading for a while.
     events_full: bool,
+    /// Events were queued while an application thread sleeps in `next_events`: signal
+    /// it once the registry's lock is released.
+    wake_app: bool,
 }
 
 /// Which session a connection carries, and how to wake its timer thread.
@@ -384,6 +394,7 @@ impl Link {
             deadline: None,
             superseded: false,
             events_full: false,
+            wake_app: false,
         };
         let Some(session) = state
             .store
@@ -404,7 +415,6 @@ impl Link {
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
         }
-        let was_empty = state.events.is_empty();
         while let Some(event) = session.poll_event() {
             state.events.push_back((self.id, event));
         }
@@ -414,7 +424,12 @@ impl Link {
         turn.disconnect = session.wants_disconnect();
         turn.deadline = session.poll_timeout();
         turn.events_full = state.events.len() >= shared.max_pending_events;
-        if was_empty && !state.events.is_empty() {
+        turn.wake_app = state.app_waiting > 0 && !state.events.is_empty();
+        drop(guard);
+        // Signalled after unlocking, so the woken thread does not at once block on the
+        // lock we still held. No wake-up is lost: a waiter counted in `app_waiting` was
+        // already inside `wait_timeout` when we took the lock.
+        if turn.wake_app {
             shared.event_ready.notify_all();
         }
         turn
@@ -466,16 +481,11 @@ impl ConnCore {
             self.closing = true;
         }
         for envelope in turn.outgoing {
-            if self
-                .conn
-                .send(now, Message::binary(envelope.clone()))
-                .is_err()
-            {
-                // The core's queue is full only while chunks wait; move them on.
-                self.drain_conn();
-                let _ = self.conn.send(now, Message::binary(envelope));
-            }
+            // The core's queue is full only while chunks wait, and `drain_conn` moves
+            // them all on, so this send cannot answer `Full` (checking first spares a
+            // clone of each envelope, which allocates).
             self.drain_conn();
+            let _ = self.conn.send(now, Message::binary(envelope));
         }
         if let Some(code) = turn.disconnect.filter(|_| !self.closing) {
             let _ = self.conn.close(now, code, "");
