@@ -157,6 +157,20 @@ impl WebSocket {
         self.drain_and_flush()
     }
 
+    /// Sends one binary message made of `head` then `payload` (a reliable session's
+    /// envelope), copying each byte once, into the frame.
+    pub(crate) fn send_parts_at(
+        &mut self,
+        now: Instant,
+        head: &[u8],
+        payload: &[u8],
+    ) -> Result<()> {
+        self.make_room()?;
+        self.conn
+            .send_parts(now, MessageKind::Binary, head, payload)?;
+        self.drain_and_flush()
+    }
+
     /// Sends one fragment of a message (RFC 6455 §5.4); `fin` marks the last one. Every
     /// fragment of a message names the same `kind`.
     pub fn send_fragment(&mut self, kind: MessageKind, payload: Bytes, fin: bool) -> Result<()> {

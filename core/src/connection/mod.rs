@@ -30,7 +30,7 @@ use crate::config::Config;
 use crate::entropy::Entropy;
 use crate::error::{ConnectionError, LimitError, ProtocolError, SendError};
 use crate::frame::{
-    decode_close_payload, encode_close_payload, encode_frame, CloseCode, Frame, FrameDecoder,
+    decode_close_payload, encode_close_payload, encode_frame_parts, CloseCode, Frame, FrameDecoder,
     FrameHeader, HeaderBuf, OpCode, MAX_CONTROL_PAYLOAD,
 };
 use crate::keepalive::{Keepalive, KeepaliveAction};
@@ -382,6 +382,30 @@ impl Connection {
             MessageKind::Binary => OpCode::Binary,
         };
         self.queue_frame_copy(opcode, true, payload, COALESCE_BLOCK);
+        Ok(())
+    }
+
+    /// Like [`send_slice`](Self::send_slice) for a message that is `head` followed by
+    /// `payload`, held apart: the frame is built from both, copying (and masking) each
+    /// byte once. A reliable session sends its DATA envelopes this way, its small header
+    /// in `head` and the application's message in `payload`.
+    pub fn send_parts(
+        &mut self,
+        now: Instant,
+        kind: MessageKind,
+        head: &[u8],
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        self.clock.observe(now);
+        self.check_can_send(head.len() + payload.len())?;
+        if self.sending_fragmented.is_some() {
+            return Err(SendError::FragmentOrder);
+        }
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        self.queue_frame_parts(opcode, true, head, payload, COALESCE_BLOCK);
         Ok(())
     }
 
@@ -755,6 +779,20 @@ impl Connection {
     /// Queues a frame whose payload is copied into the output: next to its header up to
     /// `coalesce_max` bytes, else (masked on the client side) into a chunk of its own.
     fn queue_frame_copy(&mut self, opcode: OpCode, fin: bool, payload: &[u8], coalesce_max: usize) {
+        self.queue_frame_parts(opcode, fin, &[], payload, coalesce_max);
+    }
+
+    /// Queues one frame whose payload is `head` then `payload`, copied (and masked) into
+    /// the output: next to the frames before it when small, in a chunk of its own above
+    /// `coalesce_max`.
+    fn queue_frame_parts(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        head: &[u8],
+        payload: &[u8],
+        coalesce_max: usize,
+    ) {
         let mask = match self.side {
             Side::Client => {
                 let mut key = [0u8; 4];
@@ -763,23 +801,24 @@ impl Connection {
             }
             Side::Server => None,
         };
+        let len = head.len() + payload.len();
         let header = FrameHeader {
             fin,
             rsv: 0,
             opcode,
             mask,
-            payload_len: payload.len() as u64,
+            payload_len: len as u64,
         };
-        let frame_len = header.encoded_len() + payload.len();
+        let frame_len = header.encoded_len() + len;
         self.queued_bytes += frame_len;
-        if payload.len() > coalesce_max {
+        if len > coalesce_max {
             self.flush_coalesce();
             let mut chunk = BytesMut::with_capacity(frame_len);
-            encode_frame(header, payload, &mut chunk);
+            encode_frame_parts(header, head, payload, &mut chunk);
             self.out.push_back(chunk.freeze());
         } else {
             self.reserve_coalesce(frame_len);
-            encode_frame(header, payload, &mut self.coalesce);
+            encode_frame_parts(header, head, payload, &mut self.coalesce);
         }
     }
 

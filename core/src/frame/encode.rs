@@ -48,10 +48,55 @@ pub fn encode_frame(mut header: FrameHeader, payload: &[u8], dst: &mut BytesMut)
     }
 }
 
+/// Appends one frame whose payload is `head` followed by `payload`, without joining them
+/// first: a message built of a small header of its own and a body held elsewhere (a
+/// `sockeye.v1` DATA envelope) is copied, and masked, once.
+pub fn encode_frame_parts(
+    mut header: FrameHeader,
+    head: &[u8],
+    payload: &[u8],
+    dst: &mut BytesMut,
+) {
+    header.payload_len = (head.len() + payload.len()) as u64;
+    dst.reserve(header.encoded_len() + head.len() + payload.len());
+    header.encode(dst);
+    match header.mask {
+        Some(key) => {
+            put_masked(dst, head, key, 0);
+            put_masked(dst, payload, key, head.len());
+        }
+        None => {
+            dst.put_slice(head);
+            dst.put_slice(payload);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::header::OpCode;
     use super::*;
+
+    #[test]
+    fn a_frame_in_parts_is_the_frame_of_the_joined_payload() {
+        for mask in [None, Some([0x37, 0xfa, 0x21, 0x3d])] {
+            let header = FrameHeader {
+                fin: true,
+                rsv: 0,
+                opcode: OpCode::Binary,
+                mask,
+                payload_len: 0,
+            };
+            let body: std::vec::Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+            for split in [0, 1, 3, 5, 64, 299, 300] {
+                let (head, rest) = body.split_at(split);
+                let (mut whole, mut parts) = (BytesMut::new(), BytesMut::new());
+                encode_frame(header, &body, &mut whole);
+                encode_frame_parts(header, head, rest, &mut parts);
+                assert_eq!(parts, whole, "split at {split}, mask {mask:?}");
+            }
+        }
+    }
 
     #[test]
     fn rfc6455_5_7_single_frame_unmasked_and_masked_hello() {

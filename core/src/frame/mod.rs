@@ -10,6 +10,6 @@ mod mask;
 
 pub use close::{decode_close_payload, encode_close_payload, CloseCode};
 pub use decode::{Frame, FrameDecoder};
-pub use encode::{encode_frame, HeaderBuf};
+pub use encode::{encode_frame, encode_frame_parts, HeaderBuf};
 pub use header::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 pub use mask::{apply_mask, put_masked};

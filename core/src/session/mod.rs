@@ -79,6 +79,7 @@
 //! `resume` (what each side does on connect), [`store`] (the server's sessions).
 
 pub mod envelope;
+mod outgoing;
 pub mod receive;
 pub mod reconnect;
 mod restore;
@@ -102,6 +103,7 @@ use envelope::{Data, Envelope};
 use receive::Receiver;
 use send_window::{SendWindow, TimeoutOutcome};
 
+pub use outgoing::OutgoingEnvelope;
 pub use reconnect::{Reconnect, ReconnectConfig};
 pub use store::SessionStore;
 pub use token::{SessionId, SessionToken};
@@ -358,36 +360,36 @@ impl Endpoint {
         }
     }
 
-    fn poll_outgoing(&mut self) -> Option<Bytes> {
+    fn poll_outgoing(&mut self) -> Option<OutgoingEnvelope> {
         if self.link == Link::Down {
             return None;
         }
         if let Some(control) = self.control.pop_front() {
-            return Some(control);
+            return Some(OutgoingEnvelope::whole(control));
         }
         if self.link != Link::Up {
             return None;
         }
         if let Some(out) = self.sender.next_to_send(self.now) {
             let ack = self.receiver.take_ack();
-            let payload = out.payload.as_deref().unwrap_or_default();
             let data = Data {
                 is_text: out.is_text && out.payload.is_some(),
                 is_void: out.payload.is_none(),
                 seq: out.seq,
                 ack,
-                payload,
+                payload: &[],
             };
-            let mut buf =
-                Vec::with_capacity(envelope::data_header_len(out.seq, ack) + payload.len());
-            envelope::encode(&Envelope::Data(data), &mut buf);
-            return Some(Bytes::from(buf));
+            return Some(OutgoingEnvelope::with_head(
+                |head| envelope::encode(&Envelope::Data(data), head),
+                out.payload.unwrap_or_default(),
+            ));
         }
         if self.receiver.ack_due(self.now) {
             let ack = self.receiver.take_ack();
-            let mut buf = Vec::with_capacity(1 + envelope::MAX_VARINT_LEN);
-            envelope::encode(&Envelope::Ack { ack }, &mut buf);
-            return Some(Bytes::from(buf));
+            return Some(OutgoingEnvelope::with_head(
+                |head| envelope::encode(&Envelope::Ack { ack }, head),
+                Bytes::new(),
+            ));
         }
         None
     }
@@ -504,6 +506,14 @@ impl ClientSession {
     /// The next envelope to send as a binary WebSocket message on the current
     /// connection. Call after every input until it returns `None`.
     pub fn poll_outgoing(&mut self) -> Option<Bytes> {
+        self.ep.poll_outgoing().map(OutgoingEnvelope::into_bytes)
+    }
+
+    /// [`poll_outgoing`](Self::poll_outgoing) in two parts, the envelope's head and the
+    /// message it carries, for [`Connection::send_parts`](crate::Connection::send_parts):
+    /// the message is then copied once, into the frame, instead of into the envelope
+    /// first.
+    pub fn poll_outgoing_parts(&mut self) -> Option<OutgoingEnvelope> {
         self.ep.poll_outgoing()
     }
 
@@ -622,6 +632,14 @@ impl ServerSession {
     /// The next envelope to send (the WELCOME first on each connection). Call after
     /// every input until `None`.
     pub fn poll_outgoing(&mut self) -> Option<Bytes> {
+        self.ep.poll_outgoing().map(OutgoingEnvelope::into_bytes)
+    }
+
+    /// [`poll_outgoing`](Self::poll_outgoing) in two parts, the envelope's head and the
+    /// message it carries, for [`Connection::send_parts`](crate::Connection::send_parts):
+    /// the message is then copied once, into the frame, instead of into the envelope
+    /// first.
+    pub fn poll_outgoing_parts(&mut self) -> Option<OutgoingEnvelope> {
         self.ep.poll_outgoing()
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sockeye_core::session::{RESUME_HEADER, SUBPROTOCOL};
 use sockeye_core::{
-    ClientSession, Config, Event, Instant, Message, Reconnect, ReconnectConfig, Seq, SessionConfig,
+    ClientSession, Config, Event, Instant, Reconnect, ReconnectConfig, Seq, SessionConfig,
     SessionEvent, SessionId, SessionSendError,
 };
 
@@ -363,8 +363,8 @@ impl ReliableClient {
         let Some(ws) = self.ws.as_mut() else {
             return;
         };
-        while let Some(envelope) = self.session.poll_outgoing() {
-            if let Err(e) = ws.send_at(now, Message::binary(envelope)) {
+        while let Some(envelope) = self.session.poll_outgoing_parts() {
+            if let Err(e) = ws.send_parts_at(now, envelope.head(), envelope.payload()) {
                 self.last_error = Some(e);
                 self.disconnected();
                 return;

@@ -21,9 +21,9 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockeye_core::session::{RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
+use sockeye_core::session::{OutgoingEnvelope, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
 use sockeye_core::{
-    CloseCode, Config, Connection, Event, Instant, Message, Seq, SessionConfig, SessionEvent,
+    CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
     SessionId, SessionStore,
 };
 
@@ -361,7 +361,7 @@ fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
 
 /// What a connection learned from its session while holding the registry's lock.
 struct SessionTurn {
-    outgoing: Vec<Bytes>,
+    outgoing: Vec<OutgoingEnvelope>,
     disconnect: Option<CloseCode>,
     deadline: Option<Instant>,
     /// A newer connection took the session over (or it is gone).
@@ -418,7 +418,7 @@ impl Link {
         while let Some(event) = session.poll_event() {
             state.events.push_back((self.id, event));
         }
-        while let Some(envelope) = session.poll_outgoing() {
+        while let Some(envelope) = session.poll_outgoing_parts() {
             turn.outgoing.push(envelope);
         }
         turn.disconnect = session.wants_disconnect();
@@ -482,10 +482,14 @@ impl ConnCore {
         }
         for envelope in turn.outgoing {
             // The core's queue is full only while chunks wait, and `drain_conn` moves
-            // them all on, so this send cannot answer `Full` (checking first spares a
-            // clone of each envelope, which allocates).
+            // them all on, so this send cannot answer `Full`.
             self.drain_conn();
-            let _ = self.conn.send(now, Message::binary(envelope));
+            let _ = self.conn.send_parts(
+                now,
+                MessageKind::Binary,
+                envelope.head(),
+                envelope.payload(),
+            );
         }
         if let Some(code) = turn.disconnect.filter(|_| !self.closing) {
             let _ = self.conn.close(now, code, "");
