@@ -50,6 +50,7 @@ mod client;
 mod entropy;
 mod error;
 mod server;
+pub mod server_app;
 mod time;
 mod transport;
 mod url;
