@@ -227,3 +227,43 @@ cr("fuzzed-fields-injection", RFC_1_3_RESPONSE,
    fields=[b"evil.example\r\nX-Injected: 1", b"/a b\r\n\r\nGET /", b"null\n", b"X-Token\r\nX", b"v\r\n\r\n"])
 cr("fuzzed-fields-plain", RFC_1_3_RESPONSE,
    fields=[b"example.com:8080", b"/chat?room=1", b"https://example.com", b"Authorization", b"Bearer abc"])
+
+
+# --- hub_ops: three bytes per operation, decoded by `Op::decode` in core/src/sim/hub.rs:
+# [a % 16: 0-2 connect (a & 0x80: reliable), 3-4 disconnect, 5-7 join, 8 leave,
+#  9-10 publish, 11 send, 12 push to user, 13 push to room (b even) or everyone,
+#  14-15 clock step of b*2 + c%2 ms] [b: connection id % 12] [c: user % 6 or room % 6]
+# Rooms 0-3 are valid, 4 is "" and 5 is too long; limits are `small_config()`.
+def h_connect(conn, user, reliable=True): return bytes([0x80 if reliable else 0, conn, user])
+def h_disconnect(conn): return bytes([3, conn, 0])
+def h_join(conn, room): return bytes([5, conn, room])
+def h_leave(conn, room): return bytes([8, conn, room])
+def h_publish(conn, room): return bytes([9, conn, room])
+def h_send(conn, to): return bytes([11, conn, to])
+def h_push_user(to): return bytes([12, 0, to])
+def h_push_room(room): return bytes([13, 0, room])
+def h_push_everyone(): return bytes([13, 1, 0])
+def h_advance(ms): return bytes([14, ms // 2, ms % 2])
+
+
+write("hub_ops", "chat-in-a-room",
+      h_connect(1, 1, False) + h_connect(2, 2) + h_join(1, 0) + h_join(2, 0) + h_publish(1, 0)
+      + h_publish(2, 0) + h_leave(2, 0) + h_publish(2, 0) + h_disconnect(1))
+write("hub_ops", "offline-mailbox-drained-on-connect",
+      h_connect(1, 0) + h_send(1, 3) + h_push_user(3) + h_push_user(3) + h_advance(100)
+      + h_connect(3, 3) + h_push_user(3))
+write("hub_ops", "mailbox-overflow-and-expiry",
+      h_push_user(4) * 4 + h_advance(510) + h_push_user(1) + h_push_user(2) + h_push_user(3)
+      + h_push_user(5) + h_advance(200) + h_connect(7, 1) + h_advance(400))
+write("hub_ops", "connection-and-room-limits",
+      h_connect(1, 0) + h_connect(2, 0) + h_connect(3, 0) + h_connect(4, 0)
+      + b"".join(h_connect(c, c % 6) for c in range(4, 12))
+      + h_join(1, 4) + h_join(1, 5) + h_join(1, 0) + h_join(1, 1) + h_join(1, 2)
+      + h_join(5, 0) + h_join(6, 0) + h_join(7, 0) + h_join(8, 0))
+write("hub_ops", "one-user-many-connections",
+      h_connect(1, 2) + h_connect(2, 2, False) + h_connect(3, 2) + h_push_user(2)
+      + h_join(1, 1) + h_join(2, 1) + h_join(3, 1) + h_connect(4, 5) + h_join(4, 1)
+      + h_disconnect(1) + h_leave(2, 1) + h_push_everyone() + h_push_room(1) + h_disconnect(3))
+write("hub_ops", "unknown-connections",
+      h_join(9, 0) + h_leave(9, 0) + h_publish(9, 0) + h_send(9, 1) + h_disconnect(9)
+      + h_connect(9, 1) + h_connect(9, 2) + h_disconnect(9) + h_disconnect(9) + h_publish(9, 0))

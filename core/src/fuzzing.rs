@@ -991,6 +991,28 @@ pub fn client_response(data: &[u8]) {
     }
 }
 
+/// A hub fed arbitrary operations, three bytes each (see
+/// [`Op::decode`](crate::sim::hub::Op::decode)): connects and disconnects, joins and
+/// leaves, publishes, direct messages, pushes and clock steps, on known and unknown
+/// connections. After every one the hub must agree with the reference model in
+/// [`crate::sim::hub`]: exact deliveries and presence, every user-addressed message
+/// delivered, waiting or dead-lettered exactly once, mailboxes within their bounds. At the
+/// end, the mailboxes survive an export and restore unchanged.
+pub fn hub_ops(data: &[u8]) {
+    use crate::sim::hub::{small_config, HubCheck, Op};
+    let mut input = Input::new(data);
+    let mut check = HubCheck::new(small_config());
+    while !input.is_empty() {
+        let op = Op::decode(input.u8(), input.u8(), input.u8());
+        if let Err(e) = check.apply(op) {
+            panic!("{e}");
+        }
+    }
+    if let Err(e) = check.finish() {
+        panic!("{e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1006,6 +1028,7 @@ mod tests {
         ("client_connection", client_connection),
         ("server_handshake", server_handshake),
         ("client_response", client_response),
+        ("hub_ops", hub_ops),
     ];
 
     fn seeds_dir(target: &str) -> PathBuf {

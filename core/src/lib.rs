@@ -71,6 +71,13 @@
 //! envelopes (`poll_outgoing`) instead of bytes: each is one binary WebSocket message.
 //! [`auth`] mints and verifies the signed user tokens checked at the handshake.
 //!
+//! ## The hub
+//!
+//! [`hub`] is the server's routing, sans-IO like the rest: connections and their users,
+//! rooms and presence, pushes to a user, a room or everyone, and bounded offline
+//! mailboxes. The runtime feeds it what happened and drains deliveries
+//! ([`hub::Hub::poll_outbound`]) the same way.
+//!
 //! ## Time
 //!
 //! The core has no `now()`. Every call that cares takes `now: `[`Instant`], a count of
@@ -107,6 +114,7 @@ pub mod entropy;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod hub;
 pub mod keepalive;
 pub mod session;
 pub mod time;
@@ -114,7 +122,7 @@ pub mod time;
 #[cfg(any(fuzzing, feature = "sim"))]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(any(test, feature = "sim"))]
+#[cfg(any(test, fuzzing, feature = "sim"))]
 #[doc(hidden)]
 pub mod sim;
 

@@ -16,6 +16,7 @@ use crate::connection::{Connection, Event};
 use crate::entropy::SeededEntropy;
 use crate::time::Instant;
 
+pub mod hub;
 pub mod reliable;
 pub mod session_ops;
 

@@ -1,0 +1,64 @@
+//! The hub's limits, with defaults that work for a small server on one host.
+
+use core::time::Duration;
+
+/// Every bound the [`Hub`](super::Hub) enforces. Each one caps memory: the hub never
+/// holds more connections, rooms, members or mail than these allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HubConfig {
+    /// Live connections in total; over it, [`Refusal::TooManyConnections`](super::Refusal).
+    pub max_connections: usize,
+    /// Live connections of one user; over it, [`Refusal::TooManyForUser`](super::Refusal).
+    pub max_connections_per_user: usize,
+    /// Rooms one connection may be in at once; over it, [`HubError::TooManyRooms`](super::HubError).
+    pub max_rooms_per_connection: usize,
+    /// Connections one room may hold at once; over it, [`HubError::RoomFull`](super::HubError).
+    pub max_room_members: usize,
+    /// Longest room name, in bytes (names are 1..=this, without control characters).
+    pub max_room_name_bytes: usize,
+    /// Messages one offline user's mailbox may hold; more become
+    /// [`MailDropReason::MailboxFull`](super::MailDropReason) dead letters.
+    pub mailbox_max_messages: usize,
+    /// How long a message may wait in a mailbox before it becomes an
+    /// [`MailDropReason::Expired`](super::MailDropReason) dead letter.
+    pub mailbox_max_age: Duration,
+    /// Offline users that may have mail at once; mail for one more becomes a
+    /// [`MailDropReason::TooManyMailboxes`](super::MailDropReason) dead letter.
+    pub max_users_with_mail: usize,
+}
+
+impl Default for HubConfig {
+    /// Sized for a constrained host: 10,000 connections, 8 per user, 32 rooms per
+    /// connection, 10,000 connections per room, room names up to 64 bytes, and mailboxes of
+    /// 100 messages kept for a day for up to 10,000 users.
+    fn default() -> Self {
+        HubConfig {
+            max_connections: 10_000,
+            max_connections_per_user: 8,
+            max_rooms_per_connection: 32,
+            max_room_members: 10_000,
+            max_room_name_bytes: 64,
+            mailbox_max_messages: 100,
+            mailbox_max_age: Duration::from_secs(24 * 60 * 60),
+            max_users_with_mail: 10_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_allow_some_of_everything() {
+        let c = HubConfig::default();
+        assert!(c.max_connections >= c.max_connections_per_user);
+        assert!(c.max_connections_per_user > 0);
+        assert!(c.max_rooms_per_connection > 0);
+        assert!(c.max_room_members > 0);
+        assert!(c.max_room_name_bytes > 0);
+        assert!(c.mailbox_max_messages > 0);
+        assert!(c.mailbox_max_age > Duration::ZERO);
+        assert!(c.max_users_with_mail > 0);
+    }
+}
