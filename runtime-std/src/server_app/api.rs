@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sockeye_core::auth::UserId;
-use super::hub_stub::Target;
+use sockeye_core::hub::Target;
 
 use super::http::{self, BodyError, Head};
 use super::identity::{push_access, PushAccess};
@@ -136,7 +136,7 @@ fn push(
     Metrics::add(&shared.metrics.pushes, 1);
     http::json(
         202,
-        &json!({ "queued": { "connections": receipt.connections, "mailboxed": receipt.mailboxed } }),
+        &json!({ "queued": { "connections": receipt.connections, "mailboxed": receipt.mailboxed, "dead_lettered": receipt.dead_lettered } }),
     )
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use sockeye_core::auth::UserId;
-use super::hub_stub::ConnId;
+use sockeye_core::hub::ConnId;
 use sockeye_core::{CloseCode, Connection, Event, Instant, Message};
 
 use crate::time;

@@ -25,7 +25,6 @@ mod api;
 mod config;
 mod conn;
 mod http;
-mod hub_stub;
 mod identity;
 pub(crate) mod log;
 mod metrics;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::auth::UserId;
-use super::hub_stub::{
+use sockeye_core::hub::{
     ConnId, Delivery, Hub, HubConfig, HubError, OutMessage, PushReceipt, Refusal, Target,
 };
 use sockeye_core::CloseCode;
@@ -36,11 +36,13 @@ struct Inner {
 
 impl State {
     pub(super) fn new(config: &ServerConfig) -> State {
-        let mut hub_config = HubConfig::default();
-        hub_config.max_connections = config.max_connections;
-        hub_config.max_connections_per_user = config.max_connections_per_user;
-        hub_config.mailbox_max_messages = config.mailbox_size;
-        hub_config.mailbox_max_age = config.mailbox_age;
+        let hub_config = HubConfig {
+            max_connections: config.max_connections,
+            max_connections_per_user: config.max_connections_per_user,
+            mailbox_max_messages: config.mailbox_size,
+            mailbox_max_age: config.mailbox_age,
+            ..HubConfig::default()
+        };
         State {
             inner: Mutex::new(Inner {
                 hub: Hub::new(hub_config),
@@ -179,8 +181,8 @@ impl State {
         HubGauges {
             users: stats.users as u64,
             rooms: stats.rooms as u64,
-            mailbox_depth: stats.mailboxed as u64,
-            mailbox_drops: stats.dead_letters as u64,
+            mailbox_depth: stats.mailbox_messages as u64,
+            mailbox_drops: stats.mail_expired + stats.mail_overflowed,
         }
     }
 }
@@ -217,7 +219,12 @@ impl Inner {
         }
         while let Some(dead) = self.hub.poll_dead_letter() {
             Metrics::add(&metrics.dead_letters, 1);
-            log_at!(Debug, "dead letter: {dead:?}");
+            log_at!(
+                Debug,
+                "dead letter for user {:?}: {}",
+                dead.user.as_str(),
+                dead.reason
+            );
         }
     }
 }
