@@ -86,6 +86,7 @@ impl std::fmt::Debug for RunningServer {
 /// Binds `config.listen` and serves on background threads until
 /// [`RunningServer::shutdown`].
 pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
+    log::set_level(config.log_level);
     let listener = TcpListener::bind(&config.listen)?;
     let addr = listener.local_addr()?;
     let mut ws_config = sockeye_core::Config::default();
