@@ -27,7 +27,7 @@ use crate::time;
 
 /// Bytes read from a socket at a time. Small, because every idle connection holds one;
 /// a larger message simply takes more reads.
-const READ_CHUNK: usize = 4096;
+const READ_CHUNK: usize = 2048;
 
 /// How long to wait for the client's FIN after ours.
 const LINGER: Duration = Duration::from_millis(500);
@@ -67,10 +67,14 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
         Ok(None) => return refuse(shared, stream, 400, &http::text(400, "malformed http head")),
         Err(e) => return refuse(shared, stream, e.status(), &e.response()),
     };
+    // The head's bytes now live on in `request` (frames that followed it included); free
+    // ours before the connection settles in for a long life.
+    drop(buf);
     let user = match identify(&shared.config, &head) {
         Ok(user) => user,
         Err(why) => return refuse(shared, stream, 401, &http::text(401, &why)),
     };
+    drop(head);
     if let Err(refusal) = shared.state.admit(&user) {
         let answer = http::text(503, &format!("{refusal}"));
         return refuse(shared, stream, 503, &answer);
