@@ -75,7 +75,11 @@ fn shutdown_closes_1001_and_exits_0(signal_name: &str) {
     }
     let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -107,7 +111,13 @@ fn bad_flags_exit_2_with_a_message_and_help_lists_flags() {
         .unwrap();
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--listen", "SOCKEYE_LISTEN", "--secret", "--api-key", "--journal"] {
+    for flag in [
+        "--listen",
+        "SOCKEYE_LISTEN",
+        "--secret",
+        "--api-key",
+        "--journal",
+    ] {
         assert!(text.contains(flag), "{flag}");
     }
 }

@@ -41,7 +41,10 @@ impl JsonClient {
         };
         let welcome = client.recv();
         assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
-        client.user = welcome["user"].as_str().expect("welcome names the user").into();
+        client.user = welcome["user"]
+            .as_str()
+            .expect("welcome names the user")
+            .into();
         client
     }
 
@@ -102,7 +105,10 @@ pub fn status(response: &str) -> u16 {
 
 /// The body of a raw response.
 pub fn body(response: &str) -> &str {
-    response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("")
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("")
 }
 
 /// `POST /api/push` with `body` and extra header lines; returns the raw response.

@@ -190,16 +190,21 @@ fn two_browser_pages_chat_in_one_room() {
         alice.wait_for("window.demo !== undefined && demo.joined", limit);
         bob.wait_for("window.demo !== undefined && demo.joined", limit);
         alice.wait_for("demo.members.has('bob')", limit);
-        assert_eq!(alice.eval("demo.say('hello from alice')"), Value::Bool(true));
-        bob.wait_for(
-            "demo.lines.includes('alice: hello from alice')",
-            limit,
+        assert_eq!(
+            alice.eval("demo.say('hello from alice')"),
+            Value::Bool(true)
         );
-        assert_eq!(bob.eval("demo.say('hi alice, bob here')"), Value::Bool(true));
+        bob.wait_for("demo.lines.includes('alice: hello from alice')", limit);
+        assert_eq!(
+            bob.eval("demo.say('hi alice, bob here')"),
+            Value::Bool(true)
+        );
         alice.wait_for("demo.lines.includes('bob: hi alice, bob here')", limit);
         // What the page shows is the DOM, not only the script's record of it.
         assert_eq!(
-            bob.eval("document.getElementById('log').innerText.includes('alice: hello from alice')"),
+            bob.eval(
+                "document.getElementById('log').innerText.includes('alice: hello from alice')"
+            ),
             Value::Bool(true)
         );
     });

@@ -71,7 +71,10 @@ fn binary_closes_1003_and_bad_json_closes_1008() {
         for (message, code) in [
             (Message::binary(vec![1, 2, 3]), CloseCode::UNSUPPORTED_DATA),
             (Message::text("{not json"), CloseCode::POLICY_VIOLATION),
-            (Message::text(r#"{"type":"dance"}"#), CloseCode::POLICY_VIOLATION),
+            (
+                Message::text(r#"{"type":"dance"}"#),
+                CloseCode::POLICY_VIOLATION,
+            ),
         ] {
             let mut client = JsonClient::connect(addr, "user=carol");
             client.ws.send(message).unwrap();
@@ -86,8 +89,9 @@ fn push_to_a_user_with_three_connections_reaches_all_three() {
     bounded(LIMIT, || {
         let server = start_server(server_config());
         let addr = server.local_addr();
-        let mut devices: Vec<JsonClient> =
-            (0..3).map(|_| JsonClient::connect(addr, "user=dana")).collect();
+        let mut devices: Vec<JsonClient> = (0..3)
+            .map(|_| JsonClient::connect(addr, "user=dana"))
+            .collect();
         let answer = push(addr, "", r#"{"user":"dana","data":{"order":42}}"#);
         assert_eq!(status(&answer), 202, "{answer}");
         let receipt: Value = serde_json::from_str(body(&answer)).unwrap();
@@ -172,12 +176,17 @@ fn http_routing_and_errors() {
         // A malformed upgrade (bad key): 400.
         let bad_key = raw_request(
             addr,
-            upgrade_request("/ws", "").replace("dGhlIHNhbXBsZSBub25jZQ==", "short").as_bytes(),
+            upgrade_request("/ws", "")
+                .replace("dGhlIHNhbXBsZSBub25jZQ==", "short")
+                .as_bytes(),
         );
         assert_eq!(status(&bad_key), 400, "{bad_key}");
         // Push errors are JSON.
-        for (request_body, code) in [("{nope", 400), (r#"{"data":1}"#, 400), (r#"{"user":"x"}"#, 400)]
-        {
+        for (request_body, code) in [
+            ("{nope", 400),
+            (r#"{"data":1}"#, 400),
+            (r#"{"user":"x"}"#, 400),
+        ] {
             let answer = push(addr, "", request_body);
             assert_eq!(status(&answer), code, "{answer}");
             assert!(body(&answer).starts_with("{\"error\":"), "{answer}");
@@ -202,11 +211,17 @@ fn oversized_and_slow_heads_get_431_and_408() {
         assert_eq!(status(&answer), 408, "{answer}");
         let page = body(&get(addr, "/metrics")).to_string();
         assert_eq!(
-            metric(&page, "sockeye_handshakes_rejected_total{reason=\"timeout\"}"),
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"timeout\"}"
+            ),
             1
         );
         assert_eq!(
-            metric(&page, "sockeye_handshakes_rejected_total{reason=\"head_too_large\"}"),
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"head_too_large\"}"
+            ),
             1
         );
     });
@@ -239,7 +254,10 @@ fn over_the_connection_limits_the_upgrade_is_answered_503() {
         assert_eq!(status(&fourth), 503, "{fourth}");
         let page = body(&get(addr, "/metrics")).to_string();
         assert_eq!(
-            metric(&page, "sockeye_handshakes_rejected_total{reason=\"over_limit\"}"),
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"over_limit\"}"
+            ),
             2
         );
         assert_eq!(metric(&page, "sockeye_connections_open"), 3);
@@ -257,7 +275,10 @@ fn with_a_secret_tokens_are_required_and_push_needs_the_api_key() {
         let missing = raw_request(addr, upgrade_request("/ws?user=mallory", "").as_bytes());
         assert_eq!(status(&missing), 401, "{missing}");
         let forged = mint(b"wrong", "mallory", u64::MAX / 2);
-        let answer = raw_request(addr, upgrade_request(&format!("/ws?token={forged}"), "").as_bytes());
+        let answer = raw_request(
+            addr,
+            upgrade_request(&format!("/ws?token={forged}"), "").as_bytes(),
+        );
         assert_eq!(status(&answer), 401);
         let expired = mint(b"s3cret", "frank", 1);
         let answer = raw_request(
@@ -355,13 +376,17 @@ fn a_client_offering_sockeye_v1_gets_plain_mode_for_now() {
                         .as_bytes(),
                 )
                 .unwrap();
-            stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
             let mut buf = [0u8; 512];
             let n = stream.read(&mut buf).unwrap();
             String::from_utf8_lossy(&buf[..n]).into_owned()
         };
         assert_eq!(status(&answer), 101);
-        assert!(!answer.to_ascii_lowercase().contains("sec-websocket-protocol"));
+        assert!(!answer
+            .to_ascii_lowercase()
+            .contains("sec-websocket-protocol"));
         // And a normal client still works alongside.
         let url = format!("ws://{addr}/ws?user=i");
         let mut ws = Client::connect(&url, Config::default()).unwrap();

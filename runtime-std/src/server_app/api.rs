@@ -23,12 +23,18 @@ pub(super) fn serve(shared: &Shared, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + shared.config.head_timeout;
     let mut buf = Vec::new();
-    let head = match http::read_head(&mut stream, &mut buf, shared.config.max_head_bytes, deadline)
-    {
+    let head = match http::read_head(
+        &mut stream,
+        &mut buf,
+        shared.config.max_head_bytes,
+        deadline,
+    ) {
         Ok(head) => head,
         Err(e) => {
             if let Some(answer) = e.response() {
-                shared.metrics.reject(Rejection::from_status(status_of(&answer)));
+                shared
+                    .metrics
+                    .reject(Rejection::from_status(status_of(&answer)));
                 log_at!(Debug, "request head refused: {e:?}");
                 http::answer_and_close(stream, &answer);
             }
@@ -68,7 +74,9 @@ fn route(
     deadline: Instant,
 ) -> Vec<u8> {
     match (head.method.as_str(), head.path()) {
-        ("GET" | "HEAD", "/") => http::response(200, "text/html; charset=utf-8", "", DEMO_PAGE.as_bytes()),
+        ("GET" | "HEAD", "/") => {
+            http::response(200, "text/html; charset=utf-8", "", DEMO_PAGE.as_bytes())
+        }
         ("GET" | "HEAD", "/healthz") => http::response(200, "text/plain", "", b"ok\n"),
         ("GET" | "HEAD", "/metrics") => {
             let page = shared.metrics.render(&shared.state.gauges());
@@ -113,8 +121,7 @@ fn push(
             return http::json_error(403, "push API disabled: the server has no --api-key")
         }
     }
-    let body = match http::read_body(stream, head, buf, shared.config.max_message_bytes, deadline)
-    {
+    let body = match http::read_body(stream, head, buf, shared.config.max_message_bytes, deadline) {
         Ok(body) => body,
         Err(BodyError::Length(status, why)) => return http::json_error(status, why),
         Err(BodyError::TooLarge) => {
@@ -126,7 +133,9 @@ fn push(
                 ),
             )
         }
-        Err(BodyError::Gone) => return http::json_error(408, "body incomplete before the deadline"),
+        Err(BodyError::Gone) => {
+            return http::json_error(408, "body incomplete before the deadline")
+        }
     };
     let (target, data) = match parse_push(&body) {
         Ok(parsed) => parsed,

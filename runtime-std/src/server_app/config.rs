@@ -103,20 +103,76 @@ struct Flag {
 }
 
 const FLAGS: &[Flag] = &[
-    flag("listen", Kind::Text, "address to listen on [127.0.0.1:9001]"),
-    flag("secret", Kind::Text, "HMAC secret for user tokens; without it: development mode"),
-    flag("api-key", Kind::Text, "key for POST /api/push (Bearer or X-Api-Key)"),
-    flag("max-connections", Kind::Count, "most WebSocket connections [10000]"),
-    flag("max-connections-per-user", Kind::Count, "most connections per user [32]"),
-    flag("max-frame-bytes", Kind::Bytes, "largest frame from a client [64KiB]"),
-    flag("max-message-bytes", Kind::Bytes, "largest message or push body [64KiB]"),
-    flag("max-queue-bytes", Kind::Bytes, "outgoing bytes queued per connection [256KiB]"),
-    flag("ping-interval", Kind::Duration, "ping idle connections after [30s]"),
-    flag("pong-timeout", Kind::Duration, "drop connections silent after a ping for [20s]"),
-    flag("session-expiry", Kind::Duration, "keep reliable sessions for resume [120s]"),
-    flag("mailbox-size", Kind::Count, "messages kept per offline user [100]"),
-    flag("mailbox-age", Kind::Duration, "age before a mailbox message is dead [1h]"),
-    flag("journal", Kind::Text, "append-only journal file (not implemented yet)"),
+    flag(
+        "listen",
+        Kind::Text,
+        "address to listen on [127.0.0.1:9001]",
+    ),
+    flag(
+        "secret",
+        Kind::Text,
+        "HMAC secret for user tokens; without it: development mode",
+    ),
+    flag(
+        "api-key",
+        Kind::Text,
+        "key for POST /api/push (Bearer or X-Api-Key)",
+    ),
+    flag(
+        "max-connections",
+        Kind::Count,
+        "most WebSocket connections [10000]",
+    ),
+    flag(
+        "max-connections-per-user",
+        Kind::Count,
+        "most connections per user [32]",
+    ),
+    flag(
+        "max-frame-bytes",
+        Kind::Bytes,
+        "largest frame from a client [64KiB]",
+    ),
+    flag(
+        "max-message-bytes",
+        Kind::Bytes,
+        "largest message or push body [64KiB]",
+    ),
+    flag(
+        "max-queue-bytes",
+        Kind::Bytes,
+        "outgoing bytes queued per connection [256KiB]",
+    ),
+    flag(
+        "ping-interval",
+        Kind::Duration,
+        "ping idle connections after [30s]",
+    ),
+    flag(
+        "pong-timeout",
+        Kind::Duration,
+        "drop connections silent after a ping for [20s]",
+    ),
+    flag(
+        "session-expiry",
+        Kind::Duration,
+        "keep reliable sessions for resume [120s]",
+    ),
+    flag(
+        "mailbox-size",
+        Kind::Count,
+        "messages kept per offline user [100]",
+    ),
+    flag(
+        "mailbox-age",
+        Kind::Duration,
+        "age before a mailbox message is dead [1h]",
+    ),
+    flag(
+        "journal",
+        Kind::Text,
+        "append-only journal file (not implemented yet)",
+    ),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
 ];
 
@@ -127,11 +183,13 @@ const fn flag(name: &'static str, kind: Kind, help: &'static str) -> Flag {
 /// The environment variable of `--some-flag`: `SOCKEYE_SOME_FLAG`.
 fn env_name(flag: &Flag) -> String {
     let mut name = String::from("SOCKEYE_");
-    name.extend(
-        flag.name
-            .chars()
-            .map(|c| if c == '-' { '_' } else { c.to_ascii_uppercase() }),
-    );
+    name.extend(flag.name.chars().map(|c| {
+        if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    }));
     name
 }
 
@@ -329,8 +387,17 @@ mod tests {
     #[test]
     fn flags_both_forms_and_env_and_flag_wins() {
         let c = run(
-            &["--listen", "0.0.0.0:80", "--max-queue-bytes=1MiB", "--ping-interval", "500ms"],
-            &[("SOCKEYE_LISTEN", "1.2.3.4:5"), ("SOCKEYE_MAILBOX_SIZE", "7")],
+            &[
+                "--listen",
+                "0.0.0.0:80",
+                "--max-queue-bytes=1MiB",
+                "--ping-interval",
+                "500ms",
+            ],
+            &[
+                ("SOCKEYE_LISTEN", "1.2.3.4:5"),
+                ("SOCKEYE_MAILBOX_SIZE", "7"),
+            ],
         )
         .unwrap();
         assert_eq!(c.listen, "0.0.0.0:80");
@@ -345,8 +412,12 @@ mod tests {
         assert!(e.contains("--max-connections") && e.contains("lots"), "{e}");
         let e = run(&[], &[("SOCKEYE_PONG_TIMEOUT", "soon")]).unwrap_err();
         assert!(e.starts_with("SOCKEYE_PONG_TIMEOUT"), "{e}");
-        assert!(run(&["--nope", "1"], &[]).unwrap_err().contains("unknown flag"));
-        assert!(run(&["--secret"], &[]).unwrap_err().contains("needs a value"));
+        assert!(run(&["--nope", "1"], &[])
+            .unwrap_err()
+            .contains("unknown flag"));
+        assert!(run(&["--secret"], &[])
+            .unwrap_err()
+            .contains("needs a value"));
         assert!(run(&["--listen", "here"], &[]).is_err());
         assert!(run(&["--log-level", "loud"], &[]).is_err());
         assert!(run(&["--max-frame-bytes", "0"], &[]).is_err());

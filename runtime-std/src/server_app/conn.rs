@@ -174,7 +174,12 @@ impl Writer {
                 Ok(0) => self.kill(),
                 Ok(n) => self.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
                     return
                 }
                 Err(_) => self.kill(),
@@ -185,7 +190,10 @@ impl Writer {
     fn consume(&mut self, mut n: usize) {
         self.pending_bytes -= n;
         while n > 0 {
-            let front = self.pending.front_mut().expect("wrote more than was queued");
+            let front = self
+                .pending
+                .front_mut()
+                .expect("wrote more than was queued");
             if n < front.len() {
                 front.advance(n);
                 return;
@@ -203,9 +211,7 @@ impl Writer {
     /// When the connection's thread must next act: the core's deadline, or soon if the
     /// queue waits to be written.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let retry = self
-            .has_pending()
-            .then(|| time::now() + FLUSH_RETRY);
+        let retry = self.has_pending().then(|| time::now() + FLUSH_RETRY);
         match (self.conn.poll_timeout(), retry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -215,7 +221,8 @@ impl Writer {
     /// The connection is over: the core wants the transport gone and has nothing left to
     /// say, or the socket failed.
     pub(crate) fn is_finished(&self) -> bool {
-        self.dead || (self.conn.wants_disconnect() && (!self.has_pending() || self.conn.is_closed()))
+        self.dead
+            || (self.conn.wants_disconnect() && (!self.has_pending() || self.conn.is_closed()))
     }
 
     /// Shuts the socket down in both directions, which also wakes the reading thread.

@@ -51,9 +51,7 @@ impl Head {
     pub(crate) fn bearer(&self) -> Option<&str> {
         let value = self.header("Authorization")?;
         let (scheme, token) = value.split_once(' ')?;
-        scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
     }
 }
 
@@ -189,7 +187,10 @@ pub(crate) fn read_body(
     deadline: Instant,
 ) -> Result<Vec<u8>, BodyError> {
     if head.header("Transfer-Encoding").is_some() {
-        return Err(BodyError::Length(411, "only Content-Length bodies are accepted"));
+        return Err(BodyError::Length(
+            411,
+            "only Content-Length bodies are accepted",
+        ));
     }
     let length: usize = match head.header("Content-Length") {
         None => return Err(BodyError::Length(411, "Content-Length required")),
@@ -327,7 +328,10 @@ mod tests {
     #[test]
     fn partial_and_bad_heads() {
         assert!(parse_head(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
-        assert_eq!(parse_head(b"\x00\x01 nonsense\r\n\r\n").unwrap_err(), HeadError::Malformed);
+        assert_eq!(
+            parse_head(b"\x00\x01 nonsense\r\n\r\n").unwrap_err(),
+            HeadError::Malformed
+        );
     }
 
     #[test]

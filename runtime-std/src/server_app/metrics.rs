@@ -166,7 +166,12 @@ impl Metrics {
             get(&self.dead_letters),
         );
         metric("users", "gauge", "Users with a live connection.", hub.users);
-        metric("rooms", "gauge", "Rooms with at least one member.", hub.rooms);
+        metric(
+            "rooms",
+            "gauge",
+            "Rooms with at least one member.",
+            hub.rooms,
+        );
         metric(
             "mailbox_depth",
             "gauge",

@@ -151,7 +151,10 @@ impl RunningServer {
         let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
         let _ = accept.join();
         let closing = shared.state.close_all();
-        log_at!(Info, "shutting down: closing {closing} connection(s) with 1001");
+        log_at!(
+            Info,
+            "shutting down: closing {closing} connection(s) with 1001"
+        );
         let deadline = Instant::now() + shared.config.shutdown_grace;
         while shared.live_threads.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(10));
@@ -241,12 +244,21 @@ pub fn run(config: ServerConfig) -> i32 {
             return 1;
         }
     };
-    log_at!(Info, "listening on {} (ws://{}/ws, demo at http://{}/)", server.addr, server.addr, server.addr);
+    log_at!(
+        Info,
+        "listening on {} (ws://{}/ws, demo at http://{}/)",
+        server.addr,
+        server.addr,
+        server.addr
+    );
     let signal = signals.wait();
     log_at!(Info, "{signal} received");
     let left = server.shutdown();
     if left > 0 {
-        log_at!(Warn, "{left} connection(s) did not close in time; exiting anyway");
+        log_at!(
+            Warn,
+            "{left} connection(s) did not close in time; exiting anyway"
+        );
     }
     log_at!(Info, "bye");
     0

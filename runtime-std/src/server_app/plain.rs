@@ -167,11 +167,15 @@ mod tests {
     fn parses_every_client_type() {
         assert_eq!(
             parse(br#"{"type":"join","room":"lobby"}"#),
-            Ok(ClientMessage::Join { room: "lobby".into() })
+            Ok(ClientMessage::Join {
+                room: "lobby".into()
+            })
         );
         assert_eq!(
             parse(br#"{"type":"leave","room":"lobby"}"#),
-            Ok(ClientMessage::Leave { room: "lobby".into() })
+            Ok(ClientMessage::Leave {
+                room: "lobby".into()
+            })
         );
         assert_eq!(
             parse(br#"{"type":"message","room":"r","data":{"a":[1,"x"]}}"#),
@@ -193,13 +197,22 @@ mod tests {
     fn violations_and_errors() {
         assert!(matches!(parse(b"{nope"), Err(Refused::Violation(_))));
         assert!(matches!(parse(b"[1]"), Err(Refused::Violation(_))));
-        assert!(matches!(parse(br#"{"type":"dance"}"#), Err(Refused::Violation(_))));
-        assert!(matches!(parse(br#"{"type":"join"}"#), Err(Refused::Error(_))));
+        assert!(matches!(
+            parse(br#"{"type":"dance"}"#),
+            Err(Refused::Violation(_))
+        ));
+        assert!(matches!(
+            parse(br#"{"type":"join"}"#),
+            Err(Refused::Error(_))
+        ));
         assert!(matches!(
             parse(br#"{"type":"message","room":"r","to":"b","data":1}"#),
             Err(Refused::Error(_))
         ));
-        assert!(matches!(parse(br#"{"type":"message","room":"r"}"#), Err(Refused::Error(_))));
+        assert!(matches!(
+            parse(br#"{"type":"message","room":"r"}"#),
+            Err(Refused::Error(_))
+        ));
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(matches!(parse(deep.as_bytes()), Err(Refused::Violation(_))));
         assert_eq!(depth(br#"{"a":"[[[[\"[["}"#), 1);

@@ -78,9 +78,12 @@ impl State {
         metrics: &Metrics,
     ) -> Result<(), Refusal> {
         let mut inner = self.lock();
-        inner
-            .hub
-            .connect(time::now(), handle.id, handle.user.clone(), Delivery::AtMostOnce)?;
+        inner.hub.connect(
+            time::now(),
+            handle.id,
+            handle.user.clone(),
+            Delivery::AtMostOnce,
+        )?;
         inner.conns.insert(handle.id.0, Arc::clone(handle));
         handle.send_text(first);
         inner.deliver(metrics);

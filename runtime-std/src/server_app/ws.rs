@@ -57,7 +57,12 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
         .shutting_down
         .load(std::sync::atomic::Ordering::SeqCst)
     {
-        return refuse(shared, stream, 503, &http::text(503, "server shutting down"));
+        return refuse(
+            shared,
+            stream,
+            503,
+            &http::text(503, "server shutting down"),
+        );
     }
     // The core validates the upgrade from the same bytes (method, version, key, ...).
     let now = time::now();
@@ -94,15 +99,21 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
     };
     // The 101 is still queued in the core: a refusal here (another connection of the same
     // user won the last slot) can still be answered 503.
-    if let Err(refusal) = shared
-        .state
-        .connect(&handle, plain::welcome(user.as_str()), &shared.metrics)
+    if let Err(refusal) =
+        shared
+            .state
+            .connect(&handle, plain::welcome(user.as_str()), &shared.metrics)
     {
         let answer = http::text(503, &format!("{refusal}"));
         return refuse(shared, stream, 503, &answer);
     }
     Metrics::add(&shared.metrics.connections_opened, 1);
-    log_at!(Debug, "connection {} open for user {:?} ({mode:?} mode)", id.0, user.as_str());
+    log_at!(
+        Debug,
+        "connection {} open for user {:?} ({mode:?} mode)",
+        id.0,
+        user.as_str()
+    );
     drive(shared, &handle, stream, mode);
     shared.state.disconnect(id, &shared.metrics);
     Metrics::add(&shared.metrics.connections_closed, 1);
@@ -156,7 +167,9 @@ fn drive(shared: &Shared, handle: &Arc<ConnHandle>, mut stream: TcpStream, mode:
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(_) => {
                 w.conn.handle_eof(now);
