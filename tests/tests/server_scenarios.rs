@@ -121,11 +121,16 @@ fn a_room_of_100_connections_gets_every_publish() {
         for n in 0..PUBLISHES {
             members[0].send(json!({"type":"message","room":"big","data":n}));
         }
+        // The publisher gets its own messages too; once it has them all, the hub has
+        // routed every publish, so the push below comes after them for everyone.
+        for n in 0..PUBLISHES {
+            assert_eq!(members[0].recv_type("message")["data"], n);
+        }
         let answer = push(addr, "", r#"{"room":"big","data":"from the backend"}"#);
         assert_eq!(status(&answer), 202);
         assert!(body(&answer).contains("\"connections\":100"), "{answer}");
-        for member in &mut members {
-            for n in 0..PUBLISHES {
+        for (i, member) in members.iter_mut().enumerate() {
+            for n in (0..PUBLISHES).filter(|_| i > 0) {
                 let m = member.recv_type("message");
                 assert_eq!(m["data"], n);
                 assert_eq!(m["from"], "m0");

@@ -85,6 +85,8 @@ impl State {
             Delivery::AtMostOnce,
         )?;
         inner.conns.insert(handle.id.0, Arc::clone(handle));
+        // Counted before the client can hear of it, so a scrape after the welcome sees it.
+        Metrics::add(&metrics.connections_opened, 1);
         handle.send_text(first);
         inner.deliver(metrics);
         Ok(())

@@ -107,7 +107,6 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
         let answer = http::text(503, &format!("{refusal}"));
         return refuse(shared, stream, 503, &answer);
     }
-    Metrics::add(&shared.metrics.connections_opened, 1);
     log_at!(
         Debug,
         "connection {} open for user {:?} ({mode:?} mode)",
