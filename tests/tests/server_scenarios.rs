@@ -398,3 +398,58 @@ fn a_client_offering_sockeye_v1_gets_plain_mode_for_now() {
         assert!(matches!(ws.recv().unwrap(), Some(Message::Text(_))));
     });
 }
+
+#[test]
+fn a_message_over_the_limit_closes_1009() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.max_message_bytes = 1024;
+        config.max_frame_bytes = 1024;
+        let server = start_server(config);
+        let mut client = JsonClient::connect(server.local_addr(), "user=big");
+        let data = "x".repeat(2000);
+        client
+            .ws
+            .send(Message::text(
+                json!({"type":"message","room":"r","data":data}).to_string(),
+            ))
+            .unwrap();
+        while let Ok(Some(_)) = client.ws.recv() {}
+        assert_eq!(
+            client.ws.close_info().map(|c| c.code),
+            Some(CloseCode::MESSAGE_TOO_BIG)
+        );
+    });
+}
+
+#[test]
+fn a_client_that_stops_answering_pings_is_dropped() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.ping_interval = Duration::from_millis(200);
+        config.pong_timeout = Duration::from_millis(300);
+        let server = start_server(config);
+        let addr = server.local_addr();
+        // Upgrades, then neither reads nor writes: no pong ever comes back.
+        let mut silent = TcpStream::connect(addr).unwrap();
+        silent
+            .write_all(upgrade_request("/ws?user=silent", "").as_bytes())
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen_open = false;
+        loop {
+            let page = body(&get(addr, "/metrics")).to_string();
+            let open = metric(&page, "sockeye_connections_open");
+            seen_open |= open == 1;
+            if seen_open && open == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never dropped:\n{page}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        drop(silent);
+    });
+}
