@@ -64,6 +64,7 @@ mod error;
 mod journal_file;
 mod reliable;
 mod server;
+pub mod server_app;
 mod time;
 mod transport;
 mod url;

@@ -1,0 +1,184 @@
+//! Routing a request on the one port: `/ws` upgrades, the push API, health, metrics and
+//! the demo page. Every answer but the upgrade closes the connection.
+
+use std::net::TcpStream;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use sockeye_core::auth::UserId;
+use sockeye_core::hub::Target;
+
+use super::http::{self, BodyError, Head};
+use super::identity::{push_access, PushAccess};
+use super::log::log_at;
+use super::metrics::{Metrics, Rejection};
+use super::{plain, ws, Shared};
+
+/// The demo page served at `/`.
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// Serves one TCP connection: reads its request head and answers it.
+pub(super) fn serve(shared: &Shared, mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + shared.config.head_timeout;
+    let mut buf = Vec::new();
+    let head = match http::read_head(
+        &mut stream,
+        &mut buf,
+        shared.config.max_head_bytes,
+        deadline,
+    ) {
+        Ok(head) => head,
+        Err(e) => {
+            if let Some(answer) = e.response() {
+                shared
+                    .metrics
+                    .reject(Rejection::from_status(status_of(&answer)));
+                log_at!(Debug, "request head refused: {e:?}");
+                http::answer_and_close(stream, &answer);
+            }
+            return;
+        }
+    };
+    if head.path() == "/ws" {
+        ws::serve(shared, stream, head, buf);
+        return;
+    }
+    Metrics::add(&shared.metrics.http_requests, 1);
+    let answer = route(shared, &mut stream, &head, &mut buf, deadline);
+    log_at!(
+        Debug,
+        "{} {} -> {}",
+        head.method,
+        head.path(),
+        status_of(&answer)
+    );
+    http::answer_and_close(stream, &answer);
+}
+
+/// The status code of a response we wrote.
+fn status_of(answer: &[u8]) -> u16 {
+    answer
+        .get(9..12)
+        .and_then(|s| std::str::from_utf8(s).ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn route(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    head: &Head,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Vec<u8> {
+    match (head.method.as_str(), head.path()) {
+        ("GET" | "HEAD", "/") => {
+            http::response(200, "text/html; charset=utf-8", "", DEMO_PAGE.as_bytes())
+        }
+        ("GET" | "HEAD", "/healthz") => http::response(200, "text/plain", "", b"ok\n"),
+        ("GET" | "HEAD", "/metrics") => {
+            let page = shared.metrics.render(&shared.state.gauges());
+            http::response(200, "text/plain; version=0.0.4", "", page.as_bytes())
+        }
+        ("POST", "/api/push") => push(shared, stream, head, buf, deadline),
+        (_, "/" | "/healthz" | "/metrics") => method_not_allowed("GET"),
+        (_, "/api/push") => method_not_allowed("POST"),
+        _ => http::json_error(404, "no such path"),
+    }
+}
+
+fn method_not_allowed(allow: &str) -> Vec<u8> {
+    let body = json!({ "error": format!("method not allowed (use {allow})") }).to_string();
+    http::response(
+        405,
+        "application/json",
+        &format!("Allow: {allow}\r\n"),
+        body.as_bytes(),
+    )
+}
+
+/// `POST /api/push` with `{"user":"id"}|{"room":"name"}|{"everyone":true}` and `"data"`.
+fn push(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    head: &Head,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Vec<u8> {
+    match push_access(&shared.config, head) {
+        PushAccess::Allowed => {}
+        PushAccess::Unauthorized(why) => {
+            return http::response(
+                401,
+                "application/json",
+                "WWW-Authenticate: Bearer\r\n",
+                json!({ "error": why }).to_string().as_bytes(),
+            )
+        }
+        PushAccess::Disabled => {
+            return http::json_error(403, "push API disabled: the server has no --api-key")
+        }
+    }
+    let body = match http::read_body(stream, head, buf, shared.config.max_message_bytes, deadline) {
+        Ok(body) => body,
+        Err(BodyError::Length(status, why)) => return http::json_error(status, why),
+        Err(BodyError::TooLarge) => {
+            return http::json_error(
+                413,
+                &format!(
+                    "body larger than {} bytes (--max-message-bytes)",
+                    shared.config.max_message_bytes
+                ),
+            )
+        }
+        Err(BodyError::Gone) => {
+            return http::json_error(408, "body incomplete before the deadline")
+        }
+    };
+    let (target, data) = match parse_push(&body) {
+        Ok(parsed) => parsed,
+        Err(why) => return http::json_error(400, why),
+    };
+    let receipt = shared.state.push(target, data, &shared.metrics);
+    Metrics::add(&shared.metrics.pushes, 1);
+    http::json(
+        202,
+        &json!({ "queued": { "connections": receipt.connections, "mailboxed": receipt.mailboxed, "dead_lettered": receipt.dead_lettered } }),
+    )
+}
+
+/// The target and the `data` (as JSON text) of a push body.
+fn parse_push(body: &[u8]) -> Result<(Target, Bytes), &'static str> {
+    if plain::depth(body) > plain::MAX_JSON_DEPTH {
+        return Err("json nested too deeply");
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|_| "body is not valid JSON")?;
+    let Value::Object(object) = value else {
+        return Err("body must be a JSON object");
+    };
+    let data = object.get("data").ok_or("missing \"data\"")?.to_string();
+    let mut targets = Vec::new();
+    match object.get("user") {
+        Some(Value::String(user)) if !user.is_empty() => {
+            targets.push(Target::User(UserId(user.clone())))
+        }
+        Some(_) => return Err("\"user\" must be a non-empty string"),
+        None => {}
+    }
+    match object.get("room") {
+        Some(Value::String(room)) if !room.is_empty() => targets.push(Target::Room(room.clone())),
+        Some(_) => return Err("\"room\" must be a non-empty string"),
+        None => {}
+    }
+    match object.get("everyone") {
+        Some(Value::Bool(true)) => targets.push(Target::Everyone),
+        Some(_) => return Err("\"everyone\" must be true"),
+        None => {}
+    }
+    if targets.len() != 1 {
+        return Err("exactly one target needed: \"user\", \"room\" or \"everyone\":true");
+    }
+    Ok((targets.remove(0), Bytes::from(data)))
+}

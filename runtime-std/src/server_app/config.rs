@@ -1,0 +1,438 @@
+//! The server's settings: command-line flags with environment-variable equivalents, parsed
+//! by hand (no argument-parsing crate: the binary's size matters on small hosts).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::log::Level;
+
+/// Everything the `sockeye` server can be told at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on (`--listen`, `SOCKEYE_LISTEN`).
+    pub listen: String,
+    /// HMAC secret for user tokens; `None` is development mode (`--secret`).
+    pub secret: Option<String>,
+    /// Key a backend must present to `POST /api/push` (`--api-key`).
+    pub api_key: Option<String>,
+    /// Most WebSocket connections open at once.
+    pub max_connections: usize,
+    /// Most WebSocket connections one user may have open at once.
+    pub max_connections_per_user: usize,
+    /// Largest frame payload accepted from a client (close 1009 beyond).
+    pub max_frame_bytes: usize,
+    /// Largest message accepted from a client (close 1009 beyond); also the largest push
+    /// body.
+    pub max_message_bytes: usize,
+    /// Bytes that may wait to be written to one connection; a consumer that lets more pile
+    /// up is disconnected.
+    pub max_queue_bytes: usize,
+    /// Ping a connection after this long without hearing from it.
+    pub ping_interval: Duration,
+    /// Drop a connection that does not answer a ping within this long.
+    pub pong_timeout: Duration,
+    /// How long a reliable session is kept for resume (used by `sockeye.v1`, later).
+    pub session_expiry: Duration,
+    /// Most messages waiting in one offline user's mailbox.
+    pub mailbox_size: usize,
+    /// Age after which a waiting mailbox message becomes a dead letter.
+    pub mailbox_age: Duration,
+    /// Append-only journal file (accepted; not implemented yet).
+    pub journal: Option<PathBuf>,
+    /// How much to log.
+    pub log_level: Level,
+    /// Largest HTTP request head (431 beyond).
+    pub max_head_bytes: usize,
+    /// How long a client may take to send its request head and body (408 beyond).
+    pub head_timeout: Duration,
+    /// How long a graceful shutdown waits for connections to close.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:9001".into(),
+            secret: None,
+            api_key: None,
+            max_connections: 10_000,
+            max_connections_per_user: 32,
+            max_frame_bytes: 64 * 1024,
+            max_message_bytes: 64 * 1024,
+            max_queue_bytes: 256 * 1024,
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(20),
+            session_expiry: Duration::from_secs(120),
+            mailbox_size: 100,
+            mailbox_age: Duration::from_secs(3600),
+            journal: None,
+            log_level: Level::Info,
+            max_head_bytes: 8 * 1024,
+            head_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the server.
+    Run(Box<ServerConfig>),
+    /// Print [`help`] and exit 0.
+    Help,
+}
+
+/// What kind of value a flag takes.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    Count,
+    Bytes,
+    Duration,
+    Level,
+}
+
+/// One flag: its name, value kind and help line; its environment variable is derived.
+struct Flag {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const FLAGS: &[Flag] = &[
+    flag(
+        "listen",
+        Kind::Text,
+        "address to listen on [127.0.0.1:9001]",
+    ),
+    flag(
+        "secret",
+        Kind::Text,
+        "HMAC secret for user tokens; without it: development mode",
+    ),
+    flag(
+        "api-key",
+        Kind::Text,
+        "key for POST /api/push (Bearer or X-Api-Key)",
+    ),
+    flag(
+        "max-connections",
+        Kind::Count,
+        "most WebSocket connections [10000]",
+    ),
+    flag(
+        "max-connections-per-user",
+        Kind::Count,
+        "most connections per user [32]",
+    ),
+    flag(
+        "max-frame-bytes",
+        Kind::Bytes,
+        "largest frame from a client [64KiB]",
+    ),
+    flag(
+        "max-message-bytes",
+        Kind::Bytes,
+        "largest message or push body [64KiB]",
+    ),
+    flag(
+        "max-queue-bytes",
+        Kind::Bytes,
+        "outgoing bytes queued per connection [256KiB]",
+    ),
+    flag(
+        "ping-interval",
+        Kind::Duration,
+        "ping idle connections after [30s]",
+    ),
+    flag(
+        "pong-timeout",
+        Kind::Duration,
+        "drop connections silent after a ping for [20s]",
+    ),
+    flag(
+        "session-expiry",
+        Kind::Duration,
+        "keep reliable sessions for resume [120s]",
+    ),
+    flag(
+        "mailbox-size",
+        Kind::Count,
+        "messages kept per offline user [100]",
+    ),
+    flag(
+        "mailbox-age",
+        Kind::Duration,
+        "age before a mailbox message is dead [1h]",
+    ),
+    flag(
+        "journal",
+        Kind::Text,
+        "append-only journal file (not implemented yet)",
+    ),
+    flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
+];
+
+const fn flag(name: &'static str, kind: Kind, help: &'static str) -> Flag {
+    Flag { name, kind, help }
+}
+
+/// The environment variable of `--some-flag`: `SOCKEYE_SOME_FLAG`.
+fn env_name(flag: &Flag) -> String {
+    let mut name = String::from("SOCKEYE_");
+    name.extend(flag.name.chars().map(|c| {
+        if c == '-' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    }));
+    name
+}
+
+/// The text `--help` prints.
+pub fn help() -> String {
+    let mut out = String::from(
+        "sockeye: a small WebSocket push/chat server\n\n\
+         usage: sockeye [--flag value | --flag=value]...\n\n\
+         Every flag can also be set by the environment variable shown; a flag wins.\n\
+         Sizes take K/KiB/M/MiB suffixes, durations ms/s/m/h (plain numbers are seconds).\n\n",
+    );
+    for f in FLAGS {
+        let _ = writeln!(out, "  --{:<26} {:<34} {}", f.name, env_name(f), f.help);
+    }
+    out.push_str(
+        "\nEndpoints: GET /ws (WebSocket, plain JSON mode), POST /api/push, GET /healthz,\n\
+         GET /metrics, GET / (demo page).\n",
+    );
+    out
+}
+
+/// Parses the command line (without the program name), falling back to the environment
+/// through `env` for flags not given. An error is a message for the operator; the binary
+/// prints it and exits with status 2.
+pub fn parse(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Command, String> {
+    let mut given: Vec<(&'static Flag, String)> = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--help" || arg == "-h" {
+            return Ok(Command::Help);
+        }
+        let Some(body) = arg.strip_prefix("--") else {
+            return Err(format!("unexpected argument {arg:?} (flags start with --)"));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (body, None),
+        };
+        let flag = FLAGS
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
+        let value = match inline {
+            Some(value) => value,
+            None => args
+                .next()
+                .ok_or_else(|| format!("--{name} needs a value"))?,
+        };
+        given.push((flag, value));
+    }
+    let mut config = ServerConfig::default();
+    for flag in FLAGS {
+        let from_args = given.iter().rev().find(|(f, _)| f.name == flag.name);
+        let (value, source) = match from_args {
+            Some((_, v)) => (v.clone(), format!("--{}", flag.name)),
+            None => match env(&env_name(flag)) {
+                Some(v) => (v, env_name(flag)),
+                None => continue,
+            },
+        };
+        apply(&mut config, flag, &value).map_err(|why| format!("{source}: {why}"))?;
+    }
+    if config.max_connections_per_user == 0 || config.max_connections == 0 {
+        return Err("connection limits must be at least 1".into());
+    }
+    if config.max_frame_bytes > config.max_message_bytes {
+        config.max_frame_bytes = config.max_message_bytes;
+    }
+    Ok(Command::Run(Box::new(config)))
+}
+
+fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), String> {
+    let text = || -> Result<String, String> {
+        if value.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(value.to_string())
+        }
+    };
+    match (flag.name, flag.kind) {
+        ("listen", _) => {
+            value
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:9001"))?;
+            config.listen = value.into();
+        }
+        ("secret", _) => config.secret = Some(text()?),
+        ("api-key", _) => config.api_key = Some(text()?),
+        ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
+        ("log-level", _) => config.log_level = Level::parse(value)?,
+        (name, Kind::Count) => {
+            let n = parse_count(value)?;
+            match name {
+                "max-connections" => config.max_connections = n,
+                "max-connections-per-user" => config.max_connections_per_user = n,
+                _ => config.mailbox_size = n,
+            }
+        }
+        (name, Kind::Bytes) => {
+            let n = parse_bytes(value)?;
+            match name {
+                "max-frame-bytes" => config.max_frame_bytes = n,
+                "max-message-bytes" => config.max_message_bytes = n,
+                _ => config.max_queue_bytes = n,
+            }
+        }
+        (name, Kind::Duration) => {
+            let d = parse_duration(value)?;
+            match name {
+                "ping-interval" => config.ping_interval = d,
+                "pong-timeout" => config.pong_timeout = d,
+                "session-expiry" => config.session_expiry = d,
+                _ => config.mailbox_age = d,
+            }
+        }
+        (name, _) => return Err(format!("unhandled flag {name}")),
+    }
+    Ok(())
+}
+
+fn parse_count(value: &str) -> Result<usize, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a whole number"))
+}
+
+/// `65536`, `64K`, `64KiB`, `1M`, `1MiB` (K and M are binary: 1024 and 1024²).
+fn parse_bytes(value: &str) -> Result<usize, String> {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let scale: usize = match unit {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" | "KB" => 1024,
+        "M" | "MiB" | "MB" => 1024 * 1024,
+        _ => return Err(format!("{value:?} is not a size like 65536, 64KiB or 1MiB")),
+    };
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size like 65536, 64KiB or 1MiB"))?;
+    match n.checked_mul(scale) {
+        Some(0) => Err("must be at least 1 byte".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{value:?} is too large")),
+    }
+}
+
+/// `30`, `30s`, `500ms`, `2m`, `1h`.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let bad = || format!("{value:?} is not a duration like 30s, 500ms, 2m or 1h");
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<ServerConfig, String> {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        match parse(args.iter().map(|s| s.to_string()), |name| {
+            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })? {
+            Command::Run(config) => Ok(*config),
+            Command::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_work_without_flags() {
+        assert_eq!(run(&[], &[]).unwrap(), ServerConfig::default());
+    }
+
+    #[test]
+    fn flags_both_forms_and_env_and_flag_wins() {
+        let c = run(
+            &[
+                "--listen",
+                "0.0.0.0:80",
+                "--max-queue-bytes=1MiB",
+                "--ping-interval",
+                "500ms",
+            ],
+            &[
+                ("SOCKEYE_LISTEN", "1.2.3.4:5"),
+                ("SOCKEYE_MAILBOX_SIZE", "7"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:80");
+        assert_eq!(c.max_queue_bytes, 1 << 20);
+        assert_eq!(c.ping_interval, Duration::from_millis(500));
+        assert_eq!(c.mailbox_size, 7);
+    }
+
+    #[test]
+    fn bad_values_say_which_flag() {
+        let e = run(&["--max-connections", "lots"], &[]).unwrap_err();
+        assert!(e.contains("--max-connections") && e.contains("lots"), "{e}");
+        let e = run(&[], &[("SOCKEYE_PONG_TIMEOUT", "soon")]).unwrap_err();
+        assert!(e.starts_with("SOCKEYE_PONG_TIMEOUT"), "{e}");
+        assert!(run(&["--nope", "1"], &[])
+            .unwrap_err()
+            .contains("unknown flag"));
+        assert!(run(&["--secret"], &[])
+            .unwrap_err()
+            .contains("needs a value"));
+        assert!(run(&["--listen", "here"], &[]).is_err());
+        assert!(run(&["--log-level", "loud"], &[]).is_err());
+        assert!(run(&["--max-frame-bytes", "0"], &[]).is_err());
+    }
+
+    #[test]
+    fn help_lists_every_flag_and_its_env() {
+        let text = help();
+        for f in FLAGS {
+            assert!(text.contains(&format!("--{}", f.name)));
+            assert!(text.contains(&env_name(f)));
+        }
+        assert!(matches!(
+            parse(["--help".to_string()], |_| None),
+            Ok(Command::Help)
+        ));
+    }
+}

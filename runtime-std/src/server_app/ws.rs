@@ -1,0 +1,238 @@
+//! `GET /ws`: the upgrade (validated by the core's handshake, then auth and limits), and
+//! the connection's thread: read, feed the core, act on messages.
+//!
+//! Every client is served in **plain JSON mode** (`docs/PROTOCOL.md` §10) for now: a
+//! client that offers `sockeye.v1` gets no subprotocol selected, so it falls back to plain
+//! mode. The reliable binding plugs in at [`Mode`]: pick it from the offered protocols,
+//! select `sockeye.v1` in `accept`, and hand messages to a session instead of
+//! [`on_plain_message`].
+
+use std::io::{self, Read};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use bytes::Bytes;
+use sockeye_core::auth::UserId;
+use sockeye_core::{CloseCode, Message, ServerHandshake};
+
+use super::conn::{ConnHandle, Queued};
+use super::http::{self, Head};
+use super::identity::identify;
+use super::log::log_at;
+use super::metrics::{Metrics, Rejection};
+use super::plain::{self, ClientMessage, Refused};
+use super::Shared;
+use crate::time;
+
+/// Bytes read from a socket at a time. Small, because every idle connection holds one;
+/// a larger message simply takes more reads.
+const READ_CHUNK: usize = 2048;
+
+/// How long to wait for the client's FIN after ours.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// How a connection speaks. Only plain JSON exists yet; `sockeye.v1` comes with the
+/// reliable binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+}
+
+/// Chooses the mode for an upgrade request that offered `protocols`: plain JSON for
+/// everyone until the reliable binding lands (so no subprotocol is selected).
+fn choose_mode<'a>(_protocols: impl Iterator<Item = &'a str>) -> (Mode, Option<&'static str>) {
+    (Mode::Plain, None)
+}
+
+fn refuse(shared: &Shared, stream: TcpStream, status: u16, answer: &[u8]) {
+    shared.metrics.reject(Rejection::from_status(status));
+    log_at!(Debug, "upgrade refused with {status}");
+    http::answer_and_close(stream, answer);
+}
+
+/// Serves a request for `/ws` whose head (and maybe first frames) is in `buf`.
+pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>) {
+    if shared
+        .shutting_down
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        return refuse(
+            shared,
+            stream,
+            503,
+            &http::text(503, "server shutting down"),
+        );
+    }
+    // The core validates the upgrade from the same bytes (method, version, key, ...).
+    let now = time::now();
+    let mut handshake = ServerHandshake::new(&shared.ws_config, now);
+    let request = match handshake.handle_bytes(now, &buf) {
+        Ok(Some(request)) => request,
+        Ok(None) => return refuse(shared, stream, 400, &http::text(400, "malformed http head")),
+        Err(e) => return refuse(shared, stream, e.status(), &e.response()),
+    };
+    // The head's bytes now live on in `request` (frames that followed it included); free
+    // ours before the connection settles in for a long life.
+    drop(buf);
+    let user = match identify(&shared.config, &head) {
+        Ok(user) => user,
+        Err(why) => return refuse(shared, stream, 401, &http::text(401, &why)),
+    };
+    drop(head);
+    if let Err(refusal) = shared.state.admit(&user) {
+        let answer = http::text(503, &format!("{refusal}"));
+        return refuse(shared, stream, 503, &answer);
+    }
+    let (mode, protocol) = choose_mode(request.protocols());
+    let conn = request.accept(time::now(), protocol, shared.ws_config.clone());
+    let id = shared.state.next_conn_id();
+    let handle = match stream
+        .try_clone()
+        .and_then(|w| ConnHandle::new(id, user.clone(), conn, w, shared.config.max_queue_bytes))
+    {
+        Ok(handle) => Arc::new(handle),
+        Err(e) => {
+            log_at!(Warn, "cannot set up a connection: {e}");
+            return;
+        }
+    };
+    // The 101 is still queued in the core: a refusal here (another connection of the same
+    // user won the last slot) can still be answered 503.
+    if let Err(refusal) =
+        shared
+            .state
+            .connect(&handle, plain::welcome(user.as_str()), &shared.metrics)
+    {
+        let answer = http::text(503, &format!("{refusal}"));
+        return refuse(shared, stream, 503, &answer);
+    }
+    log_at!(
+        Debug,
+        "connection {} open for user {:?} ({mode:?} mode)",
+        id.0,
+        user.as_str()
+    );
+    drive(shared, &handle, stream, mode);
+    shared.state.disconnect(id, &shared.metrics);
+    Metrics::add(&shared.metrics.connections_closed, 1);
+    log_at!(Debug, "connection {} closed", id.0);
+}
+
+/// The connection's thread: waits for bytes or the core's next deadline, feeds the core,
+/// acts on the messages it yields, until the connection is over.
+fn drive(shared: &Shared, handle: &Arc<ConnHandle>, mut stream: TcpStream, mode: Mode) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut messages = Vec::new();
+    let mut read_timeout = None;
+    let mut eof = false;
+    loop {
+        let (finished, deadline) = {
+            let mut w = handle.lock();
+            let now = time::now();
+            if w.conn.poll_timeout().is_some_and(|d| d <= now) {
+                w.conn.handle_timeout(now);
+            }
+            w.take_events(&mut messages);
+            w.try_flush();
+            if w.is_finished() || eof {
+                w.finish();
+                (true, None)
+            } else {
+                (false, w.next_deadline())
+            }
+        };
+        for message in messages.drain(..) {
+            match mode {
+                Mode::Plain => on_plain_message(shared, handle, message),
+            }
+        }
+        if finished {
+            break;
+        }
+        let timeout = deadline.map(time::until);
+        if timeout != read_timeout && stream.set_read_timeout(timeout).is_ok() {
+            read_timeout = timeout;
+        }
+        let input = stream.read(&mut buf);
+        let mut w = handle.lock();
+        let now = time::now();
+        match input {
+            Ok(0) => {
+                w.conn.handle_eof(now);
+                eof = true;
+            }
+            Ok(n) => w.conn.handle_bytes(now, &buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => {
+                w.conn.handle_eof(now);
+                eof = true;
+            }
+        }
+    }
+    if !eof {
+        linger(&mut stream, &mut buf);
+    }
+}
+
+/// After our FIN, reads and discards until the client's FIN (or [`LINGER`]), so bytes it
+/// still sends do not turn into a reset that could destroy our close frame.
+fn linger(stream: &mut TcpStream, buf: &mut [u8]) {
+    let deadline = StdInstant::now() + LINGER;
+    let _ = stream.set_read_timeout(Some(LINGER));
+    while StdInstant::now() < deadline {
+        match stream.read(buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// One message from a plain-mode client.
+fn on_plain_message(shared: &Shared, handle: &Arc<ConnHandle>, message: Message) {
+    let metrics = &shared.metrics;
+    Metrics::add(&metrics.messages_in, 1);
+    let Message::Text(text) = message else {
+        handle.close(
+            CloseCode::UNSUPPORTED_DATA,
+            "binary messages are not supported in plain JSON mode",
+        );
+        return;
+    };
+    let reply = match plain::parse(&text) {
+        Err(Refused::Violation(why)) => {
+            handle.close(CloseCode::POLICY_VIOLATION, why);
+            return;
+        }
+        Err(Refused::Error(why)) => Some(plain::error(why)),
+        Ok(ClientMessage::Join { room }) => match shared.state.join(handle.id, &room, metrics) {
+            Ok(members) => Some(plain::joined(&room, members.iter().map(UserId::as_str))),
+            Err(e) => Some(plain::error(&e.to_string())),
+        },
+        Ok(ClientMessage::Leave { room }) => match shared.state.leave(handle.id, &room, metrics) {
+            Ok(()) => Some(plain::left(&room)),
+            Err(e) => Some(plain::error(&e.to_string())),
+        },
+        Ok(ClientMessage::ToRoom { room, data }) => shared
+            .state
+            .publish(handle.id, &room, Bytes::from(data), metrics)
+            .err()
+            .map(|e| plain::error(&e.to_string())),
+        Ok(ClientMessage::ToUser { to, data }) => shared
+            .state
+            .send_to_user(handle.id, &UserId(to), Bytes::from(data), metrics)
+            .err()
+            .map(|e| plain::error(&e.to_string())),
+    };
+    if let Some(reply) = reply {
+        if handle.send_text(reply) == Queued::SlowConsumer {
+            Metrics::add(&metrics.slow_consumers, 1);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The `sockeye` server over real sockets: routing, push, rooms, mailboxes, limits,
+//! metrics. Each test starts its own server in-process on an ephemeral port and is
+//! bounded in time. (SIGTERM against the real binary: `runtime-std/tests/server_binary.rs`.)
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sockeye_core::auth::mint;
+use sockeye_std::{Client, CloseCode, Config, Message};
+use sockeye_tests::bounded;
+use sockeye_tests::server::{
+    body, get, metric, push, raw_request, server_config, start_server, status, JsonClient,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+#[test]
+fn welcome_join_presence_message_and_direct_message() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let mut alice = JsonClient::connect(addr, "user=alice");
+        assert_eq!(alice.user, "alice");
+        let joined = alice.join("lobby");
+        assert_eq!(joined["members"], json!(["alice"]));
+        let mut bob = JsonClient::connect(addr, "user=bob");
+        let joined = bob.join("lobby");
+        assert_eq!(joined["members"], json!(["alice", "bob"]));
+        assert_eq!(
+            alice.recv(),
+            json!({"type":"presence","room":"lobby","user":"bob","joined":true})
+        );
+        bob.send(json!({"type":"message","room":"lobby","data":{"text":"hi"}}));
+        let expected = json!({"type":"message","room":"lobby","from":"bob","data":{"text":"hi"}});
+        assert_eq!(alice.recv(), expected);
+        assert_eq!(bob.recv(), expected);
+        alice.send(json!({"type":"message","to":"bob","data":"psst"}));
+        assert_eq!(
+            bob.recv(),
+            json!({"type":"message","from":"alice","data":"psst"})
+        );
+        bob.send(json!({"type":"message","room":"elsewhere","data":1}));
+        assert_eq!(bob.recv()["type"], "error");
+        bob.send(json!({"type":"leave","room":"lobby"}));
+        assert_eq!(bob.recv(), json!({"type":"left","room":"lobby"}));
+        assert_eq!(
+            alice.recv(),
+            json!({"type":"presence","room":"lobby","user":"bob","joined":false})
+        );
+        // Anonymous users get generated ids in development mode.
+        let anon = JsonClient::connect(addr, "");
+        assert!(anon.user.starts_with("anon-"), "{}", anon.user);
+    });
+}
+
+#[test]
+fn binary_closes_1003_and_bad_json_closes_1008() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        for (message, code) in [
+            (Message::binary(vec![1, 2, 3]), CloseCode::UNSUPPORTED_DATA),
+            (Message::text("{not json"), CloseCode::POLICY_VIOLATION),
+            (
+                Message::text(r#"{"type":"dance"}"#),
+                CloseCode::POLICY_VIOLATION,
+            ),
+        ] {
+            let mut client = JsonClient::connect(addr, "user=carol");
+            client.ws.send(message).unwrap();
+            while let Ok(Some(_)) = client.ws.recv() {}
+            assert_eq!(client.ws.close_info().map(|c| c.code), Some(code));
+        }
+    });
+}
+
+#[test]
+fn push_to_a_user_with_three_connections_reaches_all_three() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let mut devices: Vec<JsonClient> = (0..3)
+            .map(|_| JsonClient::connect(addr, "user=dana"))
+            .collect();
+        let answer = push(addr, "", r#"{"user":"dana","data":{"order":42}}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        let receipt: Value = serde_json::from_str(body(&answer)).unwrap();
+        assert_eq!(receipt["queued"]["connections"], 3);
+        assert_eq!(receipt["queued"]["mailboxed"], 0);
+        for device in &mut devices {
+            assert_eq!(device.recv(), json!({"type":"message","data":{"order":42}}));
+        }
+    });
+}
+
+#[test]
+fn a_room_of_100_connections_gets_every_publish() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.max_connections_per_user = 200;
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let mut members: Vec<JsonClient> = (0..100)
+            .map(|i| {
+                let mut c = JsonClient::connect(addr, &format!("user=m{i}"));
+                c.join("big");
+                c
+            })
+            .collect();
+        const PUBLISHES: usize = 5;
+        for n in 0..PUBLISHES {
+            members[0].send(json!({"type":"message","room":"big","data":n}));
+        }
+        // The publisher gets its own messages too; once it has them all, the hub has
+        // routed every publish, so the push below comes after them for everyone.
+        for n in 0..PUBLISHES {
+            assert_eq!(members[0].recv_type("message")["data"], n);
+        }
+        let answer = push(addr, "", r#"{"room":"big","data":"from the backend"}"#);
+        assert_eq!(status(&answer), 202);
+        assert!(body(&answer).contains("\"connections\":100"), "{answer}");
+        for (i, member) in members.iter_mut().enumerate() {
+            for n in (0..PUBLISHES).filter(|_| i > 0) {
+                let m = member.recv_type("message");
+                assert_eq!(m["data"], n);
+                assert_eq!(m["from"], "m0");
+            }
+            let m = member.recv_type("message");
+            assert_eq!(m["data"], "from the backend");
+            assert_eq!(m["room"], "big");
+        }
+    });
+}
+
+#[test]
+fn an_offline_user_receives_the_mailbox_on_connect() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        for n in 1..=3 {
+            let answer = push(addr, "", &format!(r#"{{"user":"erin","data":{n}}}"#));
+            assert_eq!(status(&answer), 202);
+            assert!(body(&answer).contains("\"mailboxed\":1"), "{answer}");
+        }
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_mailbox_depth"), 3);
+        let mut erin = JsonClient::connect(addr, "user=erin");
+        for n in 1..=3 {
+            assert_eq!(erin.recv(), json!({"type":"message","data":n}));
+        }
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_mailbox_depth"), 0);
+    });
+}
+
+#[test]
+fn http_routing_and_errors() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        assert_eq!(status(&get(addr, "/healthz")), 200);
+        let page = get(addr, "/");
+        assert_eq!(status(&page), 200);
+        assert!(page.contains("<html"));
+        let missing = get(addr, "/nope");
+        assert_eq!(status(&missing), 404);
+        assert!(body(&missing).contains("\"error\""));
+        // A non-upgrade request to /ws: 426 with a one-line reason.
+        let plain = get(addr, "/ws");
+        assert_eq!(status(&plain), 426, "{plain}");
+        // A malformed upgrade (bad key): 400.
+        let bad_key = raw_request(
+            addr,
+            upgrade_request("/ws", "")
+                .replace("dGhlIHNhbXBsZSBub25jZQ==", "short")
+                .as_bytes(),
+        );
+        assert_eq!(status(&bad_key), 400, "{bad_key}");
+        // Push errors are JSON.
+        for (request_body, code) in [
+            ("{nope", 400),
+            (r#"{"data":1}"#, 400),
+            (r#"{"user":"x"}"#, 400),
+        ] {
+            let answer = push(addr, "", request_body);
+            assert_eq!(status(&answer), code, "{answer}");
+            assert!(body(&answer).starts_with("{\"error\":"), "{answer}");
+        }
+        let huge = format!(r#"{{"everyone":true,"data":"{}"}}"#, "x".repeat(100_000));
+        assert_eq!(status(&push(addr, "", &huge)), 413);
+    });
+}
+
+#[test]
+fn oversized_and_slow_heads_get_431_and_408() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.head_timeout = Duration::from_millis(300);
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let huge = upgrade_request("/ws", &format!("X-Pad: {}\r\n", "p".repeat(20_000)));
+        assert_eq!(status(&raw_request(addr, huge.as_bytes())), 431);
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let answer = raw_request_on(slow);
+        assert_eq!(status(&answer), 408, "{answer}");
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"timeout\"}"
+            ),
+            1
+        );
+        assert_eq!(
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"head_too_large\"}"
+            ),
+            1
+        );
+    });
+}
+
+fn raw_request_on(mut stream: TcpStream) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn over_the_connection_limits_the_upgrade_is_answered_503() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.max_connections = 3;
+        config.max_connections_per_user = 2;
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let _a1 = JsonClient::connect(addr, "user=a");
+        let _a2 = JsonClient::connect(addr, "user=a");
+        let third = raw_request(addr, upgrade_request("/ws?user=a", "").as_bytes());
+        assert_eq!(status(&third), 503, "{third}");
+        let _b = JsonClient::connect(addr, "user=b");
+        let fourth = raw_request(addr, upgrade_request("/ws?user=c", "").as_bytes());
+        assert_eq!(status(&fourth), 503, "{fourth}");
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"over_limit\"}"
+            ),
+            2
+        );
+        assert_eq!(metric(&page, "sockeye_connections_open"), 3);
+    });
+}
+
+#[test]
+fn with_a_secret_tokens_are_required_and_push_needs_the_api_key() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.secret = Some("s3cret".into());
+        config.api_key = Some("k3y".into());
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let missing = raw_request(addr, upgrade_request("/ws?user=mallory", "").as_bytes());
+        assert_eq!(status(&missing), 401, "{missing}");
+        let forged = mint(b"wrong", "mallory", u64::MAX / 2);
+        let answer = raw_request(
+            addr,
+            upgrade_request(&format!("/ws?token={forged}"), "").as_bytes(),
+        );
+        assert_eq!(status(&answer), 401);
+        let expired = mint(b"s3cret", "frank", 1);
+        let answer = raw_request(
+            addr,
+            upgrade_request("/ws", &format!("Authorization: Bearer {expired}\r\n")).as_bytes(),
+        );
+        assert_eq!(status(&answer), 401);
+        let good = mint(b"s3cret", "frank", u64::MAX / 2);
+        let mut frank = JsonClient::connect(addr, &format!("token={good}"));
+        assert_eq!(frank.user, "frank");
+        let body_text = r#"{"user":"frank","data":"ok"}"#;
+        assert_eq!(status(&push(addr, "", body_text)), 401);
+        assert_eq!(status(&push(addr, "X-Api-Key: nope\r\n", body_text)), 401);
+        assert_eq!(status(&push(addr, "X-Api-Key: k3y\r\n", body_text)), 202);
+        assert_eq!(frank.recv()["data"], "ok");
+        assert_eq!(
+            status(&push(addr, "Authorization: Bearer k3y\r\n", body_text)),
+            202
+        );
+        assert_eq!(frank.recv()["data"], "ok");
+    });
+}
+
+#[test]
+fn metrics_counters_move() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let before = body(&get(addr, "/metrics")).to_string();
+        for name in [
+            "sockeye_connections_open",
+            "sockeye_messages_in_total",
+            "sockeye_messages_out_total",
+            "sockeye_resends_total",
+            "sockeye_resumes_total",
+            "sockeye_dead_letters_total",
+            "sockeye_mailbox_depth",
+            "sockeye_mailbox_drops_total",
+        ] {
+            assert_eq!(metric(&before, name), 0, "{name}");
+        }
+        let mut gina = JsonClient::connect(addr, "user=gina");
+        gina.join("r");
+        gina.send(json!({"type":"message","room":"r","data":1}));
+        gina.recv_type("message");
+        let after = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&after, "sockeye_connections_open"), 1);
+        assert_eq!(metric(&after, "sockeye_messages_in_total"), 2);
+        assert_eq!(metric(&after, "sockeye_messages_out_total"), 1);
+        assert_eq!(metric(&after, "sockeye_rooms"), 1);
+    });
+}
+
+#[test]
+fn a_slow_consumer_is_closed_instead_of_buffered() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.max_queue_bytes = 64 * 1024;
+        let server = start_server(config);
+        let addr = server.local_addr();
+        // A client that upgrades and then never reads.
+        let mut lazy = TcpStream::connect(addr).unwrap();
+        lazy.write_all(upgrade_request("/ws?user=lazy", "").as_bytes())
+            .unwrap();
+        thread::sleep(Duration::from_millis(200));
+        let chunk = format!(r#"{{"user":"lazy","data":"{}"}}"#, "z".repeat(60_000));
+        let mut closed = false;
+        for _ in 0..400 {
+            push(addr, "", &chunk);
+            let page = body(&get(addr, "/metrics")).to_string();
+            if metric(&page, "sockeye_slow_consumers_total") >= 1 {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "the slow consumer was never closed");
+        drop(lazy);
+        // Everyone else is unaffected.
+        let mut other = JsonClient::connect(addr, "user=quick");
+        other.join("r");
+    });
+}
+
+#[test]
+fn a_client_offering_sockeye_v1_gets_plain_mode_for_now() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let answer = {
+            use std::io::Read;
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(
+                    upgrade_request("/ws?user=h", "Sec-WebSocket-Protocol: sockeye.v1\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = stream.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert_eq!(status(&answer), 101);
+        assert!(!answer
+            .to_ascii_lowercase()
+            .contains("sec-websocket-protocol"));
+        // And a normal client still works alongside.
+        let url = format!("ws://{addr}/ws?user=i");
+        let mut ws = Client::connect(&url, Config::default()).unwrap();
+        assert!(matches!(ws.recv().unwrap(), Some(Message::Text(_))));
+    });
+}
+
+#[test]
+fn a_message_over_the_limit_closes_1009() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.max_message_bytes = 1024;
+        config.max_frame_bytes = 1024;
+        let server = start_server(config);
+        let mut client = JsonClient::connect(server.local_addr(), "user=big");
+        let data = "x".repeat(2000);
+        client
+            .ws
+            .send(Message::text(
+                json!({"type":"message","room":"r","data":data}).to_string(),
+            ))
+            .unwrap();
+        while let Ok(Some(_)) = client.ws.recv() {}
+        assert_eq!(
+            client.ws.close_info().map(|c| c.code),
+            Some(CloseCode::MESSAGE_TOO_BIG)
+        );
+    });
+}
+
+#[test]
+fn a_client_that_stops_answering_pings_is_dropped() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.ping_interval = Duration::from_millis(200);
+        config.pong_timeout = Duration::from_millis(300);
+        let server = start_server(config);
+        let addr = server.local_addr();
+        // Upgrades, then neither reads nor writes: no pong ever comes back.
+        let mut silent = TcpStream::connect(addr).unwrap();
+        silent
+            .write_all(upgrade_request("/ws?user=silent", "").as_bytes())
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut seen_open = false;
+        loop {
+            let page = body(&get(addr, "/metrics")).to_string();
+            let open = metric(&page, "sockeye_connections_open");
+            seen_open |= open == 1;
+            if seen_open && open == 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never dropped:\n{page}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        drop(silent);
+    });
+}
