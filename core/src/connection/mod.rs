@@ -233,6 +233,20 @@ impl Connection {
         self.queued_bytes
     }
 
+    /// Gives back the memory of buffers that hold nothing: the output buffer once every
+    /// byte was taken by [`poll_transmit`](Self::poll_transmit), and the input buffer
+    /// when no partial frame waits in it. For a server holding many idle connections,
+    /// call it before a long wait for input: an idle connection then keeps no buffer,
+    /// and the next send or read allocates again. Changes nothing the peer can see.
+    pub fn release_idle_buffers(&mut self) {
+        if self.coalesce.is_empty() && self.queued_bytes == 0 {
+            self.coalesce = BytesMut::new();
+        }
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
     /// Feeds bytes read from the transport, in chunks of any size.
     ///
     /// Call [`poll_event`](Self::poll_event) and [`poll_transmit`](Self::poll_transmit)

@@ -116,3 +116,24 @@ fn send_slice_answers_like_send() {
         Err(SendError::Closed)
     );
 }
+
+#[test]
+fn releasing_idle_buffers_changes_nothing_on_the_wire() {
+    let messages: Vec<(bool, Vec<u8>)> = (0..6u8)
+        .map(|i| (false, alloc::vec![i; 100 * usize::from(i)]))
+        .collect();
+    let mut conn = connection(Side::Client);
+    let mut wire = Vec::new();
+    for (_, payload) in &messages {
+        conn.release_idle_buffers();
+        conn.send(Instant::ZERO, Message::binary(payload.clone()))
+            .unwrap();
+        conn.release_idle_buffers(); // queued bytes wait: the buffer must be kept
+        while let Some(chunk) = conn.poll_transmit() {
+            wire.extend_from_slice(&chunk);
+        }
+        conn.release_idle_buffers();
+        assert_eq!(conn.coalesce.capacity(), 0);
+    }
+    assert_eq!(wire, reference(Side::Client, &messages));
+}

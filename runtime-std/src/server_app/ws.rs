@@ -135,6 +135,10 @@ fn drive(shared: &Shared, handle: &Arc<ConnHandle>, mut stream: TcpStream, mode:
             }
             w.take_events(&mut messages);
             w.try_flush();
+            if !w.has_pending() {
+                // Most connections sit idle for long: keep no buffer while they do.
+                w.conn.release_idle_buffers();
+            }
             if w.is_finished() || eof {
                 w.finish();
                 (true, None)
