@@ -58,7 +58,7 @@ fn make_room(buf: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) -> usize {
 
 /// Takes `skip` bytes (a header) and then a payload of `len` bytes, already unmasked, off
 /// the front of `buf`, without copying.
-#[inline]
+#[inline(always)]
 fn take_payload(buf: &mut BytesMut, skip: usize, len: usize) -> Bytes {
     let mut frame = buf.split_to(skip + len).freeze();
     // A frozen `Bytes`'s `advance` only moves a pointer; a `BytesMut`'s checks its
@@ -126,7 +126,7 @@ impl FrameDecoder {
     /// the header checks is split off in one go. Anything else (a partial frame, a frame
     /// that breaks a rule) is left untouched for [`decode_in_parts`](Self::decode_in_parts)
     /// to decode again and report.
-    #[inline]
+    #[inline(always)]
     fn decode_whole(&self, buf: &mut BytesMut) -> Option<Frame> {
         let Ok(Some((header, header_len))) = FrameHeader::decode(buf) else {
             return None;
@@ -182,7 +182,7 @@ impl FrameDecoder {
 
     /// A frame whose header was checked, if all of it arrived: split header and payload
     /// off in one go, without recording a frame in progress.
-    #[inline]
+    #[inline(always)]
     fn take_whole(buf: &mut BytesMut, header: FrameHeader, header_len: usize) -> Option<Frame> {
         let len = usize::try_from(header.payload_len).ok()?;
         if buf.len() - header_len < len {
