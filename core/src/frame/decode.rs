@@ -114,10 +114,8 @@ impl FrameDecoder {
     /// 64 KiB, so the buffer need not move the frame later and rarely moves the next ones.
     #[inline]
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
-        if self.current.is_none() {
-            if let Some(frame) = self.decode_whole(buf) {
-                return Ok(Some(frame));
-            }
+        if let Some(frame) = self.decode_whole(buf) {
+            return Ok(Some(frame));
         }
         self.decode_in_parts(buf)
     }
@@ -127,7 +125,10 @@ impl FrameDecoder {
     /// that breaks a rule) is left untouched for [`decode_in_parts`](Self::decode_in_parts)
     /// to decode again and report.
     #[inline(always)]
-    fn decode_whole(&self, buf: &mut BytesMut) -> Option<Frame> {
+    pub(crate) fn decode_whole(&self, buf: &mut BytesMut) -> Option<Frame> {
+        if self.current.is_some() {
+            return None;
+        }
         let Ok(Some((header, header_len))) = FrameHeader::decode(buf) else {
             return None;
         };
@@ -140,7 +141,10 @@ impl FrameDecoder {
     /// [`decode`](Self::decode) for a frame in progress, a header still arriving, or an
     /// error.
     #[inline(never)]
-    fn decode_in_parts(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
+    pub(crate) fn decode_in_parts(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Frame>, ConnectionError> {
         let header = match self.current {
             Some(header) => header,
             None => {
