@@ -295,7 +295,21 @@ impl Connection {
     fn process_until_message(&mut self) -> Option<Message> {
         let now = self.clock.latest();
         while self.state != State::Closed {
-            match self.decoder.decode(&mut self.read_buf) {
+            // `FrameDecoder::decode` in two steps, each with its own `on_frame`: the common
+            // whole frame, decoded inline, then stays in registers instead of meeting the
+            // other path's result in memory.
+            if let Some(frame) = self.decoder.decode_whole(&mut self.read_buf) {
+                match self.on_frame(now, frame) {
+                    Ok(Some(message)) => {
+                        self.paused = true;
+                        return Some(message);
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.fail(e),
+                }
+                continue;
+            }
+            match self.decoder.decode_in_parts(&mut self.read_buf) {
                 Ok(Some(frame)) => match self.on_frame(now, frame) {
                     Ok(Some(message)) => {
                         self.paused = true;
@@ -568,30 +582,46 @@ impl Connection {
     }
 
     /// Acts on one frame; returns the message it completes, if any.
+    ///
+    /// Inlined into the decoding loop for the common case, a whole message in one frame
+    /// none of which was checked while it arrived: that needs only its size and text
+    /// checked, what `check_data_header` and `on_data` come to for it, without their
+    /// state. Other frames go to [`on_other_frame`](Self::on_other_frame).
+    #[inline(always)]
     fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ConnectionError> {
+        let whole = matches!(frame.header.opcode, OpCode::Text | OpCode::Binary)
+            && frame.header.fin
+            && self.assembly.is_none()
+            && self.utf8_checked == 0;
+        if !whole {
+            return self.on_other_frame(now, frame);
+        }
+        let Frame { header, payload } = frame;
+        let max = self.config.max_message_bytes;
+        if payload.len() > max {
+            return Err(LimitError::MessageTooLarge { max }.into());
+        }
+        if header.opcode == OpCode::Binary {
+            return Ok(Some(Message::Binary(payload)));
+        }
+        // §8.1: an endpoint that "finds that the byte stream is not, in fact, a valid
+        // UTF-8 stream ... MUST _Fail the WebSocket Connection_". The validator holds
+        // nothing: no piece of this message was fed to it.
+        if core::str::from_utf8(&payload).is_err() {
+            return Err(ProtocolError::InvalidUtf8.into());
+        }
+        Ok(Some(Message::Text(payload)))
+    }
+
+    /// [`on_frame`](Self::on_frame) for fragments and control frames.
+    #[inline(never)]
+    fn on_other_frame(
+        &mut self,
+        now: Instant,
+        frame: Frame,
+    ) -> Result<Option<Message>, ConnectionError> {
         let Frame { header, payload } = frame;
         match header.opcode {
-            // The common case, a whole message in one frame none of which was checked
-            // while it arrived, needs only its size and text checked: what
-            // `check_data_header` and `on_data` come to for it, without their state.
-            OpCode::Text | OpCode::Binary
-                if header.fin && self.assembly.is_none() && self.utf8_checked == 0 =>
-            {
-                let max = self.config.max_message_bytes;
-                if payload.len() > max {
-                    return Err(LimitError::MessageTooLarge { max }.into());
-                }
-                if header.opcode == OpCode::Binary {
-                    return Ok(Some(Message::Binary(payload)));
-                }
-                // §8.1: an endpoint that "finds that the byte stream is not, in fact, a
-                // valid UTF-8 stream ... MUST _Fail the WebSocket Connection_". The
-                // validator holds nothing: no piece of this message was fed to it.
-                if core::str::from_utf8(&payload).is_err() {
-                    return Err(ProtocolError::InvalidUtf8.into());
-                }
-                Ok(Some(Message::Text(payload)))
-            }
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 self.check_data_header(&header)?;
                 self.on_data(header, payload)

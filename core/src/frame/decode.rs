@@ -56,6 +56,17 @@ fn make_room(buf: &mut BytesMut, len: usize, mask: Option<[u8; 4]>) -> usize {
     buf.len()
 }
 
+/// Takes `skip` bytes (a header) and then a payload of `len` bytes, already unmasked, off
+/// the front of `buf`, without copying.
+#[inline(always)]
+fn take_payload(buf: &mut BytesMut, skip: usize, len: usize) -> Bytes {
+    let mut frame = buf.split_to(skip + len).freeze();
+    // A frozen `Bytes`'s `advance` only moves a pointer; a `BytesMut`'s checks its
+    // representation first.
+    frame.advance(skip);
+    frame
+}
+
 /// A whole frame with its payload unmasked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -101,7 +112,39 @@ impl FrameDecoder {
     /// Allocates when a frame's header arrives without all of its payload and `buf` lacks
     /// room for the rest of it: room for a few frames of that size (at most 1 MiB) plus
     /// 64 KiB, so the buffer need not move the frame later and rarely moves the next ones.
+    #[inline]
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
+        if let Some(frame) = self.decode_whole(buf) {
+            return Ok(Some(frame));
+        }
+        self.decode_in_parts(buf)
+    }
+
+    /// The common case, inlined into the caller: a frame that arrived whole and passes
+    /// the header checks is split off in one go. Anything else (a partial frame, a frame
+    /// that breaks a rule) is left untouched for [`decode_in_parts`](Self::decode_in_parts)
+    /// to decode again and report.
+    #[inline(always)]
+    pub(crate) fn decode_whole(&self, buf: &mut BytesMut) -> Option<Frame> {
+        if self.current.is_some() {
+            return None;
+        }
+        let Ok(Some((header, header_len))) = FrameHeader::decode(buf) else {
+            return None;
+        };
+        if self.check(&header).is_err() {
+            return None;
+        }
+        Self::take_whole(buf, header, header_len)
+    }
+
+    /// [`decode`](Self::decode) for a frame in progress, a header still arriving, or an
+    /// error.
+    #[inline(never)]
+    pub(crate) fn decode_in_parts(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Frame>, ConnectionError> {
         let header = match self.current {
             Some(header) => header,
             None => {
@@ -135,28 +178,26 @@ impl FrameDecoder {
         if available < len {
             return Ok(None);
         }
-        let payload = buf.split_to(len).freeze();
+        let payload = take_payload(buf, 0, len);
         self.current = None;
         self.unmasked = 0;
         Ok(Some(Frame { header, payload }))
     }
 
-    /// The common case of a frame that arrived whole: split header and payload off in one
-    /// go, without recording a frame in progress.
+    /// A frame whose header was checked, if all of it arrived: split header and payload
+    /// off in one go, without recording a frame in progress.
+    #[inline(always)]
     fn take_whole(buf: &mut BytesMut, header: FrameHeader, header_len: usize) -> Option<Frame> {
         let len = usize::try_from(header.payload_len).ok()?;
         if buf.len() - header_len < len {
             return None;
         }
-        let mut payload = buf.split_to(header_len + len);
-        payload.advance(header_len);
+        let end = header_len + len;
         if let Some(key) = header.mask {
-            apply_mask(&mut payload, key, 0);
+            apply_mask(&mut buf[header_len..end], key, 0);
         }
-        Some(Frame {
-            header,
-            payload: payload.freeze(),
-        })
+        let payload = take_payload(buf, header_len, len);
+        Some(Frame { header, payload })
     }
 
     /// The header of the frame whose payload is still arriving, and how many bytes at the
@@ -165,6 +206,7 @@ impl FrameDecoder {
         self.current.as_ref().map(|h| (h, self.unmasked))
     }
 
+    #[inline]
     fn check(&self, header: &FrameHeader) -> Result<(), ConnectionError> {
         // §5.2: "MUST be 0 unless an extension is negotiated that defines meanings for
         // non-zero values".
