@@ -10,6 +10,7 @@ mod client;
 mod server;
 
 pub use client::{ReliableClient, ReliableOptions};
+pub(crate) use server::resume_value;
 pub use server::{
     ReliableConnection, ReliableServer, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
 };

@@ -21,6 +21,7 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sockeye_core::handshake::Request;
 use sockeye_core::session::{OutgoingEnvelope, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
 use sockeye_core::{
     CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
@@ -51,6 +52,8 @@ struct Driver {
     epoch: u64,
     /// Wakes the connection's timer thread to carry what the application queued.
     wake: SyncSender<()>,
+    /// The application asked to close this connection with this code.
+    kick: Option<CloseCode>,
 }
 
 struct State {
@@ -175,17 +178,29 @@ impl SessionRegistry {
     /// answered 400 and a full store 503 ([`Error::Store`]). The 101 and then the
     /// session's WELCOME are the first things [`ReliableConnection::run`] writes.
     pub fn upgrade(&self, stream: TcpStream, config: &Config) -> Result<Upgrade> {
-        let (mut transport, request) = read_request(stream, config)?;
-        let path = request.path().to_string();
+        let (transport, request) = read_request(stream, config)?;
         if !request.protocols().any(|p| p == SUBPROTOCOL) {
+            let path = request.path().to_string();
             let conn = request.accept(time::now(), None, config.clone());
             let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
             return Ok(Upgrade::Plain(ws));
         }
-        let resume: Option<Vec<u8>> = request
-            .header(RESUME_HEADER)
-            .map(<[u8]>::to_vec)
-            .or_else(|| query_param(&path, RESUME_QUERY).map(|v| v.as_bytes().to_vec()));
+        self.attach(transport, request, config)
+            .map(Upgrade::Reliable)
+    }
+
+    /// The second half of [`upgrade`](Self::upgrade), for a server that read and checked
+    /// the request itself (the `sockeye` server: auth and limits come first): attaches a
+    /// session and selects `sockeye.v1`. A malformed resume value is answered 400, a full
+    /// store 503.
+    pub(crate) fn attach(
+        &self,
+        mut transport: Transport,
+        request: Request,
+        config: &Config,
+    ) -> Result<ReliableConnection> {
+        let path = request.path().to_string();
+        let resume = resume_value(&request);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
         let attached = {
             let mut guard = self.lock();
@@ -202,6 +217,7 @@ impl SessionRegistry {
                     Driver {
                         epoch,
                         wake: tx.clone(),
+                        kick: None,
                     },
                 );
                 (id, epoch, drained)
@@ -220,7 +236,7 @@ impl SessionRegistry {
             }
         };
         let conn = request.accept(time::now(), Some(SUBPROTOCOL), config.clone());
-        Ok(Upgrade::Reliable(ReliableConnection {
+        Ok(ReliableConnection {
             registry: self.clone(),
             id,
             epoch,
@@ -230,7 +246,7 @@ impl SessionRegistry {
             wake: tx,
             close_timeout: config.close_timeout,
             path,
-        }))
+        })
     }
 
     /// Moves the store's own events (expiry, dead letters of detached sessions) to the
@@ -257,6 +273,19 @@ impl SessionRegistry {
             let _ = driver.wake.try_send(());
         }
         Ok(seq)
+    }
+
+    /// Closes the connection that carries session `id` now, if any, with `code` (a slow
+    /// consumer, a shutdown); the session stays for a resume. Returns whether a
+    /// connection was carrying it.
+    pub fn disconnect(&self, id: SessionId, code: CloseCode) -> bool {
+        let state = &mut *self.lock();
+        let Some(driver) = state.drivers.get_mut(&id) else {
+            return false;
+        };
+        driver.kick = Some(code);
+        let _ = driver.wake.try_send(());
+        true
     }
 
     /// The next event of any session, with the session's id, waiting at most `timeout`
@@ -349,6 +378,15 @@ impl SessionRegistry {
     }
 }
 
+/// The resume value a client sent with its upgrade: the `Sockeye-Resume` header, or the
+/// `sockeye_resume` query parameter.
+pub(crate) fn resume_value(request: &Request) -> Option<Vec<u8>> {
+    request
+        .header(RESUME_HEADER)
+        .map(<[u8]>::to_vec)
+        .or_else(|| query_param(request.path(), RESUME_QUERY).map(|v| v.as_bytes().to_vec()))
+}
+
 /// The value of query parameter `name` in `path` (`/x?a=1&name=v`), as sent.
 fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
     let (_, query) = path.split_once('?')?;
@@ -421,7 +459,13 @@ impl Link {
         while let Some(envelope) = session.poll_outgoing_parts() {
             turn.outgoing.push(envelope);
         }
-        turn.disconnect = session.wants_disconnect();
+        turn.disconnect = session.wants_disconnect().or_else(|| {
+            state
+                .drivers
+                .get(&self.id)
+                .filter(|d| d.epoch == self.epoch)
+                .and_then(|d| d.kick)
+        });
         turn.deadline = session.poll_timeout();
         turn.events_full = state.events.len() >= shared.max_pending_events;
         turn.wake_app = state.app_waiting > 0 && !state.events.is_empty();

@@ -33,7 +33,7 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// Drop a connection that does not answer a ping within this long.
     pub pong_timeout: Duration,
-    /// How long a reliable session is kept for resume (used by `sockeye.v1`, later).
+    /// How long a reliable (`sockeye.v1`) session is kept for resume.
     pub session_expiry: Duration,
     /// Most messages waiting in one offline user's mailbox.
     pub mailbox_size: usize,

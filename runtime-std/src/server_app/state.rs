@@ -2,7 +2,9 @@
 //!
 //! Every hub call is followed, under the same lock, by delivering what the hub handed out
 //! ([`Hub::poll_outbound`]) to the connections' queues, so deliveries keep the hub's
-//! order. Queuing never blocks for long (see [`conn`](super::conn)).
+//! order. Queuing never blocks for long (see [`conn`](super::conn)); a reliable
+//! connection's deliveries go into its session ([`SessionRegistry::send`]), which never
+//! blocks. Lock order: the state, then a connection or the registry.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,17 +13,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::auth::UserId;
+use sockeye_core::hub::Mail;
 use sockeye_core::hub::{
     ConnId, Delivery, Hub, HubConfig, HubError, OutMessage, PushReceipt, Refusal, Target,
 };
-use sockeye_core::CloseCode;
+use sockeye_core::{CloseCode, SessionId, SessionSendError};
 
 use super::config::ServerConfig;
 use super::conn::{ConnHandle, Queued};
 use super::log::log_at;
 use super::metrics::{HubGauges, Metrics};
 use super::plain;
+use crate::error::Error;
 use crate::time;
+use crate::SessionRegistry;
 
 /// The hub plus a handle for each of its connections.
 pub(super) struct State {
@@ -31,11 +36,31 @@ pub(super) struct State {
 
 struct Inner {
     hub: Hub,
-    conns: HashMap<u64, Arc<ConnHandle>>,
+    conns: HashMap<u64, Peer>,
+    /// The reliable sessions (`sockeye.v1`), shared with their connections' threads.
+    registry: SessionRegistry,
+    /// Who owns each live reliable session, and which hub connection carries it now.
+    sessions: HashMap<SessionId, Owner>,
+}
+
+/// How the hub's deliveries reach one connection.
+enum Peer {
+    /// Plain JSON mode: queued on the WebSocket itself.
+    Plain(Arc<ConnHandle>),
+    /// `sockeye.v1`: queued in the session ([`SessionRegistry::send`]).
+    Reliable { user: UserId, session: SessionId },
+}
+
+/// The user a reliable session belongs to, its current hub connection, and the rooms it
+/// was in when its last connection ended (a resume joins them again).
+struct Owner {
+    user: UserId,
+    conn: Option<ConnId>,
+    rooms: Vec<String>,
 }
 
 impl State {
-    pub(super) fn new(config: &ServerConfig) -> State {
+    pub(super) fn new(config: &ServerConfig, registry: SessionRegistry) -> State {
         let hub_config = HubConfig {
             max_connections: config.max_connections,
             max_connections_per_user: config.max_connections_per_user,
@@ -47,6 +72,8 @@ impl State {
             inner: Mutex::new(Inner {
                 hub: Hub::new(hub_config),
                 conns: HashMap::new(),
+                registry,
+                sessions: HashMap::new(),
             }),
             next_id: AtomicU64::new(1),
         }
@@ -84,7 +111,9 @@ impl State {
             handle.user.clone(),
             Delivery::AtMostOnce,
         )?;
-        inner.conns.insert(handle.id.0, Arc::clone(handle));
+        inner
+            .conns
+            .insert(handle.id.0, Peer::Plain(Arc::clone(handle)));
         // Counted before the client can hear of it, so a scrape after the welcome sees it.
         Metrics::add(&metrics.connections_opened, 1);
         handle.send_text(first);
@@ -92,10 +121,94 @@ impl State {
         Ok(())
     }
 
+    /// Registers a reliable connection `id` of `user` carrying `session`. A connection that
+    /// carried the session before (a resume overtook it) leaves the hub first, so nothing
+    /// is delivered twice. A new session hears the JSON welcome first.
+    pub(super) fn connect_reliable(
+        &self,
+        id: ConnId,
+        user: &UserId,
+        session: SessionId,
+        metrics: &Metrics,
+    ) -> Result<(), Refusal> {
+        let mut inner = self.lock();
+        let now = time::now();
+        let inner = &mut *inner;
+        let (fresh, rooms) = match inner.sessions.get_mut(&session) {
+            Some(owner) => {
+                let mut rooms = std::mem::take(&mut owner.rooms);
+                if let Some(old) = owner.conn.take() {
+                    rooms = inner.hub.rooms_of(old);
+                    inner.conns.remove(&old.0);
+                    inner.hub.disconnect(now, old);
+                }
+                (false, rooms)
+            }
+            None => (true, Vec::new()),
+        };
+        if let Err(refusal) = inner.hub.connect(now, id, user.clone(), Delivery::Reliable) {
+            if let Some(owner) = inner.sessions.get_mut(&session) {
+                owner.rooms = rooms;
+            }
+            return Err(refusal);
+        }
+        for room in &rooms {
+            // The session stays in its rooms across a resume.
+            let _ = inner.hub.join(id, room);
+        }
+        inner.conns.insert(
+            id.0,
+            Peer::Reliable {
+                user: user.clone(),
+                session,
+            },
+        );
+        inner.sessions.insert(
+            session,
+            Owner {
+                user: user.clone(),
+                conn: Some(id),
+                rooms: Vec::new(),
+            },
+        );
+        Metrics::add(&metrics.connections_opened, 1);
+        if fresh {
+            let welcome = Bytes::from(plain::welcome(user.as_str()));
+            if let Err(e) = inner.registry.send(session, welcome, true) {
+                log_at!(Debug, "no welcome for a new session: {e}");
+            }
+        }
+        inner.deliver(metrics);
+        Ok(())
+    }
+
+    /// The user who owns reliable session `session`, if it is live.
+    pub(super) fn session_owner(&self, session: SessionId) -> Option<UserId> {
+        self.lock().sessions.get(&session).map(|o| o.user.clone())
+    }
+
+    /// The hub connection carrying reliable session `session` now.
+    pub(super) fn session_conn(&self, session: SessionId) -> Option<ConnId> {
+        self.lock().sessions.get(&session).and_then(|o| o.conn)
+    }
+
+    /// Reliable session `session` is gone (expired or replaced).
+    pub(super) fn forget_session(&self, session: SessionId) {
+        self.lock().sessions.remove(&session);
+    }
+
     /// Removes a connection: its rooms see it leave.
     pub(super) fn disconnect(&self, id: ConnId, metrics: &Metrics) {
         let mut inner = self.lock();
-        inner.conns.remove(&id.0);
+        let inner = &mut *inner;
+        if let Some(Peer::Reliable { session, .. }) = inner.conns.remove(&id.0) {
+            if let Some(owner) = inner.sessions.get_mut(&session) {
+                if owner.conn == Some(id) {
+                    owner.conn = None;
+                    owner.rooms = inner.hub.rooms_of(id);
+                }
+            }
+        }
         inner.hub.disconnect(time::now(), id);
         inner.deliver(metrics);
     }
@@ -173,8 +286,13 @@ impl State {
     /// Starts closing every connection with 1001; returns how many there were.
     pub(super) fn close_all(&self) -> usize {
         let inner = self.lock();
-        for handle in inner.conns.values() {
-            handle.close(CloseCode::GOING_AWAY, "server shutting down");
+        for peer in inner.conns.values() {
+            match peer {
+                Peer::Plain(handle) => handle.close(CloseCode::GOING_AWAY, "server shutting down"),
+                Peer::Reliable { session, .. } => {
+                    inner.registry.disconnect(*session, CloseCode::GOING_AWAY);
+                }
+            }
         }
         inner.conns.len()
     }
@@ -193,10 +311,40 @@ impl State {
 }
 
 impl Inner {
+    /// A message a reliable connection could not take: a user-addressed one goes back to
+    /// the hub (the user's other connections, or the mailbox); a room message is a dead
+    /// letter.
+    fn hand_back(&mut self, user: &UserId, message: OutMessage, metrics: &Metrics) {
+        let OutMessage::Message {
+            from,
+            room,
+            payload,
+        } = message
+        else {
+            return;
+        };
+        if room.is_some() {
+            Metrics::add(&metrics.dead_letters, 1);
+            log_at!(Debug, "dead letter: a room message for a slow consumer");
+            return;
+        }
+        let now = time::now();
+        self.hub
+            .restore_mail(now, user, Mail::new(now, from, payload));
+    }
+
     /// Queues everything the hub handed out to its connections, and counts dead letters.
     fn deliver(&mut self, metrics: &Metrics) {
+        // Reliable connections dropped as slow consumers during this call: what the hub
+        // still had queued for them is handed back too.
+        let mut dropped: Vec<(ConnId, UserId)> = Vec::new();
         while let Some(out) = self.hub.poll_outbound() {
-            let Some(handle) = self.conns.get(&out.to.0) else {
+            if let Some((_, user)) = dropped.iter().find(|(id, _)| *id == out.to) {
+                let user = user.clone();
+                self.hand_back(&user, out.message, metrics);
+                continue;
+            }
+            let Some(peer) = self.conns.get(&out.to.0) else {
                 continue;
             };
             let text = match &out.message {
@@ -204,22 +352,62 @@ impl Inner {
                     from,
                     room,
                     payload,
-                } => {
-                    Metrics::add(&metrics.messages_out, 1);
-                    plain::message(room.as_deref(), from.as_ref().map(UserId::as_str), payload)
-                }
+                } => plain::message(room.as_deref(), from.as_ref().map(UserId::as_str), payload),
                 OutMessage::Presence { room, user, joined } => {
                     plain::presence(room, user.as_str(), *joined)
                 }
             };
-            if handle.send_text(text) == Queued::SlowConsumer {
-                Metrics::add(&metrics.slow_consumers, 1);
-                log_at!(
-                    Info,
-                    "closing slow consumer: connection {} of user {:?}",
-                    handle.id.0,
-                    handle.user.as_str()
-                );
+            let is_message = matches!(out.message, OutMessage::Message { .. });
+            match peer {
+                Peer::Plain(handle) => {
+                    if is_message {
+                        Metrics::add(&metrics.messages_out, 1);
+                    }
+                    if handle.send_text(text) == Queued::SlowConsumer {
+                        Metrics::add(&metrics.slow_consumers, 1);
+                        log_at!(
+                            Info,
+                            "closing slow consumer: connection {} of user {:?}",
+                            handle.id.0,
+                            handle.user.as_str()
+                        );
+                    }
+                }
+                Peer::Reliable { user, session } => {
+                    let (user, session) = (user.clone(), *session);
+                    match self.registry.send(session, Bytes::from(text), true) {
+                        Ok(_) => {
+                            if is_message {
+                                Metrics::add(&metrics.messages_out, 1);
+                            }
+                        }
+                        Err(e) => {
+                            if matches!(e, Error::Session(SessionSendError::Full)) {
+                                Metrics::add(&metrics.slow_consumers, 1);
+                                log_at!(
+                                    Info,
+                                    "closing slow consumer: reliable connection {} of user {:?}",
+                                    out.to.0,
+                                    user.as_str()
+                                );
+                            } else {
+                                log_at!(Debug, "reliable session refused a delivery: {e}");
+                            }
+                            // The session keeps what it has for a resume; this connection
+                            // leaves the hub, and the message goes back to it.
+                            self.registry
+                                .disconnect(session, CloseCode::POLICY_VIOLATION);
+                            self.conns.remove(&out.to.0);
+                            if let Some(owner) = self.sessions.get_mut(&session) {
+                                owner.conn = None;
+                                owner.rooms = self.hub.rooms_of(out.to);
+                            }
+                            self.hub.disconnect(time::now(), out.to);
+                            self.hand_back(&user, out.message, metrics);
+                            dropped.push((out.to, user));
+                        }
+                    }
+                }
             }
         }
         while let Some(dead) = self.hub.poll_dead_letter() {
