@@ -539,6 +539,40 @@ fn a_resume_after_cuts_loses_nothing() {
     });
 }
 
+#[test]
+fn a_full_reliable_window_closes_the_connection_and_loses_nothing() {
+    // One more than the session's window (`SessionConfig::default().window_messages`).
+    const PUSHES: u64 = 1024 + 76;
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.mailbox_size = PUSHES as usize;
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let mut lena = reliable_client(addr, "user=lena");
+        assert_eq!(recv_json(&mut lena)["type"], "welcome");
+        // Lena does not read while the pushes come, so nothing is acknowledged and the
+        // session's window fills: the server closes her connection instead of queuing
+        // more, and keeps the rest in her mailbox.
+        for i in 0..PUSHES {
+            let answer = push(addr, "", &format!(r#"{{"user":"lena","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+        }
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_slow_consumers_total"), 1, "{page}");
+        assert_eq!(metric(&page, "sockeye_dead_letters_total"), 0, "{page}");
+        // She reads again, reconnects, resumes, and gets everything once, in order.
+        for i in 0..PUSHES {
+            assert_eq!(recv_json(&mut lena), json!({"type":"message","data":i}));
+        }
+        assert!(lena.connections() >= 2, "the connection was not closed");
+        if let Some(SessionEvent::Delivered { payload, .. }) =
+            lena.next_event(Some(Duration::from_millis(300))).unwrap()
+        {
+            panic!("extra delivery: {}", String::from_utf8_lossy(&payload));
+        }
+    });
+}
+
 /// A reliable client of `/ws?{query}`, established; it reconnects quickly after a cut.
 fn reliable_client(addr: SocketAddr, query: &str) -> ReliableClient {
     let mut reconnect = ReconnectConfig::default();
