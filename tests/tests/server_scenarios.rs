@@ -573,6 +573,47 @@ fn a_full_reliable_window_closes_the_connection_and_loses_nothing() {
     });
 }
 
+#[test]
+fn a_reliable_session_stays_in_its_rooms_across_a_resume() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        // The cut comes once the pushes below have carried enough bytes.
+        let proxy = CuttingProxy::start(addr, vec![6_000]);
+        let mut ruth = reliable_client(proxy.addr(), "user=ruth");
+        assert_eq!(recv_json(&mut ruth)["type"], "welcome");
+        send_json(&mut ruth, json!({"type":"join","room":"den"}));
+        assert_eq!(recv_json(&mut ruth)["type"], "joined");
+        let mut i = 0;
+        while proxy.cuts_done() == 0 {
+            assert!(i < 1_000, "the proxy never cut");
+            let answer = push(addr, "", &format!(r#"{{"user":"ruth","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+            assert_eq!(recv_json(&mut ruth), json!({"type":"message","data":i}));
+            i += 1;
+        }
+        // Wait for the resume, then a plain client talks in the room.
+        let answer = push(addr, "", r#"{"user":"ruth","data":"after"}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        assert_eq!(
+            recv_json(&mut ruth),
+            json!({"type":"message","data":"after"})
+        );
+        let mut paul = JsonClient::connect(addr, "user=paul");
+        let joined = paul.join("den");
+        assert_eq!(joined["members"], json!(["paul", "ruth"]), "{joined}");
+        paul.send(json!({"type":"message","room":"den","data":"still there?"}));
+        loop {
+            let got = recv_json(&mut ruth);
+            if got["type"] == "message" {
+                assert_eq!(got["data"], "still there?", "{got}");
+                break;
+            }
+        }
+        assert!(ruth.connections() >= 2, "the client did not reconnect");
+    });
+}
+
 /// A reliable client of `/ws?{query}`, established; it reconnects quickly after a cut.
 fn reliable_client(addr: SocketAddr, query: &str) -> ReliableClient {
     let mut reconnect = ReconnectConfig::default();
