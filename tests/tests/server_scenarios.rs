@@ -536,6 +536,7 @@ fn a_resume_after_cuts_loses_nothing() {
         assert!(sam.connections() >= 4, "the client did not reconnect");
         let page = body(&get(addr, "/metrics")).to_string();
         assert!(metric(&page, "sockeye_resumes_total") >= 3, "{page}");
+        assert!(metric(&page, "sockeye_resends_total") >= 1, "{page}");
     });
 }
 

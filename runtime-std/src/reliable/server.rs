@@ -68,6 +68,8 @@ struct State {
     /// only when this is non-zero: a signal is a system call even with nobody waiting,
     /// and a busy application finds the new events on its next call anyway.
     app_waiting: usize,
+    /// Messages resent by every session so far (retransmissions, resends after resume).
+    resent: u64,
 }
 
 struct Shared {
@@ -155,6 +157,7 @@ impl SessionRegistry {
                     drivers: HashMap::new(),
                     store_check: time::now(),
                     app_waiting: 0,
+                    resent: 0,
                 }),
                 event_ready: Condvar::new(),
                 room: Condvar::new(),
@@ -372,6 +375,12 @@ impl SessionRegistry {
         self.lock().store.get(id).map(|s| s.unacked_messages())
     }
 
+    /// Messages resent so far by every session (retransmissions after a timeout, and
+    /// resends after a resume), for metrics.
+    pub fn resent_messages(&self) -> u64 {
+        self.lock().resent
+    }
+
     /// Events waiting for [`next_event`](Self::next_event).
     pub fn pending_events(&self) -> usize {
         self.lock().events.len()
@@ -444,6 +453,7 @@ impl Link {
             return turn;
         };
         let now = time::now();
+        let resent_before = session.resent_messages();
         for message in messages.drain(..) {
             session.handle_message(now, message);
         }
@@ -459,6 +469,7 @@ impl Link {
         while let Some(envelope) = session.poll_outgoing_parts() {
             turn.outgoing.push(envelope);
         }
+        state.resent += session.resent_messages().saturating_sub(resent_before);
         turn.disconnect = session.wants_disconnect().or_else(|| {
             state
                 .drivers
