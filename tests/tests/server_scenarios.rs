@@ -508,6 +508,9 @@ fn a_resume_after_cuts_loses_nothing() {
     bounded(LIMIT, || {
         let mut config = server_config();
         config.mailbox_size = 2 * PUSHES as usize;
+        // A resume replaces the connection it takes over, even one the server has not
+        // seen drop yet: it does not count against the limit.
+        config.max_connections_per_user = 1;
         let server = start_server(config);
         let addr = server.local_addr();
         // Each pushed message costs the proxy at least 40 bytes; cut three times while
@@ -537,6 +540,14 @@ fn a_resume_after_cuts_loses_nothing() {
         let page = body(&get(addr, "/metrics")).to_string();
         assert!(metric(&page, "sockeye_resumes_total") >= 3, "{page}");
         assert!(metric(&page, "sockeye_resends_total") >= 1, "{page}");
+        assert_eq!(
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"over_limit\"}"
+            ),
+            0,
+            "a resume was refused over the limit"
+        );
     });
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sockeye_core::hub::ConnId;
 use sockeye_core::{CloseCode, SessionEvent, SessionId};
 
 use super::log::log_at;
@@ -27,7 +28,41 @@ pub(super) fn event_loop(shared: &Shared) {
         for (session, event) in events.drain(..) {
             on_event(shared, session, event);
         }
+        take_out_ended(shared, &mut events);
     }
+}
+
+/// Takes the reliable connections that ended out of the hub, but only after acting on
+/// every event queued before they ended: a client's last commands, delivered (and
+/// acknowledged) just before its connection dropped, still count as its connection's.
+fn take_out_ended(shared: &Shared, events: &mut Vec<(SessionId, SessionEvent)>) {
+    let ended = std::mem::take(&mut *shared.ended.lock().unwrap_or_else(|p| p.into_inner()));
+    if ended.is_empty() {
+        return;
+    }
+    // Everything those connections' sessions delivered is queued by now.
+    while shared
+        .registry
+        .next_events(Some(Duration::ZERO), BATCH, events)
+        > 0
+    {
+        for (session, event) in events.drain(..) {
+            on_event(shared, session, event);
+        }
+    }
+    for id in ended {
+        shared.state.disconnect(id, &shared.metrics);
+    }
+}
+
+/// A reliable connection `id` ended: the event thread takes it out of the hub soon
+/// (see [`take_out_ended`]).
+pub(super) fn connection_ended(shared: &Shared, id: ConnId) {
+    shared
+        .ended
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(id);
 }
 
 fn on_event(shared: &Shared, session: SessionId, event: SessionEvent) {

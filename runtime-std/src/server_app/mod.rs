@@ -74,6 +74,9 @@ struct Shared {
     registry: SessionRegistry,
     /// Shutdown is over: the session event thread stops.
     stopped: AtomicBool,
+    /// Reliable connections that ended, for the session event thread to take out of the
+    /// hub once it has acted on everything their sessions delivered before.
+    ended: std::sync::Mutex<Vec<sockeye_core::hub::ConnId>>,
 }
 
 /// A running server (see [`start`]).
@@ -115,6 +118,7 @@ pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
         state: State::new(&config, registry.clone()),
         registry,
         stopped: AtomicBool::new(false),
+        ended: std::sync::Mutex::new(Vec::new()),
         ws_config,
         config,
         metrics: Metrics::default(),

@@ -92,13 +92,13 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
         Err(why) => return refuse(shared, stream, 401, &http::text(401, &why)),
     };
     drop(head);
-    if let Err(refusal) = shared.state.admit(&user) {
-        let answer = http::text(503, &format!("{refusal}"));
-        return refuse(shared, stream, 503, &answer);
-    }
     let mode = choose_mode(request.protocols());
     if mode == Mode::Reliable {
         return serve_reliable(shared, stream, request, user);
+    }
+    if let Err(refusal) = shared.state.admit(&user) {
+        let answer = http::text(503, &format!("{refusal}"));
+        return refuse(shared, stream, 503, &answer);
     }
     let conn = request.accept(time::now(), None, shared.ws_config.clone());
     let id = shared.state.next_conn_id();
@@ -134,18 +134,30 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
     log_at!(Debug, "connection {} closed", id.0);
 }
 
-/// Serves a `sockeye.v1` connection of `user`, already admitted: attaches a session (new,
-/// or resumed if the client owns it), registers it with the hub, and drives it until it
-/// ends; the session then waits for a resume.
+/// Serves a `sockeye.v1` connection of authenticated `user`: checks the limits, attaches
+/// a session (new, or resumed if the client owns it), registers it with the hub, and
+/// drives it until it ends; the session then waits for a resume.
 fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: UserId) {
     // A session belongs to the user who opened it: nobody else may resume it.
     let claimed = resume_value(&request)
         .and_then(|value| parse_resume_header(&value).ok())
         .map(|resume| resume.session_id);
-    if let Some(owner) = claimed.and_then(|id| shared.state.session_owner(id)) {
-        if owner != user {
-            let answer = http::text(403, "session belongs to another user");
-            return refuse(shared, stream, 403, &answer);
+    let mut takes_over = false;
+    if let Some(session) = claimed {
+        if let Some(owner) = shared.state.session_owner(session) {
+            if owner != user {
+                let answer = http::text(403, "session belongs to another user");
+                return refuse(shared, stream, 403, &answer);
+            }
+            takes_over = shared.state.session_conn(session).is_some();
+        }
+    }
+    // A resume that takes over a connection the server has not seen drop yet replaces
+    // it rather than adding one; `connect_reliable` checks the limits again either way.
+    if !takes_over {
+        if let Err(refusal) = shared.state.admit(&user) {
+            let answer = http::text(503, &format!("{refusal}"));
+            return refuse(shared, stream, 503, &answer);
         }
     }
     let transport = match Transport::new(stream, write_timeout(&shared.ws_config)) {
@@ -196,7 +208,9 @@ fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: Us
     if let Err(e) = conn.run() {
         log_at!(Debug, "reliable connection {} ended: {e}", id.0);
     }
-    shared.state.disconnect(id, &shared.metrics);
+    // Not at once: the event thread may still act on commands this connection's session
+    // delivered just before the end.
+    super::events::connection_ended(shared, id);
     Metrics::add(&shared.metrics.connections_closed, 1);
     log_at!(Debug, "connection {} closed", id.0);
 }
