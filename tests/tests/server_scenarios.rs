@@ -626,6 +626,30 @@ fn a_reliable_session_stays_in_its_rooms_across_a_resume() {
     });
 }
 
+#[test]
+fn shutdown_closes_reliable_connections_too() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.shutdown_grace = Duration::from_secs(5);
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let mut sue = reliable_client(addr, "user=sue");
+        assert_eq!(recv_json(&mut sue)["type"], "welcome");
+        let stopping = thread::spawn(move || server.shutdown());
+        // Sue keeps driving her client, so she answers the server's close; then her
+        // reconnects are refused by a server that is gone.
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while !stopping.is_finished() && std::time::Instant::now() < until {
+            let _ = sue.next_event(Some(Duration::from_millis(20)));
+        }
+        assert_eq!(
+            stopping.join().unwrap(),
+            0,
+            "a connection outlived the shutdown"
+        );
+    });
+}
+
 /// A reliable client of `/ws?{query}`, established; it reconnects quickly after a cut.
 fn reliable_client(addr: SocketAddr, query: &str) -> ReliableClient {
     let mut reconnect = ReconnectConfig::default();
