@@ -650,6 +650,71 @@ fn shutdown_closes_reliable_connections_too() {
     });
 }
 
+#[test]
+fn with_a_journal_the_mailbox_survives_a_restart() {
+    bounded(LIMIT, || {
+        let dir = std::env::temp_dir().join(format!(
+            "sockeye-journal-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        let mut config = server_config();
+        config.journal = Some(path.clone());
+        // Before the restart: ten pushes (202) and a direct message for offline olga; one
+        // delivered mailbox for otto, which must not come back.
+        let server = start_server(config.clone());
+        let addr = server.local_addr();
+        for i in 0..10 {
+            let answer = push(addr, "", &format!(r#"{{"user":"olga","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+        }
+        let answer = push(addr, "", r#"{"user":"otto","data":"once"}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        let mut otto = JsonClient::connect(addr, "user=otto");
+        assert_eq!(otto.recv(), json!({"type":"message","data":"once"}));
+        otto.send(json!({"type":"message","to":"olga","data":"from otto"}));
+        let mut depth = 0;
+        for _ in 0..200 {
+            depth = metric(body(&get(addr, "/metrics")), "sockeye_mailbox_depth");
+            if depth == 11 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(depth, 11, "the direct message never reached the mailbox");
+        drop(otto);
+        assert_eq!(server.shutdown(), 0);
+        // After: olga gets all eleven, in order; otto gets nothing again.
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let mut olga = JsonClient::connect(addr, "user=olga");
+        for i in 0..10 {
+            assert_eq!(olga.recv(), json!({"type":"message","data":i}));
+        }
+        assert_eq!(
+            olga.recv(),
+            json!({"type":"message","from":"otto","data":"from otto"})
+        );
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_mailbox_depth"), 0, "{page}");
+        drop(olga);
+        assert_eq!(server.shutdown(), 0);
+        // A third start finds every mailbox empty.
+        let mut config = server_config();
+        config.journal = Some(path);
+        let server = start_server(config);
+        let page = body(&get(server.local_addr(), "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_mailbox_depth"), 0, "{page}");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
 /// A reliable client of `/ws?{query}`, established; it reconnects quickly after a cut.
 fn reliable_client(addr: SocketAddr, query: &str) -> ReliableClient {
     let mut reconnect = ReconnectConfig::default();

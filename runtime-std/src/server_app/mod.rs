@@ -25,6 +25,7 @@
 mod api;
 mod config;
 mod conn;
+mod durable;
 mod events;
 mod http;
 mod identity;
@@ -114,8 +115,12 @@ pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
     let mut session_config = SessionConfig::default();
     session_config.session_expiry = config.session_expiry;
     let registry = SessionRegistry::new(session_config)?;
+    let journal = match &config.journal {
+        Some(path) => Some(durable::Journal::open(path, crate::time::now())?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
-        state: State::new(&config, registry.clone()),
+        state: State::new(&config, registry.clone(), journal),
         registry,
         stopped: AtomicBool::new(false),
         ended: std::sync::Mutex::new(Vec::new()),
@@ -319,7 +324,8 @@ fn announce(config: &ServerConfig) {
     if let Some(path) = &config.journal {
         log_at!(
             Warn,
-            "--journal {} accepted but not implemented yet: state is in memory only",
+            "--journal {}: offline mailboxes survive a restart; reliable sessions are not \
+             journaled yet (in memory only)",
             path.display()
         );
     }

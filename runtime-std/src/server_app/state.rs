@@ -21,6 +21,7 @@ use sockeye_core::{CloseCode, SessionId, SessionSendError};
 
 use super::config::ServerConfig;
 use super::conn::{ConnHandle, Queued};
+use super::durable::{Journal, Restored};
 use super::log::log_at;
 use super::metrics::{HubGauges, Metrics};
 use super::plain;
@@ -41,6 +42,8 @@ struct Inner {
     registry: SessionRegistry,
     /// Who owns each live reliable session, and which hub connection carries it now.
     sessions: HashMap<SessionId, Owner>,
+    /// With `--journal`: the durable record of the mailboxes.
+    journal: Option<Journal>,
 }
 
 /// How the hub's deliveries reach one connection.
@@ -60,7 +63,11 @@ struct Owner {
 }
 
 impl State {
-    pub(super) fn new(config: &ServerConfig, registry: SessionRegistry) -> State {
+    pub(super) fn new(
+        config: &ServerConfig,
+        registry: SessionRegistry,
+        journal: Option<(Journal, Vec<Restored>)>,
+    ) -> State {
         let hub_config = HubConfig {
             max_connections: config.max_connections,
             max_connections_per_user: config.max_connections_per_user,
@@ -68,15 +75,27 @@ impl State {
             mailbox_max_age: config.mailbox_age,
             ..HubConfig::default()
         };
-        State {
+        let state = State {
             inner: Mutex::new(Inner {
                 hub: Hub::new(hub_config),
                 conns: HashMap::new(),
                 registry,
                 sessions: HashMap::new(),
+                journal: None,
             }),
             next_id: AtomicU64::new(1),
+        };
+        if let Some((journal, restored)) = journal {
+            let mut inner = state.lock();
+            let count = restored.len();
+            for mail in restored {
+                let restored = Mail::new(mail.queued_at, mail.from, mail.payload);
+                inner.hub.restore_mail(time::now(), &mail.user, restored);
+            }
+            inner.journal = Some(journal);
+            log_at!(Info, "journal: {count} mailbox message(s) restored");
         }
+        state
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -111,6 +130,9 @@ impl State {
             handle.user.clone(),
             Delivery::AtMostOnce,
         )?;
+        if let Some(journal) = &mut inner.journal {
+            journal.mailbox_emptied(&handle.user);
+        }
         inner
             .conns
             .insert(handle.id.0, Peer::Plain(Arc::clone(handle)));
@@ -151,6 +173,9 @@ impl State {
                 owner.rooms = rooms;
             }
             return Err(refusal);
+        }
+        if let Some(journal) = &mut inner.journal {
+            journal.mailbox_emptied(user);
         }
         for room in &rooms {
             // The session stays in its rooms across a resume.
@@ -257,7 +282,13 @@ impl State {
         metrics: &Metrics,
     ) -> Result<PushReceipt, HubError> {
         let mut inner = self.lock();
-        let result = inner.hub.send_to_user(time::now(), id, to, data);
+        let inner = &mut *inner;
+        let result = inner.hub.send_to_user(time::now(), id, to, data.clone());
+        if let (Ok(receipt), Some(journal)) = (&result, &mut inner.journal) {
+            if receipt.mailboxed > 0 {
+                journal.mail_queued(to, inner.hub.user_of(id), &data);
+            }
+        }
         inner.deliver(metrics);
         result
     }
@@ -265,7 +296,18 @@ impl State {
     /// A push from the backend (`POST /api/push`).
     pub(super) fn push(&self, target: Target, data: Bytes, metrics: &Metrics) -> PushReceipt {
         let mut inner = self.lock();
-        let receipt = inner.hub.push(time::now(), target, data);
+        let inner = &mut *inner;
+        let user = match &target {
+            Target::User(user) => Some(user.clone()),
+            _ => None,
+        };
+        let receipt = inner.hub.push(time::now(), target, data.clone());
+        if let (Some(user), Some(journal)) = (user, &mut inner.journal) {
+            if receipt.mailboxed > 0 {
+                journal.mail_queued(&user, None, &data);
+            }
+        }
+        // `deliver` commits the journal: the 202 comes after.
         inner.deliver(metrics);
         receipt
     }
@@ -329,8 +371,12 @@ impl Inner {
             return;
         }
         let now = time::now();
-        self.hub
-            .restore_mail(now, user, Mail::new(now, from, payload));
+        let receipt =
+            self.hub
+                .restore_mail(now, user, Mail::new(now, from.clone(), payload.clone()));
+        if let (true, Some(journal)) = (receipt.mailboxed > 0, &mut self.journal) {
+            journal.mail_queued(user, from.as_ref(), &payload);
+        }
     }
 
     /// Queues everything the hub handed out to its connections, and counts dead letters.
@@ -418,6 +464,11 @@ impl Inner {
                 dead.user.as_str(),
                 dead.reason
             );
+        }
+        if let Some(journal) = &mut self.journal {
+            if let Err(e) = journal.commit() {
+                log_at!(Error, "journal commit failed: {e}");
+            }
         }
     }
 }
