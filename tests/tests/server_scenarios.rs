@@ -715,6 +715,66 @@ fn with_a_journal_the_mailbox_survives_a_restart() {
     });
 }
 
+#[test]
+fn with_a_journal_a_reliable_session_resumes_after_a_restart() {
+    bounded(LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("sockeye-sessions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        let _ = std::fs::remove_file(&path);
+        let mut config = server_config();
+        config.journal = Some(path);
+        config.shutdown_grace = Duration::from_millis(500);
+        let server = start_server(config.clone());
+        let addr = server.local_addr();
+        let mut kai = reliable_client(addr, "user=kai");
+        assert_eq!(recv_json(&mut kai)["type"], "welcome");
+        for i in 0..30 {
+            let answer = push(addr, "", &format!(r#"{{"user":"kai","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+        }
+        for i in 0..10 {
+            assert_eq!(recv_json(&mut kai), json!({"type":"message","data":i}));
+        }
+        // The server goes away and comes back on the same port with its journal: kai's
+        // session is resumed, not replaced, and the rest arrives once, in order. (Kai is
+        // not reading now, so her connection may outlive the short grace.)
+        let _ = server.shutdown();
+        config.listen = addr.to_string();
+        let server = start_server(config);
+        let mut resumed = false;
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !resumed || got.len() < 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {got:?}, resumed {resumed}"
+            );
+            match kai.next_event(Some(Duration::from_millis(100))).unwrap() {
+                Some(SessionEvent::Delivered { payload, .. }) => {
+                    let value: Value = serde_json::from_slice(&payload).unwrap();
+                    got.push(value["data"].as_u64().expect("a pushed number"));
+                }
+                Some(SessionEvent::Resumed { .. }) => resumed = true,
+                Some(SessionEvent::SessionLost { .. }) => panic!("the session was lost"),
+                Some(SessionEvent::DeadLetter { seq, .. }) => panic!("dead letter {seq:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(got, (10..30).collect::<Vec<u64>>());
+        let answer = push(addr, "", r#"{"user":"kai","data":"after"}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        assert_eq!(
+            recv_json(&mut kai),
+            json!({"type":"message","data":"after"})
+        );
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_resumes_total"), 1, "{page}");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
 /// A reliable client of `/ws?{query}`, established; it reconnects quickly after a cut.
 fn reliable_client(addr: SocketAddr, query: &str) -> ReliableClient {
     let mut reconnect = ReconnectConfig::default();

@@ -10,7 +10,7 @@ mod client;
 mod server;
 
 pub use client::{ReliableClient, ReliableOptions};
-pub(crate) use server::resume_value;
+pub(crate) use server::{resume_value, SessionLog};
 pub use server::{
     ReliableConnection, ReliableServer, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
 };

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::handshake::Request;
+use sockeye_core::journal::{Record, SessionSnapshot};
+use sockeye_core::session::envelope::parse_resume_header;
 use sockeye_core::session::{OutgoingEnvelope, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
 use sockeye_core::{
     CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
@@ -70,6 +72,30 @@ struct State {
     app_waiting: usize,
     /// Messages resent by every session so far (retransmissions, resends after resume).
     resent: u64,
+    /// Where session changes are journaled, if anywhere (the `sockeye` server's
+    /// `--journal`).
+    log: Option<Arc<dyn SessionLog>>,
+}
+
+/// A durable record of the sessions' changes (`sockeye_core::journal`): the registry
+/// appends a [`Record`] for every change and commits before it acknowledges a client's
+/// message (the ACK envelope goes out after the turn that journaled the delivery).
+pub(crate) trait SessionLog: Send + Sync {
+    /// Appends a record (not yet durable).
+    fn append(&self, record: Record);
+    /// Makes every appended record durable.
+    fn commit(&self);
+}
+
+/// The journal record for a session event, if it changes durable state.
+fn record_of(id: SessionId, event: &SessionEvent) -> Option<Record> {
+    match event {
+        SessionEvent::Delivered { seq, .. } => Some(Record::ClientDelivered { id, seq: *seq }),
+        SessionEvent::Acked { seq } => Some(Record::ClientAcked { id, seq: *seq }),
+        SessionEvent::DeadLetter { seq, .. } => Some(Record::ServerVoided { id, seq: *seq }),
+        SessionEvent::SessionLost { .. } => Some(Record::SessionClosed { id }),
+        _ => None,
+    }
 }
 
 struct Shared {
@@ -158,6 +184,7 @@ impl SessionRegistry {
                     store_check: time::now(),
                     app_waiting: 0,
                     resent: 0,
+                    log: None,
                 }),
                 event_ready: Condvar::new(),
                 room: Condvar::new(),
@@ -188,7 +215,7 @@ impl SessionRegistry {
             let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
             return Ok(Upgrade::Plain(ws));
         }
-        self.attach(transport, request, config)
+        self.attach(transport, request, config, "")
             .map(Upgrade::Reliable)
     }
 
@@ -196,14 +223,21 @@ impl SessionRegistry {
     /// the request itself (the `sockeye` server: auth and limits come first): attaches a
     /// session and selects `sockeye.v1`. A malformed resume value is answered 400, a full
     /// store 503.
+    ///
+    /// `user` is who the session belongs to, for the journal.
     pub(crate) fn attach(
         &self,
         mut transport: Transport,
         request: Request,
         config: &Config,
+        user: &str,
     ) -> Result<ReliableConnection> {
         let path = request.path().to_string();
         let resume = resume_value(&request);
+        let claimed = resume
+            .as_deref()
+            .and_then(|v| parse_resume_header(v).ok())
+            .map(|r| r.session_id);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
         let attached = {
             let mut guard = self.lock();
@@ -215,6 +249,18 @@ impl SessionRegistry {
             let drained = self.drain_store(state);
             accepted.map(|id| {
                 let epoch = state.store.get(id).map_or(0, |s| s.epoch());
+                if let (Some(log), Some(session)) = (&state.log, state.store.get(id)) {
+                    if claimed != Some(id) {
+                        log.append(Record::SessionOpened {
+                            id,
+                            token: session.token(),
+                            user: user.into(),
+                            acked: Seq(0),
+                            client_delivered: Seq(0),
+                        });
+                        log.commit();
+                    }
+                }
                 state.drivers.insert(
                     id,
                     Driver {
@@ -256,8 +302,11 @@ impl SessionRegistry {
     /// application's queue. Returns whether any moved.
     fn drain_store(&self, state: &mut State) -> bool {
         let mut any = false;
-        while let Some(event) = state.store.poll_event() {
-            state.events.push_back(event);
+        while let Some((id, event)) = state.store.poll_event() {
+            if let (Some(log), Some(record)) = (&state.log, record_of(id, &event)) {
+                log.append(record);
+            }
+            state.events.push_back((id, event));
             any = true;
         }
         any
@@ -270,7 +319,15 @@ impl SessionRegistry {
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let state = &mut *self.lock();
         let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
-        let seq = session.send(time::now(), payload, is_text)?;
+        let seq = session.send(time::now(), payload.clone(), is_text)?;
+        if let Some(log) = &state.log {
+            log.append(Record::ServerSent {
+                id,
+                seq,
+                is_text,
+                payload,
+            });
+        }
         if let Some(driver) = state.drivers.get(&id) {
             // A full channel means the driver has input to wake it anyway.
             let _ = driver.wake.try_send(());
@@ -375,6 +432,20 @@ impl SessionRegistry {
         self.lock().store.get(id).map(|s| s.unacked_messages())
     }
 
+    /// Journals every later session change to `log` (set once, before serving).
+    pub(crate) fn set_log(&self, log: Arc<dyn SessionLog>) {
+        self.lock().log = Some(log);
+    }
+
+    /// Restores a session from the journal after a restart (see
+    /// [`SessionStore::restore`]); it waits for its client to resume.
+    pub(crate) fn restore(&self, snapshot: &SessionSnapshot) -> Result<()> {
+        self.lock()
+            .store
+            .restore(time::now(), snapshot)
+            .map_err(Error::Store)
+    }
+
     /// Messages resent so far by every session (retransmissions after a timeout, and
     /// resends after a resume), for metrics.
     pub fn resent_messages(&self) -> u64 {
@@ -463,7 +534,12 @@ impl Link {
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
         }
+        let mut logged = false;
         while let Some(event) = session.poll_event() {
+            if let (Some(log), Some(record)) = (&state.log, record_of(self.id, &event)) {
+                log.append(record);
+                logged = true;
+            }
             state.events.push_back((self.id, event));
         }
         while let Some(envelope) = session.poll_outgoing_parts() {
@@ -480,6 +556,10 @@ impl Link {
         turn.deadline = session.poll_timeout();
         turn.events_full = state.events.len() >= shared.max_pending_events;
         turn.wake_app = state.app_waiting > 0 && !state.events.is_empty();
+        if let (true, Some(log)) = (logged, &state.log) {
+            // Durable before the ACK this turn may carry is written.
+            log.commit();
+        }
         drop(guard);
         // Signalled after unlocking, so the woken thread does not at once block on the
         // lock we still held. No wake-up is lost: a waiter counted in `app_waiting` was

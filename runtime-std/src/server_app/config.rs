@@ -39,7 +39,7 @@ pub struct ServerConfig {
     pub mailbox_size: usize,
     /// Age after which a waiting mailbox message becomes a dead letter.
     pub mailbox_age: Duration,
-    /// Append-only journal file: offline mailboxes survive a restart (sessions not yet).
+    /// Append-only journal file: offline mailboxes and reliable sessions survive a restart.
     pub journal: Option<PathBuf>,
     /// How much to log.
     pub log_level: Level,
@@ -171,7 +171,7 @@ const FLAGS: &[Flag] = &[
     flag(
         "journal",
         Kind::Text,
-        "append-only journal: mailboxes survive a restart",
+        "append-only journal: mailboxes and sessions survive a restart",
     ),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
 ];

@@ -324,8 +324,7 @@ fn announce(config: &ServerConfig) {
     if let Some(path) = &config.journal {
         log_at!(
             Warn,
-            "--journal {}: offline mailboxes survive a restart; reliable sessions are not \
-             journaled yet (in memory only)",
+            "--journal {}: offline mailboxes and reliable sessions survive a restart",
             path.display()
         );
     }

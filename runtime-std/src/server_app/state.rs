@@ -21,7 +21,7 @@ use sockeye_core::{CloseCode, SessionId, SessionSendError};
 
 use super::config::ServerConfig;
 use super::conn::{ConnHandle, Queued};
-use super::durable::{Journal, Restored};
+use super::durable::{Journal, Opened};
 use super::log::log_at;
 use super::metrics::{HubGauges, Metrics};
 use super::plain;
@@ -66,7 +66,7 @@ impl State {
     pub(super) fn new(
         config: &ServerConfig,
         registry: SessionRegistry,
-        journal: Option<(Journal, Vec<Restored>)>,
+        journal: Option<Opened>,
     ) -> State {
         let hub_config = HubConfig {
             max_connections: config.max_connections,
@@ -85,15 +85,41 @@ impl State {
             }),
             next_id: AtomicU64::new(1),
         };
-        if let Some((journal, restored)) = journal {
+        if let Some(Opened {
+            journal,
+            mail,
+            sessions,
+        }) = journal
+        {
             let mut inner = state.lock();
-            let count = restored.len();
-            for mail in restored {
+            let inner = &mut *inner;
+            for snapshot in &sessions {
+                match inner.registry.restore(snapshot) {
+                    Ok(()) => {
+                        inner.sessions.insert(
+                            snapshot.id,
+                            Owner {
+                                user: UserId(snapshot.user.clone()),
+                                conn: None,
+                                rooms: Vec::new(),
+                            },
+                        );
+                    }
+                    Err(e) => log_at!(Warn, "journal: a session could not be restored: {e}"),
+                }
+            }
+            inner.registry.set_log(journal.session_log());
+            let count = mail.len();
+            for mail in mail {
                 let restored = Mail::new(mail.queued_at, mail.from, mail.payload);
                 inner.hub.restore_mail(time::now(), &mail.user, restored);
             }
             inner.journal = Some(journal);
-            log_at!(Info, "journal: {count} mailbox message(s) restored");
+            log_at!(
+                Info,
+                "journal: {} session(s) and {count} mailbox message(s) restored",
+                sessions.len()
+            );
         }
         state
     }

@@ -169,7 +169,7 @@ fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: Us
     };
     let conn = match shared
         .registry
-        .attach(transport, request, &shared.ws_config)
+        .attach(transport, request, &shared.ws_config, user.as_str())
     {
         Ok(conn) => conn,
         Err(e) => {
