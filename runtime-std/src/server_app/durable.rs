@@ -79,8 +79,11 @@ pub(super) struct Restored {
 impl Journal {
     /// Opens (or creates) the journal at `path` and returns it with what to restore.
     pub(super) fn open(path: &Path, now: Instant) -> io::Result<Opened> {
-        let (file, replayed) = JournalFile::open(path)?;
+        let (mut file, replayed) = JournalFile::open(path)?;
         let state: JournalState = replayed.state;
+        // Start from the shortest file that says the same: the journal grows only with
+        // what happens in this run.
+        file.compact(state.records())?;
         let mut depth = HashMap::new();
         let mut restored = Vec::new();
         let now_ms = unix_ms();
