@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -31,9 +31,10 @@ use sockeye_core::{
 };
 
 use super::client::earliest;
+use super::journal::{record_of, SessionLog};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
-use crate::server::{read_request, refuse, spawn_accept_loop, ServerHandle};
+use crate::server::{read_request, refuse};
 use crate::time;
 use crate::transport::{Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
@@ -75,27 +76,6 @@ struct State {
     /// Where session changes are journaled, if anywhere (the `sockeye` server's
     /// `--journal`).
     log: Option<Arc<dyn SessionLog>>,
-}
-
-/// A durable record of the sessions' changes (`sockeye_core::journal`): the registry
-/// appends a [`Record`] for every change and commits before it acknowledges a client's
-/// message (the ACK envelope goes out after the turn that journaled the delivery).
-pub(crate) trait SessionLog: Send + Sync {
-    /// Appends a record (not yet durable).
-    fn append(&self, record: Record);
-    /// Makes every appended record durable.
-    fn commit(&self);
-}
-
-/// The journal record for a session event, if it changes durable state.
-fn record_of(id: SessionId, event: &SessionEvent) -> Option<Record> {
-    match event {
-        SessionEvent::Delivered { seq, .. } => Some(Record::ClientDelivered { id, seq: *seq }),
-        SessionEvent::Acked { seq } => Some(Record::ClientAcked { id, seq: *seq }),
-        SessionEvent::DeadLetter { seq, .. } => Some(Record::ServerVoided { id, seq: *seq }),
-        SessionEvent::SessionLost { .. } => Some(Record::SessionClosed { id }),
-        _ => None,
-    }
 }
 
 struct Shared {
@@ -824,81 +804,6 @@ fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
         if full {
             link.wait_for_room(Duration::from_millis(50));
         }
-    }
-}
-
-/// A listening reliable server: a [`SessionRegistry`] and an accept loop that drives
-/// each reliable connection on its own thread.
-///
-/// ```no_run
-/// use sockeye_std::{Config, ReliableServer, SessionConfig, SessionEvent};
-///
-/// let server = ReliableServer::bind("127.0.0.1:9001", Config::default(), SessionConfig::default())?;
-/// let sessions = server.registry();
-/// let _handle = server.spawn()?;
-/// while let Some((id, event)) = sessions.next_event(None) {
-///     if let SessionEvent::Delivered { payload, is_text, .. } = event {
-///         let _ = sessions.send(id, payload, is_text); // echo, reliably
-///     }
-/// }
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Debug)]
-pub struct ReliableServer {
-    listener: TcpListener,
-    config: Config,
-    registry: SessionRegistry,
-}
-
-impl ReliableServer {
-    /// Listens on `addr` with a fresh registry whose sessions follow `session`.
-    pub fn bind(
-        addr: impl ToSocketAddrs,
-        config: Config,
-        session: SessionConfig,
-    ) -> io::Result<ReliableServer> {
-        Ok(ReliableServer {
-            listener: TcpListener::bind(addr)?,
-            config,
-            registry: SessionRegistry::new(session)?,
-        })
-    }
-
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// The sessions, for the application (a clone shares them).
-    pub fn registry(&self) -> SessionRegistry {
-        self.registry.clone()
-    }
-
-    /// Runs the accept loop on a background thread, a thread per connection. Clients
-    /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle stops
-    /// accepting; sessions stay in the registry.
-    pub fn spawn(self) -> io::Result<ServerHandle> {
-        let ReliableServer {
-            listener,
-            config,
-            registry,
-        } = self;
-        spawn_accept_loop(listener, move |stream| {
-            match registry.upgrade(stream, &config) {
-                Ok(Upgrade::Reliable(conn)) => {
-                    let _ = conn.run();
-                }
-                Ok(Upgrade::Plain(mut ws)) => {
-                    if ws
-                        .close(CloseCode::POLICY_VIOLATION, "sockeye.v1 required")
-                        .is_ok()
-                    {
-                        while let Ok(Some(_)) = ws.recv() {}
-                    }
-                }
-                Err(_) => {}
-            }
-        })
     }
 }
 
