@@ -198,6 +198,7 @@ impl RunningServer {
         if let Some(events) = self.events.take() {
             let _ = events.join();
         }
+        shared.state.flush_journal();
         shared.live_threads.load(Ordering::SeqCst)
     }
 }

@@ -365,6 +365,15 @@ impl State {
         inner.conns.len()
     }
 
+    /// Makes everything appended to the journal durable (at shutdown).
+    pub(super) fn flush_journal(&self) {
+        if let Some(journal) = &mut self.lock().journal {
+            if let Err(e) = journal.commit() {
+                log_at!(Error, "journal flush failed: {e}");
+            }
+        }
+    }
+
     /// The hub's gauges for `/metrics`.
     pub(super) fn gauges(&self) -> HubGauges {
         let inner = self.lock();
