@@ -121,3 +121,175 @@ fn bad_flags_exit_2_with_a_message_and_help_lists_flags() {
         assert!(text.contains(flag), "{flag}");
     }
 }
+
+/// `POST /api/push` on a fresh connection; the status code, or `None` if the server is
+/// gone.
+fn push(addr: &str, body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = format!(
+        "POST /api/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn sigkill_mid_stream_loses_no_acknowledged_mailbox_message() {
+    let dir = std::env::temp_dir().join(format!("sockeye-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal");
+    let _ = std::fs::remove_file(&journal);
+    let journal_arg = journal.to_str().unwrap().to_string();
+    let args = ["--journal", &journal_arg, "--mailbox-size", "50000"];
+    let (mut child, addr) = spawn_server(&args);
+    // Push to offline kim until the server dies under SIGKILL, counting the 202s.
+    let pusher = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let mut acked = 0u64;
+            while let Some(202) = push(&addr, &format!(r#"{{"user":"kim","data":{acked}}}"#)) {
+                acked += 1;
+                if acked == 20_000 {
+                    break;
+                }
+            }
+            acked
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    signal(&child, "KILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let acked = pusher.join().unwrap();
+    assert!(acked > 0, "no push was answered before the kill");
+    assert!(acked < 20_000, "the kill came after the last push");
+    println!("{acked} pushes acknowledged before SIGKILL");
+    let (mut child, addr) = spawn_server(&args);
+    let url = format!("ws://{addr}/ws?user=kim");
+    let mut ws = Client::connect(&url, Config::default()).expect("connect");
+    assert!(
+        matches!(ws.recv().unwrap(), Some(Message::Text(_))),
+        "welcome"
+    );
+    assert_eq!(push(&addr, r#"{"user":"kim","data":"end"}"#), Some(202));
+    let mut got = Vec::new();
+    loop {
+        let Some(Message::Text(text)) = ws.recv().unwrap() else {
+            panic!("connection ended early");
+        };
+        let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        if value["data"] == "end" {
+            break;
+        }
+        got.push(value["data"].as_u64().expect("a number"));
+    }
+    signal(&child, "TERM");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Every acknowledged push, once, in order; at most one more (a push in flight at
+    // the kill may have been journaled without its 202 reaching us).
+    let expected: Vec<u64> = (0..got.len() as u64).collect();
+    assert_eq!(got, expected, "lost, out of order or duplicated");
+    assert!(
+        got.len() as u64 == acked || got.len() as u64 == acked + 1,
+        "{} delivered, {acked} acknowledged",
+        got.len()
+    );
+}
+
+#[test]
+fn sigkill_mid_stream_loses_no_acknowledged_message_to_a_reliable_session() {
+    use sockeye_std::{ReconnectConfig, ReliableClient, ReliableOptions, SessionEvent};
+    let dir = std::env::temp_dir().join(format!("sockeye-kill-rel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal");
+    let _ = std::fs::remove_file(&journal);
+    let journal_arg = journal.to_str().unwrap().to_string();
+    let (mut child, addr) = spawn_server(&["--journal", &journal_arg]);
+    let mut reconnect = ReconnectConfig::default();
+    reconnect.initial_delay = Duration::from_millis(5);
+    reconnect.max_delay = Duration::from_millis(50);
+    let options = ReliableOptions {
+        reconnect,
+        ..ReliableOptions::default()
+    };
+    let mut kim =
+        ReliableClient::connect(&format!("ws://{addr}/ws?user=kim"), options).expect("connect");
+    // Pushes to kim, online, until the server dies under SIGKILL, counting the 202s.
+    let pusher = {
+        let addr = addr.clone();
+        thread::spawn(move || {
+            let mut acked = 0u64;
+            while let Some(202) = push(&addr, &format!(r#"{{"user":"kim","data":{acked}}}"#)) {
+                acked += 1;
+                if acked == 20_000 {
+                    break;
+                }
+            }
+            acked
+        })
+    };
+    let mut got = Vec::new();
+    let drive = |kim: &mut ReliableClient, until: Instant, got: &mut Vec<u64>| {
+        while Instant::now() < until {
+            match kim.next_event(Some(Duration::from_millis(20))).unwrap() {
+                Some(SessionEvent::Delivered { payload, .. }) => {
+                    let value: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+                    if let Some(n) = value["data"].as_u64() {
+                        got.push(n);
+                    }
+                }
+                Some(SessionEvent::SessionLost { .. }) => panic!("the session was lost"),
+                _ => {}
+            }
+        }
+    };
+    // Kim reads for a while, then stops: what the server sends meanwhile is
+    // unacknowledged when it dies.
+    drive(
+        &mut kim,
+        Instant::now() + Duration::from_millis(150),
+        &mut got,
+    );
+    thread::sleep(Duration::from_millis(150));
+    signal(&child, "KILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let acked = pusher.join().unwrap();
+    assert!(acked > 0 && acked < 20_000, "{acked} pushes acknowledged");
+    println!(
+        "{acked} pushes acknowledged before SIGKILL, {} delivered",
+        got.len()
+    );
+    let (mut child, _) = spawn_server(&["--journal", &journal_arg, "--listen", &addr]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while (got.len() as u64) < acked && Instant::now() < deadline {
+        drive(
+            &mut kim,
+            Instant::now() + Duration::from_millis(100),
+            &mut got,
+        );
+    }
+    // A last moment for anything extra (a duplicate) to show up.
+    drive(
+        &mut kim,
+        Instant::now() + Duration::from_millis(200),
+        &mut got,
+    );
+    signal(&child, "TERM");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Every acknowledged push, once, in order; at most one more (journaled, but its 202
+    // lost with the kill).
+    let expected: Vec<u64> = (0..got.len() as u64).collect();
+    assert_eq!(got, expected, "lost, out of order or duplicated");
+    assert!(
+        got.len() as u64 == acked || got.len() as u64 == acked + 1,
+        "{} delivered, {acked} acknowledged",
+        got.len()
+    );
+}

@@ -3,17 +3,21 @@
 //! bounded in time. (SIGTERM against the real binary: `runtime-std/tests/server_binary.rs`.)
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 use sockeye_core::auth::mint;
-use sockeye_std::{Client, CloseCode, Config, Message};
-use sockeye_tests::bounded;
+use sockeye_std::{
+    Client, CloseCode, Config, Message, ReconnectConfig, ReliableClient, ReliableOptions,
+    SessionEvent,
+};
 use sockeye_tests::server::{
     body, get, metric, push, raw_request, server_config, start_server, status, JsonClient,
 };
+use sockeye_tests::{bounded, CuttingProxy};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -368,7 +372,7 @@ fn a_slow_consumer_is_closed_instead_of_buffered() {
 }
 
 #[test]
-fn a_client_offering_sockeye_v1_gets_plain_mode_for_now() {
+fn a_client_offering_sockeye_v1_gets_it_and_a_welcome() {
     bounded(LIMIT, || {
         let server = start_server(server_config());
         let addr = server.local_addr();
@@ -389,14 +393,424 @@ fn a_client_offering_sockeye_v1_gets_plain_mode_for_now() {
             String::from_utf8_lossy(&buf[..n]).into_owned()
         };
         assert_eq!(status(&answer), 101);
-        assert!(!answer
+        assert!(answer
             .to_ascii_lowercase()
-            .contains("sec-websocket-protocol"));
+            .contains("sec-websocket-protocol: sockeye.v1"));
+        // The reliable client's session is established, and its first message is the
+        // JSON welcome naming the user.
+        let mut hana = reliable_client(addr, "user=hana");
+        assert_eq!(
+            recv_json(&mut hana),
+            json!({"type":"welcome","user":"hana"})
+        );
         // And a normal client still works alongside.
         let url = format!("ws://{addr}/ws?user=i");
         let mut ws = Client::connect(&url, Config::default()).unwrap();
         assert!(matches!(ws.recv().unwrap(), Some(Message::Text(_))));
     });
+}
+
+#[test]
+fn a_reliable_client_joins_a_room_and_chats_with_a_plain_client() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let mut rita = reliable_client(addr, "user=rita");
+        assert_eq!(recv_json(&mut rita)["type"], "welcome");
+        send_json(&mut rita, json!({"type":"join","room":"lobby"}));
+        assert_eq!(
+            recv_json(&mut rita),
+            json!({"type":"joined","room":"lobby","members":["rita"]})
+        );
+        let mut pat = JsonClient::connect(addr, "user=pat");
+        pat.join("lobby");
+        assert_eq!(
+            recv_json(&mut rita),
+            json!({"type":"presence","room":"lobby","user":"pat","joined":true})
+        );
+        for i in 0..20 {
+            pat.send(json!({"type":"message","room":"lobby","data":i}));
+            assert_eq!(
+                recv_json(&mut rita),
+                json!({"type":"message","room":"lobby","from":"pat","data":i})
+            );
+            pat.recv_type("message");
+        }
+        send_json(
+            &mut rita,
+            json!({"type":"message","room":"lobby","data":"hi"}),
+        );
+        assert_eq!(
+            pat.recv_type("message"),
+            json!({"type":"message","room":"lobby","from":"rita","data":"hi"})
+        );
+        send_json(
+            &mut rita,
+            json!({"type":"message","to":"pat","data":"psst"}),
+        );
+        assert_eq!(
+            pat.recv_type("message"),
+            json!({"type":"message","from":"rita","data":"psst"})
+        );
+        // Rita hears her own publish, as in plain mode.
+        assert_eq!(recv_json(&mut rita)["from"], "rita");
+        // A bad command is answered with an error, as in plain mode.
+        send_json(&mut rita, json!({"type":"join"}));
+        assert_eq!(recv_json(&mut rita)["type"], "error");
+    });
+}
+
+#[test]
+fn a_push_reaches_a_reliable_user_and_the_metrics_count_it() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let mut rob = reliable_client(addr, "user=rob");
+        assert_eq!(recv_json(&mut rob)["type"], "welcome");
+        let answer = push(addr, "", r#"{"user":"rob","data":{"order":7}}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        let receipt: Value = serde_json::from_str(body(&answer)).unwrap();
+        assert_eq!(receipt["queued"]["connections"], 1);
+        assert_eq!(
+            recv_json(&mut rob),
+            json!({"type":"message","data":{"order":7}})
+        );
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_connections_open"), 1);
+        assert_eq!(metric(&page, "sockeye_messages_out_total"), 1);
+    });
+}
+
+#[test]
+fn another_user_cannot_resume_a_session() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let mut owner = reliable_client(addr, "user=owner");
+        assert_eq!(recv_json(&mut owner)["type"], "welcome");
+        let resume = owner
+            .session()
+            .resume_header_value()
+            .expect("an established session can be resumed");
+        let extra = format!("Sec-WebSocket-Protocol: sockeye.v1\r\nSockeye-Resume: {resume}\r\n");
+        let answer = raw_request(addr, upgrade_request("/ws?user=thief", &extra).as_bytes());
+        assert_eq!(status(&answer), 403, "{answer}");
+        // The owner's session is untouched.
+        let answer = push(addr, "", r#"{"user":"owner","data":1}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        assert_eq!(recv_json(&mut owner), json!({"type":"message","data":1}));
+    });
+}
+
+#[test]
+fn a_resume_after_cuts_loses_nothing() {
+    const PUSHES: u64 = 500;
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.mailbox_size = 2 * PUSHES as usize;
+        // A resume replaces the connection it takes over, even one the server has not
+        // seen drop yet: it does not count against the limit.
+        config.max_connections_per_user = 1;
+        let server = start_server(config);
+        let addr = server.local_addr();
+        // Each pushed message costs the proxy at least 40 bytes; cut three times while
+        // the pushes flow.
+        let proxy = CuttingProxy::start(addr, vec![3_000, 8_000, 14_000]);
+        let mut sam = reliable_client(proxy.addr(), "user=sam");
+        assert_eq!(recv_json(&mut sam)["type"], "welcome");
+        let pusher = thread::spawn(move || {
+            for i in 0..PUSHES {
+                let answer = push(addr, "", &format!(r#"{{"user":"sam","data":{i}}}"#));
+                assert_eq!(status(&answer), 202, "{answer}");
+            }
+        });
+        for i in 0..PUSHES {
+            let got = recv_json(&mut sam);
+            assert_eq!(got, json!({"type":"message","data":i}), "message {i}");
+        }
+        pusher.join().unwrap();
+        // Nothing more (no duplicate) arrives.
+        if let Some(SessionEvent::Delivered { payload, .. }) =
+            sam.next_event(Some(Duration::from_millis(300))).unwrap()
+        {
+            panic!("extra delivery: {}", String::from_utf8_lossy(&payload));
+        }
+        assert_eq!(proxy.cuts_done(), 3, "not every cut happened");
+        assert!(sam.connections() >= 4, "the client did not reconnect");
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert!(metric(&page, "sockeye_resumes_total") >= 3, "{page}");
+        assert!(metric(&page, "sockeye_resends_total") >= 1, "{page}");
+        assert_eq!(
+            metric(
+                &page,
+                "sockeye_handshakes_rejected_total{reason=\"over_limit\"}"
+            ),
+            0,
+            "a resume was refused over the limit"
+        );
+    });
+}
+
+#[test]
+fn a_full_reliable_window_closes_the_connection_and_loses_nothing() {
+    // One more than the session's window (`SessionConfig::default().window_messages`).
+    const PUSHES: u64 = 1024 + 76;
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.mailbox_size = PUSHES as usize;
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let mut lena = reliable_client(addr, "user=lena");
+        assert_eq!(recv_json(&mut lena)["type"], "welcome");
+        // Lena does not read while the pushes come, so nothing is acknowledged and the
+        // session's window fills: the server closes her connection instead of queuing
+        // more, and keeps the rest in her mailbox.
+        for i in 0..PUSHES {
+            let answer = push(addr, "", &format!(r#"{{"user":"lena","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+        }
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_slow_consumers_total"), 1, "{page}");
+        assert_eq!(metric(&page, "sockeye_dead_letters_total"), 0, "{page}");
+        // She reads again, reconnects, resumes, and gets everything once, in order.
+        for i in 0..PUSHES {
+            assert_eq!(recv_json(&mut lena), json!({"type":"message","data":i}));
+        }
+        assert!(lena.connections() >= 2, "the connection was not closed");
+        if let Some(SessionEvent::Delivered { payload, .. }) =
+            lena.next_event(Some(Duration::from_millis(300))).unwrap()
+        {
+            panic!("extra delivery: {}", String::from_utf8_lossy(&payload));
+        }
+    });
+}
+
+#[test]
+fn a_reliable_session_stays_in_its_rooms_across_a_resume() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        // The cut comes once the pushes below have carried enough bytes.
+        let proxy = CuttingProxy::start(addr, vec![6_000]);
+        let mut ruth = reliable_client(proxy.addr(), "user=ruth");
+        assert_eq!(recv_json(&mut ruth)["type"], "welcome");
+        send_json(&mut ruth, json!({"type":"join","room":"den"}));
+        assert_eq!(recv_json(&mut ruth)["type"], "joined");
+        let mut i = 0;
+        while proxy.cuts_done() == 0 {
+            assert!(i < 1_000, "the proxy never cut");
+            let answer = push(addr, "", &format!(r#"{{"user":"ruth","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+            assert_eq!(recv_json(&mut ruth), json!({"type":"message","data":i}));
+            i += 1;
+        }
+        // Wait for the resume, then a plain client talks in the room.
+        let answer = push(addr, "", r#"{"user":"ruth","data":"after"}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        assert_eq!(
+            recv_json(&mut ruth),
+            json!({"type":"message","data":"after"})
+        );
+        let mut paul = JsonClient::connect(addr, "user=paul");
+        let joined = paul.join("den");
+        assert_eq!(joined["members"], json!(["paul", "ruth"]), "{joined}");
+        paul.send(json!({"type":"message","room":"den","data":"still there?"}));
+        loop {
+            let got = recv_json(&mut ruth);
+            if got["type"] == "message" {
+                assert_eq!(got["data"], "still there?", "{got}");
+                break;
+            }
+        }
+        assert!(ruth.connections() >= 2, "the client did not reconnect");
+    });
+}
+
+#[test]
+fn shutdown_closes_reliable_connections_too() {
+    bounded(LIMIT, || {
+        let mut config = server_config();
+        config.shutdown_grace = Duration::from_secs(5);
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let mut sue = reliable_client(addr, "user=sue");
+        assert_eq!(recv_json(&mut sue)["type"], "welcome");
+        let stopping = thread::spawn(move || server.shutdown());
+        // Sue keeps driving her client, so she answers the server's close; then her
+        // reconnects are refused by a server that is gone.
+        let until = std::time::Instant::now() + Duration::from_secs(3);
+        while !stopping.is_finished() && std::time::Instant::now() < until {
+            let _ = sue.next_event(Some(Duration::from_millis(20)));
+        }
+        assert_eq!(
+            stopping.join().unwrap(),
+            0,
+            "a connection outlived the shutdown"
+        );
+    });
+}
+
+#[test]
+fn with_a_journal_the_mailbox_survives_a_restart() {
+    bounded(LIMIT, || {
+        let dir = std::env::temp_dir().join(format!(
+            "sockeye-journal-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        let mut config = server_config();
+        config.journal = Some(path.clone());
+        // Before the restart: ten pushes (202) and a direct message for offline olga; one
+        // delivered mailbox for otto, which must not come back.
+        let server = start_server(config.clone());
+        let addr = server.local_addr();
+        for i in 0..10 {
+            let answer = push(addr, "", &format!(r#"{{"user":"olga","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+        }
+        let answer = push(addr, "", r#"{"user":"otto","data":"once"}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        let mut otto = JsonClient::connect(addr, "user=otto");
+        assert_eq!(otto.recv(), json!({"type":"message","data":"once"}));
+        otto.send(json!({"type":"message","to":"olga","data":"from otto"}));
+        let mut depth = 0;
+        for _ in 0..200 {
+            depth = metric(body(&get(addr, "/metrics")), "sockeye_mailbox_depth");
+            if depth == 11 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(depth, 11, "the direct message never reached the mailbox");
+        drop(otto);
+        assert_eq!(server.shutdown(), 0);
+        // After: olga gets all eleven, in order; otto gets nothing again.
+        let server = start_server(config);
+        let addr = server.local_addr();
+        let mut olga = JsonClient::connect(addr, "user=olga");
+        for i in 0..10 {
+            assert_eq!(olga.recv(), json!({"type":"message","data":i}));
+        }
+        assert_eq!(
+            olga.recv(),
+            json!({"type":"message","from":"otto","data":"from otto"})
+        );
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_mailbox_depth"), 0, "{page}");
+        drop(olga);
+        assert_eq!(server.shutdown(), 0);
+        // A third start finds every mailbox empty.
+        let mut config = server_config();
+        config.journal = Some(path);
+        let server = start_server(config);
+        let page = body(&get(server.local_addr(), "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_mailbox_depth"), 0, "{page}");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+#[test]
+fn with_a_journal_a_reliable_session_resumes_after_a_restart() {
+    bounded(LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("sockeye-sessions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal");
+        let _ = std::fs::remove_file(&path);
+        let mut config = server_config();
+        config.journal = Some(path);
+        config.shutdown_grace = Duration::from_millis(500);
+        let server = start_server(config.clone());
+        let addr = server.local_addr();
+        let mut kai = reliable_client(addr, "user=kai");
+        assert_eq!(recv_json(&mut kai)["type"], "welcome");
+        for i in 0..30 {
+            let answer = push(addr, "", &format!(r#"{{"user":"kai","data":{i}}}"#));
+            assert_eq!(status(&answer), 202, "{answer}");
+        }
+        for i in 0..10 {
+            assert_eq!(recv_json(&mut kai), json!({"type":"message","data":i}));
+        }
+        // The server goes away and comes back on the same port with its journal: kai's
+        // session is resumed, not replaced, and the rest arrives once, in order. (Kai is
+        // not reading now, so her connection may outlive the short grace.)
+        let _ = server.shutdown();
+        config.listen = addr.to_string();
+        let server = start_server(config);
+        let mut resumed = false;
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !resumed || got.len() < 20 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {got:?}, resumed {resumed}"
+            );
+            match kai.next_event(Some(Duration::from_millis(100))).unwrap() {
+                Some(SessionEvent::Delivered { payload, .. }) => {
+                    let value: Value = serde_json::from_slice(&payload).unwrap();
+                    got.push(value["data"].as_u64().expect("a pushed number"));
+                }
+                Some(SessionEvent::Resumed { .. }) => resumed = true,
+                Some(SessionEvent::SessionLost { .. }) => panic!("the session was lost"),
+                Some(SessionEvent::DeadLetter { seq, .. }) => panic!("dead letter {seq:?}"),
+                _ => {}
+            }
+        }
+        assert_eq!(got, (10..30).collect::<Vec<u64>>());
+        let answer = push(addr, "", r#"{"user":"kai","data":"after"}"#);
+        assert_eq!(status(&answer), 202, "{answer}");
+        assert_eq!(
+            recv_json(&mut kai),
+            json!({"type":"message","data":"after"})
+        );
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_resumes_total"), 1, "{page}");
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// A reliable client of `/ws?{query}`, established; it reconnects quickly after a cut.
+fn reliable_client(addr: SocketAddr, query: &str) -> ReliableClient {
+    let mut reconnect = ReconnectConfig::default();
+    reconnect.initial_delay = Duration::from_millis(2);
+    reconnect.max_delay = Duration::from_millis(50);
+    let options = ReliableOptions {
+        reconnect,
+        ..ReliableOptions::default()
+    };
+    ReliableClient::connect(&format!("ws://{addr}/ws?{query}"), options).expect("connect")
+}
+
+/// Sends a JSON command in a DATA envelope.
+fn send_json(client: &mut ReliableClient, value: Value) {
+    client
+        .send(Bytes::from(value.to_string()), true)
+        .expect("send");
+}
+
+/// The next JSON message the server delivered (other session events are skipped).
+fn recv_json(client: &mut ReliableClient) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "no message within 20 s");
+        match client.next_event(Some(left)).expect("reliable client") {
+            Some(SessionEvent::Delivered {
+                payload, is_text, ..
+            }) => {
+                assert!(is_text, "the server sends JSON text");
+                return serde_json::from_slice(&payload).expect("json");
+            }
+            Some(SessionEvent::DeadLetter { seq, .. }) => panic!("dead letter {seq:?}"),
+            _ => {}
+        }
+    }
 }
 
 #[test]

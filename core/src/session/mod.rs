@@ -664,6 +664,12 @@ impl ServerSession {
         self.ep.link != Link::Down
     }
 
+    /// Messages resent so far (retransmissions and resends after a resume), for metrics
+    /// ([`SendWindow::resent`](send_window::SendWindow::resent)).
+    pub fn resent_messages(&self) -> u64 {
+        self.ep.sender.resent()
+    }
+
     /// Messages held until acknowledged.
     pub fn unacked_messages(&self) -> usize {
         self.ep.sender.len()

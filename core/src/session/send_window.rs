@@ -143,6 +143,9 @@ pub struct SendWindow {
     rto_deadline: Option<Instant>,
     /// Already reported unresponsive on this connection.
     unresponsive: bool,
+    /// Transmissions of a message that had been transmitted before (resends), over the
+    /// window's life.
+    resent: u64,
 }
 
 impl SendWindow {
@@ -162,6 +165,7 @@ impl SendWindow {
             backoff: 0,
             rto_deadline: None,
             unresponsive: false,
+            resent: 0,
         }
     }
 
@@ -193,6 +197,12 @@ impl SendWindow {
         window.highest_sent = window.acked + window.entries.len() as u64;
         window.cursor = window.acked + 1;
         window
+    }
+
+    /// Transmissions so far of messages that had been transmitted before: a
+    /// retransmission on a timeout, or a resend after a resume. A counter for metrics.
+    pub fn resent(&self) -> u64 {
+        self.resent
     }
 
     /// Messages held (sent or not, void included).
@@ -351,6 +361,9 @@ impl SendWindow {
         };
         let i = self.index(seq)?;
         let entry = &mut self.entries[i];
+        if entry.tries > 0 {
+            self.resent = self.resent.saturating_add(1);
+        }
         entry.tries = entry.tries.saturating_add(1);
         entry.conn_tries = entry.conn_tries.saturating_add(1);
         entry.sent_at = Some(now);
@@ -656,7 +669,9 @@ mod tests {
         assert_eq!(w.next_to_send(at(99)), None, "early call is a no-op");
         assert_eq!(w.on_timeout(at(100), &mut ev), TimeoutOutcome::Quiet);
         assert_eq!(w.poll_timeout(), Some(at(300)), "doubled");
+        assert_eq!(w.resent(), 0, "the first transmission is not a resend");
         assert_eq!(w.next_to_send(at(100)).unwrap().seq, Seq(1));
+        assert_eq!(w.resent(), 1);
         assert_eq!(w.on_timeout(at(300), &mut ev), TimeoutOutcome::Quiet);
         assert_eq!(
             w.poll_timeout(),
@@ -664,6 +679,7 @@ mod tests {
             "doubled again, capped at 400"
         );
         assert_eq!(w.next_to_send(at(300)).unwrap().seq, Seq(1));
+        assert_eq!(w.resent(), 2);
         // Third try sent: the next expiry gives up on this connection, without a dead
         // letter, because the peer may hold any of the three copies.
         assert_eq!(w.on_timeout(at(700), &mut ev), TimeoutOutcome::Unresponsive);

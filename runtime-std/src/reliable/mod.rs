@@ -7,9 +7,12 @@
 //! messages and feed it the clock.
 
 mod client;
+mod journal;
+mod listener;
 mod server;
 
 pub use client::{ReliableClient, ReliableOptions};
-pub use server::{
-    ReliableConnection, ReliableServer, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
-};
+pub(crate) use journal::SessionLog;
+pub use listener::ReliableServer;
+pub(crate) use server::resume_value;
+pub use server::{ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS};

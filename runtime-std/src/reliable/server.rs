@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,6 +21,9 @@ use std::thread;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sockeye_core::handshake::Request;
+use sockeye_core::journal::{Record, SessionSnapshot};
+use sockeye_core::session::envelope::parse_resume_header;
 use sockeye_core::session::{OutgoingEnvelope, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
 use sockeye_core::{
     CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
@@ -28,9 +31,10 @@ use sockeye_core::{
 };
 
 use super::client::earliest;
+use super::journal::{record_of, SessionLog};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
-use crate::server::{read_request, refuse, spawn_accept_loop, ServerHandle};
+use crate::server::{read_request, refuse};
 use crate::time;
 use crate::transport::{Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
@@ -51,6 +55,8 @@ struct Driver {
     epoch: u64,
     /// Wakes the connection's timer thread to carry what the application queued.
     wake: SyncSender<()>,
+    /// The application asked to close this connection with this code.
+    kick: Option<CloseCode>,
 }
 
 struct State {
@@ -65,6 +71,11 @@ struct State {
     /// only when this is non-zero: a signal is a system call even with nobody waiting,
     /// and a busy application finds the new events on its next call anyway.
     app_waiting: usize,
+    /// Messages resent by every session so far (retransmissions, resends after resume).
+    resent: u64,
+    /// Where session changes are journaled, if anywhere (the `sockeye` server's
+    /// `--journal`).
+    log: Option<Arc<dyn SessionLog>>,
 }
 
 struct Shared {
@@ -152,6 +163,8 @@ impl SessionRegistry {
                     drivers: HashMap::new(),
                     store_check: time::now(),
                     app_waiting: 0,
+                    resent: 0,
+                    log: None,
                 }),
                 event_ready: Condvar::new(),
                 room: Condvar::new(),
@@ -175,17 +188,36 @@ impl SessionRegistry {
     /// answered 400 and a full store 503 ([`Error::Store`]). The 101 and then the
     /// session's WELCOME are the first things [`ReliableConnection::run`] writes.
     pub fn upgrade(&self, stream: TcpStream, config: &Config) -> Result<Upgrade> {
-        let (mut transport, request) = read_request(stream, config)?;
-        let path = request.path().to_string();
+        let (transport, request) = read_request(stream, config)?;
         if !request.protocols().any(|p| p == SUBPROTOCOL) {
+            let path = request.path().to_string();
             let conn = request.accept(time::now(), None, config.clone());
             let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
             return Ok(Upgrade::Plain(ws));
         }
-        let resume: Option<Vec<u8>> = request
-            .header(RESUME_HEADER)
-            .map(<[u8]>::to_vec)
-            .or_else(|| query_param(&path, RESUME_QUERY).map(|v| v.as_bytes().to_vec()));
+        self.attach(transport, request, config, "")
+            .map(Upgrade::Reliable)
+    }
+
+    /// The second half of [`upgrade`](Self::upgrade), for a server that read and checked
+    /// the request itself (the `sockeye` server: auth and limits come first): attaches a
+    /// session and selects `sockeye.v1`. A malformed resume value is answered 400, a full
+    /// store 503.
+    ///
+    /// `user` is who the session belongs to, for the journal.
+    pub(crate) fn attach(
+        &self,
+        mut transport: Transport,
+        request: Request,
+        config: &Config,
+        user: &str,
+    ) -> Result<ReliableConnection> {
+        let path = request.path().to_string();
+        let resume = resume_value(&request);
+        let claimed = resume
+            .as_deref()
+            .and_then(|v| parse_resume_header(v).ok())
+            .map(|r| r.session_id);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
         let attached = {
             let mut guard = self.lock();
@@ -197,11 +229,24 @@ impl SessionRegistry {
             let drained = self.drain_store(state);
             accepted.map(|id| {
                 let epoch = state.store.get(id).map_or(0, |s| s.epoch());
+                if let (Some(log), Some(session)) = (&state.log, state.store.get(id)) {
+                    if claimed != Some(id) {
+                        log.append(Record::SessionOpened {
+                            id,
+                            token: session.token(),
+                            user: user.into(),
+                            acked: Seq(0),
+                            client_delivered: Seq(0),
+                        });
+                        log.commit();
+                    }
+                }
                 state.drivers.insert(
                     id,
                     Driver {
                         epoch,
                         wake: tx.clone(),
+                        kick: None,
                     },
                 );
                 (id, epoch, drained)
@@ -220,7 +265,7 @@ impl SessionRegistry {
             }
         };
         let conn = request.accept(time::now(), Some(SUBPROTOCOL), config.clone());
-        Ok(Upgrade::Reliable(ReliableConnection {
+        Ok(ReliableConnection {
             registry: self.clone(),
             id,
             epoch,
@@ -230,15 +275,18 @@ impl SessionRegistry {
             wake: tx,
             close_timeout: config.close_timeout,
             path,
-        }))
+        })
     }
 
     /// Moves the store's own events (expiry, dead letters of detached sessions) to the
     /// application's queue. Returns whether any moved.
     fn drain_store(&self, state: &mut State) -> bool {
         let mut any = false;
-        while let Some(event) = state.store.poll_event() {
-            state.events.push_back(event);
+        while let Some((id, event)) = state.store.poll_event() {
+            if let (Some(log), Some(record)) = (&state.log, record_of(id, &event)) {
+                log.append(record);
+            }
+            state.events.push_back((id, event));
             any = true;
         }
         any
@@ -251,12 +299,33 @@ impl SessionRegistry {
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let state = &mut *self.lock();
         let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
-        let seq = session.send(time::now(), payload, is_text)?;
+        let seq = session.send(time::now(), payload.clone(), is_text)?;
+        if let Some(log) = &state.log {
+            log.append(Record::ServerSent {
+                id,
+                seq,
+                is_text,
+                payload,
+            });
+        }
         if let Some(driver) = state.drivers.get(&id) {
             // A full channel means the driver has input to wake it anyway.
             let _ = driver.wake.try_send(());
         }
         Ok(seq)
+    }
+
+    /// Closes the connection that carries session `id` now, if any, with `code` (a slow
+    /// consumer, a shutdown); the session stays for a resume. Returns whether a
+    /// connection was carrying it.
+    pub fn disconnect(&self, id: SessionId, code: CloseCode) -> bool {
+        let state = &mut *self.lock();
+        let Some(driver) = state.drivers.get_mut(&id) else {
+            return false;
+        };
+        driver.kick = Some(code);
+        let _ = driver.wake.try_send(());
+        true
     }
 
     /// The next event of any session, with the session's id, waiting at most `timeout`
@@ -343,10 +412,39 @@ impl SessionRegistry {
         self.lock().store.get(id).map(|s| s.unacked_messages())
     }
 
+    /// Journals every later session change to `log` (set once, before serving).
+    pub(crate) fn set_log(&self, log: Arc<dyn SessionLog>) {
+        self.lock().log = Some(log);
+    }
+
+    /// Restores a session from the journal after a restart (see
+    /// [`SessionStore::restore`]); it waits for its client to resume.
+    pub(crate) fn restore(&self, snapshot: &SessionSnapshot) -> Result<()> {
+        self.lock()
+            .store
+            .restore(time::now(), snapshot)
+            .map_err(Error::Store)
+    }
+
+    /// Messages resent so far by every session (retransmissions after a timeout, and
+    /// resends after a resume), for metrics.
+    pub fn resent_messages(&self) -> u64 {
+        self.lock().resent
+    }
+
     /// Events waiting for [`next_event`](Self::next_event).
     pub fn pending_events(&self) -> usize {
         self.lock().events.len()
     }
+}
+
+/// The resume value a client sent with its upgrade: the `Sockeye-Resume` header, or the
+/// `sockeye_resume` query parameter.
+pub(crate) fn resume_value(request: &Request) -> Option<Vec<u8>> {
+    request
+        .header(RESUME_HEADER)
+        .map(<[u8]>::to_vec)
+        .or_else(|| query_param(request.path(), RESUME_QUERY).map(|v| v.as_bytes().to_vec()))
 }
 
 /// The value of query parameter `name` in `path` (`/x?a=1&name=v`), as sent.
@@ -406,6 +504,7 @@ impl Link {
             return turn;
         };
         let now = time::now();
+        let resent_before = session.resent_messages();
         for message in messages.drain(..) {
             session.handle_message(now, message);
         }
@@ -415,16 +514,32 @@ impl Link {
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
         }
+        let mut logged = false;
         while let Some(event) = session.poll_event() {
+            if let (Some(log), Some(record)) = (&state.log, record_of(self.id, &event)) {
+                log.append(record);
+                logged = true;
+            }
             state.events.push_back((self.id, event));
         }
         while let Some(envelope) = session.poll_outgoing_parts() {
             turn.outgoing.push(envelope);
         }
-        turn.disconnect = session.wants_disconnect();
+        state.resent += session.resent_messages().saturating_sub(resent_before);
+        turn.disconnect = session.wants_disconnect().or_else(|| {
+            state
+                .drivers
+                .get(&self.id)
+                .filter(|d| d.epoch == self.epoch)
+                .and_then(|d| d.kick)
+        });
         turn.deadline = session.poll_timeout();
         turn.events_full = state.events.len() >= shared.max_pending_events;
         turn.wake_app = state.app_waiting > 0 && !state.events.is_empty();
+        if let (true, Some(log)) = (logged, &state.log) {
+            // Durable before the ACK this turn may carry is written.
+            log.commit();
+        }
         drop(guard);
         // Signalled after unlocking, so the woken thread does not at once block on the
         // lock we still held. No wake-up is lost: a waiter counted in `app_waiting` was
@@ -689,81 +804,6 @@ fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
         if full {
             link.wait_for_room(Duration::from_millis(50));
         }
-    }
-}
-
-/// A listening reliable server: a [`SessionRegistry`] and an accept loop that drives
-/// each reliable connection on its own thread.
-///
-/// ```no_run
-/// use sockeye_std::{Config, ReliableServer, SessionConfig, SessionEvent};
-///
-/// let server = ReliableServer::bind("127.0.0.1:9001", Config::default(), SessionConfig::default())?;
-/// let sessions = server.registry();
-/// let _handle = server.spawn()?;
-/// while let Some((id, event)) = sessions.next_event(None) {
-///     if let SessionEvent::Delivered { payload, is_text, .. } = event {
-///         let _ = sessions.send(id, payload, is_text); // echo, reliably
-///     }
-/// }
-/// # Ok::<(), std::io::Error>(())
-/// ```
-#[derive(Debug)]
-pub struct ReliableServer {
-    listener: TcpListener,
-    config: Config,
-    registry: SessionRegistry,
-}
-
-impl ReliableServer {
-    /// Listens on `addr` with a fresh registry whose sessions follow `session`.
-    pub fn bind(
-        addr: impl ToSocketAddrs,
-        config: Config,
-        session: SessionConfig,
-    ) -> io::Result<ReliableServer> {
-        Ok(ReliableServer {
-            listener: TcpListener::bind(addr)?,
-            config,
-            registry: SessionRegistry::new(session)?,
-        })
-    }
-
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// The sessions, for the application (a clone shares them).
-    pub fn registry(&self) -> SessionRegistry {
-        self.registry.clone()
-    }
-
-    /// Runs the accept loop on a background thread, a thread per connection. Clients
-    /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle stops
-    /// accepting; sessions stay in the registry.
-    pub fn spawn(self) -> io::Result<ServerHandle> {
-        let ReliableServer {
-            listener,
-            config,
-            registry,
-        } = self;
-        spawn_accept_loop(listener, move |stream| {
-            match registry.upgrade(stream, &config) {
-                Ok(Upgrade::Reliable(conn)) => {
-                    let _ = conn.run();
-                }
-                Ok(Upgrade::Plain(mut ws)) => {
-                    if ws
-                        .close(CloseCode::POLICY_VIOLATION, "sockeye.v1 required")
-                        .is_ok()
-                    {
-                        while let Ok(Some(_)) = ws.recv() {}
-                    }
-                }
-                Err(_) => {}
-            }
-        })
     }
 }
 

@@ -79,6 +79,10 @@ fn route(
         }
         ("GET" | "HEAD", "/healthz") => http::response(200, "text/plain", "", b"ok\n"),
         ("GET" | "HEAD", "/metrics") => {
+            shared.metrics.resends.store(
+                shared.registry.resent_messages(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let page = shared.metrics.render(&shared.state.gauges());
             http::response(200, "text/plain; version=0.0.4", "", page.as_bytes())
         }

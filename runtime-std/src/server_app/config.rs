@@ -33,13 +33,13 @@ pub struct ServerConfig {
     pub ping_interval: Duration,
     /// Drop a connection that does not answer a ping within this long.
     pub pong_timeout: Duration,
-    /// How long a reliable session is kept for resume (used by `sockeye.v1`, later).
+    /// How long a reliable (`sockeye.v1`) session is kept for resume.
     pub session_expiry: Duration,
     /// Most messages waiting in one offline user's mailbox.
     pub mailbox_size: usize,
     /// Age after which a waiting mailbox message becomes a dead letter.
     pub mailbox_age: Duration,
-    /// Append-only journal file (accepted; not implemented yet).
+    /// Append-only journal file: offline mailboxes and reliable sessions survive a restart.
     pub journal: Option<PathBuf>,
     /// How much to log.
     pub log_level: Level,
@@ -171,7 +171,7 @@ const FLAGS: &[Flag] = &[
     flag(
         "journal",
         Kind::Text,
-        "append-only journal file (not implemented yet)",
+        "append-only journal: mailboxes and sessions survive a restart",
     ),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
 ];

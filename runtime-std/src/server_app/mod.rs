@@ -3,8 +3,9 @@
 //! core's sans-IO `Hub` (`sockeye_core::hub`); this module owns sockets, threads,
 //! the clock, flags and signals.
 //!
-//! One thread per connection (small stacks: RSS counts only the pages a thread touches),
-//! one accept thread, one timer thread for the hub's deadlines. All hub state sits behind
+//! One thread per connection (small stacks: RSS counts only the pages a thread touches;
+//! a reliable connection adds a reader thread), one accept thread, one timer thread for
+//! the hub's deadlines, one thread for the reliable sessions' events. All hub state sits behind
 //! one mutex ([`State`]); deliveries the hub hands out are queued to connections while it
 //! is held, so every receiver sees messages in the hub's order. Lock order: the state,
 //! then a connection; a connection's own thread never takes the state while it holds its
@@ -24,6 +25,8 @@
 mod api;
 mod config;
 mod conn;
+mod durable;
+mod events;
 mod http;
 mod identity;
 pub(crate) mod log;
@@ -46,6 +49,9 @@ use log::log_at;
 use metrics::Metrics;
 use state::State;
 
+use crate::SessionRegistry;
+use sockeye_core::SessionConfig;
+
 /// Stack size of every thread the server starts. RSS counts only touched pages, so this
 /// bounds the worst case rather than costing memory per idle connection; 128 KiB leaves
 /// room for the deepest path (JSON nested [`plain::MAX_JSON_DEPTH`] levels, in a debug
@@ -65,6 +71,13 @@ struct Shared {
     shutting_down: AtomicBool,
     /// Threads serving a connection (HTTP or WebSocket) right now.
     live_threads: AtomicUsize,
+    /// The reliable sessions (`sockeye.v1` connections), also known to `state`.
+    registry: SessionRegistry,
+    /// Shutdown is over: the session event thread stops.
+    stopped: AtomicBool,
+    /// Reliable connections that ended, for the session event thread to take out of the
+    /// hub once it has acted on everything their sessions delivered before.
+    ended: std::sync::Mutex<Vec<sockeye_core::hub::ConnId>>,
 }
 
 /// A running server (see [`start`]).
@@ -73,6 +86,7 @@ pub struct RunningServer {
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
+    events: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -98,8 +112,18 @@ pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
     ws_config.ping_interval = Some(config.ping_interval);
     ws_config.pong_timeout = config.pong_timeout;
     ws_config.close_timeout = config.shutdown_grace;
+    let mut session_config = SessionConfig::default();
+    session_config.session_expiry = config.session_expiry;
+    let registry = SessionRegistry::new(session_config)?;
+    let journal = match &config.journal {
+        Some(path) => Some(durable::Journal::open(path, crate::time::now())?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
-        state: State::new(&config),
+        state: State::new(&config, registry.clone(), journal),
+        registry,
+        stopped: AtomicBool::new(false),
+        ended: std::sync::Mutex::new(Vec::new()),
         ws_config,
         config,
         metrics: Metrics::default(),
@@ -120,11 +144,19 @@ pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || timer_loop(&shared))?
     };
+    let events = {
+        let shared = Arc::clone(&shared);
+        thread::Builder::new()
+            .name("sockeye-sessions".into())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || events::event_loop(&shared))?
+    };
     Ok(RunningServer {
         addr,
         shared,
         accept: Some(accept),
         timer: Some(timer),
+        events: Some(events),
     })
 }
 
@@ -162,6 +194,11 @@ impl RunningServer {
         if let Some(timer) = self.timer.take() {
             let _ = timer.join();
         }
+        shared.stopped.store(true, Ordering::SeqCst);
+        if let Some(events) = self.events.take() {
+            let _ = events.join();
+        }
+        shared.state.flush_journal();
         shared.live_threads.load(Ordering::SeqCst)
     }
 }
@@ -288,14 +325,10 @@ fn announce(config: &ServerConfig) {
     if let Some(path) = &config.journal {
         log_at!(
             Warn,
-            "--journal {} accepted but not implemented yet: state is in memory only",
+            "--journal {}: offline mailboxes and reliable sessions survive a restart",
             path.display()
         );
     }
-    log_at!(
-        Info,
-        "plain JSON mode only: clients offering sockeye.v1 get plain mode for now"
-    );
 }
 
 /// SIGINT and SIGTERM, turned into a byte on a socket pair so a thread can wait for them.

@@ -1,11 +1,11 @@
 //! `GET /ws`: the upgrade (validated by the core's handshake, then auth and limits), and
 //! the connection's thread: read, feed the core, act on messages.
 //!
-//! Every client is served in **plain JSON mode** (`docs/PROTOCOL.md` §10) for now: a
-//! client that offers `sockeye.v1` gets no subprotocol selected, so it falls back to plain
-//! mode. The reliable binding plugs in at [`Mode`]: pick it from the offered protocols,
-//! select `sockeye.v1` in `accept`, and hand messages to a session instead of
-//! [`on_plain_message`].
+//! A client that offers `sockeye.v1` is served in **reliable mode**: it gets a session of
+//! the server's [`SessionRegistry`](crate::SessionRegistry) (resumable after a cut) and
+//! speaks the same JSON commands inside DATA envelopes; the registry's events reach the
+//! hub through [`events`](super::events). Everyone else is served in **plain JSON mode**
+//! (`docs/PROTOCOL.md` §10). Both modes share [`on_command`].
 
 use std::io::{self, Read};
 use std::net::TcpStream;
@@ -14,6 +14,10 @@ use std::time::{Duration, Instant as StdInstant};
 
 use bytes::Bytes;
 use sockeye_core::auth::UserId;
+use sockeye_core::handshake::Request;
+use sockeye_core::hub::ConnId;
+use sockeye_core::session::envelope::parse_resume_header;
+use sockeye_core::session::SUBPROTOCOL;
 use sockeye_core::{CloseCode, Message, ServerHandshake};
 
 use super::conn::{ConnHandle, Queued};
@@ -23,7 +27,9 @@ use super::log::log_at;
 use super::metrics::{Metrics, Rejection};
 use super::plain::{self, ClientMessage, Refused};
 use super::Shared;
+use crate::reliable::resume_value;
 use crate::time;
+use crate::transport::{write_timeout, Transport};
 
 /// Bytes read from a socket at a time. Small, because every idle connection holds one;
 /// a larger message simply takes more reads.
@@ -32,17 +38,23 @@ const READ_CHUNK: usize = 2048;
 /// How long to wait for the client's FIN after ours.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// How a connection speaks. Only plain JSON exists yet; `sockeye.v1` comes with the
-/// reliable binding.
+/// How a connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
+    /// Plain JSON messages (`docs/PROTOCOL.md` §10).
     Plain,
+    /// `sockeye.v1`: the same JSON inside DATA envelopes of a resumable session.
+    Reliable,
 }
 
-/// Chooses the mode for an upgrade request that offered `protocols`: plain JSON for
-/// everyone until the reliable binding lands (so no subprotocol is selected).
-fn choose_mode<'a>(_protocols: impl Iterator<Item = &'a str>) -> (Mode, Option<&'static str>) {
-    (Mode::Plain, None)
+/// Chooses the mode for an upgrade request that offered `protocols`: reliable if it
+/// offered `sockeye.v1`, plain JSON otherwise.
+fn choose_mode<'a>(mut protocols: impl Iterator<Item = &'a str>) -> Mode {
+    if protocols.any(|p| p == SUBPROTOCOL) {
+        Mode::Reliable
+    } else {
+        Mode::Plain
+    }
 }
 
 fn refuse(shared: &Shared, stream: TcpStream, status: u16, answer: &[u8]) {
@@ -80,12 +92,15 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
         Err(why) => return refuse(shared, stream, 401, &http::text(401, &why)),
     };
     drop(head);
+    let mode = choose_mode(request.protocols());
+    if mode == Mode::Reliable {
+        return serve_reliable(shared, stream, request, user);
+    }
     if let Err(refusal) = shared.state.admit(&user) {
         let answer = http::text(503, &format!("{refusal}"));
         return refuse(shared, stream, 503, &answer);
     }
-    let (mode, protocol) = choose_mode(request.protocols());
-    let conn = request.accept(time::now(), protocol, shared.ws_config.clone());
+    let conn = request.accept(time::now(), None, shared.ws_config.clone());
     let id = shared.state.next_conn_id();
     let handle = match stream
         .try_clone()
@@ -109,19 +124,100 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
     }
     log_at!(
         Debug,
-        "connection {} open for user {:?} ({mode:?} mode)",
+        "connection {} open for user {:?} (plain mode)",
         id.0,
         user.as_str()
     );
-    drive(shared, &handle, stream, mode);
+    drive(shared, &handle, stream);
     shared.state.disconnect(id, &shared.metrics);
+    Metrics::add(&shared.metrics.connections_closed, 1);
+    log_at!(Debug, "connection {} closed", id.0);
+}
+
+/// Serves a `sockeye.v1` connection of authenticated `user`: checks the limits, attaches
+/// a session (new, or resumed if the client owns it), registers it with the hub, and
+/// drives it until it ends; the session then waits for a resume.
+fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: UserId) {
+    // A session belongs to the user who opened it: nobody else may resume it.
+    let claimed = resume_value(&request)
+        .and_then(|value| parse_resume_header(&value).ok())
+        .map(|resume| resume.session_id);
+    let mut takes_over = false;
+    if let Some(session) = claimed {
+        if let Some(owner) = shared.state.session_owner(session) {
+            if owner != user {
+                let answer = http::text(403, "session belongs to another user");
+                return refuse(shared, stream, 403, &answer);
+            }
+            takes_over = shared.state.session_conn(session).is_some();
+        }
+    }
+    // A resume that takes over a connection the server has not seen drop yet replaces
+    // it rather than adding one; `connect_reliable` checks the limits again either way.
+    if !takes_over {
+        if let Err(refusal) = shared.state.admit(&user) {
+            let answer = http::text(503, &format!("{refusal}"));
+            return refuse(shared, stream, 503, &answer);
+        }
+    }
+    let transport = match Transport::new(stream, write_timeout(&shared.ws_config)) {
+        Ok(transport) => transport,
+        Err(e) => {
+            log_at!(Warn, "cannot set up a connection: {e}");
+            return;
+        }
+    };
+    let conn = match shared
+        .registry
+        .attach(transport, request, &shared.ws_config, user.as_str())
+    {
+        Ok(conn) => conn,
+        Err(e) => {
+            // Answered already (400 for a malformed resume value, 503 for a full store).
+            let status = match &e {
+                crate::Error::Store(e) => e.status(),
+                _ => 400,
+            };
+            shared.metrics.reject(Rejection::from_status(status));
+            log_at!(Debug, "reliable upgrade refused: {e}");
+            return;
+        }
+    };
+    let session = conn.session_id();
+    let id = shared.state.next_conn_id();
+    if let Err(refusal) = shared
+        .state
+        .connect_reliable(id, &user, session, &shared.metrics)
+    {
+        // Another connection of the user won the last slot after `admit`: the 101 is on
+        // its way already, so the refusal is a close; the session waits for a resume.
+        log_at!(
+            Debug,
+            "reliable connection refused after upgrade: {refusal}"
+        );
+        shared.registry.disconnect(session, CloseCode::new(1013));
+        let _ = conn.run();
+        return;
+    }
+    log_at!(
+        Debug,
+        "connection {} open for user {:?} (reliable mode)",
+        id.0,
+        user.as_str()
+    );
+    if let Err(e) = conn.run() {
+        log_at!(Debug, "reliable connection {} ended: {e}", id.0);
+    }
+    // Not at once: the event thread may still act on commands this connection's session
+    // delivered just before the end.
+    super::events::connection_ended(shared, id);
     Metrics::add(&shared.metrics.connections_closed, 1);
     log_at!(Debug, "connection {} closed", id.0);
 }
 
 /// The connection's thread: waits for bytes or the core's next deadline, feeds the core,
 /// acts on the messages it yields, until the connection is over.
-fn drive(shared: &Shared, handle: &Arc<ConnHandle>, mut stream: TcpStream, mode: Mode) {
+fn drive(shared: &Shared, handle: &Arc<ConnHandle>, mut stream: TcpStream) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut messages = Vec::new();
     let mut read_timeout = None;
@@ -147,9 +243,7 @@ fn drive(shared: &Shared, handle: &Arc<ConnHandle>, mut stream: TcpStream, mode:
             }
         };
         for message in messages.drain(..) {
-            match mode {
-                Mode::Plain => on_plain_message(shared, handle, message),
-            }
+            on_plain_message(shared, handle, message);
         }
         if finished {
             break;
@@ -200,43 +294,55 @@ fn linger(stream: &mut TcpStream, buf: &mut [u8]) {
 
 /// One message from a plain-mode client.
 fn on_plain_message(shared: &Shared, handle: &Arc<ConnHandle>, message: Message) {
-    let metrics = &shared.metrics;
-    Metrics::add(&metrics.messages_in, 1);
     let Message::Text(text) = message else {
+        Metrics::add(&shared.metrics.messages_in, 1);
         handle.close(
             CloseCode::UNSUPPORTED_DATA,
             "binary messages are not supported in plain JSON mode",
         );
         return;
     };
-    let reply = match plain::parse(&text) {
-        Err(Refused::Violation(why)) => {
-            handle.close(CloseCode::POLICY_VIOLATION, why);
-            return;
+    match on_command(shared, handle.id, &text) {
+        Err(why) => handle.close(CloseCode::POLICY_VIOLATION, why),
+        Ok(Some(reply)) => {
+            if handle.send_text(reply) == Queued::SlowConsumer {
+                Metrics::add(&shared.metrics.slow_consumers, 1);
+            }
         }
+        Ok(None) => {}
+    }
+}
+
+/// One JSON command (`docs/PROTOCOL.md` §10) from connection `id`, in either mode: acts
+/// on it and returns the reply to send back, if any. `Err` is a violation: close the
+/// connection 1008 with that reason.
+pub(super) fn on_command(
+    shared: &Shared,
+    id: ConnId,
+    text: &[u8],
+) -> Result<Option<String>, &'static str> {
+    let metrics = &shared.metrics;
+    Metrics::add(&metrics.messages_in, 1);
+    Ok(match plain::parse(text) {
+        Err(Refused::Violation(why)) => return Err(why),
         Err(Refused::Error(why)) => Some(plain::error(why)),
-        Ok(ClientMessage::Join { room }) => match shared.state.join(handle.id, &room, metrics) {
+        Ok(ClientMessage::Join { room }) => match shared.state.join(id, &room, metrics) {
             Ok(members) => Some(plain::joined(&room, members.iter().map(UserId::as_str))),
             Err(e) => Some(plain::error(&e.to_string())),
         },
-        Ok(ClientMessage::Leave { room }) => match shared.state.leave(handle.id, &room, metrics) {
+        Ok(ClientMessage::Leave { room }) => match shared.state.leave(id, &room, metrics) {
             Ok(()) => Some(plain::left(&room)),
             Err(e) => Some(plain::error(&e.to_string())),
         },
         Ok(ClientMessage::ToRoom { room, data }) => shared
             .state
-            .publish(handle.id, &room, Bytes::from(data), metrics)
+            .publish(id, &room, Bytes::from(data), metrics)
             .err()
             .map(|e| plain::error(&e.to_string())),
         Ok(ClientMessage::ToUser { to, data }) => shared
             .state
-            .send_to_user(handle.id, &UserId(to), Bytes::from(data), metrics)
+            .send_to_user(id, &UserId(to), Bytes::from(data), metrics)
             .err()
             .map(|e| plain::error(&e.to_string())),
-    };
-    if let Some(reply) = reply {
-        if handle.send_text(reply) == Queued::SlowConsumer {
-            Metrics::add(&metrics.slow_consumers, 1);
-        }
-    }
+    })
 }

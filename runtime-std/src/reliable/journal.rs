@@ -1,0 +1,26 @@
+//! The registry's journal hook: what a session change means for the server's journal
+//! (`sockeye_core::journal`), and where the registry writes it.
+
+use sockeye_core::journal::Record;
+use sockeye_core::{SessionEvent, SessionId};
+
+/// A durable record of the sessions' changes (`sockeye_core::journal`): the registry
+/// appends a [`Record`] for every change and commits before it acknowledges a client's
+/// message (the ACK envelope goes out after the turn that journaled the delivery).
+pub(crate) trait SessionLog: Send + Sync {
+    /// Appends a record (not yet durable).
+    fn append(&self, record: Record);
+    /// Makes every appended record durable.
+    fn commit(&self);
+}
+
+/// The journal record for a session event, if it changes durable state.
+pub(crate) fn record_of(id: SessionId, event: &SessionEvent) -> Option<Record> {
+    match event {
+        SessionEvent::Delivered { seq, .. } => Some(Record::ClientDelivered { id, seq: *seq }),
+        SessionEvent::Acked { seq } => Some(Record::ClientAcked { id, seq: *seq }),
+        SessionEvent::DeadLetter { seq, .. } => Some(Record::ServerVoided { id, seq: *seq }),
+        SessionEvent::SessionLost { .. } => Some(Record::SessionClosed { id }),
+        _ => None,
+    }
+}
