@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sockeye_core::auth::UserId;
 use sockeye_core::hub::Target;
 
-use super::http::{self, BodyError, Head};
+use super::http::{self, BodyError, Head, HeadError};
 use super::identity::{push_access, PushAccess};
 use super::log::log_at;
 use super::metrics::{Metrics, Rejection};
@@ -19,6 +19,9 @@ use super::{plain, ws, Shared};
 const DEMO_PAGE: &str = include_str!("demo.html");
 
 /// Serves one TCP connection: reads its request head and answers it.
+///
+/// This frame stays on the stack under a WebSocket connection's whole life, so everything
+/// else a request may need (routing, the push API, refusals) runs in frames of its own.
 pub(super) fn serve(shared: &Shared, mut stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + shared.config.head_timeout;
@@ -30,23 +33,39 @@ pub(super) fn serve(shared: &Shared, mut stream: TcpStream) {
         deadline,
     ) {
         Ok(head) => head,
-        Err(e) => {
-            if let Some(answer) = e.response() {
-                shared
-                    .metrics
-                    .reject(Rejection::from_status(status_of(&answer)));
-                log_at!(Debug, "request head refused: {e:?}");
-                http::answer_and_close(stream, &answer);
-            }
-            return;
-        }
+        Err(e) => return refuse_head(shared, stream, &e),
     };
     if head.path() == "/ws" {
         ws::serve(shared, stream, head, buf);
-        return;
+    } else {
+        answer(shared, stream, &head, &mut buf, deadline);
     }
+}
+
+/// Answers a head that could not be read, if the client can still hear it.
+#[cold]
+#[inline(never)]
+fn refuse_head(shared: &Shared, stream: TcpStream, e: &HeadError) {
+    if let Some(answer) = e.response() {
+        shared
+            .metrics
+            .reject(Rejection::from_status(status_of(&answer)));
+        log_at!(Debug, "request head refused: {e:?}");
+        http::answer_and_close(stream, &answer);
+    }
+}
+
+/// Answers a plain HTTP request (anything but `/ws`) and closes the connection.
+#[inline(never)]
+fn answer(
+    shared: &Shared,
+    mut stream: TcpStream,
+    head: &Head,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) {
     Metrics::add(&shared.metrics.http_requests, 1);
-    let answer = route(shared, &mut stream, &head, &mut buf, deadline);
+    let answer = route(shared, &mut stream, head, buf, deadline);
     log_at!(
         Debug,
         "{} {} -> {}",

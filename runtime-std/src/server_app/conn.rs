@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -65,16 +65,19 @@ pub(crate) struct Writer {
 
 impl ConnHandle {
     /// Wraps a connection fresh from `Request::accept` (its 101 response queued) and the
-    /// socket's write half.
+    /// socket's write half. Out of line, so the handle is built in a frame of its own,
+    /// not beside the `Connection` in the caller's (the server's connection threads keep
+    /// every stack page they touch).
+    #[inline(never)]
     pub(crate) fn new(
         id: ConnId,
         user: UserId,
         conn: Connection,
         stream: TcpStream,
         max_queue_bytes: usize,
-    ) -> io::Result<ConnHandle> {
+    ) -> io::Result<Arc<ConnHandle>> {
         stream.set_write_timeout(Some(WRITE_TRY))?;
-        Ok(ConnHandle {
+        Ok(Arc::new(ConnHandle {
             id,
             user,
             writer: Mutex::new(Writer {
@@ -85,7 +88,7 @@ impl ConnHandle {
                 max_queue_bytes,
                 dead: false,
             }),
-        })
+        }))
     }
 
     /// Locks the connection. A thread that panicked while holding the lock leaves a

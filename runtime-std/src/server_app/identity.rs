@@ -13,7 +13,9 @@ use crate::OsEntropy;
 /// Longest development-mode name taken from `?user=`, in bytes.
 const MAX_DEV_NAME_BYTES: usize = 64;
 
-/// The user an upgrade request speaks for, or the reason to answer 401.
+/// The user an upgrade request speaks for, or the reason to answer 401. Out of line: a
+/// token check's hashing needs stack that a connection should not keep under it.
+#[inline(never)]
 pub(super) fn identify(config: &ServerConfig, head: &Head) -> Result<UserId, String> {
     match &config.secret {
         Some(secret) => {

@@ -64,54 +64,99 @@ fn refuse(shared: &Shared, stream: TcpStream, status: u16, answer: &[u8]) {
 }
 
 /// Serves a request for `/ws` whose head (and maybe first frames) is in `buf`.
+///
+/// The upgrade runs in its own frame ([`upgrade`]), gone before a plain connection settles
+/// in: a thread's stack pages stay resident once touched, so what sits on the stack above
+/// an idle connection's [`drive`] costs every connection for its whole life.
 pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>) {
+    if let Some((handle, stream)) = upgrade(shared, stream, head, buf) {
+        drive(shared, &handle, stream);
+        shared.state.disconnect(handle.id, &shared.metrics);
+        Metrics::add(&shared.metrics.connections_closed, 1);
+        log_at!(Debug, "connection {} closed", handle.id.0);
+    }
+}
+
+/// Validates the upgrade (the core's handshake, then auth) and, in plain mode, checks the
+/// limits, accepts and registers the connection with the hub: the connection to drive.
+/// `None` if it was refused (answered already), or if it was a `sockeye.v1` connection,
+/// served to its end by [`serve_reliable`]. Each step runs in a frame of its own, so the
+/// deepest point of the stack is one step's, not all of them at once.
+#[inline(never)]
+fn upgrade(
+    shared: &Shared,
+    stream: TcpStream,
+    head: Head,
+    buf: Vec<u8>,
+) -> Option<(Arc<ConnHandle>, TcpStream)> {
     if shared
         .shutting_down
         .load(std::sync::atomic::Ordering::SeqCst)
     {
-        return refuse(
-            shared,
-            stream,
-            503,
-            &http::text(503, "server shutting down"),
-        );
+        let answer = http::text(503, "server shutting down");
+        refuse(shared, stream, 503, &answer);
+        return None;
     }
-    // The core validates the upgrade from the same bytes (method, version, key, ...).
-    let now = time::now();
-    let mut handshake = ServerHandshake::new(&shared.ws_config, now);
-    let request = match handshake.handle_bytes(now, &buf) {
-        Ok(Some(request)) => request,
-        Ok(None) => return refuse(shared, stream, 400, &http::text(400, "malformed http head")),
-        Err(e) => return refuse(shared, stream, e.status(), &e.response()),
+    let request = match handshake(shared, &buf) {
+        Ok(request) => request,
+        Err((status, answer)) => {
+            refuse(shared, stream, status, &answer);
+            return None;
+        }
     };
     // The head's bytes now live on in `request` (frames that followed it included); free
     // ours before the connection settles in for a long life.
     drop(buf);
     let user = match identify(&shared.config, &head) {
         Ok(user) => user,
-        Err(why) => return refuse(shared, stream, 401, &http::text(401, &why)),
-    };
-    drop(head);
-    let mode = choose_mode(request.protocols());
-    if mode == Mode::Reliable {
-        return serve_reliable(shared, stream, request, user);
-    }
-    if let Err(refusal) = shared.state.admit(&user) {
-        let answer = http::text(503, &format!("{refusal}"));
-        return refuse(shared, stream, 503, &answer);
-    }
-    let conn = request.accept(time::now(), None, shared.ws_config.clone());
-    let id = shared.state.next_conn_id();
-    let handle = match stream
-        .try_clone()
-        .and_then(|w| ConnHandle::new(id, user.clone(), conn, w, shared.config.max_queue_bytes))
-    {
-        Ok(handle) => Arc::new(handle),
-        Err(e) => {
-            log_at!(Warn, "cannot set up a connection: {e}");
-            return;
+        Err(why) => {
+            refuse(shared, stream, 401, &http::text(401, &why));
+            return None;
         }
     };
+    drop(head);
+    if choose_mode(request.protocols()) == Mode::Reliable {
+        serve_reliable(shared, stream, request, user);
+        return None;
+    }
+    register(shared, stream, request, user)
+}
+
+/// The core validates the upgrade from the bytes of the head (method, version, key, ...):
+/// the request, or the status and answer to refuse it with.
+#[inline(never)]
+fn handshake(shared: &Shared, buf: &[u8]) -> Result<Request, (u16, Bytes)> {
+    let now = time::now();
+    let mut handshake = ServerHandshake::new(&shared.ws_config, now);
+    match handshake.handle_bytes(now, buf) {
+        Ok(Some(request)) => Ok(request),
+        Ok(None) => Err((400, http::text(400, "malformed http head").into())),
+        Err(e) => Err((e.status(), e.response())),
+    }
+}
+
+/// A plain-mode connection of `user`: checks the limits, accepts the upgrade and registers
+/// the connection with the hub, which queues the welcome (and any mailbox) behind the 101.
+#[inline(never)]
+fn register(
+    shared: &Shared,
+    stream: TcpStream,
+    request: Request,
+    user: UserId,
+) -> Option<(Arc<ConnHandle>, TcpStream)> {
+    if let Err(refusal) = shared.state.admit(&user) {
+        let answer = http::text(503, &format!("{refusal}"));
+        refuse(shared, stream, 503, &answer);
+        return None;
+    }
+    let handle = match accept(shared, request, &user, &stream) {
+        Ok(handle) => handle,
+        Err(e) => {
+            log_at!(Warn, "cannot set up a connection: {e}");
+            return None;
+        }
+    };
+    let id = handle.id;
     // The 101 is still queued in the core: a refusal here (another connection of the same
     // user won the last slot) can still be answered 503.
     if let Err(refusal) =
@@ -120,7 +165,8 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
             .connect(&handle, plain::welcome(user.as_str()), &shared.metrics)
     {
         let answer = http::text(503, &format!("{refusal}"));
-        return refuse(shared, stream, 503, &answer);
+        refuse(shared, stream, 503, &answer);
+        return None;
     }
     log_at!(
         Debug,
@@ -128,15 +174,35 @@ pub(super) fn serve(shared: &Shared, stream: TcpStream, head: Head, buf: Vec<u8>
         id.0,
         user.as_str()
     );
-    drive(shared, &handle, stream);
-    shared.state.disconnect(id, &shared.metrics);
-    Metrics::add(&shared.metrics.connections_closed, 1);
-    log_at!(Debug, "connection {} closed", id.0);
+    Some((handle, stream))
+}
+
+/// Accepts the upgrade (the core queues the 101) into a new connection of `user` on the
+/// write half of `stream`. Out of line: the connection is built here, by value.
+#[inline(never)]
+fn accept(
+    shared: &Shared,
+    request: Request,
+    user: &UserId,
+    stream: &TcpStream,
+) -> io::Result<Arc<ConnHandle>> {
+    let conn = request.accept(time::now(), None, shared.ws_config.clone());
+    let id = shared.state.next_conn_id();
+    let writer = stream.try_clone()?;
+    ConnHandle::new(
+        id,
+        user.clone(),
+        conn,
+        writer,
+        shared.config.max_queue_bytes,
+    )
 }
 
 /// Serves a `sockeye.v1` connection of authenticated `user`: checks the limits, attaches
 /// a session (new, or resumed if the client owns it), registers it with the hub, and
-/// drives it until it ends; the session then waits for a resume.
+/// drives it until it ends; the session then waits for a resume. Out of line: its frame
+/// is large, and the plain connections' stacks have no room for it.
+#[inline(never)]
 fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: UserId) {
     // A session belongs to the user who opened it: nobody else may resume it.
     let claimed = resume_value(&request)
@@ -216,7 +282,9 @@ fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: Us
 }
 
 /// The connection's thread: waits for bytes or the core's next deadline, feeds the core,
-/// acts on the messages it yields, until the connection is over.
+/// acts on the messages it yields, until the connection is over. Out of line, so its
+/// locals are not added to the frame that stays under the upgrade.
+#[inline(never)]
 fn drive(shared: &Shared, handle: &Arc<ConnHandle>, mut stream: TcpStream) {
     let mut buf = vec![0u8; READ_CHUNK];
     let mut messages = Vec::new();
