@@ -46,12 +46,19 @@ struct Inner {
     journal: Option<Journal>,
 }
 
-/// How the hub's deliveries reach one connection.
+/// How the hub's deliveries reach one connection. Two words: the map of them has a slot
+/// per connection (and spare ones), most of them plain.
 enum Peer {
     /// Plain JSON mode: queued on the WebSocket itself.
     Plain(Arc<ConnHandle>),
     /// `sockeye.v1`: queued in the session ([`SessionRegistry::send`]).
-    Reliable { user: UserId, session: SessionId },
+    Reliable(Box<ReliablePeer>),
+}
+
+/// A reliable connection's user and the session it carries.
+struct ReliablePeer {
+    user: UserId,
+    session: SessionId,
 }
 
 /// The user a reliable session belongs to, its current hub connection, and the rooms it
@@ -209,10 +216,10 @@ impl State {
         }
         inner.conns.insert(
             id.0,
-            Peer::Reliable {
+            Peer::Reliable(Box::new(ReliablePeer {
                 user: user.clone(),
                 session,
-            },
+            })),
         );
         inner.sessions.insert(
             session,
@@ -252,8 +259,8 @@ impl State {
     pub(super) fn disconnect(&self, id: ConnId, metrics: &Metrics) {
         let mut inner = self.lock();
         let inner = &mut *inner;
-        if let Some(Peer::Reliable { session, .. }) = inner.conns.remove(&id.0) {
-            if let Some(owner) = inner.sessions.get_mut(&session) {
+        if let Some(Peer::Reliable(peer)) = inner.conns.remove(&id.0) {
+            if let Some(owner) = inner.sessions.get_mut(&peer.session) {
                 if owner.conn == Some(id) {
                     owner.conn = None;
                     owner.rooms = inner.hub.rooms_of(id);
@@ -357,8 +364,10 @@ impl State {
         for peer in inner.conns.values() {
             match peer {
                 Peer::Plain(handle) => handle.close(CloseCode::GOING_AWAY, "server shutting down"),
-                Peer::Reliable { session, .. } => {
-                    inner.registry.disconnect(*session, CloseCode::GOING_AWAY);
+                Peer::Reliable(peer) => {
+                    inner
+                        .registry
+                        .disconnect(peer.session, CloseCode::GOING_AWAY);
                 }
             }
         }
@@ -454,8 +463,8 @@ impl Inner {
                         );
                     }
                 }
-                Peer::Reliable { user, session } => {
-                    let (user, session) = (user.clone(), *session);
+                Peer::Reliable(peer) => {
+                    let (user, session) = (peer.user.clone(), peer.session);
                     match self.registry.send(session, Bytes::from(text), true) {
                         Ok(_) => {
                             if is_message {
