@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub mailbox_age: Duration,
     /// Append-only journal file: offline mailboxes and reliable sessions survive a restart.
     pub journal: Option<PathBuf>,
+    /// The running journal is compacted once it is this large and 4× its size after the
+    /// last compaction (see `JournalFile::set_compaction`).
+    pub journal_compact_bytes: usize,
     /// How much to log.
     pub log_level: Level,
     /// Largest HTTP request head (431 beyond).
@@ -68,6 +71,7 @@ impl Default for ServerConfig {
             mailbox_size: 100,
             mailbox_age: Duration::from_secs(3600),
             journal: None,
+            journal_compact_bytes: 1 << 20,
             log_level: Level::Info,
             max_head_bytes: 8 * 1024,
             head_timeout: Duration::from_secs(10),
@@ -172,6 +176,11 @@ const FLAGS: &[Flag] = &[
         "journal",
         Kind::Text,
         "append-only journal: mailboxes and sessions survive a restart",
+    ),
+    flag(
+        "journal-compact-bytes",
+        Kind::Bytes,
+        "compact the journal past this and 4x its last compaction [1MiB]",
     ),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
 ];
@@ -296,7 +305,8 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
             match name {
                 "max-frame-bytes" => config.max_frame_bytes = n,
                 "max-message-bytes" => config.max_message_bytes = n,
-                _ => config.max_queue_bytes = n,
+                "max-queue-bytes" => config.max_queue_bytes = n,
+                _ => config.journal_compact_bytes = n,
             }
         }
         (name, Kind::Duration) => {
@@ -397,6 +407,7 @@ mod tests {
             &[
                 ("SOCKEYE_LISTEN", "1.2.3.4:5"),
                 ("SOCKEYE_MAILBOX_SIZE", "7"),
+                ("SOCKEYE_JOURNAL_COMPACT_BYTES", "64KiB"),
             ],
         )
         .unwrap();
@@ -404,6 +415,7 @@ mod tests {
         assert_eq!(c.max_queue_bytes, 1 << 20);
         assert_eq!(c.ping_interval, Duration::from_millis(500));
         assert_eq!(c.mailbox_size, 7);
+        assert_eq!(c.journal_compact_bytes, 64 << 10);
     }
 
     #[test]

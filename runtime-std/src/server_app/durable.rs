@@ -53,7 +53,7 @@ impl SessionLog for SharedFile {
     }
 
     fn commit(&self) {
-        if let Err(e) = self.lock().commit() {
+        if let Err(e) = commit(&mut self.lock()) {
             log_at!(Error, "journal commit failed: {e}");
         }
     }
@@ -77,12 +77,15 @@ pub(super) struct Restored {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path` and returns it with what to restore.
-    pub(super) fn open(path: &Path, now: Instant) -> io::Result<Opened> {
+    /// Opens (or creates) the journal at `path` and returns it with what to restore; it
+    /// compacts itself while running once past `compact_bytes` (and 4× its last
+    /// compaction).
+    pub(super) fn open(path: &Path, compact_bytes: u64, now: Instant) -> io::Result<Opened> {
         let (mut file, replayed) = JournalFile::open(path)?;
+        file.set_compaction(compact_bytes, JournalFile::DEFAULT_COMPACT_GROWTH);
         let state: JournalState = replayed.state;
-        // Start from the shortest file that says the same: the journal grows only with
-        // what happens in this run.
+        // Start from the shortest file that says the same; from here the commits keep
+        // it within a constant times the live state.
         file.compact(state.records())?;
         let mut depth = HashMap::new();
         let mut restored = Vec::new();
@@ -140,8 +143,24 @@ impl Journal {
 
     /// Makes what was appended durable (before anything that depends on it is answered).
     pub(super) fn commit(&mut self) -> io::Result<()> {
-        self.file.lock().commit()
+        commit(&mut self.file.lock())
     }
+}
+
+/// Commits, and logs what a compaction the commit ran did: the commit's own result is
+/// only whether the records are durable.
+fn commit(file: &mut JournalFile) -> io::Result<()> {
+    let compactions = file.compactions();
+    file.commit()?;
+    if let Some(e) = file.take_compaction_error() {
+        log_at!(
+            Warn,
+            "journal compaction failed, the journal keeps growing until a retry: {e}"
+        );
+    } else if file.compactions() > compactions {
+        log_at!(Debug, "journal compacted to {} bytes", file.len());
+    }
+    Ok(())
 }
 
 fn unix_ms() -> u64 {

@@ -116,7 +116,11 @@ pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
     session_config.session_expiry = config.session_expiry;
     let registry = SessionRegistry::new(session_config)?;
     let journal = match &config.journal {
-        Some(path) => Some(durable::Journal::open(path, crate::time::now())?),
+        Some(path) => Some(durable::Journal::open(
+            path,
+            config.journal_compact_bytes as u64,
+            crate::time::now(),
+        )?),
         None => None,
     };
     let shared = Arc::new(Shared {
