@@ -84,6 +84,12 @@ pub struct SessionConfig {
     /// Most live sessions a server's store holds; new ones are refused (503) beyond it.
     /// Expired sessions' tombstones are bounded by the same number.
     pub max_sessions: usize,
+    /// A server session acknowledges a client's message only once the application
+    /// confirms it ([`ServerSession::confirm`](crate::session::ServerSession::confirm)),
+    /// not when it is handed over: for a server that must act on a message (durably)
+    /// before the client may forget it. A resume waits for the confirmations too, so
+    /// the WELCOME reports exactly what the application has. Client sessions ignore it.
+    pub confirm_deliveries: bool,
 }
 
 impl Default for SessionConfig {
@@ -100,6 +106,7 @@ impl Default for SessionConfig {
             message_max_age: Duration::from_secs(300),
             session_expiry: Duration::from_secs(120),
             max_sessions: 100_000,
+            confirm_deliveries: false,
         }
     }
 }

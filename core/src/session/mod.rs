@@ -233,6 +233,10 @@ enum Link {
     AwaitingWelcome,
     /// Connected and established.
     Up,
+    /// (Server) connected for a resume, but the WELCOME waits until the application
+    /// confirmed every delivery (`SessionConfig::confirm_deliveries`), so it reports
+    /// exactly what the application has.
+    Confirming,
     /// Connected, but we stopped talking: an ERROR went out or the peer is unresponsive.
     Failed,
 }
@@ -431,8 +435,10 @@ pub struct ClientSession {
 impl ClientSession {
     /// A client with no session yet; messages sent before the first connection wait.
     pub fn new(config: SessionConfig, now: Instant) -> Self {
+        let mut ep = Endpoint::new(config, now);
+        ep.receiver = ep.receiver.without_confirmations();
         ClientSession {
-            ep: Endpoint::new(config, now),
+            ep,
             session: None,
             asked: None,
             server_expiry: None,
@@ -572,6 +578,9 @@ pub struct ServerSession {
     disconnected_at: Option<Instant>,
     /// Counts attached connections; see [`ServerSession::epoch`].
     epoch: u64,
+    /// A resume's WELCOME waits for the application's confirmations
+    /// ([`Link::Confirming`]): what the client said it has.
+    held_welcome: Option<Seq>,
 }
 
 impl ServerSession {
@@ -626,6 +635,7 @@ impl ServerSession {
     /// The connection went away; the session waits `session_expiry` for a resume.
     pub fn on_disconnected(&mut self, now: Instant) {
         self.ep.on_disconnected(now);
+        self.held_welcome = None;
         self.disconnected_at = Some(self.ep.now);
     }
 

@@ -33,6 +33,7 @@ impl ServerSession {
             token: snapshot.token,
             disconnected_at: Some(now),
             epoch: 0,
+            held_welcome: None,
         }
     }
 }

@@ -98,7 +98,7 @@ impl ClientSession {
     fn start_new(&mut self, now: Instant, id: SessionId, token: SessionToken) {
         self.session = Some((id, token));
         self.asked = Some(id);
-        self.ep.receiver = Receiver::new(&self.ep.config);
+        self.ep.receiver = Receiver::new(&self.ep.config).without_confirmations();
         self.ep.link = Link::Up;
         // A new session: the server has delivered nothing of ours.
         let result = self
@@ -126,6 +126,7 @@ impl ServerSession {
             token: SessionToken::generate(entropy),
             disconnected_at: Some(now),
             epoch: 0,
+            held_welcome: None,
         }
     }
 
@@ -134,9 +135,36 @@ impl ServerSession {
         self.token.ct_eq(token)
     }
 
-    /// The last client sequence number this session delivered.
+    /// The last client sequence number this session delivered (and, with
+    /// `SessionConfig::confirm_deliveries`, the application confirmed): what a WELCOME
+    /// reports and what the journal keeps.
     pub fn client_delivered(&self) -> Seq {
+        self.ep.receiver.confirmed()
+    }
+
+    /// The last client sequence number handed to the application, confirmed or not.
+    pub(super) fn client_handed_over(&self) -> Seq {
         self.ep.receiver.delivered()
+    }
+
+    /// The application has acted on the client's messages up to `upto` (see
+    /// `SessionConfig::confirm_deliveries`): they may be acknowledged now, and a resume
+    /// held for them gets its WELCOME. Without `confirm_deliveries` every delivery is
+    /// confirmed already and this does nothing.
+    pub fn confirm(&mut self, now: Instant, upto: Seq) {
+        let now = self.ep.observe(now);
+        self.ep.receiver.confirm(now, upto);
+        if let (Link::Confirming, Some(client_has)) = (self.ep.link, self.held_welcome) {
+            if !self.ep.receiver.has_unconfirmed() {
+                self.held_welcome = None;
+                self.welcome(
+                    now,
+                    WelcomeStatus::Resumed,
+                    self.client_delivered(),
+                    client_has,
+                );
+            }
+        }
     }
 
     /// The secret that resumes this session: for the server's journal, never for logs.
@@ -160,6 +188,26 @@ impl ServerSession {
         let now = self.ep.observe(now);
         self.epoch += 1;
         self.disconnected_at = None;
+        self.held_welcome = None;
+        if status == WelcomeStatus::Resumed && self.ep.receiver.has_unconfirmed() {
+            // The client would drop what we report and may give up the rest: report
+            // only what the application has, once it has all we delivered.
+            self.ep.link = Link::Confirming;
+            self.held_welcome = Some(client_has);
+            return;
+        }
+        self.welcome(now, status, reported_delivered, client_has);
+    }
+
+    /// Queues the WELCOME, settles what the client says it delivered, queues the rest
+    /// for resending: the connection is established.
+    fn welcome(
+        &mut self,
+        now: Instant,
+        status: WelcomeStatus,
+        reported_delivered: Seq,
+        client_has: Seq,
+    ) {
         self.ep.link = Link::Up;
         self.ep.receiver.on_connected();
         let welcome = Envelope::Welcome(Welcome {

@@ -189,7 +189,9 @@ impl SessionStore {
             };
             let tombstone = Tombstone {
                 token: session.token(),
-                client_delivered: session.client_delivered(),
+                // Everything handed to the application, confirmed or not: it has them,
+                // and the session ends here, so nothing more will be confirmed.
+                client_delivered: session.client_handed_over(),
                 until: now + expiry,
             };
             self.events

@@ -386,3 +386,102 @@ fn a_late_disconnect_of_an_old_connection_does_not_detach_the_new_one() {
     assert!(w.store.detach(now, id, second));
     assert!(!w.server().is_connected());
 }
+
+fn confirming_config() -> SessionConfig {
+    SessionConfig {
+        confirm_deliveries: true,
+        ..config()
+    }
+}
+
+fn seqs_delivered(events: &[SessionEvent]) -> Vec<Seq> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Delivered { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn with_confirm_deliveries_the_client_hears_of_a_message_only_once_it_is_confirmed() {
+    let mut w = World::new(confirming_config());
+    w.connect();
+    let seq = w
+        .client
+        .send(w.now, Bytes::from_static(b"a"), true)
+        .unwrap();
+    w.pump();
+    assert_eq!(seqs_delivered(&w.server_events), [seq]);
+    w.advance(Duration::from_millis(100));
+    assert_eq!(w.client.unacked_messages(), 1, "delivered, not confirmed");
+    assert!(!w
+        .client_events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Acked { .. })));
+    let now = w.now;
+    w.server().confirm(now, seq);
+    w.advance(Duration::from_millis(100));
+    assert_eq!(w.client.unacked_messages(), 0);
+    assert!(w.client_events.contains(&SessionEvent::Acked { seq }));
+}
+
+#[test]
+fn with_confirm_deliveries_a_resume_waits_for_the_confirmations() {
+    let mut w = World::new(confirming_config());
+    w.connect();
+    let a = w
+        .client
+        .send(w.now, Bytes::from_static(b"a"), true)
+        .unwrap();
+    let b = w
+        .client
+        .send(w.now, Bytes::from_static(b"b"), true)
+        .unwrap();
+    w.pump();
+    assert_eq!(seqs_delivered(&w.server_events), [a, b]);
+    let now = w.now;
+    w.server().confirm(now, a);
+    w.cut();
+    w.advance(Duration::from_millis(10));
+    w.connect();
+    // The WELCOME is held: the client is connected but not established, and nothing
+    // of it was resent or given up.
+    assert!(w.server().is_connected());
+    assert!(!w.client.is_established());
+    assert_eq!(w.client.unacked_messages(), 2);
+    let now = w.now;
+    w.server().confirm(now, b);
+    w.pump();
+    assert!(w.client.is_established());
+    assert_eq!(w.client.unacked_messages(), 0, "the WELCOME reported b");
+    assert_eq!(
+        seqs_delivered(&w.server_events),
+        [a, b],
+        "no second delivery"
+    );
+    assert!(!w
+        .client_events
+        .iter()
+        .any(|e| matches!(e, SessionEvent::DeadLetter { .. })));
+}
+
+#[test]
+fn with_confirm_deliveries_a_restored_session_has_only_what_was_confirmed() {
+    // What the journal keeps is `client_delivered`: the confirmed count, so a crash
+    // before a confirmation makes the client resend instead of forgetting the message.
+    let mut w = World::new(confirming_config());
+    w.connect();
+    let a = w
+        .client
+        .send(w.now, Bytes::from_static(b"a"), true)
+        .unwrap();
+    w.client
+        .send(w.now, Bytes::from_static(b"b"), true)
+        .unwrap();
+    w.pump();
+    let now = w.now;
+    w.server().confirm(now, a);
+    assert_eq!(w.server().client_delivered(), a);
+}

@@ -30,7 +30,7 @@ use core::time::Duration;
 use crate::config::{Config, SessionConfig};
 use crate::connection::{Connection, Event, Message};
 use crate::entropy::SeededEntropy;
-use crate::session::{ClientSession, SessionEvent, SessionId, SessionStore};
+use crate::session::{ClientSession, Seq, SessionEvent, SessionId, SessionStore};
 use crate::time::Instant;
 
 mod ledger;
@@ -104,6 +104,8 @@ pub struct ReliableSim {
     pub client_log: Vec<SessionEvent>,
     /// Every server-side event (all sessions).
     pub server_log: Vec<SessionEvent>,
+    /// Deliveries the server's app has not confirmed yet (`confirm_deliveries`).
+    pub unconfirmed: VecDeque<(SessionId, Seq)>,
 }
 
 impl ReliableSim {
@@ -127,6 +129,7 @@ impl ReliableSim {
             stats: Stats::default(),
             client_log: Vec::new(),
             server_log: Vec::new(),
+            unconfirmed: VecDeque::new(),
         }
     }
 
@@ -456,6 +459,11 @@ impl ReliableSim {
                 }
                 while let Some(ev) = server.poll_event() {
                     progress = true;
+                    if let (true, SessionEvent::Delivered { seq, .. }) =
+                        (self.config.confirm_deliveries, &ev)
+                    {
+                        self.unconfirmed.push_back((w.sid, *seq));
+                    }
                     let key = SessionKey::Server(w.sid);
                     on_event(&mut self.s2c, &mut self.c2s, key, &ev, &mut self.stats)?;
                     self.server_log.push(ev);
@@ -496,6 +504,21 @@ impl ReliableSim {
             }
         }
         Err("pump did not settle".into())
+    }
+
+    /// The server's app confirms its `n` oldest unconfirmed deliveries (it acted on
+    /// them), so their acks, and a WELCOME held for them, can go out.
+    pub fn confirm(&mut self, n: usize) -> Result<(), String> {
+        let now = self.now;
+        for _ in 0..n {
+            let Some((sid, seq)) = self.unconfirmed.pop_front() else {
+                break;
+            };
+            if let Some(session) = self.store.get_mut(sid) {
+                session.confirm(now, seq);
+            }
+        }
+        self.pump()
     }
 
     /// Drains the half-open server sessions: output into the void, events to the app,
@@ -626,6 +649,7 @@ pub fn random_config(rng: &mut SeededEntropy) -> SessionConfig {
         message_max_age: Duration::from_millis(pick(1_000, 20_000)),
         session_expiry: Duration::from_millis(pick(1_000, 8_000)),
         max_sessions: 64,
+        confirm_deliveries: rng.next_u64() % 2 == 0,
     }
 }
 
@@ -644,6 +668,10 @@ pub fn run_seed(seed: u64) -> Result<Stats, String> {
     for step in 0..MAX_STEPS {
         sim.stats.steps = step;
         let calm = sent_c >= quota && sent_s >= quota;
+        if calm {
+            // The server's app keeps up once the test stops sending.
+            sim.confirm(usize::MAX)?;
+        }
         if calm && sim.is_settled() && sim.in_flight() == (0, 0) {
             return sim.finish();
         }
@@ -677,6 +705,10 @@ pub fn run_seed(seed: u64) -> Result<Stats, String> {
                     _ => Duration::from_millis(1 + sim.rng.next_u64() % 200),
                 };
                 sim.reconnect_at = Some(sim.now + delay);
+            }
+            73..=79 if !sim.unconfirmed.is_empty() => {
+                let n = 1 + sim.rng.next_u64() as usize % 4;
+                sim.confirm(n)?;
             }
             72 if !calm && sim.rng.next_u64() % 8 == 0 => {
                 let d = Duration::from_millis(sim.rng.next_u64() % 1_500);

@@ -61,6 +61,7 @@ fn quiet_config() -> SessionConfig {
         message_max_age: Duration::from_secs(60),
         session_expiry: Duration::from_secs(5),
         max_sessions: 16,
+        confirm_deliveries: false,
     }
 }
 
