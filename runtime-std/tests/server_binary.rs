@@ -293,3 +293,118 @@ fn sigkill_mid_stream_loses_no_acknowledged_message_to_a_reliable_session() {
         got.len()
     );
 }
+
+#[test]
+fn sigkill_mid_stream_loses_no_command_the_server_acknowledged_to_a_publishing_client() {
+    use bytes::Bytes;
+    use sockeye_std::{
+        Error, ReconnectConfig, ReliableClient, ReliableOptions, SessionEvent, SessionSendError,
+    };
+    let dir = std::env::temp_dir().join(format!("sockeye-kill-pub-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal");
+    let _ = std::fs::remove_file(&journal);
+    let journal_arg = journal.to_str().unwrap().to_string();
+    let args = ["--journal", &journal_arg, "--mailbox-size", "100000"];
+    let (mut child, addr) = spawn_server(&args);
+    let mut reconnect = ReconnectConfig::default();
+    reconnect.initial_delay = Duration::from_millis(5);
+    reconnect.max_delay = Duration::from_millis(50);
+    let options = ReliableOptions {
+        reconnect,
+        ..ReliableOptions::default()
+    };
+    let mut pat =
+        ReliableClient::connect(&format!("ws://{addr}/ws?user=pat"), options).expect("connect");
+    let mut acked = 0u64;
+    // Counts acks; anything given up fails the test.
+    fn count(acked: &mut u64, event: Option<SessionEvent>) {
+        match event {
+            Some(SessionEvent::Acked { .. }) => *acked += 1,
+            Some(SessionEvent::DeadLetter { seq, reason, .. }) => {
+                panic!("command {seq:?} given up: {reason:?}")
+            }
+            Some(SessionEvent::SessionLost { .. }) => panic!("the session was lost"),
+            _ => {}
+        }
+    }
+    // Pat sends direct messages to offline kim (so into her journaled mailbox) as fast
+    // as the window allows, until the server dies under SIGKILL.
+    let mut sent = 0u64;
+    let kill_at = Instant::now() + Duration::from_millis(400);
+    while Instant::now() < kill_at {
+        let command = format!(r#"{{"type":"message","to":"kim","data":{sent}}}"#);
+        match pat.send(Bytes::from(command), true) {
+            Ok(_) => sent += 1,
+            Err(Error::Session(SessionSendError::Full)) => {
+                count(
+                    &mut acked,
+                    pat.next_event(Some(Duration::from_millis(5))).unwrap(),
+                );
+            }
+            Err(e) => panic!("send failed: {e}"),
+        }
+    }
+    signal(&child, "KILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    // Acks that arrived before the kill, still queued in the client.
+    let drain_until = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < drain_until {
+        count(
+            &mut acked,
+            pat.next_event(Some(Duration::from_millis(10))).unwrap(),
+        );
+    }
+    let acked_at_kill = acked;
+    assert!(
+        acked_at_kill > 0,
+        "no command was acknowledged before the kill"
+    );
+    println!("{sent} commands sent, {acked_at_kill} acknowledged before SIGKILL");
+    // The server comes back on its journal and port; pat resumes and resends what the
+    // server had not acknowledged.
+    let (mut child, _) = spawn_server(&[&args[..], &["--listen", &addr]].concat());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while acked < sent && Instant::now() < deadline {
+        count(
+            &mut acked,
+            pat.next_event(Some(Duration::from_millis(20))).unwrap(),
+        );
+    }
+    assert_eq!(acked, sent, "every command acknowledged after the restart");
+    // Kim connects: her mailbox holds every command's message once, in order.
+    let mut kim = Client::connect(&format!("ws://{addr}/ws?user=kim"), Config::default())
+        .expect("connect kim");
+    assert!(
+        matches!(kim.recv().unwrap(), Some(Message::Text(_))),
+        "welcome"
+    );
+    assert_eq!(push(&addr, r#"{"user":"kim","data":"end"}"#), Some(202));
+    let mut got = Vec::new();
+    loop {
+        let Some(Message::Text(text)) = kim.recv().unwrap() else {
+            panic!("connection ended early");
+        };
+        let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        if value["data"] == "end" {
+            break;
+        }
+        got.push(value["data"].as_u64().expect("a number"));
+    }
+    signal(&child, "TERM");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    let expected: Vec<u64> = (0..sent).collect();
+    if got != expected {
+        let missing: Vec<u64> = expected
+            .iter()
+            .copied()
+            .filter(|n| !got.contains(n))
+            .collect();
+        let first_bad = got.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "{} delivered of {sent}: missing {missing:?}, first out of place at {first_bad:?}",
+            got.len()
+        );
+    }
+}

@@ -10,14 +10,22 @@ use sockeye_core::{SessionEvent, SessionId};
 pub(crate) trait SessionLog: Send + Sync {
     /// Appends a record (not yet durable).
     fn append(&self, record: Record);
-    /// Makes every appended record durable.
+    /// Makes every appended record durable. The registry never calls it while holding
+    /// its own lock, so an implementation may wait here for an application operation
+    /// that uses the registry (the `sockeye` server holds commits back while an
+    /// operation appends, so the operation's records are committed whole).
     fn commit(&self);
 }
 
-/// The journal record for a session event, if it changes durable state.
-pub(crate) fn record_of(id: SessionId, event: &SessionEvent) -> Option<Record> {
+/// The journal record for a session event, if it changes durable state. With
+/// `confirming` (`SessionConfig::confirm_deliveries`) a delivery is journaled when the
+/// application confirms it ([`SessionRegistry::confirm`](super::SessionRegistry::confirm)),
+/// not when it is handed over.
+pub(crate) fn record_of(id: SessionId, event: &SessionEvent, confirming: bool) -> Option<Record> {
     match event {
-        SessionEvent::Delivered { seq, .. } => Some(Record::ClientDelivered { id, seq: *seq }),
+        SessionEvent::Delivered { seq, .. } if !confirming => {
+            Some(Record::ClientDelivered { id, seq: *seq })
+        }
         SessionEvent::Acked { seq } => Some(Record::ClientAcked { id, seq: *seq }),
         SessionEvent::DeadLetter { seq, .. } => Some(Record::ServerVoided { id, seq: *seq }),
         SessionEvent::SessionLost { .. } => Some(Record::SessionClosed { id }),

@@ -76,6 +76,8 @@ struct State {
     /// Where session changes are journaled, if anywhere (the `sockeye` server's
     /// `--journal`).
     log: Option<Arc<dyn SessionLog>>,
+    /// `SessionConfig::confirm_deliveries`: the application confirms deliveries.
+    confirming: bool,
 }
 
 struct Shared {
@@ -157,6 +159,7 @@ impl SessionRegistry {
         Ok(SessionRegistry {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
+                    confirming: config.confirm_deliveries,
                     store: SessionStore::new(config, time::now()),
                     entropy: OsEntropy::new()?,
                     events: VecDeque::new(),
@@ -229,6 +232,7 @@ impl SessionRegistry {
             let drained = self.drain_store(state);
             accepted.map(|id| {
                 let epoch = state.store.get(id).map_or(0, |s| s.epoch());
+                let mut opened = None;
                 if let (Some(log), Some(session)) = (&state.log, state.store.get(id)) {
                     if claimed != Some(id) {
                         log.append(Record::SessionOpened {
@@ -238,7 +242,7 @@ impl SessionRegistry {
                             acked: Seq(0),
                             client_delivered: Seq(0),
                         });
-                        log.commit();
+                        opened = Some(Arc::clone(log));
                     }
                 }
                 state.drivers.insert(
@@ -249,11 +253,16 @@ impl SessionRegistry {
                         kick: None,
                     },
                 );
-                (id, epoch, drained)
+                (id, epoch, drained, opened)
             })
         };
         let (id, epoch) = match attached {
-            Ok((id, epoch, drained)) => {
+            Ok((id, epoch, drained, opened)) => {
+                if let Some(log) = opened {
+                    // Durable before the WELCOME names the session (outside the lock,
+                    // as in `session_turn`).
+                    log.commit();
+                }
                 if drained {
                     self.shared.event_ready.notify_all();
                 }
@@ -283,7 +292,8 @@ impl SessionRegistry {
     fn drain_store(&self, state: &mut State) -> bool {
         let mut any = false;
         while let Some((id, event)) = state.store.poll_event() {
-            if let (Some(log), Some(record)) = (&state.log, record_of(id, &event)) {
+            if let (Some(log), Some(record)) = (&state.log, record_of(id, &event, state.confirming))
+            {
                 log.append(record);
             }
             state.events.push_back((id, event));
@@ -313,6 +323,64 @@ impl SessionRegistry {
             let _ = driver.wake.try_send(());
         }
         Ok(seq)
+    }
+
+    /// With `SessionConfig::confirm_deliveries`: the application has acted on the
+    /// client messages it was given (`Delivered`), up to each pair's sequence number.
+    /// They are journaled as delivered (durably, before anything else), then
+    /// acknowledged; a resume that waited for them gets its WELCOME. Unknown sessions
+    /// are skipped. Without `confirm_deliveries` this does nothing.
+    pub fn confirm(&self, confirmed: &[(SessionId, Seq)]) {
+        let mut wake = Vec::new();
+        let log = {
+            let state = &mut *self.lock();
+            let now = time::now();
+            // Each session's count moved, before and after, journaled once: a pair
+            // at a time could go back behind what `journal_delivered` recorded.
+            let mut moved: Vec<(SessionId, Seq)> = Vec::new();
+            for &(id, seq) in confirmed {
+                let Some(session) = state.store.get_mut(id) else {
+                    continue;
+                };
+                let before = session.client_delivered();
+                session.confirm(now, seq);
+                if session.client_delivered() != before && !moved.iter().any(|m| m.0 == id) {
+                    moved.push((id, before));
+                }
+            }
+            for (id, _) in moved {
+                let Some(session) = state.store.get(id) else {
+                    continue;
+                };
+                if let Some(log) = &state.log {
+                    log.append(Record::ClientDelivered {
+                        id,
+                        seq: session.client_delivered(),
+                    });
+                }
+                if let Some(driver) = state.drivers.get(&id) {
+                    wake.push(driver.wake.clone());
+                }
+            }
+            state.log.clone()
+        };
+        if let (false, Some(log)) = (wake.is_empty(), log) {
+            // Durable before the ACKs the drivers are about to send.
+            log.commit();
+        }
+        for driver in wake {
+            let _ = driver.try_send(());
+        }
+    }
+
+    /// Journals that the application acted on session `id`'s message `seq` (it was
+    /// delivered), if the session is live: for an application that appends what the
+    /// message made it do in the same commit, so a crash keeps both or neither.
+    pub(crate) fn journal_delivered(&self, id: SessionId, seq: Seq) {
+        let state = &*self.lock();
+        if let (Some(log), Some(_)) = (&state.log, state.store.get(id)) {
+            log.append(Record::ClientDelivered { id, seq });
+        }
     }
 
     /// Closes the connection that carries session `id` now, if any, with `code` (a slow
@@ -516,7 +584,9 @@ impl Link {
         }
         let mut logged = false;
         while let Some(event) = session.poll_event() {
-            if let (Some(log), Some(record)) = (&state.log, record_of(self.id, &event)) {
+            if let (Some(log), Some(record)) =
+                (&state.log, record_of(self.id, &event, state.confirming))
+            {
                 log.append(record);
                 logged = true;
             }
@@ -536,11 +606,18 @@ impl Link {
         turn.deadline = session.poll_timeout();
         turn.events_full = state.events.len() >= shared.max_pending_events;
         turn.wake_app = state.app_waiting > 0 && !state.events.is_empty();
-        if let (true, Some(log)) = (logged, &state.log) {
-            // Durable before the ACK this turn may carry is written.
+        // Durable before the ACK this turn may carry, or a DATA whose record another
+        // thread appended, is written: a client must never hold a message (or have
+        // an ack) that a restarted server does not know of. Committed outside the
+        // registry's lock: a commit may wait for an operation of the application
+        // that needs the registry (see `SessionLog::commit`).
+        let commit = (logged || !turn.outgoing.is_empty())
+            .then(|| state.log.clone())
+            .flatten();
+        drop(guard);
+        if let Some(log) = commit {
             log.commit();
         }
-        drop(guard);
         // Signalled after unlocking, so the woken thread does not at once block on the
         // lock we still held. No wake-up is lost: a waiter counted in `app_waiting` was
         // already inside `wait_timeout` when we took the lock.

@@ -9,9 +9,13 @@
 //!
 //! Reliable sessions are journaled by the registry itself through the same file
 //! ([`SessionLog`]): opened, each message queued for the client, the client's acks,
-//! given-up messages, and each client message delivered (durable before its ACK goes
-//! out). At start they are restored with `SessionStore::restore` and wait for their
-//! clients to resume.
+//! given-up messages, and each client message delivered. A client's command is
+//! journaled as delivered in the same commit as what it made the hub do (the state's
+//! commit gate, [`SharedFile`]), and acknowledged only after that commit
+//! (`SessionConfig::confirm_deliveries`), so a crash keeps a command and its effects
+//! or neither, and the client resends exactly those it lost. No DATA goes out before
+//! its record is durable. At start sessions are restored with `SessionStore::restore`
+//! and wait for their clients to resume.
 
 use std::collections::HashMap;
 use std::io;
@@ -36,14 +40,28 @@ pub(super) struct Journal {
     depth: HashMap<UserId, u32>,
 }
 
-/// The journal file, shared by the hub's state and the session registry. Lock order:
-/// the state, then the registry, then this.
+/// The journal file, shared by the hub's state and the session registry, and the gate
+/// that keeps one hub operation's records in one commit.
+///
+/// A commit writes every record appended so far, whoever appended it. A hub operation
+/// (a command, a push) appends several records (what it queued for each recipient, and
+/// for a client's command that it was delivered) and must reach the disk whole: a
+/// crash after half of them would lose or repeat part of an acknowledged message. So
+/// the state holds the [`CommitGate`] through each operation, and the registry's
+/// commits (made outside its own lock) wait for it. Lock order: the state, then the
+/// gate, then the registry, then the file.
 #[derive(Clone, Debug)]
-struct SharedFile(Arc<Mutex<JournalFile>>);
+struct SharedFile {
+    file: Arc<Mutex<JournalFile>>,
+    gate: CommitGate,
+}
+
+/// Held by whoever is appending an operation's records; a commit from elsewhere waits.
+pub(super) type CommitGate = Arc<Mutex<()>>;
 
 impl SharedFile {
     fn lock(&self) -> MutexGuard<'_, JournalFile> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -53,6 +71,7 @@ impl SessionLog for SharedFile {
     }
 
     fn commit(&self) {
+        let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
         if let Err(e) = commit(&mut self.lock()) {
             log_at!(Error, "journal commit failed: {e}");
         }
@@ -107,12 +126,20 @@ impl Journal {
         let sessions = state.sessions().cloned().collect();
         Ok(Opened {
             journal: Journal {
-                file: SharedFile(Arc::new(Mutex::new(file))),
+                file: SharedFile {
+                    file: Arc::new(Mutex::new(file)),
+                    gate: CommitGate::default(),
+                },
                 depth,
             },
             mail: restored,
             sessions,
         })
+    }
+
+    /// The gate the state holds through each operation (see [`SharedFile`]).
+    pub(super) fn gate(&self) -> CommitGate {
+        Arc::clone(&self.file.gate)
     }
 
     /// The handle the session registry journals through.

@@ -1,13 +1,18 @@
 //! The one thread that takes the reliable sessions' events ([`SessionRegistry::next_events`])
 //! and acts on them: commands from clients go to the hub (the same JSON as plain mode,
 //! through [`on_command`]), and resumes and dead letters are counted.
+//!
+//! The server's sessions confirm deliveries (`SessionConfig::confirm_deliveries`): a
+//! client's command is acknowledged only after the hub acted on it and the journal holds
+//! what it did, so an acknowledged command survives a crash. Each batch of events is
+//! confirmed at once, after it was acted on ([`SessionRegistry::confirm`]).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::hub::ConnId;
-use sockeye_core::{CloseCode, SessionEvent, SessionId};
+use sockeye_core::{CloseCode, Seq, SessionEvent, SessionId};
 
 use super::log::log_at;
 use super::metrics::Metrics;
@@ -23,19 +28,40 @@ const WAIT: Duration = Duration::from_millis(100);
 /// Takes the registry's events until the server stops.
 pub(super) fn event_loop(shared: &Shared) {
     let mut events = Vec::with_capacity(BATCH);
+    let mut acted = Vec::with_capacity(BATCH);
     while !shared.stopped.load(Ordering::SeqCst) {
         shared.registry.next_events(Some(WAIT), BATCH, &mut events);
-        for (session, event) in events.drain(..) {
-            on_event(shared, session, event);
+        act_on(shared, &mut events, &mut acted);
+        take_out_ended(shared, &mut events, &mut acted);
+    }
+}
+
+/// Acts on `events`, then confirms the client commands among them to their sessions.
+fn act_on(
+    shared: &Shared,
+    events: &mut Vec<(SessionId, SessionEvent)>,
+    acted: &mut Vec<(SessionId, Seq)>,
+) {
+    for (session, event) in events.drain(..) {
+        if let SessionEvent::Delivered { seq, .. } = &event {
+            acted.push((session, *seq));
         }
-        take_out_ended(shared, &mut events);
+        on_event(shared, session, event);
+    }
+    if !acted.is_empty() {
+        shared.registry.confirm(acted);
+        acted.clear();
     }
 }
 
 /// Takes the reliable connections that ended out of the hub, but only after acting on
 /// every event queued before they ended: a client's last commands, delivered (and
 /// acknowledged) just before its connection dropped, still count as its connection's.
-fn take_out_ended(shared: &Shared, events: &mut Vec<(SessionId, SessionEvent)>) {
+fn take_out_ended(
+    shared: &Shared,
+    events: &mut Vec<(SessionId, SessionEvent)>,
+    acted: &mut Vec<(SessionId, Seq)>,
+) {
     let ended = std::mem::take(&mut *shared.ended.lock().unwrap_or_else(|p| p.into_inner()));
     if ended.is_empty() {
         return;
@@ -46,9 +72,7 @@ fn take_out_ended(shared: &Shared, events: &mut Vec<(SessionId, SessionEvent)>) 
         .next_events(Some(Duration::ZERO), BATCH, events)
         > 0
     {
-        for (session, event) in events.drain(..) {
-            on_event(shared, session, event);
-        }
+        act_on(shared, events, acted);
     }
     for id in ended {
         shared.state.disconnect(id, &shared.metrics);
@@ -69,8 +93,10 @@ fn on_event(shared: &Shared, session: SessionId, event: SessionEvent) {
     let metrics = &shared.metrics;
     match event {
         SessionEvent::Delivered {
-            payload, is_text, ..
-        } => on_delivered(shared, session, &payload, is_text),
+            seq,
+            payload,
+            is_text,
+        } => on_delivered(shared, session, seq, &payload, is_text),
         SessionEvent::DeadLetter {
             reason,
             possibly_delivered,
@@ -92,7 +118,7 @@ fn on_event(shared: &Shared, session: SessionId, event: SessionEvent) {
 }
 
 /// A client's command, delivered by its session exactly once and in order.
-fn on_delivered(shared: &Shared, session: SessionId, payload: &[u8], is_text: bool) {
+fn on_delivered(shared: &Shared, session: SessionId, seq: Seq, payload: &[u8], is_text: bool) {
     let Some(conn) = shared.state.session_conn(session) else {
         // The connection left the hub (a slow consumer, a race with its end): the
         // command cannot be attributed to a live connection.
@@ -107,7 +133,7 @@ fn on_delivered(shared: &Shared, session: SessionId, payload: &[u8], is_text: bo
             .disconnect(session, CloseCode::UNSUPPORTED_DATA);
         return;
     }
-    match on_command(shared, conn, payload) {
+    match on_command(shared, conn, payload, Some((session, seq))) {
         Err(why) => {
             log_at!(Debug, "reliable connection {} closed: {why}", conn.0);
             shared

@@ -114,6 +114,8 @@ pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
     ws_config.close_timeout = config.shutdown_grace;
     let mut session_config = SessionConfig::default();
     session_config.session_expiry = config.session_expiry;
+    // A client's command is acknowledged once the hub acted on it (`events`).
+    session_config.confirm_deliveries = true;
     let registry = SessionRegistry::new(session_config)?;
     let journal = match &config.journal {
         Some(path) => Some(durable::Journal::open(

@@ -17,11 +17,11 @@ use sockeye_core::hub::Mail;
 use sockeye_core::hub::{
     ConnId, Delivery, Hub, HubConfig, HubError, OutMessage, PushReceipt, Refusal, Target,
 };
-use sockeye_core::{CloseCode, SessionId, SessionSendError};
+use sockeye_core::{CloseCode, Seq, SessionId, SessionSendError};
 
 use super::config::ServerConfig;
 use super::conn::{ConnHandle, Queued};
-use super::durable::{Journal, Opened};
+use super::durable::{CommitGate, Journal, Opened};
 use super::log::log_at;
 use super::metrics::{HubGauges, Metrics};
 use super::plain;
@@ -33,6 +33,28 @@ use crate::SessionRegistry;
 pub(super) struct State {
     inner: Mutex<Inner>,
     next_id: AtomicU64,
+    /// With `--journal`: held with `inner` through every operation, so what one
+    /// operation journals is committed whole (see `durable::SharedFile`).
+    gate: Option<CommitGate>,
+}
+
+/// The state, locked for one operation (with the journal's commit gate, if any).
+struct Locked<'a> {
+    inner: MutexGuard<'a, Inner>,
+    _gate: Option<MutexGuard<'a, ()>>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
 }
 
 struct Inner {
@@ -82,7 +104,9 @@ impl State {
             mailbox_max_age: config.mailbox_age,
             ..HubConfig::default()
         };
+        let gate = journal.as_ref().map(|opened| opened.journal.gate());
         let state = State {
+            gate,
             inner: Mutex::new(Inner {
                 hub: Hub::new(hub_config),
                 conns: HashMap::new(),
@@ -131,10 +155,15 @@ impl State {
         state
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn lock(&self) -> Locked<'_> {
         // Hub calls do not panic on any input; if one ever did, the hub is still the best
         // state we have, so keep serving rather than poison every later request.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let gate = self
+            .gate
+            .as_ref()
+            .map(|g| g.lock().unwrap_or_else(|p| p.into_inner()));
+        Locked { inner, _gate: gate }
     }
 
     /// A fresh connection id.
@@ -276,17 +305,26 @@ impl State {
         &self,
         id: ConnId,
         room: &str,
+        origin: Origin,
         metrics: &Metrics,
     ) -> Result<Vec<UserId>, HubError> {
         let mut inner = self.lock();
+        inner.journal_origin(origin);
         let result = inner.hub.join(id, room).map(|()| inner.hub.members(room));
         inner.deliver(metrics);
         result
     }
 
     /// `id` leaves `room`.
-    pub(super) fn leave(&self, id: ConnId, room: &str, metrics: &Metrics) -> Result<(), HubError> {
+    pub(super) fn leave(
+        &self,
+        id: ConnId,
+        room: &str,
+        origin: Origin,
+        metrics: &Metrics,
+    ) -> Result<(), HubError> {
         let mut inner = self.lock();
+        inner.journal_origin(origin);
         let result = inner.hub.leave(id, room);
         inner.deliver(metrics);
         result
@@ -298,9 +336,11 @@ impl State {
         id: ConnId,
         room: &str,
         data: Bytes,
+        origin: Origin,
         metrics: &Metrics,
     ) -> Result<usize, HubError> {
         let mut inner = self.lock();
+        inner.journal_origin(origin);
         let result = inner.hub.publish(time::now(), id, room, data);
         inner.deliver(metrics);
         result
@@ -312,9 +352,11 @@ impl State {
         id: ConnId,
         to: &UserId,
         data: Bytes,
+        origin: Origin,
         metrics: &Metrics,
     ) -> Result<PushReceipt, HubError> {
         let mut inner = self.lock();
+        inner.journal_origin(origin);
         let inner = &mut *inner;
         let result = inner.hub.send_to_user(time::now(), id, to, data.clone());
         if let (Ok(receipt), Some(journal)) = (&result, &mut inner.journal) {
@@ -396,7 +438,20 @@ impl State {
     }
 }
 
+/// The reliable client message a hub operation carries out, if any: its session and
+/// sequence number.
+pub(super) type Origin = Option<(SessionId, Seq)>;
+
 impl Inner {
+    /// With a journal: records that `origin` was delivered ahead of what the operation
+    /// journals, in the same commit (the state holds the commit gate), so after a crash
+    /// the client resends the message exactly when its effects were lost too.
+    fn journal_origin(&self, origin: Origin) {
+        if let (Some((session, seq)), Some(_)) = (origin, &self.journal) {
+            self.registry.journal_delivered(session, seq);
+        }
+    }
+
     /// A message a reliable connection could not take: a user-addressed one goes back to
     /// the hub (the user's other connections, or the mailbox); a room message is a dead
     /// letter.

@@ -26,6 +26,7 @@ use super::identity::identify;
 use super::log::log_at;
 use super::metrics::{Metrics, Rejection};
 use super::plain::{self, ClientMessage, Refused};
+use super::state::Origin;
 use super::Shared;
 use crate::reliable::resume_value;
 use crate::time;
@@ -370,7 +371,7 @@ fn on_plain_message(shared: &Shared, handle: &Arc<ConnHandle>, message: Message)
         );
         return;
     };
-    match on_command(shared, handle.id, &text) {
+    match on_command(shared, handle.id, &text, None) {
         Err(why) => handle.close(CloseCode::POLICY_VIOLATION, why),
         Ok(Some(reply)) => {
             if handle.send_text(reply) == Queued::SlowConsumer {
@@ -384,32 +385,36 @@ fn on_plain_message(shared: &Shared, handle: &Arc<ConnHandle>, message: Message)
 /// One JSON command (`docs/PROTOCOL.md` §10) from connection `id`, in either mode: acts
 /// on it and returns the reply to send back, if any. `Err` is a violation: close the
 /// connection 1008 with that reason.
+///
+/// `origin` is the reliable message (session, sequence number) the command came in: it
+/// is journaled as delivered with the command's effects.
 pub(super) fn on_command(
     shared: &Shared,
     id: ConnId,
     text: &[u8],
+    origin: Origin,
 ) -> Result<Option<String>, &'static str> {
     let metrics = &shared.metrics;
     Metrics::add(&metrics.messages_in, 1);
     Ok(match plain::parse(text) {
         Err(Refused::Violation(why)) => return Err(why),
         Err(Refused::Error(why)) => Some(plain::error(why)),
-        Ok(ClientMessage::Join { room }) => match shared.state.join(id, &room, metrics) {
+        Ok(ClientMessage::Join { room }) => match shared.state.join(id, &room, origin, metrics) {
             Ok(members) => Some(plain::joined(&room, members.iter().map(UserId::as_str))),
             Err(e) => Some(plain::error(&e.to_string())),
         },
-        Ok(ClientMessage::Leave { room }) => match shared.state.leave(id, &room, metrics) {
+        Ok(ClientMessage::Leave { room }) => match shared.state.leave(id, &room, origin, metrics) {
             Ok(()) => Some(plain::left(&room)),
             Err(e) => Some(plain::error(&e.to_string())),
         },
         Ok(ClientMessage::ToRoom { room, data }) => shared
             .state
-            .publish(id, &room, Bytes::from(data), metrics)
+            .publish(id, &room, Bytes::from(data), origin, metrics)
             .err()
             .map(|e| plain::error(&e.to_string())),
         Ok(ClientMessage::ToUser { to, data }) => shared
             .state
-            .send_to_user(id, &UserId(to), Bytes::from(data), metrics)
+            .send_to_user(id, &UserId(to), Bytes::from(data), origin, metrics)
             .err()
             .map(|e| plain::error(&e.to_string())),
     })
