@@ -3,7 +3,7 @@
 //!
 //! Each input byte picks an operation — an arbitrary or well-formed-but-hostile envelope
 //! to either side, a clock step, an application send, a connect (with a real, forged or
-//! garbage resume value) or a disconnect — and what each side sends is handed to the other
+//! garbage resume value), a disconnect or a confirmation by the server's application — and what each side sends is handed to the other
 //! (or dropped, as a cut would). The properties: nothing panics, every window stays within
 //! its limits, the store within `max_sessions`.
 
@@ -57,6 +57,8 @@ pub fn session_ops(data: &[u8]) {
         message_max_age: Duration::from_millis(1_000),
         session_expiry: Duration::from_millis(500),
         max_sessions: 3,
+        // Half the inputs run a server whose application confirms deliveries (op 8).
+        confirm_deliveries: data.last().is_some_and(|b| b & 1 == 1),
         ..SessionConfig::default()
     };
     let mut input = Input { data };
@@ -179,6 +181,13 @@ pub fn session_ops(data: &[u8]) {
                     client.on_connected(now);
                     sid = Some(id);
                     connected = true;
+                }
+                None
+            }
+            8 => {
+                let upto = Seq(input.small());
+                if let Some(s) = sid.and_then(|id| store.get_mut(id)) {
+                    s.confirm(now, upto);
                 }
                 None
             }
