@@ -3,8 +3,9 @@
 //!
 //! Each input byte picks an operation — an arbitrary or well-formed-but-hostile envelope
 //! to either side, a clock step, an application send, a connect (with a real, forged or
-//! garbage resume value), a disconnect or a confirmation by the server's application — and what each side sends is handed to the other
-//! (or dropped, as a cut would). The properties: nothing panics, every window stays within
+//! garbage resume value), a disconnect, or a confirmation by the server's application —
+//! and what each side sends is handed to the other (or dropped, as a cut would). The
+//! properties: nothing panics, every window stays within
 //! its limits, the store within `max_sessions`.
 
 use alloc::vec::Vec;
