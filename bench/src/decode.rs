@@ -55,7 +55,7 @@ impl DecodeCase for SockeyeDecoder {
 
     fn batch(&mut self, mut visit: impl FnMut(&[u8])) {
         for read in self.wire.chunks(self.chunk) {
-            self.buf.extend_from_slice(read);
+            self.decoder.extend(&mut self.buf, read);
             while let Some(frame) = self.decoder.decode(&mut self.buf).expect("valid frames") {
                 assert!(frame.header.fin && frame.header.opcode == OpCode::Binary);
                 visit(&frame.payload);

@@ -259,7 +259,7 @@ impl Connection {
             return;
         }
         self.keepalive.on_receive(now);
-        self.read_buf.extend_from_slice(data);
+        self.decoder.extend(&mut self.read_buf, data);
         if !self.paused {
             self.process();
         }

@@ -120,6 +120,33 @@ impl FrameDecoder {
         self.decode_in_parts(buf)
     }
 
+    /// Appends received bytes to `buf`, as `buf.extend_from_slice(data)` would, but
+    /// unmasks the payload bytes of a frame in progress on the way in: one pass over
+    /// memory instead of a copy and then an unmask in place, which is most of the cost of
+    /// a large frame that arrives over many reads. Call it instead of extending `buf`
+    /// yourself, then [`decode`](Self::decode) as usual.
+    #[inline]
+    pub fn extend(&mut self, buf: &mut BytesMut, data: &[u8]) {
+        if let Some(FrameHeader {
+            mask: Some(key),
+            payload_len,
+            ..
+        }) = self.current
+        {
+            // Only when everything buffered is this frame's payload, already unmasked:
+            // the new bytes then continue it at offset `unmasked`.
+            if buf.len() == self.unmasked {
+                let len = usize::try_from(payload_len).unwrap_or(usize::MAX);
+                let n = data.len().min(len.saturating_sub(self.unmasked));
+                put_masked(buf, &data[..n], key, self.unmasked);
+                self.unmasked += n;
+                buf.extend_from_slice(&data[n..]);
+                return;
+            }
+        }
+        buf.extend_from_slice(data);
+    }
+
     /// The common case, inlined into the caller: a frame that arrived whole and passes
     /// the header checks is split off in one go. Anything else (a partial frame, a frame
     /// that breaks a rule) is left untouched for [`decode_in_parts`](Self::decode_in_parts)
