@@ -296,9 +296,17 @@ mod tests {
         let mut frames = Vec::new();
         let mut rest = bytes;
         let mut sizes = chunks.iter().cycle();
+        let mut read = 0usize;
         while !rest.is_empty() {
             let n = (*sizes.next().unwrap_or(&1)).clamp(1, rest.len());
-            buf.extend_from_slice(&rest[..n]);
+            // Both ways of appending, mixed: `extend` (unmasking on the way in) must give
+            // the same frames as appending the raw bytes.
+            read += 1;
+            if read % 3 == 0 {
+                buf.extend_from_slice(&rest[..n]);
+            } else {
+                decoder.extend(&mut buf, &rest[..n]);
+            }
             rest = &rest[n..];
             while let Some(frame) = decoder.decode(&mut buf)? {
                 frames.push(frame);
