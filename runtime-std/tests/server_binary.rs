@@ -139,6 +139,29 @@ fn push(addr: &str, body: &str) -> Option<u16> {
     answer.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Connects as kim and reads her mailbox: the numbers in the `data` of each message, up
+/// to an `"end"` pushed once she is connected.
+fn kims_mailbox(addr: &str) -> Vec<u64> {
+    let url = format!("ws://{addr}/ws?user=kim");
+    let mut ws = Client::connect(&url, Config::default()).expect("connect kim");
+    assert!(
+        matches!(ws.recv().unwrap(), Some(Message::Text(_))),
+        "welcome"
+    );
+    assert_eq!(push(addr, r#"{"user":"kim","data":"end"}"#), Some(202));
+    let mut got = Vec::new();
+    loop {
+        let Some(Message::Text(text)) = ws.recv().unwrap() else {
+            panic!("connection ended early");
+        };
+        let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        if value["data"] == "end" {
+            return got;
+        }
+        got.push(value["data"].as_u64().expect("a number"));
+    }
+}
+
 #[test]
 fn sigkill_mid_stream_loses_no_acknowledged_mailbox_message() {
     let dir = std::env::temp_dir().join(format!("sockeye-kill-{}", std::process::id()));
@@ -170,24 +193,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_mailbox_message() {
     assert!(acked < 20_000, "the kill came after the last push");
     println!("{acked} pushes acknowledged before SIGKILL");
     let (mut child, addr) = spawn_server(&args);
-    let url = format!("ws://{addr}/ws?user=kim");
-    let mut ws = Client::connect(&url, Config::default()).expect("connect");
-    assert!(
-        matches!(ws.recv().unwrap(), Some(Message::Text(_))),
-        "welcome"
-    );
-    assert_eq!(push(&addr, r#"{"user":"kim","data":"end"}"#), Some(202));
-    let mut got = Vec::new();
-    loop {
-        let Some(Message::Text(text)) = ws.recv().unwrap() else {
-            panic!("connection ended early");
-        };
-        let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
-        if value["data"] == "end" {
-            break;
-        }
-        got.push(value["data"].as_u64().expect("a number"));
-    }
+    let got = kims_mailbox(&addr);
     signal(&child, "TERM");
     let _ = wait_exit(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
@@ -373,24 +379,7 @@ fn sigkill_mid_stream_loses_no_command_the_server_acknowledged_to_a_publishing_c
     }
     assert_eq!(acked, sent, "every command acknowledged after the restart");
     // Kim connects: her mailbox holds every command's message once, in order.
-    let mut kim = Client::connect(&format!("ws://{addr}/ws?user=kim"), Config::default())
-        .expect("connect kim");
-    assert!(
-        matches!(kim.recv().unwrap(), Some(Message::Text(_))),
-        "welcome"
-    );
-    assert_eq!(push(&addr, r#"{"user":"kim","data":"end"}"#), Some(202));
-    let mut got = Vec::new();
-    loop {
-        let Some(Message::Text(text)) = kim.recv().unwrap() else {
-            panic!("connection ended early");
-        };
-        let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
-        if value["data"] == "end" {
-            break;
-        }
-        got.push(value["data"].as_u64().expect("a number"));
-    }
+    let got = kims_mailbox(&addr);
     signal(&child, "TERM");
     let _ = wait_exit(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
