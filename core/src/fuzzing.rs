@@ -105,7 +105,7 @@ fn decode_chunked(
     let bound = usize::try_from(max_frame).unwrap_or(usize::MAX);
     while fed < wire.len() {
         let n = (*sizes.next().unwrap_or(&usize::MAX)).min(wire.len() - fed);
-        buf.extend_from_slice(&wire[fed..fed + n]);
+        decoder.extend(&mut buf, &wire[fed..fed + n]);
         fed += n;
         assert!(
             buf.len() <= bound.saturating_add(MAX_HEADER_LEN).saturating_add(n),
