@@ -55,8 +55,8 @@ fn act_on(
 }
 
 /// Takes the reliable connections that ended out of the hub, but only after acting on
-/// every event queued before they ended: a client's last commands, delivered (and
-/// acknowledged) just before its connection dropped, still count as its connection's.
+/// every event queued before they ended: a client's last commands, delivered just
+/// before its connection dropped, still count as its connection's.
 fn take_out_ended(
     shared: &Shared,
     events: &mut Vec<(SessionId, SessionEvent)>,
