@@ -335,20 +335,20 @@ impl SessionRegistry {
         let log = {
             let state = &mut *self.lock();
             let now = time::now();
-            // Each session's count moved, before and after, journaled once: a pair
-            // at a time could go back behind what `journal_delivered` recorded.
-            let mut moved: Vec<(SessionId, Seq)> = Vec::new();
+            // Each session whose count moved is journaled once, with its final count:
+            // a pair at a time could go back behind what `journal_delivered` recorded.
+            let mut moved: Vec<SessionId> = Vec::new();
             for &(id, seq) in confirmed {
                 let Some(session) = state.store.get_mut(id) else {
                     continue;
                 };
                 let before = session.client_delivered();
                 session.confirm(now, seq);
-                if session.client_delivered() != before && !moved.iter().any(|m| m.0 == id) {
-                    moved.push((id, before));
+                if session.client_delivered() != before && !moved.contains(&id) {
+                    moved.push(id);
                 }
             }
-            for (id, _) in moved {
+            for id in moved {
                 let Some(session) = state.store.get(id) else {
                     continue;
                 };
