@@ -128,19 +128,8 @@ impl Transport {
     }
 
     /// Drops `n` written bytes from the front of the queue.
-    fn consume(&mut self, mut n: usize) {
-        while n > 0 {
-            let front = self
-                .pending
-                .front_mut()
-                .expect("wrote more than was queued");
-            if n < front.len() {
-                front.advance(n);
-                return;
-            }
-            n -= front.len();
-            self.pending.pop_front();
-        }
+    fn consume(&mut self, n: usize) {
+        drop_written(&mut self.pending, n);
     }
 
     /// Ends the connection politely: sends FIN, then reads and discards until the peer
@@ -159,6 +148,20 @@ impl Transport {
             }
         }
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Drops `n` bytes that a vectored write took from the front of a queue of chunks
+/// (whole chunks, then the start of a partial one).
+pub(crate) fn drop_written(pending: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let front = pending.front_mut().expect("wrote more than was queued");
+        if n < front.len() {
+            front.advance(n);
+            return;
+        }
+        n -= front.len();
+        pending.pop_front();
     }
 }
 

@@ -16,12 +16,13 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use sockeye_core::auth::UserId;
 use sockeye_core::hub::ConnId;
 use sockeye_core::{CloseCode, Connection, Event, Instant, Message};
 
 use crate::time;
+use crate::transport::drop_written;
 
 /// How long one write may block on a full socket before it is left for later.
 pub(crate) const WRITE_TRY: Duration = Duration::from_millis(2);
@@ -190,20 +191,9 @@ impl Writer {
         }
     }
 
-    fn consume(&mut self, mut n: usize) {
+    fn consume(&mut self, n: usize) {
         self.pending_bytes -= n;
-        while n > 0 {
-            let front = self
-                .pending
-                .front_mut()
-                .expect("wrote more than was queued");
-            if n < front.len() {
-                front.advance(n);
-                return;
-            }
-            n -= front.len();
-            self.pending.pop_front();
-        }
+        drop_written(&mut self.pending, n);
     }
 
     /// Whether chunks wait to be written.
