@@ -139,6 +139,19 @@ fn push(addr: &str, body: &str) -> Option<u16> {
     answer.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Pushes `0..` were answered 202 `acked` times before a SIGKILL: every one of them
+/// arrived once, in order, and at most one more (a push in flight at the kill may have
+/// been journaled without its 202 reaching us).
+fn assert_every_acked_push_once(got: &[u64], acked: u64) {
+    let expected: Vec<u64> = (0..got.len() as u64).collect();
+    assert_eq!(got, expected, "lost, out of order or duplicated");
+    assert!(
+        got.len() as u64 == acked || got.len() as u64 == acked + 1,
+        "{} delivered, {acked} acknowledged",
+        got.len()
+    );
+}
+
 /// Connects as kim and reads her mailbox: the numbers in the `data` of each message, up
 /// to an `"end"` pushed once she is connected.
 fn kims_mailbox(addr: &str) -> Vec<u64> {
@@ -197,15 +210,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_mailbox_message() {
     signal(&child, "TERM");
     let _ = wait_exit(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
-    // Every acknowledged push, once, in order; at most one more (a push in flight at
-    // the kill may have been journaled without its 202 reaching us).
-    let expected: Vec<u64> = (0..got.len() as u64).collect();
-    assert_eq!(got, expected, "lost, out of order or duplicated");
-    assert!(
-        got.len() as u64 == acked || got.len() as u64 == acked + 1,
-        "{} delivered, {acked} acknowledged",
-        got.len()
-    );
+    assert_every_acked_push_once(&got, acked);
 }
 
 #[test]
@@ -289,15 +294,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_message_to_a_reliable_session() {
     signal(&child, "TERM");
     let _ = wait_exit(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
-    // Every acknowledged push, once, in order; at most one more (journaled, but its 202
-    // lost with the kill).
-    let expected: Vec<u64> = (0..got.len() as u64).collect();
-    assert_eq!(got, expected, "lost, out of order or duplicated");
-    assert!(
-        got.len() as u64 == acked || got.len() as u64 == acked + 1,
-        "{} delivered, {acked} acknowledged",
-        got.len()
-    );
+    assert_every_acked_push_once(&got, acked);
 }
 
 #[test]
