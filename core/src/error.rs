@@ -482,6 +482,9 @@ pub enum StoreError {
     MalformedResume(EnvelopeError),
     /// The store holds `max_sessions` live sessions (HTTP 503).
     Full,
+    /// The application could not make the new session durable (its journal commit
+    /// failed), so it must not be named to the client (HTTP 503).
+    NotDurable,
 }
 
 impl StoreError {
@@ -489,7 +492,7 @@ impl StoreError {
     pub fn status(&self) -> u16 {
         match self {
             StoreError::MalformedResume(_) => 400,
-            StoreError::Full => 503,
+            StoreError::Full | StoreError::NotDurable => 503,
         }
     }
 }
@@ -499,6 +502,7 @@ impl fmt::Display for StoreError {
         match self {
             StoreError::MalformedResume(e) => write!(f, "malformed resume request: {e}"),
             StoreError::Full => f.write_str("too many sessions"),
+            StoreError::NotDurable => f.write_str("the session could not be recorded durably"),
         }
     }
 }

@@ -14,7 +14,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use sockeye_core::journal::{encode_record, replay, Record, Replayed};
@@ -41,6 +41,8 @@ pub struct JournalFile {
     /// the rename, and so every record appended since, is not durable until it is.
     dir_unsynced: bool,
     compaction_error: Option<io::Error>,
+    /// Bytes of a torn record cut off the end at open.
+    torn_bytes: u64,
 }
 
 impl JournalFile {
@@ -54,9 +56,14 @@ impl JournalFile {
     /// byte.
     pub const DEFAULT_COMPACT_GROWTH: u32 = 4;
 
-    /// Opens (or creates) the journal at `path` and replays it. A torn record at the end
-    /// (a crash mid-write) is cut off. A corrupt or inconsistent record in the middle is an
-    /// `InvalidData` error: the server should not start and silently lose what follows.
+    /// Opens (or creates, readable by its owner only: it holds payloads and session
+    /// tokens) the journal at `path` and replays it. A torn record at the end (a crash
+    /// mid-write: a prefix of one record and nothing else) is cut off, and
+    /// [`torn_bytes`](Self::torn_bytes) says how much, for the caller to log. Anything
+    /// else that is not a whole, consistent record (a bad checksum, a damaged length
+    /// with whole records behind it) is an `InvalidData` error naming the file and the
+    /// byte offset, and nothing is cut: the server should not start and silently lose
+    /// what follows. Opening needs no free space.
     /// A compaction's temporary file left by a crash before its rename is deleted: until
     /// the rename, the journal itself is the old file, whole.
     pub fn open(path: impl AsRef<Path>) -> io::Result<(JournalFile, Replayed)> {
@@ -68,9 +75,12 @@ impl JournalFile {
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)?;
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| with_path(&path, e))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| with_path(&path, e))?;
         let replayed = replay(&bytes);
         if let Some(error) = &replayed.error {
             return Err(io::Error::new(
@@ -84,9 +94,10 @@ impl JournalFile {
             ));
         }
         let len = replayed.valid_len as u64;
-        if len < bytes.len() as u64 {
-            file.set_len(len)?;
-            file.sync_data()?;
+        let torn_bytes = bytes.len() as u64 - len;
+        if torn_bytes > 0 {
+            file.set_len(len).map_err(|e| with_path(&path, e))?;
+            file.sync_data().map_err(|e| with_path(&path, e))?;
         }
         file.seek(SeekFrom::Start(len))?;
         Ok((
@@ -101,6 +112,7 @@ impl JournalFile {
                 compactions: 0,
                 dir_unsynced: false,
                 compaction_error: None,
+                torn_bytes,
             },
             replayed,
         ))
@@ -214,6 +226,11 @@ impl JournalFile {
         self.compactions
     }
 
+    /// Bytes of a torn last record that [`open`](Self::open) cut off (0 if none).
+    pub fn torn_bytes(&self) -> u64 {
+        self.torn_bytes
+    }
+
     /// Bytes on disk.
     pub fn len(&self) -> u64 {
         self.len
@@ -246,6 +263,7 @@ impl JournalFile {
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(0o600)
                 .open(&tmp)?;
             out.write_all(&bytes)?;
             out.sync_all()?;
@@ -266,6 +284,11 @@ impl JournalFile {
         self.dir_unsynced = false;
         Ok(())
     }
+}
+
+/// `e`, saying which file it is about.
+fn with_path(path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Where a compaction writes before its rename: `journal` → `journal.compacting`. The
@@ -366,6 +389,77 @@ mod tests {
         let err = JournalFile::open(&path).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_middle_length_refuses_to_open_and_cuts_nothing() {
+        let path = scratch("length");
+        let (mut journal, _) = JournalFile::open(&path).unwrap();
+        for n in 1..=3 {
+            journal.append(&mail(n));
+        }
+        journal.commit().unwrap();
+        drop(journal);
+        let mut bytes = fs::read(&path).unwrap();
+        let first = {
+            let mut one = Vec::new();
+            encode_record(&mail(1), &mut one);
+            one.len()
+        };
+        bytes[first + 2] ^= 0x01; // the second record's length grows by 64 KiB
+        fs::write(&path, &bytes).unwrap();
+        let err = JournalFile::open(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let text = err.to_string();
+        assert!(text.contains(&format!("at byte {first}")), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing may be cut");
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_counted() {
+        let path = scratch("torn-count");
+        let (mut journal, _) = JournalFile::open(&path).unwrap();
+        journal.append(&mail(1));
+        journal.append(&mail(2));
+        journal.commit().unwrap();
+        drop(journal);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let (journal, replayed) = JournalFile::open(&path).unwrap();
+        assert_eq!((replayed.records, replayed.torn_tail), (1, true));
+        let mut one = Vec::new();
+        encode_record(&mail(1), &mut one);
+        assert_eq!(journal.torn_bytes(), (bytes.len() - 3 - one.len()) as u64);
+        assert_eq!(journal.len(), one.len() as u64);
+    }
+
+    #[test]
+    fn the_journal_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = scratch("mode");
+        let (mut journal, _) = JournalFile::open(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        journal.append(&mail(1));
+        journal.compact([mail(1)]).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn an_open_error_names_the_file() {
+        let path = scratch("dir");
+        fs::create_dir_all(&path).unwrap();
+        let err = JournalFile::open(&path).unwrap_err();
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,9 +11,28 @@ use sockeye_std::{Client, CloseCode, Config, Message};
 
 /// The binary, started on a free port; returns it and its address (read from its log).
 fn spawn_server(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sockeye"));
+    command.args(["--listen", "127.0.0.1:0"]).args(extra);
+    spawn_command(command)
+}
+
+/// The binary under a file-size limit of `kib` KiB (`ulimit -f`, with SIGXFSZ ignored):
+/// a write past it fails with `EFBIG`, as a write to a full disk fails with `ENOSPC`.
+fn spawn_server_with_file_limit(kib: u32, extra: &[&str]) -> (Child, String) {
+    let mut command = Command::new("bash");
+    command
+        .args([
+            "-c",
+            &format!("ulimit -f {kib}; trap '' XFSZ; exec \"$0\" \"$@\""),
+        ])
+        .arg(env!("CARGO_BIN_EXE_sockeye"))
         .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
+        .args(extra);
+    spawn_command(command)
+}
+
+fn spawn_command(mut command: Command) -> (Child, String) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -393,4 +412,67 @@ fn sigkill_mid_stream_loses_no_command_the_server_acknowledged_to_a_publishing_c
             got.len()
         );
     }
+}
+
+/// Connects as kim and reads `count` messages, the number first in each one's `data`.
+fn read_kims_mail(addr: &str, count: u64) -> Vec<u64> {
+    let url = format!("ws://{addr}/ws?user=kim");
+    let mut ws = Client::connect(&url, Config::default()).expect("connect kim");
+    assert!(
+        matches!(ws.recv().unwrap(), Some(Message::Text(_))),
+        "welcome"
+    );
+    (0..count)
+        .map(|_| {
+            let Some(Message::Text(text)) = ws.recv().unwrap() else {
+                panic!("connection ended early");
+            };
+            let value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+            value["data"][0].as_u64().expect("a number")
+        })
+        .collect()
+}
+
+#[test]
+fn a_push_the_journal_cannot_record_is_answered_503_never_202() {
+    let dir = std::env::temp_dir().join(format!("sockeye-full-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal");
+    let _ = std::fs::remove_file(&journal);
+    let journal_arg = journal.to_str().unwrap().to_string();
+    let args = ["--journal", &journal_arg];
+    // 8 KiB of journal: about 30 pushes of this size fit, then every commit fails.
+    let (mut child, addr) = spawn_server_with_file_limit(8, &args);
+    let pad = "x".repeat(200);
+    let body = |n: u64| format!(r#"{{"user":"kim","data":[{n},"{pad}"]}}"#);
+    let mut acked = 0u64;
+    let mut statuses = Vec::new();
+    for n in 0..100 {
+        let status = push(&addr, &body(n)).expect("the server answers");
+        if status == 202 {
+            assert_eq!(n, acked, "a 202 after a failed commit: {statuses:?}");
+            acked += 1;
+        }
+        statuses.push(status);
+    }
+    assert!(acked > 0 && acked < 100, "{acked} acknowledged");
+    assert!(
+        statuses[acked as usize..].iter().all(|&s| s == 503),
+        "{statuses:?}"
+    );
+    signal(&child, "KILL");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    // Restarted on the same full disk (the limit now below the journal's size, so not
+    // even a compaction fits): it starts, and kim gets exactly the acknowledged pushes.
+    let (mut child, addr) = spawn_server_with_file_limit(1, &args);
+    let got = read_kims_mail(&addr, acked);
+    assert_eq!(got, (0..acked).collect::<Vec<_>>());
+    assert_eq!(
+        push(&addr, &body(1000)),
+        Some(503),
+        "the disk is still full"
+    );
+    signal(&child, "TERM");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
 }

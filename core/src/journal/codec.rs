@@ -46,6 +46,9 @@ pub enum JournalError {
     InvalidUtf8,
     /// A record that does not follow from the ones before it (replay).
     Inconsistent(&'static str),
+    /// A record's length runs past the end of the file although whole records follow
+    /// it: its length field is damaged, so the tail is not a torn write (replay).
+    DamagedLength,
 }
 
 impl fmt::Display for JournalError {
@@ -57,6 +60,9 @@ impl fmt::Display for JournalError {
             JournalError::Malformed => f.write_str("malformed journal record"),
             JournalError::InvalidUtf8 => f.write_str("journal record string is not UTF-8"),
             JournalError::Inconsistent(why) => write!(f, "inconsistent journal: {why}"),
+            JournalError::DamagedLength => {
+                f.write_str("journal record length runs past whole records after it")
+            }
         }
     }
 }

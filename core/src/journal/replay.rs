@@ -282,6 +282,9 @@ pub fn replay(file: &[u8]) -> Replayed {
                 }
                 Err(e) => (false, Some(e)),
             },
+            Ok(None) if pos < file.len() && holds_a_whole_record(&file[pos + 1..]) => {
+                (false, Some(JournalError::DamagedLength))
+            }
             Ok(None) => (pos < file.len(), None),
             Err(e) => (false, Some(e)),
         };
@@ -293,6 +296,17 @@ pub fn replay(file: &[u8]) -> Replayed {
             error,
         };
     }
+}
+
+/// Whether a whole, checksummed record starts anywhere in `tail`.
+///
+/// A torn tail is a prefix of the one record a crash interrupted, so it holds no whole
+/// record after its start; a tail that does is a damaged length field in the middle of
+/// the file, and cutting it off would destroy every record behind it. (A payload that
+/// itself embeds an encoded record can make a real torn tail look damaged: the server
+/// then refuses to start and names the offset, which loses nothing.)
+fn holds_a_whole_record(tail: &[u8]) -> bool {
+    (0..tail.len()).any(|at| matches!(decode_record(&tail[at..]), Ok(Some(_))))
 }
 
 #[cfg(test)]
@@ -456,6 +470,22 @@ mod tests {
         let r = replay(&whole);
         assert!(!r.torn_tail);
         assert_eq!(r.valid_len, whole.len());
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_is_not_a_torn_tail() {
+        let log = [opened(ID), sent(1), sent(2), sent(3)];
+        let whole = file(&log);
+        let first = file(&log[..1]).len();
+        // Flip a high bit of the second record's length: it now reaches past the end.
+        for bit in [16u8, 20, 23] {
+            let mut damaged = whole.clone();
+            damaged[first + usize::from(bit / 8)] ^= 1 << (bit % 8);
+            let r = replay(&damaged);
+            assert_eq!(r.error, Some(JournalError::DamagedLength), "bit {bit}");
+            assert!(!r.torn_tail);
+            assert_eq!((r.records, r.valid_len), (1, first));
+        }
     }
 
     #[test]

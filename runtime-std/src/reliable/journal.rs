@@ -10,11 +10,13 @@ use sockeye_core::{SessionEvent, SessionId};
 pub(crate) trait SessionLog: Send + Sync {
     /// Appends a record (not yet durable).
     fn append(&self, record: Record);
-    /// Makes every appended record durable. The registry never calls it while holding
+    /// Makes every appended record durable; `false` if it could not (the records stay
+    /// pending for the next commit), and then the registry acknowledges nothing and
+    /// sends no DATA that depended on them. The registry never calls it while holding
     /// its own lock, so an implementation may wait here for an application operation
     /// that uses the registry (the `sockeye` server holds commits back while an
     /// operation appends, so the operation's records are committed whole).
-    fn commit(&self);
+    fn commit(&self) -> bool;
 }
 
 /// The journal record for a session event, if it changes durable state. With

@@ -27,7 +27,7 @@ use sockeye_core::session::envelope::parse_resume_header;
 use sockeye_core::session::{OutgoingEnvelope, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
 use sockeye_core::{
     CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
-    SessionId, SessionStore,
+    SessionId, SessionStore, StoreError,
 };
 
 use super::client::earliest;
@@ -258,10 +258,13 @@ impl SessionRegistry {
         };
         let (id, epoch) = match attached {
             Ok((id, epoch, drained, opened)) => {
-                if let Some(log) = opened {
-                    // Durable before the WELCOME names the session (outside the lock,
-                    // as in `session_turn`).
-                    log.commit();
+                // Durable before the WELCOME names the session (outside the lock, as
+                // in `session_turn`); a session that is not durable is not handed out.
+                if opened.is_some_and(|log| !log.commit()) {
+                    self.lock().drivers.remove(&id);
+                    let e = StoreError::NotDurable;
+                    transport.queue(e.response());
+                    return Err(refuse(transport, e, config));
                 }
                 if drained {
                     self.shared.event_ready.notify_all();
@@ -365,7 +368,8 @@ impl SessionRegistry {
             state.log.clone()
         };
         if let (false, Some(log)) = (wake.is_empty(), log) {
-            // Durable before the ACKs the drivers are about to send.
+            // Durable before the ACKs the drivers are about to send; if not, each
+            // driver's own turn commits again before it sends anything.
             log.commit();
         }
         for driver in wake {
@@ -615,8 +619,12 @@ impl Link {
             .then(|| state.log.clone())
             .flatten();
         drop(guard);
-        if let Some(log) = commit {
-            log.commit();
+        if commit.is_some_and(|log| !log.commit()) {
+            // Nothing that depends on the records may go out (an ACK, a DATA a restart
+            // would not know). The session keeps them: its records stay pending for the
+            // next commit, and a resume resends what was held back.
+            turn.outgoing.clear();
+            turn.disconnect = Some(CloseCode::INTERNAL_ERROR);
         }
         // Signalled after unlocking, so the woken thread does not at once block on the
         // lock we still held. No wake-up is lost: a waiter counted in `app_waiting` was

@@ -164,7 +164,15 @@ fn push(
         Ok(parsed) => parsed,
         Err(why) => return http::json_error(400, why),
     };
-    let receipt = shared.state.push(target, data, &shared.metrics);
+    let receipt = match shared.state.push(target, data, &shared.metrics) {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            return http::json_error(
+                503,
+                &format!("push not accepted: the journal could not record it ({e})"),
+            )
+        }
+    };
     Metrics::add(&shared.metrics.pushes, 1);
     http::json(
         202,

@@ -70,10 +70,14 @@ impl SessionLog for SharedFile {
         self.lock().append(&record);
     }
 
-    fn commit(&self) {
+    fn commit(&self) -> bool {
         let _gate = self.gate.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = commit(&mut self.lock()) {
-            log_at!(Error, "journal commit failed: {e}");
+        match commit(&mut self.lock()) {
+            Ok(()) => true,
+            Err(e) => {
+                log_at!(Error, "journal commit failed: {e}");
+                false
+            }
         }
     }
 }
@@ -101,11 +105,28 @@ impl Journal {
     /// compaction).
     pub(super) fn open(path: &Path, compact_bytes: u64, now: Instant) -> io::Result<Opened> {
         let (mut file, replayed) = JournalFile::open(path)?;
+        if file.torn_bytes() > 0 {
+            log_at!(
+                Warn,
+                "journal {}: cut off a torn last record ({} bytes at byte {}), left by a \
+                 crash mid-write; nothing acknowledged was in it",
+                path.display(),
+                file.torn_bytes(),
+                file.len()
+            );
+        }
         file.set_compaction(compact_bytes, JournalFile::DEFAULT_COMPACT_GROWTH);
         let state: JournalState = replayed.state;
         // Start from the shortest file that says the same; from here the commits keep
-        // it within a constant times the live state.
-        file.compact(state.records())?;
+        // it within a constant times the live state. Only an optimisation: a full disk
+        // must not stop the server from starting on the journal it has.
+        if let Err(e) = file.compact(state.records()) {
+            log_at!(
+                Warn,
+                "journal {}: not compacted at start ({e}); serving from it as it is",
+                path.display()
+            );
+        }
         let mut depth = HashMap::new();
         let mut restored = Vec::new();
         let now_ms = unix_ms();

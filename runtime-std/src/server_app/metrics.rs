@@ -65,6 +65,7 @@ pub(crate) struct Metrics {
     pub(crate) resends: AtomicU64,
     pub(crate) resumes: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
+    pub(crate) journal_failures: AtomicU64,
 }
 
 /// Values the hub owns, sampled when `/metrics` is scraped.
@@ -164,6 +165,12 @@ impl Metrics {
             "counter",
             "Messages given up with a dead-letter record.",
             get(&self.dead_letters),
+        );
+        metric(
+            "journal_commit_failures_total",
+            "counter",
+            "Journal commits that failed (the push or command was not acknowledged).",
+            get(&self.journal_failures),
         );
         metric("users", "gauge", "Users with a live connection.", hub.users);
         metric(

@@ -283,7 +283,7 @@ pub fn run(config: ServerConfig) -> i32 {
     let server = match start(config) {
         Ok(server) => server,
         Err(e) => {
-            log_at!(Error, "cannot listen: {e}");
+            log_at!(Error, "cannot start: {e}");
             return 1;
         }
     };

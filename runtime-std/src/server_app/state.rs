@@ -201,7 +201,7 @@ impl State {
         // Counted before the client can hear of it, so a scrape after the welcome sees it.
         Metrics::add(&metrics.connections_opened, 1);
         handle.send_text(first);
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
         Ok(())
     }
 
@@ -265,7 +265,7 @@ impl State {
                 log_at!(Debug, "no welcome for a new session: {e}");
             }
         }
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
         Ok(())
     }
 
@@ -297,7 +297,7 @@ impl State {
             }
         }
         inner.hub.disconnect(time::now(), id);
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
     }
 
     /// `id` joins `room`; returns who is in it now.
@@ -311,7 +311,7 @@ impl State {
         let mut inner = self.lock();
         inner.journal_origin(origin);
         let result = inner.hub.join(id, room).map(|()| inner.hub.members(room));
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
         result
     }
 
@@ -326,7 +326,7 @@ impl State {
         let mut inner = self.lock();
         inner.journal_origin(origin);
         let result = inner.hub.leave(id, room);
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
         result
     }
 
@@ -342,7 +342,7 @@ impl State {
         let mut inner = self.lock();
         inner.journal_origin(origin);
         let result = inner.hub.publish(time::now(), id, room, data);
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
         result
     }
 
@@ -364,12 +364,19 @@ impl State {
                 journal.mail_queued(to, inner.hub.user_of(id), &data);
             }
         }
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
         result
     }
 
-    /// A push from the backend (`POST /api/push`).
-    pub(super) fn push(&self, target: Target, data: Bytes, metrics: &Metrics) -> PushReceipt {
+    /// A push from the backend (`POST /api/push`). With a journal, `Err` means the
+    /// commit that would make the push durable failed: it must not be answered 202 (the
+    /// records stay pending, so it may still be kept and delivered).
+    pub(super) fn push(
+        &self,
+        target: Target,
+        data: Bytes,
+        metrics: &Metrics,
+    ) -> std::io::Result<PushReceipt> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let user = match &target {
@@ -382,9 +389,8 @@ impl State {
                 journal.mail_queued(&user, None, &data);
             }
         }
-        // `deliver` commits the journal: the 202 comes after.
-        inner.deliver(metrics);
-        receipt
+        // `deliver` commits the journal: the 202 comes after, and only if it held.
+        inner.deliver(metrics).map(|()| receipt)
     }
 
     /// Acts on the hub's deadlines; returns how long until the next one.
@@ -392,7 +398,7 @@ impl State {
         let mut inner = self.lock();
         let now = time::now();
         inner.hub.handle_timeout(now);
-        inner.deliver(metrics);
+        let _ = inner.deliver(metrics);
         inner
             .hub
             .poll_timeout()
@@ -478,8 +484,9 @@ impl Inner {
         }
     }
 
-    /// Queues everything the hub handed out to its connections, and counts dead letters.
-    fn deliver(&mut self, metrics: &Metrics) {
+    /// Queues everything the hub handed out to its connections, counts dead letters, and
+    /// commits what the operation journaled; `Err` if that commit failed.
+    fn deliver(&mut self, metrics: &Metrics) -> std::io::Result<()> {
         // Reliable connections dropped as slow consumers during this call: what the hub
         // still had queued for them is handed back too.
         let mut dropped: Vec<(ConnId, UserId)> = Vec::new();
@@ -566,8 +573,11 @@ impl Inner {
         }
         if let Some(journal) = &mut self.journal {
             if let Err(e) = journal.commit() {
+                Metrics::add(&metrics.journal_failures, 1);
                 log_at!(Error, "journal commit failed: {e}");
+                return Err(e);
             }
         }
+        Ok(())
     }
 }
