@@ -65,7 +65,10 @@ fn answer(
     deadline: Instant,
 ) {
     Metrics::add(&shared.metrics.http_requests, 1);
-    let answer = route(shared, &mut stream, head, buf, deadline);
+    let mut answer = route(shared, &mut stream, head, buf, deadline);
+    if head.method == "HEAD" {
+        answer = http::without_body(answer);
+    }
     log_at!(
         Debug,
         "{} {} -> {}",

@@ -187,19 +187,7 @@ pub(crate) fn read_body(
     max_bytes: usize,
     deadline: Instant,
 ) -> Result<Vec<u8>, BodyError> {
-    if head.header("Transfer-Encoding").is_some() {
-        return Err(BodyError::Length(
-            411,
-            "only Content-Length bodies are accepted",
-        ));
-    }
-    let length: usize = match head.header("Content-Length") {
-        None => return Err(BodyError::Length(411, "Content-Length required")),
-        Some(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
-            v.parse().map_err(|_| BodyError::TooLarge)?
-        }
-        Some(_) => return Err(BodyError::Length(400, "invalid Content-Length")),
-    };
+    let length = body_length(head)?;
     if length > max_bytes {
         return Err(BodyError::TooLarge);
     }
@@ -212,6 +200,48 @@ pub(crate) fn read_body(
         }
     }
     Ok(buf[head.len..end].to_vec())
+}
+
+/// The body length a request head declares. Request smuggling shapes are refused: a
+/// `Transfer-Encoding` next to a `Content-Length` (RFC 9112 §6.1: "A server MAY reject
+/// a request that contains both [...]") and `Content-Length` values that disagree
+/// (RFC 9110 §8.6: a list of differing values is invalid), whether in one header or
+/// several, are 400; identical repeats are one length.
+fn body_length(head: &Head) -> Result<usize, BodyError> {
+    let mut lengths = head
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("Content-Length"))
+        .flat_map(|(_, value)| value.split(|&b| b == b','))
+        .map(|v| v.trim_ascii());
+    let has_length = head.header("Content-Length").is_some();
+    if head.header("Transfer-Encoding").is_some() {
+        return Err(match has_length {
+            true => BodyError::Length(400, "Transfer-Encoding with Content-Length"),
+            false => BodyError::Length(411, "only Content-Length bodies are accepted"),
+        });
+    }
+    let Some(first) = lengths.next() else {
+        return Err(BodyError::Length(411, "Content-Length required"));
+    };
+    if lengths.any(|other| other != first) {
+        return Err(BodyError::Length(400, "conflicting Content-Length values"));
+    }
+    match std::str::from_utf8(first) {
+        Ok(v) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+            v.parse().map_err(|_| BodyError::TooLarge)
+        }
+        _ => Err(BodyError::Length(400, "invalid Content-Length")),
+    }
+}
+
+/// `answer` without its body, for a `HEAD` request (RFC 9110 §9.3.2: "The server SHOULD
+/// send the same header fields [...] but without the content").
+pub(crate) fn without_body(mut answer: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+        answer.truncate(end + 4);
+    }
+    answer
 }
 
 fn reason_phrase(status: u16) -> &'static str {
@@ -339,6 +369,45 @@ mod tests {
     fn percent_decoding_keeps_bad_escapes() {
         assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
         assert_eq!(percent_decode("%"), "%");
+    }
+
+    fn length_of(raw: &[u8]) -> Result<usize, BodyError> {
+        body_length(&parse_head(raw).unwrap().unwrap())
+    }
+
+    #[test]
+    fn content_length_smuggling_shapes_are_400() {
+        let post = |headers: &str| format!("POST /api/push HTTP/1.1\r\n{headers}\r\n");
+        assert_eq!(
+            length_of(post("Content-Length: 5\r\n").as_bytes()).ok(),
+            Some(5)
+        );
+        let same = post("Content-Length: 5\r\nContent-Length: 5\r\n");
+        assert_eq!(length_of(same.as_bytes()).ok(), Some(5));
+        for bad in [
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: 5, 6\r\n",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            "Content-Length: -1\r\n",
+        ] {
+            let got = length_of(post(bad).as_bytes());
+            assert!(matches!(got, Err(BodyError::Length(400, _))), "{bad:?}");
+        }
+        let chunked = post("Transfer-Encoding: chunked\r\n");
+        assert!(matches!(
+            length_of(chunked.as_bytes()),
+            Err(BodyError::Length(411, _))
+        ));
+    }
+
+    #[test]
+    fn a_head_answer_has_the_headers_and_no_body() {
+        let full = response(200, "text/plain", "", b"ok\n");
+        let head = without_body(full.clone());
+        assert!(head.ends_with(
+            b"Content-Length: 3\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
+        ));
+        assert_eq!(head.len() + 3, full.len());
     }
 
     #[test]
