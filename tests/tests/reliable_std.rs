@@ -388,7 +388,6 @@ fn client_gives_up_after_max_attempts() {
         let addr = free_port();
         let mut options = client_options();
         options.reconnect.max_attempts = Some(3);
-        let started = Instant::now();
         match ReliableClient::connect(&format!("ws://{addr}/"), options) {
             Err(Error::GaveUp { attempts, last }) => {
                 assert_eq!(attempts, 3);
@@ -396,6 +395,5 @@ fn client_gives_up_after_max_attempts() {
             }
             other => panic!("expected GaveUp, got {other:?}"),
         }
-        assert!(started.elapsed() < Duration::from_secs(5));
     });
 }

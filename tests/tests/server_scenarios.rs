@@ -481,6 +481,36 @@ fn a_push_reaches_a_reliable_user_and_the_metrics_count_it() {
     });
 }
 
+/// Sends a `sockeye.v1` upgrade request and reads the answer's status and, after a 101,
+/// the status byte of the WELCOME that follows it.
+fn welcome_status(addr: std::net::SocketAddr, request: &str) -> (u16, u8) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    // The head, then a binary frame's 2-byte header and the envelope's kind and status.
+    loop {
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n");
+        if head_end.is_some_and(|end| got.len() >= end + 4 + 4) {
+            break;
+        }
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let code = status(&text);
+    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let frame = &got[end..];
+    assert_eq!(frame.get(2), Some(&0x03), "a WELCOME envelope: {frame:?}");
+    (code, frame[3])
+}
+
 #[test]
 fn another_user_cannot_resume_a_session() {
     bounded(LIMIT, || {
@@ -492,9 +522,23 @@ fn another_user_cannot_resume_a_session() {
             .session()
             .resume_header_value()
             .expect("an established session can be resumed");
-        let extra = format!("Sec-WebSocket-Protocol: sockeye.v1\r\nSockeye-Resume: {resume}\r\n");
-        let answer = raw_request(addr, upgrade_request("/ws?user=thief", &extra).as_bytes());
-        assert_eq!(status(&answer), 403, "{answer}");
+        // A thief with the real token, one with a wrong token and one naming an id that
+        // never existed all get the same answer (docs/PROTOCOL.md §6.3): a 101 and a
+        // WELCOME that refuses the resume as unknown (status 2), so none learns that
+        // the id exists.
+        let mut wrong = resume.clone().into_bytes();
+        let last = wrong.len() - 5; // inside the token
+        wrong[last] = if wrong[last] == b'A' { b'B' } else { b'A' };
+        let wrong = String::from_utf8(wrong).unwrap();
+        let mut unknown = resume.clone().into_bytes();
+        unknown[3] = if unknown[3] == b'A' { b'B' } else { b'A' }; // inside the id
+        let unknown = String::from_utf8(unknown).unwrap();
+        for value in [&resume, &wrong, &unknown] {
+            let extra =
+                format!("Sec-WebSocket-Protocol: sockeye.v1\r\nSockeye-Resume: {value}\r\n");
+            let request = upgrade_request("/ws?user=thief", &extra);
+            assert_eq!(welcome_status(addr, &request), (101, 2), "{value}");
+        }
         // The owner's session is untouched.
         let answer = push(addr, "", r#"{"user":"owner","data":1}"#);
         assert_eq!(status(&answer), 202, "{answer}");

@@ -101,6 +101,30 @@ impl SessionStore {
         resume: Option<&[u8]>,
         entropy: &mut dyn Entropy,
     ) -> Result<SessionId, StoreError> {
+        self.accept_checked(now, resume, entropy, true)
+    }
+
+    /// Like [`accept`](Self::accept), for a resume the application refuses whatever its
+    /// token (the session belongs to another user): answered exactly as an unknown
+    /// session is (`docs/PROTOCOL.md` §6.3), a new session whose WELCOME says
+    /// "refused: unknown", so nobody learns that the id exists. The claimed session is
+    /// left as it was.
+    pub fn accept_as_unknown(
+        &mut self,
+        now: Instant,
+        resume: Option<&[u8]>,
+        entropy: &mut dyn Entropy,
+    ) -> Result<SessionId, StoreError> {
+        self.accept_checked(now, resume, entropy, false)
+    }
+
+    fn accept_checked(
+        &mut self,
+        now: Instant,
+        resume: Option<&[u8]>,
+        entropy: &mut dyn Entropy,
+        may_resume: bool,
+    ) -> Result<SessionId, StoreError> {
         let now = self.clock.observe(now);
         let resume = resume
             .map(envelope::parse_resume_header)
@@ -111,14 +135,14 @@ impl SessionStore {
                 if let Some(session) = self
                     .sessions
                     .get_mut(&r.session_id)
-                    .filter(|s| s.token_matches(&r.token))
+                    .filter(|s| may_resume && s.token_matches(&r.token))
                 {
                     let delivered = session.client_delivered();
                     session.attach(now, WelcomeStatus::Resumed, delivered, r.last_delivered);
                     return Ok(r.session_id);
                 }
                 match self.tombstones.get(&r.session_id) {
-                    Some(t) if t.token.ct_eq(&r.token) => {
+                    Some(t) if may_resume && t.token.ct_eq(&r.token) => {
                         (WelcomeStatus::RefusedExpired, t.client_delivered)
                     }
                     _ => (WelcomeStatus::RefusedUnknown, Seq(0)),

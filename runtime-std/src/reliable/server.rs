@@ -198,7 +198,7 @@ impl SessionRegistry {
             let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
             return Ok(Upgrade::Plain(ws));
         }
-        self.attach(transport, request, config, "")
+        self.attach(transport, request, config, "", true)
             .map(Upgrade::Reliable)
     }
 
@@ -207,13 +207,16 @@ impl SessionRegistry {
     /// session and selects `sockeye.v1`. A malformed resume value is answered 400, a full
     /// store 503.
     ///
-    /// `user` is who the session belongs to, for the journal.
+    /// `user` is who the session belongs to, for the journal. Without `may_resume` (the
+    /// claimed session belongs to someone else) the resume is answered as for an
+    /// unknown session ([`SessionStore::accept_as_unknown`]).
     pub(crate) fn attach(
         &self,
         mut transport: Transport,
         request: Request,
         config: &Config,
         user: &str,
+        may_resume: bool,
     ) -> Result<ReliableConnection> {
         let path = request.path().to_string();
         let resume = resume_value(&request);
@@ -226,9 +229,14 @@ impl SessionRegistry {
             let mut guard = self.lock();
             let state = &mut *guard;
             let now = time::now();
-            let accepted = state
-                .store
-                .accept(now, resume.as_deref(), &mut state.entropy);
+            let accepted = match may_resume {
+                true => state
+                    .store
+                    .accept(now, resume.as_deref(), &mut state.entropy),
+                false => state
+                    .store
+                    .accept_as_unknown(now, resume.as_deref(), &mut state.entropy),
+            };
             let drained = self.drain_store(state);
             accepted.map(|id| {
                 let epoch = state.store.get(id).map_or(0, |s| s.epoch());

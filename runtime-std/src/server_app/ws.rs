@@ -209,14 +209,14 @@ fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: Us
     let claimed = resume_value(&request)
         .and_then(|value| parse_resume_header(&value).ok())
         .map(|resume| resume.session_id);
+    // Someone else's session is answered as an unknown one (`docs/PROTOCOL.md` §6.3): a
+    // new session, refused "unknown", so the answer does not tell that the id exists.
     let mut takes_over = false;
+    let mut may_resume = true;
     if let Some(session) = claimed {
         if let Some(owner) = shared.state.session_owner(session) {
-            if owner != user {
-                let answer = http::text(403, "session belongs to another user");
-                return refuse(shared, stream, 403, &answer);
-            }
-            takes_over = shared.state.session_conn(session).is_some();
+            may_resume = owner == user;
+            takes_over = may_resume && shared.state.session_conn(session).is_some();
         }
     }
     // A resume that takes over a connection the server has not seen drop yet replaces
@@ -234,10 +234,13 @@ fn serve_reliable(shared: &Shared, stream: TcpStream, request: Request, user: Us
             return;
         }
     };
-    let conn = match shared
-        .registry
-        .attach(transport, request, &shared.ws_config, user.as_str())
-    {
+    let conn = match shared.registry.attach(
+        transport,
+        request,
+        &shared.ws_config,
+        user.as_str(),
+        may_resume,
+    ) {
         Ok(conn) => conn,
         Err(e) => {
             // Answered already (400 for a malformed resume value, 503 for a full store).
