@@ -5,7 +5,7 @@ use std::net::TcpStream;
 use std::time::Instant;
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 use sockeye_core::auth::UserId;
 use sockeye_core::hub::Target;
 
@@ -188,26 +188,29 @@ fn parse_push(body: &[u8]) -> Result<(Target, Bytes), &'static str> {
     if plain::depth(body) > plain::MAX_JSON_DEPTH {
         return Err("json nested too deeply");
     }
-    let value: Value = serde_json::from_slice(body).map_err(|_| "body is not valid JSON")?;
-    let Value::Object(object) = value else {
-        return Err("body must be a JSON object");
-    };
-    let data = object.get("data").ok_or("missing \"data\"")?.to_string();
+    let object = plain::raw_object(body).map_err(|e| match e {
+        plain::RawError::NotJson => "body is not valid JSON",
+        plain::RawError::NotObject => "body must be a JSON object",
+    })?;
+    // Kept as the backend wrote it: big numbers keep their digits, objects their order.
+    let data = object
+        .get("data")
+        .ok_or("missing \"data\"")?
+        .get()
+        .to_string();
     let mut targets = Vec::new();
-    match object.get("user") {
-        Some(Value::String(user)) if !user.is_empty() => {
-            targets.push(Target::User(UserId(user.clone())))
-        }
+    match object.get("user").map(|raw| plain::as_string(raw)) {
+        Some(Some(user)) if !user.is_empty() => targets.push(Target::User(UserId(user))),
         Some(_) => return Err("\"user\" must be a non-empty string"),
         None => {}
     }
-    match object.get("room") {
-        Some(Value::String(room)) if !room.is_empty() => targets.push(Target::Room(room.clone())),
+    match object.get("room").map(|raw| plain::as_string(raw)) {
+        Some(Some(room)) if !room.is_empty() => targets.push(Target::Room(room)),
         Some(_) => return Err("\"room\" must be a non-empty string"),
         None => {}
     }
-    match object.get("everyone") {
-        Some(Value::Bool(true)) => targets.push(Target::Everyone),
+    match object.get("everyone").map(|raw| raw.get()) {
+        Some("true") => targets.push(Target::Everyone),
         Some(_) => return Err("\"everyone\" must be true"),
         None => {}
     }
@@ -215,4 +218,22 @@ fn parse_push(body: &[u8]) -> Result<(Target, Bytes), &'static str> {
         return Err("exactly one target needed: \"user\", \"room\" or \"everyone\":true");
     }
     Ok((targets.remove(0), Bytes::from(data)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_keeps_the_data_text_the_backend_wrote() {
+        let body = br#"{"data":{"z":18446744073709551616,"a":1.50},"user":"kim"}"#;
+        let (target, data) = parse_push(body).unwrap();
+        assert_eq!(target, Target::User(UserId("kim".into())));
+        assert_eq!(&data[..], br#"{"z":18446744073709551616,"a":1.50}"#);
+        let (target, _) = parse_push(br#"{"everyone": true ,"data":1}"#).unwrap();
+        assert_eq!(target, Target::Everyone);
+        assert!(parse_push(br#"{"everyone":1,"data":1}"#).is_err());
+        assert!(parse_push(br#"{"user":7,"data":1}"#).is_err());
+        assert!(parse_push(br#"[1]"#).is_err());
+    }
 }

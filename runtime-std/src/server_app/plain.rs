@@ -1,6 +1,9 @@
 //! The plain JSON mode of `docs/PROTOCOL.md` §10: what a browser's bare `WebSocket` speaks.
 //! Parsing client messages and writing server messages; no I/O and no hub calls here.
 
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Deepest nesting of arrays and objects accepted in a client message. serde_json stops
@@ -35,19 +38,23 @@ pub(crate) fn parse(text: &[u8]) -> Result<ClientMessage, Refused> {
     if depth(text) > MAX_JSON_DEPTH {
         return Err(Refused::Violation("json nested too deeply"));
     }
-    let value: Value =
-        serde_json::from_slice(text).map_err(|_| Refused::Violation("invalid json"))?;
-    let Value::Object(mut object) = value else {
-        return Err(Refused::Violation("message must be a json object"));
+    let mut object = match raw_object(text) {
+        Ok(object) => object,
+        Err(RawError::NotJson) => return Err(Refused::Violation("invalid json")),
+        Err(RawError::NotObject) => {
+            return Err(Refused::Violation("message must be a json object"))
+        }
     };
-    let kind = match object.get("type") {
-        Some(Value::String(kind)) => kind.clone(),
-        _ => return Err(Refused::Violation("message needs a string \"type\"")),
+    let kind = match object.get("type").and_then(|raw| as_string(raw)) {
+        Some(kind) => kind,
+        None => return Err(Refused::Violation("message needs a string \"type\"")),
     };
     let mut string = |name: &str| match object.remove(name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+        Some(raw) => match as_string(&raw) {
+            Some(s) if !s.is_empty() => Ok(Some(s)),
+            _ => Err(Refused::Error("room and to must be non-empty strings")),
+        },
         None => Ok(None),
-        Some(_) => Err(Refused::Error("room and to must be non-empty strings")),
     };
     match kind.as_str() {
         "join" | "leave" => {
@@ -64,6 +71,7 @@ pub(crate) fn parse(text: &[u8]) -> Result<ClientMessage, Refused> {
             let data = object
                 .remove("data")
                 .ok_or(Refused::Error("message needs data"))?
+                .get()
                 .to_string();
             match (room, to) {
                 (Some(room), None) => Ok(ClientMessage::ToRoom { room, data }),
@@ -73,6 +81,34 @@ pub(crate) fn parse(text: &[u8]) -> Result<ClientMessage, Refused> {
         }
         _ => Err(Refused::Violation("unknown message type")),
     }
+}
+
+/// A JSON object's fields as the exact text each value had: `data` is passed on
+/// unchanged (big numbers keep their digits, objects their key order).
+pub(super) type RawObject = HashMap<String, Box<RawValue>>;
+
+/// Why text is not a [`RawObject`].
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum RawError {
+    /// Not JSON at all.
+    NotJson,
+    /// JSON, but not an object.
+    NotObject,
+}
+
+/// Parses `text` as a JSON object, keeping each value's text (check [`depth`] first).
+pub(super) fn raw_object(text: &[u8]) -> Result<RawObject, RawError> {
+    serde_json::from_slice::<RawObject>(text).map_err(|_| {
+        match serde_json::from_slice::<Value>(text) {
+            Ok(_) => RawError::NotObject,
+            Err(_) => RawError::NotJson,
+        }
+    })
+}
+
+/// The string a raw JSON value holds, if it is one.
+pub(super) fn as_string(raw: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(raw.get()).ok()
 }
 
 /// The deepest nesting of `[` and `{` outside strings (a cheap scan before parsing).
@@ -162,6 +198,23 @@ pub(crate) fn error(reason: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_is_passed_on_as_the_sender_wrote_it() {
+        let text = br#"{"type":"message","room":"r","data":{"z":18446744073709551616,"a":1.50}}"#;
+        assert_eq!(
+            parse(text),
+            Ok(ClientMessage::ToRoom {
+                room: "r".into(),
+                data: r#"{"z":18446744073709551616,"a":1.50}"#.into()
+            })
+        );
+        assert_eq!(
+            parse(b"[1]"),
+            Err(Refused::Violation("message must be a json object"))
+        );
+        assert_eq!(parse(b"{nope"), Err(Refused::Violation("invalid json")));
+    }
 
     #[test]
     fn parses_every_client_type() {
