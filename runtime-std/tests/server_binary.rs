@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,14 @@ fn spawn_server_with_file_limit(kib: u32, extra: &[&str]) -> (Child, String) {
     spawn_command(command)
 }
 
-fn spawn_command(mut command: Command) -> (Child, String) {
+fn spawn_command(command: Command) -> (Child, String) {
+    let (child, addr, _) = spawn_logged(command);
+    (child, addr)
+}
+
+/// Like [`spawn_command`], also keeping every line the server logs.
+fn spawn_logged(mut command: Command) -> (Child, String, Arc<Mutex<Vec<String>>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -40,18 +47,20 @@ fn spawn_command(mut command: Command) -> (Child, String) {
         .expect("start sockeye");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let lines = Arc::clone(&log);
     thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("listening on ").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                 let _ = tx.send(addr);
             }
+            lines.lock().unwrap().push(line);
         }
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the server logs its address");
-    (child, addr)
+    (child, addr, log)
 }
 
 fn signal(child: &Child, name: &str) {
@@ -476,4 +485,48 @@ fn a_push_the_journal_cannot_record_is_answered_503_never_202() {
     signal(&child, "TERM");
     let _ = wait_exit(&mut child, Duration::from_secs(10));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn out_of_descriptors_new_connections_get_503_and_one_log_line() {
+    // 40 descriptors: a plain connection holds two (its socket and the writer's clone),
+    // so the server runs out after about 15 clients.
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", "ulimit -n 40; exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_sockeye"))
+        .args(["--listen", "127.0.0.1:0"]);
+    let (mut child, addr, log) = spawn_logged(command);
+    let url = format!("ws://{addr}/ws?user=many");
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        match Client::connect(&url, Config::default()) {
+            Ok(mut ws) => {
+                assert!(matches!(ws.recv().unwrap(), Some(Message::Text(_))));
+                open.push(ws);
+            }
+            Err(sockeye_std::Error::Handshake(sockeye_core::HandshakeError::UnexpectedStatus(
+                503,
+            ))) => refused += 1,
+            Err(other) => panic!("a refusal must be an answer, not {other:?}"),
+        }
+    }
+    assert!(
+        refused > 0 && !open.is_empty(),
+        "{} open, {refused} refused",
+        open.len()
+    );
+    signal(&child, "TERM");
+    let _ = wait_exit(&mut child, Duration::from_secs(10));
+    let log = log.lock().unwrap();
+    let count = |what: &str| log.iter().filter(|l| l.contains(what)).count();
+    let (warnings, recoveries) = (count("out of file descriptors"), count("available again"));
+    // Logged once per time it runs out (between two, a connection was set up), not once
+    // per refused client.
+    assert!(warnings >= 1 && warnings <= recoveries + 1, "{log:#?}");
+    assert!(
+        warnings < refused,
+        "{warnings} warnings for {refused} refusals"
+    );
 }

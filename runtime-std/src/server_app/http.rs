@@ -292,6 +292,14 @@ pub(crate) fn json(status: u16, value: &serde_json::Value) -> Vec<u8> {
     response(status, "application/json", "", value.to_string().as_bytes())
 }
 
+/// Writes `bytes` and closes at once, without waiting for the peer (the accept loop,
+/// which must not stall, answering while out of descriptors).
+pub(crate) fn answer_now(mut stream: TcpStream, bytes: &[u8]) {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write_all(bytes);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
 /// Writes `bytes` and closes the connection politely: FIN, then a short wait for the
 /// peer's, so unread request bytes do not turn into a reset that eats the answer.
 pub(crate) fn answer_and_close(mut stream: TcpStream, bytes: &[u8]) {

@@ -78,6 +78,8 @@ struct Shared {
     /// Reliable connections that ended, for the session event thread to take out of the
     /// hub once it has acted on everything their sessions delivered before.
     ended: std::sync::Mutex<Vec<sockeye_core::hub::ConnId>>,
+    /// Out of file descriptors, and said so in the log.
+    starved: AtomicBool,
 }
 
 /// A running server (see [`start`]).
@@ -135,6 +137,7 @@ pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
         metrics: Metrics::default(),
         shutting_down: AtomicBool::new(false),
         live_threads: AtomicUsize::new(0),
+        starved: AtomicBool::new(false),
     });
     let accept = {
         let shared = Arc::clone(&shared);
@@ -229,10 +232,28 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+    // A descriptor held in reserve: out of descriptors, the accept loop gives it up for a
+    // moment to take the waiting connection and answer it 503, instead of leaving it
+    // unanswered in the backlog while `accept` fails in a loop.
+    let mut spare = std::fs::File::open("/dev/null").ok();
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => return,
+            Err(e) if is_out_of_descriptors(&e) => {
+                shared.out_of_descriptors(&e);
+                drop(spare.take());
+                if let Ok((stream, _)) = listener.accept() {
+                    shared.metrics.reject(metrics::Rejection::from_status(503));
+                    http::answer_now(stream, &http::text(503, "server out of file descriptors"));
+                }
+                spare = std::fs::File::open("/dev/null").ok();
+                if shared.shutting_down.load(Ordering::SeqCst) {
+                    return; // that was the wake-up of `stop`
+                }
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
             Err(e) => {
                 log_at!(Warn, "accept failed: {e}");
                 thread::sleep(ACCEPT_BACKOFF);
@@ -258,6 +279,34 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
             thread::sleep(ACCEPT_BACKOFF);
         }
     }
+}
+
+impl Shared {
+    /// Out of file descriptors: logged once until a connection is set up again
+    /// ([`descriptors_again`](Self::descriptors_again)), not once per refused client.
+    fn out_of_descriptors(&self, e: &io::Error) {
+        if !self.starved.swap(true, Ordering::Relaxed) {
+            log_at!(
+                Warn,
+                "out of file descriptors ({e}): new connections are answered 503 until some \
+                 close (raise `ulimit -n` or lower --max-connections)"
+            );
+        }
+    }
+
+    /// A connection was set up: descriptors are to be had again.
+    fn descriptors_again(&self) {
+        if self.starved.load(Ordering::Relaxed) && self.starved.swap(false, Ordering::Relaxed) {
+            log_at!(Info, "file descriptors available again");
+        }
+    }
+}
+
+/// Whether a call failed for want of file descriptors (the process's or the system's).
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
 /// Drives the hub's deadlines (mailbox expiry) until shutdown.

@@ -153,10 +153,18 @@ fn register(
     let handle = match accept(shared, request, &user, &stream) {
         Ok(handle) => handle,
         Err(e) => {
-            log_at!(Warn, "cannot set up a connection: {e}");
+            // Out of descriptors for the write half, most likely: the client hears why.
+            if super::is_out_of_descriptors(&e) {
+                shared.out_of_descriptors(&e);
+            } else {
+                log_at!(Warn, "cannot set up a connection: {e}");
+            }
+            let answer = http::text(503, "server busy: cannot take a connection now");
+            refuse(shared, stream, 503, &answer);
             return None;
         }
     };
+    shared.descriptors_again();
     let id = handle.id;
     // The 101 is still queued in the core: a refusal here (another connection of the same
     // user won the last slot) can still be answered 503.
