@@ -446,7 +446,7 @@ export class ReliableClient {
       this._setState('connected'); this._setState('resumed');
     } else {
       let lost = [];
-      if (asked || this.unacked.length || this.delivered) {
+      if (asked) {
         // A refusal (or a NEW session where we hoped to resume): the old session is over.
         if (w.status === WelcomeStatus.REFUSED_EXPIRED) this._ackUpTo(w.lastDelivered);
         const known = w.status === WelcomeStatus.REFUSED_EXPIRED;
