@@ -464,6 +464,7 @@ export class ReliableClient {
     this.expirySecs = w.expirySecs;
     this._save();
     for (const m of this.unacked) this._transmit(m);
+    this._armAge();
   }
 
   // Returns false after a violation.
@@ -547,7 +548,9 @@ export class ReliableClient {
   _armAge() {
     this._clear(this._ageTimer); this._ageTimer = null;
     if (this._closed) return;
-    const oldest = this.unacked.find((m) => !m.void);
+    const now = this._now();
+    // Over-age messages a disconnected peer may hold wait for the resume to settle them.
+    const oldest = this.unacked.find((m) => !m.void && (m.tries === 0 || this._established || now - m.sentAt < this.o.messageMaxAge));
     if (!oldest) return;
     const wait = Math.max(0, oldest.sentAt + this.o.messageMaxAge - this._now());
     this._ageTimer = this._set(() => { this._ageTimer = null; this._onAge(); }, wait);
@@ -564,8 +567,7 @@ export class ReliableClient {
     this._save();
     if (unresponsive) { this._emit('unresponsive', {}); this._drop(1000, 'unresponsive'); }
     // messages that were transmitted and are waiting for a resume are settled by it
-    const next = this.unacked.find((m) => !m.void && now - m.sentAt < this.o.messageMaxAge);
-    if (next) this._armAge();
+    this._armAge();
   }
 
   _onData(d) {
