@@ -6,4 +6,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+(cd clients/js && npm ci --silent && npm test)
 bash scripts/autobahn.sh
