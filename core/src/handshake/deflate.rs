@@ -104,8 +104,8 @@ impl DeflateConfig {
     }
 
     /// The `Sec-WebSocket-Extensions` value a client offers, or `None` when disabled:
-    /// `permessage-deflate; client_max_window_bits`, plus
-    /// `server_no_context_takeover` when the server may not keep its context.
+    /// `permessage-deflate`, plus `server_no_context_takeover` when the server may not
+    /// keep its context and `server_max_window_bits` when its window is limited.
     pub fn offer_value(&self) -> Option<String> {
         if !self.enabled {
             return None;
@@ -114,9 +114,8 @@ impl DeflateConfig {
         if !self.allow_context_takeover {
             value.push_str("; server_no_context_takeover");
         }
-        // We only announce that the server may limit our window; our compressor cannot
-        // honour a limit below 15 (see the module docs), which `check_response` fails.
-        value.push_str("; client_max_window_bits");
+        // No client_max_window_bits: our compressor cannot honour a limit below 15 bits
+        // (see the module docs), so the server may not ask for one (§7.1.2.2).
         if self.peer_window_bits() < 15 {
             let _ = write!(
                 value,
@@ -368,7 +367,7 @@ mod tests {
         assert_eq!(DeflateConfig::OFF.offer_value(), None);
         assert_eq!(
             DeflateConfig::on().offer_value().unwrap(),
-            "permessage-deflate; client_max_window_bits"
+            "permessage-deflate"
         );
         let strict = DeflateConfig {
             allow_context_takeover: false,
@@ -377,8 +376,7 @@ mod tests {
         };
         assert_eq!(
             strict.offer_value().unwrap(),
-            "permessage-deflate; server_no_context_takeover; client_max_window_bits; \
-             server_max_window_bits=12"
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=12"
         );
     }
 
@@ -460,6 +458,56 @@ mod tests {
                     assert!(bits < 15);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn handshakes_agree_on_the_params() {
+        use crate::config::Config;
+        use crate::entropy::SeededEntropy;
+        use crate::handshake::response::tests::REQUEST;
+        use crate::handshake::{ClientHandshake, ServerHandshake};
+        use crate::time::Instant;
+
+        let now = Instant::ZERO;
+        let config = Config::default();
+        for (client_policy, server_policy) in [
+            (DeflateConfig::on(), DeflateConfig::on()),
+            (
+                DeflateConfig {
+                    allow_context_takeover: false,
+                    ..DeflateConfig::on()
+                },
+                DeflateConfig {
+                    allow_context_takeover: false,
+                    max_window_bits: 10,
+                    ..DeflateConfig::on()
+                },
+            ),
+            (DeflateConfig::on(), DeflateConfig::OFF),
+            (DeflateConfig::OFF, DeflateConfig::on()),
+        ] {
+            let mut client = ClientHandshake::with_deflate(
+                now,
+                &config,
+                REQUEST,
+                &mut SeededEntropy::new(1),
+                &client_policy,
+            );
+            let request = client.poll_transmit().unwrap();
+            let mut server = ServerHandshake::new(&config, now);
+            let offer = server.handle_bytes(now, &request).unwrap().unwrap();
+            let mut server_conn = offer.accept_deflate(now, None, config.clone(), &server_policy);
+            let answer = server_conn.poll_transmit().unwrap();
+            let response = client.handle_bytes(now, &answer).unwrap().unwrap();
+            let agreed = response.deflate_params().copied();
+            assert_eq!(
+                agreed.is_some(),
+                client_policy.enabled && server_policy.enabled
+            );
+            assert_eq!(server_conn.deflate_params().copied(), agreed);
+            let client_conn = response.into_connection(now, config.clone(), SeededEntropy::new(2));
+            assert_eq!(client_conn.deflate_params().copied(), agreed);
         }
     }
 }
