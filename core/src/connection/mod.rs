@@ -140,6 +140,12 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     close_sent: bool,
     disconnect: bool,
+    /// The permessage-deflate agreement and our policy, when negotiated.
+    #[cfg(feature = "deflate")]
+    deflate: Option<(
+        crate::handshake::DeflateParams,
+        crate::handshake::DeflateConfig,
+    )>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -188,6 +194,8 @@ impl Connection {
             close_deadline: None,
             close_sent: false,
             disconnect: false,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 
@@ -199,6 +207,23 @@ impl Connection {
     /// A client-side connection that draws masking keys from `entropy`.
     pub fn client(config: Config, now: Instant, entropy: impl Entropy + Send + 'static) -> Self {
         Connection::new(Side::Client, config, now, Box::new(entropy))
+    }
+
+    /// The permessage-deflate parameters negotiated in the handshake (RFC 7692), if
+    /// any.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<&crate::handshake::DeflateParams> {
+        self.deflate.as_ref().map(|(params, _)| params)
+    }
+
+    /// Records the handshake's permessage-deflate agreement, before any frame arrives.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn set_deflate(
+        &mut self,
+        params: Option<crate::handshake::DeflateParams>,
+        config: &crate::handshake::DeflateConfig,
+    ) {
+        self.deflate = params.map(|p| (p, config.clone()));
     }
 
     /// Which end this is.

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::accept_key::accept_key;
-use super::response::{parse_response, response_error, Response};
+use super::response::{parse_response, response_error, DeflateOffer, Response};
 use super::timed_head::TimedHead;
 use crate::config::Config;
 use crate::entropy::Entropy;
@@ -52,6 +52,8 @@ pub struct ClientHandshake {
     accept: String,
     /// The subprotocols we offered.
     protocols: Vec<String>,
+    /// The permessage-deflate policy offered, if any.
+    deflate: Option<DeflateOffer>,
 }
 
 /// Appends `value` without CR, LF and NUL, so it cannot end the line.
@@ -145,7 +147,35 @@ impl ClientHandshake {
                         .collect()
                 })
                 .collect(),
+            deflate: None,
         }
+    }
+
+    /// [`new`](Self::new), also offering permessage-deflate (RFC 7692) by the policy
+    /// `deflate` ([`DeflateConfig::offer_value`](super::DeflateConfig::offer_value)); the
+    /// [`Response`] then says what the server agreed to, and its connection uses it. A
+    /// disabled policy offers nothing, as `new` does.
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(
+        now: Instant,
+        config: &Config,
+        request: ClientRequest<'_>,
+        entropy: &mut dyn Entropy,
+        deflate: &super::DeflateConfig,
+    ) -> Self {
+        let mut handshake = ClientHandshake::new(now, config, request, entropy);
+        if let Some(offer) = deflate.offer_value() {
+            let head = handshake.request.take().unwrap_or_default();
+            // Before the blank line that ends the head.
+            let mut with = Vec::with_capacity(head.len() + offer.len() + 30);
+            with.extend_from_slice(&head[..head.len().saturating_sub(2)]);
+            with.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+            with.extend_from_slice(offer.as_bytes());
+            with.extend_from_slice(b"\r\n\r\n");
+            handshake.request = Some(Bytes::from(with));
+            handshake.deflate = Some(deflate.clone());
+        }
+        handshake
     }
 
     /// The request head to write to the transport: `Some` once, then `None`.
@@ -176,9 +206,16 @@ impl ClientHandshake {
         data: &[u8],
     ) -> Result<Option<Response>, HandshakeError> {
         let (max_headers, accept, protocols) = (self.max_headers, &self.accept, &self.protocols);
+        let deflate = self.deflate.as_ref();
         self.head
             .handle_bytes(now, data, check_status_line, |head| {
-                parse_response(head, max_headers, accept, protocols)
+                #[allow(unused_mut)]
+                let mut response = parse_response(head, max_headers, accept, protocols, deflate)?;
+                #[cfg(feature = "deflate")]
+                {
+                    response.deflate_policy = deflate.cloned();
+                }
+                Ok(response)
             })
     }
 

@@ -20,6 +20,8 @@
 
 mod accept_key;
 mod client;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 mod extensions;
 mod head;
 mod request;
@@ -35,6 +37,8 @@ use crate::error::{HandshakeError, StoreError};
 
 pub use accept_key::accept_key;
 pub use client::{ClientHandshake, ClientRequest};
+#[cfg(feature = "deflate")]
+pub use deflate::{check_response, DeflateConfig, DeflateParams};
 pub use extensions::ExtensionOffer;
 pub use request::Request;
 pub use response::Response;

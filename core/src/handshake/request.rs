@@ -218,6 +218,40 @@ impl Request {
     /// match); any other value is ignored and no `Sec-WebSocket-Protocol` is sent, since
     /// the client would have to fail the connection (§4.1). No extension is selected.
     pub fn accept(self, now: Instant, protocol: Option<&str>, config: Config) -> Connection {
+        self.accept_with(now, protocol, config, None, |_| {})
+    }
+
+    /// [`accept`](Self::accept), also answering the client's permessage-deflate offers
+    /// (RFC 7692) by the policy `deflate`: the first acceptable offer is selected in the
+    /// 101 response and the connection learns the agreed
+    /// [`DeflateParams`](crate::handshake::DeflateParams)
+    /// ([`Connection::deflate_params`]); with no acceptable offer, or `deflate` off, this
+    /// is exactly `accept`.
+    #[cfg(feature = "deflate")]
+    pub fn accept_deflate(
+        self,
+        now: Instant,
+        protocol: Option<&str>,
+        config: Config,
+        deflate: &crate::handshake::DeflateConfig,
+    ) -> Connection {
+        let params = deflate.accept_offers(&self.extensions);
+        let extension = params.map(|p| p.response_value());
+        self.accept_with(now, protocol, config, extension.as_deref(), |connection| {
+            connection.set_deflate(params, deflate)
+        })
+    }
+
+    /// The 101 response, with `extension` as its `Sec-WebSocket-Extensions` when given;
+    /// `setup` runs on the connection before the trailing bytes reach it.
+    fn accept_with(
+        self,
+        now: Instant,
+        protocol: Option<&str>,
+        config: Config,
+        extension: Option<&str>,
+        setup: impl FnOnce(&mut Connection),
+    ) -> Connection {
         let protocol = protocol.filter(|p| self.protocols.iter().any(|offered| offered == p));
         // §4.2.2 step 5: the handshake response.
         let mut head = String::with_capacity(160);
@@ -230,9 +264,13 @@ impl Request {
         if let Some(protocol) = protocol {
             let _ = write!(head, "Sec-WebSocket-Protocol: {protocol}\r\n");
         }
+        if let Some(extension) = extension {
+            let _ = write!(head, "Sec-WebSocket-Extensions: {extension}\r\n");
+        }
         head.push_str("\r\n");
         let mut connection = Connection::server(config, now);
         connection.queue_raw(Bytes::from(head));
+        setup(&mut connection);
         connection.handle_bytes(now, &self.trailing);
         connection
     }

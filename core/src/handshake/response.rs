@@ -11,6 +11,13 @@ use crate::entropy::Entropy;
 use crate::error::HandshakeError;
 use crate::time::Instant;
 
+/// What the client offered of permessage-deflate: its policy (a placeholder without the
+/// `deflate` feature, when nothing is ever offered).
+#[cfg(feature = "deflate")]
+pub(super) type DeflateOffer = super::deflate::DeflateConfig;
+#[cfg(not(feature = "deflate"))]
+pub(super) type DeflateOffer = core::convert::Infallible;
+
 /// Parses and checks a complete response head (RFC 6455 §4.1, "The client MUST
 /// validate the server's response as follows").
 pub(super) fn parse_response(
@@ -18,6 +25,7 @@ pub(super) fn parse_response(
     max_headers: usize,
     accept: &str,
     protocols: &[String],
+    deflate: Option<&DeflateOffer>,
 ) -> Result<Response, HandshakeError> {
     let mut header_array: Vec<httparse::Header<'_>> = vec![httparse::EMPTY_HEADER; max_headers];
     let mut parsed = httparse::Response::new(&mut header_array);
@@ -60,8 +68,26 @@ pub(super) fn parse_response(
     // §4.1 item 5: "If the response includes a |Sec-WebSocket-Extensions| header
     // field and this header field indicates the use of an extension that was not
     // present in the client's handshake [...] the client MUST _Fail the WebSocket
-    // Connection_." We offer none.
-    if headers.list("Sec-WebSocket-Extensions").next().is_some() {
+    // Connection_." We offer at most permessage-deflate (RFC 7692 §5.2, checked by
+    // `check_response`), and nothing without the `deflate` feature.
+    #[cfg(feature = "deflate")]
+    let deflate = match deflate {
+        Some(config) => {
+            let mut answers = Vec::new();
+            for value in headers.all("Sec-WebSocket-Extensions") {
+                super::extensions::parse_extensions(value, &mut answers)
+                    .map_err(|_| HandshakeError::UnexpectedExtension)?;
+            }
+            super::deflate::check_response(config, &answers)?
+        }
+        None => None,
+    };
+    #[cfg(feature = "deflate")]
+    if deflate.is_none() && headers.list("Sec-WebSocket-Extensions").next().is_some() {
+        return Err(HandshakeError::UnexpectedExtension);
+    }
+    #[cfg(not(feature = "deflate"))]
+    if deflate.is_some() || headers.list("Sec-WebSocket-Extensions").next().is_some() {
         return Err(HandshakeError::UnexpectedExtension);
     }
     // §4.1 item 6: "If the response includes a |Sec-WebSocket-Protocol| header field
@@ -83,6 +109,10 @@ pub(super) fn parse_response(
     Ok(Response {
         status,
         protocol,
+        #[cfg(feature = "deflate")]
+        deflate,
+        #[cfg(feature = "deflate")]
+        deflate_policy: None,
         headers,
         trailing: complete.trailing,
     })
@@ -102,9 +132,14 @@ pub(super) fn response_error(e: httparse::Error) -> HandshakeError {
 pub struct Response {
     status: u16,
     protocol: Option<String>,
+    #[cfg(feature = "deflate")]
+    deflate: Option<super::deflate::DeflateParams>,
     headers: Headers,
     /// Bytes that followed the head: the server's first frames.
     pub(super) trailing: Vec<u8>,
+    /// The policy the client offered with, for the connection.
+    #[cfg(feature = "deflate")]
+    pub(super) deflate_policy: Option<super::deflate::DeflateConfig>,
 }
 
 impl Response {
@@ -118,6 +153,13 @@ impl Response {
         self.protocol.as_deref()
     }
 
+    /// The permessage-deflate parameters the server agreed to, if it accepted the offer
+    /// of [`ClientHandshake::with_deflate`](super::ClientHandshake::with_deflate).
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<&super::deflate::DeflateParams> {
+        self.deflate.as_ref()
+    }
+
     /// The value of the first header named `name` (ASCII case-insensitive), as sent.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.get(name)
@@ -125,7 +167,8 @@ impl Response {
 
     /// The open client [`Connection`], drawing masking keys from `entropy`, with the
     /// bytes that followed the response head already fed: drain its events and
-    /// transmits now.
+    /// transmits now. With the `deflate` feature the connection uses the negotiated
+    /// permessage-deflate parameters, if any, with the policy that was offered.
     pub fn into_connection(
         self,
         now: Instant,
@@ -133,6 +176,10 @@ impl Response {
         entropy: impl Entropy + Send + 'static,
     ) -> Connection {
         let mut connection = Connection::client(config, now, entropy);
+        #[cfg(feature = "deflate")]
+        if let Some((params, policy)) = self.deflate.zip(self.deflate_policy.as_ref()) {
+            connection.set_deflate(Some(params), policy);
+        }
         connection.handle_bytes(now, &self.trailing);
         connection
     }
