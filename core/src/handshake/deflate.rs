@@ -1,5 +1,10 @@
 //! Negotiation of permessage-deflate (RFC 7692 §5–7), as pure functions.
 //!
+//! **Unstable and incomplete:** the `deflate` feature negotiates, but the connection does
+//! not compress or inflate messages yet, so a peer that sends a compressed message is
+//! closed 1002. Do not enable the feature for real connections until per-message
+//! compression lands; no runtime and no server uses it yet.
+//!
 //! The server picks the first acceptable offer with [`DeflateConfig::accept_offers`]
 //! and answers [`DeflateParams::response_value`]; the client offers
 //! [`DeflateConfig::offer_value`] and checks the answer with [`check_response`].
