@@ -24,6 +24,7 @@ mod client;
 pub mod deflate;
 mod extensions;
 mod head;
+mod http;
 mod request;
 mod response;
 mod server;
@@ -40,20 +41,32 @@ pub use client::{ClientHandshake, ClientRequest};
 #[cfg(feature = "deflate")]
 pub use deflate::{check_response, DeflateConfig, DeflateParams};
 pub use extensions::ExtensionOffer;
+pub use http::{BodyLengthError, HttpRequest, RequestReader};
 pub use request::Request;
 pub use response::Response;
 pub use server::ServerHandshake;
 
-/// The reason phrase of the statuses a server answers a failed handshake with.
-fn reason_phrase(status: u16) -> &'static str {
+/// The reason phrase (RFC 9110 §15) of the statuses a WebSocket server and the HTTP
+/// endpoints beside it answer with; the one table both use.
+pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        202 => "Accepted",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
+        404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
-        _ => "Bad Request",
+        _ => "Unknown",
     }
 }
 

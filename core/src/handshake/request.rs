@@ -11,7 +11,8 @@ use base64::Engine as _;
 
 use super::accept_key::accept_key;
 use super::extensions::{parse_extensions, token_string, ExtensionOffer};
-use super::head::{parse_error, trim, CompleteHead, Headers};
+use super::head::{trim, Headers};
+use super::http::HttpRequest;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::error::HandshakeError;
@@ -36,36 +37,24 @@ pub struct Request {
     pub(super) trailing: Vec<u8>,
 }
 
-/// Parses and validates a complete request head (RFC 6455 §4.2.1).
+/// Validates a parsed request head as a WebSocket upgrade (RFC 6455 §4.2.1).
 ///
 /// RFC 6455 §4.2.1: "If the server, while reading the handshake, finds that the client did
 /// not send a handshake that matches the description below [...] the server MUST stop
 /// processing the client's handshake and return an HTTP response with an appropriate
 /// error code (such as 400 Bad Request)."
-pub(super) fn parse_request(
-    complete: CompleteHead,
-    max_headers: usize,
-) -> Result<Request, HandshakeError> {
-    let mut header_array: Vec<httparse::Header<'_>> = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut parsed = httparse::Request::new(&mut header_array);
-    match parsed.parse(&complete.head).map_err(parse_error)? {
-        httparse::Status::Complete(_) => {}
-        // Only a head made of blank lines ends at a blank line yet stays partial.
-        httparse::Status::Partial => return Err(HandshakeError::Malformed),
-    }
-
+pub(super) fn validate_upgrade(http: HttpRequest) -> Result<Request, HandshakeError> {
     // §4.2.1 item 1: "An HTTP/1.1 or higher GET request, including a "Request-URI"".
-    if parsed.method != Some("GET") {
+    if http.method() != "GET" {
         return Err(HandshakeError::MethodNotAllowed);
     }
-    if parsed.version != Some(1) {
+    if !http.is_http11() {
         return Err(HandshakeError::UnsupportedHttpVersion);
     }
-    let path = match parsed.path {
-        Some(path) if !path.is_empty() => String::from(path),
-        _ => return Err(HandshakeError::Malformed),
-    };
-    let headers = Headers::from_httparse(parsed.headers);
+    let path = String::from(http.target());
+    let HttpRequest {
+        headers, trailing, ..
+    } = http;
 
     // A GET upgrade request has no body (RFC 9110 §9.3.1: content in a GET "has no
     // generally defined semantics"); bytes after the head must be frames, so a request
@@ -159,7 +148,7 @@ pub(super) fn parse_request(
         extensions,
         accept: accept_key(key),
         headers,
-        trailing: complete.trailing,
+        trailing,
     })
 }
 

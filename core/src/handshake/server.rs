@@ -1,8 +1,7 @@
 //! The server side of the opening handshake (RFC 6455 §4.2).
 
-use super::head::parse_error;
-use super::request::{parse_request, Request};
-use super::timed_head::TimedHead;
+use super::http::RequestReader;
+use super::request::Request;
 use crate::config::Config;
 use crate::error::HandshakeError;
 use crate::time::Instant;
@@ -16,8 +15,7 @@ use crate::time::Instant;
 /// transport.
 #[derive(Debug)]
 pub struct ServerHandshake {
-    head: TimedHead,
-    max_headers: usize,
+    reader: RequestReader,
 }
 
 impl ServerHandshake {
@@ -26,8 +24,7 @@ impl ServerHandshake {
     /// and `config.max_handshake_headers` header fields.
     pub fn new(config: &Config, now: Instant) -> Self {
         ServerHandshake {
-            head: TimedHead::new(config, now),
-            max_headers: config.max_handshake_headers,
+            reader: RequestReader::new(config, now),
         }
     }
 
@@ -50,18 +47,17 @@ impl ServerHandshake {
         now: Instant,
         data: &[u8],
     ) -> Result<Option<Request>, HandshakeError> {
-        let max_headers = self.max_headers;
-        self.head
-            .handle_bytes(now, data, check_request_line, |head| {
-                parse_request(head, max_headers)
-            })
+        match self.reader.handle_bytes(now, data)? {
+            Some(http) => http.into_upgrade().map(Some),
+            None => Ok(None),
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called: the connection's
     /// start plus `config.handshake_timeout`, while the head is still being read; `None`
     /// once the handshake has a result.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.head.poll_timeout()
+        self.reader.poll_timeout()
     }
 
     /// Tells the handshake that time has passed. Once the deadline has passed with the
@@ -69,24 +65,16 @@ impl ServerHandshake {
     /// close. An early or spurious call is a harmless no-op returning `Ok(())`; after a
     /// failure it answers the same error again.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
-        self.head.handle_timeout(now)
+        self.reader.handle_timeout(now)
     }
 
     /// Bytes of head buffered so far.
     #[cfg(test)]
     fn buffered(&self) -> usize {
-        self.head.buffered()
+        self.reader.buffered()
     }
 }
 
-/// Refuses a request line that can never start a valid request, as soon as it arrives.
-fn check_request_line(line: &[u8]) -> Result<(), HandshakeError> {
-    let mut no_headers = [httparse::EMPTY_HEADER; 0];
-    httparse::Request::new(&mut no_headers)
-        .parse(line)
-        .map(|_| ())
-        .map_err(parse_error)
-}
 
 #[cfg(test)]
 mod tests {
