@@ -107,6 +107,12 @@ pub fn verify(secret: &[u8], token: Option<&str>, now_unix_secs: u64) -> Result<
     Ok(UserId(user))
 }
 
+/// Compares two secrets (an API key, a token) in time that does not depend on where they
+/// differ; only their lengths leak. The one constant-time compare of the project.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    crate::session::token::ct_eq(a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,9 @@ impl HttpRequest {
         if first.is_empty() || first.len() > 19 || !first.iter().all(u8::is_ascii_digit) {
             return Err(BodyLengthError::Invalid);
         }
-        Ok(Some(first.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))))
+        Ok(Some(
+            first.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+        ))
     }
 
     /// Bytes that followed the head in the input it was read from.
@@ -275,15 +277,13 @@ fn percent_decode(value: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(hi), Some(lo)) => {
-                        out.push(hi << 4 | lo);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi << 4 | lo);
+                    i += 2;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -355,7 +355,10 @@ mod tests {
         ] {
             assert_eq!(length_of(bad), Err(BodyLengthError::Conflicting), "{bad:?}");
         }
-        for bad in ["Content-Length: -1\r\n", "Content-Length: 99999999999999999999\r\n"] {
+        for bad in [
+            "Content-Length: -1\r\n",
+            "Content-Length: 99999999999999999999\r\n",
+        ] {
             assert_eq!(length_of(bad), Err(BodyLengthError::Invalid), "{bad:?}");
         }
         assert_eq!(

@@ -1,7 +1,6 @@
 //! A validated upgrade request, and the server's answer to it (RFC 6455 §4.2).
 
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
 use bytes::Bytes;
 use core::fmt::Write as _;

@@ -75,7 +75,6 @@ impl ServerHandshake {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,142 @@
+//! One connection as the layer sees it: what phase it is in, and the bytes waiting for
+//! the runtime to write.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use sockeye_core::handshake::{HttpRequest, RequestReader};
+use sockeye_core::{Connection, Instant, SessionId};
+
+/// Where a connection is.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Reading its request head.
+    Head(RequestReader),
+    /// Reading the `Content-Length` body of a push, due by `deadline`.
+    Body {
+        request: Box<HttpRequest>,
+        length: usize,
+        body: Vec<u8>,
+        deadline: Instant,
+    },
+    /// A push acted on, its 202 waiting for journal commit `ticket`.
+    AwaitingCommit { ticket: u64, answer: Vec<u8> },
+    /// Plain JSON mode (`docs/PROTOCOL.md` §10).
+    Plain { ws: Box<Connection> },
+    /// `sockeye.v1`: a session of the store, attached as `epoch`.
+    Reliable {
+        ws: Box<Connection>,
+        session: SessionId,
+        epoch: u64,
+    },
+    /// Over: what is queued is written, then the runtime closes the socket.
+    Done,
+}
+
+/// A connection: its phase and its outgoing bytes.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) phase: Phase,
+    /// Chunks for the runtime to write, in order.
+    out: VecDeque<Bytes>,
+    out_bytes: usize,
+    /// The runtime was told about bytes it has not taken yet ([`crate::Action::Wake`]).
+    pub(crate) woken: bool,
+    /// [`crate::Action::Close`] was emitted.
+    pub(crate) close_sent: bool,
+    /// The deadline it is filed under in the server's index.
+    pub(crate) armed: Option<Instant>,
+    /// Listed among the connections to settle after the current input.
+    pub(crate) touched: bool,
+    /// Listed among the reliable connections whose session to drive before settling.
+    pub(crate) drive_pending: bool,
+    /// A reliable connection's session deadline, from its last turn.
+    pub(crate) session_deadline: Option<Instant>,
+}
+
+impl Conn {
+    pub(crate) fn new(phase: Phase) -> Self {
+        Conn {
+            phase,
+            out: VecDeque::new(),
+            out_bytes: 0,
+            woken: false,
+            close_sent: false,
+            armed: None,
+            touched: false,
+            drive_pending: false,
+            session_deadline: None,
+        }
+    }
+
+    /// Queues bytes for the runtime.
+    pub(crate) fn queue(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.out_bytes += chunk.len();
+            self.out.push_back(chunk);
+        }
+    }
+
+    /// The next chunk to write.
+    pub(crate) fn pop(&mut self) -> Option<Bytes> {
+        let chunk = self.out.pop_front()?;
+        self.out_bytes -= chunk.len();
+        Some(chunk)
+    }
+
+    /// Bytes waiting for the runtime, including those still inside the WebSocket.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.out_bytes + self.ws().map_or(0, Connection::queued_bytes)
+    }
+
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Drops what waits (the socket is gone).
+    pub(crate) fn clear(&mut self) {
+        self.out.clear();
+        self.out_bytes = 0;
+    }
+
+    pub(crate) fn ws(&self) -> Option<&Connection> {
+        match &self.phase {
+            Phase::Plain { ws, .. } | Phase::Reliable { ws, .. } => Some(ws),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn ws_mut(&mut self) -> Option<&mut Connection> {
+        match &mut self.phase {
+            Phase::Plain { ws, .. } | Phase::Reliable { ws, .. } => Some(ws),
+            _ => None,
+        }
+    }
+
+    /// Moves the WebSocket's outgoing chunks into the queue.
+    pub(crate) fn take_transmits(&mut self) {
+        let mut chunks = Vec::new();
+        if let Some(ws) = self.ws_mut() {
+            while let Some(chunk) = ws.poll_transmit() {
+                chunks.push(chunk);
+            }
+        }
+        for chunk in chunks {
+            self.queue(chunk);
+        }
+    }
+
+    /// The connection's own next deadline.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Head(reader) => reader.poll_timeout(),
+            Phase::Body { deadline, .. } => Some(*deadline),
+            Phase::Plain { ws, .. } => ws.poll_timeout(),
+            Phase::Reliable { ws, .. } => match (ws.poll_timeout(), self.session_deadline) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+            Phase::AwaitingCommit { .. } | Phase::Done => None,
+        }
+    }
+}

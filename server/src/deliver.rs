@@ -1,0 +1,263 @@
+//! The JSON commands of both modes, and the one fan-out loop that hands what the hub
+//! routed to each connection: encoded once per message, queued under the slow-consumer
+//! rule.
+
+use bytes::Bytes;
+use sockeye_core::auth::UserId;
+use sockeye_core::hub::{ConnId, Mail, OutMessage};
+use sockeye_core::journal::Record;
+use sockeye_core::{CloseCode, Message, SessionId};
+
+use crate::conn::Phase;
+use crate::plain::{self, ClientMessage, Refused};
+use crate::server::Server;
+use crate::Level;
+
+impl Server {
+    /// One message from a plain-mode client.
+    pub(crate) fn on_plain_message(&mut self, conn: ConnId, message: Message) {
+        let Message::Text(text) = message else {
+            self.metrics.messages_in += 1;
+            return self.close_ws(
+                conn,
+                CloseCode::UNSUPPORTED_DATA,
+                "binary messages are not supported in plain JSON mode",
+            );
+        };
+        match self.on_command(conn, &text) {
+            Err(why) => self.close_ws(conn, CloseCode::POLICY_VIOLATION, why),
+            Ok(Some(reply)) => self.send_plain(conn, Bytes::from(reply), false),
+            Ok(None) => {}
+        }
+    }
+
+    /// One JSON command (`docs/PROTOCOL.md` §10) from connection `conn`, in either mode:
+    /// acts on it and returns the reply, if any. `Err` is a violation: close 1008.
+    pub(crate) fn on_command(
+        &mut self,
+        conn: ConnId,
+        text: &[u8],
+    ) -> Result<Option<String>, &'static str> {
+        self.metrics.messages_in += 1;
+        let now = self.now;
+        let reply = match plain::parse(text) {
+            Err(Refused::Violation(why)) => return Err(why),
+            Err(Refused::Error(why)) => Some(plain::error(why)),
+            Ok(ClientMessage::Join { room }) => match self.hub.join(conn, &room) {
+                Ok(()) => {
+                    let members = self.hub.members(&room);
+                    Some(plain::joined(&room, members.iter().map(UserId::as_str)))
+                }
+                Err(e) => Some(plain::error(&e.to_string())),
+            },
+            Ok(ClientMessage::Leave { room }) => match self.hub.leave(conn, &room) {
+                Ok(()) => Some(plain::left(&room)),
+                Err(e) => Some(plain::error(&e.to_string())),
+            },
+            Ok(ClientMessage::ToRoom { room, data }) => self
+                .hub
+                .publish(now, conn, &room, Bytes::from(data))
+                .err()
+                .map(|e| plain::error(&e.to_string())),
+            Ok(ClientMessage::ToUser { to, data }) => {
+                let to = UserId(to);
+                let data = Bytes::from(data);
+                match self.hub.send_to_user(now, conn, &to, data.clone()) {
+                    Ok(receipt) => {
+                        if receipt.mailboxed > 0 {
+                            let from = self.hub.user_of(conn).cloned();
+                            let unix = self.unix_ms(now);
+                            self.durable.mail_queued(&to, from.as_ref(), &data, unix);
+                        }
+                        None
+                    }
+                    Err(e) => Some(plain::error(&e.to_string())),
+                }
+            }
+        };
+        self.deliver();
+        Ok(reply)
+    }
+
+    /// Starts closing connection `conn`'s WebSocket.
+    pub(crate) fn close_ws(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        let now = self.now;
+        if let Some(ws) = self.conns.get_mut(&conn).and_then(|c| c.ws_mut()) {
+            let _ = ws.close(now, code, reason);
+        }
+        self.touch(conn);
+    }
+
+    /// Queues text on a plain connection, unless it is a slow consumer: then it is
+    /// closed 1008 and the text dropped (plain mode is at most once).
+    pub(crate) fn send_plain(&mut self, conn: ConnId, text: Bytes, is_message: bool) {
+        let now = self.now;
+        let max = self.config.max_queue_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let queued = c.queued_bytes();
+        let Some(ws) = c.ws_mut() else {
+            return;
+        };
+        if !matches!(ws.state(), sockeye_core::State::Open) {
+            return;
+        }
+        if queued > 0 && queued + text.len() > max {
+            let _ = ws.close(now, CloseCode::POLICY_VIOLATION, "slow consumer");
+            self.metrics.slow_consumers += 1;
+            self.touch(conn);
+            let user = self.hub.user_of(conn).map(|u| u.as_str().to_string());
+            return self.log(
+                Level::Info,
+                format!(
+                    "closing slow consumer: connection {} of user {user:?}",
+                    conn.0
+                ),
+            );
+        }
+        if ws.send(now, Message::Text(text)).is_ok() && is_message {
+            self.metrics.messages_out += 1;
+        }
+        self.touch(conn);
+    }
+
+    /// Queues text in a reliable connection's session (journaled with a journal). A full
+    /// session is a slow consumer: its connection is closed 1008 and leaves the hub (the
+    /// session waits for a resume), and the message goes back to the hub.
+    fn send_reliable(
+        &mut self,
+        conn: ConnId,
+        session: SessionId,
+        text: Bytes,
+        message: Option<OutMessage>,
+    ) -> bool {
+        let now = self.now;
+        let Some(s) = self.store.get_mut(session) else {
+            return false;
+        };
+        match s.send(now, text.clone(), true) {
+            Ok(seq) => {
+                self.durable.append(&Record::ServerSent {
+                    id: session,
+                    seq,
+                    is_text: true,
+                    payload: text,
+                });
+                self.hold(session);
+                if matches!(message, Some(OutMessage::Message { .. })) {
+                    self.metrics.messages_out += 1;
+                }
+                self.schedule_drive(conn);
+                true
+            }
+            Err(e) => {
+                self.metrics.slow_consumers += 1;
+                self.log(
+                    Level::Info,
+                    format!(
+                        "closing slow consumer: reliable connection {} ({e})",
+                        conn.0
+                    ),
+                );
+                self.close_ws(conn, CloseCode::POLICY_VIOLATION, "slow consumer");
+                self.leave_hub(conn, session);
+                if let (Some(message), Some(owner)) = (message, self.owners.get(&session)) {
+                    let user = owner.user.clone();
+                    self.hand_back(&user, message);
+                }
+                false
+            }
+        }
+    }
+
+    /// Holds `session`'s outgoing envelopes until what was just appended is durable.
+    pub(crate) fn hold(&mut self, session: SessionId) {
+        if self.durable.enabled() {
+            let ticket = self.durable.ticket();
+            self.held.insert(session, ticket);
+        }
+    }
+
+    /// A message a reliable connection could not take: one for a user goes back to the
+    /// hub (their other connections, or the mailbox); a room message is a dead letter.
+    fn hand_back(&mut self, user: &UserId, message: OutMessage) {
+        let OutMessage::Message {
+            from,
+            room,
+            payload,
+        } = message
+        else {
+            return;
+        };
+        if room.is_some() {
+            self.metrics.dead_letters += 1;
+            return self.log(
+                Level::Debug,
+                "dead letter: a room message for a slow consumer".into(),
+            );
+        }
+        let now = self.now;
+        let receipt =
+            self.hub
+                .restore_mail(now, user, Mail::new(now, from.clone(), payload.clone()));
+        if receipt.mailboxed > 0 {
+            let unix = self.unix_ms(now);
+            self.durable
+                .mail_queued(user, from.as_ref(), &payload, unix);
+        }
+    }
+
+    /// Hands everything the hub routed to its connections, and counts its dead letters.
+    pub(crate) fn deliver(&mut self) {
+        // A room message reaches every member as the same bytes: encoded once.
+        let mut last: Option<(OutMessage, Bytes)> = None;
+        while let Some(out) = self.hub.poll_outbound() {
+            let text = match &last {
+                Some((message, text)) if *message == out.message => text.clone(),
+                _ => {
+                    let text = Bytes::from(encode(&out.message));
+                    last = Some((out.message.clone(), text.clone()));
+                    text
+                }
+            };
+            let is_message = matches!(out.message, OutMessage::Message { .. });
+            match self.conns.get(&out.to).map(|c| &c.phase) {
+                Some(Phase::Plain { .. }) => self.send_plain(out.to, text, is_message),
+                Some(Phase::Reliable { session, .. }) => {
+                    let session = *session;
+                    self.send_reliable(out.to, session, text, Some(out.message));
+                }
+                _ => {}
+            }
+        }
+        while let Some(dead) = self.hub.poll_dead_letter() {
+            self.metrics.dead_letters += 1;
+            let text = format!(
+                "dead letter for user {:?}: {}",
+                dead.user.as_str(),
+                dead.reason
+            );
+            self.log(Level::Debug, text);
+        }
+    }
+
+    /// A reply to a reliable client's command, in its session.
+    pub(crate) fn reply_reliable(&mut self, conn: ConnId, session: SessionId, reply: String) {
+        self.send_reliable(conn, session, Bytes::from(reply), None);
+    }
+}
+
+/// The JSON text a delivery is sent as.
+fn encode(message: &OutMessage) -> String {
+    match message {
+        OutMessage::Message {
+            from,
+            room,
+            payload,
+        } => plain::message(room.as_deref(), from.as_ref().map(UserId::as_str), payload),
+        OutMessage::Presence { room, user, joined } => {
+            plain::presence(room, user.as_str(), *joined)
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The reliable mode's glue: a `sockeye.v1` connection carries a session of the store;
+//! the session's deliveries are the same JSON commands as plain mode, acknowledged only
+//! once acted on and (with a journal) durable; its records go to the journal, and its
+//! envelopes wait for the commit that covers them.
+
+use core::time::Duration;
+
+use sockeye_core::auth::UserId;
+use sockeye_core::hub::{ConnId, Delivery};
+use sockeye_core::journal::Record;
+use sockeye_core::{CloseCode, Connection, Message, MessageKind, Seq, SessionEvent, SessionId};
+
+use crate::answer;
+use crate::conn::{Conn, Phase};
+use crate::metrics::Rejection;
+use crate::plain;
+use crate::server::{Owner, Server, Waiter};
+use crate::Level;
+
+impl Server {
+    /// Attaches the accepted upgrade `ws` of `user` carrying `session` to the hub.
+    pub(crate) fn attach_session(
+        &mut self,
+        conn: ConnId,
+        ws: Connection,
+        user: UserId,
+        session: SessionId,
+    ) {
+        let now = self.now;
+        let fresh = !self.owners.contains_key(&session);
+        let rooms = self
+            .owners
+            .get_mut(&session)
+            .map(|o| std::mem::take(&mut o.rooms))
+            .unwrap_or_default();
+        let epoch = self.store.get(session).map_or(0, |s| s.epoch());
+        if let Err(refusal) = self
+            .hub
+            .connect(now, conn, user.clone(), Delivery::Reliable)
+        {
+            // The 101 is still only queued in `ws`, which is dropped: the client hears 503.
+            if let Some(owner) = self.owners.get_mut(&session) {
+                owner.rooms = rooms;
+            }
+            self.store.detach(now, session, epoch);
+            self.drain_store();
+            self.metrics.reject(Rejection::OverLimit);
+            return self.answer(conn, answer::text(503, &refusal.to_string()));
+        }
+        self.durable.mailbox_emptied(&user);
+        for room in &rooms {
+            // The session stays in its rooms across a resume.
+            let _ = self.hub.join(conn, room);
+        }
+        self.metrics.connections_opened += 1;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Reliable {
+                ws: Box::new(ws),
+                session,
+                epoch,
+            };
+        }
+        if fresh {
+            if let Some(s) = self.store.get(session) {
+                self.durable.append(&Record::SessionOpened {
+                    id: session,
+                    token: s.token(),
+                    user: user.as_str().into(),
+                    acked: Seq(0),
+                    client_delivered: Seq(0),
+                });
+                self.hold(session);
+            }
+            self.owners.insert(
+                session,
+                Owner {
+                    user: user.clone(),
+                    conn: Some(conn),
+                    rooms: Vec::new(),
+                },
+            );
+            self.reply_reliable(conn, session, plain::welcome(user.as_str()));
+        } else if let Some(owner) = self.owners.get_mut(&session) {
+            owner.conn = Some(conn);
+        }
+        self.log(
+            Level::Debug,
+            format!(
+                "connection {} open for user {:?} (reliable mode)",
+                conn.0,
+                user.as_str()
+            ),
+        );
+        self.drain_ws(conn);
+        self.deliver();
+    }
+
+    /// A binary message on a reliable connection: an envelope for its session.
+    pub(crate) fn on_reliable_message(&mut self, conn: ConnId, message: Message) {
+        let Some((session, epoch)) = self.session_of(conn) else {
+            return;
+        };
+        let now = self.now;
+        match self.store.get_mut(session) {
+            Some(s) if s.epoch() == epoch && s.is_connected() => {
+                s.handle_message(now, message.into_payload());
+            }
+            _ => {}
+        }
+        self.schedule_drive(conn);
+    }
+
+    pub(crate) fn on_rtt(&mut self, conn: ConnId, rtt: Duration) {
+        if let Some((session, epoch)) = self.session_of(conn) {
+            if let Some(s) = self.store.get_mut(session).filter(|s| s.epoch() == epoch) {
+                s.on_rtt_sample(rtt);
+            }
+        }
+    }
+
+    fn session_of(&self, conn: ConnId) -> Option<(SessionId, u64)> {
+        match self.conns.get(&conn).map(|c| &c.phase) {
+            Some(Phase::Reliable { session, epoch, .. }) => Some((*session, *epoch)),
+            _ => None,
+        }
+    }
+
+    /// One turn of a reliable connection's session: its timers, its events (commands to
+    /// the hub, records to the journal), and its envelopes to the WebSocket unless they
+    /// wait for a commit.
+    pub(crate) fn drive_session(&mut self, conn: ConnId) {
+        let Some((session, epoch)) = self.session_of(conn) else {
+            return;
+        };
+        let now = self.now;
+        let current = self
+            .store
+            .get(session)
+            .is_some_and(|s| s.epoch() == epoch && s.is_connected());
+        if !current {
+            // A newer connection took the session over.
+            return self.close_ws(conn, CloseCode::GOING_AWAY, "session resumed elsewhere");
+        }
+        let mut events = Vec::new();
+        let resent_before;
+        {
+            let Some(s) = self.store.get_mut(session) else {
+                return;
+            };
+            resent_before = s.resent_messages();
+            if s.poll_timeout().is_some_and(|at| at <= now) {
+                s.handle_timeout(now);
+            }
+            while let Some(event) = s.poll_event() {
+                events.push(event);
+            }
+        }
+        for event in events {
+            self.on_session_event(Some(conn), session, event);
+        }
+        let held = self
+            .held
+            .get(&session)
+            .is_some_and(|&ticket| !self.durable.is_finished(ticket));
+        let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
+            return;
+        };
+        self.metrics.resends += s.resent_messages().saturating_sub(resent_before);
+        if !held {
+            self.held.remove(&session);
+            if let Some(ws) = c.ws_mut() {
+                while let Some(envelope) = s.poll_outgoing_parts() {
+                    let _ = ws.send_parts(
+                        now,
+                        MessageKind::Binary,
+                        envelope.head(),
+                        envelope.payload(),
+                    );
+                }
+            }
+        }
+        if let Some(code) = s.wants_disconnect() {
+            if let Some(ws) = c.ws_mut() {
+                let _ = ws.close(now, code, "");
+            }
+        }
+        c.session_deadline = s.poll_timeout();
+        self.touch(conn);
+    }
+
+    /// What a session event means for the hub, the journal and the metrics.
+    fn on_session_event(&mut self, conn: Option<ConnId>, session: SessionId, event: SessionEvent) {
+        match event {
+            SessionEvent::Delivered {
+                seq,
+                payload,
+                is_text,
+            } => {
+                match conn {
+                    Some(conn) if is_text => match self.on_command(conn, &payload) {
+                        Err(why) => self.close_ws(conn, CloseCode::POLICY_VIOLATION, why),
+                        Ok(Some(reply)) => self.reply_reliable(conn, session, reply),
+                        Ok(None) => {}
+                    },
+                    Some(conn) => {
+                        self.metrics.messages_in += 1;
+                        self.close_ws(conn, CloseCode::UNSUPPORTED_DATA, "commands are JSON text");
+                    }
+                    None => {}
+                }
+                // Acted on (or refused for good): acknowledged once that is durable.
+                self.durable
+                    .append(&Record::ClientDelivered { id: session, seq });
+                self.confirm(session, seq);
+            }
+            SessionEvent::Acked { seq } => {
+                self.durable
+                    .append(&Record::ClientAcked { id: session, seq });
+            }
+            SessionEvent::DeadLetter {
+                seq,
+                reason,
+                possibly_delivered,
+                ..
+            } => {
+                self.durable
+                    .append(&Record::ServerVoided { id: session, seq });
+                self.metrics.dead_letters += 1;
+                self.log(
+                    Level::Debug,
+                    format!("dead letter in a reliable session: {reason:?} (possibly delivered: {possibly_delivered})"),
+                );
+            }
+            SessionEvent::Resumed { .. } => self.metrics.resumes += 1,
+            SessionEvent::SessionLost { session_id, .. } => {
+                self.durable
+                    .append(&Record::SessionClosed { id: session_id });
+                self.owners.remove(&session_id);
+                self.held.remove(&session_id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Confirms `seq` to its session now, or once the journal holds what it did.
+    fn confirm(&mut self, session: SessionId, seq: Seq) {
+        let ticket = self.durable.ticket();
+        if self.durable.is_finished(ticket) {
+            if let Some(s) = self.store.get_mut(session) {
+                s.confirm(self.now, seq);
+            }
+        } else {
+            self.waiters
+                .push_back((ticket, Waiter::Confirm { session, seq }));
+        }
+    }
+
+    /// Commit `done` finished: confirms what waited for it and lets held envelopes go,
+    /// or, if it failed, keeps both for a later commit and closes the connections that
+    /// carried them (1011: their clients resume and learn what was kept).
+    pub(crate) fn release_sessions(&mut self, done: u64, ok: bool) {
+        let next = self.durable.next_ticket();
+        let mut again = std::collections::VecDeque::new();
+        while let Some((ticket, waiter)) = self.waiters.pop_front() {
+            if ticket > done {
+                again.push_back((ticket, waiter));
+                continue;
+            }
+            let Waiter::Confirm { session, seq } = waiter;
+            if ok {
+                if let Some(s) = self.store.get_mut(session) {
+                    s.confirm(self.now, seq);
+                }
+            } else {
+                again.push_back((next, Waiter::Confirm { session, seq }));
+                if let Some(conn) = self.owners.get(&session).and_then(|o| o.conn) {
+                    self.close_ws(conn, CloseCode::INTERNAL_ERROR, "journal unavailable");
+                }
+            }
+            self.touch_session(session);
+        }
+        self.waiters = again;
+        let held: Vec<(SessionId, u64)> = self.held.iter().map(|(s, t)| (*s, *t)).collect();
+        for (session, ticket) in held {
+            if ticket <= done {
+                if ok {
+                    self.held.remove(&session);
+                } else {
+                    self.held.insert(session, next);
+                }
+                self.touch_session(session);
+            }
+        }
+    }
+
+    /// Drives the connection that carries `session` now, if any.
+    fn touch_session(&mut self, session: SessionId) {
+        if let Some(conn) = self.owners.get(&session).and_then(|o| o.conn) {
+            self.schedule_drive(conn);
+        }
+    }
+
+    /// `conn` stops carrying `session` in the hub (a slow consumer, or a resume took
+    /// over): the session keeps its rooms for the next connection.
+    pub(crate) fn leave_hub(&mut self, conn: ConnId, session: SessionId) {
+        if let Some(owner) = self.owners.get_mut(&session) {
+            if owner.conn == Some(conn) {
+                owner.conn = None;
+                owner.rooms = self.hub.rooms_of(conn);
+            }
+        }
+        self.hub.disconnect(self.now, conn);
+    }
+
+    /// Connection `conn` carrying `session` as `epoch` ended.
+    pub(crate) fn detach_session(&mut self, conn: ConnId, session: SessionId, epoch: u64) {
+        let now = self.now;
+        self.leave_hub(conn, session);
+        self.store.detach(now, session, epoch);
+        self.drain_store();
+        self.deliver();
+    }
+
+    /// Events of sessions without a connection (dead letters, expiry).
+    pub(crate) fn drain_store(&mut self) {
+        while let Some((session, event)) = self.store.poll_event() {
+            self.on_session_event(None, session, event);
+        }
+    }
+}
+
+impl Conn {
+    /// Whether this connection carries a reliable session.
+    pub(crate) fn is_reliable(&self) -> bool {
+        matches!(self.phase, Phase::Reliable { .. })
+    }
+}

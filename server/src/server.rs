@@ -1,0 +1,906 @@
+//! [`Server`]: the drive contract, and what happens to one connection from its first
+//! byte to its end.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use bytes::Bytes;
+use sockeye_core::auth::UserId;
+use sockeye_core::handshake::{HttpRequest, Request, RequestReader};
+use sockeye_core::hub::{ConnId, Delivery, Hub, Mail};
+use sockeye_core::journal::JournalState;
+use sockeye_core::session::envelope::parse_resume_header;
+use sockeye_core::session::{SessionStore, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
+use sockeye_core::{CloseCode, Entropy, Event, Instant, SessionId};
+
+use crate::answer;
+use crate::config::Config;
+use crate::conn::{Conn, Phase};
+use crate::durable::Durable;
+use crate::identity::{identify, push_access, PushAccess};
+use crate::metrics::{HubGauges, Metrics, Rejection};
+use crate::plain;
+use crate::push::parse_push;
+use crate::Action;
+
+/// The demo page served at `/`.
+const DEMO_PAGE: &str = include_str!("demo.html");
+
+/// How long after a failed journal commit the layer asks for another.
+const COMMIT_RETRY: core::time::Duration = core::time::Duration::from_secs(1);
+
+/// The user a reliable session belongs to, its hub connection now, and the rooms it was
+/// in when its last connection ended (a resume joins them again).
+#[derive(Debug)]
+pub(crate) struct Owner {
+    pub(crate) user: UserId,
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) rooms: Vec<String>,
+}
+
+/// Something that waits for a journal commit.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// A client command acted on: acknowledge it once durable.
+    Confirm {
+        session: SessionId,
+        seq: sockeye_core::Seq,
+    },
+}
+
+/// The `sockeye` server as a sans-IO state machine: see the [crate docs](crate).
+pub struct Server {
+    pub(crate) config: Config,
+    pub(crate) ws_config: sockeye_core::Config,
+    /// `now` at construction and the Unix time it was then, in milliseconds: the one
+    /// clock epoch (tokens and mailbox ages need wall-clock time).
+    epoch: (Instant, u64),
+    pub(crate) entropy: Box<dyn Entropy + Send>,
+    pub(crate) hub: Hub,
+    pub(crate) store: SessionStore,
+    pub(crate) owners: HashMap<SessionId, Owner>,
+    pub(crate) conns: HashMap<ConnId, Conn>,
+    next_conn: u64,
+    pub(crate) durable: Durable,
+    /// Waiting for the commit numbered by the key.
+    pub(crate) waiters: VecDeque<(u64, Waiter)>,
+    /// Sessions whose outgoing envelopes wait for commit `ticket` (a DATA whose record
+    /// is not durable must not reach the client).
+    pub(crate) held: HashMap<SessionId, u64>,
+    commit_retry: Option<Instant>,
+    pub(crate) metrics: Metrics,
+    pub(crate) actions: VecDeque<Action>,
+    deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Connections changed by the current input, to settle before it returns.
+    touched: Vec<ConnId>,
+    /// Reliable connections whose session to drive before settling.
+    drive: Vec<ConnId>,
+    /// Graceful shutdown began; connections left at this deadline are cut.
+    shutdown: Option<Instant>,
+    stopped: bool,
+    pub(crate) now: Instant,
+}
+
+impl core::fmt::Debug for Server {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Server")
+            .field("connections", &self.conns.len())
+            .field("sessions", &self.store.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// A server started at `now`, when the wall clock read `unix_ms` (milliseconds since
+    /// the Unix epoch); `entropy` makes session ids, tokens and development user ids.
+    /// `journal` is the state replayed from the journal at start (with
+    /// [`Config::journal`]): its sessions wait for their clients to resume and its
+    /// mailboxes are restored with their original ages.
+    pub fn new(
+        config: Config,
+        now: Instant,
+        unix_ms: u64,
+        entropy: Box<dyn Entropy + Send>,
+        journal: Option<&JournalState>,
+    ) -> Server {
+        let mut server = Server {
+            ws_config: config.ws_config(),
+            hub: Hub::new(config.hub_config()),
+            store: SessionStore::new(config.session_config(), now),
+            durable: Durable::new(config.journal),
+            config,
+            epoch: (now, unix_ms),
+            entropy,
+            owners: HashMap::new(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            waiters: VecDeque::new(),
+            held: HashMap::new(),
+            commit_retry: None,
+            metrics: Metrics::default(),
+            actions: VecDeque::new(),
+            deadlines: BTreeSet::new(),
+            touched: Vec::new(),
+            drive: Vec::new(),
+            shutdown: None,
+            stopped: false,
+            now,
+        };
+        if let Some(state) = journal {
+            server.restore(now, state);
+        }
+        server
+    }
+
+    fn restore(&mut self, now: Instant, state: &JournalState) {
+        let mut sessions = 0;
+        for snapshot in state.sessions() {
+            match self.store.restore(now, snapshot) {
+                Ok(()) => {
+                    sessions += 1;
+                    self.owners.insert(
+                        snapshot.id,
+                        Owner {
+                            user: UserId(snapshot.user.clone()),
+                            conn: None,
+                            rooms: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) => self.log(
+                    crate::Level::Warn,
+                    format!("journal: a session could not be restored: {e}"),
+                ),
+            }
+        }
+        let mut mail = 0;
+        let now_ms = self.unix_ms(now);
+        for (user, records) in state.mailboxes() {
+            let user = UserId(user.to_string());
+            self.durable.mail_restored(&user, records.len() as u32);
+            for record in records {
+                let age_ns = now_ms.saturating_sub(record.queued_unix_ms) * 1_000_000;
+                let queued_at = Instant::from_nanos(now.as_nanos().saturating_sub(age_ns));
+                let restored = Mail::new(
+                    queued_at,
+                    record.from.clone().map(UserId),
+                    record.payload.clone(),
+                );
+                self.hub.restore_mail(now, &user, restored);
+                mail += 1;
+            }
+        }
+        self.log(
+            crate::Level::Info,
+            format!("journal: {sessions} session(s) and {mail} mailbox message(s) restored"),
+        );
+        self.settle();
+    }
+
+    /// Wall-clock time at `now`, in milliseconds since the Unix epoch.
+    pub(crate) fn unix_ms(&self, now: Instant) -> u64 {
+        let (start, unix) = self.epoch;
+        unix + now.as_nanos().saturating_sub(start.as_nanos()) / 1_000_000
+    }
+
+    pub(crate) fn log(&mut self, level: crate::Level, text: String) {
+        self.actions.push_back(Action::Log(level, text));
+    }
+
+    // ----- the drive contract: inputs -----
+
+    /// A TCP connection was accepted at `now`: its id, for every later call about it.
+    pub fn handle_accept(&mut self, now: Instant) -> ConnId {
+        self.observe(now);
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let reader = RequestReader::new(&self.ws_config, now);
+        self.conns.insert(id, Conn::new(Phase::Head(reader)));
+        self.touch(id);
+        self.settle();
+        id
+    }
+
+    /// Bytes read from connection `conn`, in chunks of any size.
+    pub fn handle_bytes(&mut self, now: Instant, conn: ConnId, data: &[u8]) {
+        self.observe(now);
+        if self.conns.contains_key(&conn) {
+            self.touch(conn);
+            self.on_bytes(conn, data);
+        }
+        self.settle();
+    }
+
+    /// Connection `conn`'s peer closed its side, or the socket failed: no more bytes
+    /// will come. The layer finishes it and asks for it to be closed.
+    pub fn handle_eof(&mut self, now: Instant, conn: ConnId) {
+        self.observe(now);
+        if self.conns.contains_key(&conn) {
+            self.touch(conn);
+            if let Some(ws) = self.conns.get_mut(&conn).and_then(Conn::ws_mut) {
+                ws.handle_eof(now);
+                self.drain_ws(conn);
+            }
+            self.finish(conn);
+        }
+        self.settle();
+    }
+
+    /// The socket of `conn` is gone (the runtime closed it after
+    /// [`Action::Close`], or writing failed): forget it.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.observe(now);
+        if self.conns.contains_key(&conn) {
+            self.touch(conn);
+            self.finish(conn);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.clear();
+            }
+            self.forget(conn);
+        }
+        self.settle();
+    }
+
+    /// Time passed: act on every deadline up to `now`. Early calls are harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.observe(now);
+        while let Some(&(at, conn)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.remove(&(at, conn));
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.armed = None;
+            }
+            self.touch(conn);
+            self.on_conn_timeout(conn);
+        }
+        if self.hub.poll_timeout().is_some_and(|at| at <= now) {
+            self.hub.handle_timeout(now);
+            self.deliver();
+        }
+        if self.store.poll_timeout().is_some_and(|at| at <= now) {
+            self.store.handle_timeout(now);
+            self.drain_store();
+        }
+        if self.commit_retry.is_some_and(|at| at <= now) {
+            self.commit_retry = None;
+            self.durable.force_dirty();
+        }
+        if self.shutdown.is_some_and(|at| at <= now) {
+            let left: Vec<ConnId> = self.conns.keys().copied().collect();
+            for conn in left {
+                self.touch(conn);
+                self.finish(conn);
+            }
+        }
+        self.settle();
+    }
+
+    /// The journal commit asked for by the oldest outstanding [`Action::Commit`]
+    /// finished: `Ok` once every record appended before it is durable. What waited for
+    /// it is released (ACKs, 202s), or on `Err` answered as failed (503, no ACK).
+    pub fn handle_committed(&mut self, now: Instant, result: Result<(), String>) {
+        self.observe(now);
+        let Some(done) = self.durable.finish() else {
+            return;
+        };
+        match &result {
+            Ok(()) => {}
+            Err(e) => {
+                self.metrics.journal_failures += 1;
+                self.log(crate::Level::Error, format!("journal commit failed: {e}"));
+                self.commit_retry = Some(now + COMMIT_RETRY);
+            }
+        }
+        self.release(done, result.is_ok());
+        self.settle();
+    }
+
+    /// Begins the graceful shutdown: new upgrades are refused 503, every WebSocket is
+    /// closed with 1001, and connections still open after `shutdown_grace` are cut.
+    /// [`Action::Stopped`] follows once every connection is gone and the journal holds
+    /// everything.
+    pub fn handle_shutdown(&mut self, now: Instant) {
+        self.observe(now);
+        if self.shutdown.is_some() {
+            return;
+        }
+        self.shutdown = Some(now + self.config.shutdown_grace);
+        let open: Vec<ConnId> = self.conns.keys().copied().collect();
+        let count = open
+            .iter()
+            .filter(|c| self.conns.get(c).is_some_and(|c| c.ws().is_some()))
+            .count();
+        self.log(
+            crate::Level::Info,
+            format!("shutting down: closing {count} connection(s) with 1001"),
+        );
+        for conn in open {
+            self.touch(conn);
+            if let Some(ws) = self.conns.get_mut(&conn).and_then(Conn::ws_mut) {
+                let _ = ws.close(now, CloseCode::GOING_AWAY, "server shutting down");
+            }
+        }
+        self.settle();
+    }
+
+    // ----- the drive contract: outputs -----
+
+    /// The next chunk to write to `conn`, once its socket can take bytes. Call until
+    /// `None` after each [`Action::Wake`] (and each time the socket is writable again);
+    /// bytes taken and not yet written stay the runtime's to write.
+    #[must_use]
+    pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Bytes> {
+        let c = self.conns.get_mut(&conn)?;
+        let chunk = c.pop();
+        if chunk.is_none() {
+            c.woken = false;
+        }
+        if !c.has_output() {
+            if let Some(ws) = c.ws_mut() {
+                // Most connections sit idle for long: keep no buffer while they do.
+                ws.release_idle_buffers();
+            }
+        }
+        chunk
+    }
+
+    /// The next thing the runtime must do (see [`Action`]). Call after every input until
+    /// `None`.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let conns = self.deadlines.first().map(|(at, _)| *at);
+        [
+            conns,
+            self.hub.poll_timeout(),
+            self.store.poll_timeout(),
+            self.commit_retry,
+            self.shutdown,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Connections the layer tracks (accepted and not yet forgotten).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Bytes waiting for the runtime to take on `conn` (the slow-consumer rule counts
+    /// these against `max_queue_bytes`).
+    pub fn queued_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, Conn::queued_bytes)
+    }
+
+    /// The `/metrics` page as it would be served now.
+    pub fn metrics_text(&self) -> String {
+        let stats = self.hub.stats();
+        self.metrics.render(&HubGauges {
+            users: stats.users as u64,
+            rooms: stats.rooms as u64,
+            mailbox_depth: stats.mailbox_messages as u64,
+            mailbox_drops: stats.mail_expired + stats.mail_overflowed,
+        })
+    }
+
+    // ----- internals -----
+
+    fn observe(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// Drives `conn`'s session before the current input returns (not at once: a fan-out
+    /// to many sessions must not recurse into each).
+    pub(crate) fn schedule_drive(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.is_reliable() && !c.drive_pending {
+                c.drive_pending = true;
+                self.drive.push(conn);
+            }
+        }
+    }
+
+    pub(crate) fn touch(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if !c.touched {
+                c.touched = true;
+                self.touched.push(conn);
+            }
+        }
+    }
+
+    /// After an input: moves every touched connection's WebSocket output into its queue,
+    /// tells the runtime who has bytes or is over, re-files deadlines, asks for a commit
+    /// when records wait, and notices the end of a shutdown.
+    pub(crate) fn settle(&mut self) {
+        loop {
+            if let Some(conn) = self.drive.pop() {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.drive_pending = false;
+                }
+                self.drive_session(conn);
+                continue;
+            }
+            let Some(conn) = self.touched.pop() else {
+                break;
+            };
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            c.touched = false;
+            c.take_transmits();
+            if c.has_output() && !c.woken {
+                c.woken = true;
+                self.actions.push_back(Action::Wake(conn));
+            }
+            let over = match &c.phase {
+                Phase::Done => true,
+                Phase::Plain { ws, .. } | Phase::Reliable { ws, .. } => ws.wants_disconnect(),
+                _ => false,
+            };
+            if over && !c.close_sent {
+                // Everything queued so far goes out before the socket is closed.
+                c.close_sent = true;
+                self.actions.push_back(Action::Close(conn));
+            }
+            let deadline = if c.close_sent { None } else { c.deadline() };
+            if c.armed != deadline {
+                if let Some(old) = c.armed.take() {
+                    self.deadlines.remove(&(old, conn));
+                }
+                if let Some(at) = deadline {
+                    self.deadlines.insert((at, conn));
+                }
+                c.armed = deadline;
+            }
+            if over {
+                // The WebSocket's part is over: the hub and session let go now.
+                self.finish(conn);
+            }
+        }
+        if let Some(bytes) = self.durable.take_commit() {
+            self.actions.push_back(Action::Append(bytes));
+            self.actions.push_back(Action::Commit);
+        }
+        if self.shutdown.is_some()
+            && !self.stopped
+            && self.conns.is_empty()
+            && self.durable.is_settled()
+        {
+            self.stopped = true;
+            self.actions.push_back(Action::Stopped);
+        }
+    }
+
+    /// Forgets a connection whose socket is gone.
+    fn forget(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            if let Some(at) = c.armed {
+                self.deadlines.remove(&(at, conn));
+            }
+        }
+    }
+
+    fn on_bytes(&mut self, conn: ConnId, data: &[u8]) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match &mut c.phase {
+            Phase::Head(reader) => match reader.handle_bytes(now, data) {
+                Ok(None) => {}
+                Ok(Some(request)) => self.on_request(conn, request),
+                Err(e) => {
+                    self.metrics.reject(Rejection::from_status(e.status()));
+                    self.answer(conn, e.response().to_vec());
+                }
+            },
+            Phase::Body {
+                length, body: buf, ..
+            } => {
+                let take = (*length - buf.len()).min(data.len());
+                buf.extend_from_slice(&data[..take]);
+                if buf.len() == *length {
+                    let Phase::Body { request, body, .. } =
+                        std::mem::replace(&mut c.phase, Phase::Done)
+                    else {
+                        return;
+                    };
+                    self.on_push(conn, &request, &body);
+                }
+            }
+            Phase::Plain { ws, .. } | Phase::Reliable { ws, .. } => {
+                ws.handle_bytes(now, data);
+                self.drain_ws(conn);
+            }
+            // The request was answered (or is being): later bytes mean nothing.
+            Phase::AwaitingCommit { .. } | Phase::Done => {}
+        }
+    }
+
+    fn on_conn_timeout(&mut self, conn: ConnId) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match &mut c.phase {
+            Phase::Head(reader) => {
+                if let Err(e) = reader.handle_timeout(now) {
+                    self.metrics.reject(Rejection::from_status(e.status()));
+                    self.answer(conn, e.response().to_vec());
+                }
+            }
+            Phase::Body { deadline, .. } if *deadline <= now => {
+                self.answer(
+                    conn,
+                    answer::json_error(408, "body incomplete before the deadline"),
+                );
+            }
+            Phase::Plain { ws, .. } | Phase::Reliable { ws, .. } => {
+                ws.handle_timeout(now);
+                self.drain_ws(conn);
+            }
+            _ => {}
+        }
+    }
+
+    /// Queues a whole HTTP answer and ends the connection after it.
+    pub(crate) fn answer(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.queue(Bytes::from(bytes));
+            c.phase = Phase::Done;
+            self.touch(conn);
+        }
+    }
+
+    /// A whole request head arrived on `conn`.
+    fn on_request(&mut self, conn: ConnId, request: HttpRequest) {
+        if request.path() == "/ws" {
+            return self.on_upgrade(conn, request);
+        }
+        self.metrics.http_requests += 1;
+        let head = request.method() == "HEAD";
+        let request_line = (request.method().to_string(), request.path().to_string());
+        let routed = match (request.method(), request.path()) {
+            ("GET" | "HEAD", "/") => Some(answer::response(
+                200,
+                "text/html; charset=utf-8",
+                "",
+                DEMO_PAGE.as_bytes(),
+            )),
+            ("GET" | "HEAD", "/healthz") => Some(answer::response(200, "text/plain", "", b"ok\n")),
+            ("GET" | "HEAD", "/metrics") => {
+                let page = self.metrics_text();
+                Some(answer::response(
+                    200,
+                    "text/plain; version=0.0.4",
+                    "",
+                    page.as_bytes(),
+                ))
+            }
+            ("POST", "/api/push") => self.start_push(conn, request),
+            (_, "/" | "/healthz" | "/metrics") => Some(method_not_allowed("GET")),
+            (_, "/api/push") => Some(method_not_allowed("POST")),
+            _ => Some(answer::json_error(404, "no such path")),
+        };
+        if let Some(mut bytes) = routed {
+            if head {
+                bytes = answer::without_body(bytes);
+            }
+            let line = format!(
+                "{} {} -> {}",
+                request_line.0,
+                request_line.1,
+                answer::status_of(&bytes)
+            );
+            self.log(crate::Level::Debug, line);
+            self.answer(conn, bytes);
+        }
+    }
+
+    /// `POST /api/push`: checks access and the body's length, then reads the body (the
+    /// answer comes once it is whole). `Some`: the answer now.
+    fn start_push(&mut self, conn: ConnId, mut request: HttpRequest) -> Option<Vec<u8>> {
+        match push_access(&self.config, &request) {
+            PushAccess::Allowed => {}
+            PushAccess::Unauthorized(why) => {
+                return Some(answer::response(
+                    401,
+                    "application/json",
+                    "WWW-Authenticate: Bearer\r\n",
+                    serde_json::json!({ "error": why }).to_string().as_bytes(),
+                ))
+            }
+            PushAccess::Disabled => {
+                return Some(answer::json_error(
+                    403,
+                    "push API disabled: the server has no --api-key",
+                ))
+            }
+        }
+        let max = self.config.max_message_bytes;
+        let length = match request.content_length() {
+            Ok(Some(length)) => length,
+            Ok(None) => return Some(answer::json_error(411, "Content-Length required")),
+            Err(e) => return Some(answer::json_error(e.status(), &e.to_string())),
+        };
+        if length > max as u64 {
+            return Some(answer::json_error(
+                413,
+                &format!("body larger than {max} bytes (--max-message-bytes)"),
+            ));
+        }
+        let length = length as usize;
+        let mut body = request.take_trailing();
+        body.truncate(length);
+        if body.len() == length {
+            self.on_push(conn, &request, &body);
+            return None;
+        }
+        let deadline = self.now + self.config.head_timeout;
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Body {
+                request: Box::new(request),
+                length,
+                body,
+                deadline,
+            };
+        }
+        None
+    }
+
+    /// A whole push body: acts on it, and answers 202 once the journal holds what it
+    /// queued (at once without a journal).
+    fn on_push(&mut self, conn: ConnId, _request: &HttpRequest, body: &[u8]) {
+        let (target, data) = match parse_push(body) {
+            Ok(parsed) => parsed,
+            Err(why) => return self.answer(conn, answer::json_error(400, why)),
+        };
+        let now = self.now;
+        let user = match &target {
+            sockeye_core::hub::Target::User(user) => Some(user.clone()),
+            _ => None,
+        };
+        let receipt = self.hub.push(now, target, data.clone());
+        if let (Some(user), true) = (user, receipt.mailboxed > 0) {
+            let unix = self.unix_ms(now);
+            self.durable.mail_queued(&user, None, &data, unix);
+        }
+        self.deliver();
+        self.metrics.pushes += 1;
+        let ok = answer::json(
+            202,
+            &serde_json::json!({ "queued": {
+                "connections": receipt.connections,
+                "mailboxed": receipt.mailboxed,
+                "dead_lettered": receipt.dead_lettered,
+            } }),
+        );
+        let ticket = self.durable.ticket();
+        if self.durable.is_finished(ticket) {
+            return self.answer(conn, ok);
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::AwaitingCommit { ticket, answer: ok };
+        }
+    }
+
+    /// Releases what waited for commit `done`: on success the ACKs and 202s; on failure
+    /// 503s, and commands stay unacknowledged for a later commit.
+    fn release(&mut self, done: u64, ok: bool) {
+        let waiting: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(
+                |(_, c)| matches!(c.phase, Phase::AwaitingCommit { ticket, .. } if ticket <= done),
+            )
+            .map(|(id, _)| *id)
+            .collect();
+        for conn in waiting {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                continue;
+            };
+            let Phase::AwaitingCommit {
+                answer: ok_answer, ..
+            } = std::mem::replace(&mut c.phase, Phase::Done)
+            else {
+                continue;
+            };
+            let bytes = if ok {
+                ok_answer
+            } else {
+                answer::json_error(503, "push not accepted: the journal could not record it")
+            };
+            self.answer(conn, bytes);
+        }
+        self.release_sessions(done, ok);
+    }
+
+    /// Drops a connection's part in the hub and its session, once.
+    pub(crate) fn finish(&mut self, conn: ConnId) {
+        if self.conns.get(&conn).is_some_and(Conn::is_reliable) {
+            // Its last commands, delivered just before the end, still count as its own.
+            self.drive_session(conn);
+        }
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let phase = std::mem::replace(&mut c.phase, Phase::Done);
+        if !c.close_sent {
+            c.close_sent = true;
+            self.actions.push_back(Action::Close(conn));
+        }
+        match phase {
+            Phase::Plain { .. } => {
+                self.hub.disconnect(self.now, conn);
+                self.metrics.connections_closed += 1;
+                self.deliver();
+            }
+            Phase::Reliable { session, epoch, .. } => {
+                self.detach_session(conn, session, epoch);
+                self.metrics.connections_closed += 1;
+            }
+            Phase::AwaitingCommit { .. } => {
+                // The client left before its answer: the push stands; nobody to tell.
+            }
+            _ => {}
+        }
+    }
+
+    /// Drains a WebSocket's events: messages to the mode's handler, RTT samples to the
+    /// session.
+    pub(crate) fn drain_ws(&mut self, conn: ConnId) {
+        loop {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let reliable = matches!(c.phase, Phase::Reliable { .. });
+            let Some(ws) = c.ws_mut() else {
+                return;
+            };
+            let Some(event) = ws.poll_event() else {
+                break;
+            };
+            match event {
+                Event::Message(message) if reliable => self.on_reliable_message(conn, message),
+                Event::Message(message) => self.on_plain_message(conn, message),
+                Event::Pong { rtt: Some(rtt), .. } if reliable => self.on_rtt(conn, rtt),
+                _ => {}
+            }
+        }
+        self.schedule_drive(conn);
+    }
+
+    /// `GET /ws`: the upgrade (validated from the same parsed head), auth, limits, mode.
+    fn on_upgrade(&mut self, conn: ConnId, request: HttpRequest) {
+        if self.shutdown.is_some() {
+            self.metrics.reject(Rejection::OverLimit);
+            return self.answer(conn, answer::text(503, "server shutting down"));
+        }
+        let unix_secs = self.unix_ms(self.now) / 1000;
+        let user = identify(&self.config, &request, unix_secs, &mut *self.entropy);
+        let upgrade = match request.into_upgrade() {
+            Ok(upgrade) => upgrade,
+            Err(e) => {
+                self.metrics.reject(Rejection::from_status(e.status()));
+                return self.answer(conn, e.response().to_vec());
+            }
+        };
+        let user = match user {
+            Ok(user) => user,
+            Err(why) => {
+                self.metrics.reject(Rejection::Unauthorized);
+                return self.answer(conn, answer::text(401, &why));
+            }
+        };
+        if upgrade.protocols().any(|p| p == SUBPROTOCOL) {
+            return self.upgrade_reliable(conn, upgrade, user);
+        }
+        if let Err(refusal) = self.hub.admit(&user) {
+            self.metrics.reject(Rejection::OverLimit);
+            return self.answer(conn, answer::text(503, &refusal.to_string()));
+        }
+        let now = self.now;
+        let ws = upgrade.accept(now, None, self.ws_config.clone());
+        if let Err(refusal) = self
+            .hub
+            .connect(now, conn, user.clone(), Delivery::AtMostOnce)
+        {
+            self.metrics.reject(Rejection::OverLimit);
+            return self.answer(conn, answer::text(503, &refusal.to_string()));
+        }
+        self.durable.mailbox_emptied(&user);
+        self.metrics.connections_opened += 1;
+        let welcome = plain::welcome(user.as_str());
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::Plain { ws: Box::new(ws) };
+        }
+        self.send_plain(conn, Bytes::from(welcome), false);
+        // Frames that came with the head, and the mailbox the hub handed out.
+        self.drain_ws(conn);
+        self.deliver();
+    }
+
+    /// A `sockeye.v1` upgrade of authenticated `user`: resumes the session it names if
+    /// the user owns it (someone else's looks unknown, `docs/PROTOCOL.md` §6.3), or
+    /// starts a new one, then joins the hub.
+    fn upgrade_reliable(&mut self, conn: ConnId, upgrade: Request, user: UserId) {
+        let now = self.now;
+        let resume = resume_value(&upgrade);
+        let claimed = resume
+            .as_deref()
+            .and_then(|v| parse_resume_header(v).ok())
+            .map(|r| r.session_id);
+        let mut may_resume = true;
+        let mut takes_over = None;
+        if let Some(owner) = claimed.and_then(|id| self.owners.get(&id)) {
+            may_resume = owner.user == user;
+            if may_resume {
+                takes_over = owner.conn;
+            }
+        }
+        // A resume that takes over a connection the server has not seen drop yet
+        // replaces it rather than adding one.
+        if takes_over.is_none() {
+            if let Err(refusal) = self.hub.admit(&user) {
+                self.metrics.reject(Rejection::OverLimit);
+                return self.answer(conn, answer::text(503, &refusal.to_string()));
+            }
+        }
+        let accepted = if may_resume {
+            self.store
+                .accept(now, resume.as_deref(), &mut *self.entropy)
+        } else {
+            self.store
+                .accept_as_unknown(now, resume.as_deref(), &mut *self.entropy)
+        };
+        let session = match accepted {
+            Ok(session) => session,
+            Err(e) => {
+                self.metrics.reject(Rejection::from_status(e.status()));
+                return self.answer(conn, e.response().to_vec());
+            }
+        };
+        if let Some(old) = takes_over {
+            self.touch(old);
+            if let Some(ws) = self.conns.get_mut(&old).and_then(Conn::ws_mut) {
+                let _ = ws.close(now, CloseCode::GOING_AWAY, "session resumed elsewhere");
+            }
+            self.leave_hub(old, session);
+        }
+        let ws = upgrade.accept(now, Some(SUBPROTOCOL), self.ws_config.clone());
+        self.attach_session(conn, ws, user, session);
+    }
+}
+
+/// The `Sockeye-Resume` header value, or the `sockeye_resume` query parameter as sent.
+fn resume_value(request: &Request) -> Option<Vec<u8>> {
+    request
+        .header(RESUME_HEADER)
+        .map(<[u8]>::to_vec)
+        .or_else(|| {
+            let (_, query) = request.path().split_once('?')?;
+            query
+                .split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(k, _)| *k == RESUME_QUERY)
+                .map(|(_, v)| v.as_bytes().to_vec())
+        })
+}
+
+fn method_not_allowed(allow: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": format!("method not allowed (use {allow})") });
+    answer::response(
+        405,
+        "application/json",
+        &format!("Allow: {allow}\r\n"),
+        body.to_string().as_bytes(),
+    )
+}
