@@ -336,12 +336,15 @@ closed = rec(bytes([6]) + SID)
 mail = [rec(bytes([7]) + field(b"bob") + bytes([1]) + field(b"alice") + varint(1700000000000 + i)
             + field(b'{"n":%d}' % i)) for i in (1, 2)]
 taken = rec(bytes([8]) + field(b"bob") + varint(1))
+# A batch is applied only once its commit marker is read.
+commit = rec(bytes([9]))
 for name, data in [
-    ("session", opened + b"".join(sent) + acked + voided + delivered),
-    ("session-closed", opened + sent[0] + closed),
-    ("mail", b"".join(mail) + taken),
-    ("torn-tail", opened + sent[0] + sent[1][:7]),
-    ("bad-crc", opened[:-1] + bytes([opened[-1] ^ 1]) + sent[0]),
-    ("inconsistent", opened + sent[1]),
+    ("session", opened + b"".join(sent) + commit + acked + voided + delivered + commit),
+    ("session-closed", opened + sent[0] + commit + closed + commit),
+    ("mail", b"".join(mail) + commit + taken + commit),
+    ("torn-tail", opened + sent[0] + commit + sent[1][:7]),
+    ("uncommitted", opened + commit + sent[0] + sent[1]),
+    ("bad-crc", opened[:-1] + bytes([opened[-1] ^ 1]) + sent[0] + commit),
+    ("inconsistent", opened + sent[1] + commit),
 ]:
     write("journal_replay", name, data)

@@ -1170,6 +1170,8 @@ mod tests {
         );
         assert_eq!(replay(&read("mail")).state.mailboxes().count(), 1);
         assert!(replay(&read("torn-tail")).torn_tail);
+        let uncommitted = replay(&read("uncommitted"));
+        assert_eq!((uncommitted.records, uncommitted.uncommitted), (1, 2));
         assert_eq!(
             replay(&read("bad-crc")).error,
             Some(JournalError::BadChecksum)

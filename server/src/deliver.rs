@@ -190,11 +190,13 @@ impl Server {
         else {
             return;
         };
-        if room.is_some() {
-            self.metrics.dead_letters += 1;
-            return self.log(
-                Level::Debug,
-                "dead letter: a room message for a slow consumer".into(),
+        if let Some(room) = room {
+            let text = plain::message(Some(&room), from.as_ref().map(UserId::as_str), &payload);
+            return self.dead_letter(
+                user.as_str(),
+                text.into(),
+                "room message for a slow consumer",
+                false,
             );
         }
         let now = self.now;
@@ -232,14 +234,32 @@ impl Server {
             }
         }
         while let Some(dead) = self.hub.poll_dead_letter() {
-            self.metrics.dead_letters += 1;
-            let text = format!(
-                "dead letter for user {:?}: {}",
-                dead.user.as_str(),
-                dead.reason
-            );
-            self.log(Level::Debug, text);
+            let text = plain::message(None, dead.from.as_ref().map(UserId::as_str), &dead.payload);
+            let reason = format!("mailbox: {}", dead.reason);
+            self.dead_letter(dead.user.as_str(), text.into(), &reason, false);
         }
+    }
+
+    /// Counts, logs and reports a message given up.
+    pub(crate) fn dead_letter(
+        &mut self,
+        user: &str,
+        message: Bytes,
+        reason: &str,
+        possibly_delivered: bool,
+    ) {
+        self.metrics.dead_letters += 1;
+        self.log(
+            Level::Debug,
+            format!("dead letter for user {user:?}: {reason} (possibly delivered: {possibly_delivered})"),
+        );
+        self.actions
+            .push_back(crate::Action::DeadLetter(crate::DeadLetter {
+                user: user.to_string(),
+                message,
+                reason: reason.to_string(),
+                possibly_delivered,
+            }));
     }
 
     /// A reply to a reliable client's command, in its session.

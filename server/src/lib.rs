@@ -120,9 +120,28 @@ pub enum Action {
     Commit,
     /// A line for the log.
     Log(Level, String),
+    /// A message the server gave up: nobody will receive it (mailbox full or too old, a
+    /// reliable session that expired, a room message for a slow consumer). Nothing is
+    /// lost silently: the runtime logs or counts it.
+    DeadLetter(DeadLetter),
     /// A graceful shutdown is complete: every connection is gone and everything
     /// appended is committed.
     Stopped,
+}
+
+/// A message given up, as the user it was for would have received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The user it was for.
+    pub user: String,
+    /// The JSON text they would have received (`{"type":"message",...}`).
+    pub message: Bytes,
+    /// Why it was given up.
+    pub reason: String,
+    /// A copy may have reached the user before it was given up (a reliable session that
+    /// ended with it unacknowledged); `false`: it certainly did not.
+    pub possibly_delivered: bool,
 }
 
 /// How much a log line matters.

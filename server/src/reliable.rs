@@ -219,17 +219,20 @@ impl Server {
             }
             SessionEvent::DeadLetter {
                 seq,
+                payload,
                 reason,
                 possibly_delivered,
                 ..
             } => {
                 self.durable
                     .append(&Record::ServerVoided { id: session, seq });
-                self.metrics.dead_letters += 1;
-                self.log(
-                    Level::Debug,
-                    format!("dead letter in a reliable session: {reason:?} (possibly delivered: {possibly_delivered})"),
-                );
+                let user = self
+                    .owners
+                    .get(&session)
+                    .map(|o| o.user.as_str().to_string())
+                    .unwrap_or_default();
+                let reason = format!("reliable session: {reason}");
+                self.dead_letter(&user, payload, &reason, possibly_delivered);
             }
             SessionEvent::Resumed { .. } => self.metrics.resumes += 1,
             SessionEvent::SessionLost { session_id, .. } => {

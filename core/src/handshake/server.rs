@@ -16,6 +16,9 @@ use crate::time::Instant;
 #[derive(Debug)]
 pub struct ServerHandshake {
     reader: RequestReader,
+    /// The refusal of a complete head that was no valid upgrade, answered again to
+    /// every later call as the contract says.
+    refused: Option<HandshakeError>,
 }
 
 impl ServerHandshake {
@@ -25,6 +28,7 @@ impl ServerHandshake {
     pub fn new(config: &Config, now: Instant) -> Self {
         ServerHandshake {
             reader: RequestReader::new(config, now),
+            refused: None,
         }
     }
 
@@ -47,8 +51,13 @@ impl ServerHandshake {
         now: Instant,
         data: &[u8],
     ) -> Result<Option<Request>, HandshakeError> {
+        if let Some(error) = &self.refused {
+            return Err(error.clone());
+        }
         match self.reader.handle_bytes(now, data)? {
-            Some(http) => http.into_upgrade().map(Some),
+            Some(http) => http.into_upgrade().map(Some).inspect_err(|error| {
+                self.refused = Some(error.clone());
+            }),
             None => Ok(None),
         }
     }
@@ -65,6 +74,9 @@ impl ServerHandshake {
     /// close. An early or spurious call is a harmless no-op returning `Ok(())`; after a
     /// failure it answers the same error again.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        if let Some(error) = &self.refused {
+            return Err(error.clone());
+        }
         self.reader.handle_timeout(now)
     }
 

@@ -29,6 +29,7 @@ const KIND_CLIENT_DELIVERED: u8 = 5;
 const KIND_SESSION_CLOSED: u8 = 6;
 const KIND_MAIL_QUEUED: u8 = 7;
 const KIND_MAIL_TAKEN: u8 = 8;
+const KIND_COMMIT: u8 = 9;
 
 /// Why bytes are not a journal record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,6 +166,7 @@ fn encode_body(record: &Record, out: &mut Vec<u8>) {
             put_bytes(out, user.as_bytes());
             encode_varint(u64::from(*count), out);
         }
+        Record::Commit => out.push(KIND_COMMIT),
     }
 }
 
@@ -311,6 +313,7 @@ fn decode_body(body: &Bytes) -> Result<Record, JournalError> {
             user: r.string()?,
             count: u32::try_from(r.varint()?).map_err(|_| JournalError::Malformed)?,
         },
+        KIND_COMMIT => Record::Commit,
         other => return Err(JournalError::UnknownKind(other)),
     };
     if r.pos != body.len() {

@@ -5,12 +5,12 @@
 //! state; the runtime owns the file. Its duties, in order, for every change it makes:
 //!
 //! 1. append the [`Record`] ([`encode_record`]);
-//! 2. make it durable (`fsync`/`sync_data`) **before** acknowledging anything that depends
-//!    on it: the `202` of a push, or the `ACK` envelope that tells a publishing client its
+//! 2. at each commit, append a [`Record::Commit`] and make everything durable
+//!    (`fsync`/`sync_data`) **before** acknowledging anything that depends on it: the `202` of a push, or the `ACK` envelope that tells a publishing client its
 //!    message is safe. A runtime that drains a session's events (and journals them)
 //!    before draining its outgoing envelopes gets this order for free;
 //! 3. at start, [`replay`] the file, truncate it to [`Replayed::valid_len`] (a crash may
-//!    leave half a record at the end), and restore the state: sessions with
+//!    leave half a record, or half a batch, at the end), and restore the state: sessions with
 //!    [`SessionStore::restore`](crate::session::SessionStore::restore), mailboxes with
 //!    [`Hub::restore_mail`](crate::hub::Hub::restore_mail);
 //! 4. now and then, compact: write [`JournalState::records`] to a new file and rename it
@@ -34,6 +34,7 @@
 //!     queued_unix_ms: 1_700_000_000_000,
 //!     payload: Bytes::from_static(b"{\"hi\":1}"),
 //! }, &mut file);
+//! encode_record(&Record::Commit, &mut file); // the batch is whole
 //! file.extend_from_slice(&[7, 0, 0]); // a crash in the middle of the next record
 //!
 //! let replayed = replay(&file);
@@ -127,4 +128,9 @@ pub enum Record {
         /// How many left.
         count: u32,
     },
+    /// Every record before this one was committed together: the end of a batch. A
+    /// runtime appends it at each commit, before `fsync`; [`replay`] applies only whole
+    /// batches, so a crash that left part of a batch on disk (any prefix of one write)
+    /// loses exactly what was never acknowledged, and never half of an operation.
+    Commit,
 }

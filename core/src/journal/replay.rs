@@ -174,6 +174,7 @@ impl JournalState {
                     self.mailboxes.remove(user);
                 }
             }
+            Record::Commit => {}
         }
         Ok(())
     }
@@ -208,7 +209,7 @@ impl JournalState {
 
     /// The shortest journal that replays to this state, for compaction: each session
     /// opened at its current numbering followed by its unacknowledged messages, then
-    /// every mailbox.
+    /// every mailbox, and the [`Record::Commit`] that makes them one batch.
     pub fn records(&self) -> Vec<Record> {
         let mut out = Vec::new();
         for s in self.sessions.values() {
@@ -244,6 +245,7 @@ impl JournalState {
                 });
             }
         }
+        out.push(Record::Commit);
         out
     }
 }
@@ -255,44 +257,72 @@ pub struct Replayed {
     pub state: JournalState,
     /// Records applied.
     pub records: usize,
-    /// Bytes that hold whole, consistent records: truncate the file here before
-    /// appending.
+    /// Bytes that hold whole, committed, consistent batches: truncate the file here
+    /// before appending.
     pub valid_len: usize,
     /// The file ends inside a record: a crash mid-append, which lost nothing that was
     /// acknowledged (acknowledgements wait for the record to be durable).
     pub torn_tail: bool,
-    /// Corruption at `valid_len`: a bad checksum, an undecodable or inconsistent record.
+    /// Whole records after the last commit marker, left out (a crash between an append
+    /// and its commit).
+    pub uncommitted: usize,
+    /// Corruption in the batch that starts at `valid_len`: a bad checksum, an undecodable
+    /// or inconsistent record.
     /// Records after it are not applied; a server should refuse to start rather than
     /// silently drop what follows.
     pub error: Option<JournalError>,
 }
 
-/// Replays a whole journal file.
+/// Replays a whole journal file: every whole batch (records up to a [`Record::Commit`]).
+/// Records after the last commit marker were never committed, so nothing acknowledged
+/// depended on them: they are left out, and `valid_len` ends before them.
 pub fn replay(file: &[u8]) -> Replayed {
     let mut state = JournalState::new();
     let mut pos = 0;
     let mut records = 0;
+    // The records of the batch being read, applied at its commit marker.
+    let mut batch: Vec<Record> = Vec::new();
+    let mut committed = 0;
     loop {
         let (torn_tail, error) = match decode_record(&file[pos..]) {
-            Ok(Some((record, used))) => match state.apply(&record) {
-                Ok(()) => {
-                    pos += used;
+            Ok(Some((Record::Commit, used))) => {
+                let mut failed = None;
+                for record in batch.drain(..) {
+                    if let Err(e) = state.apply(&record) {
+                        failed = Some(e);
+                        break;
+                    }
                     records += 1;
-                    continue;
                 }
-                Err(e) => (false, Some(e)),
-            },
+                if let Some(e) = failed {
+                    // The batch is void as a whole: the state is the one before it, which
+                    // replaying the committed prefix rebuilds (once, on this error path).
+                    let mut before = replay(&file[..committed]);
+                    before.error = Some(e);
+                    return before;
+                }
+                pos += used;
+                committed = pos;
+                continue;
+            }
+            Ok(Some((record, used))) => {
+                batch.push(record);
+                pos += used;
+                continue;
+            }
             Ok(None) if pos < file.len() && holds_a_whole_record(&file[pos + 1..]) => {
                 (false, Some(JournalError::DamagedLength))
             }
             Ok(None) => (pos < file.len(), None),
             Err(e) => (false, Some(e)),
         };
+        let uncommitted = if error.is_none() { batch.len() } else { 0 };
         return Replayed {
             state,
             records,
-            valid_len: pos,
+            valid_len: committed,
             torn_tail,
+            uncommitted,
             error,
         };
     }
@@ -335,12 +365,36 @@ mod tests {
         }
     }
 
+    /// A journal that committed each record on its own.
     fn file(records: &[Record]) -> Vec<u8> {
         let mut buf = Vec::new();
         for r in records {
             encode_record(r, &mut buf);
+            if *r != Record::Commit {
+                encode_record(&Record::Commit, &mut buf);
+            }
         }
         buf
+    }
+
+    #[test]
+    fn a_batch_is_replayed_whole_or_not_at_all() {
+        let mut whole = file(&[opened(ID)]);
+        let committed = whole.len();
+        for r in [sent(1), sent(2), Record::Commit] {
+            encode_record(&r, &mut whole);
+        }
+        for cut in committed..whole.len() {
+            let r = replay(&whole[..cut]);
+            assert_eq!(r.error, None, "cut at {cut}");
+            assert_eq!((r.records, r.valid_len), (1, committed), "cut at {cut}");
+            assert!(r.state.session(&ID).unwrap().unacked.is_empty());
+        }
+        let r = replay(&whole);
+        assert_eq!((r.records, r.valid_len, r.uncommitted), (3, whole.len(), 0));
+        let mut one_out = whole.clone();
+        one_out.truncate(whole.len() - 9); // the commit marker: length, checksum, kind
+        assert_eq!(replay(&one_out).uncommitted, 2);
     }
 
     fn mail(user: &str, n: u64) -> Record {
@@ -464,7 +518,9 @@ mod tests {
         let two = file(&log[..2]).len();
         for cut in two + 1..whole.len() {
             let r = replay(&whole[..cut]);
-            assert!(r.torn_tail && r.error.is_none(), "cut at {cut}");
+            // Inside the third record, or after it and before its commit marker.
+            assert!(r.torn_tail || r.uncommitted == 1, "cut at {cut}");
+            assert!(r.error.is_none(), "cut at {cut}");
             assert_eq!((r.records, r.valid_len), (2, two));
         }
         let r = replay(&whole);

@@ -108,8 +108,8 @@ impl Journal {
         if file.torn_bytes() > 0 {
             log_at!(
                 Warn,
-                "journal {}: cut off a torn last record ({} bytes at byte {}), left by a \
-                 crash mid-write; nothing acknowledged was in it",
+                "journal {}: cut off an uncommitted last batch ({} bytes at byte {}), left \
+                 by a crash before its commit; nothing acknowledged was in it",
                 path.display(),
                 file.torn_bytes(),
                 file.len()
