@@ -52,6 +52,14 @@ pub(crate) struct Conn {
     pub(crate) drive_pending: bool,
     /// A reliable connection's session deadline, from its last turn.
     pub(crate) session_deadline: Option<Instant>,
+    /// Plain-mode texts whose cause (a reliable client's command, a push) waits for
+    /// journal commit `ticket`: a crash before it would have the cause done again, so
+    /// they must not reach the client before. Later texts queue behind them, in order.
+    pub(crate) held: VecDeque<(u64, Bytes, bool)>,
+    held_bytes: usize,
+    /// A reliable connection's session has envelopes it did not take yet, because the
+    /// queue was at `max_queue_bytes`: taken as the runtime drains the queue.
+    pub(crate) backlog: bool,
 }
 
 impl Conn {
@@ -66,7 +74,31 @@ impl Conn {
             touched: false,
             drive_pending: false,
             session_deadline: None,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            backlog: false,
         }
+    }
+
+    /// Holds a plain-mode text (a `message`, or a reply) until commit `ticket` is done.
+    pub(crate) fn hold(&mut self, ticket: u64, text: Bytes, is_message: bool) {
+        self.held_bytes += text.len();
+        self.held.push_back((ticket, text, is_message));
+    }
+
+    /// The held texts whose commit `done` finished, in order.
+    pub(crate) fn release_held(&mut self, done: u64) -> Vec<(Bytes, bool)> {
+        let mut out = Vec::new();
+        while self
+            .held
+            .front()
+            .is_some_and(|(ticket, ..)| *ticket <= done)
+        {
+            let (_, text, is_message) = self.held.pop_front().expect("checked");
+            self.held_bytes -= text.len();
+            out.push((text, is_message));
+        }
+        out
     }
 
     /// Queues bytes for the runtime.
@@ -84,9 +116,10 @@ impl Conn {
         Some(chunk)
     }
 
-    /// Bytes waiting for the runtime, including those still inside the WebSocket.
+    /// Bytes waiting for the runtime, including those still inside the WebSocket and
+    /// those held for a commit.
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.out_bytes + self.ws().map_or(0, Connection::queued_bytes)
+        self.out_bytes + self.held_bytes + self.ws().map_or(0, Connection::queued_bytes)
     }
 
     pub(crate) fn has_output(&self) -> bool {

@@ -93,10 +93,13 @@ impl Server {
     pub(crate) fn send_plain(&mut self, conn: ConnId, text: Bytes, is_message: bool) {
         let now = self.now;
         let max = self.config.max_queue_bytes;
+        let ticket = self.durable.ticket();
+        let cause_durable = self.durable.is_finished(ticket);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         let queued = c.queued_bytes();
+        let hold = !c.held.is_empty() || !cause_durable;
         let Some(ws) = c.ws_mut() else {
             return;
         };
@@ -116,10 +119,47 @@ impl Server {
                 ),
             );
         }
-        if ws.send(now, Message::Text(text)).is_ok() && is_message {
+        if hold {
+            // Its cause is not durable yet: it goes out once it is, in order.
+            c.hold(ticket, text, is_message);
+        } else if ws.send(now, Message::Text(text)).is_ok() && is_message {
             self.metrics.messages_out += 1;
         }
         self.touch(conn);
+    }
+
+    /// Commit `done` finished: plain texts held for it go out, or on failure wait for
+    /// the next commit (their cause stays done in memory and is committed again).
+    pub(crate) fn release_plain(&mut self, done: u64, ok: bool) {
+        let now = self.now;
+        let next = self.durable.next_ticket();
+        let mut released = Vec::new();
+        for (conn, c) in &mut self.conns {
+            if c.held.front().is_none_or(|(ticket, ..)| *ticket > done) {
+                continue;
+            }
+            if !ok {
+                for (ticket, ..) in c.held.iter_mut() {
+                    *ticket = (*ticket).max(next);
+                }
+                continue;
+            }
+            let texts = c.release_held(done);
+            for (text, is_message) in texts {
+                // Moving what the WebSocket framed into the queue first: the send
+                // cannot be refused as full, whatever the burst.
+                c.take_transmits();
+                if let Some(ws) = c.ws_mut() {
+                    if ws.send(now, Message::Text(text)).is_ok() && is_message {
+                        self.metrics.messages_out += 1;
+                    }
+                }
+            }
+            released.push(*conn);
+        }
+        for conn in released {
+            self.touch(conn);
+        }
     }
 
     /// Queues text in a reliable connection's session (journaled with a journal). A full

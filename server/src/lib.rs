@@ -96,6 +96,9 @@ mod push;
 mod reliable;
 mod server;
 
+#[cfg(feature = "sim")]
+pub mod sim;
+
 pub use config::Config;
 pub use server::Server;
 

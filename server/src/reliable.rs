@@ -8,7 +8,10 @@ use core::time::Duration;
 use sockeye_core::auth::UserId;
 use sockeye_core::hub::{ConnId, Delivery};
 use sockeye_core::journal::Record;
-use sockeye_core::{CloseCode, Connection, Message, MessageKind, Seq, SessionEvent, SessionId};
+use sockeye_core::{
+    CloseCode, Connection, Instant, Message, MessageKind, Seq, ServerSession, SessionEvent,
+    SessionId,
+};
 
 use crate::answer;
 use crate::conn::{Conn, Phase};
@@ -138,7 +141,11 @@ impl Server {
             .get(session)
             .is_some_and(|s| s.epoch() == epoch && s.is_connected());
         if !current {
-            // A newer connection took the session over.
+            // A newer connection took the session over (or it ended): its timers are no
+            // longer this connection's.
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.session_deadline = None;
+            }
             return self.close_ws(conn, CloseCode::GOING_AWAY, "session resumed elsewhere");
         }
         let mut events = Vec::new();
@@ -168,23 +175,16 @@ impl Server {
         self.metrics.resends += s.resent_messages().saturating_sub(resent_before);
         if !held {
             self.held.remove(&session);
-            if let Some(ws) = c.ws_mut() {
-                while let Some(envelope) = s.poll_outgoing_parts() {
-                    let _ = ws.send_parts(
-                        now,
-                        MessageKind::Binary,
-                        envelope.head(),
-                        envelope.payload(),
-                    );
-                }
-            }
+            pull_envelopes(s, c, now, self.config.max_queue_bytes);
         }
         if let Some(code) = s.wants_disconnect() {
             if let Some(ws) = c.ws_mut() {
                 let _ = ws.close(now, code, "");
             }
         }
-        c.session_deadline = s.poll_timeout();
+        // While held, what is due now is the output itself: the commit's release drives
+        // the session again, so only later timers count.
+        c.session_deadline = s.poll_timeout().filter(|&at| !held || at > now);
         self.touch(conn);
     }
 
@@ -296,6 +296,28 @@ impl Server {
         }
     }
 
+    /// The runtime drained `conn`'s queue while its session held back envelopes: takes
+    /// the next ones (no events, no actions: only bytes and the session's timers).
+    pub(crate) fn refill(&mut self, conn: ConnId) {
+        let Some((session, epoch)) = self.session_of(conn) else {
+            return;
+        };
+        let held = self
+            .held
+            .get(&session)
+            .is_some_and(|&ticket| !self.durable.is_finished(ticket));
+        let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
+            return;
+        };
+        c.backlog = false;
+        if held || s.epoch() != epoch || !s.is_connected() {
+            return;
+        }
+        pull_envelopes(s, c, self.now, self.config.max_queue_bytes);
+        c.session_deadline = s.poll_timeout();
+        self.rearm(conn);
+    }
+
     /// Drives the connection that carries `session` now, if any.
     fn touch_session(&mut self, session: SessionId) {
         if let Some(conn) = self.owners.get(&session).and_then(|o| o.conn) {
@@ -336,5 +358,32 @@ impl Conn {
     /// Whether this connection carries a reliable session.
     pub(crate) fn is_reliable(&self) -> bool {
         matches!(self.phase, Phase::Reliable { .. })
+    }
+}
+
+/// Moves a session's envelopes into its connection's queue while that holds less than
+/// `max` bytes; the rest stay in the session's window, to be pulled as the runtime
+/// drains the queue ([`Conn::backlog`]). What the WebSocket framed is moved to the queue
+/// before each envelope, so its send is never refused as full: an envelope the session
+/// counts as sent always reaches the wire, or the connection ends and it is resent.
+pub(crate) fn pull_envelopes(s: &mut ServerSession, c: &mut Conn, now: Instant, max: usize) {
+    loop {
+        c.take_transmits();
+        if c.queued_bytes() >= max {
+            c.backlog = true;
+            return;
+        }
+        let Some(envelope) = s.poll_outgoing_parts() else {
+            c.backlog = false;
+            return;
+        };
+        if let Some(ws) = c.ws_mut() {
+            let _ = ws.send_parts(
+                now,
+                MessageKind::Binary,
+                envelope.head(),
+                envelope.payload(),
+            );
+        }
     }
 }

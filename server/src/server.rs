@@ -74,7 +74,9 @@ pub struct Server {
     touched: Vec<ConnId>,
     /// Reliable connections whose session to drive before settling.
     drive: Vec<ConnId>,
-    /// Graceful shutdown began; connections left at this deadline are cut.
+    /// Graceful shutdown began.
+    stopping: bool,
+    /// Connections left at this deadline of the shutdown are cut.
     shutdown: Option<Instant>,
     stopped: bool,
     pub(crate) now: Instant,
@@ -121,6 +123,7 @@ impl Server {
             deadlines: BTreeSet::new(),
             touched: Vec::new(),
             drive: Vec::new(),
+            stopping: false,
             shutdown: None,
             stopped: false,
             now,
@@ -267,6 +270,7 @@ impl Server {
             self.durable.force_dirty();
         }
         if self.shutdown.is_some_and(|at| at <= now) {
+            self.shutdown = None;
             let left: Vec<ConnId> = self.conns.keys().copied().collect();
             for conn in left {
                 self.touch(conn);
@@ -302,9 +306,10 @@ impl Server {
     /// everything.
     pub fn handle_shutdown(&mut self, now: Instant) {
         self.observe(now);
-        if self.shutdown.is_some() {
+        if self.stopping {
             return;
         }
+        self.stopping = true;
         self.shutdown = Some(now + self.config.shutdown_grace);
         let open: Vec<ConnId> = self.conns.keys().copied().collect();
         let count = open
@@ -331,8 +336,12 @@ impl Server {
     /// bytes taken and not yet written stay the runtime's to write.
     #[must_use]
     pub fn poll_transmit(&mut self, conn: ConnId) -> Option<Bytes> {
+        let mut chunk = self.conns.get_mut(&conn)?.pop();
+        if chunk.is_none() && self.conns.get(&conn).is_some_and(|c| c.backlog) {
+            self.refill(conn);
+            chunk = self.conns.get_mut(&conn)?.pop();
+        }
         let c = self.conns.get_mut(&conn)?;
-        let chunk = c.pop();
         if chunk.is_none() {
             c.woken = false;
         }
@@ -366,6 +375,38 @@ impl Server {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Which part holds each deadline, for a simulator's failure message.
+    #[cfg(feature = "sim")]
+    pub fn describe_deadlines(&self) -> String {
+        let conns: Vec<String> = self
+            .deadlines
+            .iter()
+            .take(4)
+            .map(|(at, conn)| {
+                let phase = self.conns.get(conn).map(|c| match &c.phase {
+                    Phase::Head(_) => "head",
+                    Phase::Body { .. } => "body",
+                    Phase::AwaitingCommit { .. } => "awaiting commit",
+                    Phase::Plain { .. } => "plain",
+                    Phase::Reliable { .. } => "reliable",
+                    Phase::Done => "done",
+                });
+                let parts = self.conns.get(conn).map(|c| {
+                    let ws = c.ws().and_then(|ws| ws.poll_timeout());
+                    (ws, c.session_deadline)
+                });
+                format!("{at:?} conn {} {phase:?} (ws, session) {parts:?}", conn.0)
+            })
+            .collect();
+        format!(
+            "conns {conns:?}, hub {:?}, store {:?}, commit retry {:?}, shutdown {:?}",
+            self.hub.poll_timeout(),
+            self.store.poll_timeout(),
+            self.commit_retry,
+            self.shutdown
+        )
     }
 
     /// Connections the layer tracks (accepted and not yet forgotten).
@@ -450,16 +491,7 @@ impl Server {
                 c.close_sent = true;
                 self.actions.push_back(Action::Close(conn));
             }
-            let deadline = if c.close_sent { None } else { c.deadline() };
-            if c.armed != deadline {
-                if let Some(old) = c.armed.take() {
-                    self.deadlines.remove(&(old, conn));
-                }
-                if let Some(at) = deadline {
-                    self.deadlines.insert((at, conn));
-                }
-                c.armed = deadline;
-            }
+            self.rearm(conn);
             if over {
                 // The WebSocket's part is over: the hub and session let go now.
                 self.finish(conn);
@@ -469,13 +501,26 @@ impl Server {
             self.actions.push_back(Action::Append(bytes));
             self.actions.push_back(Action::Commit);
         }
-        if self.shutdown.is_some()
-            && !self.stopped
-            && self.conns.is_empty()
-            && self.durable.is_settled()
-        {
+        if self.stopping && !self.stopped && self.conns.is_empty() && self.durable.is_settled() {
             self.stopped = true;
             self.actions.push_back(Action::Stopped);
+        }
+    }
+
+    /// Files `conn`'s deadline in the index anew.
+    pub(crate) fn rearm(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        let deadline = if c.close_sent { None } else { c.deadline() };
+        if c.armed != deadline {
+            if let Some(old) = c.armed.take() {
+                self.deadlines.remove(&(old, conn));
+            }
+            if let Some(at) = deadline {
+                self.deadlines.insert((at, conn));
+            }
+            c.armed = deadline;
         }
     }
 
@@ -543,8 +588,16 @@ impl Server {
                     answer::json_error(408, "body incomplete before the deadline"),
                 );
             }
-            Phase::Plain { ws, .. } | Phase::Reliable { ws, .. } => {
+            Phase::Plain { ws, .. } => {
                 ws.handle_timeout(now);
+                self.drain_ws(conn);
+            }
+            Phase::Reliable { ws, .. } => {
+                ws.handle_timeout(now);
+                // The deadline may be the session's: its turn runs its timers.
+                if c.session_deadline.is_some_and(|at| at <= now) {
+                    self.schedule_drive(conn);
+                }
                 self.drain_ws(conn);
             }
             _ => {}
@@ -721,6 +774,7 @@ impl Server {
             self.answer(conn, bytes);
         }
         self.release_sessions(done, ok);
+        self.release_plain(done, ok);
     }
 
     /// Drops a connection's part in the hub and its session, once.
@@ -780,7 +834,7 @@ impl Server {
 
     /// `GET /ws`: the upgrade (validated from the same parsed head), auth, limits, mode.
     fn on_upgrade(&mut self, conn: ConnId, request: HttpRequest) {
-        if self.shutdown.is_some() {
+        if self.stopping {
             self.metrics.reject(Rejection::OverLimit);
             return self.answer(conn, answer::text(503, "server shutting down"));
         }

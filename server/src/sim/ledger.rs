@@ -1,0 +1,104 @@
+//! What every peer was promised and what it got, checked as it happens.
+//!
+//! Every message the simulation sends carries `"data":"SENDER:N"` (optionally padded),
+//! `N` counting up per sender. A receiver must see each sender's numbers strictly
+//! increasing (in order, never twice). A promise, a 202 for a push to a user or the
+//! server's ACK of a reliable client's direct message, must end delivered to that user
+//! or reported as a dead letter ([`crate::Action::DeadLetter`]).
+
+use std::collections::{HashMap, HashSet};
+
+/// One message, as (receiver, sender, number).
+pub(crate) type Id = (String, String, u64);
+
+/// The record of deliveries and promises.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    /// The last number each receiver saw from each sender.
+    last: HashMap<(String, String), u64>,
+    delivered: HashSet<Id>,
+    dead: HashSet<Id>,
+    promised: Vec<Id>,
+    /// Users of plain mode: at most once by design, so never promised anything.
+    pub(crate) plain: HashSet<String>,
+    /// Deliveries seen, direct or room.
+    pub(crate) deliveries: u64,
+    /// Dead letters reported by the server.
+    pub(crate) dead_letters: u64,
+}
+
+/// The sender and number in a `data` value the simulation wrote.
+fn tag(data: &str) -> Option<(String, u64)> {
+    let mut parts = data.split(':');
+    let sender = parts.next()?.to_string();
+    let n = parts.next()?.parse().ok()?;
+    Some((sender, n))
+}
+
+/// The `data` tag of a server message text, if it is a message the simulation sent.
+fn message_tag(text: &[u8]) -> Result<Option<(String, u64)>, String> {
+    let value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| format!("the server sent text that is not JSON ({e}): {text:?}"))?;
+    if value["type"] != "message" {
+        return Ok(None);
+    }
+    match value["data"].as_str().and_then(tag) {
+        Some(tag) => Ok(Some(tag)),
+        None => Err(format!(
+            "a message with data the simulation never sent: {value}"
+        )),
+    }
+}
+
+impl Ledger {
+    /// `receiver` got server text `text`.
+    pub(crate) fn on_text(&mut self, receiver: &str, text: &[u8]) -> Result<(), String> {
+        let Some((sender, n)) = message_tag(text)? else {
+            return Ok(());
+        };
+        self.deliveries += 1;
+        let last = self
+            .last
+            .entry((receiver.to_string(), sender.clone()))
+            .or_insert(0);
+        if n <= *last {
+            return Err(format!(
+                "{receiver} got {sender}:{n} after {sender}:{last}: {}",
+                if n == *last { "twice" } else { "out of order" }
+            ));
+        }
+        *last = n;
+        self.delivered.insert((receiver.to_string(), sender, n));
+        Ok(())
+    }
+
+    /// The server reported a dead letter for `user`.
+    pub(crate) fn on_dead_letter(&mut self, user: &str, message: &[u8]) -> Result<(), String> {
+        self.dead_letters += 1;
+        if let Some((sender, n)) = message_tag(message)? {
+            self.dead.insert((user.to_string(), sender, n));
+        }
+        Ok(())
+    }
+
+    /// The server promised `sender:n` to `receiver` (unless it is a plain-mode user).
+    pub(crate) fn promise(&mut self, receiver: &str, sender: &str, n: u64) {
+        if self.plain.contains(receiver) {
+            return;
+        }
+        self.promised
+            .push((receiver.to_string(), sender.to_string(), n));
+    }
+
+    /// Promises neither delivered nor reported yet.
+    pub(crate) fn open_promises(&self) -> impl Iterator<Item = &Id> {
+        self.promised
+            .iter()
+            .filter(|id| !self.delivered.contains(*id) && !self.dead.contains(*id))
+    }
+
+    /// Promises made.
+    pub(crate) fn promises(&self) -> usize {
+        self.promised.len()
+    }
+}
