@@ -182,9 +182,10 @@ impl Server {
                 let _ = ws.close(now, code, "");
             }
         }
-        // While held, what is due now is the output itself: the commit's release drives
-        // the session again, so only later timers count.
-        c.session_deadline = s.poll_timeout().filter(|&at| !held || at > now);
+        // While held or backlogged, what is due now is the output itself: the commit's
+        // release or the drained queue takes it, so only later timers count.
+        let waiting = held || c.backlog;
+        c.session_deadline = s.poll_timeout().filter(|&at| !waiting || at > now);
         self.touch(conn);
     }
 
@@ -196,6 +197,10 @@ impl Server {
                 payload,
                 is_text,
             } => {
+                // Acted on (or refused for good): acknowledged once that is durable. The
+                // record goes first, so what the command sends waits for the same commit.
+                self.durable
+                    .append(&Record::ClientDelivered { id: session, seq });
                 match conn {
                     Some(conn) if is_text => match self.on_command(conn, &payload) {
                         Err(why) => self.close_ws(conn, CloseCode::POLICY_VIOLATION, why),
@@ -208,9 +213,6 @@ impl Server {
                     }
                     None => {}
                 }
-                // Acted on (or refused for good): acknowledged once that is durable.
-                self.durable
-                    .append(&Record::ClientDelivered { id: session, seq });
                 self.confirm(session, seq);
             }
             SessionEvent::Acked { seq } => {
@@ -313,8 +315,14 @@ impl Server {
         if held || s.epoch() != epoch || !s.is_connected() {
             return;
         }
-        pull_envelopes(s, c, self.now, self.config.max_queue_bytes);
-        c.session_deadline = s.poll_timeout();
+        let now = self.now;
+        if s.poll_timeout().is_some_and(|at| at <= now) {
+            // Its timers (resends, the delayed ACK) add to what it sends; any events wait
+            // in the session for its next turn.
+            s.handle_timeout(now);
+        }
+        pull_envelopes(s, c, now, self.config.max_queue_bytes);
+        c.session_deadline = s.poll_timeout().filter(|&at| !c.backlog || at > now);
         self.rearm(conn);
     }
 

@@ -1,7 +1,7 @@
 //! [`Server`]: the drive contract, and what happens to one connection from its first
 //! byte to its end.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use sockeye_core::auth::UserId;
@@ -57,15 +57,15 @@ pub struct Server {
     pub(crate) entropy: Box<dyn Entropy + Send>,
     pub(crate) hub: Hub,
     pub(crate) store: SessionStore,
-    pub(crate) owners: HashMap<SessionId, Owner>,
-    pub(crate) conns: HashMap<ConnId, Conn>,
+    pub(crate) owners: BTreeMap<SessionId, Owner>,
+    pub(crate) conns: BTreeMap<ConnId, Conn>,
     next_conn: u64,
     pub(crate) durable: Durable,
     /// Waiting for the commit numbered by the key.
     pub(crate) waiters: VecDeque<(u64, Waiter)>,
     /// Sessions whose outgoing envelopes wait for commit `ticket` (a DATA whose record
     /// is not durable must not reach the client).
-    pub(crate) held: HashMap<SessionId, u64>,
+    pub(crate) held: BTreeMap<SessionId, u64>,
     commit_retry: Option<Instant>,
     pub(crate) metrics: Metrics,
     pub(crate) actions: VecDeque<Action>,
@@ -112,11 +112,11 @@ impl Server {
             config,
             epoch: (now, unix_ms),
             entropy,
-            owners: HashMap::new(),
-            conns: HashMap::new(),
+            owners: BTreeMap::new(),
+            conns: BTreeMap::new(),
             next_conn: 1,
             waiters: VecDeque::new(),
-            held: HashMap::new(),
+            held: BTreeMap::new(),
             commit_retry: None,
             metrics: Metrics::default(),
             actions: VecDeque::new(),

@@ -241,6 +241,9 @@ impl Peer {
                             self.session.handle_message(now, message.into_payload());
                         }
                         Event::Message(Message::Text(text)) => {
+                            if std::env::var_os("SOCKEYE_SIM_TRACE").is_some() {
+                                eprintln!("{now:?} {} text {:?}", self.user, text);
+                            }
                             if is_welcome(&text) {
                                 joined_now = true;
                             }
