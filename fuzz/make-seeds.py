@@ -348,3 +348,28 @@ for name, data in [
     ("inconsistent", opened + sent[1] + commit),
 ]:
     write("journal_replay", name, data)
+
+
+# --- server_ops: [journal flag] then (op, arg) pairs (server/src/sim/fuzz.rs); op 2 (raw
+# bytes) takes a length and the bytes after its arg. arg: low nibble a connection, high
+# nibble a canned request or command.
+def op(code, conn=0, idx=0):
+    return bytes([code, (idx << 4) | conn])
+
+
+ACCEPT, REQ, RAW, EOF, CLOSED, TICK, COMMIT_OK, COMMIT_ERR, DRAIN, SHUTDOWN, CRASH, CMD = range(12)
+plain_pair = op(ACCEPT) + op(ACCEPT) + op(REQ, 0, 0) + op(REQ, 1, 1) + op(DRAIN, 0) + op(DRAIN, 1)
+for name, data in [
+    ("plain-and-reliable", b"\x00" + plain_pair + op(CMD, 0, 0) + op(CMD, 0, 2) + op(CMD, 0, 4)
+     + op(DRAIN, 0) + op(DRAIN, 1)),
+    ("journal-commit-then-crash", b"\x01" + plain_pair + op(CMD, 0, 3) + op(ACCEPT) + op(REQ, 2, 2)
+     + op(COMMIT_OK) + op(CMD, 0, 3) + op(CRASH, 5) + op(ACCEPT) + op(REQ, 0, 1) + op(DRAIN, 0)),
+    ("failed-commit", b"\x01" + op(ACCEPT) + op(REQ, 0, 2) + op(COMMIT_ERR) + op(TICK, 0, 1)
+     + op(COMMIT_OK) + op(DRAIN, 0)),
+    ("timeouts", b"\x00" + plain_pair + op(TICK, 0, 3) + op(TICK, 0, 3) + op(TICK, 15, 15)
+     + op(TICK, 15, 15) + op(DRAIN, 0)),
+    ("shutdown", b"\x01" + plain_pair + op(CMD, 0, 0) + op(SHUTDOWN) + op(EOF, 0) + op(CLOSED, 1)
+     + op(TICK, 0, 5) + op(COMMIT_OK)),
+    ("raw-garbage", b"\x00" + op(ACCEPT) + bytes([RAW, 0, 8]) + b"GET / \x00\xff" + op(EOF, 0)),
+]:
+    write("server_ops", name, data)

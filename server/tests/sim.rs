@@ -51,3 +51,22 @@ fn every_seed_keeps_every_promise() {
     assert!(total.crashes > 0 && total.cuts > 0 && total.promises > 0);
     assert!(total.dead_letters > 0 && total.commits.2 > 0 && total.peers.0 > 0);
 }
+
+/// The fuzz body over pseudo-random operation sequences and its committed seeds.
+#[test]
+fn the_fuzz_body_survives_random_operations_and_its_seeds() {
+    use sockeye_core::Entropy;
+    let mut rng = sockeye_core::SeededEntropy::new(9);
+    for i in 0..3000u64 {
+        let mut data = vec![0u8; (rng.next_u64() % (64 + i)) as usize];
+        rng.fill(&mut data);
+        sockeye_server::sim::server_ops(&data);
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/server_ops");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(&dir).expect("fuzz/seeds/server_ops") {
+        sockeye_server::sim::server_ops(&std::fs::read(entry.unwrap().path()).unwrap());
+        seeds += 1;
+    }
+    assert!(seeds >= 5, "only {seeds} seeds");
+}

@@ -19,6 +19,7 @@
 //! graceful shutdown stops with every connection gone.
 
 mod disk;
+mod fuzz;
 mod ledger;
 mod net;
 mod peers;
@@ -35,6 +36,8 @@ use disk::Disk;
 use ledger::Ledger;
 use net::Pipe;
 use peers::{Peer, Pusher, To};
+
+pub use fuzz::server_ops;
 
 /// A number below `n` (0 when `n` is 0).
 pub(crate) fn below(rng: &mut SeededEntropy, n: u64) -> u64 {
