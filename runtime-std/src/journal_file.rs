@@ -135,6 +135,12 @@ impl JournalFile {
         encode_record(record, &mut self.pending);
     }
 
+    /// Buffers records already encoded ([`encode_record`] each, one after another), as the
+    /// server layer emits them; nothing is durable before [`commit`](Self::commit).
+    pub fn append_encoded(&mut self, records: &[u8]) {
+        self.pending.extend_from_slice(records);
+    }
+
     /// Whether records wait for a commit.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()

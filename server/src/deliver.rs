@@ -93,8 +93,11 @@ impl Server {
     pub(crate) fn send_plain(&mut self, conn: ConnId, text: Bytes, is_message: bool) {
         let now = self.now;
         let max = self.config.max_queue_bytes;
+        // Records not yet committed are this input's cause (a client command's
+        // delivery): a crash before their commit would have it done again, so what it
+        // sends waits for that commit.
         let ticket = self.durable.ticket();
-        let cause_durable = self.durable.is_finished(ticket);
+        let cause_durable = !self.durable.is_dirty();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };

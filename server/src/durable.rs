@@ -63,6 +63,12 @@ impl Durable {
         }
     }
 
+    /// Records were appended that no commit was asked for yet: what the current input
+    /// does depends on them.
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.enabled && self.dirty
+    }
+
     /// The number the next commit asked for will have.
     pub(crate) fn next_ticket(&self) -> u64 {
         self.started + 1

@@ -870,16 +870,19 @@ impl Server {
             self.metrics.reject(Rejection::OverLimit);
             return self.answer(conn, answer::text(503, &refusal.to_string()));
         }
-        self.durable.mailbox_emptied(&user);
         self.metrics.connections_opened += 1;
         let welcome = plain::welcome(user.as_str());
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = Phase::Plain { ws: Box::new(ws) };
         }
         self.send_plain(conn, Bytes::from(welcome), false);
-        // Frames that came with the head, and the mailbox the hub handed out.
-        self.drain_ws(conn);
+        // The mailbox the hub handed out goes before its record is taken: plain mode
+        // delivers mail at least once across a crash, and a failing disk does not hold
+        // it back.
         self.deliver();
+        self.durable.mailbox_emptied(&user);
+        // Frames that came with the head.
+        self.drain_ws(conn);
     }
 
     /// A `sockeye.v1` upgrade of authenticated `user`: resumes the session it names if

@@ -1,15 +1,14 @@
-//! The `sockeye` push/chat server: users, rooms and push over WebSocket, with an HTTP API
-//! on the same port. The hub logic (who is connected, rooms, routing, mailboxes) is the
-//! core's sans-IO `Hub` (`sockeye_core::hub`); this module owns sockets, threads,
-//! the clock, flags and signals.
+//! The `sockeye` push/chat server on threads: the server's every decision is the sans-IO
+//! layer [`sockeye_server`] (routing, answers, both modes, the hub, limits, keepalive,
+//! shutdown, journal records and commit order); this module is its driver and owns only
+//! sockets, threads, the clock, the journal file, flags and signals.
 //!
-//! One thread per connection (small stacks: RSS counts only the pages a thread touches;
-//! a reliable connection adds a reader thread), one accept thread, one timer thread for
-//! the hub's deadlines, one thread for the reliable sessions' events. All hub state sits behind
-//! one mutex ([`State`]); deliveries the hub hands out are queued to connections while it
-//! is held, so every receiver sees messages in the hub's order. Lock order: the state,
-//! then a connection; a connection's own thread never takes the state while it holds its
-//! connection.
+//! One driver thread owns the layer and sleeps until its next deadline or input; each
+//! connection has a reader thread (reports bytes, end of stream) and a writer thread
+//! (writes what the driver hands it, one job at a time, so a slow socket leaves its bytes
+//! queued in the layer where the slow-consumer rule sees them); one accept thread; with
+//! `--journal`, one thread that appends and syncs the journal, so an `fsync` never
+//! stalls the driver.
 //!
 //! ```no_run
 //! use sockeye_std::server_app::{start, ServerConfig};
@@ -22,73 +21,43 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-mod api;
 mod config;
-mod conn;
-mod durable;
-mod events;
-mod http;
-mod identity;
+mod driver;
+mod io;
+mod journal;
 pub(crate) mod log;
-mod metrics;
-mod plain;
-mod state;
-mod ws;
 
-use std::io;
+use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use config::{help, parse, Command, ServerConfig};
 pub use log::Level;
 
+use driver::{Driver, Input};
 use log::log_at;
-use metrics::Metrics;
-use state::State;
-
-use crate::SessionRegistry;
-use sockeye_core::SessionConfig;
 
 /// Stack size of every thread the server starts. RSS counts only touched pages, so this
-/// bounds the worst case rather than costing memory per idle connection; 128 KiB leaves
-/// room for the deepest path (JSON nested [`plain::MAX_JSON_DEPTH`] levels, in a debug
-/// build).
+/// bounds the worst case rather than costing memory per idle connection.
 const THREAD_STACK_BYTES: usize = 128 * 1024;
 
 /// How long the accept loop pauses after `accept` fails (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What every thread of one server shares.
-struct Shared {
-    config: ServerConfig,
-    /// Limits and timings for each WebSocket connection, from `config`.
-    ws_config: sockeye_core::Config,
-    state: State,
-    metrics: Metrics,
-    shutting_down: AtomicBool,
-    /// Threads serving a connection (HTTP or WebSocket) right now.
-    live_threads: AtomicUsize,
-    /// The reliable sessions (`sockeye.v1` connections), also known to `state`.
-    registry: SessionRegistry,
-    /// Shutdown is over: the session event thread stops.
-    stopped: AtomicBool,
-    /// Reliable connections that ended, for the session event thread to take out of the
-    /// hub once it has acted on everything their sessions delivered before.
-    ended: std::sync::Mutex<Vec<sockeye_core::hub::ConnId>>,
-    /// Out of file descriptors, and said so in the log.
-    starved: AtomicBool,
-}
+/// Inputs waiting for the driver at most; readers then wait (TCP backpressure).
+const INPUT_QUEUE: usize = 4096;
 
 /// A running server (see [`start`]).
 pub struct RunningServer {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    inputs: SyncSender<Input>,
+    shutting_down: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
-    timer: Option<JoinHandle<()>>,
-    events: Option<JoinHandle<()>>,
+    driver: Option<JoinHandle<usize>>,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -99,73 +68,80 @@ impl std::fmt::Debug for RunningServer {
     }
 }
 
+/// The layer's configuration from the flags.
+fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
+    let mut layer = sockeye_server::Config::default();
+    layer.secret = config.secret.clone();
+    layer.api_key = config.api_key.clone();
+    layer.max_connections = config.max_connections;
+    layer.max_connections_per_user = config.max_connections_per_user;
+    layer.max_frame_bytes = config.max_frame_bytes;
+    layer.max_message_bytes = config.max_message_bytes;
+    layer.max_queue_bytes = config.max_queue_bytes;
+    layer.ping_interval = config.ping_interval;
+    layer.pong_timeout = config.pong_timeout;
+    layer.session_expiry = config.session_expiry;
+    layer.mailbox_size = config.mailbox_size;
+    layer.mailbox_age = config.mailbox_age;
+    layer.max_head_bytes = config.max_head_bytes;
+    layer.head_timeout = config.head_timeout;
+    layer.shutdown_grace = config.shutdown_grace;
+    layer.journal = config.journal.is_some();
+    layer
+}
+
 /// Binds `config.listen` and serves on background threads until
 /// [`RunningServer::shutdown`].
-pub fn start(config: ServerConfig) -> io::Result<RunningServer> {
+pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     log::set_level(config.log_level);
     let listener = TcpListener::bind(&config.listen)?;
     let addr = listener.local_addr()?;
-    let mut ws_config = sockeye_core::Config::default();
-    ws_config.max_handshake_bytes = config.max_head_bytes;
-    ws_config.handshake_timeout = config.head_timeout;
-    ws_config.max_frame_bytes = config.max_frame_bytes as u64;
-    ws_config.max_message_bytes = config.max_message_bytes;
-    ws_config.max_send_queue_bytes = config.max_queue_bytes;
-    ws_config.ping_interval = Some(config.ping_interval);
-    ws_config.pong_timeout = config.pong_timeout;
-    ws_config.close_timeout = config.shutdown_grace;
-    let mut session_config = SessionConfig::default();
-    session_config.session_expiry = config.session_expiry;
-    // A client's command is acknowledged once the hub acted on it (`events`).
-    session_config.confirm_deliveries = true;
-    let registry = SessionRegistry::new(session_config)?;
-    let journal = match &config.journal {
-        Some(path) => Some(durable::Journal::open(
-            path,
-            config.journal_compact_bytes as u64,
-            crate::time::now(),
-        )?),
-        None => None,
+    let (inputs, queue) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
+    let (journal, restored) = match &config.journal {
+        Some(path) => {
+            let (file, state) = journal::open(path, config.journal_compact_bytes as u64)?;
+            (Some(journal::spawn(file, inputs.clone())?), Some(state))
+        }
+        None => (None, None),
     };
-    let shared = Arc::new(Shared {
-        state: State::new(&config, registry.clone(), journal),
-        registry,
-        stopped: AtomicBool::new(false),
-        ended: std::sync::Mutex::new(Vec::new()),
-        ws_config,
-        config,
-        metrics: Metrics::default(),
-        shutting_down: AtomicBool::new(false),
-        live_threads: AtomicUsize::new(0),
-        starved: AtomicBool::new(false),
-    });
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let server = sockeye_server::Server::new(
+        layer_config(&config),
+        crate::time::now(),
+        unix_ms,
+        Box::new(crate::OsEntropy::new()?),
+        restored.as_ref(),
+    );
+    // A writer blocked this long on a peer that reads nothing fails, and the connection
+    // ends; keepalive would have ended it by then.
+    let write_timeout = (config.ping_interval + config.pong_timeout).max(Duration::from_secs(1));
+    let driver = Driver::new(
+        server,
+        inputs.clone(),
+        journal,
+        write_timeout,
+        config.shutdown_grace,
+    );
+    let driver = thread::Builder::new()
+        .name("sockeye-driver".into())
+        .spawn(move || driver.run(&queue))?;
+    let shutting_down = Arc::new(AtomicBool::new(false));
     let accept = {
-        let shared = Arc::clone(&shared);
+        let inputs = inputs.clone();
+        let shutting_down = Arc::clone(&shutting_down);
         thread::Builder::new()
             .name("sockeye-accept".into())
             .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || accept_loop(&shared, listener))?
-    };
-    let timer = {
-        let shared = Arc::clone(&shared);
-        thread::Builder::new()
-            .name("sockeye-timer".into())
-            .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || timer_loop(&shared))?
-    };
-    let events = {
-        let shared = Arc::clone(&shared);
-        thread::Builder::new()
-            .name("sockeye-sessions".into())
-            .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || events::event_loop(&shared))?
+            .spawn(move || accept_loop(&listener, &inputs, &shutting_down))?
     };
     Ok(RunningServer {
         addr,
-        shared,
+        inputs,
+        shutting_down,
         accept: Some(accept),
-        timer: Some(timer),
-        events: Some(events),
+        driver: Some(driver),
     })
 }
 
@@ -176,8 +152,9 @@ impl RunningServer {
     }
 
     /// Graceful shutdown: stops accepting, closes every WebSocket with 1001, and waits
-    /// until every connection has ended or `shutdown_grace` has passed. Returns how many
-    /// connection threads were still running when it gave up waiting (0 if all ended).
+    /// until every connection has ended and the journal holds everything, or
+    /// `shutdown_grace` has passed. Returns how many connections were still open when it
+    /// gave up waiting (0 if all ended).
     pub fn shutdown(mut self) -> usize {
         self.stop()
     }
@@ -186,29 +163,14 @@ impl RunningServer {
         let Some(accept) = self.accept.take() else {
             return 0;
         };
-        let shared = &self.shared;
-        shared.shutting_down.store(true, Ordering::SeqCst);
+        self.shutting_down.store(true, Ordering::SeqCst);
         // Wake the blocking accept with a connection of our own.
         let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
         let _ = accept.join();
-        let closing = shared.state.close_all();
-        log_at!(
-            Info,
-            "shutting down: closing {closing} connection(s) with 1001"
-        );
-        let deadline = Instant::now() + shared.config.shutdown_grace;
-        while shared.live_threads.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        if let Some(timer) = self.timer.take() {
-            let _ = timer.join();
-        }
-        shared.stopped.store(true, Ordering::SeqCst);
-        if let Some(events) = self.events.take() {
-            let _ = events.join();
-        }
-        shared.state.flush_journal();
-        shared.live_threads.load(Ordering::SeqCst)
+        let _ = self.inputs.send(Input::Shutdown);
+        self.driver
+            .take()
+            .map_or(0, |driver| driver.join().unwrap_or(0))
     }
 }
 
@@ -231,24 +193,33 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
     addr
 }
 
-fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
+fn accept_loop(listener: &TcpListener, driver: &SyncSender<Input>, shutting_down: &AtomicBool) {
     // A descriptor held in reserve: out of descriptors, the accept loop gives it up for a
     // moment to take the waiting connection and answer it 503, instead of leaving it
     // unanswered in the backlog while `accept` fails in a loop.
     let mut spare = std::fs::File::open("/dev/null").ok();
+    let mut starved = false;
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return,
             Err(e) if is_out_of_descriptors(&e) => {
-                shared.out_of_descriptors(&e);
+                if !starved {
+                    starved = true;
+                    log_at!(
+                        Warn,
+                        "out of file descriptors ({e}): new connections are answered 503 \
+                         until some close (raise `ulimit -n` or lower --max-connections)"
+                    );
+                }
                 drop(spare.take());
-                if let Ok((stream, _)) = listener.accept() {
-                    shared.metrics.reject(metrics::Rejection::from_status(503));
-                    http::answer_now(stream, &http::text(503, "server out of file descriptors"));
+                if let Ok((mut stream, _)) = listener.accept() {
+                    let _ = stream.set_nonblocking(true);
+                    let _ = stream.write_all(OUT_OF_DESCRIPTORS);
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
                 }
                 spare = std::fs::File::open("/dev/null").ok();
-                if shared.shutting_down.load(Ordering::SeqCst) {
+                if shutting_down.load(Ordering::SeqCst) {
                     return; // that was the wake-up of `stop`
                 }
                 thread::sleep(ACCEPT_BACKOFF);
@@ -260,61 +231,30 @@ fn accept_loop(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
-        if shared.shutting_down.load(Ordering::SeqCst) {
+        if shutting_down.load(Ordering::SeqCst) {
             return;
         }
-        shared.live_threads.fetch_add(1, Ordering::SeqCst);
-        let for_thread = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name("sockeye-conn".into())
-            .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || {
-                api::serve(&for_thread, stream);
-                for_thread.live_threads.fetch_sub(1, Ordering::SeqCst);
-            });
-        if let Err(e) = spawned {
-            // The stream went down with the closure.
-            shared.live_threads.fetch_sub(1, Ordering::SeqCst);
-            log_at!(Warn, "cannot start a connection thread: {e}");
-            thread::sleep(ACCEPT_BACKOFF);
-        }
-    }
-}
-
-impl Shared {
-    /// Out of file descriptors: logged once until a connection is set up again
-    /// ([`descriptors_again`](Self::descriptors_again)), not once per refused client.
-    fn out_of_descriptors(&self, e: &io::Error) {
-        if !self.starved.swap(true, Ordering::Relaxed) {
-            log_at!(
-                Warn,
-                "out of file descriptors ({e}): new connections are answered 503 until some \
-                 close (raise `ulimit -n` or lower --max-connections)"
-            );
-        }
-    }
-
-    /// A connection was set up: descriptors are to be had again.
-    fn descriptors_again(&self) {
-        if self.starved.load(Ordering::Relaxed) && self.starved.swap(false, Ordering::Relaxed) {
+        if starved {
+            starved = false;
             log_at!(Info, "file descriptors available again");
         }
+        if driver.send(Input::Accepted(stream)).is_err() {
+            return;
+        }
     }
 }
 
+/// The answer to a connection taken with the reserve descriptor (the layer cannot see
+/// it: there is no descriptor to serve it with).
+const OUT_OF_DESCRIPTORS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 31\r\nConnection: close\r\n\r\n\
+    server out of file descriptors\n";
+
 /// Whether a call failed for want of file descriptors (the process's or the system's).
-fn is_out_of_descriptors(e: &io::Error) -> bool {
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
     const ENFILE: i32 = 23;
     const EMFILE: i32 = 24;
     matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
-}
-
-/// Drives the hub's deadlines (mailbox expiry) until shutdown.
-fn timer_loop(shared: &Shared) {
-    while !shared.shutting_down.load(Ordering::SeqCst) {
-        let wait = shared.state.handle_timeout(&shared.metrics);
-        thread::sleep(wait.clamp(Duration::from_millis(10), Duration::from_millis(250)));
-    }
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully. Returns the
@@ -391,7 +331,7 @@ struct ShutdownSignal {
     read: std::os::unix::net::UnixStream,
 }
 
-fn shutdown_signal() -> io::Result<ShutdownSignal> {
+fn shutdown_signal() -> std::io::Result<ShutdownSignal> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let (read, write) = std::os::unix::net::UnixStream::pair()?;
     // The handler writes one byte (async-signal-safe) for each signal.

@@ -2,7 +2,8 @@
 //!
 //! Every message the simulation sends carries `"data":"SENDER:N"` (optionally padded),
 //! `N` counting up per sender. A receiver must see each sender's numbers strictly
-//! increasing (in order, never twice). A promise, a 202 for a push to a user or the
+//! increasing (in order, never twice; a plain-mode receiver's mail is delivered at
+//! least once across a server crash, so its order restarts at one). A promise, a 202 for a push to a user or the
 //! server's ACK of a reliable client's direct message, must end delivered to that user
 //! or reported as a dead letter ([`crate::Action::DeadLetter`]).
 
@@ -14,8 +15,11 @@ pub(crate) type Id = (String, String, u64);
 /// The record of deliveries and promises.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
-    /// The last number each receiver saw from each sender.
-    last: HashMap<(String, String), u64>,
+    /// The last number each receiver saw from each sender, and the crash count then.
+    last: HashMap<(String, String), (u64, u64)>,
+    /// Server crashes so far: a plain receiver's mail is delivered at least once across
+    /// one, so its order restarts there.
+    crashes: u64,
     delivered: HashSet<Id>,
     dead: HashSet<Id>,
     promised: Vec<Id>,
@@ -57,10 +61,16 @@ impl Ledger {
             return Ok(());
         };
         self.deliveries += 1;
-        let last = self
+        let crashes = self.crashes;
+        let plain = self.plain.contains(receiver);
+        let (last, seen_at) = self
             .last
             .entry((receiver.to_string(), sender.clone()))
-            .or_insert(0);
+            .or_insert((0, crashes));
+        if plain && *seen_at != crashes {
+            *last = 0;
+        }
+        *seen_at = crashes;
         if n <= *last {
             return Err(format!(
                 "{receiver} got {sender}:{n} after {sender}:{last}: {}",
@@ -95,6 +105,11 @@ impl Ledger {
         self.promised
             .iter()
             .filter(|id| !self.delivered.contains(*id) && !self.dead.contains(*id))
+    }
+
+    /// The server crashed.
+    pub(crate) fn on_crash(&mut self) {
+        self.crashes += 1;
     }
 
     /// Promises made.

@@ -510,6 +510,7 @@ impl World {
     /// a new server starts from the replayed journal.
     fn crash(&mut self) -> Result<(), String> {
         self.stats.crashes += 1;
+        self.ledger.on_crash();
         if self.trace {
             eprintln!("{:?} CRASH", self.now);
         }

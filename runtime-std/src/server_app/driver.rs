@@ -1,0 +1,319 @@
+//! The driver: one thread that owns the server layer ([`sockeye_server::Server`]) and
+//! feeds it every input with the time — accepted sockets, bytes read, ends of stream,
+//! writes done, commits done, the shutdown — then carries out its actions. The layer
+//! decides everything; this loop only moves bytes between it and the connections'
+//! threads, and sleeps until its next deadline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::time::Duration;
+
+use sockeye_server::{Action, ConnId, Level as LayerLevel, Server};
+
+use super::io::{self, WriteJob};
+use super::log::{self, log_at, Level};
+use crate::time;
+
+/// What reaches the driver from the other threads.
+pub(super) enum Input {
+    /// The accept thread took a connection.
+    Accepted(TcpStream),
+    /// A connection's reader read bytes.
+    Read(ConnId, Vec<u8>),
+    /// The peer closed its side.
+    Eof(ConnId),
+    /// Reading failed: the socket is gone.
+    Gone(ConnId),
+    /// A connection's writer finished its job (`false`: the write failed).
+    Written(ConnId, bool),
+    /// The journal thread finished a commit.
+    Committed(Result<(), String>),
+    /// Shut down gracefully (SIGINT, SIGTERM, or [`super::RunningServer::shutdown`]).
+    Shutdown,
+}
+
+/// Bytes handed to a writer at most per job: a slow socket does not take everything the
+/// layer queued at once, so the slow-consumer rule still sees what waits.
+const MAX_WRITE_JOB: usize = 256 * 1024;
+
+/// How long a closed connection's reader may wait for the peer's FIN before its socket
+/// is shut down under it.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// One connection's threads, as the driver sees them.
+struct Link {
+    /// For shutting the socket down under a blocked reader.
+    stream: TcpStream,
+    writer: Sender<WriteJob>,
+    /// A write job is out.
+    busy: bool,
+    /// The layer said [`Action::Close`]: after the queued bytes, FIN.
+    closing: bool,
+}
+
+/// The driver's state.
+pub(super) struct Driver {
+    server: Server,
+    inputs: SyncSender<Input>,
+    journal: Option<Sender<Vec<u8>>>,
+    /// Records the layer appended since the last commit was handed to the journal.
+    appended: Vec<u8>,
+    links: HashMap<ConnId, Link>,
+    /// Closed sockets whose readers may still be blocked, by when to shut them.
+    lingering: BTreeMap<(std::time::Instant, u64), TcpStream>,
+    lingered: u64,
+    write_timeout: Duration,
+    /// When a shutdown gives up waiting for the layer.
+    give_up: Option<std::time::Instant>,
+    grace: Duration,
+}
+
+impl Driver {
+    pub(super) fn new(
+        server: Server,
+        inputs: SyncSender<Input>,
+        journal: Option<Sender<Vec<u8>>>,
+        write_timeout: Duration,
+        grace: Duration,
+    ) -> Driver {
+        Driver {
+            server,
+            inputs,
+            journal,
+            appended: Vec::new(),
+            links: HashMap::new(),
+            lingering: BTreeMap::new(),
+            lingered: 0,
+            write_timeout,
+            give_up: None,
+            grace,
+        }
+    }
+
+    /// Runs until the layer has stopped after a shutdown (or the shutdown gave up
+    /// waiting). Returns how many connections were still open.
+    pub(super) fn run(mut self, inputs: &Receiver<Input>) -> usize {
+        loop {
+            let now = time::now();
+            if self.server.poll_timeout().is_some_and(|at| at <= now) {
+                self.server.handle_timeout(now);
+            }
+            if self.act() {
+                break;
+            }
+            self.release_lingering();
+            if self
+                .give_up
+                .is_some_and(|at| std::time::Instant::now() >= at)
+            {
+                break;
+            }
+            match inputs.recv_timeout(self.wait()) {
+                Ok(input) => self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        for (_, stream) in std::mem::take(&mut self.lingering) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let left = self.links.len();
+        for (_, link) in self.links.drain() {
+            let _ = link.stream.shutdown(Shutdown::Both);
+        }
+        left
+    }
+
+    /// How long to sleep: until the layer's deadline, a lingering socket's, or the
+    /// shutdown's.
+    fn wait(&self) -> Duration {
+        let layer = self.server.poll_timeout().map(time::until);
+        let std_now = std::time::Instant::now();
+        let linger = self
+            .lingering
+            .keys()
+            .next()
+            .map(|(at, _)| at.saturating_duration_since(std_now));
+        let give_up = self.give_up.map(|at| at.saturating_duration_since(std_now));
+        [layer, linger, give_up]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_secs(3600))
+    }
+
+    fn handle(&mut self, input: Input) {
+        let now = time::now();
+        match input {
+            Input::Accepted(stream) => self.accept(stream),
+            Input::Read(conn, bytes) => {
+                if self.links.contains_key(&conn) {
+                    self.server.handle_bytes(now, conn, &bytes);
+                }
+            }
+            Input::Eof(conn) => {
+                if self.links.contains_key(&conn) {
+                    self.server.handle_eof(now, conn);
+                }
+            }
+            Input::Gone(conn) => self.gone(conn),
+            Input::Written(conn, ok) => {
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.busy = false;
+                }
+                if ok {
+                    self.write(conn);
+                } else {
+                    self.gone(conn);
+                }
+            }
+            Input::Committed(result) => {
+                if let Err(e) = &result {
+                    log_at!(Error, "journal commit failed: {e}");
+                }
+                self.server.handle_committed(now, result);
+            }
+            Input::Shutdown => {
+                if self.give_up.is_none() {
+                    // The layer cuts what is left after the grace; this is the backstop.
+                    self.give_up = Some(std::time::Instant::now() + self.grace * 2);
+                    self.server.handle_shutdown(now);
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, stream: TcpStream) {
+        let now = time::now();
+        let _ = stream.set_nodelay(true);
+        let conn = self.server.handle_accept(now);
+        match io::spawn(conn, &stream, &self.inputs, self.write_timeout) {
+            Ok(writer) => {
+                self.links.insert(
+                    conn,
+                    Link {
+                        stream,
+                        writer,
+                        busy: false,
+                        closing: false,
+                    },
+                );
+            }
+            Err(e) => {
+                log_at!(Warn, "cannot start a connection's threads: {e}");
+                self.server.handle_closed(now, conn);
+            }
+        }
+    }
+
+    /// The socket is gone: the layer forgets the connection.
+    fn gone(&mut self, conn: ConnId) {
+        if let Some(link) = self.links.remove(&conn) {
+            let _ = link.stream.shutdown(Shutdown::Both);
+            let _ = link.writer.send(WriteJob::Close);
+            self.server.handle_closed(time::now(), conn);
+        }
+    }
+
+    /// Hands the connection's writer what the layer has for it, if it is idle; after the
+    /// last bytes of a closing connection, FIN.
+    fn write(&mut self, conn: ConnId) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        if link.busy {
+            return;
+        }
+        let mut chunks = Vec::new();
+        let mut bytes = 0;
+        while bytes < MAX_WRITE_JOB {
+            match self.server.poll_transmit(conn) {
+                Some(chunk) => {
+                    bytes += chunk.len();
+                    chunks.push(chunk);
+                }
+                None => break,
+            }
+        }
+        if !chunks.is_empty() {
+            link.busy = link.writer.send(WriteJob::Chunks(chunks)).is_ok();
+            return;
+        }
+        if link.closing {
+            let link = self.links.remove(&conn).expect("present");
+            let _ = link.writer.send(WriteJob::Close);
+            self.lingered += 1;
+            let at = std::time::Instant::now() + LINGER;
+            self.lingering.insert((at, self.lingered), link.stream);
+            self.server.handle_closed(time::now(), conn);
+        }
+    }
+
+    /// Shuts down closed sockets whose peers did not close in time (their readers wake).
+    fn release_lingering(&mut self) {
+        let now = std::time::Instant::now();
+        while let Some(entry) = self.lingering.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let _ = entry.remove().shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Carries out the layer's actions until there are none; `true` once it stopped.
+    fn act(&mut self) -> bool {
+        let mut stopped = false;
+        while let Some(action) = self.server.poll_action() {
+            match action {
+                Action::Wake(conn) => self.write(conn),
+                Action::Close(conn) => {
+                    if let Some(link) = self.links.get_mut(&conn) {
+                        link.closing = true;
+                    }
+                    self.write(conn);
+                }
+                Action::Append(bytes) => self.appended.extend_from_slice(&bytes),
+                Action::Commit => self.commit(),
+                Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
+                Action::DeadLetter(letter) => log_at!(
+                    Info,
+                    "dead letter for user {:?} ({}{}): {} bytes",
+                    letter.user,
+                    letter.reason,
+                    if letter.possibly_delivered {
+                        ", possibly delivered"
+                    } else {
+                        ""
+                    },
+                    letter.message.len()
+                ),
+                Action::Stopped => stopped = true,
+                _ => {}
+            }
+        }
+        stopped
+    }
+
+    fn commit(&mut self) {
+        let batch = std::mem::take(&mut self.appended);
+        let sent = self
+            .journal
+            .as_ref()
+            .is_some_and(|journal| journal.send(batch).is_ok());
+        if !sent {
+            let now = time::now();
+            let result = Err("the journal thread is gone".to_string());
+            self.server.handle_committed(now, result);
+        }
+    }
+}
+
+fn level_of(level: LayerLevel) -> Level {
+    match level {
+        LayerLevel::Error => Level::Error,
+        LayerLevel::Warn => Level::Warn,
+        LayerLevel::Info => Level::Info,
+        _ => Level::Debug,
+    }
+}

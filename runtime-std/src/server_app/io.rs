@@ -1,0 +1,93 @@
+//! A connection's two threads: one reads and reports what it read, one writes what the
+//! driver hands it. Neither decides anything: the driver and the server layer do.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::thread;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sockeye_server::ConnId;
+
+use super::driver::Input;
+use super::THREAD_STACK_BYTES;
+
+/// Bytes read at most per `read`.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What a connection's writer thread does next.
+pub(super) enum WriteJob {
+    /// Write these bytes, in order, then report [`Input::Written`].
+    Chunks(Vec<Bytes>),
+    /// Everything is written: send FIN and stop.
+    Close,
+}
+
+/// Starts the reader and writer threads of `stream` as connection `conn`; returns the
+/// writer's queue.
+pub(super) fn spawn(
+    conn: ConnId,
+    stream: &TcpStream,
+    inputs: &SyncSender<Input>,
+    write_timeout: Duration,
+) -> io::Result<Sender<WriteJob>> {
+    let reader = stream.try_clone()?;
+    let writer = stream.try_clone()?;
+    writer.set_write_timeout(Some(write_timeout))?;
+    let (jobs, queue) = std::sync::mpsc::channel();
+    let to_driver = inputs.clone();
+    thread::Builder::new()
+        .name("sockeye-write".into())
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(move || write_loop(conn, writer, &queue, &to_driver))?;
+    let to_driver = inputs.clone();
+    let spawned = thread::Builder::new()
+        .name("sockeye-read".into())
+        .stack_size(THREAD_STACK_BYTES)
+        .spawn(move || read_loop(conn, reader, &to_driver));
+    if let Err(e) = spawned {
+        let _ = jobs.send(WriteJob::Close);
+        return Err(e);
+    }
+    Ok(jobs)
+}
+
+fn read_loop(conn: ConnId, mut stream: TcpStream, driver: &SyncSender<Input>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let input = match stream.read(&mut buf) {
+            Ok(0) => Input::Eof(conn),
+            Ok(n) => Input::Read(conn, buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => Input::Gone(conn),
+        };
+        let last = !matches!(input, Input::Read(..));
+        if driver.send(input).is_err() || last {
+            return;
+        }
+    }
+}
+
+fn write_loop(
+    conn: ConnId,
+    mut stream: TcpStream,
+    queue: &Receiver<WriteJob>,
+    driver: &SyncSender<Input>,
+) {
+    while let Ok(job) = queue.recv() {
+        match job {
+            WriteJob::Chunks(chunks) => {
+                let ok = chunks.iter().all(|chunk| stream.write_all(chunk).is_ok());
+                if driver.send(Input::Written(conn, ok)).is_err() || !ok {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    return;
+                }
+            }
+            WriteJob::Close => {
+                let _ = stream.shutdown(Shutdown::Write);
+                return;
+            }
+        }
+    }
+}
