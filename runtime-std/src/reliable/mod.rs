@@ -7,12 +7,9 @@
 //! messages and feed it the clock.
 
 mod client;
-mod journal;
 mod listener;
 mod server;
 
 pub use client::{ReliableClient, ReliableOptions};
-pub(crate) use journal::SessionLog;
 pub use listener::ReliableServer;
-pub(crate) use server::resume_value;
 pub use server::{ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS};

@@ -22,16 +22,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::handshake::Request;
-use sockeye_core::journal::{Record, SessionSnapshot};
-use sockeye_core::session::envelope::parse_resume_header;
 use sockeye_core::session::{OutgoingEnvelope, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
 use sockeye_core::{
     CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
-    SessionId, SessionStore, StoreError,
+    SessionId, SessionStore,
 };
 
 use super::client::earliest;
-use super::journal::{record_of, SessionLog};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::server::{read_request, refuse};
@@ -73,11 +70,6 @@ struct State {
     app_waiting: usize,
     /// Messages resent by every session so far (retransmissions, resends after resume).
     resent: u64,
-    /// Where session changes are journaled, if anywhere (the `sockeye` server's
-    /// `--journal`).
-    log: Option<Arc<dyn SessionLog>>,
-    /// `SessionConfig::confirm_deliveries`: the application confirms deliveries.
-    confirming: bool,
 }
 
 struct Shared {
@@ -159,7 +151,6 @@ impl SessionRegistry {
         Ok(SessionRegistry {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    confirming: config.confirm_deliveries,
                     store: SessionStore::new(config, time::now()),
                     entropy: OsEntropy::new()?,
                     events: VecDeque::new(),
@@ -167,7 +158,6 @@ impl SessionRegistry {
                     store_check: time::now(),
                     app_waiting: 0,
                     resent: 0,
-                    log: None,
                 }),
                 event_ready: Condvar::new(),
                 room: Condvar::new(),
@@ -198,61 +188,31 @@ impl SessionRegistry {
             let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
             return Ok(Upgrade::Plain(ws));
         }
-        self.attach(transport, request, config, "", true)
+        self.attach(transport, request, config)
             .map(Upgrade::Reliable)
     }
 
-    /// The second half of [`upgrade`](Self::upgrade), for a server that read and checked
-    /// the request itself (the `sockeye` server: auth and limits come first): attaches a
-    /// session and selects `sockeye.v1`. A malformed resume value is answered 400, a full
-    /// store 503.
-    ///
-    /// `user` is who the session belongs to, for the journal. Without `may_resume` (the
-    /// claimed session belongs to someone else) the resume is answered as for an
-    /// unknown session ([`SessionStore::accept_as_unknown`]).
-    pub(crate) fn attach(
+    /// The second half of [`upgrade`](Self::upgrade): attaches a session and selects
+    /// `sockeye.v1`. A malformed resume value is answered 400, a full store 503.
+    fn attach(
         &self,
         mut transport: Transport,
         request: Request,
         config: &Config,
-        user: &str,
-        may_resume: bool,
     ) -> Result<ReliableConnection> {
         let path = request.path().to_string();
         let resume = resume_value(&request);
-        let claimed = resume
-            .as_deref()
-            .and_then(|v| parse_resume_header(v).ok())
-            .map(|r| r.session_id);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
         let attached = {
             let mut guard = self.lock();
             let state = &mut *guard;
             let now = time::now();
-            let accepted = match may_resume {
-                true => state
-                    .store
-                    .accept(now, resume.as_deref(), &mut state.entropy),
-                false => state
-                    .store
-                    .accept_as_unknown(now, resume.as_deref(), &mut state.entropy),
-            };
+            let accepted = state
+                .store
+                .accept(now, resume.as_deref(), &mut state.entropy);
             let drained = self.drain_store(state);
             accepted.map(|id| {
                 let epoch = state.store.get(id).map_or(0, |s| s.epoch());
-                let mut opened = None;
-                if let (Some(log), Some(session)) = (&state.log, state.store.get(id)) {
-                    if claimed != Some(id) {
-                        log.append(Record::SessionOpened {
-                            id,
-                            token: session.token(),
-                            user: user.into(),
-                            acked: Seq(0),
-                            client_delivered: Seq(0),
-                        });
-                        opened = Some(Arc::clone(log));
-                    }
-                }
                 state.drivers.insert(
                     id,
                     Driver {
@@ -261,19 +221,11 @@ impl SessionRegistry {
                         kick: None,
                     },
                 );
-                (id, epoch, drained, opened)
+                (id, epoch, drained)
             })
         };
         let (id, epoch) = match attached {
-            Ok((id, epoch, drained, opened)) => {
-                // Durable before the WELCOME names the session (outside the lock, as
-                // in `session_turn`); a session that is not durable is not handed out.
-                if opened.is_some_and(|log| !log.commit()) {
-                    self.lock().drivers.remove(&id);
-                    let e = StoreError::NotDurable;
-                    transport.queue(e.response());
-                    return Err(refuse(transport, e, config));
-                }
+            Ok((id, epoch, drained)) => {
                 if drained {
                     self.shared.event_ready.notify_all();
                 }
@@ -303,10 +255,6 @@ impl SessionRegistry {
     fn drain_store(&self, state: &mut State) -> bool {
         let mut any = false;
         while let Some((id, event)) = state.store.poll_event() {
-            if let (Some(log), Some(record)) = (&state.log, record_of(id, &event, state.confirming))
-            {
-                log.append(record);
-            }
             state.events.push_back((id, event));
             any = true;
         }
@@ -320,15 +268,7 @@ impl SessionRegistry {
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let state = &mut *self.lock();
         let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
-        let seq = session.send(time::now(), payload.clone(), is_text)?;
-        if let Some(log) = &state.log {
-            log.append(Record::ServerSent {
-                id,
-                seq,
-                is_text,
-                payload,
-            });
-        }
+        let seq = session.send(time::now(), payload, is_text)?;
         if let Some(driver) = state.drivers.get(&id) {
             // A full channel means the driver has input to wake it anyway.
             let _ = driver.wake.try_send(());
@@ -343,7 +283,7 @@ impl SessionRegistry {
     /// are skipped. Without `confirm_deliveries` this does nothing.
     pub fn confirm(&self, confirmed: &[(SessionId, Seq)]) {
         let mut wake = Vec::new();
-        let log = {
+        {
             let state = &mut *self.lock();
             let now = time::now();
             // Each session whose count moved is journaled once, with its final count:
@@ -360,38 +300,13 @@ impl SessionRegistry {
                 }
             }
             for id in moved {
-                let Some(session) = state.store.get(id) else {
-                    continue;
-                };
-                if let Some(log) = &state.log {
-                    log.append(Record::ClientDelivered {
-                        id,
-                        seq: session.client_delivered(),
-                    });
-                }
                 if let Some(driver) = state.drivers.get(&id) {
                     wake.push(driver.wake.clone());
                 }
             }
-            state.log.clone()
         };
-        if let (false, Some(log)) = (wake.is_empty(), log) {
-            // Durable before the ACKs the drivers are about to send; if not, each
-            // driver's own turn commits again before it sends anything.
-            log.commit();
-        }
         for driver in wake {
             let _ = driver.try_send(());
-        }
-    }
-
-    /// Journals that the application acted on session `id`'s message `seq` (it was
-    /// delivered), if the session is live: for an application that appends what the
-    /// message made it do in the same commit, so a crash keeps both or neither.
-    pub(crate) fn journal_delivered(&self, id: SessionId, seq: Seq) {
-        let state = &*self.lock();
-        if let (Some(log), Some(_)) = (&state.log, state.store.get(id)) {
-            log.append(Record::ClientDelivered { id, seq });
         }
     }
 
@@ -492,20 +407,6 @@ impl SessionRegistry {
         self.lock().store.get(id).map(|s| s.unacked_messages())
     }
 
-    /// Journals every later session change to `log` (set once, before serving).
-    pub(crate) fn set_log(&self, log: Arc<dyn SessionLog>) {
-        self.lock().log = Some(log);
-    }
-
-    /// Restores a session from the journal after a restart (see
-    /// [`SessionStore::restore`]); it waits for its client to resume.
-    pub(crate) fn restore(&self, snapshot: &SessionSnapshot) -> Result<()> {
-        self.lock()
-            .store
-            .restore(time::now(), snapshot)
-            .map_err(Error::Store)
-    }
-
     /// Messages resent so far by every session (retransmissions after a timeout, and
     /// resends after a resume), for metrics.
     pub fn resent_messages(&self) -> u64 {
@@ -520,7 +421,7 @@ impl SessionRegistry {
 
 /// The resume value a client sent with its upgrade: the `Sockeye-Resume` header, or the
 /// `sockeye_resume` query parameter.
-pub(crate) fn resume_value(request: &Request) -> Option<Vec<u8>> {
+fn resume_value(request: &Request) -> Option<Vec<u8>> {
     request
         .header(RESUME_HEADER)
         .map(<[u8]>::to_vec)
@@ -594,14 +495,7 @@ impl Link {
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
         }
-        let mut logged = false;
         while let Some(event) = session.poll_event() {
-            if let (Some(log), Some(record)) =
-                (&state.log, record_of(self.id, &event, state.confirming))
-            {
-                log.append(record);
-                logged = true;
-            }
             state.events.push_back((self.id, event));
         }
         while let Some(envelope) = session.poll_outgoing_parts() {
@@ -618,22 +512,7 @@ impl Link {
         turn.deadline = session.poll_timeout();
         turn.events_full = state.events.len() >= shared.max_pending_events;
         turn.wake_app = state.app_waiting > 0 && !state.events.is_empty();
-        // Durable before the ACK this turn may carry, or a DATA whose record another
-        // thread appended, is written: a client must never hold a message (or have
-        // an ack) that a restarted server does not know of. Committed outside the
-        // registry's lock: a commit may wait for an operation of the application
-        // that needs the registry (see `SessionLog::commit`).
-        let commit = (logged || !turn.outgoing.is_empty())
-            .then(|| state.log.clone())
-            .flatten();
         drop(guard);
-        if commit.is_some_and(|log| !log.commit()) {
-            // Nothing that depends on the records may go out (an ACK, a DATA a restart
-            // would not know). The session keeps them: its records stay pending for the
-            // next commit, and a resume resends what was held back.
-            turn.outgoing.clear();
-            turn.disconnect = Some(CloseCode::INTERNAL_ERROR);
-        }
         // Signalled after unlocking, so the woken thread does not at once block on the
         // lock we still held. No wake-up is lost: a waiter counted in `app_waiting` was
         // already inside `wait_timeout` when we took the lock.

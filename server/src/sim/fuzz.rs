@@ -92,17 +92,19 @@ impl Harness {
 /// nothing panics, at most one commit is outstanding, queues stay bounded, the journal
 /// always replays, and after `handle_timeout(now)` the next deadline is after `now`.
 pub fn server_ops(data: &[u8]) {
-    let mut config = Config::default();
-    config.journal = data.first().is_some_and(|b| b & 1 == 1);
-    config.max_queue_bytes = 4096;
-    config.max_message_bytes = 1024;
-    config.max_frame_bytes = 1024;
-    config.mailbox_size = 4;
-    config.max_connections = 6;
-    config.ping_interval = Duration::from_secs(2);
-    config.pong_timeout = Duration::from_secs(1);
-    config.session_expiry = Duration::from_secs(5);
-    config.mailbox_age = Duration::from_secs(10);
+    let config = Config {
+        journal: data.first().is_some_and(|b| b & 1 == 1),
+        max_queue_bytes: 4096,
+        max_message_bytes: 1024,
+        max_frame_bytes: 1024,
+        mailbox_size: 4,
+        max_connections: 6,
+        ping_interval: Duration::from_secs(2),
+        pong_timeout: Duration::from_secs(1),
+        session_expiry: Duration::from_secs(5),
+        mailbox_age: Duration::from_secs(10),
+        ..Config::default()
+    };
     let now = Instant::from_millis(1_000);
     let mut h = Harness {
         server: Server::new(

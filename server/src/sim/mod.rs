@@ -110,19 +110,20 @@ fn random_config(rng: &mut SeededEntropy, peers: usize) -> Config {
     let secs = |rng: &mut SeededEntropy, lo: u64, hi: u64| {
         Duration::from_millis(lo * 1000 + below(rng, (hi - lo) * 1000))
     };
-    let mut config = Config::default();
-    config.journal = chance(rng, 80);
-    config.max_connections = peers + below(rng, 3) as usize;
-    config.max_connections_per_user = 1 + below(rng, 3) as usize;
-    config.max_queue_bytes = [8 * 1024, 64 * 1024, 256 * 1024][below(rng, 3) as usize];
-    config.ping_interval = secs(rng, 2, 20);
-    config.pong_timeout = secs(rng, 1, 10);
-    config.session_expiry = secs(rng, 5, 60);
-    config.mailbox_size = 2 + below(rng, 20) as usize;
-    config.mailbox_age = secs(rng, 5, 120);
-    config.head_timeout = secs(rng, 1, 10);
-    config.shutdown_grace = secs(rng, 1, 5);
-    config
+    Config {
+        journal: chance(rng, 80),
+        max_connections: peers + below(rng, 3) as usize,
+        max_connections_per_user: 1 + below(rng, 3) as usize,
+        max_queue_bytes: [8 * 1024, 64 * 1024, 256 * 1024][below(rng, 3) as usize],
+        ping_interval: secs(rng, 2, 20),
+        pong_timeout: secs(rng, 1, 10),
+        session_expiry: secs(rng, 5, 60),
+        mailbox_size: 2 + below(rng, 20) as usize,
+        mailbox_age: secs(rng, 5, 120),
+        head_timeout: secs(rng, 1, 10),
+        shutdown_grace: secs(rng, 1, 5),
+        ..Config::default()
+    }
 }
 
 impl World {
