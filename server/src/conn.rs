@@ -57,9 +57,15 @@ pub(crate) struct Conn {
     /// they must not reach the client before. Later texts queue behind them, in order.
     pub(crate) held: VecDeque<(u64, Bytes, bool)>,
     held_bytes: usize,
-    /// A reliable connection's session has envelopes it did not take yet, because the
-    /// queue was at `max_queue_bytes`: taken as the runtime drains the queue.
+    /// A reliable connection's session has envelopes it did not take yet, or a plain
+    /// connection has [`mail`](Self::mail), because the queue was at `max_queue_bytes`:
+    /// taken as the runtime drains the queue.
     pub(crate) backlog: bool,
+    /// A plain connection's mailbox, handed out at connect, framed as the queue drains
+    /// (a long mailbox is no slow consumer), and the live texts that came after it (each
+    /// `true`, and counted in `mail_live_bytes` for the slow-consumer rule).
+    pub(crate) mail: VecDeque<(Bytes, bool, bool)>,
+    pub(crate) mail_live_bytes: usize,
 }
 
 impl Conn {
@@ -77,6 +83,8 @@ impl Conn {
             held: VecDeque::new(),
             held_bytes: 0,
             backlog: false,
+            mail: VecDeque::new(),
+            mail_live_bytes: 0,
         }
     }
 

@@ -98,11 +98,19 @@ impl Server {
         // sends waits for that commit.
         let ticket = self.durable.ticket();
         let cause_durable = !self.durable.is_dirty();
+        let flushing_mail = self.mail_flush == Some(conn);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        let queued = c.queued_bytes();
+        if flushing_mail && is_message {
+            // The mailbox handed out at connect: framed as the queue drains.
+            c.mail.push_back((text, is_message, false));
+            c.backlog = true;
+            return;
+        }
+        let queued = c.queued_bytes() + c.mail_live_bytes;
         let hold = !c.held.is_empty() || !cause_durable;
+        let behind_mail = !c.mail.is_empty();
         let Some(ws) = c.ws_mut() else {
             return;
         };
@@ -125,10 +133,43 @@ impl Server {
         if hold {
             // Its cause is not durable yet: it goes out once it is, in order.
             c.hold(ticket, text, is_message);
+        } else if behind_mail {
+            // Behind the mailbox still being framed.
+            c.mail_live_bytes += text.len();
+            c.mail.push_back((text, is_message, true));
         } else if ws.send(now, Message::Text(text)).is_ok() && is_message {
             self.metrics.messages_out += 1;
         }
         self.touch(conn);
+    }
+
+    /// Frames a plain connection's mailbox while its queue holds less than
+    /// `max_queue_bytes` (at connect, and as the runtime drains the queue).
+    pub(crate) fn pull_mail(&mut self, conn: ConnId) {
+        let now = self.now;
+        let max = self.config.max_queue_bytes;
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        loop {
+            c.take_transmits();
+            if c.queued_bytes() >= max {
+                c.backlog = !c.mail.is_empty();
+                return;
+            }
+            let Some((text, is_message, live)) = c.mail.pop_front() else {
+                c.backlog = false;
+                return;
+            };
+            if live {
+                c.mail_live_bytes -= text.len();
+            }
+            if let Some(ws) = c.ws_mut() {
+                if ws.send(now, Message::Text(text)).is_ok() && is_message {
+                    self.metrics.messages_out += 1;
+                }
+            }
+        }
     }
 
     /// Commit `done` finished: plain texts held for it go out, or on failure wait for
@@ -149,6 +190,11 @@ impl Server {
             }
             let texts = c.release_held(done);
             for (text, is_message) in texts {
+                if !c.mail.is_empty() {
+                    c.mail_live_bytes += text.len();
+                    c.mail.push_back((text, is_message, true));
+                    continue;
+                }
                 // Moving what the WebSocket framed into the queue first: the send
                 // cannot be refused as full, whatever the burst.
                 c.take_transmits();

@@ -302,7 +302,7 @@ impl Server {
     /// the next ones (no events, no actions: only bytes and the session's timers).
     pub(crate) fn refill(&mut self, conn: ConnId) {
         let Some((session, epoch)) = self.session_of(conn) else {
-            return;
+            return self.pull_mail(conn);
         };
         let held = self
             .held

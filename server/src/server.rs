@@ -74,6 +74,8 @@ pub struct Server {
     touched: Vec<ConnId>,
     /// Reliable connections whose session to drive before settling.
     drive: Vec<ConnId>,
+    /// The plain connection whose mailbox [`Server::deliver`] is handing out.
+    pub(crate) mail_flush: Option<ConnId>,
     /// Graceful shutdown began.
     stopping: bool,
     /// Connections left at this deadline of the shutdown are cut.
@@ -123,6 +125,7 @@ impl Server {
             deadlines: BTreeSet::new(),
             touched: Vec::new(),
             drive: Vec::new(),
+            mail_flush: None,
             stopping: false,
             shutdown: None,
             stopped: false,
@@ -878,8 +881,11 @@ impl Server {
         self.send_plain(conn, Bytes::from(welcome), false);
         // The mailbox the hub handed out goes before its record is taken: plain mode
         // delivers mail at least once across a crash, and a failing disk does not hold
-        // it back.
+        // it back. It is framed as the queue drains.
+        self.mail_flush = Some(conn);
         self.deliver();
+        self.mail_flush = None;
+        self.pull_mail(conn);
         self.durable.mailbox_emptied(&user);
         // Frames that came with the head.
         self.drain_ws(conn);

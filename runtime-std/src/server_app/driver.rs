@@ -4,8 +4,8 @@
 //! decides everything; this loop only moves bytes between it and the connections'
 //! threads, and sleeps until its next deadline.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{Shutdown, TcpStream};
+use std::collections::HashMap;
+use std::net::TcpStream;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
@@ -37,14 +37,8 @@ pub(super) enum Input {
 /// layer queued at once, so the slow-consumer rule still sees what waits.
 const MAX_WRITE_JOB: usize = 256 * 1024;
 
-/// How long a closed connection's reader may wait for the peer's FIN before its socket
-/// is shut down under it.
-const LINGER: Duration = Duration::from_secs(2);
-
 /// One connection's threads, as the driver sees them.
 struct Link {
-    /// For shutting the socket down under a blocked reader.
-    stream: TcpStream,
     writer: Sender<WriteJob>,
     /// A write job is out.
     busy: bool,
@@ -60,9 +54,6 @@ pub(super) struct Driver {
     /// Records the layer appended since the last commit was handed to the journal.
     appended: Vec<u8>,
     links: HashMap<ConnId, Link>,
-    /// Closed sockets whose readers may still be blocked, by when to shut them.
-    lingering: BTreeMap<(std::time::Instant, u64), TcpStream>,
-    lingered: u64,
     write_timeout: Duration,
     /// When a shutdown gives up waiting for the layer.
     give_up: Option<std::time::Instant>,
@@ -83,8 +74,6 @@ impl Driver {
             journal,
             appended: Vec::new(),
             links: HashMap::new(),
-            lingering: BTreeMap::new(),
-            lingered: 0,
             write_timeout,
             give_up: None,
             grace,
@@ -102,7 +91,6 @@ impl Driver {
             if self.act() {
                 break;
             }
-            self.release_lingering();
             if self
                 .give_up
                 .is_some_and(|at| std::time::Instant::now() >= at)
@@ -115,28 +103,17 @@ impl Driver {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        for (_, stream) in std::mem::take(&mut self.lingering) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        let left = self.links.len();
-        for (_, link) in self.links.drain() {
-            let _ = link.stream.shutdown(Shutdown::Both);
-        }
-        left
+        // Dropping the writers' queues ends every connection's socket.
+        self.links.len()
     }
 
-    /// How long to sleep: until the layer's deadline, a lingering socket's, or the
-    /// shutdown's.
+    /// How long to sleep: until the layer's deadline or the shutdown's.
     fn wait(&self) -> Duration {
         let layer = self.server.poll_timeout().map(time::until);
-        let std_now = std::time::Instant::now();
-        let linger = self
-            .lingering
-            .keys()
-            .next()
-            .map(|(at, _)| at.saturating_duration_since(std_now));
-        let give_up = self.give_up.map(|at| at.saturating_duration_since(std_now));
-        [layer, linger, give_up]
+        let give_up = self
+            .give_up
+            .map(|at| at.saturating_duration_since(std::time::Instant::now()));
+        [layer, give_up]
             .into_iter()
             .flatten()
             .min()
@@ -188,21 +165,28 @@ impl Driver {
         let now = time::now();
         let _ = stream.set_nodelay(true);
         let conn = self.server.handle_accept(now);
-        match io::spawn(conn, &stream, &self.inputs, self.write_timeout) {
+        match io::spawn(conn, stream, &self.inputs, self.write_timeout) {
             Ok(writer) => {
+                super::descriptors_again();
                 self.links.insert(
                     conn,
                     Link {
-                        stream,
                         writer,
                         busy: false,
                         closing: false,
                     },
                 );
             }
-            Err(e) => {
-                log_at!(Warn, "cannot start a connection's threads: {e}");
+            Err((e, stream)) => {
                 self.server.handle_closed(now, conn);
+                if super::is_out_of_descriptors(&e) {
+                    super::out_of_descriptors(&e);
+                } else {
+                    log_at!(Warn, "cannot start a connection's threads: {e}");
+                }
+                if let Some(stream) = stream {
+                    super::answer_503(stream);
+                }
             }
         }
     }
@@ -210,7 +194,6 @@ impl Driver {
     /// The socket is gone: the layer forgets the connection.
     fn gone(&mut self, conn: ConnId) {
         if let Some(link) = self.links.remove(&conn) {
-            let _ = link.stream.shutdown(Shutdown::Both);
             let _ = link.writer.send(WriteJob::Close);
             self.server.handle_closed(time::now(), conn);
         }
@@ -241,23 +224,9 @@ impl Driver {
             return;
         }
         if link.closing {
-            let link = self.links.remove(&conn).expect("present");
             let _ = link.writer.send(WriteJob::Close);
-            self.lingered += 1;
-            let at = std::time::Instant::now() + LINGER;
-            self.lingering.insert((at, self.lingered), link.stream);
+            self.links.remove(&conn);
             self.server.handle_closed(time::now(), conn);
-        }
-    }
-
-    /// Shuts down closed sockets whose peers did not close in time (their readers wake).
-    fn release_lingering(&mut self) {
-        let now = std::time::Instant::now();
-        while let Some(entry) = self.lingering.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let _ = entry.remove().shutdown(Shutdown::Both);
         }
     }
 

@@ -24,31 +24,43 @@ pub(super) enum WriteJob {
     Close,
 }
 
-/// Starts the reader and writer threads of `stream` as connection `conn`; returns the
-/// writer's queue.
+/// How long a closed connection's reader may wait for the peer's FIN before the writer
+/// shuts the socket down under it.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Starts the reader and writer threads of `stream` as connection `conn` (two
+/// descriptors: the socket and one clone); returns the writer's queue, or the error
+/// with the stream back if it can still be answered.
 pub(super) fn spawn(
     conn: ConnId,
-    stream: &TcpStream,
+    stream: TcpStream,
     inputs: &SyncSender<Input>,
     write_timeout: Duration,
-) -> io::Result<Sender<WriteJob>> {
-    let reader = stream.try_clone()?;
-    let writer = stream.try_clone()?;
-    writer.set_write_timeout(Some(write_timeout))?;
+) -> Result<Sender<WriteJob>, (io::Error, Option<TcpStream>)> {
+    let writer = match stream.try_clone() {
+        Ok(writer) => writer,
+        Err(e) => return Err((e, Some(stream))),
+    };
+    let reader = stream;
+    let _ = writer.set_write_timeout(Some(write_timeout));
     let (jobs, queue) = std::sync::mpsc::channel();
     let to_driver = inputs.clone();
-    thread::Builder::new()
+    let spawned = thread::Builder::new()
         .name("sockeye-write".into())
         .stack_size(THREAD_STACK_BYTES)
-        .spawn(move || write_loop(conn, writer, &queue, &to_driver))?;
+        .spawn(move || write_loop(conn, writer, &queue, &to_driver));
+    if let Err(e) = spawned {
+        return Err((e, Some(reader)));
+    }
     let to_driver = inputs.clone();
     let spawned = thread::Builder::new()
         .name("sockeye-read".into())
         .stack_size(THREAD_STACK_BYTES)
         .spawn(move || read_loop(conn, reader, &to_driver));
     if let Err(e) = spawned {
+        // The stream went down with the closure; the writer ends the socket.
         let _ = jobs.send(WriteJob::Close);
-        return Err(e);
+        return Err((e, None));
     }
     Ok(jobs)
 }
@@ -85,9 +97,15 @@ fn write_loop(
                 }
             }
             WriteJob::Close => {
+                // FIN, then a moment for the peer's, so unread request bytes do not turn
+                // into a reset that eats the answer; then the reader is woken for good.
                 let _ = stream.shutdown(Shutdown::Write);
+                thread::sleep(LINGER);
+                let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
         }
     }
+    // The driver is gone (the server stopped): so is the connection.
+    let _ = stream.shutdown(Shutdown::Both);
 }

@@ -198,25 +198,15 @@ fn accept_loop(listener: &TcpListener, driver: &SyncSender<Input>, shutting_down
     // moment to take the waiting connection and answer it 503, instead of leaving it
     // unanswered in the backlog while `accept` fails in a loop.
     let mut spare = std::fs::File::open("/dev/null").ok();
-    let mut starved = false;
     loop {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return,
             Err(e) if is_out_of_descriptors(&e) => {
-                if !starved {
-                    starved = true;
-                    log_at!(
-                        Warn,
-                        "out of file descriptors ({e}): new connections are answered 503 \
-                         until some close (raise `ulimit -n` or lower --max-connections)"
-                    );
-                }
+                out_of_descriptors(&e);
                 drop(spare.take());
-                if let Ok((mut stream, _)) = listener.accept() {
-                    let _ = stream.set_nonblocking(true);
-                    let _ = stream.write_all(OUT_OF_DESCRIPTORS);
-                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                if let Ok((stream, _)) = listener.accept() {
+                    answer_503(stream);
                 }
                 spare = std::fs::File::open("/dev/null").ok();
                 if shutting_down.load(Ordering::SeqCst) {
@@ -234,18 +224,42 @@ fn accept_loop(listener: &TcpListener, driver: &SyncSender<Input>, shutting_down
         if shutting_down.load(Ordering::SeqCst) {
             return;
         }
-        if starved {
-            starved = false;
-            log_at!(Info, "file descriptors available again");
-        }
         if driver.send(Input::Accepted(stream)).is_err() {
             return;
         }
     }
 }
 
-/// The answer to a connection taken with the reserve descriptor (the layer cannot see
-/// it: there is no descriptor to serve it with).
+/// Out of file descriptors, and said so in the log (once until descriptors are to be
+/// had again, not once per refused client).
+static STARVED: AtomicBool = AtomicBool::new(false);
+
+fn out_of_descriptors(e: &std::io::Error) {
+    if !STARVED.swap(true, Ordering::Relaxed) {
+        log_at!(
+            Warn,
+            "out of file descriptors ({e}): new connections are answered 503 until some \
+             close (raise `ulimit -n` or lower --max-connections)"
+        );
+    }
+}
+
+/// A connection was set up: descriptors are to be had again.
+fn descriptors_again() {
+    if STARVED.load(Ordering::Relaxed) && STARVED.swap(false, Ordering::Relaxed) {
+        log_at!(Info, "file descriptors available again");
+    }
+}
+
+/// Answers a connection the server has no descriptor to serve with: 503, FIN.
+fn answer_503(mut stream: TcpStream) {
+    let _ = stream.set_nonblocking(true);
+    let _ = stream.write_all(OUT_OF_DESCRIPTORS);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+}
+
+/// The answer to a connection the server has no descriptor to serve (the layer never
+/// sees it).
 const OUT_OF_DESCRIPTORS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     Content-Type: text/plain; charset=utf-8\r\nContent-Length: 31\r\nConnection: close\r\n\r\n\
     server out of file descriptors\n";
