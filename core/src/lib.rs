@@ -131,7 +131,9 @@ pub mod fuzzing;
 pub mod sim;
 
 pub use config::{Config, SessionConfig};
-pub use connection::{Close, Connection, Event, Message, MessageKind, State};
+pub use connection::{Close, Compression, Connection, Event, Message, MessageKind, State};
+#[cfg(feature = "deflate")]
+pub use connection::{DeflateMemory, COMPRESSOR_BYTES, INFLATER_STATE_BYTES};
 pub use entropy::{Entropy, SeededEntropy};
 pub use error::{
     AuthError, ConnectionError, EnvelopeError, HandshakeError, LimitError, ProtocolError,
