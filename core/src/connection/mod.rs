@@ -1167,6 +1167,8 @@ impl Connection {
     }
 }
 
+#[cfg(all(test, feature = "deflate"))]
+mod deflate_tests;
 #[cfg(test)]
 mod send_tests;
 #[cfg(test)]
