@@ -52,7 +52,8 @@ pub(crate) const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Heap and inline bytes of one miniz_oxide 0.8 compressor: its inline LZ code buffer
 /// (64 KiB) and state, plus its boxes: the dictionary (32 KiB + 258), the hash and chain
 /// tables (2 × 64 KiB), the output buffer (83 KiB) and the Huffman tables (4320 bytes).
-/// `tests/deflate_memory.rs` checks it against what the allocator hands out.
+/// Computed from miniz_oxide 0.8's buffer sizes (the workspace pins 0.8), not measured
+/// at the allocator: the core forbids the `unsafe` a counting allocator needs.
 pub const COMPRESSOR_BYTES: usize =
     core::mem::size_of::<CompressorOxide>() + 33_026 + 2 * 65_536 + 85_196 + 4_320;
 

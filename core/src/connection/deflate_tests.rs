@@ -452,6 +452,26 @@ fn a_zip_bomb_closes_1009_after_inflating_at_most_the_limit() {
         Some(LimitError::MessageTooLarge { max: 64 * 1024 }.into())
     );
     assert_eq!(c.deflate_memory(), DeflateMemory::default());
+    // One 6.8 MB frame that inflates to 1 GiB (DEFLATE's ratio is at most about 1032:1,
+    // so 1 GiB needs at least a megabyte on the wire): it stops at the 1 MiB limit.
+    let giant = zero_bomb((1 << 30) / 258);
+    let mut wire = vec![0xc2, 127];
+    wire.extend_from_slice(&(giant.len() as u64).to_be_bytes());
+    wire.extend_from_slice(&giant);
+    let mut c = client_with(
+        Some(PLAIN),
+        &always(),
+        Config {
+            max_message_bytes: 1 << 20,
+            ..Config::default()
+        },
+    );
+    c.handle_bytes(Instant::ZERO, &wire);
+    let evs = events(&mut c);
+    assert!(
+        matches!(evs.last(), Some(Event::Closed(close)) if close.code == CloseCode::MESSAGE_TOO_BIG),
+        "{evs:?}"
+    );
     // Just under the limit, the same stream is a message.
     let ok = zero_bomb(200);
     let mut wire = vec![0xc2, 126];
