@@ -84,7 +84,7 @@
 //! ## Compression (feature `deflate`, unstable)
 //!
 //! With the `deflate` feature the handshakes negotiate permessage-deflate (RFC 7692;
-//! [`handshake::DeflateConfig`] is the policy: window bits, context takeover, level,
+//! `handshake::DeflateConfig` is the policy: window bits, context takeover, level,
 //! the size under which messages go uncompressed), and the [`Connection`] compresses
 //! and inflates messages by the agreement, in pure Rust (miniz_oxide): RSV1 on the first
 //! frame of a compressed message only, fragmented messages both ways, UTF-8 checked on
