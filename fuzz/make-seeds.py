@@ -373,3 +373,69 @@ for name, data in [
     ("raw-garbage", b"\x00" + op(ACCEPT) + bytes([RAW, 0, 8]) + b"GET / \x00\xff" + op(EOF, 0)),
 ]:
     write("server_ops", name, data)
+
+# --- inflate: [flags] [limit index] [chunk size], then raw frames [b0] [len] ([len16]) [payload]
+# or, with flags bit 7, a round trip: [level] [min_compress_bytes] then [op] [len16] [data].
+# flags: bit0 we are the client; bit1 server_no_context_takeover; bit2
+# client_no_context_takeover; bits3-5 the peer's window bits - 8. limit index: 0:0 1:1 2:100
+# 3:4096 4:65536 5:1MiB. Compressed payloads are raw DEFLATE, sync-flushed, their
+# 00 00 ff ff tail removed (RFC 7692 §7.2.1).
+def pmd(comp, data):
+    out = comp.compress(data) + comp.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def deflater(wbits=15, level=6):
+    return zlib.compressobj(level, zlib.DEFLATED, -wbits)
+
+
+def inf_frame(b0, payload):
+    n = len(payload)
+    if n < 255:
+        return bytes([b0, n]) + payload
+    return bytes([b0, 255]) + struct.pack(">H", n) + payload
+
+
+def inf(name, flags, limit, chunk, frames):
+    write("inflate", name, bytes([flags, limit, chunk]) + b"".join(frames))
+
+
+HELLO = bytes.fromhex("f248cdc9c90700")
+inf("rfc-7.2.3.1-hello", 0, 5, 255, [inf_frame(0xC1, HELLO)])
+inf("rfc-7.2.3.1-fragmented-client", 1, 5, 0, [inf_frame(0x41, HELLO[:3]), inf_frame(0x80, HELLO[3:])])
+inf("rfc-7.2.3.2-shared-window", 0, 5, 3,
+    [inf_frame(0xC1, HELLO), inf_frame(0xC1, bytes.fromhex("f200110000"))])
+inf("rfc-7.2.3.3-stored-block", 0, 5, 255, [inf_frame(0xC1, bytes.fromhex("000500faff48656c6c6f00"))])
+inf("rfc-7.2.3.4-bfinal-then-more", 0, 5, 2,
+    [inf_frame(0xC1, bytes.fromhex("f348cdc9c9070000")), inf_frame(0xC1, HELLO)])
+inf("rfc-7.2.3.5-two-blocks", 0, 5, 255,
+    [inf_frame(0xC1, bytes.fromhex("f248050000 00ffffcac9c90700".replace(" ", "")))])
+c = deflater()
+chat = [b'{"room":"lobby","text":"hello %d, hello again"}' % i for i in range(4)]
+inf("zlib-takeover-chat", 0, 4, 17, [inf_frame(0xC1, pmd(c, m)) for m in chat])
+inf("zlib-no-takeover-9-bits", 4 | (1 << 3), 4, 255,
+    [inf_frame(0xC1, pmd(deflater(9), m)) for m in chat])
+c = deflater()
+big = b"".join(chat) * 40
+# A fragment before the last keeps its flush block whole: only the message's tail goes.
+part = c.compress(big[:700]) + c.flush(zlib.Z_SYNC_FLUSH)
+rest = pmd(c, big[700:])
+inf("zlib-fragmented-with-ping", 1 | 2, 4, 64,
+    [inf_frame(0x42, part), inf_frame(0x89, b"ping"), inf_frame(0x80, rest)])
+inf("bomb-1009", 0, 3, 255, [inf_frame(0xC2, pmd(deflater(level=9), bytes(1 << 20)))])
+inf("rsv1-continuation", 0, 5, 255, [inf_frame(0x41, HELLO[:3]), inf_frame(0xC0, HELLO[3:])])
+inf("rsv1-ping", 0, 5, 255, [inf_frame(0xC9, b"")])
+inf("bad-deflate-1007", 0, 5, 255, [inf_frame(0xC1, b"\xff\xff\xff")])
+inf("invalid-utf8-1007", 0, 5, 255, [inf_frame(0xC1, pmd(deflater(), b"ok \xed\xa0\x80 no"))])
+
+
+def rt(op, data):
+    return bytes([op]) + struct.pack(">H", len(data)) + data
+
+
+inf("round-trip-both-ways", 0x80, 5, 9,
+    [bytes([6, 0]), rt(1 | 2, b"Hello Hello Hello"), rt(2, b"hi from the server " * 5),
+     rt(1 | (3 << 3), bytes(range(256)) * 3), rt(4 | 2, b"a secret, never compressed")])
+inf("round-trip-no-takeover", 0x80 | 2 | 4, 5, 255,
+    [bytes([1, 64]), rt(1 | 2, b"short"), rt(2 | (2 << 3), b"longer text, longer text " * 9)])

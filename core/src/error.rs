@@ -45,15 +45,24 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     /// A close reason that is not valid UTF-8 (§5.5.1).
     InvalidCloseReason,
+    /// RSV1 ("compressed") set on a control frame, which permessage-deflate never
+    /// compresses (RFC 7692 §6.1).
+    CompressedControlFrame,
+    /// RSV1 ("compressed") set on a continuation frame: it belongs on the first frame of
+    /// a message only (RFC 7692 §6.1).
+    CompressedContinuation,
+    /// A compressed message that does not inflate: invalid DEFLATE data, or a reference
+    /// back past the negotiated window (RFC 7692 §6.2).
+    InvalidCompressedData,
 }
 
 impl ProtocolError {
     /// The close code the peer should see (RFC 6455 §7.4.1).
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => {
-                CloseCode::INVALID_PAYLOAD
-            }
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -76,6 +85,11 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidClosePayload => f.write_str("one-byte close payload"),
             ProtocolError::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             ProtocolError::InvalidCloseReason => f.write_str("invalid utf-8 in close reason"),
+            ProtocolError::CompressedControlFrame => f.write_str("compressed control frame"),
+            ProtocolError::CompressedContinuation => {
+                f.write_str("compressed bit on a continuation frame")
+            }
+            ProtocolError::InvalidCompressedData => f.write_str("invalid compressed data"),
         }
     }
 }

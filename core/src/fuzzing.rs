@@ -1114,6 +1114,225 @@ pub fn journal_replay(data: &[u8]) {
     assert_eq!(again.state, replayed.state, "compaction changed the state");
 }
 
+/// The message limits the `inflate` body picks from.
+#[cfg(feature = "deflate")]
+const INFLATE_LIMITS: [usize; 6] = [0, 1, 100, 4096, 65_536, 1 << 20];
+
+/// permessage-deflate's receive path (RFC 7692), and its send path round trip.
+///
+/// Input: `[flags] [limit index] [chunk size]` then, by flags bit 7:
+///
+/// - **raw frames** (bit 7 clear): until the input ends, `[b0] [len] ([len16]) [payload]`:
+///   a frame with first byte `b0` (FIN, RSV, opcode as given), masked as our peer must,
+///   with `len` payload bytes (255: a 16-bit length follows). The frames are fed whole,
+///   in chunks of the chunk size, and byte by byte (up to 8 KiB); all three must give the
+///   same events. Checked: messages within the limit, text valid UTF-8, at most one
+///   `Closed` and nothing after it; the decompressor never holds more than its state and
+///   a 32 KiB window, without the peer's context takeover nothing once a message is
+///   delivered, and nothing at all once closed; we never hold a compressor (we sent no
+///   data).
+/// - **round trip** (bit 7 set): `[level] [min_compress_bytes]` then messages
+///   `[op] [len16] [data]` sent by one end (`op` bit 0: from the client; bit 1: text;
+///   bit 2: `Compression::Never`; bits 3–4: fragments) and carried to the other in
+///   chunks: every message arrives exactly as sent, and nothing closes.
+///
+/// Flags bit 0: our side is the client; bits 1–2: server_/client_no_context_takeover;
+/// bits 3–5: the peer's window bits (8 + value).
+#[cfg(feature = "deflate")]
+pub fn inflate(data: &[u8]) {
+    use crate::connection::{Compression, INFLATER_STATE_BYTES};
+    use crate::handshake::{DeflateConfig, DeflateParams};
+
+    let mut input = Input::new(data);
+    let flags = input.u8();
+    let max_message_bytes = INFLATE_LIMITS[usize::from(input.u8()) % INFLATE_LIMITS.len()];
+    let chunk = chunk_size(input.u8());
+    let side = if flags & 1 == 0 {
+        Side::Server
+    } else {
+        Side::Client
+    };
+    let peer_bits = 8 + ((flags >> 3) & 7);
+    let params = DeflateParams {
+        server_no_context_takeover: flags & 2 != 0,
+        client_no_context_takeover: flags & 4 != 0,
+        server_max_window_bits: if side == Side::Client { peer_bits } else { 15 },
+        client_max_window_bits: if side == Side::Server { peer_bits } else { 15 },
+    };
+    let peer_resets = match side {
+        Side::Server => params.client_no_context_takeover,
+        Side::Client => params.server_no_context_takeover,
+    };
+    let config = Config {
+        max_frame_bytes: 1 << 16,
+        max_message_bytes,
+        ping_interval: None,
+        ..Config::default()
+    };
+    let make = |side: Side, config: &Config, policy: &DeflateConfig| {
+        let mut conn = match side {
+            Side::Server => Connection::server(config.clone(), Instant::ZERO),
+            Side::Client => {
+                Connection::client(config.clone(), Instant::ZERO, SeededEntropy::new(7))
+            }
+        };
+        conn.set_deflate(Some(params), policy);
+        conn
+    };
+
+    if flags & 0x80 != 0 {
+        // Round trip through a pair, every message compressed by our own codec.
+        let policy = DeflateConfig {
+            level: input.u8() % 11,
+            min_compress_bytes: usize::from(input.u8()),
+            ..DeflateConfig::on()
+        };
+        let config = Config {
+            max_message_bytes: 1 << 20,
+            ..config
+        };
+        let mut client = make(Side::Client, &config, &policy);
+        let mut server = make(Side::Server, &config, &policy);
+        while !input.is_empty() {
+            let op = input.u8();
+            let len = usize::from(input.u16()) % 4096;
+            let mut payload = input.take(len).to_vec();
+            let text = op & 2 != 0;
+            if text {
+                payload = String::from_utf8_lossy(&payload).into_owned().into_bytes();
+            }
+            let payload = Bytes::from(payload);
+            let (from, to) = if op & 1 != 0 {
+                (&mut client, &mut server)
+            } else {
+                (&mut server, &mut client)
+            };
+            let kind = if text {
+                MessageKind::Text
+            } else {
+                MessageKind::Binary
+            };
+            let compression = if op & 4 != 0 {
+                Compression::Never
+            } else {
+                Compression::Auto
+            };
+            let fragments = usize::from((op >> 3) & 3) + 1;
+            let step = payload.len().div_ceil(fragments).max(1);
+            let mut start = 0;
+            loop {
+                let end = (start + step).min(payload.len());
+                let fin = end == payload.len();
+                from.send_fragment_with(
+                    Instant::ZERO,
+                    kind,
+                    payload.slice(start..end),
+                    fin,
+                    compression,
+                )
+                .expect("a send into an open connection");
+                start = end;
+                if fin {
+                    break;
+                }
+            }
+            let mut wire = Vec::new();
+            while let Some(bytes) = from.poll_transmit() {
+                wire.extend_from_slice(&bytes);
+            }
+            let mut got = Vec::new();
+            for piece in wire.chunks(chunk.min(1 << 20)) {
+                to.handle_bytes(Instant::ZERO, piece);
+                while let Some(event) = to.poll_event() {
+                    match event {
+                        Event::Message(m) => got.push(m),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+            }
+            let expected = match kind {
+                MessageKind::Text => Message::Text(payload),
+                MessageKind::Binary => Message::Binary(payload),
+            };
+            assert_eq!(got, [expected], "the message did not round-trip");
+        }
+        return;
+    }
+
+    // Raw frames from the peer.
+    let mut wire = Vec::new();
+    let mut entropy = SeededEntropy::new(3);
+    while !input.is_empty() {
+        let b0 = input.u8();
+        let mut len = usize::from(input.u8());
+        if len == 255 {
+            len = usize::from(input.u16());
+        }
+        let payload = input.take(len);
+        let mask = (side == Side::Server).then(|| {
+            let mut key = [0u8; 4];
+            entropy.fill(&mut key);
+            key
+        });
+        let header = FrameHeader {
+            fin: b0 & 0x80 != 0,
+            rsv: (b0 >> 4) & 7,
+            opcode: match OpCode::from_u8(b0 & 0x0f) {
+                Some(op) => op,
+                None => OpCode::Binary,
+            },
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut buf = BytesMut::new();
+        crate::frame::encode_frame_parts(header, &[], payload, &mut buf);
+        wire.extend_from_slice(&buf);
+    }
+    let policy = DeflateConfig::on();
+    let run = |sizes: usize| -> Vec<Event> {
+        let mut conn = make(side, &config, &policy);
+        let mut events = Vec::new();
+        let mut closed = false;
+        for piece in wire.chunks(sizes) {
+            conn.handle_bytes(Instant::ZERO, piece);
+            while let Some(event) = conn.poll_event() {
+                assert!(!closed, "event after Closed: {event:?}");
+                let memory = conn.deflate_memory();
+                assert_eq!(memory.compressor, 0, "a compressor, though we sent no data");
+                assert!(memory.decompressor <= INFLATER_STATE_BYTES + (1 << 15));
+                match &event {
+                    Event::Message(message) => {
+                        assert!(message.payload().len() <= max_message_bytes);
+                        if let Message::Text(bytes) = message {
+                            assert!(core::str::from_utf8(bytes).is_ok(), "text not UTF-8");
+                        }
+                        if peer_resets {
+                            assert_eq!(memory.decompressor, 0, "context kept while idle");
+                        }
+                    }
+                    Event::Closed(_) => {
+                        closed = true;
+                        assert_eq!(memory.total(), 0, "memory held after close");
+                    }
+                    _ => {}
+                }
+                events.push(event);
+            }
+            while conn.poll_transmit().is_some() {}
+        }
+        events
+    };
+    let whole = run(wire.len().max(1));
+    assert_eq!(
+        run(chunk.min(wire.len().max(1))),
+        whole,
+        "chunking changed the events"
+    );
+    if wire.len() <= 8192 {
+        assert_eq!(run(1), whole, "byte-by-byte feeding changed the events");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1123,6 +1342,22 @@ mod tests {
     type Body = fn(&[u8]);
 
     /// Every body, by target name (the directory name under `fuzz/seeds/`).
+    #[cfg(feature = "deflate")]
+    const BODIES: &[(&str, Body)] = &[
+        ("frame_decode", frame_decode),
+        ("server_connection", server_connection),
+        ("client_connection", client_connection),
+        ("server_handshake", server_handshake),
+        ("client_response", client_response),
+        ("envelope_decode", envelope_decode),
+        ("session_ops", session_ops),
+        ("hub_ops", hub_ops),
+        ("journal_replay", journal_replay),
+        ("inflate", inflate),
+    ];
+
+    /// Every body, by target name (the directory name under `fuzz/seeds/`).
+    #[cfg(not(feature = "deflate"))]
     const BODIES: &[(&str, Body)] = &[
         ("frame_decode", frame_decode),
         ("server_connection", server_connection),

@@ -81,6 +81,19 @@
 //! mailboxes. The runtime feeds it what happened and drains deliveries
 //! ([`hub::Hub::poll_outbound`]) the same way.
 //!
+//! ## Compression (feature `deflate`, unstable)
+//!
+//! With the `deflate` feature the handshakes negotiate permessage-deflate (RFC 7692;
+//! `handshake::DeflateConfig` is the policy: window bits, context takeover, level,
+//! the size under which messages go uncompressed), and the [`Connection`] compresses
+//! and inflates messages by the agreement, in pure Rust (miniz_oxide): RSV1 on the first
+//! frame of a compressed message only, fragmented messages both ways, UTF-8 checked on
+//! the inflated text, inflation in bounded steps that stops with 1009 as soon as
+//! `max_message_bytes` is crossed. [`Compression::Never`] keeps a message holding a
+//! secret uncompressed (CRIME/BREACH); `Connection::deflate_memory` reports what the
+//! codec holds. Not done yet: no runtime and no server enables it, and a broadcast is
+//! compressed once per connection (no encode-once for fan-out).
+//!
 //! ## Time
 //!
 //! The core has no `now()`. Every call that cares takes `now: `[`Instant`], a count of
@@ -131,7 +144,9 @@ pub mod fuzzing;
 pub mod sim;
 
 pub use config::{Config, SessionConfig};
-pub use connection::{Close, Connection, Event, Message, MessageKind, State};
+pub use connection::{Close, Compression, Connection, Event, Message, MessageKind, State};
+#[cfg(feature = "deflate")]
+pub use connection::{DeflateMemory, COMPRESSOR_BYTES, INFLATER_STATE_BYTES};
 pub use entropy::{Entropy, SeededEntropy};
 pub use error::{
     AuthError, ConnectionError, EnvelopeError, HandshakeError, LimitError, ProtocolError,

@@ -17,6 +17,8 @@
 //! All transitions happen in this file: in `on_frame`, `fail`, and the
 //! `close`/`handle_timeout`/`handle_eof` methods.
 
+#[cfg(feature = "deflate")]
+mod deflate;
 mod message;
 mod utf8;
 
@@ -37,8 +39,36 @@ use crate::keepalive::{Keepalive, KeepaliveAction};
 use crate::time::{Clock, Instant};
 use crate::Side;
 
+#[cfg(feature = "deflate")]
+pub use deflate::{DeflateMemory, COMPRESSOR_BYTES, INFLATER_STATE_BYTES};
 pub use message::{Message, MessageKind};
 use utf8::Utf8Validator;
+
+/// The RSV1 bit of a frame header: "compressed" on the first frame of a message once
+/// permessage-deflate is negotiated (RFC 7692 §6).
+const RSV1: u8 = 0b100;
+
+/// Whether a message may be compressed, when permessage-deflate (RFC 7692) was
+/// negotiated; without it, and without the `deflate` feature, every message is sent
+/// as it is.
+///
+/// Compression leaks information through the size of what is sent: a message that
+/// holds a secret next to text an attacker can choose (a token beside a chat line, a
+/// CSRF value beside a reflected parameter) lets the attacker guess the secret from
+/// how well the guess compresses (the CRIME and BREACH attacks). Send such messages
+/// with [`Compression::Never`]; with context takeover, a secret in one message can be
+/// probed from the next, so keep secrets out of compressed connections or send every
+/// message that holds one uncompressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Compress when permessage-deflate was negotiated and the message is at least the
+    /// policy's `min_compress_bytes` long (`DeflateConfig`; a fragmented message of
+    /// unknown length is compressed whatever its size).
+    #[default]
+    Auto,
+    /// Send this message uncompressed (RSV1 clear), whatever was negotiated.
+    Never,
+}
 
 /// Payloads up to this size are copied next to their header into one outgoing chunk;
 /// larger ones are queued as their own `Bytes`, uncopied.
@@ -104,6 +134,8 @@ pub enum Event {
 struct Assembly {
     kind: MessageKind,
     data: BytesMut,
+    /// The first frame had RSV1 set: `data` holds the inflated bytes.
+    compressed: bool,
 }
 
 /// One WebSocket connection after the handshake, on either side.
@@ -131,6 +163,8 @@ pub struct Connection {
     coalesce: BytesMut,
     queued_bytes: usize,
     sending_fragmented: Option<MessageKind>,
+    /// The fragmented message being sent is compressed (its first frame had RSV1).
+    sending_compressed: bool,
     events: VecDeque<Event>,
     /// A message was delivered; later frames wait for the next `poll_event`.
     paused: bool,
@@ -140,12 +174,9 @@ pub struct Connection {
     close_deadline: Option<Instant>,
     close_sent: bool,
     disconnect: bool,
-    /// The permessage-deflate agreement and our policy, when negotiated.
+    /// The permessage-deflate agreement, our policy and the codec, when negotiated.
     #[cfg(feature = "deflate")]
-    deflate: Option<(
-        crate::handshake::DeflateParams,
-        crate::handshake::DeflateConfig,
-    )>,
+    deflate: Option<deflate::Deflate>,
 }
 
 impl core::fmt::Debug for Connection {
@@ -188,6 +219,7 @@ impl Connection {
             coalesce: BytesMut::new(),
             queued_bytes: 0,
             sending_fragmented: None,
+            sending_compressed: false,
             events: VecDeque::new(),
             paused: false,
             eof_received: false,
@@ -213,17 +245,60 @@ impl Connection {
     /// any.
     #[cfg(feature = "deflate")]
     pub fn deflate_params(&self) -> Option<&crate::handshake::DeflateParams> {
-        self.deflate.as_ref().map(|(params, _)| params)
+        self.deflate.as_ref().map(|d| &d.params)
     }
 
-    /// Records the handshake's permessage-deflate agreement, before any frame arrives.
+    /// The memory the permessage-deflate codec holds now: a compressor
+    /// ([`COMPRESSOR_BYTES`], about 312 KiB) while one exists, a decompressor (its state
+    /// plus a window of `2^bits` bytes for the peer's agreed window) while one exists.
+    ///
+    /// With context takeover in a direction its state lives as long as the connection
+    /// once the first compressed message passed; without it (the
+    /// `*_no_context_takeover` parameters) it exists only while a compressed message is
+    /// being sent or received, so an idle connection reports 0. Zero when nothing was
+    /// negotiated, and once the connection is closed.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_memory(&self) -> DeflateMemory {
+        self.deflate
+            .as_ref()
+            .map(|d| d.memory())
+            .unwrap_or_default()
+    }
+
+    /// Records the handshake's permessage-deflate agreement, before any frame arrives:
+    /// RSV1 is allowed from now on, and messages are compressed and inflated by it.
     #[cfg(feature = "deflate")]
     pub(crate) fn set_deflate(
         &mut self,
         params: Option<crate::handshake::DeflateParams>,
         config: &crate::handshake::DeflateConfig,
     ) {
-        self.deflate = params.map(|p| (p, config.clone()));
+        self.deflate = params.map(|p| deflate::Deflate::new(self.side, p, config));
+        self.decoder
+            .set_allowed_rsv(if self.deflate.is_some() { RSV1 } else { 0 });
+    }
+
+    /// Compresses the next piece of an outgoing message if permessage-deflate applies to
+    /// it: `None` to send it as it is.
+    #[cfg(feature = "deflate")]
+    fn compress(&mut self, parts: &[&[u8]], fin: bool) -> Bytes {
+        match self.deflate.as_mut() {
+            Some(d) => d.tx.compress(parts, fin),
+            None => Bytes::new(),
+        }
+    }
+
+    /// Whether a new message of `len` bytes (`None`: a fragmented one, length unknown)
+    /// is to be compressed.
+    fn should_compress(&self, len: Option<usize>, compression: Compression) -> bool {
+        #[cfg(feature = "deflate")]
+        if let Some(d) = &self.deflate {
+            return compression == Compression::Auto
+                && d.tx.usable()
+                && len.is_none_or(|len| len >= d.config.min_compress_bytes);
+        }
+        let _ = (len, compression);
+        false
     }
 
     /// Which end this is.
@@ -397,7 +472,23 @@ impl Connection {
     /// Answers [`SendError::Full`] while more than `max_send_queue_bytes` wait in the
     /// queue (a message always fits an empty queue), and [`SendError::Closed`] once the
     /// closing handshake has started. Server payloads are queued without copying.
+    ///
+    /// With permessage-deflate negotiated the message is compressed by the
+    /// [`Compression::Auto`] rule; [`send_with`](Self::send_with) chooses per message.
     pub fn send(&mut self, now: Instant, message: Message) -> Result<(), SendError> {
+        self.send_with(now, message, Compression::Auto)
+    }
+
+    /// [`send`](Self::send), choosing whether this message may be compressed:
+    /// [`Compression::Never`] for one that holds a secret next to text an attacker
+    /// controls (see [`Compression`]). A compressed message is one frame with RSV1 set
+    /// and the compressed payload (allocated, about the message's size or less).
+    pub fn send_with(
+        &mut self,
+        now: Instant,
+        message: Message,
+        compression: Compression,
+    ) -> Result<(), SendError> {
         self.clock.observe(now);
         self.check_can_send(message.payload().len())?;
         if self.sending_fragmented.is_some() {
@@ -407,6 +498,13 @@ impl Connection {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
         };
+        #[cfg(feature = "deflate")]
+        if self.should_compress(Some(message.payload().len()), compression) {
+            let compressed = self.compress(&[message.payload()], true);
+            self.queue_frame_rsv(opcode, true, RSV1, compressed);
+            return Ok(());
+        }
+        let _ = compression;
         self.queue_frame(opcode, true, message.into_payload());
         Ok(())
     }
@@ -434,6 +532,12 @@ impl Connection {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
         };
+        #[cfg(feature = "deflate")]
+        if self.should_compress(Some(payload.len()), Compression::Auto) {
+            let compressed = self.compress(&[payload], true);
+            self.queue_frame_rsv(opcode, true, RSV1, compressed);
+            return Ok(());
+        }
         self.queue_frame_copy(opcode, true, payload, COALESCE_BLOCK);
         Ok(())
     }
@@ -458,7 +562,13 @@ impl Connection {
             MessageKind::Text => OpCode::Text,
             MessageKind::Binary => OpCode::Binary,
         };
-        self.queue_frame_parts(opcode, true, head, payload, COALESCE_BLOCK);
+        #[cfg(feature = "deflate")]
+        if self.should_compress(Some(head.len() + payload.len()), Compression::Auto) {
+            let compressed = self.compress(&[head, payload], true);
+            self.queue_frame_rsv(opcode, true, RSV1, compressed);
+            return Ok(());
+        }
+        self.queue_frame_parts(opcode, true, 0, head, payload, COALESCE_BLOCK);
         Ok(())
     }
 
@@ -466,12 +576,35 @@ impl Connection {
     ///
     /// Every fragment of a message must name the same `kind`; control frames and pings
     /// may still be sent between fragments, but not other messages.
+    ///
+    /// With permessage-deflate negotiated the message is compressed by the
+    /// [`Compression::Auto`] rule; [`send_fragment_with`](Self::send_fragment_with)
+    /// chooses per message.
     pub fn send_fragment(
         &mut self,
         now: Instant,
         kind: MessageKind,
         payload: Bytes,
         fin: bool,
+    ) -> Result<(), SendError> {
+        self.send_fragment_with(now, kind, payload, fin, Compression::Auto)
+    }
+
+    /// [`send_fragment`](Self::send_fragment), choosing whether the message may be
+    /// compressed; the choice made with its first fragment holds for the whole message
+    /// and `compression` is ignored on the later ones.
+    ///
+    /// A compressed message sets RSV1 on its first frame only; each fragment's payload
+    /// is compressed and flushed as it is sent, so the peer can inflate it on arrival,
+    /// and the last one loses the `00 00 ff ff` tail (RFC 7692 §7.2.1). A first fragment
+    /// that is also the last (`fin`) is a whole message and follows the size threshold.
+    pub fn send_fragment_with(
+        &mut self,
+        now: Instant,
+        kind: MessageKind,
+        payload: Bytes,
+        fin: bool,
+        compression: Compression,
     ) -> Result<(), SendError> {
         self.clock.observe(now);
         self.check_can_send(payload.len())?;
@@ -481,7 +614,22 @@ impl Connection {
             (None, MessageKind::Text) => OpCode::Text,
             (None, MessageKind::Binary) => OpCode::Binary,
         };
+        if opcode != OpCode::Continuation {
+            let len = fin.then_some(payload.len());
+            self.sending_compressed = self.should_compress(len, compression);
+        }
         self.sending_fragmented = if fin { None } else { Some(kind) };
+        #[cfg(feature = "deflate")]
+        if self.sending_compressed {
+            let rsv = if opcode == OpCode::Continuation {
+                0
+            } else {
+                RSV1
+            };
+            let compressed = self.compress(&[&payload], fin);
+            self.queue_frame_rsv(opcode, fin, rsv, compressed);
+            return Ok(());
+        }
         self.queue_frame(opcode, fin, payload);
         Ok(())
     }
@@ -616,6 +764,7 @@ impl Connection {
     fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ConnectionError> {
         let whole = matches!(frame.header.opcode, OpCode::Text | OpCode::Binary)
             && frame.header.fin
+            && frame.header.rsv == 0
             && self.assembly.is_none()
             && self.utf8_checked == 0;
         if !whole {
@@ -646,6 +795,11 @@ impl Connection {
         frame: Frame,
     ) -> Result<Option<Message>, ConnectionError> {
         let Frame { header, payload } = frame;
+        // The decoder lets RSV1 through only once permessage-deflate is negotiated; it
+        // never marks a control frame (RFC 7692 §6.1).
+        if header.opcode.is_control() && header.rsv != 0 {
+            return Err(ProtocolError::CompressedControlFrame.into());
+        }
         match header.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 self.check_data_header(&header)?;
@@ -679,6 +833,9 @@ impl Connection {
             (OpCode::Text, _) => MessageKind::Text,
             _ => MessageKind::Binary,
         };
+        if self.is_compressed(&header) {
+            return self.on_compressed_data(kind, header.fin, &payload);
+        }
         if kind == MessageKind::Text {
             let unchecked = &payload[self.utf8_checked.min(payload.len())..];
             self.utf8
@@ -694,7 +851,11 @@ impl Connection {
             (None, false) => {
                 let mut data = BytesMut::with_capacity(payload.len());
                 data.extend_from_slice(&payload);
-                self.assembly = Some(Assembly { kind, data });
+                self.assembly = Some(Assembly {
+                    kind,
+                    data,
+                    compressed: false,
+                });
                 return Ok(None);
             }
             (Some(mut assembly), fin) => {
@@ -712,9 +873,93 @@ impl Connection {
         }))
     }
 
+    /// Whether the data frame `header` belongs to a compressed message: RSV1 on a first
+    /// frame, or a continuation of a message whose first frame had it.
+    fn is_compressed(&self, header: &FrameHeader) -> bool {
+        match (header.opcode, &self.assembly) {
+            (OpCode::Continuation, Some(a)) => a.compressed,
+            _ => header.rsv & RSV1 != 0,
+        }
+    }
+
+    /// Inflates one frame of a compressed message into its assembly, checking the
+    /// message limit and (for text) UTF-8 on every step of output, so a small frame
+    /// that inflates to far more than the limit costs at most the limit plus one step
+    /// before the connection fails with 1009.
+    #[cfg(feature = "deflate")]
+    fn on_compressed_data(
+        &mut self,
+        kind: MessageKind,
+        fin: bool,
+        payload: &[u8],
+    ) -> Result<Option<Message>, ConnectionError> {
+        use deflate::InflateError;
+
+        let mut assembly = self.assembly.take().unwrap_or(Assembly {
+            kind,
+            data: BytesMut::new(),
+            compressed: true,
+        });
+        let Some(codec) = self.deflate.as_mut() else {
+            // Unreachable: the decoder refuses RSV1 until permessage-deflate is agreed.
+            return Err(ProtocolError::ReservedBits.into());
+        };
+        let max = self.config.max_message_bytes;
+        let utf8 = &mut self.utf8;
+        let text = kind == MessageKind::Text;
+        let mut sink = |step: &[u8]| -> Result<(), ConnectionError> {
+            if assembly.data.len() + step.len() > max {
+                return Err(LimitError::MessageTooLarge { max }.into());
+            }
+            if text {
+                utf8.feed(step).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            assembly.data.extend_from_slice(step);
+            Ok(())
+        };
+        let mut result = codec.rx.inflate(payload, &mut sink);
+        if fin && result.is_ok() {
+            result = codec.rx.finish(&mut sink);
+        }
+        if let Err(e) = result {
+            codec.rx.abort();
+            return Err(match e {
+                InflateError::Corrupt => ProtocolError::InvalidCompressedData.into(),
+                InflateError::Sink(e) => e,
+            });
+        }
+        if !fin {
+            self.assembly = Some(assembly);
+            return Ok(None);
+        }
+        if text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let whole = assembly.data.freeze();
+        Ok(Some(match kind {
+            MessageKind::Text => Message::Text(whole),
+            MessageKind::Binary => Message::Binary(whole),
+        }))
+    }
+
+    /// Without the `deflate` feature no frame with RSV1 gets past the decoder.
+    #[cfg(not(feature = "deflate"))]
+    fn on_compressed_data(
+        &mut self,
+        _kind: MessageKind,
+        _fin: bool,
+        _payload: &[u8],
+    ) -> Result<Option<Message>, ConnectionError> {
+        Err(ProtocolError::ReservedBits.into())
+    }
+
     /// Rules for a data frame that can be checked from its header alone, so they fail
     /// before its payload is buffered.
     fn check_data_header(&self, header: &FrameHeader) -> Result<(), ConnectionError> {
+        // RFC 7692 §6.1: RSV1 marks the first frame of a compressed message only.
+        if header.opcode == OpCode::Continuation && header.rsv & RSV1 != 0 {
+            return Err(ProtocolError::CompressedContinuation.into());
+        }
         // §5.4: fragments of one message are not interleaved with another message.
         let assembled = match (header.opcode, &self.assembly) {
             (OpCode::Continuation, None) => {
@@ -723,7 +968,11 @@ impl Connection {
             (OpCode::Text | OpCode::Binary, Some(_)) => {
                 return Err(ProtocolError::ExpectedContinuation.into())
             }
+            // A compressed message is held to the limit as it inflates: the size of its
+            // compressed frames says nothing of it.
+            (_, Some(a)) if a.compressed => return Ok(()),
             (_, Some(a)) => a.data.len() as u64,
+            (_, None) if header.rsv & RSV1 != 0 => return Ok(()),
             (_, None) => 0,
         };
         let max = self.config.max_message_bytes;
@@ -744,12 +993,13 @@ impl Connection {
             return Ok(());
         }
         self.check_data_header(&header)?;
+        // A compressed frame's UTF-8 is checked as it inflates, once it is whole.
         let is_text = match header.opcode {
-            OpCode::Text => true,
+            OpCode::Text => header.rsv & RSV1 == 0,
             OpCode::Continuation => self
                 .assembly
                 .as_ref()
-                .is_some_and(|a| a.kind == MessageKind::Text),
+                .is_some_and(|a| a.kind == MessageKind::Text && !a.compressed),
             _ => false,
         };
         if is_text && unmasked > self.utf8_checked {
@@ -813,6 +1063,10 @@ impl Connection {
     fn finish(&mut self, close: Close) {
         self.state = State::Closed;
         self.sending_fragmented = None;
+        #[cfg(feature = "deflate")]
+        if let Some(codec) = self.deflate.as_mut() {
+            codec.release();
+        }
         self.events.push_back(Event::Closed(close));
     }
 
@@ -826,13 +1080,18 @@ impl Connection {
     }
 
     fn queue_frame(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        self.queue_frame_rsv(opcode, fin, 0, payload);
+    }
+
+    /// [`queue_frame`](Self::queue_frame) with RSV bits (RSV1 for a compressed message).
+    fn queue_frame_rsv(&mut self, opcode: OpCode, fin: bool, rsv: u8, payload: Bytes) {
         if self.side == Side::Client || payload.len() <= COALESCE_MAX_PAYLOAD {
             // Masking rewrites the payload, so a client copies it once into the output.
-            return self.queue_frame_copy(opcode, fin, &payload, COALESCE_MAX_PAYLOAD);
+            return self.queue_frame_parts(opcode, fin, rsv, &[], &payload, COALESCE_MAX_PAYLOAD);
         }
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask: None,
             payload_len: payload.len() as u64,
@@ -848,7 +1107,7 @@ impl Connection {
     /// Queues a frame whose payload is copied into the output: next to its header up to
     /// `coalesce_max` bytes, else (masked on the client side) into a chunk of its own.
     fn queue_frame_copy(&mut self, opcode: OpCode, fin: bool, payload: &[u8], coalesce_max: usize) {
-        self.queue_frame_parts(opcode, fin, &[], payload, coalesce_max);
+        self.queue_frame_parts(opcode, fin, 0, &[], payload, coalesce_max);
     }
 
     /// Queues one frame whose payload is `head` then `payload`, copied (and masked) into
@@ -858,6 +1117,7 @@ impl Connection {
         &mut self,
         opcode: OpCode,
         fin: bool,
+        rsv: u8,
         head: &[u8],
         payload: &[u8],
         coalesce_max: usize,
@@ -873,7 +1133,7 @@ impl Connection {
         let len = head.len() + payload.len();
         let header = FrameHeader {
             fin,
-            rsv: 0,
+            rsv,
             opcode,
             mask,
             payload_len: len as u64,
@@ -907,6 +1167,8 @@ impl Connection {
     }
 }
 
+#[cfg(all(test, feature = "deflate"))]
+mod deflate_tests;
 #[cfg(test)]
 mod send_tests;
 #[cfg(test)]

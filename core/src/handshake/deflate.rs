@@ -1,9 +1,13 @@
 //! Negotiation of permessage-deflate (RFC 7692 §5–7), as pure functions.
 //!
-//! **Unstable and incomplete:** the `deflate` feature negotiates, but the connection does
-//! not compress or inflate messages yet, so a peer that sends a compressed message is
-//! closed 1002. Do not enable the feature for real connections until per-message
-//! compression lands; no runtime and no server uses it yet.
+//! **Unstable:** the `deflate` feature negotiates here, and the [`Connection`] that
+//! the handshake yields compresses and inflates messages by the agreement
+//! (`connection/deflate.rs`: context takeover as agreed, inflation bounded by
+//! `max_message_bytes`, memory reported by `Connection::deflate_memory`). No runtime
+//! and no server enables it yet, and broadcasts are not encoded once for many
+//! connections.
+//!
+//! [`Connection`]: crate::Connection
 //!
 //! The server picks the first acceptable offer with [`DeflateConfig::accept_offers`]
 //! and answers [`DeflateParams::response_value`]; the client offers
@@ -36,14 +40,19 @@ pub struct DeflateConfig {
     /// Negotiate the extension at all; `false` offers and accepts nothing.
     pub enabled: bool,
     /// The largest LZ77 window (8–15 bits, 8 counting as 9) the peer may use for the
-    /// messages it sends us, announced when the peer allows it.
+    /// messages it sends us, announced when the peer allows it. Our decompressor keeps a
+    /// window of exactly `2^bits` bytes for the agreed value, so it is also the memory
+    /// the receiving side holds (plus about 10 KiB of decompressor state).
     pub max_window_bits: u8,
     /// Whether the peer may keep its compression context between messages; `false`
     /// asks it to reset (`*_no_context_takeover` for the peer's direction).
     pub allow_context_takeover: bool,
-    /// Compression level, 0 (store) to 10 (best); 6 is zlib's default.
+    /// Compression level, 0 (store) to 10 (best); 6 is zlib's default. The level changes
+    /// speed and ratio, not memory: miniz_oxide's compressor holds about 312 KiB
+    /// ([`COMPRESSOR_BYTES`](crate::COMPRESSOR_BYTES)) at every level.
     pub level: u8,
-    /// Messages shorter than this are sent uncompressed.
+    /// Messages shorter than this are sent uncompressed (a fragmented message, whose
+    /// length is unknown at its first fragment, is compressed whatever its size).
     pub min_compress_bytes: usize,
 }
 
