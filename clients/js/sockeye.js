@@ -258,45 +258,48 @@ const OPEN = 1;
  * plus `error` (ErrorEnvelope or Error) and `giveup`.
  */
 export class ReliableClient {
+  #backoff; #clear; #closed; #established; #failures; #listeners; #now; #pendingAcks; #random; #rttvar; #set; #srtt; #t; #wake;
   /** @param {string} url ws:// or wss:// URL @param {ClientOptions} [options] */
   constructor(url, options = {}) {
     this.url = url;
     this.o = { ...DEFAULTS, ...options };
-    this._now = this.o.clock ? () => this.o.clock.now() : () => Date.now();
-    this._set = this.o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
-    this._clear = this.o.clearTimeout ?? ((id) => clearTimeout(id));
-    this._random = this.o.random ?? Math.random;
-    this._listeners = new Map();
+    this.#now = this.o.clock ? () => this.o.clock.now() : () => Date.now();
+    this.#set = this.o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
+    this.#clear = this.o.clearTimeout ?? ((id) => clearTimeout(id));
+    this.#random = this.o.random ?? Math.random;
+    this.#listeners = new Map(); this.#t = {};
     /** @type {string} */ this.state = 'disconnected';
     this.session = null;      // {id: Uint8Array, token: Uint8Array}
     this.nextSeq = 1;         // our next outgoing seq
     this.delivered = 0;       // last server seq delivered to the application
     this.unacked = [];        // outgoing entries, in seq order
     this.bytesHeld = 0;
-    this._ws = null; this._established = false; this._closed = false;
-    this._failures = 0; this._reconnectTimer = null; this._ackTimer = null; this._rtoTimer = null;
-    this._ageTimer = null; this._handshakeTimer = null; this._pendingAcks = 0; this._ackedSent = 0;
-    this._srtt = null; this._rttvar = 0; this._backoff = 0;
-    this._restore();
+    this._ws = null; this.#established = false; this.#closed = false;
+    this.#failures = 0; this.#pendingAcks = 0;
+    this.#srtt = null; this.#rttvar = 0; this.#backoff = 0;
+    this.#restore();
     if (typeof globalThis.addEventListener === 'function' && typeof globalThis.document !== 'undefined') {
-      this._wake = () => { if (globalThis.document.visibilityState !== 'hidden') this.reconnectNow(); };
-      globalThis.addEventListener('online', this._wake);
-      globalThis.document.addEventListener('visibilitychange', this._wake);
+      this.#wake = () => { if (globalThis.document.visibilityState !== 'hidden') this.reconnectNow(); };
+      globalThis.addEventListener('online', this.#wake);
+      globalThis.document.addEventListener('visibilitychange', this.#wake);
     }
-    this._armAge();
+    this.#armAge();
     if (this.o.autoConnect) this.connect();
   }
 
   /** Subscribe to an event. @param {string} type @param {(...args:any[])=>void} fn @returns {this} */
   on(type, fn) {
-    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
-    this._listeners.get(type).add(fn);
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(fn);
     return this;
   }
   /** Unsubscribe. @param {string} type @param {(...args:any[])=>void} fn @returns {this} */
-  off(type, fn) { this._listeners.get(type)?.delete(fn); return this; }
-  _emit(type, ...args) { for (const fn of [...(this._listeners.get(type) ?? [])]) fn(...args); }
-  _setState(s, arg) { this.state = s; this._emit('state', s, arg); this._emit(s, arg); }
+  off(type, fn) { this.#listeners.get(type)?.delete(fn); return this; }
+  #emit(type, ...args) { for (const fn of [...(this.#listeners.get(type) ?? [])]) fn(...args); }
+  #setState(s, arg) { this.state = s; this.#emit('state', s, arg); this.#emit(s, arg); }
+  // Timers by name (reconnect, handshake, ack, rto, age): at most one pending each.
+  #stop(k) { this.#clear(this.#t[k]); this.#t[k] = null; }
+  #arm(k, ms, fn) { this.#stop(k); this.#t[k] = this.#set(() => { this.#t[k] = null; fn(); }, ms); }
 
   /** Messages and bytes currently held (not yet acknowledged). */
   get inFlight() { return { messages: this.unacked.length, bytes: this.bytesHeld }; }
@@ -310,7 +313,7 @@ export class ReliableClient {
    * @returns {Promise<void>}
    */
   send(data) {
-    if (this._closed) throw new SendError('Closed');
+    if (this.#closed) throw new SendError('Closed');
     const text = typeof data === 'string';
     const payload = text ? utf8enc.encode(data) : data instanceof Uint8Array ? data.slice() : new Uint8Array(data);
     if (payload.length > this.o.windowBytes) throw new SendError('TooLarge');
@@ -318,47 +321,47 @@ export class ReliableClient {
     let resolve, reject;
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
     promise.catch(() => {}); // a dead letter is also an event; an ignored promise must not crash Node
-    const m = { seq: this.nextSeq++, text, void: false, payload, sentAt: this._now(), tries: 0, connTries: 0, lastTx: 0, resolve, reject };
+    const m = { seq: this.nextSeq++, text, void: false, payload, sentAt: this.#now(), tries: 0, connTries: 0, lastTx: 0, resolve, reject };
     this.unacked.push(m);
     this.bytesHeld += payload.length;
-    if (this._established) this._transmit(m);
-    this._armAge();
-    this._save();
+    if (this.#established) this.#transmit(m);
+    this.#armAge();
+    this.#save();
     return promise;
   }
 
   /** Open a connection now (called by the constructor unless `autoConnect: false`). */
   connect() {
-    if (this._ws || this._closed) return;
-    this._clear(this._reconnectTimer); this._reconnectTimer = null;
-    this._open().catch((err) => { this._emit('error', err); this._lost(1006, String(err)); });
+    if (this._ws || this.#closed) return;
+    this.#stop('reconnect');
+    this.#open().catch((err) => { this.#emit('error', err); this.#lost(1006, String(err)); });
   }
 
   /** Skip the reconnect wait (used on `online` and `visibilitychange`). */
-  reconnectNow() { if (!this._ws && !this._closed && this._reconnectTimer !== null) this.connect(); }
+  reconnectNow() { if (!this._ws && !this.#closed && this.#t.reconnect != null) this.connect(); }
 
   /** Close for good: no reconnects. The session stays in `storage` for a later client. */
   close() {
-    this._closed = true;
-    if (this._wake) {
-      globalThis.removeEventListener('online', this._wake);
-      globalThis.document.removeEventListener('visibilitychange', this._wake);
+    this.#closed = true;
+    if (this.#wake) {
+      globalThis.removeEventListener('online', this.#wake);
+      globalThis.document.removeEventListener('visibilitychange', this.#wake);
     }
-    for (const t of ['_reconnectTimer', '_ackTimer', '_rtoTimer', '_ageTimer', '_handshakeTimer']) { this._clear(this[t]); this[t] = null; }
+    for (const k in this.#t) this.#stop(k);
     const ws = this._ws;
-    this._ws = null; this._established = false;
+    this._ws = null; this.#established = false;
     if (ws) { try { ws.close(1000); } catch { /* ignore */ } }
-    this._setState('disconnected', { code: 1000, reason: 'closed' });
+    this.#setState('disconnected', { code: 1000, reason: 'closed' });
   }
 
-  async _ctor() {
+  async #ctor() {
     if (this.o.WebSocket) return this.o.WebSocket;
     if (globalThis.WebSocket) return globalThis.WebSocket;
     const mod = await import('ws');
     return (this.o.WebSocket = mod.WebSocket ?? mod.default);
   }
 
-  _connectUrl() {
+  #connectUrl() {
     const u = new URL(this.url);
     if (this.o.token) u.searchParams.set('token', this.o.token);
     if (this.session) {
@@ -367,227 +370,224 @@ export class ReliableClient {
     return u.toString();
   }
 
-  async _open() {
-    const WS = await this._ctor();
-    if (this._ws || this._closed) return;
+  async #open() {
+    const WS = await this.#ctor();
+    if (this._ws || this.#closed) return;
     const resuming = this.session !== null;
-    this._setState(resuming ? 'resuming' : 'connecting');
-    const ws = new WS(this._connectUrl(), PROTOCOL);
-    this._ws = ws; this._established = false; this._resuming = resuming;
+    this.#setState(resuming ? 'resuming' : 'connecting');
+    const ws = new WS(this.#connectUrl(), PROTOCOL);
+    this._ws = ws; this.#established = false;
     ws.binaryType = 'arraybuffer';
-    ws.onmessage = (ev) => { if (this._ws === ws) this._onMessage(ev.data); };
-    ws.onclose = (ev) => { if (this._ws === ws) this._lost(ev?.code ?? 1006, ev?.reason ?? ''); };
+    ws.onmessage = (ev) => { if (this._ws === ws) this.#onMessage(ev.data); };
+    ws.onclose = (ev) => { if (this._ws === ws) this.#lost(ev?.code ?? 1006, ev?.reason ?? ''); };
     ws.onerror = () => {};
-    this._handshakeTimer = this._set(() => { this._handshakeTimer = null; if (this._ws === ws && !this._established) this._drop(1000, 'no WELCOME'); }, this.o.handshakeTimeout);
+    this.#arm('handshake', this.o.handshakeTimeout, () => { if (this._ws === ws && !this.#established) this.#drop(1000, 'no WELCOME'); });
   }
 
-  _drop(code, reason) {
+  #drop(code, reason) {
     const ws = this._ws;
     if (!ws) return;
     try { ws.close(code, reason); } catch { /* ignore */ }
-    this._lost(code, reason);
+    this.#lost(code, reason);
   }
 
-  _violation(code, reason) {
-    this._emit('error', new MalformedError(reason, code));
+  #violation(code, reason) {
+    this.#emit('error', new MalformedError(reason, code));
     try { this._ws.send(encodeEnvelope({ kind: 'error', code, reason })); } catch { /* ignore */ }
-    this._drop(code === 6 ? 1007 : 1002, reason);
+    this.#drop(code === 6 ? 1007 : 1002, reason);
   }
 
-  _lost(code, reason) {
+  #lost(code, reason) {
     if (!this._ws) return;
     const ws = this._ws;
     ws.onmessage = ws.onclose = null;
     this._ws = null;
-    for (const t of ['_ackTimer', '_rtoTimer', '_handshakeTimer']) { this._clear(this[t]); this[t] = null; }
-    if (!this._established) this._failures++;
-    this._established = false;
-    this._setState('disconnected', { code, reason });
-    if (this._closed) return;
-    if (this.o.maxAttempts !== undefined && this._failures >= this.o.maxAttempts) {
-      this._closed = true; this._emit('giveup', { failures: this._failures }); return;
+    for (const k of ['ack', 'rto', 'handshake']) this.#stop(k);
+    if (!this.#established) this.#failures++;
+    this.#established = false;
+    this.#setState('disconnected', { code, reason });
+    if (this.#closed) return;
+    if (this.o.maxAttempts !== undefined && this.#failures >= this.o.maxAttempts) {
+      this.#closed = true; this.#emit('giveup', { failures: this.#failures }); return;
     }
-    const base = Math.min(this.o.reconnectMaxDelay, this.o.reconnectInitialDelay * 2 ** Math.min(this._failures, 30));
-    const delay = base - base * (this.o.jitterPercent / 100) * this._random();
-    this._reconnectTimer = this._set(() => { this._reconnectTimer = null; this.connect(); }, delay);
+    const base = Math.min(this.o.reconnectMaxDelay, this.o.reconnectInitialDelay * 2 ** Math.min(this.#failures, 30));
+    const delay = base - base * (this.o.jitterPercent / 100) * this.#random();
+    this.#arm('reconnect', delay, () => this.connect());
   }
 
-  _send(env) { if (this._ws && this._ws.readyState === OPEN) this._ws.send(encodeEnvelope(env)); }
+  #send(env) { if (this._ws && this._ws.readyState === OPEN) this._ws.send(encodeEnvelope(env)); }
 
-  _onMessage(data) {
-    if (typeof data === 'string') return this._violation(1, 'text message in reliable mode');
+  #onMessage(data) {
+    if (typeof data === 'string') return this.#violation(1, 'text message in reliable mode');
     let e;
     try { e = decodeEnvelope(data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength)); }
-    catch (err) { return this._violation(err.code ?? 1, err.message); }
-    if (e.kind === 'error') { this._emit('error', e); return this._drop(1000, 'peer error'); }
-    if (!this._established) {
-      if (e.kind !== 'welcome') return this._violation(4, 'expected WELCOME');
-      return this._onWelcome(e);
+    catch (err) { return this.#violation(err.code ?? 1, err.message); }
+    if (e.kind === 'error') { this.#emit('error', e); return this.#drop(1000, 'peer error'); }
+    if (!this.#established) {
+      if (e.kind !== 'welcome') return this.#violation(4, 'expected WELCOME');
+      return this.#onWelcome(e);
     }
-    if (e.kind === 'welcome' || e.kind === 'resume') return this._violation(4, 'unexpected envelope');
-    if (!this._onAck(e.ack)) return;
-    if (e.kind === 'data') this._onData(e);
+    if (e.kind === 'welcome' || e.kind === 'resume') return this.#violation(4, 'unexpected envelope');
+    if (!this.#onAck(e.ack)) return;
+    if (e.kind === 'data') this.#onData(e);
   }
 
-  _onWelcome(w) {
-    this._clear(this._handshakeTimer); this._handshakeTimer = null;
+  #onWelcome(w) {
+    this.#stop('handshake');
     const asked = this.session;
-    if (w.status === WelcomeStatus.RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this._violation(5, 'resumed another session');
-    this._established = true; this._failures = 0; this._backoff = 0; this._pendingAcks = 0;
+    if (w.status === WelcomeStatus.RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
+    this.#established = true; this.#failures = 0; this.#backoff = 0; this.#pendingAcks = 0;
     for (const m of this.unacked) m.connTries = 0;
     if (w.status === WelcomeStatus.RESUMED) {
-      if (!this._onAck(w.lastDelivered)) return;
-      const now = this._now();
+      if (!this.#onAck(w.lastDelivered)) return;
+      const now = this.#now();
       for (const m of this.unacked) {
         if (m.void) continue;
-        if (m.tries >= this.o.resendMaxTries) this._dead(m, 'ResendMaxTries', false);
-        else if (now - m.sentAt >= this.o.messageMaxAge) this._dead(m, 'MessageMaxAge', false);
+        if (m.tries >= this.o.resendMaxTries) this.#dead(m, 'ResendMaxTries', false);
+        else if (now - m.sentAt >= this.o.messageMaxAge) this.#dead(m, 'MessageMaxAge', false);
       }
-      this._setState('connected'); this._setState('resumed');
+      this.#setState('connected'); this.#setState('resumed');
     } else {
       let lost = [];
       if (asked) {
         // A refusal (or a NEW session where we hoped to resume): the old session is over.
-        if (w.status === WelcomeStatus.REFUSED_EXPIRED) this._ackUpTo(w.lastDelivered);
+        if (w.status === WelcomeStatus.REFUSED_EXPIRED) this.#ackUpTo(w.lastDelivered);
         const known = w.status === WelcomeStatus.REFUSED_EXPIRED;
         for (const m of this.unacked.splice(0)) {
           if (m.void) continue;
-          lost.push(this._dead(m, 'SessionLost', !known && m.tries > 0, true));
+          lost.push(this.#dead(m, 'SessionLost', !known && m.tries > 0, true));
         }
         this.bytesHeld = 0; this.nextSeq = 1; this.delivered = 0;
       }
       this.session = { id: w.sessionId, token: w.token };
-      if (asked) this._setState('refused', { status: w.status, lost });
-      this._setState('connected');
+      if (asked) this.#setState('refused', { status: w.status, lost });
+      this.#setState('connected');
     }
     this.session = { id: w.sessionId, token: w.token };
     this.expirySecs = w.expirySecs;
-    this._save();
-    for (const m of this.unacked) this._transmit(m);
-    this._armAge();
+    this.#save();
+    for (const m of this.unacked) this.#transmit(m);
+    this.#armAge();
   }
 
   // Returns false after a violation.
-  _onAck(ack) {
-    if (ack >= this.nextSeq) { this._violation(3, 'ack for a message never sent'); return false; }
+  #onAck(ack) {
+    if (ack >= this.nextSeq) { this.#violation(3, 'ack for a message never sent'); return false; }
     const before = this.unacked.length;
     let sample = null;
     while (this.unacked.length && this.unacked[0].seq <= ack) {
       const m = this.unacked[0];
-      if (m.tries === 1 && m.connTries === 1 && !m.void) sample = this._now() - m.lastTx;
-      this._ackUpTo(m.seq);
+      if (m.tries === 1 && m.connTries === 1 && !m.void) sample = this.#now() - m.lastTx;
+      this.#ackUpTo(m.seq);
     }
     if (this.unacked.length !== before) {
       if (sample !== null) this.onRttSample(sample);
-      this._backoff = 0;
-      this._clear(this._rtoTimer); this._rtoTimer = null;
-      if (this.unacked.some((m) => m.connTries > 0)) this._armRto();
-      this._armAge();
-      this._save();
+      this.#backoff = 0;
+      this.#stop('rto');
+      if (this.unacked.some((m) => m.connTries > 0)) this.#armRto();
+      this.#armAge();
+      this.#save();
     }
     return true;
   }
 
-  _ackUpTo(seq) {
+  #ackUpTo(seq) {
     while (this.unacked.length && this.unacked[0].seq <= seq) {
       const m = this.unacked.shift();
       this.bytesHeld -= m.void ? 0 : m.payload.length;
-      if (!m.void) { m.resolve?.(); this._emit('acked', { seq: m.seq }); }
+      if (!m.void) { m.resolve?.(); this.#emit('acked', { seq: m.seq }); }
     }
   }
 
   // Dead-letter m; keep it as a void unless `remove` (session over).
-  _dead(m, reason, possiblyDelivered, remove = false) {
+  #dead(m, reason, possiblyDelivered, remove = false) {
     const payload = m.text ? utf8dec.decode(m.payload) : m.payload;
     const err = new DeadLetterError(reason, m.seq, possiblyDelivered, payload);
     if (!remove) { this.bytesHeld -= m.payload.length; m.void = true; m.payload = new Uint8Array(0); m.text = false; }
     m.reject?.(err);
-    this._emit('deadletter', { seq: m.seq, reason, possiblyDelivered, payload });
+    this.#emit('deadletter', { seq: m.seq, reason, possiblyDelivered, payload });
     return err;
   }
 
-  _transmit(m) {
-    if (!this._established) return;
-    const nothingInFlight = this._rtoTimer === null;
-    m.tries++; m.connTries++; m.lastTx = this._now();
-    this._pendingAcks = 0; this._clear(this._ackTimer); this._ackTimer = null;
-    this._ackedSent = this.delivered;
-    this._send({ kind: 'data', text: m.text, void: m.void, seq: m.seq, ack: this.delivered, payload: m.payload });
-    if (nothingInFlight) this._armRto();
+  #transmit(m) {
+    if (!this.#established) return;
+    const nothingInFlight = this.#t.rto == null;
+    m.tries++; m.connTries++; m.lastTx = this.#now();
+    this.#pendingAcks = 0; this.#stop('ack');
+    this.#send({ kind: 'data', text: m.text, void: m.void, seq: m.seq, ack: this.delivered, payload: m.payload });
+    if (nothingInFlight) this.#armRto();
   }
 
   /** The current retransmission timeout in ms (RFC 6298, with backoff, clamped). */
   get rto() {
-    const base = this._srtt === null ? this.o.rtoInitial : this._srtt + Math.max(1, 4 * this._rttvar);
-    return Math.min(this.o.rtoMax, Math.max(this.o.rtoMin, base * 2 ** Math.min(this._backoff, 30)));
+    const base = this.#srtt === null ? this.o.rtoInitial : this.#srtt + Math.max(1, 4 * this.#rttvar);
+    return Math.min(this.o.rtoMax, Math.max(this.o.rtoMin, base * 2 ** Math.min(this.#backoff, 30)));
   }
 
   /** Feed a round-trip sample in ms (acks do this themselves; call it for ping/pong). @param {number} r */
   onRttSample(r) {
-    if (this._srtt === null) { this._srtt = r; this._rttvar = r / 2; }
-    else { this._rttvar = 0.75 * this._rttvar + 0.25 * Math.abs(this._srtt - r); this._srtt = 0.875 * this._srtt + 0.125 * r; }
+    if (this.#srtt === null) { this.#srtt = r; this.#rttvar = r / 2; }
+    else { this.#rttvar = 0.75 * this.#rttvar + 0.25 * Math.abs(this.#srtt - r); this.#srtt = 0.875 * this.#srtt + 0.125 * r; }
   }
 
-  _armRto() {
-    this._clear(this._rtoTimer);
-    this._rtoTimer = this._set(() => { this._rtoTimer = null; this._onRto(); }, this.rto);
+  #armRto() {
+    this.#arm('rto', this.rto, () => this.#onRto());
   }
 
-  _onRto() {
+  #onRto() {
     const m = this.unacked[0];
-    if (!m || !this._established) return;
-    if (m.connTries >= this.o.resendMaxTries || this._now() - m.sentAt >= this.o.messageMaxAge) {
-      this._emit('unresponsive', { seq: m.seq });
-      return this._drop(1000, 'unresponsive');
+    if (!m || !this.#established) return;
+    if (m.connTries >= this.o.resendMaxTries || this.#now() - m.sentAt >= this.o.messageMaxAge) {
+      this.#emit('unresponsive', { seq: m.seq });
+      return this.#drop(1000, 'unresponsive');
     }
-    this._backoff++;
-    this._transmit(m);
-    this._armRto();
+    this.#backoff++;
+    this.#transmit(m);
+    this.#armRto();
   }
 
-  _armAge() {
-    this._clear(this._ageTimer); this._ageTimer = null;
-    if (this._closed) return;
-    const now = this._now();
+  #armAge() {
+    this.#stop('age');
+    if (this.#closed) return;
+    const now = this.#now();
     // Over-age messages a disconnected peer may hold wait for the resume to settle them.
-    const oldest = this.unacked.find((m) => !m.void && (m.tries === 0 || this._established || now - m.sentAt < this.o.messageMaxAge));
+    const oldest = this.unacked.find((m) => !m.void && (m.tries === 0 || this.#established || now - m.sentAt < this.o.messageMaxAge));
     if (!oldest) return;
-    const wait = Math.max(0, oldest.sentAt + this.o.messageMaxAge - this._now());
-    this._ageTimer = this._set(() => { this._ageTimer = null; this._onAge(); }, wait);
+    const wait = Math.max(0, oldest.sentAt + this.o.messageMaxAge - this.#now());
+    this.#arm('age', wait, () => this.#onAge());
   }
 
-  _onAge() {
-    const now = this._now();
+  #onAge() {
+    const now = this.#now();
     let unresponsive = false;
     for (const m of this.unacked) {
       if (m.void || now - m.sentAt < this.o.messageMaxAge) continue;
-      if (m.tries === 0) { this._dead(m, 'MessageMaxAge', false); if (this._established) this._transmit(m); }
-      else if (this._established) unresponsive = true; // a copy may be in the peer's hands: the resume decides
+      if (m.tries === 0) { this.#dead(m, 'MessageMaxAge', false); if (this.#established) this.#transmit(m); }
+      else if (this.#established) unresponsive = true; // a copy may be in the peer's hands: the resume decides
     }
-    this._save();
-    if (unresponsive) { this._emit('unresponsive', {}); this._drop(1000, 'unresponsive'); }
+    this.#save();
+    if (unresponsive) { this.#emit('unresponsive', {}); this.#drop(1000, 'unresponsive'); }
     // messages that were transmitted and are waiting for a resume are settled by it
-    this._armAge();
+    this.#armAge();
   }
 
-  _onData(d) {
-    if (d.seq <= this.delivered) { this._ackNow(); return; }
-    if (d.seq > this.delivered + 1) return this._violation(2, 'gap');
+  #onData(d) {
+    if (d.seq <= this.delivered) { this.#ackNow(); return; }
+    if (d.seq > this.delivered + 1) return this.#violation(2, 'gap');
     this.delivered = d.seq;
-    this._save();
-    if (!d.void) this._emit('message', d.text ? utf8dec.decode(d.payload) : d.payload, d.seq);
-    if (++this._pendingAcks >= this.o.ackEveryMessages) this._ackNow();
-    else if (this._ackTimer === null) this._ackTimer = this._set(() => { this._ackTimer = null; this._ackNow(); }, this.o.ackDelay);
+    this.#save();
+    if (!d.void) this.#emit('message', d.text ? utf8dec.decode(d.payload) : d.payload, d.seq);
+    if (++this.#pendingAcks >= this.o.ackEveryMessages) this.#ackNow();
+    else if (this.#t.ack == null) this.#arm('ack', this.o.ackDelay, () => this.#ackNow());
   }
 
-  _ackNow() {
-    this._clear(this._ackTimer); this._ackTimer = null; this._pendingAcks = 0;
-    if (!this._established) return;
-    this._ackedSent = this.delivered;
-    this._send({ kind: 'ack', ack: this.delivered });
+  #ackNow() {
+    this.#stop('ack'); this.#pendingAcks = 0;
+    if (!this.#established) return;
+    this.#send({ kind: 'ack', ack: this.delivered });
   }
 
-  _save() {
+  #save() {
     const s = this.o.storage;
     if (!s || !this.session) return;
     s.setItem(this.o.storageKey, JSON.stringify({
@@ -596,7 +596,7 @@ export class ReliableClient {
     }));
   }
 
-  _restore() {
+  #restore() {
     const raw = this.o.storage?.getItem(this.o.storageKey);
     if (!raw) return;
     try {
