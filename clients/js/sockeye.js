@@ -10,6 +10,7 @@ export const Kind = Object.freeze({ DATA: 1, ACK: 2, WELCOME: 3, RESUME: 4, ERRO
 /** WELCOME status bytes (PROTOCOL.md §3.3). */
 export const WelcomeStatus = Object.freeze({ NEW: 0, RESUMED: 1, REFUSED_UNKNOWN: 2, REFUSED_EXPIRED: 3 });
 
+const G = globalThis, U8 = Uint8Array;
 const U64_MAX = (1n << 64n) - 1n;
 const utf8enc = new TextEncoder();
 const utf8dec = new TextDecoder('utf-8', { fatal: true });
@@ -19,6 +20,8 @@ export class MalformedError extends Error {
   /** @param {string} message @param {number} [code] */
   constructor(message, code = 1) { super(message); this.name = 'MalformedError'; this.code = code; }
 }
+
+const bad = (message, code) => { throw new MalformedError(message, code); };
 
 /** Thrown by `send` when the flow window is full (`Full`) or a payload can never fit (`TooLarge`). */
 export class SendError extends Error {
@@ -53,7 +56,7 @@ export function encodeVarint(value) {
     if (v !== 0n) b |= 0x80;
     out.push(b);
   } while (v !== 0n);
-  return Uint8Array.from(out);
+  return U8.from(out);
 }
 
 /**
@@ -66,16 +69,16 @@ export function decodeVarint(bytes, offset = 0) {
   let v = 0n;
   for (let i = 0; i < 10; i++) {
     const p = offset + i;
-    if (p >= bytes.length) throw new MalformedError('truncated varint');
+    if (p >= bytes.length) bad('truncated varint');
     const b = bytes[p];
-    if (i === 9 && b > 1) throw new MalformedError('varint overflows u64');
+    if (i === 9 && b > 1) bad('varint overflows u64');
     v |= BigInt(b & 0x7f) << BigInt(7 * i);
     if ((b & 0x80) === 0) {
-      if (i > 0 && b === 0) throw new MalformedError('non-minimal varint');
+      if (i > 0 && b === 0) bad('non-minimal varint');
       return { value: v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v, next: p + 1 };
     }
   }
-  throw new MalformedError('varint longer than 10 bytes');
+  bad('varint longer than 10 bytes');
 }
 
 // ---- envelopes (PROTOCOL.md §3) ----
@@ -92,14 +95,14 @@ export function decodeVarint(bytes, offset = 0) {
 function concat(parts) {
   let n = 0;
   for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
+  const out = new U8(n);
   let o = 0;
   for (const p of parts) { out.set(p, o); o += p.length; }
   return out;
 }
 
 function id16(x, what) {
-  if (!(x instanceof Uint8Array) || x.length !== 16) throw new TypeError(`${what} must be 16 bytes`);
+  if (!(x instanceof U8) || x.length !== 16) throw new TypeError(`${what} must be 16 bytes`);
   return x;
 }
 
@@ -111,7 +114,7 @@ function id16(x, what) {
 export function encodeEnvelope(e) {
   switch (e.kind) {
     case 'data': {
-      const payload = e.payload ?? new Uint8Array(0);
+      const payload = e.payload ?? new U8(0);
       if (e.void && (e.text || payload.length)) throw new TypeError('a void DATA has no payload and no text flag');
       const flags = (e.text ? 1 : 0) | (e.void ? 2 : 0);
       return concat([[Kind.DATA, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
@@ -141,21 +144,21 @@ export function encodeEnvelope(e) {
  * @returns {Envelope}
  */
 export function decodeEnvelope(input) {
-  const b = input instanceof Uint8Array ? input : new Uint8Array(input);
-  if (b.length === 0) throw new MalformedError('empty message');
-  const end = (p) => { if (p !== b.length) throw new MalformedError('trailing bytes'); };
+  const b = input instanceof U8 ? input : new U8(input);
+  if (b.length === 0) bad('empty message');
+  const end = (p) => { if (p !== b.length) bad('trailing bytes'); };
   switch (b[0]) {
     case Kind.DATA: {
-      if (b.length < 2) throw new MalformedError('truncated DATA');
+      if (b.length < 2) bad('truncated DATA');
       const flags = b[1];
-      if (flags & ~3) throw new MalformedError('reserved flags');
+      if (flags & ~3) bad('reserved flags');
       const s = decodeVarint(b, 2);
       const a = decodeVarint(b, s.next);
-      if (s.value === 0) throw new MalformedError('seq 0');
+      if (s.value === 0) bad('seq 0');
       const payload = b.slice(a.next);
       const isVoid = (flags & 2) !== 0, text = (flags & 1) !== 0;
-      if (isVoid && (text || payload.length)) throw new MalformedError('void with payload');
-      if (text) { try { utf8dec.decode(payload); } catch { throw new MalformedError('text not UTF-8', 6); } }
+      if (isVoid && (text || payload.length)) bad('void with payload');
+      if (text) { try { utf8dec.decode(payload); } catch { bad('text not UTF-8', 6); } }
       return { kind: 'data', text, void: isVoid, seq: s.value, ack: a.value, payload };
     }
     case Kind.ACK: {
@@ -163,25 +166,25 @@ export function decodeEnvelope(input) {
       return { kind: 'ack', ack: a.value };
     }
     case Kind.WELCOME: {
-      if (b.length < 34) throw new MalformedError('truncated WELCOME');
+      if (b.length < 34) bad('truncated WELCOME');
       const status = b[1];
-      if (status > 3) throw new MalformedError('unknown status');
+      if (status > 3) bad('unknown status');
       const l = decodeVarint(b, 34);
       const x = decodeVarint(b, l.next); end(x.next);
       return { kind: 'welcome', status, sessionId: b.slice(2, 18), token: b.slice(18, 34), lastDelivered: l.value, expirySecs: x.value };
     }
     case Kind.RESUME: {
-      if (b.length < 33) throw new MalformedError('truncated RESUME');
+      if (b.length < 33) bad('truncated RESUME');
       const l = decodeVarint(b, 33); end(l.next);
       return { kind: 'resume', sessionId: b.slice(1, 17), token: b.slice(17, 33), lastDelivered: l.value };
     }
     case Kind.ERROR: {
-      if (b.length < 3) throw new MalformedError('truncated ERROR');
+      if (b.length < 3) bad('truncated ERROR');
       let reason;
-      try { reason = utf8dec.decode(b.subarray(3)); } catch { throw new MalformedError('reason not UTF-8'); }
+      try { reason = utf8dec.decode(b.subarray(3)); } catch { bad('reason not UTF-8'); }
       return { kind: 'error', code: (b[1] << 8) | b[2], reason };
     }
-    default: throw new MalformedError(`unknown kind ${b[0]}`);
+    default: bad(`unknown kind ${b[0]}`);
   }
 }
 
@@ -208,11 +211,11 @@ export function fromBase64url(s) {
   let acc = 0, bits = 0;
   for (const c of s) {
     const v = B64.indexOf(c);
-    if (v < 0) throw new MalformedError('not base64url');
+    if (v < 0) bad('not base64url');
     acc = (acc << 6) | v; bits += 6;
     if (bits >= 8) { bits -= 8; out.push((acc >> bits) & 0xff); }
   }
-  return Uint8Array.from(out);
+  return U8.from(out);
 }
 
 /** The `Sockeye-Resume` / `sockeye_resume` value for a RESUME. @param {Omit<ResumeEnvelope,'kind'>} r */
@@ -222,7 +225,7 @@ export function resumeValue(r) { return base64url(encodeEnvelope({ kind: 'resume
 
 /**
  * @typedef {Object} ClientOptions
- * @property {any} [WebSocket] WebSocket constructor; default `globalThis.WebSocket`, else `import('ws')`
+ * @property {any} [WebSocket] WebSocket constructor; default `G.WebSocket`, else `import('ws')`
  * @property {string} [token] user token, sent as the `token=` query parameter
  * @property {number} [windowMessages=1024] unacked messages held (voids included)
  * @property {number} [windowBytes=1048576] unacked payload bytes held
@@ -258,7 +261,7 @@ const OPEN = 1;
  * plus `error` (ErrorEnvelope or Error) and `giveup`.
  */
 export class ReliableClient {
-  #backoff; #clear; #closed; #established; #failures; #listeners; #now; #pendingAcks; #random; #rttvar; #set; #srtt; #t; #wake;
+  #q = []; #held = 0; #seq = 1; #backoff; #clear; #closed; #established; #failures; #listeners; #now; #pendingAcks; #random; #rttvar; #set; #srtt; #t; #wake;
   /** @param {string} url ws:// or wss:// URL @param {ClientOptions} [options] */
   constructor(url, options = {}) {
     this.url = url;
@@ -270,18 +273,15 @@ export class ReliableClient {
     this.#listeners = new Map(); this.#t = {};
     /** @type {string} */ this.state = 'disconnected';
     this.session = null;      // {id: Uint8Array, token: Uint8Array}
-    this.nextSeq = 1;         // our next outgoing seq
     this.delivered = 0;       // last server seq delivered to the application
-    this.unacked = [];        // outgoing entries, in seq order
-    this.bytesHeld = 0;
     this._ws = null; this.#established = false; this.#closed = false;
     this.#failures = 0; this.#pendingAcks = 0;
     this.#srtt = null; this.#rttvar = 0; this.#backoff = 0;
     this.#restore();
-    if (typeof globalThis.addEventListener === 'function' && typeof globalThis.document !== 'undefined') {
-      this.#wake = () => { if (globalThis.document.visibilityState !== 'hidden') this.reconnectNow(); };
-      globalThis.addEventListener('online', this.#wake);
-      globalThis.document.addEventListener('visibilitychange', this.#wake);
+    if (typeof G.addEventListener === 'function' && typeof G.document !== 'undefined') {
+      this.#wake = () => { if (G.document.visibilityState !== 'hidden') this.reconnectNow(); };
+      G.addEventListener('online', this.#wake);
+      G.document.addEventListener('visibilitychange', this.#wake);
     }
     this.#armAge();
     if (this.o.autoConnect) this.connect();
@@ -302,7 +302,7 @@ export class ReliableClient {
   #arm(k, ms, fn) { this.#stop(k); this.#t[k] = this.#set(() => { this.#t[k] = null; fn(); }, ms); }
 
   /** Messages and bytes currently held (not yet acknowledged). */
-  get inFlight() { return { messages: this.unacked.length, bytes: this.bytesHeld }; }
+  get inFlight() { return { messages: this.#q.length, bytes: this.#held }; }
 
   /**
    * Send one message reliably. Resolves when the server acknowledges it; rejects with a
@@ -315,15 +315,15 @@ export class ReliableClient {
   send(data) {
     if (this.#closed) throw new SendError('Closed');
     const text = typeof data === 'string';
-    const payload = text ? utf8enc.encode(data) : data instanceof Uint8Array ? data.slice() : new Uint8Array(data);
+    const payload = text ? utf8enc.encode(data) : data instanceof U8 ? data.slice() : new U8(data);
     if (payload.length > this.o.windowBytes) throw new SendError('TooLarge');
-    if (this.unacked.length >= this.o.windowMessages || this.bytesHeld + payload.length > this.o.windowBytes) throw new SendError('Full');
+    if (this.#q.length >= this.o.windowMessages || this.#held + payload.length > this.o.windowBytes) throw new SendError('Full');
     let resolve, reject;
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
     promise.catch(() => {}); // a dead letter is also an event; an ignored promise must not crash Node
-    const m = { seq: this.nextSeq++, text, void: false, payload, sentAt: this.#now(), tries: 0, connTries: 0, lastTx: 0, resolve, reject };
-    this.unacked.push(m);
-    this.bytesHeld += payload.length;
+    const m = { seq: this.#seq++, text, void: false, payload, sentAt: this.#now(), tries: 0, connTries: 0, lastTx: 0, resolve, reject };
+    this.#q.push(m);
+    this.#held += payload.length;
     if (this.#established) this.#transmit(m);
     this.#armAge();
     this.#save();
@@ -344,8 +344,8 @@ export class ReliableClient {
   close() {
     this.#closed = true;
     if (this.#wake) {
-      globalThis.removeEventListener('online', this.#wake);
-      globalThis.document.removeEventListener('visibilitychange', this.#wake);
+      G.removeEventListener('online', this.#wake);
+      G.document.removeEventListener('visibilitychange', this.#wake);
     }
     for (const k in this.#t) this.#stop(k);
     const ws = this._ws;
@@ -356,7 +356,7 @@ export class ReliableClient {
 
   async #ctor() {
     if (this.o.WebSocket) return this.o.WebSocket;
-    if (globalThis.WebSocket) return globalThis.WebSocket;
+    if (G.WebSocket) return G.WebSocket;
     const mod = await import('ws');
     return (this.o.WebSocket = mod.WebSocket ?? mod.default);
   }
@@ -420,7 +420,7 @@ export class ReliableClient {
   #onMessage(data) {
     if (typeof data === 'string') return this.#violation(1, 'text message in reliable mode');
     let e;
-    try { e = decodeEnvelope(data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength)); }
+    try { e = decodeEnvelope(data instanceof ArrayBuffer ? new U8(data) : new U8(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength)); }
     catch (err) { return this.#violation(err.code ?? 1, err.message); }
     if (e.kind === 'error') { this.#emit('error', e); return this.#drop(1000, 'peer error'); }
     if (!this.#established) {
@@ -437,11 +437,11 @@ export class ReliableClient {
     const asked = this.session;
     if (w.status === WelcomeStatus.RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
     this.#established = true; this.#failures = 0; this.#backoff = 0; this.#pendingAcks = 0;
-    for (const m of this.unacked) m.connTries = 0;
+    for (const m of this.#q) m.connTries = 0;
     if (w.status === WelcomeStatus.RESUMED) {
       if (!this.#onAck(w.lastDelivered)) return;
       const now = this.#now();
-      for (const m of this.unacked) {
+      for (const m of this.#q) {
         if (m.void) continue;
         if (m.tries >= this.o.resendMaxTries) this.#dead(m, 'ResendMaxTries', false);
         else if (now - m.sentAt >= this.o.messageMaxAge) this.#dead(m, 'MessageMaxAge', false);
@@ -453,11 +453,11 @@ export class ReliableClient {
         // A refusal (or a NEW session where we hoped to resume): the old session is over.
         if (w.status === WelcomeStatus.REFUSED_EXPIRED) this.#ackUpTo(w.lastDelivered);
         const known = w.status === WelcomeStatus.REFUSED_EXPIRED;
-        for (const m of this.unacked.splice(0)) {
+        for (const m of this.#q.splice(0)) {
           if (m.void) continue;
           lost.push(this.#dead(m, 'SessionLost', !known && m.tries > 0, true));
         }
-        this.bytesHeld = 0; this.nextSeq = 1; this.delivered = 0;
+        this.#held = 0; this.#seq = 1; this.delivered = 0;
       }
       this.session = { id: w.sessionId, token: w.token };
       if (asked) this.#setState('refused', { status: w.status, lost });
@@ -466,25 +466,25 @@ export class ReliableClient {
     this.session = { id: w.sessionId, token: w.token };
     this.expirySecs = w.expirySecs;
     this.#save();
-    for (const m of this.unacked) this.#transmit(m);
+    for (const m of this.#q) this.#transmit(m);
     this.#armAge();
   }
 
   // Returns false after a violation.
   #onAck(ack) {
-    if (ack >= this.nextSeq) { this.#violation(3, 'ack for a message never sent'); return false; }
-    const before = this.unacked.length;
+    if (ack >= this.#seq) { this.#violation(3, 'ack for a message never sent'); return false; }
+    const before = this.#q.length;
     let sample = null;
-    while (this.unacked.length && this.unacked[0].seq <= ack) {
-      const m = this.unacked[0];
+    while (this.#q.length && this.#q[0].seq <= ack) {
+      const m = this.#q[0];
       if (m.tries === 1 && m.connTries === 1 && !m.void) sample = this.#now() - m.lastTx;
       this.#ackUpTo(m.seq);
     }
-    if (this.unacked.length !== before) {
+    if (this.#q.length !== before) {
       if (sample !== null) this.onRttSample(sample);
       this.#backoff = 0;
       this.#stop('rto');
-      if (this.unacked.some((m) => m.connTries > 0)) this.#armRto();
+      if (this.#q.some((m) => m.connTries > 0)) this.#armRto();
       this.#armAge();
       this.#save();
     }
@@ -492,9 +492,9 @@ export class ReliableClient {
   }
 
   #ackUpTo(seq) {
-    while (this.unacked.length && this.unacked[0].seq <= seq) {
-      const m = this.unacked.shift();
-      this.bytesHeld -= m.void ? 0 : m.payload.length;
+    while (this.#q.length && this.#q[0].seq <= seq) {
+      const m = this.#q.shift();
+      this.#held -= m.void ? 0 : m.payload.length;
       if (!m.void) { m.resolve?.(); this.#emit('acked', { seq: m.seq }); }
     }
   }
@@ -503,7 +503,7 @@ export class ReliableClient {
   #dead(m, reason, possiblyDelivered, remove = false) {
     const payload = m.text ? utf8dec.decode(m.payload) : m.payload;
     const err = new DeadLetterError(reason, m.seq, possiblyDelivered, payload);
-    if (!remove) { this.bytesHeld -= m.payload.length; m.void = true; m.payload = new Uint8Array(0); m.text = false; }
+    if (!remove) { this.#held -= m.payload.length; m.void = true; m.payload = new U8(0); m.text = false; }
     m.reject?.(err);
     this.#emit('deadletter', { seq: m.seq, reason, possiblyDelivered, payload });
     return err;
@@ -535,7 +535,7 @@ export class ReliableClient {
   }
 
   #onRto() {
-    const m = this.unacked[0];
+    const m = this.#q[0];
     if (!m || !this.#established) return;
     if (m.connTries >= this.o.resendMaxTries || this.#now() - m.sentAt >= this.o.messageMaxAge) {
       this.#emit('unresponsive', { seq: m.seq });
@@ -551,7 +551,7 @@ export class ReliableClient {
     if (this.#closed) return;
     const now = this.#now();
     // Over-age messages a disconnected peer may hold wait for the resume to settle them.
-    const oldest = this.unacked.find((m) => !m.void && (m.tries === 0 || this.#established || now - m.sentAt < this.o.messageMaxAge));
+    const oldest = this.#q.find((m) => !m.void && (m.tries === 0 || this.#established || now - m.sentAt < this.o.messageMaxAge));
     if (!oldest) return;
     const wait = Math.max(0, oldest.sentAt + this.o.messageMaxAge - this.#now());
     this.#arm('age', wait, () => this.#onAge());
@@ -560,7 +560,7 @@ export class ReliableClient {
   #onAge() {
     const now = this.#now();
     let unresponsive = false;
-    for (const m of this.unacked) {
+    for (const m of this.#q) {
       if (m.void || now - m.sentAt < this.o.messageMaxAge) continue;
       if (m.tries === 0) { this.#dead(m, 'MessageMaxAge', false); if (this.#established) this.#transmit(m); }
       else if (this.#established) unresponsive = true; // a copy may be in the peer's hands: the resume decides
@@ -591,8 +591,8 @@ export class ReliableClient {
     const s = this.o.storage;
     if (!s || !this.session) return;
     s.setItem(this.o.storageKey, JSON.stringify({
-      id: base64url(this.session.id), token: base64url(this.session.token), delivered: this.delivered, nextSeq: this.nextSeq,
-      unacked: this.unacked.map((m) => ({ seq: m.seq, text: m.text, void: m.void, payload: base64url(m.payload), sentAt: m.sentAt, tries: m.tries })),
+      id: base64url(this.session.id), token: base64url(this.session.token), delivered: this.delivered, nextSeq: this.#seq,
+      unacked: this.#q.map((m) => ({ seq: m.seq, text: m.text, void: m.void, payload: base64url(m.payload), sentAt: m.sentAt, tries: m.tries })),
     }));
   }
 
@@ -602,9 +602,9 @@ export class ReliableClient {
     try {
       const j = JSON.parse(raw);
       this.session = { id: fromBase64url(j.id), token: fromBase64url(j.token) };
-      this.delivered = j.delivered; this.nextSeq = j.nextSeq;
-      this.unacked = j.unacked.map((m) => ({ ...m, payload: fromBase64url(m.payload), connTries: 0, lastTx: 0 }));
-      this.bytesHeld = this.unacked.reduce((n, m) => n + m.payload.length, 0);
+      this.delivered = j.delivered; this.#seq = j.nextSeq;
+      this.#q = j.unacked.map((m) => ({ ...m, payload: fromBase64url(m.payload), connTries: 0, lastTx: 0 }));
+      this.#held = this.#q.reduce((n, m) => n + m.payload.length, 0);
     } catch { this.o.storage.removeItem(this.o.storageKey); this.session = null; }
   }
 }
