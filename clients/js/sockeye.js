@@ -5,10 +5,11 @@
 export const PROTOCOL = 'sockeye.v1';
 
 /** Envelope kind bytes (PROTOCOL.md §3). */
-export const Kind = Object.freeze({ DATA: 1, ACK: 2, WELCOME: 3, RESUME: 4, ERROR: 5 });
+const DATA = 1, ACK = 2, WELCOME = 3, RESUME = 4, ERROR = 5, RESUMED = 1, EXPIRED = 3;
+export const Kind = Object.freeze({ DATA, ACK, WELCOME, RESUME, ERROR });
 
 /** WELCOME status bytes (PROTOCOL.md §3.3). */
-export const WelcomeStatus = Object.freeze({ NEW: 0, RESUMED: 1, REFUSED_UNKNOWN: 2, REFUSED_EXPIRED: 3 });
+export const WelcomeStatus = Object.freeze({ NEW: 0, RESUMED, REFUSED_UNKNOWN: 2, REFUSED_EXPIRED: EXPIRED });
 
 const G = globalThis, U8 = Uint8Array;
 const U64_MAX = (1n << 64n) - 1n;
@@ -117,14 +118,14 @@ export function encodeEnvelope(e) {
       const payload = e.payload ?? new U8(0);
       if (e.void && (e.text || payload.length)) throw new TypeError('a void DATA has no payload and no text flag');
       const flags = (e.text ? 1 : 0) | (e.void ? 2 : 0);
-      return concat([[Kind.DATA, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
+      return concat([[DATA, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
     }
-    case 'ack': return concat([[Kind.ACK], encodeVarint(e.ack)]);
+    case 'ack': return concat([[ACK], encodeVarint(e.ack)]);
     case 'welcome':
-      return concat([[Kind.WELCOME, e.status], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'),
+      return concat([[WELCOME, e.status], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'),
         encodeVarint(e.lastDelivered), encodeVarint(e.expirySecs)]);
     case 'resume':
-      return concat([[Kind.RESUME], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'), encodeVarint(e.lastDelivered)]);
+      return concat([[RESUME], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'), encodeVarint(e.lastDelivered)]);
     case 'error': {
       let reason = utf8enc.encode(e.reason ?? '');
       if (reason.length > 123) {
@@ -132,7 +133,7 @@ export function encodeEnvelope(e) {
         while (n > 0 && (reason[n] & 0xc0) === 0x80) n--; // cut at a char boundary
         reason = reason.subarray(0, n);
       }
-      return concat([[Kind.ERROR, (e.code >> 8) & 0xff, e.code & 0xff], reason]);
+      return concat([[ERROR, (e.code >> 8) & 0xff, e.code & 0xff], reason]);
     }
     default: throw new TypeError(`unknown envelope kind ${e.kind}`);
   }
@@ -146,10 +147,11 @@ export function encodeEnvelope(e) {
 export function decodeEnvelope(input) {
   const b = input instanceof U8 ? input : new U8(input);
   if (b.length === 0) bad('empty message');
+  const need = (n) => b.length < n && bad(`truncated kind ${b[0]}`);
   const end = (p) => { if (p !== b.length) bad('trailing bytes'); };
   switch (b[0]) {
-    case Kind.DATA: {
-      if (b.length < 2) bad('truncated DATA');
+    case DATA: {
+      need(2);
       const flags = b[1];
       if (flags & ~3) bad('reserved flags');
       const s = decodeVarint(b, 2);
@@ -161,25 +163,25 @@ export function decodeEnvelope(input) {
       if (text) { try { utf8dec.decode(payload); } catch { bad('text not UTF-8', 6); } }
       return { kind: 'data', text, void: isVoid, seq: s.value, ack: a.value, payload };
     }
-    case Kind.ACK: {
+    case ACK: {
       const a = decodeVarint(b, 1); end(a.next);
       return { kind: 'ack', ack: a.value };
     }
-    case Kind.WELCOME: {
-      if (b.length < 34) bad('truncated WELCOME');
+    case WELCOME: {
+      need(34);
       const status = b[1];
       if (status > 3) bad('unknown status');
       const l = decodeVarint(b, 34);
       const x = decodeVarint(b, l.next); end(x.next);
       return { kind: 'welcome', status, sessionId: b.slice(2, 18), token: b.slice(18, 34), lastDelivered: l.value, expirySecs: x.value };
     }
-    case Kind.RESUME: {
-      if (b.length < 33) bad('truncated RESUME');
+    case RESUME: {
+      need(33);
       const l = decodeVarint(b, 33); end(l.next);
       return { kind: 'resume', sessionId: b.slice(1, 17), token: b.slice(17, 33), lastDelivered: l.value };
     }
-    case Kind.ERROR: {
-      if (b.length < 3) bad('truncated ERROR');
+    case ERROR: {
+      need(3);
       let reason;
       try { reason = utf8dec.decode(b.subarray(3)); } catch { bad('reason not UTF-8'); }
       return { kind: 'error', code: (b[1] << 8) | b[2], reason };
@@ -435,10 +437,10 @@ export class ReliableClient {
   #onWelcome(w) {
     this.#stop('handshake');
     const asked = this.session;
-    if (w.status === WelcomeStatus.RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
+    if (w.status === RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
     this.#established = true; this.#failures = 0; this.#backoff = 0; this.#pendingAcks = 0;
     for (const m of this.#q) m.connTries = 0;
-    if (w.status === WelcomeStatus.RESUMED) {
+    if (w.status === RESUMED) {
       if (!this.#onAck(w.lastDelivered)) return;
       const now = this.#now();
       for (const m of this.#q) {
@@ -451,8 +453,8 @@ export class ReliableClient {
       let lost = [];
       if (asked) {
         // A refusal (or a NEW session where we hoped to resume): the old session is over.
-        if (w.status === WelcomeStatus.REFUSED_EXPIRED) this.#ackUpTo(w.lastDelivered);
-        const known = w.status === WelcomeStatus.REFUSED_EXPIRED;
+        if (w.status === EXPIRED) this.#ackUpTo(w.lastDelivered);
+        const known = w.status === EXPIRED;
         for (const m of this.#q.splice(0)) {
           if (m.void) continue;
           lost.push(this.#dead(m, 'SessionLost', !known && m.tries > 0, true));
