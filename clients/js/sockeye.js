@@ -263,30 +263,29 @@ const OPEN = 1;
  * plus `error` (ErrorEnvelope or Error) and `giveup`.
  */
 export class ReliableClient {
-  #q = []; #held = 0; #seq = 1; #backoff; #clear; #closed; #established; #failures; #listeners; #now; #pendingAcks; #random; #rttvar; #set; #srtt; #t; #wake;
+  /** @type {string} */ state = 'disconnected';
+  session = null; // {id: Uint8Array, token: Uint8Array}
+  delivered = 0; // last server seq delivered to the application
+  _ws = null;
+  #q = []; #held = 0; #seq = 1; // outgoing entries in seq order, their payload bytes, our next seq
+  #t = {}; #listeners = new Map(); #closed = false; #established = false; #failures = 0; #pendingAcks = 0;
+  #srtt = null; #rttvar = 0; #backoff = 0; #clear; #now; #random; #set; #wake;
   /** @param {string} url ws:// or wss:// URL @param {ClientOptions} [options] */
   constructor(url, options = {}) {
     this.url = url;
-    this.o = { ...DEFAULTS, ...options };
-    this.#now = this.o.clock ? () => this.o.clock.now() : () => Date.now();
-    this.#set = this.o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
-    this.#clear = this.o.clearTimeout ?? ((id) => clearTimeout(id));
-    this.#random = this.o.random ?? Math.random;
-    this.#listeners = new Map(); this.#t = {};
-    /** @type {string} */ this.state = 'disconnected';
-    this.session = null;      // {id: Uint8Array, token: Uint8Array}
-    this.delivered = 0;       // last server seq delivered to the application
-    this._ws = null; this.#established = false; this.#closed = false;
-    this.#failures = 0; this.#pendingAcks = 0;
-    this.#srtt = null; this.#rttvar = 0; this.#backoff = 0;
+    const o = this.o = { ...DEFAULTS, ...options };
+    this.#now = o.clock ? () => o.clock.now() : () => Date.now();
+    this.#set = o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
+    this.#clear = o.clearTimeout ?? ((id) => clearTimeout(id));
+    this.#random = o.random ?? Math.random;
     this.#restore();
-    if (typeof G.addEventListener === 'function' && typeof G.document !== 'undefined') {
+    if (G.document && G.addEventListener) {
       this.#wake = () => { if (G.document.visibilityState !== 'hidden') this.reconnectNow(); };
       G.addEventListener('online', this.#wake);
       G.document.addEventListener('visibilitychange', this.#wake);
     }
     this.#armAge();
-    if (this.o.autoConnect) this.connect();
+    if (o.autoConnect) this.connect();
   }
 
   /** Subscribe to an event. @param {string} type @param {(...args:any[])=>void} fn @returns {this} */
@@ -357,8 +356,8 @@ export class ReliableClient {
   }
 
   async #ctor() {
-    if (this.o.WebSocket) return this.o.WebSocket;
-    if (G.WebSocket) return G.WebSocket;
+    const W = this.o.WebSocket ?? G.WebSocket;
+    if (W) return W;
     const mod = await import('ws');
     return (this.o.WebSocket = mod.WebSocket ?? mod.default);
   }
@@ -408,12 +407,13 @@ export class ReliableClient {
     if (!this.#established) this.#failures++;
     this.#established = false;
     this.#setState('disconnected', { code, reason });
+    const o = this.o;
     if (this.#closed) return;
-    if (this.o.maxAttempts !== undefined && this.#failures >= this.o.maxAttempts) {
+    if (o.maxAttempts !== undefined && this.#failures >= o.maxAttempts) {
       this.#closed = true; this.#emit('giveup', { failures: this.#failures }); return;
     }
-    const base = Math.min(this.o.reconnectMaxDelay, this.o.reconnectInitialDelay * 2 ** Math.min(this.#failures, 30));
-    const delay = base - base * (this.o.jitterPercent / 100) * this.#random();
+    const base = Math.min(o.reconnectMaxDelay, o.reconnectInitialDelay * 2 ** Math.min(this.#failures, 30));
+    const delay = base - base * (o.jitterPercent / 100) * this.#random();
     this.#arm('reconnect', delay, () => this.connect());
   }
 
@@ -438,6 +438,7 @@ export class ReliableClient {
     this.#stop('handshake');
     const asked = this.session;
     if (w.status === RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
+    this.session = { id: w.sessionId, token: w.token };
     this.#established = true; this.#failures = 0; this.#backoff = 0; this.#pendingAcks = 0;
     for (const m of this.#q) m.connTries = 0;
     if (w.status === RESUMED) {
@@ -461,11 +462,9 @@ export class ReliableClient {
         }
         this.#held = 0; this.#seq = 1; this.delivered = 0;
       }
-      this.session = { id: w.sessionId, token: w.token };
       if (asked) this.#setState('refused', { status: w.status, lost });
       this.#setState('connected');
     }
-    this.session = { id: w.sessionId, token: w.token };
     this.expirySecs = w.expirySecs;
     this.#save();
     for (const m of this.#q) this.#transmit(m);
@@ -551,11 +550,11 @@ export class ReliableClient {
   #armAge() {
     this.#stop('age');
     if (this.#closed) return;
-    const now = this.#now();
+    const now = this.#now(), age = this.o.messageMaxAge;
     // Over-age messages a disconnected peer may hold wait for the resume to settle them.
-    const oldest = this.#q.find((m) => !m.void && (m.tries === 0 || this.#established || now - m.sentAt < this.o.messageMaxAge));
+    const oldest = this.#q.find((m) => !m.void && (m.tries === 0 || this.#established || now - m.sentAt < age));
     if (!oldest) return;
-    const wait = Math.max(0, oldest.sentAt + this.o.messageMaxAge - this.#now());
+    const wait = Math.max(0, oldest.sentAt + age - now);
     this.#arm('age', wait, () => this.#onAge());
   }
 
