@@ -106,6 +106,7 @@ function id16(x, what) {
   if (!(x instanceof U8) || x.length !== 16) throw new TypeError(`${what} must be 16 bytes`);
   return x;
 }
+const ids = (e) => [id16(e.sessionId, 'sessionId'), id16(e.token, 'token')];
 
 /**
  * Encode one envelope to the exact bytes of PROTOCOL.md.
@@ -122,10 +123,10 @@ export function encodeEnvelope(e) {
     }
     case 'ack': return concat([[ACK], encodeVarint(e.ack)]);
     case 'welcome':
-      return concat([[WELCOME, e.status], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'),
+      return concat([[WELCOME, e.status], ...ids(e),
         encodeVarint(e.lastDelivered), encodeVarint(e.expirySecs)]);
     case 'resume':
-      return concat([[RESUME], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'), encodeVarint(e.lastDelivered)]);
+      return concat([[RESUME], ...ids(e), encodeVarint(e.lastDelivered)]);
     case 'error': {
       let reason = utf8enc.encode(e.reason ?? '');
       if (reason.length > 123) {
@@ -248,11 +249,11 @@ export function resumeValue(r) { return base64url(encodeEnvelope({ kind: 'resume
 const DEFAULTS = {
   windowMessages: 1024, windowBytes: 1 << 20, ackDelay: 20, ackEveryMessages: 32,
   rtoInitial: 1000, rtoMin: 200, rtoMax: 30000, resendMaxTries: 8, messageMaxAge: 300000,
-  reconnectInitialDelay: 100, reconnectMaxDelay: 10000, jitterPercent: 50, maxAttempts: undefined,
+  reconnectInitialDelay: 100, reconnectMaxDelay: 10000, jitterPercent: 50, // maxAttempts: none
   handshakeTimeout: 10000, storageKey: 'sockeye.session', autoConnect: true,
 };
 
-const OPEN = 1;
+
 
 /**
  * A `sockeye.v1` client: reliable, in-order, exactly-once messages across reconnects.
@@ -317,8 +318,9 @@ export class ReliableClient {
     if (this.#closed) throw new SendError('Closed');
     const text = typeof data === 'string';
     const payload = text ? utf8enc.encode(data) : data instanceof U8 ? data.slice() : new U8(data);
-    if (payload.length > this.o.windowBytes) throw new SendError('TooLarge');
-    if (this.#q.length >= this.o.windowMessages || this.#held + payload.length > this.o.windowBytes) throw new SendError('Full');
+    const { windowBytes, windowMessages } = this.o;
+    if (payload.length > windowBytes) throw new SendError('TooLarge');
+    if (this.#q.length >= windowMessages || this.#held + payload.length > windowBytes) throw new SendError('Full');
     let resolve, reject;
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
     promise.catch(() => {}); // a dead letter is also an event; an ignored promise must not crash Node
@@ -364,10 +366,9 @@ export class ReliableClient {
 
   #connectUrl() {
     const u = new URL(this.url);
-    if (this.o.token) u.searchParams.set('token', this.o.token);
-    if (this.session) {
-      u.searchParams.set('sockeye_resume', resumeValue({ sessionId: this.session.id, token: this.session.token, lastDelivered: this.delivered }));
-    }
+    const q = u.searchParams, s = this.session;
+    if (this.o.token) q.set('token', this.o.token);
+    if (s) q.set('sockeye_resume', resumeValue({ sessionId: s.id, token: s.token, lastDelivered: this.delivered }));
     return u.toString();
   }
 
@@ -417,12 +418,12 @@ export class ReliableClient {
     this.#arm('reconnect', delay, () => this.connect());
   }
 
-  #send(env) { if (this._ws && this._ws.readyState === OPEN) this._ws.send(encodeEnvelope(env)); }
+  #send(env) { if (this._ws?.readyState === 1 /* OPEN */) this._ws.send(encodeEnvelope(env)); }
 
   #onMessage(data) {
     if (typeof data === 'string') return this.#violation(1, 'text message in reliable mode');
     let e;
-    try { e = decodeEnvelope(data instanceof ArrayBuffer ? new U8(data) : new U8(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength)); }
+    try { e = decodeEnvelope(new U8(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength)); }
     catch (err) { return this.#violation(err.code ?? 1, err.message); }
     if (e.kind === 'error') { this.#emit('error', e); return this.#drop(1000, 'peer error'); }
     if (!this.#established) {
@@ -443,11 +444,11 @@ export class ReliableClient {
     for (const m of this.#q) m.connTries = 0;
     if (w.status === RESUMED) {
       if (!this.#onAck(w.lastDelivered)) return;
-      const now = this.#now();
+      const now = this.#now(), { resendMaxTries, messageMaxAge } = this.o;
       for (const m of this.#q) {
         if (m.void) continue;
-        if (m.tries >= this.o.resendMaxTries) this.#dead(m, 'ResendMaxTries', false);
-        else if (now - m.sentAt >= this.o.messageMaxAge) this.#dead(m, 'MessageMaxAge', false);
+        if (m.tries >= resendMaxTries) this.#dead(m, 'ResendMaxTries', false);
+        else if (now - m.sentAt >= messageMaxAge) this.#dead(m, 'MessageMaxAge', false);
       }
       this.#setState('connected'); this.#setState('resumed');
     } else {
@@ -501,7 +502,7 @@ export class ReliableClient {
   }
 
   // Dead-letter m; keep it as a void unless `remove` (session over).
-  #dead(m, reason, possiblyDelivered, remove = false) {
+  #dead(m, reason, possiblyDelivered, remove) {
     const payload = m.text ? utf8dec.decode(m.payload) : m.payload;
     const err = new DeadLetterError(reason, m.seq, possiblyDelivered, payload);
     if (!remove) { this.#held -= m.payload.length; m.void = true; m.payload = new U8(0); m.text = false; }
@@ -521,8 +522,8 @@ export class ReliableClient {
 
   /** The current retransmission timeout in ms (RFC 6298, with backoff, clamped). */
   get rto() {
-    const base = this.#srtt === null ? this.o.rtoInitial : this.#srtt + Math.max(1, 4 * this.#rttvar);
-    return Math.min(this.o.rtoMax, Math.max(this.o.rtoMin, base * 2 ** Math.min(this.#backoff, 30)));
+    const o = this.o, base = this.#srtt === null ? o.rtoInitial : this.#srtt + Math.max(1, 4 * this.#rttvar);
+    return Math.min(o.rtoMax, Math.max(o.rtoMin, base * 2 ** Math.min(this.#backoff, 30)));
   }
 
   /** Feed a round-trip sample in ms (acks do this themselves; call it for ping/pong). @param {number} r */
@@ -538,7 +539,8 @@ export class ReliableClient {
   #onRto() {
     const m = this.#q[0];
     if (!m || !this.#established) return;
-    if (m.connTries >= this.o.resendMaxTries || this.#now() - m.sentAt >= this.o.messageMaxAge) {
+    const { resendMaxTries, messageMaxAge } = this.o;
+    if (m.connTries >= resendMaxTries || this.#now() - m.sentAt >= messageMaxAge) {
       this.#emit('unresponsive', { seq: m.seq });
       return this.#drop(1000, 'unresponsive');
     }
@@ -559,10 +561,10 @@ export class ReliableClient {
   }
 
   #onAge() {
-    const now = this.#now();
+    const now = this.#now(), age = this.o.messageMaxAge;
     let unresponsive = false;
     for (const m of this.#q) {
-      if (m.void || now - m.sentAt < this.o.messageMaxAge) continue;
+      if (m.void || now - m.sentAt < age) continue;
       if (m.tries === 0) { this.#dead(m, 'MessageMaxAge', false); if (this.#established) this.#transmit(m); }
       else if (this.#established) unresponsive = true; // a copy may be in the peer's hands: the resume decides
     }
@@ -589,16 +591,16 @@ export class ReliableClient {
   }
 
   #save() {
-    const s = this.o.storage;
-    if (!s || !this.session) return;
-    s.setItem(this.o.storageKey, JSON.stringify({
-      id: base64url(this.session.id), token: base64url(this.session.token), delivered: this.delivered, nextSeq: this.#seq,
+    const { storage, storageKey } = this.o, session = this.session;
+    if (!storage || !session) return;
+    storage.setItem(storageKey, JSON.stringify({
+      id: base64url(session.id), token: base64url(session.token), delivered: this.delivered, nextSeq: this.#seq,
       unacked: this.#q.map((m) => ({ seq: m.seq, text: m.text, void: m.void, payload: base64url(m.payload), sentAt: m.sentAt, tries: m.tries })),
     }));
   }
 
   #restore() {
-    const raw = this.o.storage?.getItem(this.o.storageKey);
+    const { storage, storageKey } = this.o, raw = storage?.getItem(storageKey);
     if (!raw) return;
     try {
       const j = JSON.parse(raw);
@@ -606,7 +608,7 @@ export class ReliableClient {
       this.delivered = j.delivered; this.#seq = j.nextSeq;
       this.#q = j.unacked.map((m) => ({ ...m, payload: fromBase64url(m.payload), connTries: 0, lastTx: 0 }));
       this.#held = this.#q.reduce((n, m) => n + m.payload.length, 0);
-    } catch { this.o.storage.removeItem(this.o.storageKey); this.session = null; }
+    } catch { storage.removeItem(storageKey); this.session = null; }
   }
 }
 
