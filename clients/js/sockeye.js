@@ -5,11 +5,11 @@
 export const PROTOCOL = 'sockeye.v1';
 
 /** Envelope kind bytes (PROTOCOL.md §3). */
-const DATA = 1, ACK = 2, WELCOME = 3, RESUME = 4, ERROR = 5, RESUMED = 1, EXPIRED = 3;
-export const Kind = Object.freeze({ DATA, ACK, WELCOME, RESUME, ERROR });
+// The codec below writes these numbers literally, named in a comment beside each.
+export const Kind = Object.freeze({ DATA: 1, ACK: 2, WELCOME: 3, RESUME: 4, ERROR: 5 });
 
 /** WELCOME status bytes (PROTOCOL.md §3.3). */
-export const WelcomeStatus = Object.freeze({ NEW: 0, RESUMED, REFUSED_UNKNOWN: 2, REFUSED_EXPIRED: EXPIRED });
+export const WelcomeStatus = Object.freeze({ NEW: 0, RESUMED: 1, REFUSED_UNKNOWN: 2, REFUSED_EXPIRED: 3 });
 
 const G = globalThis, U8 = Uint8Array;
 const U64_MAX = (1n << 64n) - 1n;
@@ -48,6 +48,7 @@ export class DeadLetterError extends Error {
  * @returns {Uint8Array}
  */
 export function encodeVarint(value) {
+  if (Number.isInteger(value) && value >= 0 && value < 128) return U8.of(value); // most acks and seqs of a young session
   let v = BigInt(value);
   if (v < 0n || v > U64_MAX) throw new RangeError('varint out of range');
   const out = [];
@@ -76,7 +77,7 @@ export function decodeVarint(bytes, offset = 0) {
     v |= BigInt(b & 0x7f) << BigInt(7 * i);
     if ((b & 0x80) === 0) {
       if (i > 0 && b === 0) bad('non-minimal varint');
-      return { value: v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v, next: p + 1 };
+      return { value: v < 2n ** 53n ? Number(v) : v, next: p + 1 };
     }
   }
   bad('varint longer than 10 bytes');
@@ -117,16 +118,16 @@ export function encodeEnvelope(e) {
   switch (e.kind) {
     case 'data': {
       const payload = e.payload ?? new U8(0);
-      if (e.void && (e.text || payload.length)) throw new TypeError('a void DATA has no payload and no text flag');
+      if (e.void && (e.text || payload.length)) throw new TypeError('void DATA with payload or text');
       const flags = (e.text ? 1 : 0) | (e.void ? 2 : 0);
-      return concat([[DATA, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
+      return concat([[1 /* DATA */, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
     }
-    case 'ack': return concat([[ACK], encodeVarint(e.ack)]);
+    case 'ack': return concat([[2 /* ACK */], encodeVarint(e.ack)]);
     case 'welcome':
-      return concat([[WELCOME, e.status], ...ids(e),
+      return concat([[3 /* WELCOME */, e.status], ...ids(e),
         encodeVarint(e.lastDelivered), encodeVarint(e.expirySecs)]);
     case 'resume':
-      return concat([[RESUME], ...ids(e), encodeVarint(e.lastDelivered)]);
+      return concat([[4 /* RESUME */], ...ids(e), encodeVarint(e.lastDelivered)]);
     case 'error': {
       let reason = utf8enc.encode(e.reason ?? '');
       if (reason.length > 123) {
@@ -134,7 +135,7 @@ export function encodeEnvelope(e) {
         while (n > 0 && (reason[n] & 0xc0) === 0x80) n--; // cut at a char boundary
         reason = reason.subarray(0, n);
       }
-      return concat([[ERROR, (e.code >> 8) & 0xff, e.code & 0xff], reason]);
+      return concat([[5 /* ERROR */, (e.code >> 8) & 0xff, e.code & 0xff], reason]);
     }
     default: throw new TypeError(`unknown envelope kind ${e.kind}`);
   }
@@ -151,7 +152,7 @@ export function decodeEnvelope(input) {
   const need = (n) => b.length < n && bad(`truncated kind ${b[0]}`);
   const end = (p) => { if (p !== b.length) bad('trailing bytes'); };
   switch (b[0]) {
-    case DATA: {
+    case 1: { // DATA
       need(2);
       const flags = b[1];
       if (flags & ~3) bad('reserved flags');
@@ -164,11 +165,11 @@ export function decodeEnvelope(input) {
       if (text) { try { utf8dec.decode(payload); } catch { bad('text not UTF-8', 6); } }
       return { kind: 'data', text, void: isVoid, seq: s.value, ack: a.value, payload };
     }
-    case ACK: {
+    case 2: { // ACK
       const a = decodeVarint(b, 1); end(a.next);
       return { kind: 'ack', ack: a.value };
     }
-    case WELCOME: {
+    case 3: { // WELCOME
       need(34);
       const status = b[1];
       if (status > 3) bad('unknown status');
@@ -176,12 +177,12 @@ export function decodeEnvelope(input) {
       const x = decodeVarint(b, l.next); end(x.next);
       return { kind: 'welcome', status, sessionId: b.slice(2, 18), token: b.slice(18, 34), lastDelivered: l.value, expirySecs: x.value };
     }
-    case RESUME: {
+    case 4: { // RESUME
       need(33);
       const l = decodeVarint(b, 33); end(l.next);
       return { kind: 'resume', sessionId: b.slice(1, 17), token: b.slice(17, 33), lastDelivered: l.value };
     }
-    case ERROR: {
+    case 5: { // ERROR
       need(3);
       let reason;
       try { reason = utf8dec.decode(b.subarray(3)); } catch { bad('reason not UTF-8'); }
@@ -328,7 +329,7 @@ export class ReliableClient {
     this.#q.push(m);
     this.#held += payload.length;
     if (this.#established) this.#transmit(m);
-    this.#armAge();
+    if (this.#t.age == null) this.#armAge(); // a pending one is for an older message
     this.#save();
     return promise;
   }
@@ -438,11 +439,11 @@ export class ReliableClient {
   #onWelcome(w) {
     this.#stop('handshake');
     const asked = this.session;
-    if (w.status === RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
+    if (w.status === 1 /* RESUMED */ && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
     this.session = { id: w.sessionId, token: w.token };
     this.#established = true; this.#failures = 0; this.#backoff = 0; this.#pendingAcks = 0;
     for (const m of this.#q) m.connTries = 0;
-    if (w.status === RESUMED) {
+    if (w.status === 1 /* RESUMED */) {
       if (!this.#onAck(w.lastDelivered)) return;
       const now = this.#now(), { resendMaxTries, messageMaxAge } = this.o;
       for (const m of this.#q) {
@@ -455,8 +456,8 @@ export class ReliableClient {
       let lost = [];
       if (asked) {
         // A refusal (or a NEW session where we hoped to resume): the old session is over.
-        if (w.status === EXPIRED) this.#ackUpTo(w.lastDelivered);
-        const known = w.status === EXPIRED;
+        const known = w.status === 3; // REFUSED_EXPIRED: the server's count is known
+        if (known) this.#ackUpTo(w.lastDelivered);
         for (const m of this.#q.splice(0)) {
           if (m.void) continue;
           lost.push(this.#dead(m, 'SessionLost', !known && m.tries > 0, true));
