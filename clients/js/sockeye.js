@@ -5,11 +5,13 @@
 export const PROTOCOL = 'sockeye.v1';
 
 /** Envelope kind bytes (PROTOCOL.md §3). */
+// The codec below writes these numbers literally, named in a comment beside each.
 export const Kind = Object.freeze({ DATA: 1, ACK: 2, WELCOME: 3, RESUME: 4, ERROR: 5 });
 
 /** WELCOME status bytes (PROTOCOL.md §3.3). */
 export const WelcomeStatus = Object.freeze({ NEW: 0, RESUMED: 1, REFUSED_UNKNOWN: 2, REFUSED_EXPIRED: 3 });
 
+const G = globalThis, U8 = Uint8Array;
 const U64_MAX = (1n << 64n) - 1n;
 const utf8enc = new TextEncoder();
 const utf8dec = new TextDecoder('utf-8', { fatal: true });
@@ -19,6 +21,8 @@ export class MalformedError extends Error {
   /** @param {string} message @param {number} [code] */
   constructor(message, code = 1) { super(message); this.name = 'MalformedError'; this.code = code; }
 }
+
+const bad = (message, code) => { throw new MalformedError(message, code); };
 
 /** Thrown by `send` when the flow window is full (`Full`) or a payload can never fit (`TooLarge`). */
 export class SendError extends Error {
@@ -44,6 +48,7 @@ export class DeadLetterError extends Error {
  * @returns {Uint8Array}
  */
 export function encodeVarint(value) {
+  if (Number.isInteger(value) && value >= 0 && value < 128) return U8.of(value); // most acks and seqs of a young session
   let v = BigInt(value);
   if (v < 0n || v > U64_MAX) throw new RangeError('varint out of range');
   const out = [];
@@ -53,7 +58,7 @@ export function encodeVarint(value) {
     if (v !== 0n) b |= 0x80;
     out.push(b);
   } while (v !== 0n);
-  return Uint8Array.from(out);
+  return U8.from(out);
 }
 
 /**
@@ -66,16 +71,16 @@ export function decodeVarint(bytes, offset = 0) {
   let v = 0n;
   for (let i = 0; i < 10; i++) {
     const p = offset + i;
-    if (p >= bytes.length) throw new MalformedError('truncated varint');
+    if (p >= bytes.length) bad('truncated varint');
     const b = bytes[p];
-    if (i === 9 && b > 1) throw new MalformedError('varint overflows u64');
+    if (i === 9 && b > 1) bad('varint overflows u64');
     v |= BigInt(b & 0x7f) << BigInt(7 * i);
     if ((b & 0x80) === 0) {
-      if (i > 0 && b === 0) throw new MalformedError('non-minimal varint');
-      return { value: v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v, next: p + 1 };
+      if (i > 0 && b === 0) bad('non-minimal varint');
+      return { value: v < 2n ** 53n ? Number(v) : v, next: p + 1 };
     }
   }
-  throw new MalformedError('varint longer than 10 bytes');
+  bad('varint longer than 10 bytes');
 }
 
 // ---- envelopes (PROTOCOL.md §3) ----
@@ -92,16 +97,17 @@ export function decodeVarint(bytes, offset = 0) {
 function concat(parts) {
   let n = 0;
   for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
+  const out = new U8(n);
   let o = 0;
   for (const p of parts) { out.set(p, o); o += p.length; }
   return out;
 }
 
 function id16(x, what) {
-  if (!(x instanceof Uint8Array) || x.length !== 16) throw new TypeError(`${what} must be 16 bytes`);
+  if (!(x instanceof U8) || x.length !== 16) throw new TypeError(`${what} must be 16 bytes`);
   return x;
 }
+const ids = (e) => [id16(e.sessionId, 'sessionId'), id16(e.token, 'token')];
 
 /**
  * Encode one envelope to the exact bytes of PROTOCOL.md.
@@ -111,17 +117,17 @@ function id16(x, what) {
 export function encodeEnvelope(e) {
   switch (e.kind) {
     case 'data': {
-      const payload = e.payload ?? new Uint8Array(0);
-      if (e.void && (e.text || payload.length)) throw new TypeError('a void DATA has no payload and no text flag');
+      const payload = e.payload ?? new U8(0);
+      if (e.void && (e.text || payload.length)) throw new TypeError('void DATA with payload or text');
       const flags = (e.text ? 1 : 0) | (e.void ? 2 : 0);
-      return concat([[Kind.DATA, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
+      return concat([[1 /* DATA */, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
     }
-    case 'ack': return concat([[Kind.ACK], encodeVarint(e.ack)]);
+    case 'ack': return concat([[2 /* ACK */], encodeVarint(e.ack)]);
     case 'welcome':
-      return concat([[Kind.WELCOME, e.status], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'),
+      return concat([[3 /* WELCOME */, e.status], ...ids(e),
         encodeVarint(e.lastDelivered), encodeVarint(e.expirySecs)]);
     case 'resume':
-      return concat([[Kind.RESUME], id16(e.sessionId, 'sessionId'), id16(e.token, 'token'), encodeVarint(e.lastDelivered)]);
+      return concat([[4 /* RESUME */], ...ids(e), encodeVarint(e.lastDelivered)]);
     case 'error': {
       let reason = utf8enc.encode(e.reason ?? '');
       if (reason.length > 123) {
@@ -129,7 +135,7 @@ export function encodeEnvelope(e) {
         while (n > 0 && (reason[n] & 0xc0) === 0x80) n--; // cut at a char boundary
         reason = reason.subarray(0, n);
       }
-      return concat([[Kind.ERROR, (e.code >> 8) & 0xff, e.code & 0xff], reason]);
+      return concat([[5 /* ERROR */, (e.code >> 8) & 0xff, e.code & 0xff], reason]);
     }
     default: throw new TypeError(`unknown envelope kind ${e.kind}`);
   }
@@ -141,47 +147,48 @@ export function encodeEnvelope(e) {
  * @returns {Envelope}
  */
 export function decodeEnvelope(input) {
-  const b = input instanceof Uint8Array ? input : new Uint8Array(input);
-  if (b.length === 0) throw new MalformedError('empty message');
-  const end = (p) => { if (p !== b.length) throw new MalformedError('trailing bytes'); };
+  const b = input instanceof U8 ? input : new U8(input);
+  if (b.length === 0) bad('empty message');
+  const need = (n) => b.length < n && bad(`truncated kind ${b[0]}`);
+  const end = (p) => { if (p !== b.length) bad('trailing bytes'); };
   switch (b[0]) {
-    case Kind.DATA: {
-      if (b.length < 2) throw new MalformedError('truncated DATA');
+    case 1: { // DATA
+      need(2);
       const flags = b[1];
-      if (flags & ~3) throw new MalformedError('reserved flags');
+      if (flags & ~3) bad('reserved flags');
       const s = decodeVarint(b, 2);
       const a = decodeVarint(b, s.next);
-      if (s.value === 0) throw new MalformedError('seq 0');
+      if (s.value === 0) bad('seq 0');
       const payload = b.slice(a.next);
       const isVoid = (flags & 2) !== 0, text = (flags & 1) !== 0;
-      if (isVoid && (text || payload.length)) throw new MalformedError('void with payload');
-      if (text) { try { utf8dec.decode(payload); } catch { throw new MalformedError('text not UTF-8', 6); } }
+      if (isVoid && (text || payload.length)) bad('void with payload');
+      if (text) { try { utf8dec.decode(payload); } catch { bad('text not UTF-8', 6); } }
       return { kind: 'data', text, void: isVoid, seq: s.value, ack: a.value, payload };
     }
-    case Kind.ACK: {
+    case 2: { // ACK
       const a = decodeVarint(b, 1); end(a.next);
       return { kind: 'ack', ack: a.value };
     }
-    case Kind.WELCOME: {
-      if (b.length < 34) throw new MalformedError('truncated WELCOME');
+    case 3: { // WELCOME
+      need(34);
       const status = b[1];
-      if (status > 3) throw new MalformedError('unknown status');
+      if (status > 3) bad('unknown status');
       const l = decodeVarint(b, 34);
       const x = decodeVarint(b, l.next); end(x.next);
       return { kind: 'welcome', status, sessionId: b.slice(2, 18), token: b.slice(18, 34), lastDelivered: l.value, expirySecs: x.value };
     }
-    case Kind.RESUME: {
-      if (b.length < 33) throw new MalformedError('truncated RESUME');
+    case 4: { // RESUME
+      need(33);
       const l = decodeVarint(b, 33); end(l.next);
       return { kind: 'resume', sessionId: b.slice(1, 17), token: b.slice(17, 33), lastDelivered: l.value };
     }
-    case Kind.ERROR: {
-      if (b.length < 3) throw new MalformedError('truncated ERROR');
+    case 5: { // ERROR
+      need(3);
       let reason;
-      try { reason = utf8dec.decode(b.subarray(3)); } catch { throw new MalformedError('reason not UTF-8'); }
+      try { reason = utf8dec.decode(b.subarray(3)); } catch { bad('reason not UTF-8'); }
       return { kind: 'error', code: (b[1] << 8) | b[2], reason };
     }
-    default: throw new MalformedError(`unknown kind ${b[0]}`);
+    default: bad(`unknown kind ${b[0]}`);
   }
 }
 
@@ -208,11 +215,11 @@ export function fromBase64url(s) {
   let acc = 0, bits = 0;
   for (const c of s) {
     const v = B64.indexOf(c);
-    if (v < 0) throw new MalformedError('not base64url');
+    if (v < 0) bad('not base64url');
     acc = (acc << 6) | v; bits += 6;
     if (bits >= 8) { bits -= 8; out.push((acc >> bits) & 0xff); }
   }
-  return Uint8Array.from(out);
+  return U8.from(out);
 }
 
 /** The `Sockeye-Resume` / `sockeye_resume` value for a RESUME. @param {Omit<ResumeEnvelope,'kind'>} r */
@@ -222,7 +229,7 @@ export function resumeValue(r) { return base64url(encodeEnvelope({ kind: 'resume
 
 /**
  * @typedef {Object} ClientOptions
- * @property {any} [WebSocket] WebSocket constructor; default `globalThis.WebSocket`, else `import('ws')`
+ * @property {any} [WebSocket] WebSocket constructor; default `G.WebSocket`, else `import('ws')`
  * @property {string} [token] user token, sent as the `token=` query parameter
  * @property {number} [windowMessages=1024] unacked messages held (voids included)
  * @property {number} [windowBytes=1048576] unacked payload bytes held
@@ -243,11 +250,11 @@ export function resumeValue(r) { return base64url(encodeEnvelope({ kind: 'resume
 const DEFAULTS = {
   windowMessages: 1024, windowBytes: 1 << 20, ackDelay: 20, ackEveryMessages: 32,
   rtoInitial: 1000, rtoMin: 200, rtoMax: 30000, resendMaxTries: 8, messageMaxAge: 300000,
-  reconnectInitialDelay: 100, reconnectMaxDelay: 10000, jitterPercent: 50, maxAttempts: undefined,
+  reconnectInitialDelay: 100, reconnectMaxDelay: 10000, jitterPercent: 50, // maxAttempts: none
   handshakeTimeout: 10000, storageKey: 'sockeye.session', autoConnect: true,
 };
 
-const OPEN = 1;
+
 
 /**
  * A `sockeye.v1` client: reliable, in-order, exactly-once messages across reconnects.
@@ -258,48 +265,47 @@ const OPEN = 1;
  * plus `error` (ErrorEnvelope or Error) and `giveup`.
  */
 export class ReliableClient {
+  /** @type {string} */ state = 'disconnected';
+  session = null; // {id: Uint8Array, token: Uint8Array}
+  delivered = 0; // last server seq delivered to the application
+  _ws = null;
+  #q = []; #held = 0; #seq = 1; // outgoing entries in seq order, their payload bytes, our next seq
+  #t = {}; #listeners = new Map(); #closed = false; #established = false; #failures = 0; #pendingAcks = 0;
+  #srtt = null; #rttvar = 0; #backoff = 0; #clear; #now; #random; #set; #wake;
   /** @param {string} url ws:// or wss:// URL @param {ClientOptions} [options] */
   constructor(url, options = {}) {
     this.url = url;
-    this.o = { ...DEFAULTS, ...options };
-    this._now = this.o.clock ? () => this.o.clock.now() : () => Date.now();
-    this._set = this.o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
-    this._clear = this.o.clearTimeout ?? ((id) => clearTimeout(id));
-    this._random = this.o.random ?? Math.random;
-    this._listeners = new Map();
-    /** @type {string} */ this.state = 'disconnected';
-    this.session = null;      // {id: Uint8Array, token: Uint8Array}
-    this.nextSeq = 1;         // our next outgoing seq
-    this.delivered = 0;       // last server seq delivered to the application
-    this.unacked = [];        // outgoing entries, in seq order
-    this.bytesHeld = 0;
-    this._ws = null; this._established = false; this._closed = false;
-    this._failures = 0; this._reconnectTimer = null; this._ackTimer = null; this._rtoTimer = null;
-    this._ageTimer = null; this._handshakeTimer = null; this._pendingAcks = 0; this._ackedSent = 0;
-    this._srtt = null; this._rttvar = 0; this._backoff = 0;
-    this._restore();
-    if (typeof globalThis.addEventListener === 'function' && typeof globalThis.document !== 'undefined') {
-      this._wake = () => { if (globalThis.document.visibilityState !== 'hidden') this.reconnectNow(); };
-      globalThis.addEventListener('online', this._wake);
-      globalThis.document.addEventListener('visibilitychange', this._wake);
+    const o = this.o = { ...DEFAULTS, ...options };
+    this.#now = o.clock ? () => o.clock.now() : () => Date.now();
+    this.#set = o.setTimeout ?? ((f, ms) => setTimeout(f, ms));
+    this.#clear = o.clearTimeout ?? ((id) => clearTimeout(id));
+    this.#random = o.random ?? Math.random;
+    this.#restore();
+    if (G.document && G.addEventListener) {
+      this.#wake = () => { if (G.document.visibilityState !== 'hidden') this.reconnectNow(); };
+      G.addEventListener('online', this.#wake);
+      G.document.addEventListener('visibilitychange', this.#wake);
     }
-    this._armAge();
-    if (this.o.autoConnect) this.connect();
+    this.#armAge();
+    if (o.autoConnect) this.connect();
   }
 
   /** Subscribe to an event. @param {string} type @param {(...args:any[])=>void} fn @returns {this} */
   on(type, fn) {
-    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
-    this._listeners.get(type).add(fn);
+    if (!this.#listeners.has(type)) this.#listeners.set(type, new Set());
+    this.#listeners.get(type).add(fn);
     return this;
   }
   /** Unsubscribe. @param {string} type @param {(...args:any[])=>void} fn @returns {this} */
-  off(type, fn) { this._listeners.get(type)?.delete(fn); return this; }
-  _emit(type, ...args) { for (const fn of [...(this._listeners.get(type) ?? [])]) fn(...args); }
-  _setState(s, arg) { this.state = s; this._emit('state', s, arg); this._emit(s, arg); }
+  off(type, fn) { this.#listeners.get(type)?.delete(fn); return this; }
+  #emit(type, ...args) { for (const fn of [...(this.#listeners.get(type) ?? [])]) fn(...args); }
+  #setState(s, arg) { this.state = s; this.#emit('state', s, arg); this.#emit(s, arg); }
+  // Timers by name (reconnect, handshake, ack, rto, age): at most one pending each.
+  #stop(k) { this.#clear(this.#t[k]); this.#t[k] = null; }
+  #arm(k, ms, fn) { this.#stop(k); this.#t[k] = this.#set(() => { this.#t[k] = null; fn(); }, ms); }
 
   /** Messages and bytes currently held (not yet acknowledged). */
-  get inFlight() { return { messages: this.unacked.length, bytes: this.bytesHeld }; }
+  get inFlight() { return { messages: this.#q.length, bytes: this.#held }; }
 
   /**
    * Send one message reliably. Resolves when the server acknowledges it; rejects with a
@@ -310,302 +316,300 @@ export class ReliableClient {
    * @returns {Promise<void>}
    */
   send(data) {
-    if (this._closed) throw new SendError('Closed');
+    if (this.#closed) throw new SendError('Closed');
     const text = typeof data === 'string';
-    const payload = text ? utf8enc.encode(data) : data instanceof Uint8Array ? data.slice() : new Uint8Array(data);
-    if (payload.length > this.o.windowBytes) throw new SendError('TooLarge');
-    if (this.unacked.length >= this.o.windowMessages || this.bytesHeld + payload.length > this.o.windowBytes) throw new SendError('Full');
+    const payload = text ? utf8enc.encode(data) : data instanceof U8 ? data.slice() : new U8(data);
+    const { windowBytes, windowMessages } = this.o;
+    if (payload.length > windowBytes) throw new SendError('TooLarge');
+    if (this.#q.length >= windowMessages || this.#held + payload.length > windowBytes) throw new SendError('Full');
     let resolve, reject;
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
     promise.catch(() => {}); // a dead letter is also an event; an ignored promise must not crash Node
-    const m = { seq: this.nextSeq++, text, void: false, payload, sentAt: this._now(), tries: 0, connTries: 0, lastTx: 0, resolve, reject };
-    this.unacked.push(m);
-    this.bytesHeld += payload.length;
-    if (this._established) this._transmit(m);
-    this._armAge();
-    this._save();
+    const m = { seq: this.#seq++, text, void: false, payload, sentAt: this.#now(), tries: 0, connTries: 0, lastTx: 0, resolve, reject };
+    this.#q.push(m);
+    this.#held += payload.length;
+    if (this.#established) this.#transmit(m);
+    if (this.#t.age == null) this.#armAge(); // a pending one is for an older message
+    this.#save();
     return promise;
   }
 
   /** Open a connection now (called by the constructor unless `autoConnect: false`). */
   connect() {
-    if (this._ws || this._closed) return;
-    this._clear(this._reconnectTimer); this._reconnectTimer = null;
-    this._open().catch((err) => { this._emit('error', err); this._lost(1006, String(err)); });
+    if (this._ws || this.#closed) return;
+    this.#stop('reconnect');
+    this.#open().catch((err) => { this.#emit('error', err); this.#lost(1006, String(err)); });
   }
 
   /** Skip the reconnect wait (used on `online` and `visibilitychange`). */
-  reconnectNow() { if (!this._ws && !this._closed && this._reconnectTimer !== null) this.connect(); }
+  reconnectNow() { if (!this._ws && !this.#closed && this.#t.reconnect != null) this.connect(); }
 
   /** Close for good: no reconnects. The session stays in `storage` for a later client. */
   close() {
-    this._closed = true;
-    if (this._wake) {
-      globalThis.removeEventListener('online', this._wake);
-      globalThis.document.removeEventListener('visibilitychange', this._wake);
+    this.#closed = true;
+    if (this.#wake) {
+      G.removeEventListener('online', this.#wake);
+      G.document.removeEventListener('visibilitychange', this.#wake);
     }
-    for (const t of ['_reconnectTimer', '_ackTimer', '_rtoTimer', '_ageTimer', '_handshakeTimer']) { this._clear(this[t]); this[t] = null; }
+    for (const k in this.#t) this.#stop(k);
     const ws = this._ws;
-    this._ws = null; this._established = false;
+    this._ws = null; this.#established = false;
     if (ws) { try { ws.close(1000); } catch { /* ignore */ } }
-    this._setState('disconnected', { code: 1000, reason: 'closed' });
+    this.#setState('disconnected', { code: 1000, reason: 'closed' });
   }
 
-  async _ctor() {
-    if (this.o.WebSocket) return this.o.WebSocket;
-    if (globalThis.WebSocket) return globalThis.WebSocket;
+  async #ctor() {
+    const W = this.o.WebSocket ?? G.WebSocket;
+    if (W) return W;
     const mod = await import('ws');
     return (this.o.WebSocket = mod.WebSocket ?? mod.default);
   }
 
-  _connectUrl() {
+  #connectUrl() {
     const u = new URL(this.url);
-    if (this.o.token) u.searchParams.set('token', this.o.token);
-    if (this.session) {
-      u.searchParams.set('sockeye_resume', resumeValue({ sessionId: this.session.id, token: this.session.token, lastDelivered: this.delivered }));
-    }
+    const q = u.searchParams, s = this.session;
+    if (this.o.token) q.set('token', this.o.token);
+    if (s) q.set('sockeye_resume', resumeValue({ sessionId: s.id, token: s.token, lastDelivered: this.delivered }));
     return u.toString();
   }
 
-  async _open() {
-    const WS = await this._ctor();
-    if (this._ws || this._closed) return;
+  async #open() {
+    const WS = await this.#ctor();
+    if (this._ws || this.#closed) return;
     const resuming = this.session !== null;
-    this._setState(resuming ? 'resuming' : 'connecting');
-    const ws = new WS(this._connectUrl(), PROTOCOL);
-    this._ws = ws; this._established = false; this._resuming = resuming;
+    this.#setState(resuming ? 'resuming' : 'connecting');
+    const ws = new WS(this.#connectUrl(), PROTOCOL);
+    this._ws = ws; this.#established = false;
     ws.binaryType = 'arraybuffer';
-    ws.onmessage = (ev) => { if (this._ws === ws) this._onMessage(ev.data); };
-    ws.onclose = (ev) => { if (this._ws === ws) this._lost(ev?.code ?? 1006, ev?.reason ?? ''); };
+    ws.onmessage = (ev) => { if (this._ws === ws) this.#onMessage(ev.data); };
+    ws.onclose = (ev) => { if (this._ws === ws) this.#lost(ev?.code ?? 1006, ev?.reason ?? ''); };
     ws.onerror = () => {};
-    this._handshakeTimer = this._set(() => { this._handshakeTimer = null; if (this._ws === ws && !this._established) this._drop(1000, 'no WELCOME'); }, this.o.handshakeTimeout);
+    this.#arm('handshake', this.o.handshakeTimeout, () => { if (this._ws === ws && !this.#established) this.#drop(1000, 'no WELCOME'); });
   }
 
-  _drop(code, reason) {
+  #drop(code, reason) {
     const ws = this._ws;
     if (!ws) return;
     try { ws.close(code, reason); } catch { /* ignore */ }
-    this._lost(code, reason);
+    this.#lost(code, reason);
   }
 
-  _violation(code, reason) {
-    this._emit('error', new MalformedError(reason, code));
+  #violation(code, reason) {
+    this.#emit('error', new MalformedError(reason, code));
     try { this._ws.send(encodeEnvelope({ kind: 'error', code, reason })); } catch { /* ignore */ }
-    this._drop(code === 6 ? 1007 : 1002, reason);
+    this.#drop(code === 6 ? 1007 : 1002, reason);
   }
 
-  _lost(code, reason) {
+  #lost(code, reason) {
     if (!this._ws) return;
     const ws = this._ws;
     ws.onmessage = ws.onclose = null;
     this._ws = null;
-    for (const t of ['_ackTimer', '_rtoTimer', '_handshakeTimer']) { this._clear(this[t]); this[t] = null; }
-    if (!this._established) this._failures++;
-    this._established = false;
-    this._setState('disconnected', { code, reason });
-    if (this._closed) return;
-    if (this.o.maxAttempts !== undefined && this._failures >= this.o.maxAttempts) {
-      this._closed = true; this._emit('giveup', { failures: this._failures }); return;
+    for (const k of ['ack', 'rto', 'handshake']) this.#stop(k);
+    if (!this.#established) this.#failures++;
+    this.#established = false;
+    this.#setState('disconnected', { code, reason });
+    const o = this.o;
+    if (this.#closed) return;
+    if (o.maxAttempts !== undefined && this.#failures >= o.maxAttempts) {
+      this.#closed = true; this.#emit('giveup', { failures: this.#failures }); return;
     }
-    const base = Math.min(this.o.reconnectMaxDelay, this.o.reconnectInitialDelay * 2 ** Math.min(this._failures, 30));
-    const delay = base - base * (this.o.jitterPercent / 100) * this._random();
-    this._reconnectTimer = this._set(() => { this._reconnectTimer = null; this.connect(); }, delay);
+    const base = Math.min(o.reconnectMaxDelay, o.reconnectInitialDelay * 2 ** Math.min(this.#failures, 30));
+    const delay = base - base * (o.jitterPercent / 100) * this.#random();
+    this.#arm('reconnect', delay, () => this.connect());
   }
 
-  _send(env) { if (this._ws && this._ws.readyState === OPEN) this._ws.send(encodeEnvelope(env)); }
+  #send(env) { if (this._ws?.readyState === 1 /* OPEN */) this._ws.send(encodeEnvelope(env)); }
 
-  _onMessage(data) {
-    if (typeof data === 'string') return this._violation(1, 'text message in reliable mode');
+  #onMessage(data) {
+    if (typeof data === 'string') return this.#violation(1, 'text message in reliable mode');
     let e;
-    try { e = decodeEnvelope(data instanceof ArrayBuffer ? new Uint8Array(data) : new Uint8Array(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength)); }
-    catch (err) { return this._violation(err.code ?? 1, err.message); }
-    if (e.kind === 'error') { this._emit('error', e); return this._drop(1000, 'peer error'); }
-    if (!this._established) {
-      if (e.kind !== 'welcome') return this._violation(4, 'expected WELCOME');
-      return this._onWelcome(e);
+    try { e = decodeEnvelope(new U8(data.buffer ?? data, data.byteOffset ?? 0, data.byteLength)); }
+    catch (err) { return this.#violation(err.code ?? 1, err.message); }
+    if (e.kind === 'error') { this.#emit('error', e); return this.#drop(1000, 'peer error'); }
+    if (!this.#established) {
+      if (e.kind !== 'welcome') return this.#violation(4, 'expected WELCOME');
+      return this.#onWelcome(e);
     }
-    if (e.kind === 'welcome' || e.kind === 'resume') return this._violation(4, 'unexpected envelope');
-    if (!this._onAck(e.ack)) return;
-    if (e.kind === 'data') this._onData(e);
+    if (e.kind === 'welcome' || e.kind === 'resume') return this.#violation(4, 'unexpected envelope');
+    if (!this.#onAck(e.ack)) return;
+    if (e.kind === 'data') this.#onData(e);
   }
 
-  _onWelcome(w) {
-    this._clear(this._handshakeTimer); this._handshakeTimer = null;
+  #onWelcome(w) {
+    this.#stop('handshake');
     const asked = this.session;
-    if (w.status === WelcomeStatus.RESUMED && (!asked || !eq(asked.id, w.sessionId))) return this._violation(5, 'resumed another session');
-    this._established = true; this._failures = 0; this._backoff = 0; this._pendingAcks = 0;
-    for (const m of this.unacked) m.connTries = 0;
-    if (w.status === WelcomeStatus.RESUMED) {
-      if (!this._onAck(w.lastDelivered)) return;
-      const now = this._now();
-      for (const m of this.unacked) {
+    if (w.status === 1 /* RESUMED */ && (!asked || !eq(asked.id, w.sessionId))) return this.#violation(5, 'resumed another session');
+    this.session = { id: w.sessionId, token: w.token };
+    this.#established = true; this.#failures = 0; this.#backoff = 0; this.#pendingAcks = 0;
+    for (const m of this.#q) m.connTries = 0;
+    if (w.status === 1 /* RESUMED */) {
+      if (!this.#onAck(w.lastDelivered)) return;
+      const now = this.#now(), { resendMaxTries, messageMaxAge } = this.o;
+      for (const m of this.#q) {
         if (m.void) continue;
-        if (m.tries >= this.o.resendMaxTries) this._dead(m, 'ResendMaxTries', false);
-        else if (now - m.sentAt >= this.o.messageMaxAge) this._dead(m, 'MessageMaxAge', false);
+        if (m.tries >= resendMaxTries) this.#dead(m, 'ResendMaxTries', false);
+        else if (now - m.sentAt >= messageMaxAge) this.#dead(m, 'MessageMaxAge', false);
       }
-      this._setState('connected'); this._setState('resumed');
+      this.#setState('connected'); this.#setState('resumed');
     } else {
       let lost = [];
       if (asked) {
         // A refusal (or a NEW session where we hoped to resume): the old session is over.
-        if (w.status === WelcomeStatus.REFUSED_EXPIRED) this._ackUpTo(w.lastDelivered);
-        const known = w.status === WelcomeStatus.REFUSED_EXPIRED;
-        for (const m of this.unacked.splice(0)) {
+        const known = w.status === 3; // REFUSED_EXPIRED: the server's count is known
+        if (known) this.#ackUpTo(w.lastDelivered);
+        for (const m of this.#q.splice(0)) {
           if (m.void) continue;
-          lost.push(this._dead(m, 'SessionLost', !known && m.tries > 0, true));
+          lost.push(this.#dead(m, 'SessionLost', !known && m.tries > 0, true));
         }
-        this.bytesHeld = 0; this.nextSeq = 1; this.delivered = 0;
+        this.#held = 0; this.#seq = 1; this.delivered = 0;
       }
-      this.session = { id: w.sessionId, token: w.token };
-      if (asked) this._setState('refused', { status: w.status, lost });
-      this._setState('connected');
+      if (asked) this.#setState('refused', { status: w.status, lost });
+      this.#setState('connected');
     }
-    this.session = { id: w.sessionId, token: w.token };
     this.expirySecs = w.expirySecs;
-    this._save();
-    for (const m of this.unacked) this._transmit(m);
-    this._armAge();
+    this.#save();
+    for (const m of this.#q) this.#transmit(m);
+    this.#armAge();
   }
 
   // Returns false after a violation.
-  _onAck(ack) {
-    if (ack >= this.nextSeq) { this._violation(3, 'ack for a message never sent'); return false; }
-    const before = this.unacked.length;
+  #onAck(ack) {
+    if (ack >= this.#seq) { this.#violation(3, 'ack for a message never sent'); return false; }
+    const before = this.#q.length;
     let sample = null;
-    while (this.unacked.length && this.unacked[0].seq <= ack) {
-      const m = this.unacked[0];
-      if (m.tries === 1 && m.connTries === 1 && !m.void) sample = this._now() - m.lastTx;
-      this._ackUpTo(m.seq);
+    while (this.#q.length && this.#q[0].seq <= ack) {
+      const m = this.#q[0];
+      if (m.tries === 1 && m.connTries === 1 && !m.void) sample = this.#now() - m.lastTx;
+      this.#ackUpTo(m.seq);
     }
-    if (this.unacked.length !== before) {
+    if (this.#q.length !== before) {
       if (sample !== null) this.onRttSample(sample);
-      this._backoff = 0;
-      this._clear(this._rtoTimer); this._rtoTimer = null;
-      if (this.unacked.some((m) => m.connTries > 0)) this._armRto();
-      this._armAge();
-      this._save();
+      this.#backoff = 0;
+      this.#stop('rto');
+      if (this.#q.some((m) => m.connTries > 0)) this.#armRto();
+      this.#armAge();
+      this.#save();
     }
     return true;
   }
 
-  _ackUpTo(seq) {
-    while (this.unacked.length && this.unacked[0].seq <= seq) {
-      const m = this.unacked.shift();
-      this.bytesHeld -= m.void ? 0 : m.payload.length;
-      if (!m.void) { m.resolve?.(); this._emit('acked', { seq: m.seq }); }
+  #ackUpTo(seq) {
+    while (this.#q.length && this.#q[0].seq <= seq) {
+      const m = this.#q.shift();
+      this.#held -= m.void ? 0 : m.payload.length;
+      if (!m.void) { m.resolve?.(); this.#emit('acked', { seq: m.seq }); }
     }
   }
 
   // Dead-letter m; keep it as a void unless `remove` (session over).
-  _dead(m, reason, possiblyDelivered, remove = false) {
+  #dead(m, reason, possiblyDelivered, remove) {
     const payload = m.text ? utf8dec.decode(m.payload) : m.payload;
     const err = new DeadLetterError(reason, m.seq, possiblyDelivered, payload);
-    if (!remove) { this.bytesHeld -= m.payload.length; m.void = true; m.payload = new Uint8Array(0); m.text = false; }
+    if (!remove) { this.#held -= m.payload.length; m.void = true; m.payload = new U8(0); m.text = false; }
     m.reject?.(err);
-    this._emit('deadletter', { seq: m.seq, reason, possiblyDelivered, payload });
+    this.#emit('deadletter', { seq: m.seq, reason, possiblyDelivered, payload });
     return err;
   }
 
-  _transmit(m) {
-    if (!this._established) return;
-    const nothingInFlight = this._rtoTimer === null;
-    m.tries++; m.connTries++; m.lastTx = this._now();
-    this._pendingAcks = 0; this._clear(this._ackTimer); this._ackTimer = null;
-    this._ackedSent = this.delivered;
-    this._send({ kind: 'data', text: m.text, void: m.void, seq: m.seq, ack: this.delivered, payload: m.payload });
-    if (nothingInFlight) this._armRto();
+  #transmit(m) {
+    if (!this.#established) return;
+    const nothingInFlight = this.#t.rto == null;
+    m.tries++; m.connTries++; m.lastTx = this.#now();
+    this.#pendingAcks = 0; this.#stop('ack');
+    this.#send({ kind: 'data', text: m.text, void: m.void, seq: m.seq, ack: this.delivered, payload: m.payload });
+    if (nothingInFlight) this.#armRto();
   }
 
   /** The current retransmission timeout in ms (RFC 6298, with backoff, clamped). */
   get rto() {
-    const base = this._srtt === null ? this.o.rtoInitial : this._srtt + Math.max(1, 4 * this._rttvar);
-    return Math.min(this.o.rtoMax, Math.max(this.o.rtoMin, base * 2 ** Math.min(this._backoff, 30)));
+    const o = this.o, base = this.#srtt === null ? o.rtoInitial : this.#srtt + Math.max(1, 4 * this.#rttvar);
+    return Math.min(o.rtoMax, Math.max(o.rtoMin, base * 2 ** Math.min(this.#backoff, 30)));
   }
 
   /** Feed a round-trip sample in ms (acks do this themselves; call it for ping/pong). @param {number} r */
   onRttSample(r) {
-    if (this._srtt === null) { this._srtt = r; this._rttvar = r / 2; }
-    else { this._rttvar = 0.75 * this._rttvar + 0.25 * Math.abs(this._srtt - r); this._srtt = 0.875 * this._srtt + 0.125 * r; }
+    if (this.#srtt === null) { this.#srtt = r; this.#rttvar = r / 2; }
+    else { this.#rttvar = 0.75 * this.#rttvar + 0.25 * Math.abs(this.#srtt - r); this.#srtt = 0.875 * this.#srtt + 0.125 * r; }
   }
 
-  _armRto() {
-    this._clear(this._rtoTimer);
-    this._rtoTimer = this._set(() => { this._rtoTimer = null; this._onRto(); }, this.rto);
+  #armRto() {
+    this.#arm('rto', this.rto, () => this.#onRto());
   }
 
-  _onRto() {
-    const m = this.unacked[0];
-    if (!m || !this._established) return;
-    if (m.connTries >= this.o.resendMaxTries || this._now() - m.sentAt >= this.o.messageMaxAge) {
-      this._emit('unresponsive', { seq: m.seq });
-      return this._drop(1000, 'unresponsive');
+  #onRto() {
+    const m = this.#q[0];
+    if (!m || !this.#established) return;
+    const { resendMaxTries, messageMaxAge } = this.o;
+    if (m.connTries >= resendMaxTries || this.#now() - m.sentAt >= messageMaxAge) {
+      this.#emit('unresponsive', { seq: m.seq });
+      return this.#drop(1000, 'unresponsive');
     }
-    this._backoff++;
-    this._transmit(m);
-    this._armRto();
+    this.#backoff++;
+    this.#transmit(m);
+    this.#armRto();
   }
 
-  _armAge() {
-    this._clear(this._ageTimer); this._ageTimer = null;
-    if (this._closed) return;
-    const now = this._now();
+  #armAge() {
+    this.#stop('age');
+    if (this.#closed) return;
+    const now = this.#now(), age = this.o.messageMaxAge;
     // Over-age messages a disconnected peer may hold wait for the resume to settle them.
-    const oldest = this.unacked.find((m) => !m.void && (m.tries === 0 || this._established || now - m.sentAt < this.o.messageMaxAge));
+    const oldest = this.#q.find((m) => !m.void && (m.tries === 0 || this.#established || now - m.sentAt < age));
     if (!oldest) return;
-    const wait = Math.max(0, oldest.sentAt + this.o.messageMaxAge - this._now());
-    this._ageTimer = this._set(() => { this._ageTimer = null; this._onAge(); }, wait);
+    const wait = Math.max(0, oldest.sentAt + age - now);
+    this.#arm('age', wait, () => this.#onAge());
   }
 
-  _onAge() {
-    const now = this._now();
+  #onAge() {
+    const now = this.#now(), age = this.o.messageMaxAge;
     let unresponsive = false;
-    for (const m of this.unacked) {
-      if (m.void || now - m.sentAt < this.o.messageMaxAge) continue;
-      if (m.tries === 0) { this._dead(m, 'MessageMaxAge', false); if (this._established) this._transmit(m); }
-      else if (this._established) unresponsive = true; // a copy may be in the peer's hands: the resume decides
+    for (const m of this.#q) {
+      if (m.void || now - m.sentAt < age) continue;
+      if (m.tries === 0) { this.#dead(m, 'MessageMaxAge', false); if (this.#established) this.#transmit(m); }
+      else if (this.#established) unresponsive = true; // a copy may be in the peer's hands: the resume decides
     }
-    this._save();
-    if (unresponsive) { this._emit('unresponsive', {}); this._drop(1000, 'unresponsive'); }
+    this.#save();
+    if (unresponsive) { this.#emit('unresponsive', {}); this.#drop(1000, 'unresponsive'); }
     // messages that were transmitted and are waiting for a resume are settled by it
-    this._armAge();
+    this.#armAge();
   }
 
-  _onData(d) {
-    if (d.seq <= this.delivered) { this._ackNow(); return; }
-    if (d.seq > this.delivered + 1) return this._violation(2, 'gap');
+  #onData(d) {
+    if (d.seq <= this.delivered) { this.#ackNow(); return; }
+    if (d.seq > this.delivered + 1) return this.#violation(2, 'gap');
     this.delivered = d.seq;
-    this._save();
-    if (!d.void) this._emit('message', d.text ? utf8dec.decode(d.payload) : d.payload, d.seq);
-    if (++this._pendingAcks >= this.o.ackEveryMessages) this._ackNow();
-    else if (this._ackTimer === null) this._ackTimer = this._set(() => { this._ackTimer = null; this._ackNow(); }, this.o.ackDelay);
+    this.#save();
+    if (!d.void) this.#emit('message', d.text ? utf8dec.decode(d.payload) : d.payload, d.seq);
+    if (++this.#pendingAcks >= this.o.ackEveryMessages) this.#ackNow();
+    else if (this.#t.ack == null) this.#arm('ack', this.o.ackDelay, () => this.#ackNow());
   }
 
-  _ackNow() {
-    this._clear(this._ackTimer); this._ackTimer = null; this._pendingAcks = 0;
-    if (!this._established) return;
-    this._ackedSent = this.delivered;
-    this._send({ kind: 'ack', ack: this.delivered });
+  #ackNow() {
+    this.#stop('ack'); this.#pendingAcks = 0;
+    if (!this.#established) return;
+    this.#send({ kind: 'ack', ack: this.delivered });
   }
 
-  _save() {
-    const s = this.o.storage;
-    if (!s || !this.session) return;
-    s.setItem(this.o.storageKey, JSON.stringify({
-      id: base64url(this.session.id), token: base64url(this.session.token), delivered: this.delivered, nextSeq: this.nextSeq,
-      unacked: this.unacked.map((m) => ({ seq: m.seq, text: m.text, void: m.void, payload: base64url(m.payload), sentAt: m.sentAt, tries: m.tries })),
+  #save() {
+    const { storage, storageKey } = this.o, session = this.session;
+    if (!storage || !session) return;
+    storage.setItem(storageKey, JSON.stringify({
+      id: base64url(session.id), token: base64url(session.token), delivered: this.delivered, nextSeq: this.#seq,
+      unacked: this.#q.map((m) => ({ seq: m.seq, text: m.text, void: m.void, payload: base64url(m.payload), sentAt: m.sentAt, tries: m.tries })),
     }));
   }
 
-  _restore() {
-    const raw = this.o.storage?.getItem(this.o.storageKey);
+  #restore() {
+    const { storage, storageKey } = this.o, raw = storage?.getItem(storageKey);
     if (!raw) return;
     try {
       const j = JSON.parse(raw);
       this.session = { id: fromBase64url(j.id), token: fromBase64url(j.token) };
-      this.delivered = j.delivered; this.nextSeq = j.nextSeq;
-      this.unacked = j.unacked.map((m) => ({ ...m, payload: fromBase64url(m.payload), connTries: 0, lastTx: 0 }));
-      this.bytesHeld = this.unacked.reduce((n, m) => n + m.payload.length, 0);
-    } catch { this.o.storage.removeItem(this.o.storageKey); this.session = null; }
+      this.delivered = j.delivered; this.#seq = j.nextSeq;
+      this.#q = j.unacked.map((m) => ({ ...m, payload: fromBase64url(m.payload), connTries: 0, lastTx: 0 }));
+      this.#held = this.#q.reduce((n, m) => n + m.payload.length, 0);
+    } catch { storage.removeItem(storageKey); this.session = null; }
   }
 }
 

@@ -178,7 +178,7 @@ function run(seed, steps) {
       check(`seed ${seed} step ${step}`);
     }
     // Drain: no more faults; deliver everything until all is settled.
-    for (let k = 0; k < 2000 && (c.unacked.length || (w.conn?.server.out.length ?? 1) || w.pending.length); k++) {
+    for (let k = 0; k < 2000 && (c.inFlight.messages || (w.conn?.server.out.length ?? 1) || w.pending.length); k++) {
       if (w.conn && c._ws !== w.conn) w.cut(); // a connection the client already left
       if (w.pending.length) { const save = w.r; w.r = () => 0.5; w.accept(); w.r = save; }
       while (w.conn && (w.conn.c2s.length || w.conn.s2c.length)) {
@@ -191,7 +191,7 @@ function run(seed, steps) {
       await microtasks();
     }
     check(`seed ${seed} end`);
-    assert.equal(c.unacked.length, 0, `seed ${seed}: unacked left`);
+    assert.equal(c.inFlight.messages, 0, `seed ${seed}: unacked left`);
     for (let i = 0; i < w.sent; i++) {
       assert.ok(resolved.has(i) !== rejected.has(i), `seed ${seed}: message ${i} settled exactly once`);
       assert.ok(resolved.has(i) || dead.has(i), `seed ${seed}: ${i} neither acked nor dead`);
