@@ -172,11 +172,11 @@ impl Server {
         let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
             return;
         };
-        self.metrics.resends += s.resent_messages().saturating_sub(resent_before);
         if !held {
             self.held.remove(&session);
             pull_envelopes(s, c, now, self.config.max_queue_bytes);
         }
+        self.metrics.resends += s.resent_messages().saturating_sub(resent_before);
         if let Some(code) = s.wants_disconnect() {
             if let Some(ws) = c.ws_mut() {
                 let _ = ws.close(now, code, "");
@@ -321,7 +321,9 @@ impl Server {
             // in the session for its next turn.
             s.handle_timeout(now);
         }
+        let resent_before = s.resent_messages();
         pull_envelopes(s, c, now, self.config.max_queue_bytes);
+        self.metrics.resends += s.resent_messages().saturating_sub(resent_before);
         c.session_deadline = s.poll_timeout().filter(|&at| !c.backlog || at > now);
         self.rearm(conn);
     }
