@@ -118,8 +118,10 @@ pub enum Action {
     Close(ConnId),
     /// Append these bytes (encoded journal records) to the journal; not yet durable.
     Append(Bytes),
-    /// Make everything appended durable (`fsync`), then call
-    /// [`Server::handle_committed`] with the outcome. At most one is outstanding.
+    /// Make everything appended durable as one batch (end it with a
+    /// [`Record::Commit`](sockeye_core::journal::Record::Commit) marker, then `fsync`),
+    /// then call [`Server::handle_committed`] with the outcome. At most one is
+    /// outstanding. On failure keep the records appended: the layer asks again.
     Commit,
     /// A line for the log.
     Log(Level, String),
