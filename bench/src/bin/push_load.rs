@@ -95,8 +95,16 @@ fn main() {
     println!("| concurrency | memory only | --journal | journal / memory |");
     println!("|---|---|---|---|");
     for concurrency in [1, 16, 64] {
-        let memory = median((0..runs).map(|_| run(false, concurrency, secs, &dir)).collect());
-        let durable = median((0..runs).map(|_| run(true, concurrency, secs, &dir)).collect());
+        let memory = median(
+            (0..runs)
+                .map(|_| run(false, concurrency, secs, &dir))
+                .collect(),
+        );
+        let durable = median(
+            (0..runs)
+                .map(|_| run(true, concurrency, secs, &dir))
+                .collect(),
+        );
         println!(
             "| {concurrency} | {memory:.0} | {durable:.0} | {:.2} |",
             durable / memory
