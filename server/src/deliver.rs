@@ -89,7 +89,10 @@ impl Server {
     }
 
     /// Queues text on a plain connection, unless it is a slow consumer: then it is
-    /// closed 1008 and the text dropped (plain mode is at most once).
+    /// closed 1008 and the text dropped (plain mode is at most once). A text whose cause
+    /// is not committed yet waits for that commit, one behind a mailbox still being
+    /// framed waits behind it, and the mailbox itself (while [`Server::mail_flush`]
+    /// names the connection) is framed as the queue drains.
     pub(crate) fn send_plain(&mut self, conn: ConnId, text: Bytes, is_message: bool) {
         let now = self.now;
         let max = self.config.max_queue_bytes;
