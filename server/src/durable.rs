@@ -74,7 +74,7 @@ impl Durable {
         self.started + 1
     }
 
-    /// Whether commit `ticket` has finished (check [`failed`](Self::failed) to tell how).
+    /// Whether commit `ticket` has finished (the runtime reported it, ok or not).
     pub(crate) fn is_finished(&self, ticket: u64) -> bool {
         ticket <= self.finished
     }
