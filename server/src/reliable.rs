@@ -165,10 +165,7 @@ impl Server {
         for event in events {
             self.on_session_event(Some(conn), session, event);
         }
-        let held = self
-            .held
-            .get(&session)
-            .is_some_and(|&ticket| !self.durable.is_finished(ticket));
+        let held = self.is_held(session);
         let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
             return;
         };
@@ -298,16 +295,20 @@ impl Server {
         }
     }
 
+    /// Whether `session`'s envelopes wait for a commit not yet done.
+    fn is_held(&self, session: SessionId) -> bool {
+        self.held
+            .get(&session)
+            .is_some_and(|&ticket| !self.durable.is_finished(ticket))
+    }
+
     /// The runtime drained `conn`'s queue while its session held back envelopes: takes
     /// the next ones (no events, no actions: only bytes and the session's timers).
     pub(crate) fn refill(&mut self, conn: ConnId) {
         let Some((session, epoch)) = self.session_of(conn) else {
             return self.pull_mail(conn);
         };
-        let held = self
-            .held
-            .get(&session)
-            .is_some_and(|&ticket| !self.durable.is_finished(ticket));
+        let held = self.is_held(session);
         let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
             return;
         };

@@ -155,6 +155,10 @@ impl World {
             };
             peers.push(Peer::new(name, is_reliable, now, rooms));
         }
+        let trace = std::env::var_os("SOCKEYE_SIM_TRACE").is_some();
+        for peer in &mut peers {
+            peer.trace = trace;
+        }
         let mut ledger = Ledger::default();
         ledger.plain = peers
             .iter()
@@ -177,7 +181,7 @@ impl World {
             shutting_down: false,
             stopped: false,
             stats: Stats::default(),
-            trace: std::env::var_os("SOCKEYE_SIM_TRACE").is_some(),
+            trace,
         }
     }
 

@@ -82,6 +82,8 @@ pub(crate) struct Peer {
     /// Established or resumed sessions, connections made, handshakes refused.
     pub(crate) stats: (u64, u64, u64),
     ws_config: WsConfig,
+    /// Print what it receives (the world's `SOCKEYE_SIM_TRACE`).
+    pub(crate) trace: bool,
 }
 
 impl Peer {
@@ -98,6 +100,7 @@ impl Peer {
             rooms,
             stats: (0, 0, 0),
             ws_config: WsConfig::default(),
+            trace: false,
         }
     }
 
@@ -241,7 +244,7 @@ impl Peer {
                             self.session.handle_message(now, message.into_payload());
                         }
                         Event::Message(Message::Text(text)) => {
-                            if std::env::var_os("SOCKEYE_SIM_TRACE").is_some() {
+                            if self.trace {
                                 eprintln!("{now:?} {} text {:?}", self.user, text);
                             }
                             if is_welcome(&text) {
@@ -257,7 +260,7 @@ impl Peer {
                 }
                 if self.reliable {
                     while let Some(event) = self.session.poll_event() {
-                        if std::env::var_os("SOCKEYE_SIM_TRACE").is_some() {
+                        if self.trace {
                             eprintln!("{now:?} {} event {event:?}", self.user);
                         }
                         match event {
