@@ -9,7 +9,8 @@ cd "$root"
 clients="${1:-1000}"
 port="${SOCKEYE_FOOTPRINT_PORT:-9411}"
 profile=release-small
-cargo build --profile "$profile" -p sockeye-std --bin sockeye --example idle_clients >&2
+cargo build --profile "$profile" -p sockeye --bin sockeye >&2
+cargo build --profile "$profile" -p sockeye-std --example idle_clients >&2
 bin="target/$profile/sockeye"
 stripped="$(mktemp)"
 cp "$bin" "$stripped"

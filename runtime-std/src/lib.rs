@@ -61,10 +61,8 @@
 mod client;
 mod entropy;
 mod error;
-mod journal_file;
 mod reliable;
 mod server;
-pub mod server_app;
 mod time;
 mod transport;
 mod url;
@@ -73,13 +71,12 @@ mod websocket;
 pub use client::{Client, ClientOptions};
 pub use entropy::OsEntropy;
 pub use error::{Error, Result};
-pub use journal_file::JournalFile;
 pub use reliable::{
     ReliableClient, ReliableConnection, ReliableOptions, ReliableServer, SessionRegistry, Upgrade,
     DEFAULT_MAX_PENDING_EVENTS,
 };
 pub use server::{Server, ServerHandle};
-pub use time::now;
+pub use time::{now, Clock};
 pub use url::WsUrl;
 pub use websocket::WebSocket;
 

@@ -16,6 +16,44 @@ fn epoch() -> std::time::Instant {
     *EPOCH.get_or_init(std::time::Instant::now)
 }
 
+/// A clock with an explicit epoch: [`Clock::now`] counts nanoseconds from the moment the
+/// clock was made. A driver that owns one core machine (or the server layer) makes its
+/// own clock and passes it where instants are read, so nothing depends on a process-wide
+/// origin. Copies share the epoch, so their readings are comparable.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: std::time::Instant,
+}
+
+impl Clock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Clock {
+        Clock {
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// The current time as the core's [`Instant`]: nanoseconds since this clock's epoch.
+    pub fn now(&self) -> Instant {
+        let nanos = self.epoch.elapsed().as_nanos();
+        Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
+
+    /// How long to block until `deadline`, at least one millisecond (see [`now`]'s
+    /// module docs: a zero read timeout is rejected, and a passed deadline still wakes).
+    pub fn until(&self, deadline: Instant) -> Duration {
+        deadline
+            .saturating_duration_since(self.now())
+            .max(Duration::from_millis(1))
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::new()
+    }
+}
+
 /// The current time as the core's [`Instant`]: nanoseconds since the runtime's epoch.
 pub fn now() -> Instant {
     let nanos = epoch().elapsed().as_nanos();

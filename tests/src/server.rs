@@ -6,14 +6,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use sockeye_std::server_app::{start, RunningServer, ServerConfig};
+use sockeye::{start, RunningServer, ServerConfig};
 use sockeye_std::{Client, Config, Message, WebSocket};
 
 /// A server configuration on `127.0.0.1:0` with quiet logs.
 pub fn server_config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.listen = "127.0.0.1:0".into();
-    config.log_level = sockeye_std::server_app::Level::Warn;
+    config.log_level = sockeye::Level::Warn;
     config
 }
 

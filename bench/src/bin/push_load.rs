@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockeye_std::server_app::{start, Level, ServerConfig};
+use sockeye::{start, Level, ServerConfig};
 
 /// One push on a fresh connection; whether it was answered 202.
 fn push(addr: SocketAddr, request: &[u8]) -> bool {

@@ -13,7 +13,7 @@ use sockeye_server::{Action, ConnId, Level as LayerLevel, Server};
 
 use super::io::{self, WriteJob};
 use super::log::{self, log_at, Level};
-use crate::time;
+use sockeye_std::Clock;
 
 /// What reaches the driver from the other threads.
 pub(super) enum Input {
@@ -49,6 +49,8 @@ struct Link {
 /// The driver's state.
 pub(super) struct Driver {
     server: Server,
+    /// The epoch every instant given to `server` counts from.
+    clock: Clock,
     inputs: SyncSender<Input>,
     journal: Option<Sender<Vec<u8>>>,
     /// Records the layer appended since the last commit was handed to the journal.
@@ -63,6 +65,7 @@ pub(super) struct Driver {
 impl Driver {
     pub(super) fn new(
         server: Server,
+        clock: Clock,
         inputs: SyncSender<Input>,
         journal: Option<Sender<Vec<u8>>>,
         write_timeout: Duration,
@@ -70,6 +73,7 @@ impl Driver {
     ) -> Driver {
         Driver {
             server,
+            clock,
             inputs,
             journal,
             appended: Vec::new(),
@@ -84,7 +88,7 @@ impl Driver {
     /// waiting). Returns how many connections were still open.
     pub(super) fn run(mut self, inputs: &Receiver<Input>) -> usize {
         loop {
-            let now = time::now();
+            let now = self.clock.now();
             if self.server.poll_timeout().is_some_and(|at| at <= now) {
                 self.server.handle_timeout(now);
             }
@@ -109,7 +113,7 @@ impl Driver {
 
     /// How long to sleep: until the layer's deadline or the shutdown's.
     fn wait(&self) -> Duration {
-        let layer = self.server.poll_timeout().map(time::until);
+        let layer = self.server.poll_timeout().map(|at| self.clock.until(at));
         let give_up = self
             .give_up
             .map(|at| at.saturating_duration_since(std::time::Instant::now()));
@@ -121,7 +125,7 @@ impl Driver {
     }
 
     fn handle(&mut self, input: Input) {
-        let now = time::now();
+        let now = self.clock.now();
         match input {
             Input::Accepted(stream) => self.accept(stream),
             Input::Read(conn, bytes) => {
@@ -162,7 +166,7 @@ impl Driver {
     }
 
     fn accept(&mut self, stream: TcpStream) {
-        let now = time::now();
+        let now = self.clock.now();
         let _ = stream.set_nodelay(true);
         let conn = self.server.handle_accept(now);
         match io::spawn(conn, stream, &self.inputs, self.write_timeout) {
@@ -195,7 +199,7 @@ impl Driver {
     fn gone(&mut self, conn: ConnId) {
         if let Some(link) = self.links.remove(&conn) {
             let _ = link.writer.send(WriteJob::Close);
-            self.server.handle_closed(time::now(), conn);
+            self.server.handle_closed(self.clock.now(), conn);
         }
     }
 
@@ -226,7 +230,7 @@ impl Driver {
         if link.closing {
             let _ = link.writer.send(WriteJob::Close);
             self.links.remove(&conn);
-            self.server.handle_closed(time::now(), conn);
+            self.server.handle_closed(self.clock.now(), conn);
         }
     }
 
@@ -271,7 +275,7 @@ impl Driver {
             .as_ref()
             .is_some_and(|journal| journal.send(batch).is_ok());
         if !sent {
-            let now = time::now();
+            let now = self.clock.now();
             let result = Err("the journal thread is gone".to_string());
             self.server.handle_committed(now, result);
         }

@@ -12,7 +12,7 @@ use sockeye_core::journal::JournalState;
 use super::driver::Input;
 use super::log::log_at;
 use super::THREAD_STACK_BYTES;
-use crate::JournalFile;
+use crate::journal_file::JournalFile;
 
 /// Opens the journal at `path` (compacting it to its live state) and returns what to
 /// restore with the file.

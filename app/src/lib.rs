@@ -1,7 +1,15 @@
-//! The `sockeye` push/chat server on threads: the server's every decision is the sans-IO
-//! layer [`sockeye_server`] (routing, answers, both modes, the hub, limits, keepalive,
-//! shutdown, journal records and commit order); this module is its driver and owns only
-//! sockets, threads, the clock, the journal file, flags and signals.
+//! # sockeye
+//!
+//! The `sockeye` push/chat server. Its every decision is the sans-IO layer
+//! [`sockeye_server`] (routing, answers, both modes, the hub, limits, keepalive, shutdown,
+//! journal records and commit order); this crate is what a runtime needs around it to be
+//! a program: the flags ([`parse`], [`help`]), the log, the journal file
+//! ([`journal_file::JournalFile`]), signals, and the driver that runs the layer on
+//! `sockeye-std`'s blocking sockets and threads.
+//!
+//! Why a crate of its own: an application that only uses `sockeye-std`'s client or
+//! server does not build the server's JSON or signal handling, and the flags, log and
+//! journal file are not tied to one runtime.
 //!
 //! One driver thread owns the layer and sleeps until its next deadline or input; each
 //! connection has a reader thread (reports bytes, end of stream) and a writer thread
@@ -11,7 +19,7 @@
 //! stalls the driver.
 //!
 //! ```no_run
-//! use sockeye_std::server_app::{start, ServerConfig};
+//! use sockeye::{start, ServerConfig};
 //!
 //! let mut config = ServerConfig::default();
 //! config.listen = "127.0.0.1:0".into();
@@ -25,6 +33,7 @@ mod config;
 mod driver;
 mod io;
 mod journal;
+pub mod journal_file;
 pub(crate) mod log;
 
 use std::io::Write as _;
@@ -107,11 +116,12 @@ pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    let clock = sockeye_std::Clock::new();
     let server = sockeye_server::Server::new(
         layer_config(&config),
-        crate::time::now(),
+        clock.now(),
         unix_ms,
-        Box::new(crate::OsEntropy::new()?),
+        Box::new(sockeye_std::OsEntropy::new()?),
         restored.as_ref(),
     );
     // A writer blocked this long on a peer that reads nothing fails, and the connection
@@ -119,6 +129,7 @@ pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     let write_timeout = (config.ping_interval + config.pong_timeout).max(Duration::from_secs(1));
     let driver = Driver::new(
         server,
+        clock,
         inputs.clone(),
         journal,
         write_timeout,

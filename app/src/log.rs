@@ -90,7 +90,7 @@ fn utc(secs: u64) -> String {
 
 macro_rules! log_at {
     ($level:ident, $($arg:tt)*) => {
-        $crate::server_app::log::write($crate::server_app::log::Level::$level, format_args!($($arg)*))
+        $crate::log::write($crate::log::Level::$level, format_args!($($arg)*))
     };
 }
 pub(crate) use log_at;
