@@ -338,9 +338,12 @@ mail = [rec(bytes([7]) + field(b"bob") + bytes([1]) + field(b"alice") + varint(1
 taken = rec(bytes([8]) + field(b"bob") + varint(1))
 # A batch is applied only once its commit marker is read.
 commit = rec(bytes([9]))
+joined = rec(bytes([10]) + SID + field(b"lobby"))
+left = rec(bytes([11]) + SID + field(b"lobby"))
 for name, data in [
     ("session", opened + b"".join(sent) + commit + acked + voided + delivered + commit),
     ("session-closed", opened + sent[0] + commit + closed + commit),
+    ("rooms", opened + joined + commit + left + joined + commit),
     ("mail", b"".join(mail) + commit + taken + commit),
     ("torn-tail", opened + sent[0] + commit + sent[1][:7]),
     ("uncommitted", opened + commit + sent[0] + sent[1]),

@@ -31,6 +31,22 @@ impl Server {
         }
     }
 
+    /// A reliable session's rooms survive a restart as they survive a resume: its join or
+    /// leave is journaled in the batch of the command's `ClientDelivered`, so the command's
+    /// ACK and its reply wait for the same commit. Plain connections have no session to
+    /// come back to.
+    fn journal_membership(&mut self, conn: ConnId, room: &str, joined: bool) {
+        let Some((id, _)) = self.session_of(conn) else {
+            return;
+        };
+        let room = room.to_string();
+        self.durable.append(&if joined {
+            Record::SessionJoined { id, room }
+        } else {
+            Record::SessionLeft { id, room }
+        });
+    }
+
     /// One JSON command (`docs/PROTOCOL.md` §10) from connection `conn`, in either mode:
     /// acts on it and returns the reply, if any. `Err` is a violation: close 1008.
     pub(crate) fn on_command(
@@ -45,13 +61,17 @@ impl Server {
             Err(Refused::Error(why)) => Some(plain::error(why)),
             Ok(ClientMessage::Join { room }) => match self.hub.join(conn, &room) {
                 Ok(()) => {
+                    self.journal_membership(conn, &room, true);
                     let members = self.hub.members(&room);
                     Some(plain::joined(&room, members.iter().map(UserId::as_str)))
                 }
                 Err(e) => Some(plain::error(&e.to_string())),
             },
             Ok(ClientMessage::Leave { room }) => match self.hub.leave(conn, &room) {
-                Ok(()) => Some(plain::left(&room)),
+                Ok(()) => {
+                    self.journal_membership(conn, &room, false);
+                    Some(plain::left(&room))
+                }
                 Err(e) => Some(plain::error(&e.to_string())),
             },
             Ok(ClientMessage::ToRoom { room, data }) => self

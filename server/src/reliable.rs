@@ -121,7 +121,7 @@ impl Server {
         }
     }
 
-    fn session_of(&self, conn: ConnId) -> Option<(SessionId, u64)> {
+    pub(crate) fn session_of(&self, conn: ConnId) -> Option<(SessionId, u64)> {
         match self.conns.get(&conn).map(|c| &c.phase) {
             Some(Phase::Reliable { session, epoch, .. }) => Some((*session, *epoch)),
             _ => None,

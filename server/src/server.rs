@@ -148,7 +148,7 @@ impl Server {
                         Owner {
                             user: UserId(snapshot.user.clone()),
                             conn: None,
-                            rooms: Vec::new(),
+                            rooms: snapshot.rooms.iter().cloned().collect(),
                         },
                     );
                 }

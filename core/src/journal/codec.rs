@@ -30,6 +30,8 @@ const KIND_SESSION_CLOSED: u8 = 6;
 const KIND_MAIL_QUEUED: u8 = 7;
 const KIND_MAIL_TAKEN: u8 = 8;
 const KIND_COMMIT: u8 = 9;
+const KIND_SESSION_JOINED: u8 = 10;
+const KIND_SESSION_LEFT: u8 = 11;
 
 /// Why bytes are not a journal record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,8 +168,16 @@ fn encode_body(record: &Record, out: &mut Vec<u8>) {
             put_bytes(out, user.as_bytes());
             encode_varint(u64::from(*count), out);
         }
+        Record::SessionJoined { id, room } => session_room(out, KIND_SESSION_JOINED, id, room),
+        Record::SessionLeft { id, room } => session_room(out, KIND_SESSION_LEFT, id, room),
         Record::Commit => out.push(KIND_COMMIT),
     }
+}
+
+fn session_room(out: &mut Vec<u8>, kind: u8, id: &SessionId, room: &str) {
+    out.push(kind);
+    out.extend_from_slice(id.as_bytes());
+    put_bytes(out, room.as_bytes());
 }
 
 fn session_seq(out: &mut Vec<u8>, kind: u8, id: &SessionId, seq: Seq) {
@@ -313,6 +323,14 @@ fn decode_body(body: &Bytes) -> Result<Record, JournalError> {
             user: r.string()?,
             count: u32::try_from(r.varint()?).map_err(|_| JournalError::Malformed)?,
         },
+        KIND_SESSION_JOINED => Record::SessionJoined {
+            id: r.id()?,
+            room: r.string()?,
+        },
+        KIND_SESSION_LEFT => Record::SessionLeft {
+            id: r.id()?,
+            room: r.string()?,
+        },
         KIND_COMMIT => Record::Commit,
         other => return Err(JournalError::UnknownKind(other)),
     };
@@ -353,6 +371,14 @@ mod tests {
             Record::ClientDelivered {
                 id,
                 seq: Seq(u64::MAX)
+            },
+            Record::SessionJoined {
+                id,
+                room: "lobby".into()
+            },
+            Record::SessionLeft {
+                id,
+                room: "".into()
             },
             Record::SessionClosed { id },
             Record::MailQueued {

@@ -108,6 +108,21 @@ pub enum Record {
         /// The session.
         id: SessionId,
     },
+    /// The session joined `room` (a `join` command it sent): after a restart it is still
+    /// a member, as it is across a resume.
+    SessionJoined {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: String,
+    },
+    /// The session left `room`.
+    SessionLeft {
+        /// The session.
+        id: SessionId,
+        /// The room.
+        room: String,
+    },
     /// A message waits in `user`'s offline mailbox.
     MailQueued {
         /// The addressee.

@@ -1,7 +1,7 @@
 //! Replaying a journal into the state it describes, and writing that state back out as
 //! a compact journal.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::Bytes;
@@ -36,6 +36,8 @@ pub struct SessionSnapshot {
     pub unacked: VecDeque<SentRecord>,
     /// The last client message the server delivered.
     pub client_delivered: Seq,
+    /// The rooms it is in.
+    pub rooms: BTreeSet<String>,
 }
 
 impl SessionSnapshot {
@@ -96,6 +98,7 @@ impl JournalState {
                         acked: *acked,
                         unacked: VecDeque::new(),
                         client_delivered: *client_delivered,
+                        rooms: BTreeSet::new(),
                     },
                 );
             }
@@ -141,6 +144,12 @@ impl JournalState {
                     return Err(Inconsistent("client delivery went backwards"));
                 }
                 s.client_delivered = *seq;
+            }
+            Record::SessionJoined { id, room } => {
+                self.session_mut(id)?.rooms.insert(room.clone());
+            }
+            Record::SessionLeft { id, room } => {
+                self.session_mut(id)?.rooms.remove(room);
             }
             Record::SessionClosed { id } => {
                 self.sessions
@@ -208,7 +217,7 @@ impl JournalState {
     }
 
     /// The shortest journal that replays to this state, for compaction: each session
-    /// opened at its current numbering followed by its unacknowledged messages, then
+    /// opened at its current numbering followed by its rooms and unacknowledged messages, then
     /// every mailbox, and the [`Record::Commit`] that makes them one batch.
     pub fn records(&self) -> Vec<Record> {
         let mut out = Vec::new();
@@ -220,6 +229,12 @@ impl JournalState {
                 acked: s.acked,
                 client_delivered: s.client_delivered,
             });
+            for room in &s.rooms {
+                out.push(Record::SessionJoined {
+                    id: s.id,
+                    room: room.clone(),
+                });
+            }
             for m in &s.unacked {
                 out.push(Record::ServerSent {
                     id: s.id,
@@ -544,6 +559,42 @@ mod tests {
         }
     }
 
+    fn joined(room: &str) -> Record {
+        Record::SessionJoined {
+            id: ID,
+            room: room.into(),
+        }
+    }
+
+    #[test]
+    fn a_session_keeps_its_rooms_until_it_leaves_or_closes() {
+        let r = replay(&file(&[
+            opened(ID),
+            joined("lobby"),
+            joined("news"),
+            joined("lobby"),
+        ]));
+        assert_eq!(r.error, None);
+        let rooms: Vec<&str> = r
+            .state
+            .session(&ID)
+            .unwrap()
+            .rooms
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(rooms, ["lobby", "news"]);
+        let left = Record::SessionLeft {
+            id: ID,
+            room: "lobby".into(),
+        };
+        let r = replay(&file(&[opened(ID), joined("lobby"), left]));
+        assert!(r.state.session(&ID).unwrap().rooms.is_empty());
+        // A room record for a session the journal does not know is corruption.
+        let r = replay(&file(&[joined("lobby")]));
+        assert!(matches!(r.error, Some(JournalError::Inconsistent(_))));
+    }
+
     #[test]
     fn compaction_replays_to_the_same_state() {
         let other = SessionId([3; 16]);
@@ -566,6 +617,12 @@ mod tests {
                 seq: Seq(4),
             },
             Record::SessionClosed { id: other },
+            joined("lobby"),
+            joined("news"),
+            Record::SessionLeft {
+                id: ID,
+                room: "news".into(),
+            },
             mail("bob", 1),
             mail("bob", 2),
             Record::MailTaken {

@@ -134,6 +134,7 @@ mod tests {
                 })
                 .collect::<VecDeque<_>>(),
             client_delivered: Seq(2),
+            rooms: Default::default(),
         };
         let delivered_before: Vec<Bytes> = core::iter::from_fn(|| client.poll_event())
             .filter_map(|e| match e {
@@ -177,6 +178,7 @@ mod tests {
             acked: Seq(0),
             unacked: VecDeque::new(),
             client_delivered: Seq(0),
+            rooms: Default::default(),
         };
         store.restore(Instant::ZERO, &snap(1)).unwrap();
         store.restore(Instant::ZERO, &snap(1)).unwrap();

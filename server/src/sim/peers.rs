@@ -79,6 +79,9 @@ pub(crate) struct Peer {
     sent: HashMap<u64, (String, u64)>,
     /// Rooms it asks to join on each new connection (plain) or session (reliable).
     pub(crate) rooms: Vec<String>,
+    /// A reliable peer's session has asked to join `rooms`: its room messages from now on
+    /// follow the joins in the session's order, so none may be refused.
+    member: bool,
     /// Established or resumed sessions, connections made, handshakes refused.
     pub(crate) stats: (u64, u64, u64),
     ws_config: WsConfig,
@@ -98,6 +101,7 @@ impl Peer {
             next_n: 1,
             sent: HashMap::new(),
             rooms,
+            member: false,
             stats: (0, 0, 0),
             ws_config: WsConfig::default(),
             trace: false,
@@ -201,6 +205,11 @@ impl Peer {
     /// Sends the next message to `to`, if the session has room. A plain peer's message
     /// is never promised; a reliable one's direct message is once acknowledged.
     pub(crate) fn send(&mut self, now: Instant, to: &To, pad: usize) -> bool {
+        if let To::Room(room) = to {
+            if self.reliable && !(self.member && self.rooms.contains(room)) {
+                return false;
+            }
+        }
         let text = to.command(&data(&self.user, self.next_n, pad));
         if self.reliable {
             match self.session.send(now, Bytes::from(text), true) {
@@ -265,6 +274,14 @@ impl Peer {
                         }
                         match event {
                             SessionEvent::Delivered { payload, .. } => {
+                                if is_not_a_member(&payload) {
+                                    // It joined on `Established`; only a lost membership
+                                    // (a restart that forgot it) refuses its room message.
+                                    return Err(format!(
+                                        "{}: a reliable session lost its rooms",
+                                        self.user
+                                    ));
+                                }
                                 ledger.on_text(&self.user, &payload)?;
                             }
                             SessionEvent::Acked { seq } => {
@@ -283,7 +300,9 @@ impl Peer {
                             SessionEvent::Established { .. } => {
                                 self.stats.0 += 1;
                                 joined_now = true;
+                                self.member = true;
                             }
+                            SessionEvent::SessionLost { .. } => self.member = false,
                             SessionEvent::Resumed { .. } => self.stats.0 += 1,
                             SessionEvent::ProtocolViolation(e) => {
                                 return Err(format!("{}: protocol violation: {e:?}", self.user))
@@ -384,6 +403,12 @@ impl Peer {
             0
         }
     }
+}
+
+/// The answer to a room message from a connection that is not in the room.
+fn is_not_a_member(text: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(text)
+        .is_ok_and(|v| v["type"] == "error" && v["reason"] == "not a member of the room")
 }
 
 fn is_welcome(text: &[u8]) -> bool {
