@@ -39,6 +39,13 @@ pub struct ServerConfig {
     pub mailbox_size: usize,
     /// Age after which a waiting mailbox message becomes a dead letter.
     pub mailbox_age: Duration,
+    /// Bytes all mailboxes may hold together (each message counts its payload plus a
+    /// fixed overhead).
+    pub mailbox_bytes: usize,
+    /// Messages one sending user may have waiting in mailboxes at once.
+    pub mailbox_sender_messages: usize,
+    /// Bytes one sending user may have waiting in mailboxes at once.
+    pub mailbox_sender_bytes: usize,
     /// Append-only journal file: offline mailboxes and reliable sessions survive a restart.
     pub journal: Option<PathBuf>,
     /// The running journal is compacted once it is this large and 4× its size after the
@@ -70,6 +77,9 @@ impl Default for ServerConfig {
             session_expiry: Duration::from_secs(120),
             mailbox_size: 100,
             mailbox_age: Duration::from_secs(3600),
+            mailbox_bytes: 64 << 20,
+            mailbox_sender_messages: 1_000,
+            mailbox_sender_bytes: 4 << 20,
             journal: None,
             journal_compact_bytes: 1 << 20,
             log_level: Level::Info,
@@ -171,6 +181,21 @@ const FLAGS: &[Flag] = &[
         "mailbox-age",
         Kind::Duration,
         "age before a mailbox message is dead [1h]",
+    ),
+    flag(
+        "mailbox-bytes",
+        Kind::Bytes,
+        "bytes all mailboxes may hold together [64MiB]",
+    ),
+    flag(
+        "mailbox-sender-messages",
+        Kind::Count,
+        "mailbox messages one sending user may have waiting [1000]",
+    ),
+    flag(
+        "mailbox-sender-bytes",
+        Kind::Bytes,
+        "mailbox bytes one sending user may have waiting [4MiB]",
     ),
     flag(
         "journal",
@@ -297,6 +322,7 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
             match name {
                 "max-connections" => config.max_connections = n,
                 "max-connections-per-user" => config.max_connections_per_user = n,
+                "mailbox-sender-messages" => config.mailbox_sender_messages = n,
                 _ => config.mailbox_size = n,
             }
         }
@@ -306,6 +332,8 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
                 "max-frame-bytes" => config.max_frame_bytes = n,
                 "max-message-bytes" => config.max_message_bytes = n,
                 "max-queue-bytes" => config.max_queue_bytes = n,
+                "mailbox-bytes" => config.mailbox_bytes = n,
+                "mailbox-sender-bytes" => config.mailbox_sender_bytes = n,
                 _ => config.journal_compact_bytes = n,
             }
         }

@@ -92,6 +92,9 @@ fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
     layer.session_expiry = config.session_expiry;
     layer.mailbox_size = config.mailbox_size;
     layer.mailbox_age = config.mailbox_age;
+    layer.mailbox_bytes = config.mailbox_bytes;
+    layer.mailbox_sender_messages = config.mailbox_sender_messages;
+    layer.mailbox_sender_bytes = config.mailbox_sender_bytes;
     layer.max_head_bytes = config.max_head_bytes;
     layer.head_timeout = config.head_timeout;
     layer.shutdown_grace = config.shutdown_grace;

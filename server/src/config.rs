@@ -35,6 +35,14 @@ pub struct Config {
     pub mailbox_size: usize,
     /// Age after which a waiting mailbox message becomes a dead letter.
     pub mailbox_age: Duration,
+    /// Bytes all mailboxes may hold together (each message counts its payload plus
+    /// [`MAIL_OVERHEAD_BYTES`](sockeye_core::hub::MAIL_OVERHEAD_BYTES)).
+    pub mailbox_bytes: usize,
+    /// Messages one sending user may have waiting in mailboxes at once, so one client
+    /// writing to made-up names cannot take every mailbox; server pushes do not count.
+    pub mailbox_sender_messages: usize,
+    /// Bytes one sending user may have waiting in mailboxes at once.
+    pub mailbox_sender_bytes: usize,
     /// Largest HTTP request head (431 beyond).
     pub max_head_bytes: usize,
     /// How long a client may take to send its request head, and then its body (408).
@@ -61,6 +69,9 @@ impl Default for Config {
             session_expiry: Duration::from_secs(120),
             mailbox_size: 100,
             mailbox_age: Duration::from_secs(3600),
+            mailbox_bytes: 64 << 20,
+            mailbox_sender_messages: 1_000,
+            mailbox_sender_bytes: 4 << 20,
             max_head_bytes: 8 * 1024,
             head_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
@@ -100,6 +111,9 @@ impl Config {
             max_connections_per_user: self.max_connections_per_user,
             mailbox_max_messages: self.mailbox_size,
             mailbox_max_age: self.mailbox_age,
+            mailbox_max_bytes: self.mailbox_bytes,
+            mailbox_sender_max_messages: self.mailbox_sender_messages,
+            mailbox_sender_max_bytes: self.mailbox_sender_bytes,
             ..sockeye_core::hub::HubConfig::default()
         }
     }

@@ -73,6 +73,7 @@ pub(crate) struct HubGauges {
     pub(crate) users: u64,
     pub(crate) rooms: u64,
     pub(crate) mailbox_depth: u64,
+    pub(crate) mailbox_bytes: u64,
     pub(crate) mailbox_drops: u64,
 }
 
@@ -181,9 +182,15 @@ impl Metrics {
             hub.mailbox_depth,
         );
         metric(
+            "mailbox_bytes",
+            "gauge",
+            "Bytes offline users' mailboxes hold, as counted against --mailbox-bytes.",
+            hub.mailbox_bytes,
+        );
+        metric(
             "mailbox_drops_total",
             "counter",
-            "Mailbox messages dropped (overflow or age) as dead letters.",
+            "Mailbox messages dropped (a bound or age) as dead letters.",
             hub.mailbox_drops,
         );
         out.push_str(

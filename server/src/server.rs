@@ -430,6 +430,7 @@ impl Server {
             users: stats.users as u64,
             rooms: stats.rooms as u64,
             mailbox_depth: stats.mailbox_messages as u64,
+            mailbox_bytes: stats.mailbox_bytes as u64,
             mailbox_drops: stats.mail_expired + stats.mail_overflowed,
         })
     }

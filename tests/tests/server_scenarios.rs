@@ -1,6 +1,6 @@
 //! The `sockeye` server over real sockets: routing, push, rooms, mailboxes, limits,
 //! metrics. Each test starts its own server in-process on an ephemeral port and is
-//! bounded in time. (SIGTERM against the real binary: `runtime-std/tests/server_binary.rs`.)
+//! bounded in time. (SIGTERM against the real binary: `app/tests/server_binary.rs`.)
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -164,6 +164,32 @@ fn an_offline_user_receives_the_mailbox_on_connect() {
         }
         let page = body(&get(addr, "/metrics")).to_string();
         assert_eq!(metric(&page, "sockeye_mailbox_depth"), 0);
+    });
+}
+
+#[test]
+fn one_client_cannot_fill_the_mailboxes_of_real_users() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        // Eve writes one byte to each of 10,000 made-up names: as many users as the hub
+        // keeps mailboxes for.
+        let mut eve = JsonClient::connect(addr, "user=eve");
+        for n in 0..10_000 {
+            eve.send(json!({"type":"message","to":format!("ghost{n}"),"data":1}));
+        }
+        // Commands are handled in order, so once the join is answered every message was.
+        eve.send(json!({"type":"join","room":"done"}));
+        while eve.recv()["type"] != "joined" {}
+        let page = body(&get(addr, "/metrics")).to_string();
+        assert_eq!(metric(&page, "sockeye_mailbox_depth"), 1_000, "her share");
+        assert_eq!(metric(&page, "sockeye_mailbox_drops_total"), 9_000);
+        // A backend push to a real offline user still finds room.
+        let answer = push(addr, "", r#"{"user":"frank","data":"invoice"}"#);
+        assert_eq!(status(&answer), 202);
+        assert!(body(&answer).contains("\"mailboxed\":1"), "{answer}");
+        let mut frank = JsonClient::connect(addr, "user=frank");
+        assert_eq!(frank.recv(), json!({"type":"message","data":"invoice"}));
     });
 }
 

@@ -25,12 +25,24 @@ pub struct HubConfig {
     /// Offline users that may have mail at once; mail for one more becomes a
     /// [`MailDropReason::TooManyMailboxes`](super::MailDropReason) dead letter.
     pub max_users_with_mail: usize,
+    /// Bytes all mailboxes may hold together, each message counted as its payload plus
+    /// [`MAIL_OVERHEAD_BYTES`](super::MAIL_OVERHEAD_BYTES); over it,
+    /// [`MailDropReason::OverBudget`](super::MailDropReason).
+    pub mailbox_max_bytes: usize,
+    /// Messages one sending user may have waiting in mailboxes at once (server pushes have
+    /// no sending user and are not counted); over it,
+    /// [`MailDropReason::SenderOverShare`](super::MailDropReason).
+    pub mailbox_sender_max_messages: usize,
+    /// Bytes (counted as for `mailbox_max_bytes`) one sending user may have waiting in
+    /// mailboxes at once; over it, [`MailDropReason::SenderOverShare`](super::MailDropReason).
+    pub mailbox_sender_max_bytes: usize,
 }
 
 impl Default for HubConfig {
     /// Sized for a constrained host: 10,000 connections, 8 per user, 32 rooms per
     /// connection, 10,000 connections per room, room names up to 64 bytes, and mailboxes of
-    /// 100 messages kept for a day for up to 10,000 users.
+    /// 100 messages kept for a day for up to 10,000 users, 64 MiB in all, of which one
+    /// sending user may hold 1,000 messages and 4 MiB.
     fn default() -> Self {
         HubConfig {
             max_connections: 10_000,
@@ -41,6 +53,9 @@ impl Default for HubConfig {
             mailbox_max_messages: 100,
             mailbox_max_age: Duration::from_secs(24 * 60 * 60),
             max_users_with_mail: 10_000,
+            mailbox_max_bytes: 64 << 20,
+            mailbox_sender_max_messages: 1_000,
+            mailbox_sender_max_bytes: 4 << 20,
         }
     }
 }
@@ -60,5 +75,8 @@ mod tests {
         assert!(c.mailbox_max_messages > 0);
         assert!(c.mailbox_max_age > Duration::ZERO);
         assert!(c.max_users_with_mail > 0);
+        // One sender's share is a fraction of what everyone shares.
+        assert!(c.mailbox_sender_max_messages < c.max_users_with_mail);
+        assert!(c.mailbox_sender_max_bytes < c.mailbox_max_bytes);
     }
 }

@@ -56,7 +56,10 @@
 //! - **Users and connections.** One user may hold many connections. A message to a user
 //!   reaches every live connection of theirs; a user with none gets it in their bounded
 //!   mailbox ([`HubConfig::mailbox_max_messages`], [`HubConfig::mailbox_max_age`],
-//!   [`HubConfig::max_users_with_mail`]). The next connection of theirs, of either
+//!   [`HubConfig::max_users_with_mail`], [`HubConfig::mailbox_max_bytes`]), of which one
+//!   sending user may take only a share ([`HubConfig::mailbox_sender_max_messages`],
+//!   [`HubConfig::mailbox_sender_max_bytes`]), so one client cannot fill the mailboxes of
+//!   everyone with messages to made-up names. The next connection of theirs, of either
 //!   [`Delivery`], receives the whole mailbox in order, before anything else: the hub
 //!   routes the same way for both kinds, and the delivery kind only says what the
 //!   transport guarantees afterwards.
@@ -92,13 +95,13 @@ use bytes::Bytes;
 
 use crate::auth::UserId;
 use crate::time::{Clock, Instant};
-use mailbox::{Mailboxes, Put};
+use mailbox::{MailLimits, Mailboxes, Put};
 use registry::Registry;
 use rooms::{Joined, Rooms};
 
 pub use config::HubConfig;
 pub use error::{HubError, Refusal};
-pub use mailbox::{Mail, MailDeadLetter, MailDropReason};
+pub use mailbox::{Mail, MailDeadLetter, MailDropReason, MAIL_OVERHEAD_BYTES};
 pub use outbound::{OutMessage, Outbound, PushReceipt, Target};
 pub use registry::{ConnId, Delivery};
 
@@ -115,10 +118,12 @@ pub struct HubStats {
     pub mailbox_messages: usize,
     /// Users with mail waiting.
     pub mailbox_users: usize,
+    /// What the waiting mail counts for against [`HubConfig::mailbox_max_bytes`].
+    pub mailbox_bytes: usize,
     /// Mail dead-lettered because it waited too long, since the hub started.
     pub mail_expired: u64,
-    /// Mail dead-lettered because it did not fit (mailbox full, or too many users with
-    /// mail), since the hub started.
+    /// Mail dead-lettered because it did not fit (mailbox full, too many users with mail,
+    /// the byte budget, the sender's share), since the hub started.
     pub mail_overflowed: u64,
     /// Mail handed to a connection when its user connected, since the hub started.
     pub mail_delivered: u64,
@@ -149,11 +154,14 @@ impl Hub {
         Hub {
             registry: Registry::new(config.max_connections, config.max_connections_per_user),
             rooms: Rooms::new(config.max_room_members),
-            mail: Mailboxes::new(
-                config.mailbox_max_messages,
-                config.mailbox_max_age,
-                config.max_users_with_mail,
-            ),
+            mail: Mailboxes::new(MailLimits {
+                max_messages: config.mailbox_max_messages,
+                max_age: config.mailbox_max_age,
+                max_users: config.max_users_with_mail,
+                max_bytes: config.mailbox_max_bytes,
+                sender_max_messages: config.mailbox_sender_max_messages,
+                sender_max_bytes: config.mailbox_sender_max_bytes,
+            }),
             clock: Clock::new(Instant::ZERO),
             outbound: VecDeque::new(),
             config,
@@ -445,6 +453,7 @@ impl Hub {
             rooms: self.rooms.len(),
             mailbox_messages: self.mail.messages(),
             mailbox_users: self.mail.users_len(),
+            mailbox_bytes: self.mail.bytes(),
             mail_expired: self.mail.expired,
             mail_overflowed: self.mail.overflowed,
             mail_delivered: self.mail.delivered,

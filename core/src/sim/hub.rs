@@ -37,7 +37,7 @@ use crate::hub::{
 };
 use crate::time::Instant;
 use model::{Dead, Model, ModelMail, Seen};
-use op::{user, CONNS, ROOMS};
+use op::{user, CONNS, MAIL_COST, ROOMS};
 
 pub use op::{random_config, small_config, Op};
 
@@ -427,7 +427,25 @@ impl HubCheck {
                 Some(MailDropReason::TooManyMailboxes)
             }
             None => None,
-        };
+        }
+        .or_else(|| {
+            let waiting: usize = self.model.mail.values().map(VecDeque::len).sum();
+            ((waiting + 1) * MAIL_COST > self.config.mailbox_max_bytes)
+                .then_some(MailDropReason::OverBudget)
+        })
+        .or_else(|| {
+            let sender = from.as_ref()?;
+            let theirs = self
+                .model
+                .mail
+                .values()
+                .flatten()
+                .filter(|m| m.from.as_ref() == Some(sender))
+                .count();
+            (theirs >= self.config.mailbox_sender_max_messages
+                || (theirs + 1) * MAIL_COST > self.config.mailbox_sender_max_bytes)
+                .then_some(MailDropReason::SenderOverShare)
+        });
         match reason {
             Some(reason) => {
                 self.model.overflowed += 1;
@@ -571,6 +589,7 @@ impl HubCheck {
             rooms.len(),
             mail_total,
             m.mail.len(),
+            mail_total * MAIL_COST,
             m.expired,
             m.overflowed,
             m.delivered,
@@ -581,6 +600,7 @@ impl HubCheck {
             s.rooms,
             s.mailbox_messages,
             s.mailbox_users,
+            s.mailbox_bytes,
             s.mail_expired,
             s.mail_overflowed,
             s.mail_delivered,
@@ -590,6 +610,9 @@ impl HubCheck {
         }
         if s.mailbox_users > self.config.max_users_with_mail {
             return Err(format!("{op:?}: {} users with mail", s.mailbox_users));
+        }
+        if s.mailbox_bytes > self.config.mailbox_max_bytes {
+            return Err(format!("{op:?}: {} bytes of mail", s.mailbox_bytes));
         }
         for room in ROOMS {
             if self.hub.members(room) != m.members(room) {

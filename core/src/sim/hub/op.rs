@@ -112,6 +112,9 @@ impl Op {
     }
 }
 
+/// What one simulated message (an 8-byte payload) costs against the mailbox byte bounds.
+pub(super) const MAIL_COST: usize = 8 + crate::hub::MAIL_OVERHEAD_BYTES;
+
 /// The limits the checks run under: small, so every limit is reached often.
 pub fn small_config() -> HubConfig {
     HubConfig {
@@ -123,6 +126,9 @@ pub fn small_config() -> HubConfig {
         mailbox_max_messages: 3,
         mailbox_max_age: Duration::from_millis(500),
         max_users_with_mail: 3,
+        mailbox_max_bytes: 5 * MAIL_COST,
+        mailbox_sender_max_messages: 2,
+        mailbox_sender_max_bytes: 3 * MAIL_COST,
     }
 }
 
@@ -138,6 +144,9 @@ pub fn random_config(rng: &mut SeededEntropy) -> HubConfig {
         mailbox_max_messages: pick(5),
         mailbox_max_age: Duration::from_millis(pick(1_000) as u64),
         max_users_with_mail: pick(5),
+        mailbox_max_bytes: pick(8) * MAIL_COST,
+        mailbox_sender_max_messages: pick(4),
+        mailbox_sender_max_bytes: pick(5) * MAIL_COST,
     }
 }
 
