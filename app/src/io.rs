@@ -24,8 +24,8 @@ pub(super) enum WriteJob {
     Close,
 }
 
-/// How long a closed connection's reader may wait for the peer's FIN before the writer
-/// shuts the socket down under it.
+/// How long a closed connection's reader may wait for the peer's FIN before it gives up
+/// and the socket closes.
 const LINGER: Duration = Duration::from_secs(2);
 
 /// Starts the reader and writer threads of `stream` as connection `conn` (two
@@ -97,11 +97,12 @@ fn write_loop(
                 }
             }
             WriteJob::Close => {
-                // FIN, then a moment for the peer's, so unread request bytes do not turn
-                // into a reset that eats the answer; then the reader is woken for good.
+                // FIN, then the reader (whose descriptor keeps the socket open) waits up
+                // to `LINGER` for the peer's, so unread request bytes do not turn into a
+                // reset that eats the answer. No thread sleeps: a peer that closes at
+                // once (an HTTP client that read its answer) ends the reader at once.
                 let _ = stream.shutdown(Shutdown::Write);
-                thread::sleep(LINGER);
-                let _ = stream.shutdown(Shutdown::Both);
+                let _ = stream.set_read_timeout(Some(LINGER));
                 return;
             }
         }

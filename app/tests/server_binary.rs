@@ -342,7 +342,16 @@ fn sigkill_mid_stream_loses_no_command_the_server_acknowledged_to_a_publishing_c
     let journal = dir.join("journal");
     let _ = std::fs::remove_file(&journal);
     let journal_arg = journal.to_str().unwrap().to_string();
-    let args = ["--journal", &journal_arg, "--mailbox-size", "100000"];
+    let args = [
+        "--journal",
+        &journal_arg,
+        "--mailbox-size",
+        "100000",
+        "--mailbox-sender-messages",
+        "100000",
+        "--mailbox-sender-bytes",
+        "1024MiB",
+    ];
     let (mut child, addr) = spawn_server(&args);
     let mut reconnect = ReconnectConfig::default();
     reconnect.initial_delay = Duration::from_millis(5);

@@ -89,7 +89,10 @@ impl Server {
                             let unix = self.unix_ms(now);
                             self.durable.mail_queued(&to, from.as_ref(), &data, unix);
                         }
-                        None
+                        // The dead letter is reported as always; the sender hears it too,
+                        // so a client at its mailbox share knows its message went nowhere.
+                        (receipt.dead_lettered > 0)
+                            .then(|| plain::error("not delivered: the addressee is offline and its mailbox has no room"))
                     }
                     Err(e) => Some(plain::error(&e.to_string())),
                 }

@@ -34,6 +34,7 @@ fn run(journal: bool, concurrency: usize, secs: f64, dir: &std::path::Path) -> f
     config.listen = "127.0.0.1:0".into();
     config.log_level = Level::Error;
     config.mailbox_size = 10_000_000;
+    config.mailbox_bytes = usize::MAX;
     if journal {
         let path = dir.join(format!("journal-{concurrency}"));
         let _ = std::fs::remove_file(&path);
