@@ -7,12 +7,25 @@ use std::time::Duration;
 
 use super::log::Level;
 
+/// Which runtime drives the server layer (`--runtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Runtime {
+    /// Blocking sockets: a reader and a writer thread per connection (`threads`).
+    Threads,
+    /// `async-io`: every connection a task on one thread, no buffer held while idle
+    /// (`smol`).
+    Smol,
+}
+
 /// Everything the `sockeye` server can be told at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Address to listen on (`--listen`, `SOCKEYE_LISTEN`).
     pub listen: String,
+    /// The runtime that drives the server (`--runtime threads|smol`).
+    pub runtime: Runtime,
     /// HMAC secret for user tokens; `None` is development mode (`--secret`).
     pub secret: Option<String>,
     /// Key a backend must present to `POST /api/push` (`--api-key`).
@@ -65,6 +78,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:9001".into(),
+            runtime: Runtime::Threads,
             secret: None,
             api_key: None,
             max_connections: 10_000,
@@ -107,6 +121,7 @@ enum Kind {
     Bytes,
     Duration,
     Level,
+    Runtime,
 }
 
 /// One flag: its name, value kind and help line; its environment variable is derived.
@@ -208,6 +223,11 @@ const FLAGS: &[Flag] = &[
         "compact the journal past this and 4x its last compaction [1MiB]",
     ),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
+    flag(
+        "runtime",
+        Kind::Runtime,
+        "threads (a thread pair per connection) or smol (tasks on one thread) [threads]",
+    ),
 ];
 
 const fn flag(name: &'static str, kind: Kind, help: &'static str) -> Flag {
@@ -317,6 +337,13 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
         ("api-key", _) => config.api_key = Some(text()?),
         ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
         ("log-level", _) => config.log_level = Level::parse(value)?,
+        ("runtime", _) => {
+            config.runtime = match value {
+                "threads" => Runtime::Threads,
+                "smol" => Runtime::Smol,
+                _ => return Err(format!("{value:?} is not a runtime: threads or smol")),
+            }
+        }
         (name, Kind::Count) => {
             let n = parse_count(value)?;
             match name {
@@ -460,6 +487,11 @@ mod tests {
             .contains("needs a value"));
         assert!(run(&["--listen", "here"], &[]).is_err());
         assert!(run(&["--log-level", "loud"], &[]).is_err());
+        assert!(run(&["--runtime", "tokio"], &[]).is_err());
+        assert_eq!(
+            run(&["--runtime", "smol"], &[]).unwrap().runtime,
+            Runtime::Smol
+        );
         assert!(run(&["--max-frame-bytes", "0"], &[]).is_err());
     }
 

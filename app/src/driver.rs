@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::time::Duration;
 
-use sockeye_server::{Action, ConnId, Level as LayerLevel, Server};
+use sockeye_server::{Action, ConnId, DeadLetter, Level as LayerLevel, Server};
 
 use super::io::{self, WriteJob};
 use super::log::{self, log_at, Level};
@@ -171,7 +171,7 @@ impl Driver {
         let conn = self.server.handle_accept(now);
         match io::spawn(conn, stream, &self.inputs, self.write_timeout) {
             Ok(writer) => {
-                super::descriptors_again();
+                crate::descriptors::descriptors_again();
                 self.links.insert(
                     conn,
                     Link {
@@ -183,13 +183,13 @@ impl Driver {
             }
             Err((e, stream)) => {
                 self.server.handle_closed(now, conn);
-                if super::is_out_of_descriptors(&e) {
-                    super::out_of_descriptors(&e);
+                if crate::descriptors::is_out_of_descriptors(&e) {
+                    crate::descriptors::out_of_descriptors(&e);
                 } else {
                     log_at!(Warn, "cannot start a connection's threads: {e}");
                 }
                 if let Some(stream) = stream {
-                    super::answer_503(stream);
+                    crate::descriptors::answer_503(stream);
                 }
             }
         }
@@ -249,18 +249,7 @@ impl Driver {
                 Action::Append(bytes) => self.appended.extend_from_slice(&bytes),
                 Action::Commit => self.commit(),
                 Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
-                Action::DeadLetter(letter) => log_at!(
-                    Info,
-                    "dead letter for user {:?} ({}{}): {} bytes",
-                    letter.user,
-                    letter.reason,
-                    if letter.possibly_delivered {
-                        ", possibly delivered"
-                    } else {
-                        ""
-                    },
-                    letter.message.len()
-                ),
+                Action::DeadLetter(letter) => log_dead_letter(&letter),
                 Action::Stopped => stopped = true,
                 _ => {}
             }
@@ -282,7 +271,23 @@ impl Driver {
     }
 }
 
-fn level_of(level: LayerLevel) -> Level {
+/// The log line of a message the layer gave up on (the application's way to hear of it).
+pub(crate) fn log_dead_letter(letter: &DeadLetter) {
+    log_at!(
+        Info,
+        "dead letter for user {:?} ({}{}): {} bytes",
+        letter.user,
+        letter.reason,
+        if letter.possibly_delivered {
+            ", possibly delivered"
+        } else {
+            ""
+        },
+        letter.message.len()
+    );
+}
+
+pub(crate) fn level_of(level: LayerLevel) -> Level {
     match level {
         LayerLevel::Error => Level::Error,
         LayerLevel::Warn => Level::Warn,

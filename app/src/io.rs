@@ -11,7 +11,7 @@ use bytes::Bytes;
 use sockeye_server::ConnId;
 
 use super::driver::Input;
-use super::THREAD_STACK_BYTES;
+use super::{LINGER, THREAD_STACK_BYTES};
 
 /// Bytes read at most per `read`.
 const READ_CHUNK: usize = 16 * 1024;
@@ -23,10 +23,6 @@ pub(super) enum WriteJob {
     /// Everything is written: send FIN and stop.
     Close,
 }
-
-/// How long a closed connection's reader may wait for the peer's FIN before it gives up
-/// and the socket closes.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Starts the reader and writer threads of `stream` as connection `conn` (two
 /// descriptors: the socket and one clone); returns the writer's queue, or the error

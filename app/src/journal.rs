@@ -4,12 +4,11 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, Sender};
 use std::thread;
 
 use sockeye_core::journal::JournalState;
 
-use super::driver::Input;
 use super::log::log_at;
 use super::THREAD_STACK_BYTES;
 use crate::journal_file::JournalFile;
@@ -42,20 +41,25 @@ pub(super) fn open(path: &Path, compact_bytes: u64) -> io::Result<(JournalFile, 
 }
 
 /// Starts the thread that commits: each batch of encoded records it receives is
-/// appended, synced, and answered with [`Input::Committed`].
+/// appended, synced, and its outcome handed to `report` (which answers whether the
+/// driver is still there to hear it).
 pub(super) fn spawn(
     mut file: JournalFile,
-    driver: SyncSender<Input>,
+    report: impl Fn(Result<(), String>) -> bool + Send + 'static,
 ) -> io::Result<Sender<Vec<u8>>> {
     let (batches, queue) = std::sync::mpsc::channel::<Vec<u8>>();
     thread::Builder::new()
         .name("sockeye-journal".into())
         .stack_size(THREAD_STACK_BYTES)
-        .spawn(move || commit_loop(&mut file, &queue, &driver))?;
+        .spawn(move || commit_loop(&mut file, &queue, &report))?;
     Ok(batches)
 }
 
-fn commit_loop(file: &mut JournalFile, queue: &Receiver<Vec<u8>>, driver: &SyncSender<Input>) {
+fn commit_loop(
+    file: &mut JournalFile,
+    queue: &Receiver<Vec<u8>>,
+    report: &dyn Fn(Result<(), String>) -> bool,
+) {
     while let Ok(batch) = queue.recv() {
         file.append_encoded(&batch);
         let result = file.commit().map_err(|e| e.to_string());
@@ -65,7 +69,7 @@ fn commit_loop(file: &mut JournalFile, queue: &Receiver<Vec<u8>>, driver: &SyncS
                 "journal: compaction failed ({e}); the journal stays as it is"
             );
         }
-        if driver.send(Input::Committed(result)).is_err() {
+        if !report(result) {
             return;
         }
     }

@@ -30,43 +30,45 @@
 //! ```
 
 mod config;
+mod descriptors;
 mod driver;
 mod io;
 mod journal;
 pub mod journal_file;
 pub(crate) mod log;
+mod smol;
+mod threads;
 
-use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use config::{help, parse, Command, ServerConfig};
+pub use config::{help, parse, Command, Runtime, ServerConfig};
 pub use log::Level;
 
-use driver::{Driver, Input};
 use log::log_at;
 
 /// Stack size of every thread the server starts. RSS counts only touched pages, so this
 /// bounds the worst case rather than costing memory per idle connection.
 const THREAD_STACK_BYTES: usize = 128 * 1024;
 
-/// How long the accept loop pauses after `accept` fails (out of file descriptors).
+/// How long an accept loop pauses after `accept` fails (out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Inputs waiting for the driver at most; readers then wait (TCP backpressure).
-const INPUT_QUEUE: usize = 4096;
+/// How long a closed connection waits for the peer's FIN before the socket closes, so
+/// unread request bytes do not turn into a reset that eats the answer.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// A running server (see [`start`]).
 pub struct RunningServer {
     addr: SocketAddr,
-    inputs: SyncSender<Input>,
-    shutting_down: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-    driver: Option<JoinHandle<usize>>,
+    runtime: Running,
+}
+
+/// The runtime-specific half of a [`RunningServer`].
+enum Running {
+    Threads(threads::Handle),
+    Smol(smol::Handle),
+    Stopped,
 }
 
 impl std::fmt::Debug for RunningServer {
@@ -102,17 +104,27 @@ fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
     layer
 }
 
-/// Binds `config.listen` and serves on background threads until
-/// [`RunningServer::shutdown`].
+/// Everything a runtime needs to serve: the bound listener, the layer restored from the
+/// journal, the clock its instants count from, and the journal file.
+struct Parts {
+    listener: TcpListener,
+    server: sockeye_server::Server,
+    clock: sockeye_std::Clock,
+    journal: Option<journal_file::JournalFile>,
+    grace: Duration,
+    write_timeout: Duration,
+}
+
+/// Binds `config.listen` and serves on background threads (the runtime
+/// `config.runtime` names) until [`RunningServer::shutdown`].
 pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     log::set_level(config.log_level);
     let listener = TcpListener::bind(&config.listen)?;
     let addr = listener.local_addr()?;
-    let (inputs, queue) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
     let (journal, restored) = match &config.journal {
         Some(path) => {
             let (file, state) = journal::open(path, config.journal_compact_bytes as u64)?;
-            (Some(journal::spawn(file, inputs.clone())?), Some(state))
+            (Some(file), Some(state))
         }
         None => (None, None),
     };
@@ -127,36 +139,21 @@ pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
         Box::new(sockeye_std::OsEntropy::new()?),
         restored.as_ref(),
     );
-    // A writer blocked this long on a peer that reads nothing fails, and the connection
-    // ends; keepalive would have ended it by then.
-    let write_timeout = (config.ping_interval + config.pong_timeout).max(Duration::from_secs(1));
-    let driver = Driver::new(
+    let parts = Parts {
+        listener,
         server,
         clock,
-        inputs.clone(),
         journal,
-        write_timeout,
-        config.shutdown_grace,
-    );
-    let driver = thread::Builder::new()
-        .name("sockeye-driver".into())
-        .spawn(move || driver.run(&queue))?;
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let accept = {
-        let inputs = inputs.clone();
-        let shutting_down = Arc::clone(&shutting_down);
-        thread::Builder::new()
-            .name("sockeye-accept".into())
-            .stack_size(THREAD_STACK_BYTES)
-            .spawn(move || accept_loop(&listener, &inputs, &shutting_down))?
+        grace: config.shutdown_grace,
+        // A write blocked this long on a peer that reads nothing fails, and the
+        // connection ends; keepalive would have ended it by then.
+        write_timeout: (config.ping_interval + config.pong_timeout).max(Duration::from_secs(1)),
     };
-    Ok(RunningServer {
-        addr,
-        inputs,
-        shutting_down,
-        accept: Some(accept),
-        driver: Some(driver),
-    })
+    let runtime = match config.runtime {
+        Runtime::Threads => Running::Threads(threads::start(parts)?),
+        Runtime::Smol => Running::Smol(smol::start(parts)?),
+    };
+    Ok(RunningServer { addr, runtime })
 }
 
 impl RunningServer {
@@ -174,17 +171,11 @@ impl RunningServer {
     }
 
     fn stop(&mut self) -> usize {
-        let Some(accept) = self.accept.take() else {
-            return 0;
-        };
-        self.shutting_down.store(true, Ordering::SeqCst);
-        // Wake the blocking accept with a connection of our own.
-        let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
-        let _ = accept.join();
-        let _ = self.inputs.send(Input::Shutdown);
-        self.driver
-            .take()
-            .map_or(0, |driver| driver.join().unwrap_or(0))
+        match std::mem::replace(&mut self.runtime, Running::Stopped) {
+            Running::Threads(handle) => handle.stop(self.addr),
+            Running::Smol(handle) => handle.stop(),
+            Running::Stopped => 0,
+        }
     }
 }
 
@@ -192,97 +183,6 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// An address that reaches a listener bound to `addr` (a wildcard bind is reached on
-/// loopback).
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
-}
-
-fn accept_loop(listener: &TcpListener, driver: &SyncSender<Input>, shutting_down: &AtomicBool) {
-    // A descriptor held in reserve: out of descriptors, the accept loop gives it up for a
-    // moment to take the waiting connection and answer it 503, instead of leaving it
-    // unanswered in the backlog while `accept` fails in a loop.
-    let mut spare = std::fs::File::open("/dev/null").ok();
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return,
-            Err(e) if is_out_of_descriptors(&e) => {
-                out_of_descriptors(&e);
-                drop(spare.take());
-                if let Ok((stream, _)) = listener.accept() {
-                    answer_503(stream);
-                }
-                spare = std::fs::File::open("/dev/null").ok();
-                if shutting_down.load(Ordering::SeqCst) {
-                    return; // that was the wake-up of `stop`
-                }
-                thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-            Err(e) => {
-                log_at!(Warn, "accept failed: {e}");
-                thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        if shutting_down.load(Ordering::SeqCst) {
-            return;
-        }
-        if driver.send(Input::Accepted(stream)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Out of file descriptors, and said so in the log (once until descriptors are to be
-/// had again, not once per refused client).
-static STARVED: AtomicBool = AtomicBool::new(false);
-
-fn out_of_descriptors(e: &std::io::Error) {
-    if !STARVED.swap(true, Ordering::Relaxed) {
-        log_at!(
-            Warn,
-            "out of file descriptors ({e}): new connections are answered 503 until some \
-             close (raise `ulimit -n` or lower --max-connections)"
-        );
-    }
-}
-
-/// A connection was set up: descriptors are to be had again.
-fn descriptors_again() {
-    if STARVED.load(Ordering::Relaxed) && STARVED.swap(false, Ordering::Relaxed) {
-        log_at!(Info, "file descriptors available again");
-    }
-}
-
-/// Answers a connection the server has no descriptor to serve with: 503, FIN.
-fn answer_503(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
-    let _ = stream.write_all(OUT_OF_DESCRIPTORS);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-}
-
-/// The answer to a connection the server has no descriptor to serve (the layer never
-/// sees it).
-const OUT_OF_DESCRIPTORS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 31\r\nConnection: close\r\n\r\n\
-    server out of file descriptors\n";
-
-/// Whether a call failed for want of file descriptors (the process's or the system's).
-fn is_out_of_descriptors(e: &std::io::Error) -> bool {
-    const ENFILE: i32 = 23;
-    const EMFILE: i32 = 24;
-    matches!(e.raw_os_error(), Some(ENFILE | EMFILE))
 }
 
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully. Returns the
@@ -297,6 +197,7 @@ pub fn run(config: ServerConfig) -> i32 {
         }
     };
     announce(&config);
+    let runtime = config.runtime;
     let server = match start(config) {
         Ok(server) => server,
         Err(e) => {
@@ -306,10 +207,14 @@ pub fn run(config: ServerConfig) -> i32 {
     };
     log_at!(
         Info,
-        "listening on {} (ws://{}/ws, demo at http://{}/)",
+        "listening on {} (ws://{}/ws, demo at http://{}/) on the {} runtime",
         server.addr,
         server.addr,
-        server.addr
+        server.addr,
+        match runtime {
+            Runtime::Threads => "threads",
+            Runtime::Smol => "smol",
+        }
     );
     let signal = signals.wait();
     log_at!(Info, "{signal} received");

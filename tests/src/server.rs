@@ -6,14 +6,21 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
-use sockeye::{start, RunningServer, ServerConfig};
+use sockeye::{start, RunningServer, Runtime, ServerConfig};
 use sockeye_std::{Client, Config, Message, WebSocket};
 
-/// A server configuration on `127.0.0.1:0` with quiet logs.
+/// A server configuration on `127.0.0.1:0` with quiet logs, on the runtime
+/// `SOCKEYE_RUNTIME` names (`threads` or `smol`; the binary's own variable), so the
+/// scenario suite runs against either (`scripts/test.sh` runs it against both).
 pub fn server_config() -> ServerConfig {
     let mut config = ServerConfig::default();
     config.listen = "127.0.0.1:0".into();
     config.log_level = sockeye::Level::Warn;
+    config.runtime = match std::env::var("SOCKEYE_RUNTIME").as_deref() {
+        Ok("smol") => Runtime::Smol,
+        Ok("threads") | Err(_) => Runtime::Threads,
+        Ok(other) => panic!("SOCKEYE_RUNTIME={other:?}: threads or smol"),
+    };
     config
 }
 

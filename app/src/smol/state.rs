@@ -1,0 +1,322 @@
+//! The state the smol runtime's tasks share on their one thread: the server layer, and
+//! for each connection its socket and the bytes taken from the layer but not yet
+//! written. Every method runs an input through the layer and carries out its actions
+//! at once, so the layer's order is the order things happen in.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use async_channel::{Receiver, Sender};
+use async_io::Async;
+use bytes::Bytes;
+use sockeye_core::Instant;
+use sockeye_server::{Action, ConnId, Server};
+use sockeye_std::Clock;
+
+use crate::descriptors::descriptors_again;
+use crate::driver::{level_of, log_dead_letter};
+use crate::log::{self, log_at};
+
+/// The state, shared by the tasks.
+pub(super) type Shared = Rc<RefCell<State>>;
+
+/// Bytes read at most per read, into the one buffer every connection shares.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes taken from the layer at most per write: what a full socket cannot take stays
+/// in the layer, where the slow-consumer rule counts it.
+const MAX_WRITE_BATCH: usize = 256 * 1024;
+
+/// One connection, as the runtime sees it.
+pub(super) struct Link {
+    pub(super) stream: Rc<Async<TcpStream>>,
+    /// Wakes the connection's task to look at its link again.
+    poke: Sender<()>,
+    /// Taken from the layer, not yet written; empty (and unallocated) while idle.
+    pending: VecDeque<Bytes>,
+    /// Bytes of `pending`'s front already written.
+    written: usize,
+    /// The layer said [`Action::Close`]: after the queued bytes, FIN.
+    closing: bool,
+    /// FIN sent and the layer told: the task only waits out the linger now.
+    pub(super) finished: bool,
+    /// The last write hit a full socket: the task waits until it is writable.
+    pub(super) blocked: bool,
+}
+
+pub(super) struct State {
+    server: Server,
+    clock: Clock,
+    links: HashMap<ConnId, Link>,
+    journal: Option<mpsc::Sender<Vec<u8>>>,
+    /// Records the layer appended since the last commit was handed to the journal.
+    appended: Vec<u8>,
+    read_buf: Box<[u8]>,
+    /// The deadline the timer task sleeps until, and how to wake it when it changes.
+    timer_at: Option<Instant>,
+    timer_poke: (Sender<()>, Receiver<()>),
+    /// Told once the layer has stopped.
+    done: Sender<()>,
+    pub(super) write_timeout: Duration,
+}
+
+impl State {
+    pub(super) fn new(
+        server: Server,
+        clock: Clock,
+        journal: Option<mpsc::Sender<Vec<u8>>>,
+        write_timeout: Duration,
+    ) -> (Shared, Receiver<()>) {
+        let (done, stopped) = async_channel::bounded(1);
+        let state = State {
+            server,
+            clock,
+            links: HashMap::new(),
+            journal,
+            appended: Vec::new(),
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            timer_at: None,
+            timer_poke: async_channel::bounded(1),
+            done,
+            write_timeout,
+        };
+        (Rc::new(RefCell::new(state)), stopped)
+    }
+
+    /// Connections the layer still has (not those only waiting out their linger).
+    pub(super) fn open_connections(&self) -> usize {
+        self.links.values().filter(|l| !l.finished).count()
+    }
+
+    pub(super) fn timer_poke(&self) -> Receiver<()> {
+        self.timer_poke.1.clone()
+    }
+
+    /// What the timer task should sleep for, remembering the deadline it sleeps to.
+    pub(super) fn arm_timer(&mut self) -> Option<Duration> {
+        self.timer_at = self.server.poll_timeout();
+        self.timer_at.map(|at| self.clock.until(at))
+    }
+
+    pub(super) fn handle_timeout(&mut self) {
+        let now = self.clock.now();
+        if self.server.poll_timeout().is_some_and(|at| at <= now) {
+            self.server.handle_timeout(now);
+        }
+        self.act();
+    }
+
+    /// A connection was accepted: the layer's id for it, its socket and the receiver
+    /// that wakes its task.
+    pub(super) fn accept(
+        &mut self,
+        stream: Async<TcpStream>,
+    ) -> (ConnId, Rc<Async<TcpStream>>, Receiver<()>) {
+        let conn = self.server.handle_accept(self.clock.now());
+        descriptors_again();
+        let stream = Rc::new(stream);
+        let (poke, poked) = async_channel::bounded(1);
+        self.links.insert(
+            conn,
+            Link {
+                stream: Rc::clone(&stream),
+                poke,
+                pending: VecDeque::new(),
+                written: 0,
+                closing: false,
+                finished: false,
+                blocked: false,
+            },
+        );
+        self.act();
+        (conn, stream, poked)
+    }
+
+    pub(super) fn link(&self, conn: ConnId) -> Option<&Link> {
+        self.links.get(&conn)
+    }
+
+    /// The connection's task is done with it.
+    pub(super) fn forget(&mut self, conn: ConnId) {
+        self.links.remove(&conn);
+    }
+
+    /// The socket is readable: reads what it has into the shared buffer and hands it to
+    /// the layer. Returns `false` once the read side is over (end of stream or error).
+    pub(super) fn read(&mut self, conn: ConnId) -> bool {
+        let Some(link) = self.links.get(&conn) else {
+            return false;
+        };
+        let stream = Rc::clone(&link.stream);
+        let finished = link.finished;
+        let open = loop {
+            match stream.get_ref().read(&mut self.read_buf) {
+                Ok(0) => {
+                    if !finished {
+                        self.server.handle_eof(self.clock.now(), conn);
+                    }
+                    break false;
+                }
+                Ok(n) => {
+                    if !finished {
+                        self.server
+                            .handle_bytes(self.clock.now(), conn, &self.read_buf[..n]);
+                    }
+                    // A short read took everything the socket had.
+                    if n < self.read_buf.len() {
+                        break true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.gone(conn);
+                    break false;
+                }
+            }
+        };
+        self.act();
+        open
+    }
+
+    /// The socket can take bytes again.
+    pub(super) fn writable(&mut self, conn: ConnId) {
+        if let Some(link) = self.links.get_mut(&conn) {
+            link.blocked = false;
+        }
+        self.flush(conn);
+        self.act();
+    }
+
+    /// The socket is gone (an error, or a write that waited too long): the layer forgets
+    /// the connection.
+    pub(super) fn gone(&mut self, conn: ConnId) {
+        if let Some(link) = self.links.remove(&conn) {
+            let _ = link.stream.get_ref().shutdown(Shutdown::Both);
+            if !link.finished {
+                self.server.handle_closed(self.clock.now(), conn);
+            }
+        }
+    }
+
+    pub(super) fn committed(&mut self, result: Result<(), String>) {
+        if let Err(e) = &result {
+            log_at!(Error, "journal commit failed: {e}");
+        }
+        self.server.handle_committed(self.clock.now(), result);
+        self.act();
+    }
+
+    pub(super) fn shutdown(&mut self) {
+        self.server.handle_shutdown(self.clock.now());
+        self.act();
+    }
+
+    /// Writes what the layer has for `conn` until the socket is full; after the last
+    /// bytes of a closing connection, FIN.
+    fn flush(&mut self, conn: ConnId) {
+        loop {
+            let Some(link) = self.links.get_mut(&conn) else {
+                return;
+            };
+            if link.blocked || link.finished {
+                return;
+            }
+            if link.pending.is_empty() {
+                let mut bytes = 0;
+                while bytes < MAX_WRITE_BATCH {
+                    let Some(chunk) = self.server.poll_transmit(conn) else {
+                        break;
+                    };
+                    bytes += chunk.len();
+                    link.pending.push_back(chunk);
+                }
+                link.written = 0;
+            }
+            if link.pending.is_empty() {
+                // An idle connection holds no queue.
+                link.pending = VecDeque::new();
+                if link.closing {
+                    let _ = link.stream.get_ref().shutdown(Shutdown::Write);
+                    link.finished = true;
+                    let _ = link.poke.try_send(());
+                    self.server.handle_closed(self.clock.now(), conn);
+                }
+                return;
+            }
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(link.pending.len());
+            for (i, chunk) in link.pending.iter().enumerate() {
+                let from = if i == 0 { link.written } else { 0 };
+                slices.push(IoSlice::new(&chunk[from..]));
+            }
+            match link.stream.get_ref().write_vectored(&slices) {
+                Ok(mut n) => {
+                    drop(slices);
+                    while n > 0 {
+                        let Some(front) = link.pending.front() else {
+                            break;
+                        };
+                        let left = front.len() - link.written;
+                        if n >= left {
+                            n -= left;
+                            link.pending.pop_front();
+                            link.written = 0;
+                        } else {
+                            link.written += n;
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    link.blocked = true;
+                    let _ = link.poke.try_send(());
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.gone(conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Carries out the layer's actions until there are none, then wakes the timer task
+    /// if the layer's deadline moved.
+    fn act(&mut self) {
+        while let Some(action) = self.server.poll_action() {
+            match action {
+                Action::Wake(conn) => self.flush(conn),
+                Action::Close(conn) => {
+                    if let Some(link) = self.links.get_mut(&conn) {
+                        link.closing = true;
+                    }
+                    self.flush(conn);
+                }
+                Action::Append(bytes) => self.appended.extend_from_slice(&bytes),
+                Action::Commit => {
+                    let batch = std::mem::take(&mut self.appended);
+                    let sent = self.journal.as_ref().is_some_and(|j| j.send(batch).is_ok());
+                    if !sent {
+                        let result = Err("the journal thread is gone".to_string());
+                        self.server.handle_committed(self.clock.now(), result);
+                    }
+                }
+                Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
+                Action::DeadLetter(letter) => log_dead_letter(&letter),
+                Action::Stopped => {
+                    let _ = self.done.try_send(());
+                }
+                _ => {}
+            }
+        }
+        if self.server.poll_timeout() != self.timer_at {
+            let _ = self.timer_poke.0.try_send(());
+        }
+    }
+}

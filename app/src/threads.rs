@@ -1,0 +1,119 @@
+//! The `threads` runtime: one driver thread owns the layer ([`crate::driver`]), each
+//! connection has a reader and a writer thread ([`crate::io`]), one thread accepts, and
+//! one commits the journal.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::descriptors::{is_out_of_descriptors, Spare};
+use crate::driver::{Driver, Input};
+use crate::log::log_at;
+use crate::{journal, Parts, ACCEPT_BACKOFF, THREAD_STACK_BYTES};
+
+/// Inputs waiting for the driver at most; readers then wait (TCP backpressure).
+const INPUT_QUEUE: usize = 4096;
+
+/// The threads of a running server.
+pub(crate) struct Handle {
+    inputs: SyncSender<Input>,
+    shutting_down: Arc<AtomicBool>,
+    accept: JoinHandle<()>,
+    driver: JoinHandle<usize>,
+}
+
+pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
+    let (inputs, queue) = std::sync::mpsc::sync_channel(INPUT_QUEUE);
+    let journal = match parts.journal {
+        Some(file) => {
+            let to_driver = inputs.clone();
+            let report = move |result| to_driver.send(Input::Committed(result)).is_ok();
+            Some(journal::spawn(file, report)?)
+        }
+        None => None,
+    };
+    let driver = Driver::new(
+        parts.server,
+        parts.clock,
+        inputs.clone(),
+        journal,
+        parts.write_timeout,
+        parts.grace,
+    );
+    let driver = thread::Builder::new()
+        .name("sockeye-driver".into())
+        .spawn(move || driver.run(&queue))?;
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let accept = {
+        let inputs = inputs.clone();
+        let shutting_down = Arc::clone(&shutting_down);
+        let listener = parts.listener;
+        thread::Builder::new()
+            .name("sockeye-accept".into())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || accept_loop(&listener, &inputs, &shutting_down))?
+    };
+    Ok(Handle {
+        inputs,
+        shutting_down,
+        accept,
+        driver,
+    })
+}
+
+impl Handle {
+    /// Stops accepting, shuts the layer down, and waits for the driver.
+    pub(crate) fn stop(self, addr: SocketAddr) -> usize {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        // Wake the blocking accept with a connection of our own.
+        let _ = TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1));
+        let _ = self.accept.join();
+        let _ = self.inputs.send(Input::Shutdown);
+        self.driver.join().unwrap_or(0)
+    }
+}
+
+/// An address that reaches a listener bound to `addr` (a wildcard bind is reached on
+/// loopback).
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+fn accept_loop(listener: &TcpListener, driver: &SyncSender<Input>, shutting_down: &AtomicBool) {
+    let mut spare = Spare::new();
+    loop {
+        let stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return,
+            Err(e) if is_out_of_descriptors(&e) => {
+                spare.refuse_one(&e, || listener.accept().ok().map(|(s, _)| s));
+                if shutting_down.load(Ordering::SeqCst) {
+                    return; // that was the wake-up of `stop`
+                }
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+            Err(e) => {
+                log_at!(Warn, "accept failed: {e}");
+                thread::sleep(ACCEPT_BACKOFF);
+                continue;
+            }
+        };
+        if shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        if driver.send(Input::Accepted(stream)).is_err() {
+            return;
+        }
+    }
+}
