@@ -2,7 +2,7 @@
 # Footprint of the `sockeye` server on a small host (a report, not a test): stripped binary
 # size, idle RSS, and RSS with N idle WebSocket clients connected.
 # Targets: binary < 3 MiB stripped, idle RSS < 4 MiB, < 16 KiB per connected client.
-#   bash scripts/footprint.sh [CLIENTS]   (default 1000)
+#   bash scripts/footprint.sh [CLIENTS]   (default 1000; SOCKEYE_RUNTIME=smol for that runtime)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"

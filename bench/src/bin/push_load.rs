@@ -4,7 +4,7 @@
 //! next (group commit), so durable throughput should approach memory-only as concurrency
 //! grows. A benchmark, not a test: it prints numbers and ratios and never fails on speed.
 //!
-//! `taskset -c 0,1 cargo run --release -p sockeye-bench --bin push_load -- --secs 3 --runs 3`
+//! `taskset -c 0,1 cargo run --release -p sockeye-bench --bin push_load -- --secs 3 --runs 3 [--runtime smol]`
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sockeye::{start, Level, ServerConfig};
+use sockeye::{start, Level, Runtime, ServerConfig};
 
 /// One push on a fresh connection; whether it was answered 202.
 fn push(addr: SocketAddr, request: &[u8]) -> bool {
@@ -29,8 +29,15 @@ fn push(addr: SocketAddr, request: &[u8]) -> bool {
 }
 
 /// Pushes/s over `secs` at `concurrency`, journal or not.
-fn run(journal: bool, concurrency: usize, secs: f64, dir: &std::path::Path) -> f64 {
+fn run(
+    runtime: Runtime,
+    journal: bool,
+    concurrency: usize,
+    secs: f64,
+    dir: &std::path::Path,
+) -> f64 {
     let mut config = ServerConfig::default();
+    config.runtime = runtime;
     config.listen = "127.0.0.1:0".into();
     config.log_level = Level::Error;
     config.mailbox_size = 10_000_000;
@@ -90,20 +97,32 @@ fn main() {
     };
     let secs = flag("--secs", 2.0);
     let runs = flag("--runs", 3.0) as usize;
+    let runtime = match args
+        .iter()
+        .position(|a| a == "--runtime")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(r) if r == "smol" => Runtime::Smol,
+        _ => Runtime::Threads,
+    };
     let dir = std::env::temp_dir().join(format!("sockeye-push-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
-    println!("pushes/s, median of {runs} runs of {secs} s (each push a new connection)");
+    println!(
+        "pushes/s on the {:?} runtime, median of {runs} runs of {secs} s (each push a new \
+         connection)",
+        runtime
+    );
     println!("| concurrency | memory only | --journal | journal / memory |");
     println!("|---|---|---|---|");
     for concurrency in [1, 16, 64] {
         let memory = median(
             (0..runs)
-                .map(|_| run(false, concurrency, secs, &dir))
+                .map(|_| run(runtime, false, concurrency, secs, &dir))
                 .collect(),
         );
         let durable = median(
             (0..runs)
-                .map(|_| run(true, concurrency, secs, &dir))
+                .map(|_| run(runtime, true, concurrency, secs, &dir))
                 .collect(),
         );
         println!(
