@@ -7,8 +7,8 @@ cd "$root"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # The server's scenario suite and its binary's SIGKILL and signal tests, again on the
-# smol runtime (the run above used the default, threads).
-SOCKEYE_RUNTIME=smol cargo test -p sockeye-tests --test server_scenarios
-SOCKEYE_RUNTIME=smol cargo test -p sockeye --test server_binary
+# threads runtime (the run above used the default, smol).
+SOCKEYE_RUNTIME=threads cargo test -p sockeye-tests --test server_scenarios
+SOCKEYE_RUNTIME=threads cargo test -p sockeye --test server_binary
 (cd clients/js && npm ci --silent && npm test)
 bash scripts/autobahn.sh

@@ -18,7 +18,8 @@ pub fn server_config() -> ServerConfig {
     config.log_level = sockeye::Level::Warn;
     config.runtime = match std::env::var("SOCKEYE_RUNTIME").as_deref() {
         Ok("smol") => Runtime::Smol,
-        Ok("threads") | Err(_) => Runtime::Threads,
+        Ok("threads") => Runtime::Threads,
+        Err(_) => config.runtime,
         Ok(other) => panic!("SOCKEYE_RUNTIME={other:?}: threads or smol"),
     };
     config

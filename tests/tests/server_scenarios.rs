@@ -170,7 +170,10 @@ fn an_offline_user_receives_the_mailbox_on_connect() {
 #[test]
 fn one_client_cannot_fill_the_mailboxes_of_real_users() {
     bounded(LIMIT, || {
-        let server = start_server(server_config());
+        let mut config = server_config();
+        // Room for the 9,000 refusals she reads only at the end.
+        config.max_queue_bytes = 4 << 20;
+        let server = start_server(config);
         let addr = server.local_addr();
         // Eve writes one byte to each of 10,000 made-up names: as many users as the hub
         // keeps mailboxes for.
@@ -178,9 +181,19 @@ fn one_client_cannot_fill_the_mailboxes_of_real_users() {
         for n in 0..10_000 {
             eve.send(json!({"type":"message","to":format!("ghost{n}"),"data":1}));
         }
-        // Commands are handled in order, so once the join is answered every message was.
+        // Commands are handled in order, so once the join is answered every message was;
+        // each one past her share was answered with an error.
         eve.send(json!({"type":"join","room":"done"}));
-        while eve.recv()["type"] != "joined" {}
+        let mut refused = 0;
+        loop {
+            let reply = eve.recv();
+            match reply["type"].as_str() {
+                Some("joined") => break,
+                Some("error") => refused += 1,
+                _ => panic!("unexpected {reply}"),
+            }
+        }
+        assert_eq!(refused, 9_000);
         let page = body(&get(addr, "/metrics")).to_string();
         assert_eq!(metric(&page, "sockeye_mailbox_depth"), 1_000, "her share");
         assert_eq!(metric(&page, "sockeye_mailbox_drops_total"), 9_000);

@@ -4,7 +4,7 @@
 //! next (group commit), so durable throughput should approach memory-only as concurrency
 //! grows. A benchmark, not a test: it prints numbers and ratios and never fails on speed.
 //!
-//! `taskset -c 0,1 cargo run --release -p sockeye-bench --bin push_load -- --secs 3 --runs 3 [--runtime smol]`
+//! `taskset -c 0,1 cargo run --release -p sockeye-bench --bin push_load -- --secs 3 --runs 3 [--runtime threads]`
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -102,8 +102,8 @@ fn main() {
         .position(|a| a == "--runtime")
         .and_then(|i| args.get(i + 1))
     {
-        Some(r) if r == "smol" => Runtime::Smol,
-        _ => Runtime::Threads,
+        Some(r) if r == "threads" => Runtime::Threads,
+        _ => Runtime::Smol,
     };
     let dir = std::env::temp_dir().join(format!("sockeye-push-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a scratch directory");
