@@ -4,19 +4,24 @@
 //! [`sockeye_server`] (routing, answers, both modes, the hub, limits, keepalive, shutdown,
 //! journal records and commit order); this crate is what a runtime needs around it to be
 //! a program: the flags ([`parse`], [`help`]), the log, the journal file
-//! ([`journal_file::JournalFile`]), signals, and the driver that runs the layer on
-//! `sockeye-std`'s blocking sockets and threads.
+//! ([`journal_file::JournalFile`]), signals, and the two runtimes that drive the layer
+//! ([`Runtime`]):
+//!
+//! - **smol** (the default): one thread runs an `async-io` reactor and a single-thread
+//!   executor that owns the layer; every connection is a task, reads go into one buffer
+//!   shared by all, and bytes are taken from the layer only when the socket can take
+//!   them, so an idle connection holds no buffer.
+//! - **threads**: one driver thread owns the layer and sleeps until its next deadline or
+//!   input; each connection has a reader thread and a writer thread (one job at a time, so
+//!   a slow socket leaves its bytes queued in the layer where the slow-consumer rule sees
+//!   them).
+//!
+//! On both, one thread appends and syncs the journal (`--journal`), so an `fsync` never
+//! stalls the layer, and what arrives while it runs shares the next one.
 //!
 //! Why a crate of its own: an application that only uses `sockeye-std`'s client or
 //! server does not build the server's JSON or signal handling, and the flags, log and
 //! journal file are not tied to one runtime.
-//!
-//! One driver thread owns the layer and sleeps until its next deadline or input; each
-//! connection has a reader thread (reports bytes, end of stream) and a writer thread
-//! (writes what the driver hands it, one job at a time, so a slow socket leaves its bytes
-//! queued in the layer where the slow-consumer rule sees them); one accept thread; with
-//! `--journal`, one thread that appends and syncs the journal, so an `fsync` never
-//! stalls the driver.
 //!
 //! ```no_run
 //! use sockeye::{start, ServerConfig};
