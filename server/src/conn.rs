@@ -121,6 +121,10 @@ impl Conn {
     pub(crate) fn pop(&mut self) -> Option<Bytes> {
         let chunk = self.out.pop_front()?;
         self.out_bytes -= chunk.len();
+        if self.out.is_empty() {
+            // An idle connection keeps no queue (thousands of idle ones add up).
+            self.out = VecDeque::new();
+        }
         Some(chunk)
     }
 

@@ -333,14 +333,18 @@ impl Connection {
         self.queued_bytes
     }
 
-    /// Gives back the memory of buffers that hold nothing: the output buffer once every
-    /// byte was taken by [`poll_transmit`](Self::poll_transmit), and the input buffer
-    /// when no partial frame waits in it. For a server holding many idle connections,
+    /// Gives back the memory of buffers that hold nothing: the output buffer and queue
+    /// once every byte was taken by [`poll_transmit`](Self::poll_transmit), the event
+    /// queue once drained, and the input buffer when no partial frame waits in it. For a server holding many idle connections,
     /// call it before a long wait for input: an idle connection then keeps no buffer,
     /// and the next send or read allocates again. Changes nothing the peer can see.
     pub fn release_idle_buffers(&mut self) {
         if self.coalesce.is_empty() && self.queued_bytes == 0 {
             self.coalesce = BytesMut::new();
+            self.out = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
         }
         if self.read_buf.is_empty() {
             self.read_buf = BytesMut::new();
