@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub mailbox_sender_messages: usize,
     /// Bytes one sending user may have waiting in mailboxes at once.
     pub mailbox_sender_bytes: usize,
+    /// Rooms where a join or leave would reach more connections than this go without
+    /// presence.
+    pub presence_max_recipients: usize,
     /// Append-only journal file: offline mailboxes and reliable sessions survive a restart.
     pub journal: Option<PathBuf>,
     /// The running journal is compacted once it is this large and 4× its size after the
@@ -96,6 +99,7 @@ impl Default for ServerConfig {
             mailbox_bytes: 64 << 20,
             mailbox_sender_messages: 1_000,
             mailbox_sender_bytes: 4 << 20,
+            presence_max_recipients: 256,
             journal: None,
             journal_compact_bytes: 1 << 20,
             log_level: Level::Info,
@@ -213,6 +217,11 @@ const FLAGS: &[Flag] = &[
         "mailbox-sender-bytes",
         Kind::Bytes,
         "mailbox bytes one sending user may have waiting [4MiB]",
+    ),
+    flag(
+        "presence-max-recipients",
+        Kind::Count,
+        "announce joins and leaves only to rooms of at most this many others [256]",
     ),
     flag(
         "journal",
@@ -352,6 +361,7 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
                 "max-connections" => config.max_connections = n,
                 "max-connections-per-user" => config.max_connections_per_user = n,
                 "mailbox-sender-messages" => config.mailbox_sender_messages = n,
+                "presence-max-recipients" => config.presence_max_recipients = n,
                 _ => config.mailbox_size = n,
             }
         }

@@ -102,6 +102,7 @@ fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
     layer.mailbox_bytes = config.mailbox_bytes;
     layer.mailbox_sender_messages = config.mailbox_sender_messages;
     layer.mailbox_sender_bytes = config.mailbox_sender_bytes;
+    layer.presence_max_recipients = config.presence_max_recipients;
     layer.max_head_bytes = config.max_head_bytes;
     layer.head_timeout = config.head_timeout;
     layer.shutdown_grace = config.shutdown_grace;

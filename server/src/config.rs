@@ -43,6 +43,9 @@ pub struct Config {
     pub mailbox_sender_messages: usize,
     /// Bytes one sending user may have waiting in mailboxes at once.
     pub mailbox_sender_bytes: usize,
+    /// Joins and leaves are announced (`presence`) only to rooms where they reach at most
+    /// this many other connections: filling a room of `n` then costs `O(n)` messages.
+    pub presence_max_recipients: usize,
     /// Largest HTTP request head (431 beyond).
     pub max_head_bytes: usize,
     /// How long a client may take to send its request head, and then its body (408).
@@ -72,6 +75,7 @@ impl Default for Config {
             mailbox_bytes: 64 << 20,
             mailbox_sender_messages: 1_000,
             mailbox_sender_bytes: 4 << 20,
+            presence_max_recipients: 256,
             max_head_bytes: 8 * 1024,
             head_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
@@ -114,6 +118,7 @@ impl Config {
             mailbox_max_bytes: self.mailbox_bytes,
             mailbox_sender_max_messages: self.mailbox_sender_messages,
             mailbox_sender_max_bytes: self.mailbox_sender_bytes,
+            presence_max_recipients: self.presence_max_recipients,
             ..sockeye_core::hub::HubConfig::default()
         }
     }

@@ -13,6 +13,10 @@ use crate::plain::{self, ClientMessage, Refused};
 use crate::server::Server;
 use crate::Level;
 
+/// Members a `joined` answer lists at most; a larger room's answer lists the first ones
+/// and says how many there are.
+const MEMBERS_LISTED: usize = 100;
+
 impl Server {
     /// One message from a plain-mode client.
     pub(crate) fn on_plain_message(&mut self, conn: ConnId, message: Message) {
@@ -62,8 +66,12 @@ impl Server {
             Ok(ClientMessage::Join { room }) => match self.hub.join(conn, &room) {
                 Ok(()) => {
                     self.journal_membership(conn, &room, true);
-                    let members = self.hub.members(&room);
-                    Some(plain::joined(&room, members.iter().map(UserId::as_str)))
+                    let (members, count) = self.hub.members_page(&room, MEMBERS_LISTED);
+                    Some(plain::joined(
+                        &room,
+                        members.iter().map(UserId::as_str),
+                        count,
+                    ))
                 }
                 Err(e) => Some(plain::error(&e.to_string())),
             },

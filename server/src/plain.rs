@@ -175,11 +175,17 @@ pub(crate) fn presence(room: &str, user: &str, joined: bool) -> String {
     )
 }
 
-/// `{"type":"joined","room":…,"members":[…]}`: the answer to a join, with who is there.
-pub(crate) fn joined<'a>(room: &str, members: impl IntoIterator<Item = &'a str>) -> String {
+/// `{"type":"joined","room":…,"members":[…],"count":n}`: the answer to a join, with who is
+/// there: all of them in a small room, the first page (in name order) of a large one, and
+/// how many in all.
+pub(crate) fn joined<'a>(
+    room: &str,
+    members: impl IntoIterator<Item = &'a str>,
+    count: usize,
+) -> String {
     let members: Vec<Value> = members.into_iter().map(Value::from).collect();
     format!(
-        "{{\"type\":\"joined\",\"room\":{},\"members\":{}}}",
+        "{{\"type\":\"joined\",\"room\":{},\"members\":{},\"count\":{count}}}",
         quote(room),
         Value::Array(members)
     )
@@ -278,7 +284,7 @@ mod tests {
             message(Some("r"), Some("a"), b"{\"x\":1}"),
             message(None, None, b"[1,2]"),
             presence("r", "u", true),
-            joined("r", ["a", "b"]),
+            joined("r", ["a", "b"], 2),
             left("r"),
             error("not a member"),
         ] {

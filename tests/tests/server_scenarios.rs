@@ -459,7 +459,7 @@ fn a_reliable_client_joins_a_room_and_chats_with_a_plain_client() {
         send_json(&mut rita, json!({"type":"join","room":"lobby"}));
         assert_eq!(
             recv_json(&mut rita),
-            json!({"type":"joined","room":"lobby","members":["rita"]})
+            json!({"type":"joined","room":"lobby","members":["rita"],"count":1})
         );
         let mut pat = JsonClient::connect(addr, "user=pat");
         pat.join("lobby");

@@ -36,13 +36,18 @@ pub struct HubConfig {
     /// Bytes (counted as for `mailbox_max_bytes`) one sending user may have waiting in
     /// mailboxes at once; over it, [`MailDropReason::SenderOverShare`](super::MailDropReason).
     pub mailbox_sender_max_bytes: usize,
+    /// A join or leave is announced ([`OutMessage::Presence`](super::OutMessage)) only to
+    /// rooms where it would reach at most this many other connections; larger rooms go
+    /// without presence, so filling a room costs messages linear in its size.
+    pub presence_max_recipients: usize,
 }
 
 impl Default for HubConfig {
     /// Sized for a constrained host: 10,000 connections, 8 per user, 32 rooms per
     /// connection, 10,000 connections per room, room names up to 64 bytes, and mailboxes of
     /// 100 messages kept for a day for up to 10,000 users, 64 MiB in all, of which one
-    /// sending user may hold 1,000 messages and 4 MiB.
+    /// sending user may hold 1,000 messages and 4 MiB; presence in rooms of up to 256 other
+    /// connections.
     fn default() -> Self {
         HubConfig {
             max_connections: 10_000,
@@ -56,6 +61,7 @@ impl Default for HubConfig {
             mailbox_max_bytes: 64 << 20,
             mailbox_sender_max_messages: 1_000,
             mailbox_sender_max_bytes: 4 << 20,
+            presence_max_recipients: 256,
         }
     }
 }

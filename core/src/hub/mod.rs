@@ -75,7 +75,8 @@
 //!   no mailbox: a room message reaches who is there.
 //! - **Presence** is per user: [`OutMessage::Presence`] goes to the room's other member
 //!   connections when a user's first connection joins and when their last one leaves or
-//!   disconnects. [`Hub::members`] lists the users present.
+//!   disconnects, as long as those are at most [`HubConfig::presence_max_recipients`]
+//!   (large rooms go without, so filling one costs linear, not quadratic, messages). [`Hub::members`] lists the users present.
 //! - **Errors, not panics.** An unknown [`ConnId`] gives [`HubError::NotConnected`] (or
 //!   nothing, for `disconnect` and the queries); no call sequence panics.
 
@@ -384,6 +385,12 @@ impl Hub {
         self.rooms.members(room)
     }
 
+    /// The first `limit` users present in `room` (in order) and how many there are: the
+    /// answer to a join of a large room, without listing everyone.
+    pub fn members_page(&self, room: &str, limit: usize) -> (Vec<UserId>, usize) {
+        self.rooms.members_page(room, limit)
+    }
+
     /// The rooms `conn` is in, in order (empty for an unknown id). Allocates.
     pub fn rooms_of(&self, conn: ConnId) -> Vec<String> {
         self.registry
@@ -524,8 +531,15 @@ impl Hub {
         }
     }
 
-    /// Tells every member connection of `room` except `except` that `user` arrived or left.
+    /// Tells every member connection of `room` except `except` that `user` arrived or left,
+    /// unless they are more than [`HubConfig::presence_max_recipients`]: a room of `n`
+    /// members whose joins each told everyone would cost `n²/2` messages to fill.
     fn presence(&mut self, room: &str, user: &UserId, joined: bool, except: ConnId) {
+        let recipients =
+            self.rooms.conn_count(room) - usize::from(self.rooms.is_member(room, except));
+        if recipients > self.config.presence_max_recipients {
+            return;
+        }
         for to in self.rooms.conns(room).filter(|c| *c != except) {
             self.outbound.push_back(Outbound {
                 to,

@@ -116,6 +116,18 @@ impl Rooms {
             .flat_map(|r| r.conns.iter().copied())
     }
 
+    /// How many connections are in `room`.
+    pub(crate) fn conn_count(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.conns.len())
+    }
+
+    /// The first `limit` users present in `room`, in order, and how many there are.
+    pub(crate) fn members_page(&self, room: &str, limit: usize) -> (Vec<UserId>, usize) {
+        self.rooms.get(room).map_or((Vec::new(), 0), |r| {
+            (r.users.keys().take(limit).cloned().collect(), r.users.len())
+        })
+    }
+
     /// The users present in `room`, in order. Allocates the list.
     pub(crate) fn members(&self, room: &str) -> Vec<UserId> {
         self.rooms

@@ -126,6 +126,47 @@ fn presence_follows_users_not_connections() {
 }
 
 #[test]
+fn a_large_room_goes_without_presence_and_lists_a_page_of_members() {
+    let config = HubConfig {
+        presence_max_recipients: 3,
+        ..HubConfig::default()
+    };
+    let mut hub = Hub::new(config);
+    let now = Instant::ZERO;
+    let mut presence = 0;
+    for i in 0..10u64 {
+        hub.connect(
+            now,
+            ConnId(i),
+            user(&alloc::format!("u{i}")),
+            Delivery::Reliable,
+        )
+        .unwrap();
+        hub.join(ConnId(i), "big").unwrap();
+        let out = drain(&mut hub);
+        // Told to the others only while they are at most three.
+        assert_eq!(out.len(), if i <= 3 { i as usize } else { 0 }, "join {i}");
+        presence += out.len();
+    }
+    assert_eq!(presence, 1 + 2 + 3);
+    let (page, count) = hub.members_page("big", 4);
+    assert_eq!(
+        (page, count),
+        (["u0", "u1", "u2", "u3"].map(user).to_vec(), 10)
+    );
+    // Leaving: the others hear it again once they are few enough.
+    for i in 0..10u64 {
+        hub.disconnect(now, ConnId(i));
+        let left = 9 - i as usize;
+        assert_eq!(
+            drain(&mut hub).len(),
+            if left <= 3 { left } else { 0 },
+            "leave {i}"
+        );
+    }
+}
+
+#[test]
 fn room_limits() {
     let config = HubConfig {
         max_rooms_per_connection: 1,

@@ -166,8 +166,11 @@ impl HubCheck {
                 self.hub.disconnect(now, conn);
                 if let Some((u, rooms)) = self.model.conns.remove(&conn) {
                     for room in rooms {
-                        if !self.model.members(&room).contains(&u) {
-                            for to in self.model.members_conns(&room) {
+                        let others = self.model.members_conns(&room);
+                        if !self.model.members(&room).contains(&u)
+                            && others.len() <= self.config.presence_max_recipients
+                        {
+                            for to in others {
                                 want.push(Seen::Presence {
                                     to,
                                     room: room.clone(),
@@ -348,7 +351,9 @@ impl HubCheck {
             return Err(HubError::RoomFull);
         }
         let u = u.clone();
-        if !self.model.members(room).contains(&u) {
+        if !self.model.members(room).contains(&u)
+            && members.len() <= self.config.presence_max_recipients
+        {
             for to in members {
                 want.push(Seen::Presence {
                     to,
@@ -380,8 +385,11 @@ impl HubCheck {
             return Err(HubError::NotAMember);
         }
         let u = u.clone();
-        if !self.model.members(room).contains(&u) {
-            for to in self.model.members_conns(room) {
+        let others = self.model.members_conns(room);
+        if !self.model.members(room).contains(&u)
+            && others.len() <= self.config.presence_max_recipients
+        {
+            for to in others {
                 want.push(Seen::Presence {
                     to,
                     room: room.into(),
