@@ -183,13 +183,13 @@ impl Driver {
             }
             Err((e, stream)) => {
                 self.server.handle_closed(now, conn);
-                if crate::descriptors::is_out_of_descriptors(&e) {
+                if sockeye_std::accept::is_out_of_descriptors(&e) {
                     crate::descriptors::out_of_descriptors(&e);
                 } else {
                     log_at!(Warn, "cannot start a connection's threads: {e}");
                 }
                 if let Some(stream) = stream {
-                    crate::descriptors::answer_503(stream);
+                    sockeye_std::accept::answer_503(stream);
                 }
             }
         }

@@ -56,9 +56,6 @@ use log::log_at;
 /// bounds the worst case rather than costing memory per idle connection.
 const THREAD_STACK_BYTES: usize = 128 * 1024;
 
-/// How long an accept loop pauses after `accept` fails (out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// How long a closed connection waits for the peer's FIN before the socket closes, so
 /// unread request bytes do not turn into a reset that eats the answer.
 const LINGER: Duration = Duration::from_secs(2);

@@ -2,17 +2,17 @@
 //! connection has a reader and a writer thread ([`crate::io`]), one thread accepts, and
 //! one commits the journal.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
-use crate::descriptors::{is_out_of_descriptors, Spare};
+use crate::descriptors::out_of_descriptors;
 use crate::driver::{Driver, Input};
 use crate::log::log_at;
-use crate::{journal, Parts, ACCEPT_BACKOFF, THREAD_STACK_BYTES};
+use crate::{journal, Parts, THREAD_STACK_BYTES};
+use sockeye_std::accept::{self, is_out_of_descriptors};
 
 /// Inputs waiting for the driver at most; readers then wait (TCP backpressure).
 const INPUT_QUEUE: usize = 4096;
@@ -69,51 +69,23 @@ impl Handle {
     pub(crate) fn stop(self, addr: SocketAddr) -> usize {
         self.shutting_down.store(true, Ordering::SeqCst);
         // Wake the blocking accept with a connection of our own.
-        let _ = TcpStream::connect_timeout(&wake_addr(addr), Duration::from_secs(1));
+        accept::wake(addr);
         let _ = self.accept.join();
         let _ = self.inputs.send(Input::Shutdown);
         self.driver.join().unwrap_or(0)
     }
 }
 
-/// An address that reaches a listener bound to `addr` (a wildcard bind is reached on
-/// loopback).
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
-}
-
 fn accept_loop(listener: &TcpListener, driver: &SyncSender<Input>, shutting_down: &AtomicBool) {
-    let mut spare = Spare::new();
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return,
-            Err(e) if is_out_of_descriptors(&e) => {
-                spare.refuse_one(&e, || listener.accept().ok().map(|(s, _)| s));
-                if shutting_down.load(Ordering::SeqCst) {
-                    return; // that was the wake-up of `stop`
-                }
-                thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-            Err(e) => {
-                log_at!(Warn, "accept failed: {e}");
-                thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        if shutting_down.load(Ordering::SeqCst) {
-            return;
+    let accepted = |stream| driver.send(Input::Accepted(stream)).is_ok();
+    let failed = |e: &std::io::Error| {
+        if is_out_of_descriptors(e) {
+            out_of_descriptors(e);
+        } else {
+            log_at!(Warn, "accept failed: {e}");
         }
-        if driver.send(Input::Accepted(stream)).is_err() {
-            return;
-        }
+    };
+    if let Err(e) = accept::accept_until(listener, shutting_down, accepted, failed) {
+        log_at!(Error, "the listener failed: {e}");
     }
 }

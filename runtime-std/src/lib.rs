@@ -58,6 +58,7 @@
 
 #![warn(missing_docs)]
 
+pub mod accept;
 mod client;
 mod entropy;
 mod error;

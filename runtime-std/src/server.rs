@@ -6,11 +6,11 @@ use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 
 use sockeye_core::handshake::Request;
 use sockeye_core::{Config, HandshakeError, ServerHandshake};
 
+use crate::accept;
 use crate::error::{Error, Result};
 use crate::time;
 use crate::transport::{write_timeout, Input, Transport};
@@ -18,10 +18,6 @@ use crate::websocket::WebSocket;
 
 type OriginPolicy = dyn Fn(Option<&str>) -> bool + Send + Sync;
 type ProtocolPolicy = dyn Fn(&Request) -> Option<String> + Send + Sync;
-
-/// How long an accept loop pauses after `accept` fails (for example when the process is
-/// out of file descriptors), so it neither spins nor gives up.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The application's say in a handshake: which origins to allow, which subprotocol to
 /// pick. Everything else about the handshake is the core's.
@@ -124,7 +120,18 @@ impl Server {
     where
         F: Fn(WebSocket) + Send + Sync + 'static,
     {
-        self.serve_until(Arc::new(handler), &AtomicBool::new(false))
+        let Server {
+            listener,
+            config,
+            policy,
+        } = self;
+        let on_stream = Arc::new(move |stream| {
+            if let Ok(ws) = handshake(stream, &config, &policy) {
+                handler(ws);
+            }
+        });
+        // Nothing stops it but the listener failing; `spawn` is the stoppable form.
+        accept_loop(&listener, on_stream, &AtomicBool::new(false))
     }
 
     /// Runs [`serve`](Self::serve) on a background thread and returns a handle that
@@ -143,23 +150,6 @@ impl Server {
                 handler(ws);
             }
         })
-    }
-
-    fn serve_until<F>(self, handler: Arc<F>, stop: &AtomicBool) -> io::Result<()>
-    where
-        F: Fn(WebSocket) + Send + Sync + 'static,
-    {
-        let Server {
-            listener,
-            config,
-            policy,
-        } = self;
-        let on_stream = Arc::new(move |stream| {
-            if let Ok(ws) = handshake(stream, &config, &policy) {
-                handler(ws);
-            }
-        });
-        accept_loop(&listener, on_stream, stop)
     }
 }
 
@@ -195,35 +185,18 @@ pub(crate) fn accept_loop<F>(
 where
     F: Fn(TcpStream) + Send + Sync + 'static,
 {
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if is_fatal_accept_error(&e) => return Err(e),
-            Err(_) => {
-                thread::sleep(ACCEPT_BACKOFF);
-                continue;
-            }
-        };
-        if stop.load(Ordering::Acquire) {
-            return Ok(());
-        }
+    let on_stream = |stream| {
         let on_stream = Arc::clone(&on_stream);
         let spawned = thread::Builder::new()
             .name("sockeye-conn".into())
             .spawn(move || on_stream(stream));
         if spawned.is_err() {
             // Out of threads: the stream was dropped with the closure, closing it.
-            thread::sleep(ACCEPT_BACKOFF);
+            thread::sleep(accept::ACCEPT_BACKOFF);
         }
-    }
-}
-
-/// Errors after which `accept` will keep failing.
-fn is_fatal_accept_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::InvalidInput | io::ErrorKind::NotConnected | io::ErrorKind::Unsupported
-    )
+        true
+    };
+    accept::accept_until(listener, stop, on_stream, |_| {})
 }
 
 /// Performs the server handshake on `stream`: reads the request under the core's deadline,
@@ -300,7 +273,7 @@ impl ServerHandle {
         if let Some(thread) = self.thread.take() {
             self.stop.store(true, Ordering::Release);
             // Wake the blocking accept with a connection of our own.
-            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+            accept::wake(self.addr);
             let _ = thread.join();
         }
     }

@@ -20,9 +20,10 @@ use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
 use futures_lite::future;
 
-use crate::descriptors::{is_out_of_descriptors, Spare};
+use crate::descriptors::out_of_descriptors;
 use crate::log::log_at;
-use crate::{journal, Parts, ACCEPT_BACKOFF};
+use crate::{journal, Parts};
+use sockeye_std::accept::{is_out_of_descriptors, Spare, ACCEPT_BACKOFF};
 use state::{Shared, State};
 
 /// The thread of a running server and how to tell it to stop.
@@ -104,7 +105,8 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, _)) => accept(&ex, &state, stream),
             Err(e) if is_out_of_descriptors(&e) => {
-                spare.refuse_one(&e, || listener.get_ref().accept().ok().map(|(s, _)| s));
+                out_of_descriptors(&e);
+                spare.refuse_one(|| listener.get_ref().accept().ok().map(|(s, _)| s));
                 Timer::after(ACCEPT_BACKOFF).await;
             }
             Err(e) => {
