@@ -59,7 +59,7 @@ fn start_server(runtime: &str, members: usize, port: u16) -> Child {
     .args(["--log-level", "error"])
     .stdout(Stdio::null())
     .stderr(Stdio::inherit());
-    let child = cmd.spawn().expect("start the server");
+    let mut child = cmd.spawn().expect("start the server");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     for _ in 0..200 {
         if TcpStream::connect(addr).is_ok() {
@@ -67,6 +67,8 @@ fn start_server(runtime: &str, members: usize, port: u16) -> Child {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not start");
 }
 
