@@ -948,7 +948,7 @@ pub fn client_response(data: &[u8]) {
             headers: &[],
         }
     };
-    let new_client = || ClientHandshake::new(now, &config, request, &mut SampleNonce);
+    let new_client = || ClientHandshake::new(&config, now, request, &mut SampleNonce);
     let response = input.rest();
 
     // The request: exactly its own lines, so no field could add a header.

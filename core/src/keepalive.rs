@@ -37,7 +37,7 @@ pub struct Keepalive {
 impl Keepalive {
     /// A keepalive that pings after `interval` of silence (`None`: never) and gives up
     /// `timeout` after a ping that nothing followed.
-    pub fn new(now: Instant, interval: Option<Duration>, timeout: Duration) -> Self {
+    pub fn new(interval: Option<Duration>, timeout: Duration, now: Instant) -> Self {
         Keepalive {
             interval,
             timeout,
@@ -48,12 +48,12 @@ impl Keepalive {
     }
 
     /// Call whenever bytes arrive from the peer.
-    pub fn on_receive(&mut self, now: Instant) {
+    pub fn handle_receive(&mut self, now: Instant) {
         self.last_received = self.last_received.max(now);
     }
 
     /// Call with every pong payload; returns the round-trip time if it answers our ping.
-    pub fn on_pong(&mut self, now: Instant, payload: &[u8]) -> Option<Duration> {
+    pub fn handle_pong(&mut self, now: Instant, payload: &[u8]) -> Option<Duration> {
         let ping = self.ping.filter(|p| p.payload[..] == *payload)?;
         self.ping = None;
         let rtt = now.saturating_duration_since(ping.sent_at);
@@ -71,6 +71,7 @@ impl Keepalive {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let interval = self.interval?;
         Some(match self.awaiting_answer() {
@@ -108,7 +109,7 @@ mod tests {
 
     #[test]
     fn pings_after_idle_interval_then_declares_dead() {
-        let mut k = Keepalive::new(at(0), Some(10 * SEC), 5 * SEC);
+        let mut k = Keepalive::new(Some(10 * SEC), 5 * SEC, at(0));
         assert_eq!(k.poll_timeout(), Some(at(10)));
         assert_eq!(k.handle_timeout(at(9)), None, "early call is a no-op");
         let Some(KeepaliveAction::SendPing(_)) = k.handle_timeout(at(10)) else {
@@ -120,30 +121,30 @@ mod tests {
 
     #[test]
     fn any_bytes_postpone_the_ping_and_cancel_the_deadline() {
-        let mut k = Keepalive::new(at(0), Some(10 * SEC), 5 * SEC);
-        k.on_receive(at(7));
+        let mut k = Keepalive::new(Some(10 * SEC), 5 * SEC, at(0));
+        k.handle_receive(at(7));
         assert_eq!(k.poll_timeout(), Some(at(17)));
         let Some(KeepaliveAction::SendPing(_)) = k.handle_timeout(at(17)) else {
             panic!()
         };
-        k.on_receive(at(18));
+        k.handle_receive(at(18));
         assert_eq!(k.poll_timeout(), Some(at(28)));
     }
 
     #[test]
     fn matching_pong_measures_rtt() {
-        let mut k = Keepalive::new(at(0), Some(10 * SEC), 5 * SEC);
+        let mut k = Keepalive::new(Some(10 * SEC), 5 * SEC, at(0));
         let Some(KeepaliveAction::SendPing(p)) = k.handle_timeout(at(10)) else {
             panic!()
         };
-        assert_eq!(k.on_pong(at(11), b"other"), None);
-        assert_eq!(k.on_pong(at(12), &p), Some(2 * SEC));
+        assert_eq!(k.handle_pong(at(11), b"other"), None);
+        assert_eq!(k.handle_pong(at(12), &p), Some(2 * SEC));
         assert_eq!(k.rtt(), Some(2 * SEC));
     }
 
     #[test]
     fn disabled_keepalive_never_wakes() {
-        let mut k = Keepalive::new(at(0), None, 5 * SEC);
+        let mut k = Keepalive::new(None, 5 * SEC, at(0));
         assert_eq!(k.poll_timeout(), None);
         assert_eq!(k.handle_timeout(at(1000)), None);
     }

@@ -4,7 +4,7 @@ use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 
 use sockeye_core::handshake::ClientRequest;
-use sockeye_core::{ClientHandshake, Config, HandshakeError};
+use sockeye_core::{ClientHandshake, Config};
 
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
@@ -97,7 +97,7 @@ fn handshake(
         origin: options.origin,
         headers: options.headers,
     };
-    let mut handshake = ClientHandshake::new(time::now(), &config, request, &mut entropy);
+    let mut handshake = ClientHandshake::new(&config, time::now(), request, &mut entropy);
     while let Some(chunk) = handshake.poll_transmit() {
         transport.queue(chunk);
     }
@@ -105,7 +105,7 @@ fn handshake(
     let response = loop {
         let step = match transport.read(handshake.poll_timeout())? {
             Input::Bytes(data) => handshake.handle_bytes(time::now(), data),
-            Input::Eof => Err(HandshakeError::UnexpectedEof),
+            Input::Eof => handshake.handle_eof(time::now()).map(|()| None),
             Input::Timeout => handshake.handle_timeout(time::now()).map(|()| None),
         };
         if let Some(response) = step? {

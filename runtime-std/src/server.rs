@@ -222,7 +222,7 @@ pub(crate) fn read_request(stream: TcpStream, config: &Config) -> Result<(Transp
     let outcome = loop {
         let step = match transport.read(handshake.poll_timeout())? {
             Input::Bytes(data) => handshake.handle_bytes(time::now(), data),
-            Input::Eof => Err(HandshakeError::UnexpectedEof),
+            Input::Eof => handshake.handle_eof(time::now()).map(|()| None),
             Input::Timeout => handshake.handle_timeout(time::now()).map(|()| None),
         };
         match step {

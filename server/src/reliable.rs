@@ -114,9 +114,10 @@ impl Server {
     }
 
     pub(crate) fn on_rtt(&mut self, conn: ConnId, rtt: Duration) {
+        let now = self.now;
         if let Some((session, epoch)) = self.session_of(conn) {
             if let Some(s) = self.store.get_mut(session).filter(|s| s.epoch() == epoch) {
-                s.on_rtt_sample(rtt);
+                s.handle_rtt_sample(now, rtt);
             }
         }
     }

@@ -199,14 +199,15 @@ impl Entropy for NoEntropy {
 }
 
 impl Connection {
-    /// A connection on `side` that has just completed its handshake at `now`.
+    /// A connection on `side` that has just completed its handshake at `now`. Like every
+    /// constructor of the core it takes `(config, now, …)` in that order.
     ///
     /// A client needs real entropy for its masking keys (§5.3); a server never uses it.
-    pub fn new(side: Side, config: Config, now: Instant, entropy: Box<dyn Entropy + Send>) -> Self {
+    pub fn new(config: Config, now: Instant, side: Side, entropy: Box<dyn Entropy + Send>) -> Self {
         Connection {
             side,
             decoder: FrameDecoder::new(side, config.max_frame_bytes),
-            keepalive: Keepalive::new(now, config.ping_interval, config.pong_timeout),
+            keepalive: Keepalive::new(config.ping_interval, config.pong_timeout, now),
             config,
             clock: Clock::new(now),
             entropy,
@@ -233,12 +234,12 @@ impl Connection {
 
     /// A server-side connection.
     pub fn server(config: Config, now: Instant) -> Self {
-        Connection::new(Side::Server, config, now, Box::new(NoEntropy))
+        Connection::new(config, now, Side::Server, Box::new(NoEntropy))
     }
 
     /// A client-side connection that draws masking keys from `entropy`.
     pub fn client(config: Config, now: Instant, entropy: impl Entropy + Send + 'static) -> Self {
-        Connection::new(Side::Client, config, now, Box::new(entropy))
+        Connection::new(config, now, Side::Client, Box::new(entropy))
     }
 
     /// The permessage-deflate parameters negotiated in the handshake (RFC 7692), if
@@ -362,7 +363,7 @@ impl Connection {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
-        self.keepalive.on_receive(now);
+        self.keepalive.handle_receive(now);
         self.decoder.extend(&mut self.read_buf, data);
         if !self.paused {
             self.process();
@@ -462,6 +463,7 @@ impl Connection {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called, if ever.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Open => self.keepalive.poll_timeout(),
@@ -671,6 +673,7 @@ impl Connection {
     /// The next chunk to write to the transport, in order. Call after every input until
     /// it returns `None`. Chunks are small header runs or whole payloads, never copied
     /// again on the server side.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         let chunk = match self.out.pop_front() {
             Some(chunk) => chunk,
@@ -728,6 +731,7 @@ impl Connection {
     /// before anything the peer sent afterwards takes effect. Draining all events at once
     /// is equally correct. Either way, drain [`poll_transmit`](Self::poll_transmit) too:
     /// resuming may queue replies (pongs, close frames).
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         if self.events.is_empty() && self.paused {
             self.paused = false;
@@ -762,7 +766,7 @@ impl Connection {
     ///
     /// Inlined into the decoding loop for the common case, a whole message in one frame
     /// none of which was checked while it arrived: that needs only its size and text
-    /// checked, what `check_data_header` and `on_data` come to for it, without their
+    /// checked, what `check_data_header` and `handle_data` come to for it, without their
     /// state. Other frames go to [`on_other_frame`](Self::on_other_frame).
     #[inline(always)]
     fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<Option<Message>, ConnectionError> {
@@ -807,7 +811,7 @@ impl Connection {
         match header.opcode {
             OpCode::Text | OpCode::Binary | OpCode::Continuation => {
                 self.check_data_header(&header)?;
-                self.on_data(header, payload)
+                self.handle_data(header, payload)
             }
             OpCode::Ping => {
                 // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame
@@ -819,7 +823,7 @@ impl Connection {
                 Ok(None)
             }
             OpCode::Pong => {
-                let rtt = self.keepalive.on_pong(now, &payload);
+                let rtt = self.keepalive.handle_pong(now, &payload);
                 self.events.push_back(Event::Pong { payload, rtt });
                 Ok(None)
             }
@@ -827,7 +831,7 @@ impl Connection {
         }
     }
 
-    fn on_data(
+    fn handle_data(
         &mut self,
         header: FrameHeader,
         payload: Bytes,

@@ -74,8 +74,8 @@ impl ClientHandshake {
     ///
     /// Allocates the request head.
     pub fn new(
-        now: Instant,
         config: &Config,
+        now: Instant,
         request: ClientRequest<'_>,
         entropy: &mut dyn Entropy,
     ) -> Self {
@@ -157,13 +157,13 @@ impl ClientHandshake {
     /// disabled policy offers nothing, as `new` does.
     #[cfg(feature = "deflate")]
     pub fn with_deflate(
-        now: Instant,
         config: &Config,
+        now: Instant,
         request: ClientRequest<'_>,
         entropy: &mut dyn Entropy,
         deflate: &super::DeflateConfig,
     ) -> Self {
-        let mut handshake = ClientHandshake::new(now, config, request, entropy);
+        let mut handshake = ClientHandshake::new(config, now, request, entropy);
         if let Some(offer) = deflate.offer_value() {
             let head = handshake.request.take().unwrap_or_default();
             // Before the blank line that ends the head.
@@ -179,6 +179,7 @@ impl ClientHandshake {
     }
 
     /// The request head to write to the transport: `Some` once, then `None`.
+    #[must_use]
     pub fn poll_transmit(&mut self) -> Option<Bytes> {
         self.request.take()
     }
@@ -221,6 +222,7 @@ impl ClientHandshake {
 
     /// When [`handle_timeout`](Self::handle_timeout) must be called: construction plus
     /// `config.handshake_timeout`, while the response is awaited; `None` afterwards.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.head.poll_timeout()
     }
@@ -230,6 +232,13 @@ impl ClientHandshake {
     /// early or spurious call is a harmless no-op returning `Ok(())`.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
         self.head.handle_timeout(now)
+    }
+
+    /// The server ended its side of the stream at `now`. Before a complete response that
+    /// is [`HandshakeError::UnexpectedEof`]: close the transport. After the response, a
+    /// no-op (the connection handles the EOF from then on).
+    pub fn handle_eof(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        self.head.handle_eof(now)
     }
 
     /// Bytes of head buffered so far.

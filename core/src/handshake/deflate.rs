@@ -502,8 +502,8 @@ mod tests {
             (DeflateConfig::OFF, DeflateConfig::on()),
         ] {
             let mut client = ClientHandshake::with_deflate(
-                now,
                 &config,
+                now,
                 REQUEST,
                 &mut SeededEntropy::new(1),
                 &client_policy,

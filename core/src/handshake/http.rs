@@ -217,6 +217,13 @@ impl RequestReader {
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), HandshakeError> {
         self.head.handle_timeout(now)
     }
+
+    /// The client ended its side of the stream at `now`: with the head incomplete,
+    /// [`HandshakeError::UnexpectedEof`] (later calls answer it again); once there is a
+    /// request, a no-op.
+    pub fn handle_eof(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        self.head.handle_eof(now)
+    }
 }
 
 /// Refuses a request line that can never start a valid request, as soon as it arrives.

@@ -205,7 +205,7 @@ pub(crate) mod tests {
 
     pub(crate) fn start(request: ClientRequest<'_>, config: &Config) -> (ClientHandshake, Vec<u8>) {
         let mut handshake =
-            ClientHandshake::new(Instant::ZERO, config, request, &mut SeededEntropy::new(1));
+            ClientHandshake::new(config, Instant::ZERO, request, &mut SeededEntropy::new(1));
         let head = handshake.poll_transmit().unwrap().to_vec();
         assert_eq!(handshake.poll_transmit(), None);
         (handshake, head)

@@ -65,6 +65,7 @@ impl ServerHandshake {
     /// When [`handle_timeout`](Self::handle_timeout) must be called: the connection's
     /// start plus `config.handshake_timeout`, while the head is still being read; `None`
     /// once the handshake has a result.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.reader.poll_timeout()
     }
@@ -78,6 +79,16 @@ impl ServerHandshake {
             return Err(error.clone());
         }
         self.reader.handle_timeout(now)
+    }
+
+    /// The client ended its side of the stream at `now`. Before a complete request that
+    /// is [`HandshakeError::UnexpectedEof`]: close the transport (there is no one to
+    /// answer). After the request, a no-op; after a failure, the same error again.
+    pub fn handle_eof(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        if let Some(error) = &self.refused {
+            return Err(error.clone());
+        }
+        self.reader.handle_eof(now)
     }
 
     /// Bytes of head buffered so far.
@@ -96,6 +107,30 @@ mod tests {
     use alloc::vec::Vec;
     use core::time::Duration;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_eof_mid_head_fails_the_handshake_and_an_eof_after_it_is_a_no_op() {
+        let config = Config::default();
+        let mut cut = ServerHandshake::new(&config, Instant::ZERO);
+        let half = &SAMPLE.as_bytes()[..SAMPLE.len() / 2];
+        assert_eq!(cut.handle_bytes(Instant::ZERO, half), Ok(None));
+        assert_eq!(
+            cut.handle_eof(Instant::ZERO),
+            Err(HandshakeError::UnexpectedEof)
+        );
+        assert_eq!(
+            cut.handle_bytes(Instant::ZERO, b"\r\n\r\n"),
+            Err(HandshakeError::UnexpectedEof)
+        );
+        assert_eq!(cut.poll_timeout(), None);
+
+        let mut whole = ServerHandshake::new(&config, Instant::ZERO);
+        assert!(matches!(
+            whole.handle_bytes(Instant::ZERO, SAMPLE.as_bytes()),
+            Ok(Some(_))
+        ));
+        assert_eq!(whole.handle_eof(Instant::ZERO), Ok(()));
+    }
 
     #[test]
     fn rfc6455_4_2_1_head_over_the_limit_gets_431_before_buffering_more() {

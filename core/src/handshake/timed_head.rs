@@ -95,6 +95,21 @@ impl TimedHead {
         }
     }
 
+    /// The peer ended its side of the stream at `now`: with the head incomplete that is
+    /// [`HandshakeError::UnexpectedEof`] (answered again to later input); once there is a
+    /// result, a no-op. After a failure, answers the same error again.
+    pub(crate) fn handle_eof(&mut self, now: Instant) -> Result<(), HandshakeError> {
+        self.clock.observe(now);
+        match &self.phase {
+            Phase::Reading(_) => {
+                self.phase = Phase::Failed(HandshakeError::UnexpectedEof);
+                Err(HandshakeError::UnexpectedEof)
+            }
+            Phase::Failed(e) => Err(e.clone()),
+            Phase::Done => Ok(()),
+        }
+    }
+
     /// Bytes of head buffered so far.
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {

@@ -430,12 +430,14 @@ impl Hub {
     /// mailboxed message), so draining after every call keeps it bounded. Deliveries to
     /// one connection come out in the order the hub decided them: a connection's mailbox
     /// before anything published after it connected.
+    #[must_use]
     pub fn poll_outbound(&mut self) -> Option<Outbound> {
         self.outbound.pop_front()
     }
 
     /// The next message for an offline user that will never be delivered. Call after
     /// every input until it returns `None`.
+    #[must_use]
     pub fn poll_dead_letter(&mut self) -> Option<MailDeadLetter> {
         self.mail.poll_dead_letter()
     }
@@ -448,6 +450,7 @@ impl Hub {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next: the moment the oldest
     /// mail expires, or `None` with no mail waiting.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.mail.next_expiry()
     }

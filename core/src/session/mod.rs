@@ -9,7 +9,7 @@
 //! `handle_message`, sends whatever `poll_outgoing` returns as a binary message on the
 //! current connection, and tells the session when a connection comes and goes. The same
 //! drive loop as the connection's applies: after every input (`handle_message`,
-//! `handle_timeout`, `send`, `on_connected`, `on_disconnected`) drain
+//! `handle_timeout`, `send`, `handle_connected`, `handle_disconnected`) drain
 //! [`poll_event`](ClientSession::poll_event) and
 //! [`poll_outgoing`](ClientSession::poll_outgoing) until both are empty, then re-arm the
 //! timer from [`poll_timeout`](ClientSession::poll_timeout). Early or repeated
@@ -18,9 +18,9 @@
 //! ```text
 //!  client                                                   server (SessionStore)
 //!  ClientSession ── upgrade + Sockeye-Resume: <RESUME> ──▶  SessionStore::accept
-//!      on_connected        ◀────────── 101, WELCOME ──────  ServerSession (queued WELCOME)
+//!      handle_connected        ◀────────── 101, WELCOME ──────  ServerSession (queued WELCOME)
 //!      DATA / ACK          ◀──────────────────────────────▶ DATA / ACK
-//!      on_disconnected     ✂ cut: both keep their windows; the server session waits
+//!      handle_disconnected     ✂ cut: both keep their windows; the server session waits
 //!                            `session_expiry` for a resume, then dead-letters and goes
 //! ```
 //!
@@ -39,7 +39,7 @@
 //! // session to the new connection and queues its WELCOME; the client learns of the 101.
 //! let resume = client.resume_header_value();
 //! let id = store.accept(now, resume.as_deref().map(str::as_bytes), &mut entropy)?;
-//! client.on_connected(now);
+//! client.handle_connected(now);
 //!
 //! let seq = client.send(now, Bytes::from_static(b"hello"), true)?;
 //! let server = store.get_mut(id).expect("accept just attached it");
@@ -62,13 +62,13 @@
 //! Sessions states (client; the server's are the same minus "awaiting welcome"):
 //!
 //! ```text
-//!   +--------------+  on_connected   +------------------+  WELCOME   +-------------+
+//!   +--------------+  handle_connected   +------------------+  WELCOME   +-------------+
 //!   | Disconnected | --------------> | Awaiting WELCOME | ---------> | Established |
 //!   +--------------+                 +------------------+            +-------------+
-//!          ^   ^  on_disconnected             |                        |    |
+//!          ^   ^  handle_disconnected             |                        |    |
 //!          |   +------------------------------+------------------------+    | peer violation /
 //!          |                                                                | unresponsive
-//!          |            on_disconnected        +--------+   (ERROR sent,    |
+//!          |            handle_disconnected        +--------+   (ERROR sent,    |
 //!          +---------------------------------- | Failed | <-----------------+
 //!                                              +--------+  wants_disconnect)
 //! ```
@@ -293,7 +293,7 @@ impl Endpoint {
     fn on_envelope(&mut self, message: &Bytes, envelope: Envelope<'_>) {
         let now = self.now;
         let result = match envelope {
-            Envelope::Data(data) => self.on_data(now, &data, message),
+            Envelope::Data(data) => self.handle_data(now, &data, message),
             Envelope::Ack { ack } => self.sender.ack(now, ack, &mut self.events),
             Envelope::Error { code, reason } => {
                 self.events.push_back(SessionEvent::PeerError {
@@ -315,14 +315,14 @@ impl Endpoint {
         }
     }
 
-    fn on_data(
+    fn handle_data(
         &mut self,
         now: Instant,
         data: &Data<'_>,
         message: &Bytes,
     ) -> Result<(), SessionProtocolError> {
         self.sender.ack(now, data.ack, &mut self.events)?;
-        if let Some(d) = self.receiver.on_data(now, data, message)? {
+        if let Some(d) = self.receiver.handle_data(now, data, message)? {
             self.events.push_back(SessionEvent::Delivered {
                 seq: d.seq,
                 payload: d.payload,
@@ -356,7 +356,7 @@ impl Endpoint {
 
     fn handle_timeout(&mut self, now: Instant) {
         let now = self.observe(now);
-        let outcome = self.sender.on_timeout(now, &mut self.events);
+        let outcome = self.sender.handle_timeout(now, &mut self.events);
         if outcome == TimeoutOutcome::Unresponsive && self.link == Link::Up {
             self.link = Link::Failed;
             self.disconnect = Some(CloseCode::GOING_AWAY);
@@ -409,13 +409,13 @@ impl Endpoint {
         }
     }
 
-    fn on_disconnected(&mut self, now: Instant) {
+    fn handle_disconnected(&mut self, now: Instant) {
         self.observe(now);
         self.link = Link::Down;
         self.disconnect = None;
         self.control.clear();
-        self.sender.on_disconnected();
-        self.receiver.on_disconnected();
+        self.sender.handle_disconnected();
+        self.receiver.handle_disconnected();
     }
 }
 
@@ -497,20 +497,22 @@ impl ClientSession {
         self.ep.handle_timeout(now);
     }
 
-    /// Feeds a round-trip time measured by the connection's keepalive.
-    pub fn on_rtt_sample(&mut self, rtt: Duration) {
-        self.ep.sender.on_rtt_sample(rtt);
+    /// Feeds a round-trip time the connection's keepalive measured at `now`.
+    pub fn handle_rtt_sample(&mut self, now: Instant, rtt: Duration) {
+        self.ep.observe(now);
+        self.ep.sender.handle_rtt_sample(rtt);
     }
 
     /// The connection went away (EOF, error, close). Nothing is lost: unacknowledged
     /// messages wait for the next connection. Call before reconnecting.
-    pub fn on_disconnected(&mut self, now: Instant) {
-        self.ep.on_disconnected(now);
+    pub fn handle_disconnected(&mut self, now: Instant) {
+        self.ep.handle_disconnected(now);
         self.asked = None;
     }
 
     /// The next envelope to send as a binary WebSocket message on the current
     /// connection. Call after every input until it returns `None`.
+    #[must_use]
     pub fn poll_outgoing(&mut self) -> Option<Bytes> {
         self.ep.poll_outgoing().map(OutgoingEnvelope::into_bytes)
     }
@@ -519,23 +521,26 @@ impl ClientSession {
     /// message it carries, for [`Connection::send_parts`](crate::Connection::send_parts):
     /// the message is then copied once, into the frame, instead of into the envelope
     /// first.
+    #[must_use]
     pub fn poll_outgoing_parts(&mut self) -> Option<OutgoingEnvelope> {
         self.ep.poll_outgoing()
     }
 
     /// The next event for the application. Call after every input until `None`.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.ep.events.pop_front()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.ep.poll_timeout()
     }
 
     /// `Some(code)`: close the current WebSocket with `code` once
     /// [`poll_outgoing`](Self::poll_outgoing) is drained, then call
-    /// [`on_disconnected`](Self::on_disconnected) and reconnect.
+    /// [`handle_disconnected`](Self::handle_disconnected) and reconnect.
     pub fn wants_disconnect(&self) -> Option<CloseCode> {
         self.ep.disconnect
     }
@@ -566,8 +571,8 @@ impl ClientSession {
 /// The server's side of one session, kept in a [`SessionStore`] across reconnects.
 ///
 /// [`SessionStore::accept`] creates it or attaches it to a new connection (the server's
-/// `on_connected`); the connection's driver feeds it and calls
-/// [`SessionStore::detach`] (or [`on_disconnected`](Self::on_disconnected)) when the
+/// `handle_connected`); the connection's driver feeds it and calls
+/// [`SessionStore::detach`] (or [`handle_disconnected`](Self::handle_disconnected)) when the
 /// connection ends. See the [module docs](self) for the drive loop.
 #[derive(Debug)]
 pub struct ServerSession {
@@ -627,20 +632,22 @@ impl ServerSession {
         self.ep.handle_timeout(now);
     }
 
-    /// Feeds a round-trip time measured by the connection's keepalive.
-    pub fn on_rtt_sample(&mut self, rtt: Duration) {
-        self.ep.sender.on_rtt_sample(rtt);
+    /// Feeds a round-trip time the connection's keepalive measured at `now`.
+    pub fn handle_rtt_sample(&mut self, now: Instant, rtt: Duration) {
+        self.ep.observe(now);
+        self.ep.sender.handle_rtt_sample(rtt);
     }
 
     /// The connection went away; the session waits `session_expiry` for a resume.
-    pub fn on_disconnected(&mut self, now: Instant) {
-        self.ep.on_disconnected(now);
+    pub fn handle_disconnected(&mut self, now: Instant) {
+        self.ep.handle_disconnected(now);
         self.held_welcome = None;
         self.disconnected_at = Some(self.ep.now);
     }
 
     /// The next envelope to send (the WELCOME first on each connection). Call after
     /// every input until `None`.
+    #[must_use]
     pub fn poll_outgoing(&mut self) -> Option<Bytes> {
         self.ep.poll_outgoing().map(OutgoingEnvelope::into_bytes)
     }
@@ -649,22 +656,25 @@ impl ServerSession {
     /// message it carries, for [`Connection::send_parts`](crate::Connection::send_parts):
     /// the message is then copied once, into the frame, instead of into the envelope
     /// first.
+    #[must_use]
     pub fn poll_outgoing_parts(&mut self) -> Option<OutgoingEnvelope> {
         self.ep.poll_outgoing()
     }
 
     /// The next event for the application. Call after every input until `None`.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         self.ep.events.pop_front()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.ep.poll_timeout()
     }
 
     /// `Some(code)`: close the WebSocket with `code` once `poll_outgoing` is drained,
-    /// then call [`on_disconnected`](Self::on_disconnected).
+    /// then call [`handle_disconnected`](Self::handle_disconnected).
     pub fn wants_disconnect(&self) -> Option<CloseCode> {
         self.ep.disconnect
     }

@@ -130,7 +130,7 @@ impl Receiver {
 
     /// Takes one DATA envelope; `message` is the whole WebSocket message it came in, so
     /// the payload is handed out as a slice of it. Returns what to deliver, if anything.
-    pub fn on_data(
+    pub fn handle_data(
         &mut self,
         now: Instant,
         data: &Data<'_>,
@@ -173,6 +173,7 @@ impl Receiver {
     }
 
     /// When an ack will be due, if one is pending.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.ack_deadline
     }
@@ -193,12 +194,12 @@ impl Receiver {
 
     /// A new connection: the handshake (RESUME or WELCOME) told the peer how far we got,
     /// so no ack is pending.
-    pub fn on_connected(&mut self) {
+    pub fn handle_connected(&mut self) {
         self.take_ack();
     }
 
     /// The connection is gone; acks wait for the next one.
-    pub fn on_disconnected(&mut self) {
+    pub fn handle_disconnected(&mut self) {
         self.ack_deadline = None;
         self.since_ack = 0;
     }
@@ -235,18 +236,25 @@ mod tests {
     fn delivers_in_order_exactly_once() {
         let mut r = receiver();
         let msg = Bytes::from_static(b"hello");
-        let got = r.on_data(at(0), &data(1, &msg[..]), &msg).unwrap().unwrap();
+        let got = r
+            .handle_data(at(0), &data(1, &msg[..]), &msg)
+            .unwrap()
+            .unwrap();
         assert_eq!((got.seq, &got.payload[..]), (Seq(1), &b"hello"[..]));
-        assert_eq!(r.on_data(at(1), &data(1, &msg[..]), &msg), Ok(None), "dup");
         assert_eq!(
-            r.on_data(at(2), &data(3, &msg[..]), &msg),
+            r.handle_data(at(1), &data(1, &msg[..]), &msg),
+            Ok(None),
+            "dup"
+        );
+        assert_eq!(
+            r.handle_data(at(2), &data(3, &msg[..]), &msg),
             Err(SessionProtocolError::SequenceGap {
                 expected: 2,
                 got: 3
             })
         );
         assert!(r
-            .on_data(at(3), &data(2, &msg[..]), &msg)
+            .handle_data(at(3), &data(2, &msg[..]), &msg)
             .unwrap()
             .is_some());
         assert_eq!(r.delivered(), Seq(2));
@@ -259,7 +267,7 @@ mod tests {
             is_void: true,
             ..data(1, &[])
         };
-        assert_eq!(r.on_data(at(0), &void, &Bytes::new()), Ok(None));
+        assert_eq!(r.handle_data(at(0), &void, &Bytes::new()), Ok(None));
         assert_eq!(r.delivered(), Seq(1));
         assert!(r.poll_timeout().is_some(), "a skip is acknowledged too");
     }
@@ -272,7 +280,7 @@ mod tests {
             ..data(1, &[0xff])
         };
         assert_eq!(
-            r.on_data(at(0), &bad, &Bytes::new()),
+            r.handle_data(at(0), &bad, &Bytes::new()),
             Err(SessionProtocolError::InvalidText)
         );
     }
@@ -281,20 +289,20 @@ mod tests {
     fn acks_are_delayed_then_forced_by_count_or_duplicates() {
         let mut r = receiver();
         let m = Bytes::from_static(b"m");
-        r.on_data(at(0), &data(1, &m[..]), &m).unwrap();
+        r.handle_data(at(0), &data(1, &m[..]), &m).unwrap();
         assert_eq!(r.poll_timeout(), Some(at(20)));
         assert!(!r.ack_due(at(19)));
-        r.on_data(at(5), &data(2, &m[..]), &m).unwrap();
+        r.handle_data(at(5), &data(2, &m[..]), &m).unwrap();
         assert_eq!(
             r.poll_timeout(),
             Some(at(20)),
             "the first delivery sets the clock"
         );
-        r.on_data(at(6), &data(3, &m[..]), &m).unwrap();
+        r.handle_data(at(6), &data(3, &m[..]), &m).unwrap();
         assert!(r.ack_due(at(6)), "third message: ack now");
         assert_eq!(r.take_ack(), Seq(3));
         assert_eq!(r.poll_timeout(), None);
-        r.on_data(at(7), &data(2, &m[..]), &m).unwrap();
+        r.handle_data(at(7), &data(2, &m[..]), &m).unwrap();
         assert!(r.ack_due(at(7)), "a duplicate is re-acked at once");
     }
 
@@ -308,7 +316,10 @@ mod tests {
         });
         let m = Bytes::from_static(b"m");
         for seq in 1..=3 {
-            assert!(r.on_data(at(0), &data(seq, &m[..]), &m).unwrap().is_some());
+            assert!(r
+                .handle_data(at(0), &data(seq, &m[..]), &m)
+                .unwrap()
+                .is_some());
         }
         assert_eq!((r.delivered(), r.confirmed()), (Seq(3), Seq(0)));
         assert_eq!(r.poll_timeout(), None, "nothing confirmed, nothing to ack");
@@ -318,7 +329,7 @@ mod tests {
             is_void: true,
             ..data(4, &[])
         };
-        assert_eq!(r.on_data(at(1), &void, &Bytes::new()), Ok(None));
+        assert_eq!(r.handle_data(at(1), &void, &Bytes::new()), Ok(None));
         assert_eq!(r.confirmed(), Seq(0));
         r.confirm(at(2), Seq(1));
         assert_eq!(r.confirmed(), Seq(1));
@@ -337,8 +348,11 @@ mod tests {
         r.confirm(at(5), Seq(1));
         assert_eq!(r.confirmed(), Seq(4), "confirming again changes nothing");
         // A resend of an unconfirmed message is still a duplicate.
-        assert!(r.on_data(at(6), &data(5, &m[..]), &m).unwrap().is_some());
-        assert_eq!(r.on_data(at(7), &data(5, &m[..]), &m), Ok(None));
+        assert!(r
+            .handle_data(at(6), &data(5, &m[..]), &m)
+            .unwrap()
+            .is_some());
+        assert_eq!(r.handle_data(at(7), &data(5, &m[..]), &m), Ok(None));
         assert_eq!(r.take_ack(), Seq(4), "the re-ack reports what is confirmed");
         // A void right after confirmed deliveries needs nobody.
         r.confirm(at(8), Seq(5));
@@ -346,7 +360,7 @@ mod tests {
             is_void: true,
             ..data(6, &[])
         };
-        assert_eq!(r.on_data(at(9), &void, &Bytes::new()), Ok(None));
+        assert_eq!(r.handle_data(at(9), &void, &Bytes::new()), Ok(None));
         assert_eq!(r.confirmed(), Seq(6));
     }
 
@@ -354,7 +368,7 @@ mod tests {
     fn without_confirm_deliveries_a_delivery_is_confirmed_at_once() {
         let mut r = receiver();
         let m = Bytes::from_static(b"m");
-        r.on_data(at(0), &data(1, &m[..]), &m).unwrap();
+        r.handle_data(at(0), &data(1, &m[..]), &m).unwrap();
         assert_eq!(r.confirmed(), Seq(1));
         assert!(!r.has_unconfirmed());
     }

@@ -6,14 +6,14 @@
 //! core: the caller passes `now`, and the jitter comes from the caller's [`Entropy`].
 //!
 //! ```text
-//!                    on_disconnected: delay = min(initial · 2^failures, max),
+//!                    handle_disconnected: delay = min(initial · 2^failures, max),
 //!                    minus up to jitter_percent of it; failures += 1
-//!   +-----------+  ─────────────────────────────────────────▶  +------------------+
-//!   | connected |                                              | waiting until at |
-//!   +-----------+  ◀─ connect (on_attempt) when at has passed ─ +------------------+
-//!         │ WELCOME (on_established): failures = 0                   │ failures > max_attempts
-//!                                                                    ▼
-//!                                                               gave up (None)
+//!   +-----------+  ──────────────────────────────────────────────▶  +------------------+
+//!   | connected |                                                   | waiting until at |
+//!   +-----------+  ◀── connect (handle_attempt) once at has passed ─ +------------------+
+//!         │ WELCOME (handle_established): failures = 0                      │ failures > max_attempts
+//!                                                                           ▼
+//!                                                                    gave up (None)
 //! ```
 //!
 //! `failures` counts connections in a row that ended before the session was established
@@ -80,7 +80,11 @@ impl Reconnect {
     /// The connection ended or an attempt failed: schedules the next attempt and
     /// returns when it is due, or `None` once `max_attempts` attempts in a row failed
     /// (give up). Calling it again while an attempt is already scheduled keeps that one.
-    pub fn on_disconnected(&mut self, now: Instant, entropy: &mut dyn Entropy) -> Option<Instant> {
+    pub fn handle_disconnected(
+        &mut self,
+        now: Instant,
+        entropy: &mut dyn Entropy,
+    ) -> Option<Instant> {
         if let Some(at) = self.at {
             return Some(at);
         }
@@ -122,23 +126,20 @@ impl Reconnect {
     }
 
     /// When the next attempt is due, if one is scheduled. A runtime wakes up then.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.at
     }
 
-    /// An attempt is scheduled and its time has come.
-    pub fn is_due(&self, now: Instant) -> bool {
-        self.at.is_some_and(|at| now >= at)
-    }
-
-    /// The caller starts an attempt now: clears the schedule.
-    pub fn on_attempt(&mut self) {
+    /// The caller starts an attempt at `now` (at once the first time, or once
+    /// [`poll_timeout`](Self::poll_timeout) has passed): clears the schedule.
+    pub fn handle_attempt(&mut self, _now: Instant) {
         self.at = None;
     }
 
-    /// The session is established (WELCOME received): the next drop reconnects after
-    /// `initial_delay` again.
-    pub fn on_established(&mut self) {
+    /// The session is established (WELCOME received) at `now`: the next drop reconnects
+    /// after `initial_delay` again.
+    pub fn handle_established(&mut self, _now: Instant) {
         self.failures = 0;
     }
 
@@ -169,9 +170,9 @@ mod tests {
         let mut now = Instant::ZERO;
         (0..n)
             .map(|_| {
-                let at = r.on_disconnected(now, entropy).unwrap();
+                let at = r.handle_disconnected(now, entropy).unwrap();
                 let d = at.saturating_duration_since(now);
-                r.on_attempt();
+                r.handle_attempt(now);
                 now = at;
                 d
             })
@@ -207,17 +208,16 @@ mod tests {
         let mut r = Reconnect::new(config(0));
         let now = Instant::ZERO;
         assert_eq!(r.poll_timeout(), None);
-        assert!(!r.is_due(now));
-        let at = r.on_disconnected(now, &mut e).unwrap();
-        assert_eq!(r.on_disconnected(now + 50 * MS, &mut e), Some(at));
-        assert!(!r.is_due(now + 99 * MS) && r.is_due(at));
-        r.on_attempt();
-        let at = r.on_disconnected(at, &mut e).unwrap();
+        let at = r.handle_disconnected(now, &mut e).unwrap();
+        assert_eq!(r.handle_disconnected(now + 50 * MS, &mut e), Some(at));
+        assert!(now + 99 * MS < at);
+        r.handle_attempt(now);
+        let at = r.handle_disconnected(at, &mut e).unwrap();
         assert_eq!(at, now + 300 * MS);
-        r.on_attempt();
-        r.on_established();
+        r.handle_attempt(now);
+        r.handle_established(now);
         assert_eq!(r.failures(), 0);
-        assert_eq!(r.on_disconnected(at, &mut e), Some(at + 100 * MS));
+        assert_eq!(r.handle_disconnected(at, &mut e), Some(at + 100 * MS));
     }
 
     #[test]
@@ -228,12 +228,12 @@ mod tests {
             ..config(0)
         });
         for _ in 0..2 {
-            assert!(r.on_disconnected(Instant::ZERO, &mut e).is_some());
-            r.on_attempt();
+            assert!(r.handle_disconnected(Instant::ZERO, &mut e).is_some());
+            r.handle_attempt(Instant::ZERO);
         }
-        assert_eq!(r.on_disconnected(Instant::ZERO, &mut e), None);
-        r.on_established();
-        assert!(r.on_disconnected(Instant::ZERO, &mut e).is_some());
+        assert_eq!(r.handle_disconnected(Instant::ZERO, &mut e), None);
+        r.handle_established(Instant::ZERO);
+        assert!(r.handle_disconnected(Instant::ZERO, &mut e).is_some());
     }
 
     #[test]
@@ -247,9 +247,9 @@ mod tests {
         });
         let now = Instant::from_millis(5);
         for _ in 0..40 {
-            let at = r.on_disconnected(now, &mut e).unwrap();
+            let at = r.handle_disconnected(now, &mut e).unwrap();
             assert!(at >= now);
-            r.on_attempt();
+            r.handle_attempt(now);
         }
     }
 }

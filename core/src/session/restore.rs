@@ -93,7 +93,7 @@ mod tests {
         let mut client = ClientSession::new(config.clone(), now);
         let mut store = SessionStore::new(config.clone(), now);
         let id = store.accept(now, None, &mut entropy).unwrap();
-        client.on_connected(now);
+        client.handle_connected(now);
         pump(now, &mut client, &mut store, id);
 
         // The server queues s1..s4; the client gets s1 and s2 only, then the server dies.
@@ -148,13 +148,13 @@ mod tests {
         now = now + core::time::Duration::from_secs(1);
         let mut store = SessionStore::new(config, now);
         store.restore(now, &journal).unwrap();
-        client.on_disconnected(now);
+        client.handle_disconnected(now);
         let resume = client.resume_header_value().unwrap();
         let again = store
             .accept(now, Some(resume.as_bytes()), &mut entropy)
             .unwrap();
         assert_eq!(again, id, "the restored session is resumed, not replaced");
-        client.on_connected(now);
+        client.handle_connected(now);
         let (to_client, to_server) = pump(now, &mut client, &mut store, id);
         assert_eq!(to_client, [Bytes::from("s3"), Bytes::from("s4")]);
         assert!(

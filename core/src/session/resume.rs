@@ -44,9 +44,9 @@ impl ClientSession {
     /// The upgrade succeeded (101, `sockeye.v1` selected), with the request built from
     /// [`resume_request`](Self::resume_request) at this moment. The session now waits
     /// for the server's WELCOME; nothing is sent before it.
-    pub fn on_connected(&mut self, now: Instant) {
+    pub fn handle_connected(&mut self, now: Instant) {
         if self.ep.link != Link::Down {
-            self.ep.on_disconnected(now);
+            self.ep.handle_disconnected(now);
         }
         self.ep.observe(now);
         self.asked = self.session.map(|(id, _)| id);
@@ -59,11 +59,11 @@ impl ClientSession {
         match (w.status, self.asked) {
             (WelcomeStatus::Resumed, Some(asked)) if asked == w.session_id => {
                 self.ep.link = super::Link::Up;
-                self.ep.receiver.on_connected();
+                self.ep.receiver.handle_connected();
                 let result =
                     self.ep
                         .sender
-                        .on_connected(now, w.last_delivered, &mut self.ep.events);
+                        .handle_connected(now, w.last_delivered, &mut self.ep.events);
                 self.ep
                     .events
                     .push_back(SessionEvent::Resumed { session_id: asked });
@@ -104,7 +104,7 @@ impl ClientSession {
         let result = self
             .ep
             .sender
-            .on_connected(now, Seq(0), &mut self.ep.events);
+            .handle_connected(now, Seq(0), &mut self.ep.events);
         debug_assert!(result.is_ok(), "acking 0 cannot fail");
         self.ep
             .events
@@ -183,7 +183,7 @@ impl ServerSession {
     ) {
         if self.ep.link != Link::Down {
             // A resume while the old connection still looks alive: it is dead to us now.
-            self.ep.on_disconnected(now);
+            self.ep.handle_disconnected(now);
         }
         let now = self.ep.observe(now);
         self.epoch += 1;
@@ -209,7 +209,7 @@ impl ServerSession {
         client_has: Seq,
     ) {
         self.ep.link = Link::Up;
-        self.ep.receiver.on_connected();
+        self.ep.receiver.handle_connected();
         let welcome = Envelope::Welcome(Welcome {
             status,
             session_id: self.id,
@@ -223,7 +223,7 @@ impl ServerSession {
         let result = self
             .ep
             .sender
-            .on_connected(now, client_has, &mut self.ep.events);
+            .handle_connected(now, client_has, &mut self.ep.events);
         self.ep.events.push_back(match status {
             WelcomeStatus::Resumed => SessionEvent::Resumed {
                 session_id: self.id,

@@ -3,8 +3,8 @@
 //! application as a dead letter when it cannot be delivered — never dropped silently.
 //!
 //! Verbs: [`push`](SendWindow::push), [`ack`](SendWindow::ack),
-//! [`on_timeout`](SendWindow::on_timeout), [`next_to_send`](SendWindow::next_to_send);
-//! [`on_connected`](SendWindow::on_connected) / [`on_disconnected`](SendWindow::on_disconnected)
+//! [`handle_timeout`](SendWindow::handle_timeout), [`next_to_send`](SendWindow::next_to_send);
+//! [`handle_connected`](SendWindow::handle_connected) / [`handle_disconnected`](SendWindow::handle_disconnected)
 //! follow the transport, [`lose_session`](SendWindow::lose_session) ends the session.
 //!
 //! # When may a message become a dead letter?
@@ -51,7 +51,7 @@ impl RttEstimator {
     }
 
     /// Takes one round-trip sample (RFC 6298 §2.2–2.3, with α = 1/8 and β = 1/4).
-    pub fn on_sample(&mut self, rtt: Duration) {
+    pub fn handle_sample(&mut self, rtt: Duration) {
         match self.srtt {
             None => {
                 self.srtt = Some(rtt);
@@ -111,7 +111,7 @@ pub struct Outgoing {
     pub is_text: bool,
 }
 
-/// What [`SendWindow::on_timeout`] found.
+/// What [`SendWindow::handle_timeout`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeoutOutcome {
     /// Nothing that needs the session's attention.
@@ -324,7 +324,7 @@ impl SendWindow {
         }
         self.cursor = self.cursor.max(self.acked + 1);
         if let Some(rtt) = sample {
-            self.rtt.on_sample(rtt);
+            self.rtt.handle_sample(rtt);
         }
         self.backoff = 0;
         self.resend_oldest = false;
@@ -333,8 +333,8 @@ impl SendWindow {
     }
 
     /// Feeds a round-trip sample measured elsewhere (a keepalive ping's pong).
-    pub fn on_rtt_sample(&mut self, rtt: Duration) {
-        self.rtt.on_sample(rtt);
+    pub fn handle_rtt_sample(&mut self, rtt: Duration) {
+        self.rtt.handle_sample(rtt);
     }
 
     /// Restarts the retransmission timer for the oldest message in flight on this
@@ -380,8 +380,9 @@ impl SendWindow {
         Some(out)
     }
 
-    /// When [`on_timeout`](Self::on_timeout) next has work: the retransmission timer, or
+    /// When [`handle_timeout`](Self::handle_timeout) next has work: the retransmission timer, or
     /// the age limit of a message that could then be settled.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         let age = self
             .entries
@@ -401,7 +402,7 @@ impl SendWindow {
     /// Acts on passed deadlines: retransmits the oldest message (doubling the timeout),
     /// dead-letters overdue messages the peer cannot have, and reports a connection on
     /// which an overdue message may still be in the peer's hands. Early calls do nothing.
-    pub fn on_timeout(
+    pub fn handle_timeout(
         &mut self,
         now: Instant,
         events: &mut VecDeque<SessionEvent>,
@@ -465,7 +466,7 @@ impl SendWindow {
     /// A new connection to the same session: the peer delivered everything up to
     /// `peer_delivered`, nothing after (no byte of an older connection survives). Settles
     /// the acked, dead-letters what is overdue, and queues the rest for resending in order.
-    pub fn on_connected(
+    pub fn handle_connected(
         &mut self,
         now: Instant,
         peer_delivered: Seq,
@@ -499,7 +500,7 @@ impl SendWindow {
     }
 
     /// The connection is gone: stop the retransmission timer until the next one.
-    pub fn on_disconnected(&mut self) {
+    pub fn handle_disconnected(&mut self) {
         self.connected = false;
         self.rto_deadline = None;
         self.resend_oldest = false;
@@ -576,7 +577,7 @@ mod tests {
     fn connected() -> (SendWindow, VecDeque<SessionEvent>) {
         let mut w = SendWindow::new(config());
         let mut ev = VecDeque::new();
-        w.on_connected(at(0), Seq(0), &mut ev).unwrap();
+        w.handle_connected(at(0), Seq(0), &mut ev).unwrap();
         (w, ev)
     }
 
@@ -647,13 +648,13 @@ mod tests {
         let mut r = RttEstimator::new(100 * MS, 50 * MS, 400 * MS);
         assert_eq!(r.rto(0), 100 * MS);
         assert_eq!(r.rto(3), 400 * MS, "backoff is capped at rto_max");
-        r.on_sample(20 * MS); // srtt 20, rttvar 10 -> 60
+        r.handle_sample(20 * MS); // srtt 20, rttvar 10 -> 60
         assert_eq!(r.rto(0), 60 * MS);
         assert_eq!(r.rto(1), 120 * MS);
-        r.on_sample(20 * MS); // rttvar 7.5 -> 20 + 30 = 50
+        r.handle_sample(20 * MS); // rttvar 7.5 -> 20 + 30 = 50
         assert_eq!(r.rto(0), 50 * MS);
         for _ in 0..50 {
-            r.on_sample(Duration::ZERO);
+            r.handle_sample(Duration::ZERO);
         }
         assert_eq!(r.rto(0), 50 * MS, "never below rto_min");
         assert_eq!(r.rto(u32::MAX), 400 * MS);
@@ -665,14 +666,14 @@ mod tests {
         w.push(at(0), Bytes::from_static(b"x"), false).unwrap();
         assert!(w.next_to_send(at(0)).is_some());
         assert_eq!(w.poll_timeout(), Some(at(100)));
-        assert_eq!(w.on_timeout(at(99), &mut ev), TimeoutOutcome::Quiet);
+        assert_eq!(w.handle_timeout(at(99), &mut ev), TimeoutOutcome::Quiet);
         assert_eq!(w.next_to_send(at(99)), None, "early call is a no-op");
-        assert_eq!(w.on_timeout(at(100), &mut ev), TimeoutOutcome::Quiet);
+        assert_eq!(w.handle_timeout(at(100), &mut ev), TimeoutOutcome::Quiet);
         assert_eq!(w.poll_timeout(), Some(at(300)), "doubled");
         assert_eq!(w.resent(), 0, "the first transmission is not a resend");
         assert_eq!(w.next_to_send(at(100)).unwrap().seq, Seq(1));
         assert_eq!(w.resent(), 1);
-        assert_eq!(w.on_timeout(at(300), &mut ev), TimeoutOutcome::Quiet);
+        assert_eq!(w.handle_timeout(at(300), &mut ev), TimeoutOutcome::Quiet);
         assert_eq!(
             w.poll_timeout(),
             Some(at(700)),
@@ -682,10 +683,13 @@ mod tests {
         assert_eq!(w.resent(), 2);
         // Third try sent: the next expiry gives up on this connection, without a dead
         // letter, because the peer may hold any of the three copies.
-        assert_eq!(w.on_timeout(at(700), &mut ev), TimeoutOutcome::Unresponsive);
+        assert_eq!(
+            w.handle_timeout(at(700), &mut ev),
+            TimeoutOutcome::Unresponsive
+        );
         assert!(ev.is_empty());
         assert_eq!(w.poll_timeout(), None, "reported once; a resume settles it");
-        w.on_disconnected();
+        w.handle_disconnected();
         assert_eq!(
             w.poll_timeout(),
             None,
@@ -693,7 +697,7 @@ mod tests {
         );
         // On resume the peer says it has nothing: now it is a certain dead letter, and its
         // sequence number goes out void.
-        w.on_connected(at(800), Seq(0), &mut ev).unwrap();
+        w.handle_connected(at(800), Seq(0), &mut ev).unwrap();
         let [SessionEvent::DeadLetter {
             seq: Seq(1),
             reason: DeadLetterReason::ResendMaxTries,
@@ -726,7 +730,7 @@ mod tests {
         w.push(at(5_000), Bytes::from_static(b"new"), false)
             .unwrap();
         assert_eq!(w.poll_timeout(), Some(at(10_000)));
-        w.on_timeout(at(10_000), &mut ev);
+        w.handle_timeout(at(10_000), &mut ev);
         let [SessionEvent::DeadLetter {
             seq: Seq(1),
             is_text: true,
@@ -738,7 +742,7 @@ mod tests {
             panic!()
         };
         assert_eq!(w.poll_timeout(), Some(at(15_000)));
-        w.on_connected(at(10_001), Seq(0), &mut ev).unwrap();
+        w.handle_connected(at(10_001), Seq(0), &mut ev).unwrap();
         assert_eq!(w.next_to_send(at(10_001)).unwrap().payload, None);
         let live = w.next_to_send(at(10_001)).unwrap();
         assert_eq!(live.payload.as_deref(), Some(&b"new"[..]));
@@ -751,8 +755,8 @@ mod tests {
             w.push(at(0), Bytes::from_static(p), false).unwrap();
             w.next_to_send(at(0));
         }
-        w.on_disconnected();
-        w.on_connected(at(50), Seq(1), &mut ev).unwrap();
+        w.handle_disconnected();
+        w.handle_connected(at(50), Seq(1), &mut ev).unwrap();
         assert_eq!(drain(&mut ev), [SessionEvent::Acked { seq: Seq(1) }]);
         let seqs: Vec<_> = core::iter::from_fn(|| w.next_to_send(at(50)))
             .map(|o| o.seq)
@@ -768,7 +772,7 @@ mod tests {
         }
         w.next_to_send(at(0));
         w.next_to_send(at(0));
-        w.on_disconnected();
+        w.handle_disconnected();
         // Unknown session: the server cannot say what it delivered.
         w.lose_session(Seq(0), false, DeadLetterReason::SessionLost, &mut ev);
         let flags: Vec<_> = drain(&mut ev)

@@ -4,14 +4,22 @@
 //! The runtime owns the store. At each upgrade it calls [`SessionStore::accept`] with the
 //! `Sockeye-Resume` value (if any) and drives the returned session over the new
 //! connection; when the connection ends it calls
-//! [`ServerSession::on_disconnected`]. The store itself drives sessions that have no
+//! [`ServerSession::handle_disconnected`]. The store itself drives sessions that have no
 //! connection ([`handle_timeout`](SessionStore::handle_timeout)): their age timers and
 //! their expiry. An expired session leaves a small tombstone (id, token,
 //! how far it delivered the client's messages) for another `session_expiry`, so a late
 //! resume is refused as *expired* with an exact count, and the client learns precisely
 //! which of its messages never arrived.
+//!
+//! Sessions without a connection sit in a deadline index (earliest first), so
+//! [`poll_timeout`](SessionStore::poll_timeout) answers at once and
+//! [`handle_timeout`](SessionStore::handle_timeout) touches only the sessions that are due,
+//! however many are stored: a runtime sleeps until the store's next deadline, with no
+//! periodic tick. A session handed out by [`get_mut`](SessionStore::get_mut) may change its
+//! deadlines; it is re-indexed at the store's next `&mut` call (the borrow has ended by
+//! then), and [`poll_timeout`](SessionStore::poll_timeout) looks at it fresh until then.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::envelope::{self, WelcomeStatus};
 use super::token::{SessionId, SessionToken};
@@ -40,6 +48,12 @@ pub struct SessionStore {
     /// Tombstones in order of creation, for expiry and eviction.
     tomb_order: VecDeque<(Instant, SessionId)>,
     events: VecDeque<(SessionId, SessionEvent)>,
+    /// The next deadline of every session without a connection, earliest first.
+    due: BTreeSet<(Instant, SessionId)>,
+    /// Each indexed session's entry in `due`.
+    due_of: BTreeMap<SessionId, Instant>,
+    /// The session last handed out by `get_mut`, to re-index.
+    lent: Option<SessionId>,
 }
 
 impl SessionStore {
@@ -52,6 +66,35 @@ impl SessionStore {
             tombstones: BTreeMap::new(),
             tomb_order: VecDeque::new(),
             events: VecDeque::new(),
+            due: BTreeSet::new(),
+            due_of: BTreeMap::new(),
+            lent: None,
+        }
+    }
+
+    /// When the store must next drive `session`: its own next deadline or its expiry,
+    /// while it has no connection.
+    fn deadline(&self, session: &ServerSession) -> Option<Instant> {
+        let since = session.disconnected_at()?;
+        let own = session.poll_timeout().unwrap_or(Instant::MAX);
+        Some(own.min(since + self.config.session_expiry))
+    }
+
+    /// Puts `id`'s entry in the deadline index right (or removes it).
+    fn reindex(&mut self, id: SessionId) {
+        if let Some(old) = self.due_of.remove(&id) {
+            self.due.remove(&(old, id));
+        }
+        if let Some(at) = self.sessions.get(&id).and_then(|s| self.deadline(s)) {
+            self.due.insert((at, id));
+            self.due_of.insert(id, at);
+        }
+    }
+
+    /// Re-indexes the session `get_mut` lent out: its borrow has ended.
+    fn settle(&mut self) {
+        if let Some(id) = self.lent.take() {
+            self.reindex(id);
         }
     }
 
@@ -67,6 +110,8 @@ impl SessionStore {
 
     /// A session, to drive it over its connection.
     pub fn get_mut(&mut self, id: SessionId) -> Option<&mut ServerSession> {
+        self.settle();
+        self.lent = Some(id);
         self.sessions.get_mut(&id)
     }
 
@@ -79,13 +124,16 @@ impl SessionStore {
     /// the one attached (a newer resume may have taken it over). Returns whether it did.
     pub fn detach(&mut self, now: Instant, id: SessionId, epoch: u64) -> bool {
         let now = self.clock.observe(now);
-        match self.sessions.get_mut(&id) {
+        self.settle();
+        let detached = match self.sessions.get_mut(&id) {
             Some(s) if s.epoch() == epoch && s.is_connected() => {
-                s.on_disconnected(now);
+                s.handle_disconnected(now);
                 true
             }
             _ => false,
-        }
+        };
+        self.reindex(id);
+        detached
     }
 
     /// A new connection arrived with `resume`, the `Sockeye-Resume` header (or
@@ -126,6 +174,7 @@ impl SessionStore {
         may_resume: bool,
     ) -> Result<SessionId, StoreError> {
         let now = self.clock.observe(now);
+        self.settle();
         let resume = resume
             .map(envelope::parse_resume_header)
             .transpose()
@@ -139,6 +188,7 @@ impl SessionStore {
                 {
                     let delivered = session.client_delivered();
                     session.attach(now, WelcomeStatus::Resumed, delivered, r.last_delivered);
+                    self.reindex(r.session_id);
                     return Ok(r.session_id);
                 }
                 match self.tombstones.get(&r.session_id) {
@@ -179,6 +229,7 @@ impl SessionStore {
     /// Errors: `Full` when the store holds `max_sessions` other sessions.
     pub fn restore(&mut self, now: Instant, snapshot: &SessionSnapshot) -> Result<(), StoreError> {
         let now = self.clock.observe(now);
+        self.settle();
         if !self.sessions.contains_key(&snapshot.id)
             && self.sessions.len() >= self.config.max_sessions
         {
@@ -187,6 +238,7 @@ impl SessionStore {
         self.tombstones.remove(&snapshot.id);
         let session = ServerSession::restored(&self.config, now, snapshot);
         self.sessions.insert(snapshot.id, session);
+        self.reindex(snapshot.id);
         Ok(())
     }
 
@@ -195,19 +247,31 @@ impl SessionStore {
     /// [`poll_event`](Self::poll_event)); forgets old tombstones. Early calls are harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         let now = self.clock.observe(now);
+        self.settle();
         let expiry = self.config.session_expiry;
-        let mut expired = alloc::vec::Vec::new();
-        for (id, session) in self.sessions.iter_mut() {
+        // Each due session once: one that is due again at `now` waits for the next call.
+        let mut due = alloc::vec::Vec::new();
+        while let Some(&(at, id)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            self.due_of.remove(&id);
+            due.push(id);
+        }
+        for id in due {
+            let Some(session) = self.sessions.get_mut(&id) else {
+                continue;
+            };
             let Some(since) = session.disconnected_at() else {
                 continue;
             };
             session.handle_timeout(now);
-            self.events.extend(session.take_events().map(|e| (*id, e)));
-            if now >= since + expiry {
-                expired.push(*id);
+            self.events.extend(session.take_events().map(|e| (id, e)));
+            if now < since + expiry {
+                self.reindex(id);
+                continue;
             }
-        }
-        for id in expired {
             let Some(session) = self.sessions.remove(&id) else {
                 continue;
             };
@@ -235,22 +299,111 @@ impl SessionStore {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) next has work, if ever.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let expiry = self.config.session_expiry;
-        self.sessions
-            .values()
-            .filter_map(|s| {
-                let since = s.disconnected_at()?;
-                let own = s.poll_timeout().unwrap_or(Instant::MAX);
-                Some(own.min(since + expiry))
-            })
-            .chain(self.tomb_order.front().map(|(until, _)| *until))
-            .min()
+        let lent = self
+            .lent
+            .and_then(|id| self.sessions.get(&id))
+            .and_then(|s| self.deadline(s));
+        // The lent session's index entry may be stale: it counts only as freshly computed.
+        let indexed = self
+            .due
+            .iter()
+            .find(|(_, id)| Some(*id) != self.lent)
+            .map(|(at, _)| *at);
+        [
+            lent,
+            indexed,
+            self.tomb_order.front().map(|(until, _)| *until),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Events of sessions that have no connection (dead letters, expiry), with their
     /// session's id. Call after every `handle_timeout` and `accept` until `None`.
+    #[must_use]
     pub fn poll_event(&mut self) -> Option<(SessionId, SessionEvent)> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entropy::SeededEntropy;
+    use alloc::vec::Vec;
+    use bytes::Bytes;
+    use core::time::Duration;
+    use proptest::prelude::*;
+
+    /// The next deadline found the slow way: every session looked at.
+    fn walked(store: &SessionStore) -> Option<Instant> {
+        store
+            .sessions
+            .values()
+            .filter_map(|s| store.deadline(s))
+            .chain(store.tomb_order.front().map(|(until, _)| *until))
+            .min()
+    }
+
+    proptest! {
+        /// The deadline index answers what walking every session would, whatever the
+        /// store went through: accepts, detaches, resumes, messages queued into detached
+        /// sessions through `get_mut`, time passing, expiry.
+        #[test]
+        fn the_deadline_index_agrees_with_walking_every_session(
+            ops in proptest::collection::vec((0u8..5, 0usize..8, 0u64..90_000), 1..120)
+        ) {
+            let config = SessionConfig {
+                message_max_age: Duration::from_secs(20),
+                session_expiry: Duration::from_secs(60),
+                max_sessions: 6,
+                ..SessionConfig::default()
+            };
+            let mut now = Instant::ZERO;
+            let mut store = SessionStore::new(config, now);
+            let mut entropy = SeededEntropy::new(9);
+            let mut ids: Vec<SessionId> = Vec::new();
+            for (op, pick, ms) in ops {
+                let id = (!ids.is_empty()).then(|| ids[pick % ids.len()]);
+                match (op, id) {
+                    (0, _) | (_, None) => {
+                        if let Ok(id) = store.accept(now, None, &mut entropy) {
+                            ids.push(id);
+                        }
+                    }
+                    (1, Some(id)) => {
+                        if let Some(epoch) = store.get(id).map(ServerSession::epoch) {
+                            store.detach(now, id, epoch);
+                        }
+                    }
+                    (2, Some(id)) => {
+                        if let Some(s) = store.get_mut(id) {
+                            let _ = s.send(now, Bytes::from_static(b"m"), true);
+                        }
+                    }
+                    (3, _) => {
+                        now = now + Duration::from_millis(ms);
+                        store.handle_timeout(now);
+                        while store.poll_event().is_some() {}
+                    }
+                    (_, Some(id)) => {
+                        let resume = store.get(id).map(|s| {
+                            envelope::resume_header_value(&envelope::Resume {
+                                session_id: id,
+                                token: s.token(),
+                                last_delivered: Seq(0),
+                            })
+                        });
+                        if let Some(resume) = resume {
+                            let _ = store.accept(now, Some(resume.as_bytes()), &mut entropy);
+                        }
+                    }
+                }
+                prop_assert_eq!(store.poll_timeout(), walked(&store));
+            }
+        }
     }
 }

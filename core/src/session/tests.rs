@@ -49,15 +49,15 @@ impl World {
                 &mut self.entropy,
             )
             .unwrap();
-        self.client.on_connected(self.now);
+        self.client.handle_connected(self.now);
         self.sid = Some(id);
         self.pump();
     }
 
     fn cut(&mut self) {
         let now = self.now;
-        self.client.on_disconnected(now);
-        self.server().on_disconnected(now);
+        self.client.handle_disconnected(now);
+        self.server().handle_disconnected(now);
     }
 
     /// Everything each side has to send reaches the other, until both are quiet.
@@ -302,7 +302,7 @@ fn a_gap_is_a_violation_that_keeps_the_session() {
 #[test]
 fn data_before_welcome_and_acks_for_unsent_are_violations() {
     let mut c = ClientSession::new(config(), Instant::ZERO);
-    c.on_connected(Instant::ZERO);
+    c.handle_connected(Instant::ZERO);
     c.handle_message(Instant::ZERO, Bytes::from_static(&[0x02, 0x00]));
     assert_eq!(
         c.poll_event(),
@@ -373,7 +373,7 @@ fn a_late_disconnect_of_an_old_connection_does_not_detach_the_new_one() {
     w.connect();
     let first = w.server().epoch();
     // The client reconnects before the server noticed the first connection died.
-    w.client.on_disconnected(w.now);
+    w.client.handle_disconnected(w.now);
     w.connect();
     let second = w.server().epoch();
     assert_eq!(second, first + 1);

@@ -160,7 +160,7 @@ impl ReliableSim {
             .store
             .accept(self.now, header.as_deref().map(str::as_bytes), &mut entropy)
             .map_err(|e| format!("accept failed: {e}"))?;
-        self.client.on_connected(self.now);
+        self.client.handle_connected(self.now);
         let conn_config = Config {
             ping_interval: None,
             ..Config::default()
@@ -196,7 +196,7 @@ impl ReliableSim {
             return Ok(());
         };
         self.stats.cuts += 1;
-        self.client.on_disconnected(self.now);
+        self.client.handle_disconnected(self.now);
         let epoch = self.store.get(wire.sid).map(|s| s.epoch());
         if let Some(epoch) = epoch {
             if server_notices {

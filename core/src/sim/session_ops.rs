@@ -152,9 +152,9 @@ pub fn session_ops(data: &[u8]) {
                 None
             }
             6 => {
-                client.on_disconnected(now);
+                client.handle_disconnected(now);
                 if let Some(s) = sid.and_then(|id| store.get_mut(id)) {
-                    s.on_disconnected(now);
+                    s.handle_disconnected(now);
                 }
                 connected = false;
                 None
@@ -177,9 +177,9 @@ pub fn session_ops(data: &[u8]) {
                         .filter(|old| *old != id)
                         .and_then(|old| store.get_mut(old))
                     {
-                        old.on_disconnected(now);
+                        old.handle_disconnected(now);
                     }
-                    client.on_connected(now);
+                    client.handle_connected(now);
                     sid = Some(id);
                     connected = true;
                 }

@@ -272,7 +272,9 @@ impl ReliableClient {
                 self.session
                     .handle_message(time::now(), message.into_payload());
             }
-            Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => self.session.on_rtt_sample(rtt),
+            Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => {
+                self.session.handle_rtt_sample(time::now(), rtt)
+            }
             Ok(Some(Event::Closed(_))) => self.disconnected(),
             Ok(Some(_)) => {}
             Ok(None) if ws.is_over() => self.disconnected(),
@@ -285,7 +287,7 @@ impl ReliableClient {
         self.fire_timers();
         if self.session.is_established() && !self.established_noted {
             self.established_noted = true;
-            self.reconnect.on_established();
+            self.reconnect.handle_established(time::now());
         }
         self.write_outgoing();
         Ok(())
@@ -298,7 +300,7 @@ impl ReliableClient {
         if self.connections == 0 && self.reconnect.poll_timeout().is_none() {
             return self.attempt();
         }
-        if self.reconnect.is_due(now) {
+        if self.reconnect.poll_timeout().is_some_and(|at| now >= at) {
             return self.attempt();
         }
         let Some(at) = self.reconnect.poll_timeout() else {
@@ -319,7 +321,7 @@ impl ReliableClient {
 
     /// One connection attempt, offering `sockeye.v1` and the session's RESUME.
     fn attempt(&mut self) -> Result<()> {
-        self.reconnect.on_attempt();
+        self.reconnect.handle_attempt(time::now());
         self.connections += 1;
         let resume = self.session.resume_header_value();
         let mut headers: Vec<(&str, &str)> = self
@@ -338,7 +340,7 @@ impl ReliableClient {
         };
         match Client::connect_with(&self.url, self.options.config.clone(), options) {
             Ok(ws) if ws.protocol() == Some(SUBPROTOCOL) => {
-                self.session.on_connected(time::now());
+                self.session.handle_connected(time::now());
                 self.established_noted = false;
                 self.ws = Some(ws);
                 Ok(())
@@ -382,7 +384,7 @@ impl ReliableClient {
     /// The connection is gone: tell the session and schedule the next attempt.
     fn disconnected(&mut self) {
         self.ws = None;
-        self.session.on_disconnected(time::now());
+        self.session.handle_disconnected(time::now());
         self.schedule_reconnect();
     }
 
@@ -390,7 +392,7 @@ impl ReliableClient {
         // `None` (gave up) is reported by the next `pump_disconnected`.
         let _ = self
             .reconnect
-            .on_disconnected(time::now(), &mut self.entropy);
+            .handle_disconnected(time::now(), &mut self.entropy);
     }
 }
 

@@ -39,10 +39,6 @@ use crate::websocket::WebSocket;
 /// Wake-ups that may wait for a connection's timer thread (one is enough).
 const CHANNEL_DEPTH: usize = 1;
 
-/// How often at most the registry drives the timers of disconnected sessions (expiry,
-/// message age); those run in seconds or minutes, so a second late is harmless.
-const STORE_TICK: Duration = Duration::from_secs(1);
-
 /// Events waiting for the application before connection drivers stop reading (their
 /// peers then feel TCP backpressure) until [`SessionRegistry::next_event`] takes some.
 pub const DEFAULT_MAX_PENDING_EVENTS: usize = 64 * 1024;
@@ -61,9 +57,6 @@ struct State {
     entropy: OsEntropy,
     events: VecDeque<(SessionId, SessionEvent)>,
     drivers: HashMap<SessionId, Driver>,
-    /// When `next_events` next drives the store's timers. Asking the store for its next
-    /// deadline walks every session, so it is done at most every [`STORE_TICK`].
-    store_check: Instant,
     /// Application threads asleep in `next_events`. A connection signals `event_ready`
     /// only when this is non-zero: a signal is a system call even with nobody waiting,
     /// and a busy application finds the new events on its next call anyway.
@@ -155,7 +148,6 @@ impl SessionRegistry {
                     entropy: OsEntropy::new()?,
                     events: VecDeque::new(),
                     drivers: HashMap::new(),
-                    store_check: time::now(),
                     app_waiting: 0,
                     resent: 0,
                 }),
@@ -344,12 +336,9 @@ impl SessionRegistry {
         let mut guard = self.lock();
         loop {
             let now = time::now();
-            if now >= guard.store_check {
+            if guard.store.poll_timeout().is_some_and(|at| at <= now) {
                 guard.store.handle_timeout(now);
                 self.drain_store(&mut guard);
-                let next = now + STORE_TICK;
-                guard.store_check =
-                    earliest(guard.store.poll_timeout(), Some(next)).unwrap_or(next);
             }
             if !guard.events.is_empty() && max > 0 {
                 let was_full = guard.events.len() >= self.shared.max_pending_events;
@@ -363,14 +352,23 @@ impl SessionRegistry {
             if deadline.is_some_and(|d| now >= d) {
                 return 0;
             }
-            let wake = earliest(Some(guard.store_check), deadline).unwrap_or(guard.store_check);
+            // A session that loses its connection meanwhile wakes this wait (its deadline
+            // may come first).
             guard.app_waiting += 1;
-            guard = self
-                .shared
-                .event_ready
-                .wait_timeout(guard, time::until(wake))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            guard = match earliest(guard.store.poll_timeout(), deadline) {
+                Some(wake) => {
+                    self.shared
+                        .event_ready
+                        .wait_timeout(guard, time::until(wake))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self
+                    .shared
+                    .event_ready
+                    .wait(guard)
+                    .unwrap_or_else(|p| p.into_inner()),
+            };
             guard.app_waiting -= 1;
         }
     }
@@ -490,7 +488,7 @@ impl Link {
             session.handle_message(now, message);
         }
         if let Some(rtt) = rtt.take() {
-            session.on_rtt_sample(rtt);
+            session.handle_rtt_sample(now, rtt);
         }
         if session.poll_timeout().is_some_and(|t| t <= now) {
             session.handle_timeout(now);
@@ -724,7 +722,10 @@ impl ReliableConnection {
         }
         {
             let state = &mut *link.registry.lock();
-            state.store.detach(time::now(), link.id, link.epoch);
+            if state.store.detach(time::now(), link.id, link.epoch) && state.app_waiting > 0 {
+                // The session's expiry is a new deadline for a waiting `next_events`.
+                link.registry.shared.event_ready.notify_all();
+            }
             if state
                 .drivers
                 .get(&link.id)

@@ -139,7 +139,7 @@ impl Peer {
             origin: None,
             headers: &headers,
         };
-        let mut hs = ClientHandshake::new(now, &self.ws_config, request, rng);
+        let mut hs = ClientHandshake::new(&self.ws_config, now, request, rng);
         if let Some(head) = hs.poll_transmit() {
             pipe.write_up(&head);
         }
@@ -173,7 +173,7 @@ impl Peer {
                         SeededEntropy::new(rng.next_u64()),
                     );
                     if self.reliable {
-                        self.session.on_connected(now);
+                        self.session.handle_connected(now);
                     }
                     self.wire = Some(Wire::Open(Box::new(ws)));
                 }
@@ -262,7 +262,7 @@ impl Peer {
                             ledger.on_text(&self.user, &text)?;
                         }
                         Event::Pong { rtt: Some(rtt), .. } if self.reliable => {
-                            self.session.on_rtt_sample(rtt);
+                            self.session.handle_rtt_sample(now, rtt);
                         }
                         _ => {}
                     }
@@ -360,7 +360,7 @@ impl Peer {
         self.wire = None;
         self.pipe = None;
         if self.reliable {
-            self.session.on_disconnected(now);
+            self.session.handle_disconnected(now);
         }
         self.reconnect_at = Some(at);
     }
