@@ -8,7 +8,7 @@ use sockeye_core::{ClientHandshake, Config};
 
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
-use crate::time;
+use crate::time::Clock;
 use crate::transport::{write_timeout, Input, Transport};
 use crate::url::WsUrl;
 use crate::websocket::WebSocket;
@@ -60,9 +60,20 @@ impl Client {
         config: Config,
         options: ClientOptions<'_>,
     ) -> Result<WebSocket> {
+        Client::connect_on(url, config, options, Clock::new())
+    }
+
+    /// [`connect_with`](Self::connect_with) whose connection reads `clock`, so its
+    /// deadlines compare with instants its caller (a reliable client) already holds.
+    pub(crate) fn connect_on(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+        clock: Clock,
+    ) -> Result<WebSocket> {
         let url = WsUrl::parse(url)?;
         let stream = connect_tcp(&url, &config)?;
-        handshake(stream, &url, config, options)
+        handshake(stream, &url, config, options, clock)
     }
 }
 
@@ -86,8 +97,9 @@ fn handshake(
     url: &WsUrl,
     config: Config,
     options: ClientOptions<'_>,
+    clock: Clock,
 ) -> Result<WebSocket> {
-    let mut transport = Transport::new(stream, write_timeout(&config))?;
+    let mut transport = Transport::new(stream, write_timeout(&config), clock)?;
     let mut entropy = OsEntropy::new()?;
     let host = url.host_header();
     let request = ClientRequest {
@@ -97,16 +109,16 @@ fn handshake(
         origin: options.origin,
         headers: options.headers,
     };
-    let mut handshake = ClientHandshake::new(&config, time::now(), request, &mut entropy);
+    let mut handshake = ClientHandshake::new(&config, clock.now(), request, &mut entropy);
     while let Some(chunk) = handshake.poll_transmit() {
         transport.queue(chunk);
     }
     transport.flush()?;
     let response = loop {
         let step = match transport.read(handshake.poll_timeout())? {
-            Input::Bytes(data) => handshake.handle_bytes(time::now(), data),
-            Input::Eof => handshake.handle_eof(time::now()).map(|()| None),
-            Input::Timeout => handshake.handle_timeout(time::now()).map(|()| None),
+            Input::Bytes(data) => handshake.handle_bytes(clock.now(), data),
+            Input::Eof => handshake.handle_eof(clock.now()).map(|()| None),
+            Input::Timeout => handshake.handle_timeout(clock.now()).map(|()| None),
         };
         if let Some(response) = step? {
             break response;
@@ -114,6 +126,6 @@ fn handshake(
     };
     let protocol = response.protocol().map(String::from);
     let close_timeout = config.close_timeout;
-    let conn = response.into_connection(time::now(), config, entropy);
+    let conn = response.into_connection(clock.now(), config, entropy);
     WebSocket::new(conn, transport, close_timeout, None, protocol)
 }

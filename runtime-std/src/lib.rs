@@ -77,7 +77,7 @@ pub use reliable::{
     DEFAULT_MAX_PENDING_EVENTS,
 };
 pub use server::{Server, ServerHandle};
-pub use time::{now, Clock};
+pub use time::Clock;
 pub use url::WsUrl;
 pub use websocket::WebSocket;
 

@@ -12,7 +12,7 @@ use sockeye_core::{Config, HandshakeError, ServerHandshake};
 
 use crate::accept;
 use crate::error::{Error, Result};
-use crate::time;
+use crate::time::Clock;
 use crate::transport::{write_timeout, Input, Transport};
 use crate::websocket::WebSocket;
 
@@ -202,7 +202,9 @@ where
 /// Performs the server handshake on `stream`: reads the request under the core's deadline,
 /// applies the policy, and writes the core's answer.
 fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebSocket> {
-    let (mut transport, request) = read_request(stream, config)?;
+    // Each connection is driven alone: its own clock.
+    let clock = Clock::new();
+    let (mut transport, request) = read_request(stream, config, clock)?;
     if !(policy.origin)(request.origin()) {
         let e = HandshakeError::OriginRefused;
         transport.queue(request.reject(&e));
@@ -210,20 +212,24 @@ fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebS
     }
     let protocol = (policy.protocol)(&request);
     let path = request.path().to_string();
-    let conn = request.accept(time::now(), protocol.as_deref(), config.clone());
+    let conn = request.accept(clock.now(), protocol.as_deref(), config.clone());
     WebSocket::new(conn, transport, config.close_timeout, Some(path), protocol)
 }
 
 /// Reads an upgrade request from `stream` under the core's deadline. A bad request is
 /// answered with its HTTP error (and the stream closed) before the error is returned.
-pub(crate) fn read_request(stream: TcpStream, config: &Config) -> Result<(Transport, Request)> {
-    let mut transport = Transport::new(stream, write_timeout(config))?;
-    let mut handshake = ServerHandshake::new(config, time::now());
+pub(crate) fn read_request(
+    stream: TcpStream,
+    config: &Config,
+    clock: Clock,
+) -> Result<(Transport, Request)> {
+    let mut transport = Transport::new(stream, write_timeout(config), clock)?;
+    let mut handshake = ServerHandshake::new(config, clock.now());
     let outcome = loop {
         let step = match transport.read(handshake.poll_timeout())? {
-            Input::Bytes(data) => handshake.handle_bytes(time::now(), data),
-            Input::Eof => handshake.handle_eof(time::now()).map(|()| None),
-            Input::Timeout => handshake.handle_timeout(time::now()).map(|()| None),
+            Input::Bytes(data) => handshake.handle_bytes(clock.now(), data),
+            Input::Eof => handshake.handle_eof(clock.now()).map(|()| None),
+            Input::Timeout => handshake.handle_timeout(clock.now()).map(|()| None),
         };
         match step {
             Ok(Some(request)) => break Ok(request),

@@ -1,20 +1,15 @@
-//! The runtime's clock: one `std::time::Instant` epoch, read with `elapsed()`.
+//! The runtime's clock: a `std::time::Instant` epoch, read with `elapsed()`.
 //!
 //! The core counts nanoseconds from an origin the caller chooses
-//! ([`sockeye_core::Instant`]). This runtime captures a single process-wide epoch the first
-//! time a clock is read and converts every later reading with `elapsed()`, so instants from
-//! different connections are comparable and never go backwards.
+//! ([`sockeye_core::Instant`]). Each connection, client or registry here holds a
+//! [`Clock`] made when it was, and every instant it hands the core or accepts from the
+//! application (a deadline for [`WebSocket::recv_event_until`](crate::WebSocket::recv_event_until),
+//! from [`WebSocket::now`](crate::WebSocket::now)) counts from that clock's epoch: no
+//! process-wide static. Readings never go backwards (`std::time::Instant` is monotonic).
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use sockeye_core::Instant;
-
-/// The process-wide epoch all [`now`] readings count from.
-fn epoch() -> std::time::Instant {
-    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
-    *EPOCH.get_or_init(std::time::Instant::now)
-}
 
 /// A clock with an explicit epoch: [`Clock::now`] counts nanoseconds from the moment the
 /// clock was made. A driver that owns one core machine (or the server layer) makes its
@@ -39,8 +34,8 @@ impl Clock {
         Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// How long to block until `deadline`, at least one millisecond (see [`now`]'s
-    /// module docs: a zero read timeout is rejected, and a passed deadline still wakes).
+    /// How long to block until `deadline`, at least one millisecond (a zero read
+    /// timeout is rejected, and a deadline already passed must still wake promptly).
     pub fn until(&self, deadline: Instant) -> Duration {
         deadline
             .saturating_duration_since(self.now())
@@ -54,37 +49,24 @@ impl Default for Clock {
     }
 }
 
-/// The current time as the core's [`Instant`]: nanoseconds since the runtime's epoch.
-pub fn now() -> Instant {
-    let nanos = epoch().elapsed().as_nanos();
-    Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
-}
-
-/// How long to block until `deadline`, at least one millisecond so a read timeout is never
-/// zero (which `set_read_timeout` rejects) and a deadline already passed still wakes us
-/// promptly.
-pub(crate) fn until(deadline: Instant) -> Duration {
-    deadline
-        .saturating_duration_since(now())
-        .max(Duration::from_millis(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn readings_never_go_backwards() {
-        let a = now();
+    fn readings_never_go_backwards_and_copies_agree() {
+        let clock = Clock::new();
+        let copy = clock;
+        let a = clock.now();
         std::thread::sleep(Duration::from_millis(2));
-        let b = now();
-        assert!(b > a);
+        let b = copy.now();
         assert!(b.saturating_duration_since(a) >= Duration::from_millis(2));
     }
 
     #[test]
     fn waits_are_at_least_a_millisecond() {
-        assert_eq!(until(Instant::ZERO), Duration::from_millis(1));
-        assert!(until(now() + Duration::from_secs(5)) > Duration::from_secs(4));
+        let clock = Clock::new();
+        assert_eq!(clock.until(Instant::ZERO), Duration::from_millis(1));
+        assert!(clock.until(clock.now() + Duration::from_secs(5)) > Duration::from_secs(4));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use sockeye_core::{Config, Instant};
 
-use crate::time;
+use crate::time::Clock;
 
 /// Size of the read buffer: one `read` hands the core at most this many bytes.
 pub(crate) const READ_BUF_BYTES: usize = 64 * 1024;
@@ -43,6 +43,8 @@ pub(crate) struct Transport {
     /// Chunks taken from the core and not yet fully written; the front one may be a tail
     /// left by a partial write.
     pending: VecDeque<Bytes>,
+    /// The clock deadlines given to [`read`](Self::read) count from.
+    clock: Clock,
 }
 
 impl Transport {
@@ -50,7 +52,11 @@ impl Transport {
     /// coalesces small frames, so Nagle would only add latency), and `write_timeout` as
     /// the longest a write may wait for the peer to make room: a peer that reads nothing
     /// for that long is treated as gone, so a blocked write cannot hang a thread forever.
-    pub(crate) fn new(stream: TcpStream, write_timeout: Duration) -> io::Result<Self> {
+    pub(crate) fn new(
+        stream: TcpStream,
+        write_timeout: Duration,
+        clock: Clock,
+    ) -> io::Result<Self> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(None)?;
@@ -60,7 +66,13 @@ impl Transport {
             read_buf: vec![0; READ_BUF_BYTES].into_boxed_slice(),
             read_timeout: None,
             pending: VecDeque::new(),
+            clock,
         })
+    }
+
+    /// The clock this transport's deadlines count from.
+    pub(crate) fn clock(&self) -> Clock {
+        self.clock
     }
 
     /// The underlying stream, for addresses and socket options.
@@ -70,7 +82,7 @@ impl Transport {
 
     /// Blocks until bytes arrive, the peer closes, or `deadline` passes.
     pub(crate) fn read(&mut self, deadline: Option<Instant>) -> io::Result<Input<'_>> {
-        let timeout = deadline.map(time::until);
+        let timeout = deadline.map(|d| self.clock.until(d));
         if timeout != self.read_timeout {
             self.stream.set_read_timeout(timeout)?;
             self.read_timeout = timeout;
@@ -140,8 +152,8 @@ impl Transport {
         if self.stream.shutdown(Shutdown::Write).is_err() {
             return;
         }
-        let deadline = time::now() + linger;
-        while time::now() < deadline {
+        let deadline = self.clock.now() + linger;
+        while self.clock.now() < deadline {
             match self.read(Some(deadline)) {
                 Ok(Input::Bytes(_)) => continue,
                 Ok(Input::Eof | Input::Timeout) | Err(_) => break,
@@ -175,7 +187,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         (
-            Transport::new(client, Duration::from_secs(5)).unwrap(),
+            Transport::new(client, Duration::from_secs(5), Clock::new()).unwrap(),
             server,
         )
     }
@@ -197,7 +209,7 @@ mod tests {
     #[test]
     fn read_reports_bytes_timeout_and_eof() {
         let (mut t, mut peer) = pair();
-        let soon = time::now() + Duration::from_millis(5);
+        let soon = t.clock.now() + Duration::from_millis(5);
         assert!(matches!(t.read(Some(soon)).unwrap(), Input::Timeout));
         peer.write_all(b"abc").unwrap();
         assert!(matches!(t.read(None).unwrap(), Input::Bytes(b"abc")));

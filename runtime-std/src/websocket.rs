@@ -15,7 +15,6 @@ use bytes::Bytes;
 use sockeye_core::{Close, CloseCode, Connection, Event, Instant, Message, MessageKind, State};
 
 use crate::error::{Error, Result};
-use crate::time;
 use crate::transport::{Input, Transport};
 
 /// An open WebSocket over a blocking `TcpStream`, client or server side.
@@ -74,6 +73,13 @@ impl WebSocket {
         Ok(ws)
     }
 
+    /// The current time on the clock this connection's deadlines count from: build the
+    /// deadline for [`recv_event_until`](Self::recv_event_until) from it
+    /// (`ws.now() + Duration::from_millis(50)`).
+    pub fn now(&self) -> Instant {
+        self.transport.clock().now()
+    }
+
     /// Receives the next message, blocking.
     ///
     /// Pings are answered and pongs recorded on the way (see [`recv_event`](Self::recv_event)
@@ -105,7 +111,8 @@ impl WebSocket {
 
     /// Like [`recv_event`](Self::recv_event), but returns `Ok(None)` as soon as
     /// `deadline` passes with no event (or once the connection is over). The core's own
-    /// timers still fire while waiting.
+    /// timers still fire while waiting. `deadline` counts on this connection's clock
+    /// ([`now`](Self::now)).
     pub fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
         loop {
             match self.events.pop_front() {
@@ -131,7 +138,7 @@ impl WebSocket {
                     // Let the core act on frames it already holds before reading more.
                     self.drain_and_flush()?;
                     if self.events.is_empty() {
-                        if deadline.is_some_and(|d| time::now() >= d) {
+                        if deadline.is_some_and(|d| self.transport.clock().now() >= d) {
                             return Ok(None);
                         }
                         self.step(deadline)?;
@@ -146,7 +153,7 @@ impl WebSocket {
     /// Fails with [`SendError::Closed`](sockeye_core::SendError::Closed) (as [`Error::Send`]) once the closing handshake
     /// has started.
     pub fn send(&mut self, message: Message) -> Result<()> {
-        self.send_at(time::now(), message)
+        self.send_at(self.transport.clock().now(), message)
     }
 
     /// [`send`](Self::send) with the time already read by the caller (the reliable
@@ -175,14 +182,16 @@ impl WebSocket {
     /// fragment of a message names the same `kind`.
     pub fn send_fragment(&mut self, kind: MessageKind, payload: Bytes, fin: bool) -> Result<()> {
         self.make_room()?;
-        self.conn.send_fragment(time::now(), kind, payload, fin)?;
+        self.conn
+            .send_fragment(self.transport.clock().now(), kind, payload, fin)?;
         self.drain_and_flush()
     }
 
     /// Sends a ping (payload at most 125 bytes). Its pong comes back as [`Event::Pong`]
     /// from [`recv_event`](Self::recv_event).
     pub fn ping(&mut self, payload: impl Into<Bytes>) -> Result<()> {
-        self.conn.ping(time::now(), payload.into())?;
+        self.conn
+            .ping(self.transport.clock().now(), payload.into())?;
         self.drain_and_flush()
     }
 
@@ -192,7 +201,8 @@ impl WebSocket {
     /// it returns `Ok(None)`: messages the peer sent before it saw our close still arrive,
     /// then the peer's close completes the handshake (or `close_timeout` expires).
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
-        self.conn.close(time::now(), code, reason)?;
+        self.conn
+            .close(self.transport.clock().now(), code, reason)?;
         self.drain_and_flush()
     }
 
@@ -263,27 +273,28 @@ impl WebSocket {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let clock = self.transport.clock();
         let result = match self.transport.read(deadline) {
             Ok(Input::Bytes(data)) => {
-                self.conn.handle_bytes(time::now(), data);
+                self.conn.handle_bytes(clock.now(), data);
                 Ok(())
             }
             Ok(Input::Eof) => {
-                self.conn.handle_eof(time::now());
+                self.conn.handle_eof(clock.now());
                 Ok(())
             }
             Ok(Input::Timeout) => Ok(()),
             Err(e) => {
                 // The transport is gone: tell the core, as for an EOF, so it reports the
                 // connection closed, then surface the cause.
-                self.conn.handle_eof(time::now());
+                self.conn.handle_eof(clock.now());
                 Err(Error::Io(e))
             }
         };
         self.drain();
         // The timer: a deadline that passed is acted on whether the read timed out or
         // bytes kept arriving (a spurious call is a no-op for the core).
-        let now = time::now();
+        let now = clock.now();
         if self.conn.poll_timeout().is_some_and(|d| d <= now) {
             self.conn.handle_timeout(now);
         }
@@ -333,7 +344,7 @@ impl WebSocket {
             // vanished), its `Closed` event already says what happened.
             let was_closed = self.conn.is_closed();
             self.done = true;
-            self.conn.handle_eof(time::now());
+            self.conn.handle_eof(self.transport.clock().now());
             self.drain();
             return if was_closed {
                 Ok(())

@@ -19,7 +19,7 @@ use sockeye_core::{
 use crate::client::{Client, ClientOptions};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
-use crate::time;
+use crate::time::Clock;
 use crate::url::WsUrl;
 use crate::websocket::WebSocket;
 
@@ -103,6 +103,8 @@ pub struct ReliableClient {
     last_error: Option<Error>,
     /// Connections opened so far.
     connections: u64,
+    /// The clock of the session and of every connection it rides on.
+    clock: Clock,
 }
 
 impl ReliableClient {
@@ -111,9 +113,10 @@ impl ReliableClient {
     /// [`wait_acked`](Self::wait_acked). Fails only for an unusable URL or no entropy.
     pub fn new(url: &str, options: ReliableOptions) -> Result<Self> {
         WsUrl::parse(url)?;
+        let clock = Clock::new();
         Ok(ReliableClient {
             url: url.to_string(),
-            session: ClientSession::new(options.session.clone(), time::now()),
+            session: ClientSession::new(options.session.clone(), clock.now()),
             reconnect: Reconnect::new(options.reconnect.clone()),
             options,
             ws: None,
@@ -121,6 +124,7 @@ impl ReliableClient {
             established_noted: false,
             last_error: None,
             connections: 0,
+            clock,
         })
     }
 
@@ -129,10 +133,11 @@ impl ReliableClient {
     /// ([`Error::Timeout`]). The `Established` event is still there for
     /// [`next_event`](Self::next_event).
     pub fn connect(url: &str, options: ReliableOptions) -> Result<Self> {
-        let deadline = time::now() + options.connect_timeout;
+        let timeout = options.connect_timeout;
         let mut client = ReliableClient::new(url, options)?;
+        let deadline = client.clock.now() + timeout;
         while !client.session.is_established() {
-            if time::now() >= deadline {
+            if client.clock.now() >= deadline {
                 return Err(Error::Timeout);
             }
             client.pump(Some(deadline))?;
@@ -157,7 +162,7 @@ impl ReliableClient {
         {
             return Err(SessionSendError::Full.into());
         }
-        let now = time::now();
+        let now = self.clock.now();
         let seq = self.session.send(now, payload, is_text)?;
         self.write_outgoing_at(now);
         Ok(seq)
@@ -175,12 +180,12 @@ impl ReliableClient {
         if let Some(event) = self.session.poll_event() {
             return Ok(Some(event));
         }
-        let deadline = timeout.map(|t| time::now() + t);
+        let deadline = timeout.map(|t| self.clock.now() + t);
         loop {
             if let Some(event) = self.session.poll_event() {
                 return Ok(Some(event));
             }
-            if deadline.is_some_and(|d| time::now() >= d) {
+            if deadline.is_some_and(|d| self.clock.now() >= d) {
                 return Ok(None);
             }
             self.pump(deadline)?;
@@ -191,12 +196,12 @@ impl ReliableClient {
     /// dead-lettered (`true`), or `timeout` passes (`false`). Events that arrive
     /// meanwhile wait for [`next_event`](Self::next_event).
     pub fn wait_acked(&mut self, timeout: Option<Duration>) -> Result<bool> {
-        let deadline = timeout.map(|t| time::now() + t);
+        let deadline = timeout.map(|t| self.clock.now() + t);
         loop {
             if self.session.unacked_messages() == 0 {
                 return Ok(true);
             }
-            if deadline.is_some_and(|d| time::now() >= d) {
+            if deadline.is_some_and(|d| self.clock.now() >= d) {
                 return Ok(false);
             }
             self.pump(deadline)?;
@@ -209,7 +214,7 @@ impl ReliableClient {
         self.write_outgoing();
         if let Some(mut ws) = self.ws.take() {
             ws.close(sockeye_core::CloseCode::NORMAL, "bye")?;
-            let deadline = time::now() + self.options.config.close_timeout;
+            let deadline = self.clock.now() + self.options.config.close_timeout;
             while let Ok(Some(event)) = ws.recv_event_until(Some(deadline)) {
                 if matches!(event, Event::Closed(_)) {
                     break;
@@ -270,10 +275,10 @@ impl ReliableClient {
         match ws.recv_event_until(wait) {
             Ok(Some(Event::Message(message))) => {
                 self.session
-                    .handle_message(time::now(), message.into_payload());
+                    .handle_message(self.clock.now(), message.into_payload());
             }
             Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => {
-                self.session.handle_rtt_sample(time::now(), rtt)
+                self.session.handle_rtt_sample(self.clock.now(), rtt)
             }
             Ok(Some(Event::Closed(_))) => self.disconnected(),
             Ok(Some(_)) => {}
@@ -287,7 +292,7 @@ impl ReliableClient {
         self.fire_timers();
         if self.session.is_established() && !self.established_noted {
             self.established_noted = true;
-            self.reconnect.handle_established(time::now());
+            self.reconnect.handle_established(self.clock.now());
         }
         self.write_outgoing();
         Ok(())
@@ -296,7 +301,7 @@ impl ReliableClient {
     /// No connection: connect if the policy says it is time, else sleep until then (or
     /// the session's next deadline, or `deadline`).
     fn pump_disconnected(&mut self, deadline: Option<Instant>) -> Result<()> {
-        let now = time::now();
+        let now = self.clock.now();
         if self.connections == 0 && self.reconnect.poll_timeout().is_none() {
             return self.attempt();
         }
@@ -321,7 +326,7 @@ impl ReliableClient {
 
     /// One connection attempt, offering `sockeye.v1` and the session's RESUME.
     fn attempt(&mut self) -> Result<()> {
-        self.reconnect.handle_attempt(time::now());
+        self.reconnect.handle_attempt(self.clock.now());
         self.connections += 1;
         let resume = self.session.resume_header_value();
         let mut headers: Vec<(&str, &str)> = self
@@ -338,9 +343,9 @@ impl ReliableClient {
             origin: None,
             headers: &headers,
         };
-        match Client::connect_with(&self.url, self.options.config.clone(), options) {
+        match Client::connect_on(&self.url, self.options.config.clone(), options, self.clock) {
             Ok(ws) if ws.protocol() == Some(SUBPROTOCOL) => {
-                self.session.handle_connected(time::now());
+                self.session.handle_connected(self.clock.now());
                 self.established_noted = false;
                 self.ws = Some(ws);
                 Ok(())
@@ -357,7 +362,7 @@ impl ReliableClient {
     /// Writes every envelope the session has for the current connection. A failed
     /// write ends the connection; the messages stay in the window for the next one.
     fn write_outgoing(&mut self) {
-        self.write_outgoing_at(time::now());
+        self.write_outgoing_at(self.clock.now());
     }
 
     /// [`write_outgoing`](Self::write_outgoing) with the time the caller already read.
@@ -375,7 +380,7 @@ impl ReliableClient {
     }
 
     fn fire_timers(&mut self) {
-        let now = time::now();
+        let now = self.clock.now();
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
         }
@@ -384,7 +389,7 @@ impl ReliableClient {
     /// The connection is gone: tell the session and schedule the next attempt.
     fn disconnected(&mut self) {
         self.ws = None;
-        self.session.handle_disconnected(time::now());
+        self.session.handle_disconnected(self.clock.now());
         self.schedule_reconnect();
     }
 
@@ -392,7 +397,7 @@ impl ReliableClient {
         // `None` (gave up) is reported by the next `pump_disconnected`.
         let _ = self
             .reconnect
-            .handle_disconnected(time::now(), &mut self.entropy);
+            .handle_disconnected(self.clock.now(), &mut self.entropy);
     }
 }
 

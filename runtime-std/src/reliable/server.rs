@@ -32,7 +32,7 @@ use super::client::earliest;
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::server::{read_request, refuse};
-use crate::time;
+use crate::time::Clock;
 use crate::transport::{Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
 
@@ -72,6 +72,8 @@ struct Shared {
     /// Signalled when the application took events.
     room: Condvar,
     max_pending_events: usize,
+    /// The clock of every session and connection of this registry.
+    clock: Clock,
 }
 
 /// The server's reliable sessions, shared by every connection thread and the
@@ -141,10 +143,11 @@ impl SessionRegistry {
     /// Like [`new`](Self::new), with at most `max_pending_events` events waiting for
     /// the application before connections stop reading.
     pub fn with_event_limit(config: SessionConfig, max_pending_events: usize) -> io::Result<Self> {
+        let clock = Clock::new();
         Ok(SessionRegistry {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
-                    store: SessionStore::new(config, time::now()),
+                    store: SessionStore::new(config, clock.now()),
                     entropy: OsEntropy::new()?,
                     events: VecDeque::new(),
                     drivers: HashMap::new(),
@@ -154,6 +157,7 @@ impl SessionRegistry {
                 event_ready: Condvar::new(),
                 room: Condvar::new(),
                 max_pending_events: max_pending_events.max(1),
+                clock,
             }),
         })
     }
@@ -173,10 +177,10 @@ impl SessionRegistry {
     /// answered 400 and a full store 503 ([`Error::Store`]). The 101 and then the
     /// session's WELCOME are the first things [`ReliableConnection::run`] writes.
     pub fn upgrade(&self, stream: TcpStream, config: &Config) -> Result<Upgrade> {
-        let (transport, request) = read_request(stream, config)?;
+        let (transport, request) = read_request(stream, config, self.shared.clock)?;
         if !request.protocols().any(|p| p == SUBPROTOCOL) {
             let path = request.path().to_string();
-            let conn = request.accept(time::now(), None, config.clone());
+            let conn = request.accept(self.shared.clock.now(), None, config.clone());
             let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
             return Ok(Upgrade::Plain(ws));
         }
@@ -198,7 +202,7 @@ impl SessionRegistry {
         let attached = {
             let mut guard = self.lock();
             let state = &mut *guard;
-            let now = time::now();
+            let now = self.shared.clock.now();
             let accepted = state
                 .store
                 .accept(now, resume.as_deref(), &mut state.entropy);
@@ -228,7 +232,7 @@ impl SessionRegistry {
                 return Err(refuse(transport, e, config));
             }
         };
-        let conn = request.accept(time::now(), Some(SUBPROTOCOL), config.clone());
+        let conn = request.accept(self.shared.clock.now(), Some(SUBPROTOCOL), config.clone());
         Ok(ReliableConnection {
             registry: self.clone(),
             id,
@@ -260,7 +264,7 @@ impl SessionRegistry {
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let state = &mut *self.lock();
         let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
-        let seq = session.send(time::now(), payload, is_text)?;
+        let seq = session.send(self.shared.clock.now(), payload, is_text)?;
         if let Some(driver) = state.drivers.get(&id) {
             // A full channel means the driver has input to wake it anyway.
             let _ = driver.wake.try_send(());
@@ -277,7 +281,7 @@ impl SessionRegistry {
         let mut wake = Vec::new();
         {
             let state = &mut *self.lock();
-            let now = time::now();
+            let now = self.shared.clock.now();
             // Each session whose count moved is journaled once, with its final count:
             // a pair at a time could go back behind what `journal_delivered` recorded.
             let mut moved: Vec<SessionId> = Vec::new();
@@ -332,10 +336,10 @@ impl SessionRegistry {
         max: usize,
         out: &mut Vec<(SessionId, SessionEvent)>,
     ) -> usize {
-        let deadline = timeout.map(|t| time::now() + t);
+        let deadline = timeout.map(|t| self.shared.clock.now() + t);
         let mut guard = self.lock();
         loop {
-            let now = time::now();
+            let now = self.shared.clock.now();
             if guard.store.poll_timeout().is_some_and(|at| at <= now) {
                 guard.store.handle_timeout(now);
                 self.drain_store(&mut guard);
@@ -359,7 +363,7 @@ impl SessionRegistry {
                 Some(wake) => {
                     self.shared
                         .event_ready
-                        .wait_timeout(guard, time::until(wake))
+                        .wait_timeout(guard, self.shared.clock.until(wake))
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
@@ -378,7 +382,7 @@ impl SessionRegistry {
     /// regularly. Returns when it should next be called, if ever.
     pub fn handle_timeouts(&self) -> Option<Instant> {
         let state = &mut *self.lock();
-        state.store.handle_timeout(time::now());
+        state.store.handle_timeout(self.shared.clock.now());
         if self.drain_store(state) {
             self.shared.event_ready.notify_all();
         }
@@ -482,7 +486,7 @@ impl Link {
             turn.superseded = true;
             return turn;
         };
-        let now = time::now();
+        let now = shared.clock.now();
         let resent_before = session.resent_messages();
         for message in messages.drain(..) {
             session.handle_message(now, message);
@@ -553,7 +557,7 @@ impl ConnCore {
     /// envelopes to the connection, chunks to the socket. Wakes the timer thread if the
     /// next deadline moved earlier. Returns whether the application's queue is full.
     fn turn(&mut self, link: &Link) -> bool {
-        let now = time::now();
+        let now = link.registry.shared.clock.now();
         if self.conn.poll_timeout().is_some_and(|t| t <= now) {
             self.conn.handle_timeout(now);
         }
@@ -657,6 +661,7 @@ impl ReliableConnection {
             close_timeout,
             path: _,
         } = self;
+        let clock = registry.shared.clock;
         let stream = transport.stream().try_clone()?;
         let reader_stream = stream.try_clone()?;
         let link = Arc::new(Link {
@@ -704,7 +709,7 @@ impl ReliableConnection {
                 d
             };
             let _ = match deadline {
-                Some(d) => rx.recv_timeout(time::until(d)).map_err(|_| ()),
+                Some(d) => rx.recv_timeout(clock.until(d)).map_err(|_| ()),
                 None => rx.recv().map_err(|_| ()),
             };
             lock_core(&core).turn(&link);
@@ -716,13 +721,13 @@ impl ReliableConnection {
             c.error.take()
         };
         let _ = stream.shutdown(Shutdown::Write);
-        let until = time::now() + close_timeout;
-        while !reader_done.load(Ordering::Acquire) && time::now() < until {
-            let _ = rx.recv_timeout(time::until(until));
+        let until = clock.now() + close_timeout;
+        while !reader_done.load(Ordering::Acquire) && clock.now() < until {
+            let _ = rx.recv_timeout(clock.until(until));
         }
         {
             let state = &mut *link.registry.lock();
-            if state.store.detach(time::now(), link.id, link.epoch) && state.app_waiting > 0 {
+            if state.store.detach(clock.now(), link.id, link.epoch) && state.app_waiting > 0 {
                 // The session's expiry is a new deadline for a waiting `next_events`.
                 link.registry.shared.event_ready.notify_all();
             }
@@ -747,7 +752,7 @@ fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
     loop {
         let read = stream.read(&mut buf);
         let mut c = lock_core(core);
-        let now = time::now();
+        let now = link.registry.shared.clock.now();
         let last = match read {
             Ok(0) => {
                 c.conn.handle_eof(now);
