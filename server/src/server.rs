@@ -9,7 +9,7 @@ use sockeye_core::handshake::{HttpRequest, Request, RequestReader};
 use sockeye_core::hub::{ConnId, Delivery, Hub, Mail};
 use sockeye_core::journal::JournalState;
 use sockeye_core::session::envelope::parse_resume_header;
-use sockeye_core::session::{SessionStore, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
+use sockeye_core::session::{SessionStore, SUBPROTOCOL};
 use sockeye_core::{CloseCode, Entropy, Event, Instant, SessionId};
 
 use crate::answer;
@@ -897,7 +897,7 @@ impl Server {
     /// starts a new one, then joins the hub.
     fn upgrade_reliable(&mut self, conn: ConnId, upgrade: Request, user: UserId) {
         let now = self.now;
-        let resume = resume_value(&upgrade);
+        let resume = upgrade.resume_value().map(<[u8]>::to_vec);
         let claimed = resume
             .as_deref()
             .and_then(|v| parse_resume_header(v).ok())
@@ -942,21 +942,6 @@ impl Server {
         let ws = upgrade.accept(now, Some(SUBPROTOCOL), self.ws_config.clone());
         self.attach_session(conn, ws, user, session);
     }
-}
-
-/// The `Sockeye-Resume` header value, or the `sockeye_resume` query parameter as sent.
-fn resume_value(request: &Request) -> Option<Vec<u8>> {
-    request
-        .header(RESUME_HEADER)
-        .map(<[u8]>::to_vec)
-        .or_else(|| {
-            let (_, query) = request.path().split_once('?')?;
-            query
-                .split('&')
-                .filter_map(|pair| pair.split_once('='))
-                .find(|(k, _)| *k == RESUME_QUERY)
-                .map(|(_, v)| v.as_bytes().to_vec())
-        })
 }
 
 fn method_not_allowed(allow: &str) -> Vec<u8> {

@@ -195,6 +195,21 @@ impl Request {
         self.headers.get(name)
     }
 
+    /// The value of query parameter `name` exactly as sent, or `None` if absent.
+    pub fn query_raw(&self, name: &str) -> Option<&str> {
+        super::http::query_value(&self.path, name)
+    }
+
+    /// The `sockeye.v1` resume value the client sent: the `Sockeye-Resume` header, or,
+    /// from a browser (which cannot set headers), the `sockeye_resume` query parameter
+    /// (`docs/PROTOCOL.md` §1). Feed it to
+    /// [`SessionStore::accept`](crate::session::SessionStore::accept).
+    pub fn resume_value(&self) -> Option<&[u8]> {
+        use crate::session::{RESUME_HEADER, RESUME_QUERY};
+        self.header(RESUME_HEADER)
+            .or_else(|| self.query_raw(RESUME_QUERY).map(str::as_bytes))
+    }
+
     /// Accepts the upgrade and returns the open server [`Connection`].
     ///
     /// The 101 response is queued as the first chunk of the connection's
@@ -333,6 +348,24 @@ pub(crate) mod tests {
     pub(crate) const MASKED_HELLO: [u8; 11] = [
         0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
     ];
+
+    #[test]
+    fn the_resume_value_comes_from_the_header_or_else_the_query() {
+        let header = sample_with(
+            "Origin",
+            &["Origin: http://example.com", "Sockeye-Resume: HH"],
+        );
+        let header = header.replacen("GET /chat", "GET /chat?sockeye_resume=QQ", 1);
+        assert_eq!(accepted(&header).resume_value(), Some(&b"HH"[..]));
+        let query = SAMPLE.replacen("GET /chat", "GET /chat?a=1&sockeye_resume=QQ", 1);
+        assert_eq!(accepted(&query).resume_value(), Some(&b"QQ"[..]));
+        assert_eq!(accepted(&query).query_raw("a"), Some("1"));
+        let empty = SAMPLE.replacen("GET /chat", "GET /chat?sockeye_resume=", 1);
+        assert_eq!(accepted(&empty).resume_value(), Some(&b""[..]));
+        assert_eq!(accepted(SAMPLE).resume_value(), None);
+        let other = SAMPLE.replacen("GET /chat", "GET /chat?a=1", 1);
+        assert_eq!(accepted(&other).resume_value(), None);
+    }
 
     #[test]
     fn rfc6455_1_3_sample_request_gets_the_sample_101() {

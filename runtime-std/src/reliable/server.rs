@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::handshake::Request;
-use sockeye_core::session::{OutgoingEnvelope, RESUME_HEADER, RESUME_QUERY, SUBPROTOCOL};
+use sockeye_core::session::{OutgoingEnvelope, SUBPROTOCOL};
 use sockeye_core::{
     CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
     SessionId, SessionStore,
@@ -197,7 +197,7 @@ impl SessionRegistry {
         config: &Config,
     ) -> Result<ReliableConnection> {
         let path = request.path().to_string();
-        let resume = resume_value(&request);
+        let resume = request.resume_value().map(<[u8]>::to_vec);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
         let attached = {
             let mut guard = self.lock();
@@ -419,25 +419,6 @@ impl SessionRegistry {
     pub fn pending_events(&self) -> usize {
         self.lock().events.len()
     }
-}
-
-/// The resume value a client sent with its upgrade: the `Sockeye-Resume` header, or the
-/// `sockeye_resume` query parameter.
-fn resume_value(request: &Request) -> Option<Vec<u8>> {
-    request
-        .header(RESUME_HEADER)
-        .map(<[u8]>::to_vec)
-        .or_else(|| query_param(request.path(), RESUME_QUERY).map(|v| v.as_bytes().to_vec()))
-}
-
-/// The value of query parameter `name` in `path` (`/x?a=1&name=v`), as sent.
-fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
-    let (_, query) = path.split_once('?')?;
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
 }
 
 /// What a connection learned from its session while holding the registry's lock.
@@ -782,24 +763,5 @@ fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
         if full {
             link.wait_for_room(Duration::from_millis(50));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_query_parameters() {
-        assert_eq!(
-            query_param("/x?a=1&sockeye_resume=QQ", "sockeye_resume"),
-            Some("QQ")
-        );
-        assert_eq!(
-            query_param("/x?sockeye_resume=", "sockeye_resume"),
-            Some("")
-        );
-        assert_eq!(query_param("/x", "sockeye_resume"), None);
-        assert_eq!(query_param("/x?a=1", "sockeye_resume"), None);
     }
 }
