@@ -108,6 +108,14 @@ impl Peer {
         self.lines.recv_timeout(timeout).ok()
     }
 
+    /// Kills the process and returns every stdout line it printed that was not read yet
+    /// (all of them: the pipe is read to its end).
+    pub fn kill_and_rest(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.lines.iter().collect()
+    }
+
     /// Waits at most `timeout` for the process to exit; returns its status, every stdout
     /// line not yet read, and its stderr. Panics (killing it) if it does not exit in time.
     pub fn finish(mut self, timeout: Duration) -> (ExitStatus, Vec<String>, String) {
@@ -126,16 +134,9 @@ impl Peer {
             }
             thread::sleep(Duration::from_millis(10));
         };
-        let lines = self.lines.try_iter().collect::<Vec<_>>();
-        let lines = if lines.is_empty() {
-            // The reader thread may not have caught up with a process that just exited.
-            self.lines
-                .recv_timeout(Duration::from_secs(1))
-                .into_iter()
-                .collect()
-        } else {
-            lines
-        };
+        // The process is gone, so its stdout reaches EOF and the reader thread ends:
+        // this collects every line it printed, however late the reader is.
+        let lines = self.lines.iter().collect::<Vec<_>>();
         let stderr = self
             .stderr
             .recv_timeout(Duration::from_secs(2))

@@ -283,10 +283,10 @@ fn examples_deliver_everything_through_a_cutting_proxy() {
             lines.len()
         );
         assert!(lines == expected, "sink output out of order or duplicated");
-        assert!(
-            sink.line(Duration::from_millis(200)).is_none(),
-            "extra line"
-        );
+        // reliable_send exited after its closing handshake, so everything it sent has
+        // reached the sink: whatever the sink printed beyond N lines is a duplicate.
+        let extra = sink.kill_and_rest();
+        assert!(extra.is_empty(), "extra lines: {extra:?}");
         assert_eq!(proxy.cuts_done(), 4, "not every cut happened");
         println!(
             "{N} messages, {} connections: {stderr}",
