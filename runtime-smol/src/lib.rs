@@ -1,6 +1,75 @@
 //! # sockeye-smol
 //!
-//! The async runtime for `sockeye-core` on `smol` / `async-io`. A placeholder until its own
-//! issue: it re-exports the core so the workspace shape is in place.
+//! An async runtime for [`sockeye_core`] on `async-io` (the reactor of `smol`): a
+//! connection is an `Async<TcpStream>`, the core's next deadline an `async_io::Timer`,
+//! and every protocol decision (handshake answers, pongs, close echoes, keepalive,
+//! limits) is the core's. The API has the shape of `sockeye-std`'s with `.await` added,
+//! so an example ports line for line.
+//!
+//! ```
+//! use sockeye_smol::{Client, CloseCode, Config, Message, Server};
+//!
+//! smol::block_on(async {
+//!     let server = Server::bind("127.0.0.1:0", Config::default())?;
+//!     let url = format!("ws://{}/echo", server.local_addr()?);
+//!     // An echo server for one connection, as a task.
+//!     let echo = smol::spawn(async move {
+//!         let mut ws = server.accept().await?.upgrade().await?;
+//!         while let Some(message) = ws.recv().await? {
+//!             ws.send(message).await?;
+//!         }
+//!         Ok::<(), sockeye_smol::Error>(())
+//!     });
+//!     let mut ws = Client::connect(&url, Config::default()).await?;
+//!     ws.send(Message::text("hello")).await?;
+//!     assert_eq!(ws.recv().await?, Some(Message::text("hello")));
+//!     ws.close(CloseCode::NORMAL, "done").await?;
+//!     assert_eq!(ws.recv().await?, None);
+//!     echo.await
+//! })?;
+//! # Ok::<(), sockeye_smol::Error>(())
+//! ```
+//!
+//! ## How it runs
+//!
+//! Nothing runs in the background: a [`WebSocket`] makes progress inside its own async
+//! methods, like the std runtime's does on its thread. `recv` races a read of the socket
+//! against the core's next deadline, feeds what came (or the passed deadline) to the
+//! core, writes whatever the core queued, and returns the next message. The futures are
+//! `Send` and need only `async-io`'s reactor, so any executor runs them (`smol`,
+//! `async-executor`, `futures::executor`, or `async_io::block_on`); the tests show a
+//! single-threaded and a multi-threaded one.
+//!
+//! **Backpressure** is awaited, never an unbounded queue: [`WebSocket::send`] waits until
+//! the bytes are written, and [`WebSocket::try_send`] hands the message back when the
+//! queue holds `Config::max_send_queue_bytes`. [`WebSocket`]'s docs list what each method
+//! guarantees when its future is dropped.
+//!
+//! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`
+//! ([`OsEntropy`](sockeye_std::OsEntropy)), so this crate needs a Unix-like system.
+//!
+//! ## Examples
+//!
+//! ```text
+//! cargo run --release -p sockeye-smol --example smol_echo_server -- 127.0.0.1:9001
+//! cargo run -p sockeye-smol --example smol_echo_client -- ws://127.0.0.1:9001/ hello world
+//! ```
+
+#![warn(missing_docs)]
+
+mod client;
+mod handshake_io;
+mod server;
+mod websocket;
+
+pub use client::Client;
+pub use server::{Incoming, Server};
+pub use websocket::{TrySendError, WebSocket};
 
 pub use sockeye_core as core;
+pub use sockeye_core::handshake::Request;
+pub use sockeye_core::{
+    Close, CloseCode, Config, ConnectionError, Event, HandshakeError, Instant, Message,
+    MessageKind, SendError, State,
+};
+pub use sockeye_std::{ClientOptions, Error, Result};

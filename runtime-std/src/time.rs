@@ -34,6 +34,15 @@ impl Clock {
         Instant::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
+    /// `at` as a `std::time::Instant`, for timers that take one (an async runtime's
+    /// `Timer::at`). Saturates far in the future rather than overflowing.
+    pub fn to_std(&self, at: Instant) -> std::time::Instant {
+        let far = self.epoch + Duration::from_secs(100 * 365 * 24 * 3600);
+        self.epoch
+            .checked_add(Duration::from_nanos(at.as_nanos()))
+            .map_or(far, |t| t.min(far))
+    }
+
     /// How long to block until `deadline`, at least one millisecond (a zero read
     /// timeout is rejected, and a deadline already passed must still wake promptly).
     pub fn until(&self, deadline: Instant) -> Duration {
@@ -61,6 +70,18 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         let b = copy.now();
         assert!(b.saturating_duration_since(a) >= Duration::from_millis(2));
+    }
+
+    #[test]
+    fn instants_convert_to_std_and_saturate() {
+        let clock = Clock::new();
+        let at = clock.now() + Duration::from_millis(5);
+        let std_at = clock.to_std(at);
+        assert_eq!(
+            std_at.duration_since(clock.epoch),
+            Duration::from_nanos(at.as_nanos())
+        );
+        assert!(clock.to_std(Instant::MAX) > std_at);
     }
 
     #[test]

@@ -1,0 +1,66 @@
+//! The socket side of an opening handshake: reads bounded by the core's deadline and
+//! whole writes, before a [`WebSocket`](crate::WebSocket) exists.
+
+use std::io;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use sockeye_core::Instant;
+use sockeye_std::Clock;
+
+/// What one read produced.
+pub(crate) enum Input {
+    /// This many bytes arrived at the start of the buffer.
+    Bytes(usize),
+    /// The peer closed its side.
+    Eof,
+    /// The deadline passed first.
+    Timeout,
+}
+
+/// Reads once into `buf`, or gives up at `deadline` (on `clock`).
+pub(crate) async fn read(
+    stream: &mut Async<TcpStream>,
+    buf: &mut [u8],
+    deadline: Option<Instant>,
+    clock: Clock,
+) -> io::Result<Input> {
+    let read = async {
+        loop {
+            match stream.read(buf).await {
+                Ok(0) => return Ok(Input::Eof),
+                Ok(n) => return Ok(Input::Bytes(n)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let timer = async {
+        match deadline {
+            Some(at) => {
+                Timer::at(clock.to_std(at)).await;
+            }
+            None => future::pending::<()>().await,
+        }
+        Ok(Input::Timeout)
+    };
+    future::or(read, timer).await
+}
+
+/// Writes all of `bytes`, failing with `TimedOut` if the peer takes nothing for `limit`.
+pub(crate) async fn write_all(
+    stream: &mut Async<TcpStream>,
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    let timeout = async {
+        Timer::after(limit).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the peer took no bytes in time",
+        ))
+    };
+    future::or(stream.write_all(bytes), timeout).await
+}

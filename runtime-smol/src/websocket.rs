@@ -1,0 +1,472 @@
+//! One WebSocket connection driven by async methods: each reads the socket (racing the
+//! core's next deadline on an `async-io` timer), feeds the core, and writes what it
+//! queued.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use bytes::{Buf, Bytes};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use sockeye_core::{Close, CloseCode, Connection, Event, Instant, Message, MessageKind, State};
+use sockeye_std::{Clock, Error, Result};
+
+/// Size of the read buffer: one `read` hands the core at most this many bytes.
+const READ_BUF_BYTES: usize = 16 * 1024;
+
+/// Most chunks passed to one vectored write.
+const MAX_IOVECS: usize = 64;
+
+/// Why [`WebSocket::try_send`] did not queue a message.
+#[derive(Debug)]
+pub enum TrySendError {
+    /// The connection's write queue is full: here is the message back. Await
+    /// [`WebSocket::ready`], then try again.
+    Full(Message),
+    /// The connection cannot send any more (closed, or its socket failed).
+    Failed(Error),
+}
+
+impl fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("send queue full"),
+            TrySendError::Failed(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for TrySendError {}
+
+/// An open WebSocket connection over `Async<TcpStream>`.
+///
+/// Nothing runs in the background: the connection makes progress while one of its async
+/// methods is awaited. A task that only sends should still call [`recv`](Self::recv)
+/// (or [`recv_event`](Self::recv_event)) regularly, or the peer's pings and close go
+/// unanswered.
+///
+/// ## Cancel safety
+///
+/// - [`recv`](Self::recv), [`recv_event`](Self::recv_event),
+///   [`recv_event_until`](Self::recv_event_until), [`ready`](Self::ready) and
+///   [`flush`](Self::flush) are cancel-safe: dropping one loses no byte and no event (a
+///   partial write is remembered; a read hands its bytes to the core in the same poll).
+/// - [`try_send`](Self::try_send) is not async: the message is queued, or handed back.
+/// - [`send`](Self::send) queues the message before its first `await` when the queue has
+///   room, so a dropped `send` future has either queued it (it goes out with the next
+///   call that drives the connection) or, when the queue was full, never taken it into
+///   the connection: to be told, await [`ready`](Self::ready) and call
+///   [`try_send`](Self::try_send).
+pub struct WebSocket {
+    conn: Connection,
+    stream: Async<TcpStream>,
+    clock: Clock,
+    read_buf: Box<[u8]>,
+    /// Chunks taken from the core and not yet fully written.
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// The most bytes `try_send` lets wait (the core's `max_send_queue_bytes`).
+    max_queue_bytes: usize,
+    /// How long a write may wait for the peer to read (the core's `pong_timeout`).
+    write_timeout: Duration,
+    events: VecDeque<Event>,
+    /// `events` ends with a message the application has not taken yet.
+    holding_message: bool,
+    close: Option<Close>,
+    /// The socket is shut down; nothing more will happen.
+    done: bool,
+    linger: Duration,
+    path: Option<String>,
+    protocol: Option<String>,
+}
+
+impl fmt::Debug for WebSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("state", &self.conn.state())
+            .field("path", &self.path)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the connection was made with, besides the core machine and the socket.
+pub(crate) struct Parts {
+    pub(crate) clock: Clock,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) write_timeout: Duration,
+    pub(crate) linger: Duration,
+    pub(crate) path: Option<String>,
+    pub(crate) protocol: Option<String>,
+}
+
+impl WebSocket {
+    /// Wraps a connection fresh from its handshake; what it already queued (a server's
+    /// 101) goes out with the first call that drives it, or at once with `flush`.
+    pub(crate) fn new(conn: Connection, stream: Async<TcpStream>, parts: Parts) -> WebSocket {
+        WebSocket {
+            conn,
+            stream,
+            clock: parts.clock,
+            read_buf: vec![0; READ_BUF_BYTES].into_boxed_slice(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            max_queue_bytes: parts.max_queue_bytes,
+            write_timeout: parts.write_timeout,
+            events: VecDeque::new(),
+            holding_message: false,
+            close: None,
+            done: false,
+            linger: parts.linger,
+            path: parts.path,
+            protocol: parts.protocol,
+        }
+    }
+
+    /// The current time on the clock this connection's deadlines count from (for
+    /// [`recv_event_until`](Self::recv_event_until)).
+    pub fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    /// Receives the next message. Pings are answered and pongs recorded on the way.
+    /// Returns `Ok(None)` once the closing handshake has completed and the socket is shut
+    /// down; an abnormal end is an error. Cancel-safe.
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        loop {
+            match self.recv_event().await? {
+                Some(Event::Message(message)) => return Ok(Some(message)),
+                Some(Event::Closed(close)) => {
+                    return match close.error {
+                        Some(e) => Err(Error::Connection(e)),
+                        None => Ok(None),
+                    };
+                }
+                Some(_) => {}
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next event: a message, a pong (with its round-trip time), or the close.
+    /// [`Event::Closed`] comes once the socket is shut down; after it, `Ok(None)`
+    /// forever. Cancel-safe.
+    pub async fn recv_event(&mut self) -> Result<Option<Event>> {
+        self.recv_event_until(None).await
+    }
+
+    /// Like [`recv_event`](Self::recv_event), but `Ok(None)` as soon as `deadline` (on
+    /// this connection's clock, [`now`](Self::now)) passes with no event, or once the
+    /// connection is over. The core's own timers keep firing meanwhile. Cancel-safe.
+    pub async fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
+        loop {
+            match self.events.pop_front() {
+                Some(Event::Closed(close)) => {
+                    // Finish the socket first, so a returned `Closed` means it is over.
+                    while !self.done {
+                        let _ = self.step(None).await;
+                    }
+                    self.close = Some(close.clone());
+                    return Ok(Some(Event::Closed(close)));
+                }
+                Some(event) => {
+                    if matches!(event, Event::Message(_)) {
+                        self.holding_message = false;
+                    }
+                    return Ok(Some(event));
+                }
+                None if self.done => return Ok(None),
+                None => {
+                    self.flush().await?;
+                    if self.events.is_empty() {
+                        if deadline.is_some_and(|d| self.clock.now() >= d) {
+                            return Ok(None);
+                        }
+                        self.step(deadline).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues `message` as one frame if the write queue has room, without waiting;
+    /// otherwise hands it back as [`TrySendError::Full`]. The bytes go out with the next
+    /// call that drives the connection ([`flush`](Self::flush) to push them now).
+    pub fn try_send(&mut self, message: Message) -> std::result::Result<(), TrySendError> {
+        let len = message.payload().len();
+        if self.pending_bytes > 0 && self.pending_bytes + len > self.max_queue_bytes {
+            return Err(TrySendError::Full(message));
+        }
+        match self.conn.send(self.clock.now(), message) {
+            Ok(()) => {
+                self.drain();
+                Ok(())
+            }
+            Err(e) => Err(TrySendError::Failed(Error::Send(e))),
+        }
+    }
+
+    /// Waits until [`try_send`](Self::try_send) of a message of any size would queue it:
+    /// every queued byte is written. Cancel-safe.
+    pub async fn ready(&mut self) -> Result<()> {
+        self.flush().await
+    }
+
+    /// Sends `message` as one frame and waits until it is written to the socket; when
+    /// the queue is full, first waits for room. This is the backpressure: no queue grows
+    /// past `Config::max_send_queue_bytes`. See the type's docs for cancel safety.
+    pub async fn send(&mut self, message: Message) -> Result<()> {
+        let mut message = message;
+        loop {
+            match self.try_send(message) {
+                Ok(()) => return self.flush().await,
+                Err(TrySendError::Full(back)) => {
+                    message = back;
+                    self.flush().await?;
+                }
+                Err(TrySendError::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends one fragment of a message (RFC 6455 §5.4); `fin` marks the last one.
+    pub async fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        payload: Bytes,
+        fin: bool,
+    ) -> Result<()> {
+        self.flush().await?;
+        self.conn
+            .send_fragment(self.clock.now(), kind, payload, fin)?;
+        self.flush().await
+    }
+
+    /// Sends a ping (payload at most 125 bytes); its pong comes back as [`Event::Pong`].
+    pub async fn ping(&mut self, payload: impl Into<Bytes>) -> Result<()> {
+        self.conn.ping(self.clock.now(), payload.into())?;
+        self.flush().await
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (at most 123 bytes) and
+    /// writes the close frame. Keep calling [`recv`](Self::recv) until `Ok(None)`: the
+    /// peer's close completes the handshake (or `close_timeout` expires).
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.conn.close(self.clock.now(), code, reason)?;
+        self.flush().await
+    }
+
+    /// Writes every queued byte (shutting the socket down once the core is done with
+    /// it). A peer that takes nothing for `pong_timeout` fails the write with
+    /// `TimedOut`. Cancel-safe: a partial write is remembered.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.drain();
+        if self.done {
+            return Ok(());
+        }
+        if let Err(e) = self.write_pending().await {
+            // A failed write ends the socket: the core hears it as an EOF. If it had
+            // closed already, its `Closed` event says what happened.
+            let was_closed = self.conn.is_closed();
+            self.done = true;
+            self.conn.handle_eof(self.clock.now());
+            self.drain();
+            return if was_closed {
+                Ok(())
+            } else {
+                Err(Error::Io(e))
+            };
+        }
+        if self.conn.wants_disconnect() && self.pending.is_empty() {
+            self.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// How the connection ended, once [`recv`](Self::recv) reported it.
+    pub fn close_info(&self) -> Option<&Close> {
+        self.close.as_ref()
+    }
+
+    /// Where the connection is in its life.
+    pub fn state(&self) -> State {
+        self.conn.state()
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// On a server, the path and query the client requested (`/chat?room=1`).
+    pub fn path(&self) -> Option<&str> {
+        self.path.as_deref()
+    }
+
+    /// The latest round-trip time measured by a keepalive ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.conn.rtt()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.get_ref().peer_addr()
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.get_ref().local_addr()
+    }
+
+    /// The underlying stream, for socket options. Reading or writing it directly would
+    /// corrupt the connection.
+    pub fn get_ref(&self) -> &TcpStream {
+        self.stream.get_ref()
+    }
+
+    /// One input for the core (bytes, EOF, or a passed deadline), then its timers. The
+    /// read races the core's next deadline and `until`, whichever is first.
+    async fn step(&mut self, until: Option<Instant>) -> Result<()> {
+        let deadline = match (self.conn.poll_timeout(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let read = async {
+            loop {
+                match self.stream.read(&mut self.read_buf).await {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return Some(other),
+                }
+            }
+        };
+        let timer = async {
+            match deadline {
+                Some(at) => {
+                    Timer::at(self.clock.to_std(at)).await;
+                }
+                None => future::pending::<()>().await,
+            }
+            None
+        };
+        let result = match future::or(read, timer).await {
+            Some(Ok(0)) => {
+                self.conn.handle_eof(self.clock.now());
+                Ok(())
+            }
+            Some(Ok(n)) => {
+                self.conn
+                    .handle_bytes(self.clock.now(), &self.read_buf[..n]);
+                Ok(())
+            }
+            Some(Err(e)) => {
+                self.conn.handle_eof(self.clock.now());
+                Err(Error::Io(e))
+            }
+            None => Ok(()),
+        };
+        self.drain();
+        let now = self.clock.now();
+        if self.conn.poll_timeout().is_some_and(|d| d <= now) {
+            self.conn.handle_timeout(now);
+        }
+        let flushed = self.flush().await;
+        result.and(flushed)
+    }
+
+    /// Takes what the core has: events up to and including the next message (so the
+    /// application can answer it before the core acts on later frames), and chunks.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while !self.holding_message {
+                let Some(event) = self.conn.poll_event() else {
+                    break;
+                };
+                self.holding_message = matches!(event, Event::Message(_));
+                self.events.push_back(event);
+                progressed = true;
+            }
+            while let Some(chunk) = self.conn.poll_transmit() {
+                if !chunk.is_empty() {
+                    self.pending_bytes += chunk.len();
+                    self.pending.push_back(chunk);
+                }
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Writes `pending` with vectored writes, each bounded by `write_timeout`.
+    async fn write_pending(&mut self) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (slot, chunk) in slices.iter_mut().zip(&self.pending) {
+                *slot = IoSlice::new(chunk);
+                count += 1;
+            }
+            let write = self.stream.write_vectored(&slices[..count]);
+            let timeout = async {
+                Timer::after(self.write_timeout).await;
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer took no bytes for pong_timeout",
+                ))
+            };
+            let written = match future::or(write, timeout).await {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.consume(written);
+        }
+        Ok(())
+    }
+
+    /// Drops `n` written bytes from the front of `pending`.
+    fn consume(&mut self, mut n: usize) {
+        self.pending_bytes -= n;
+        while n > 0 {
+            let Some(front) = self.pending.front_mut() else {
+                return;
+            };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.pending.pop_front();
+        }
+    }
+
+    /// Sends FIN, then reads and discards until the peer closes too or `linger`
+    /// passes, so unread bytes do not turn into a reset that eats our close frame.
+    async fn shutdown(&mut self) {
+        self.done = true;
+        self.pending.clear();
+        self.pending_bytes = 0;
+        if self.stream.get_ref().shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let drain = async {
+            loop {
+                match self.stream.read(&mut self.read_buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        future::or(drain, async {
+            Timer::after(self.linger).await;
+        })
+        .await;
+        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+    }
+}

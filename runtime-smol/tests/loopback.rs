@@ -1,0 +1,250 @@
+//! The async runtime against itself and against `sockeye-std` over loopback, under a
+//! single-threaded and a multi-threaded executor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_executor::Executor;
+use futures_lite::future;
+use sockeye_smol::{
+    Client, ClientOptions, CloseCode, Config, Error, HandshakeError, Message, Server, TrySendError,
+};
+
+/// An echo server on its own thread, one task per connection.
+fn spawn_echo() -> std::net::SocketAddr {
+    let server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        smol::block_on(async {
+            loop {
+                let Ok(incoming) = server.accept().await else {
+                    return;
+                };
+                smol::spawn(async move {
+                    let Ok(mut ws) = incoming.upgrade().await else {
+                        return;
+                    };
+                    while let Ok(Some(message)) = ws.recv().await {
+                        if ws.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+                .detach();
+            }
+        })
+    });
+    addr
+}
+
+fn message(i: usize) -> Message {
+    if i % 3 == 0 {
+        Message::binary(vec![i as u8; i % 700])
+    } else {
+        Message::text(format!("message {i}"))
+    }
+}
+
+#[test]
+fn echoes_text_binary_and_a_large_message_under_block_on() {
+    let addr = spawn_echo();
+    smol::block_on(async {
+        let url = format!("ws://{addr}/echo");
+        let mut ws = Client::connect(&url, Config::default()).await.unwrap();
+        for i in 0..200 {
+            ws.send(message(i)).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(message(i)));
+        }
+        let big = Message::binary(vec![7u8; 3 << 20]);
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(big));
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), None);
+        assert_eq!(ws.close_info().map(|c| c.code), Some(CloseCode::NORMAL));
+    });
+}
+
+#[test]
+fn many_clients_on_a_multi_threaded_executor() {
+    let addr = spawn_echo();
+    let ex = Arc::new(Executor::new());
+    let (stop, stopped) = async_channel::unbounded::<()>();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let ex = Arc::clone(&ex);
+            let stopped = stopped.clone();
+            std::thread::spawn(move || smol::block_on(ex.run(stopped.recv())))
+        })
+        .collect();
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            ex.spawn(async move {
+                let url = format!("ws://{addr}/c{c}");
+                let mut ws = Client::connect(&url, Config::default()).await?;
+                // Pipelined: a window of 8 messages in flight.
+                let (mut sent, mut got) = (0, 0);
+                while got < 300 {
+                    while sent < 300 && sent - got < 8 {
+                        ws.send(message(sent + c)).await?;
+                        sent += 1;
+                    }
+                    assert_eq!(ws.recv().await?, Some(message(got + c)));
+                    got += 1;
+                }
+                ws.close(CloseCode::NORMAL, "").await?;
+                while ws.recv().await?.is_some() {}
+                Ok::<usize, Error>(got)
+            })
+        })
+        .collect();
+    let total: usize = smol::block_on(async {
+        let mut total = 0;
+        for client in clients {
+            total += client.await.unwrap();
+        }
+        total
+    });
+    assert_eq!(total, 16 * 300);
+    drop(stop);
+    for t in threads {
+        let _ = t.join().unwrap();
+    }
+}
+
+#[test]
+fn try_send_hands_the_message_back_when_the_queue_is_full() {
+    let addr = spawn_echo();
+    smol::block_on(async {
+        let mut config = Config::default();
+        config.max_send_queue_bytes = 64 * 1024;
+        let url = format!("ws://{addr}/");
+        let mut ws = Client::connect(&url, config).await.unwrap();
+        let chunk = Message::binary(vec![1u8; 20 * 1024]);
+        let mut queued = 0;
+        let back = loop {
+            match ws.try_send(chunk.clone()) {
+                Ok(()) => queued += 1,
+                Err(TrySendError::Full(back)) => break back,
+                Err(TrySendError::Failed(e)) => panic!("{e}"),
+            }
+            assert!(queued < 10, "the queue never filled");
+        };
+        assert_eq!(back, chunk, "the refused message comes back whole");
+        // Waiting for room writes the queue out; then the message fits.
+        ws.ready().await.unwrap();
+        ws.try_send(back).unwrap();
+        queued += 1;
+        for _ in 0..queued {
+            assert_eq!(ws.recv().await.unwrap(), Some(chunk.clone()));
+        }
+    });
+}
+
+#[test]
+fn a_dropped_recv_loses_nothing() {
+    // A server that sends 300 messages with a pause after each, then closes.
+    let server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    std::thread::spawn(move || {
+        smol::block_on(async {
+            let mut ws = server.accept().await.unwrap().upgrade().await.unwrap();
+            for i in 0..300 {
+                ws.send(message(i)).await.unwrap();
+                smol::Timer::after(Duration::from_micros(300)).await;
+            }
+            ws.close(CloseCode::NORMAL, "").await.unwrap();
+            while ws.recv().await.unwrap().is_some() {}
+        })
+    });
+    smol::block_on(async {
+        let url = format!("ws://{addr}/");
+        let mut ws = Client::connect(&url, Config::default()).await.unwrap();
+        // Every recv races a future that is ready on its second poll: whenever the
+        // socket has nothing at once, the recv future is dropped mid-way, and the next
+        // one must carry on where it stopped.
+        let (mut got, mut cancelled) = (0, 0);
+        loop {
+            let recv = async { Some(ws.recv().await) };
+            let give_up = async {
+                future::yield_now().await;
+                None
+            };
+            match future::or(recv, give_up).await {
+                Some(Ok(Some(received))) => {
+                    assert_eq!(received, message(got));
+                    got += 1;
+                }
+                Some(Ok(None)) => break,
+                Some(Err(e)) => panic!("{e}"),
+                None => cancelled += 1,
+            }
+        }
+        assert_eq!(got, 300);
+        println!("300 messages, {cancelled} recv futures dropped mid-way");
+    });
+}
+
+#[test]
+fn a_refused_upgrade_is_answered_with_its_status() {
+    let server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    smol::block_on(async {
+        let serve = smol::spawn(async move {
+            let incoming = server.accept().await.unwrap();
+            incoming
+                .upgrade_with(|request| match request.origin() {
+                    Some("https://good.example") => Ok(Some("chat".to_string())),
+                    _ => Err(HandshakeError::OriginRefused),
+                })
+                .await
+        });
+        let url = format!("ws://{addr}/");
+        let options = ClientOptions {
+            protocols: &["chat"],
+            origin: Some("https://evil.example"),
+            headers: &[],
+        };
+        let refused = Client::connect_with(&url, Config::default(), options).await;
+        match refused {
+            Err(Error::Handshake(HandshakeError::UnexpectedStatus(status))) => {
+                assert_eq!(status, 403)
+            }
+            other => panic!("expected a 403, got {other:?}"),
+        }
+        assert!(matches!(
+            serve.await,
+            Err(Error::Handshake(HandshakeError::OriginRefused))
+        ));
+    });
+}
+
+#[test]
+fn the_std_runtime_and_this_one_talk() {
+    // A std echo server, a smol client.
+    let std_server = sockeye_std::Server::bind("127.0.0.1:0", Config::default())
+        .unwrap()
+        .spawn(|mut ws| {
+            while let Ok(Some(m)) = ws.recv() {
+                if ws.send(m).is_err() {
+                    break;
+                }
+            }
+        })
+        .unwrap();
+    smol::block_on(async {
+        let url = format!("ws://{}/", std_server.local_addr());
+        let mut ws = Client::connect(&url, Config::default()).await.unwrap();
+        ws.send(Message::text("to std")).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::text("to std")));
+        // A deadline on the connection's own clock passes with nothing to read.
+        let quiet = ws.recv_event_until(Some(ws.now() + Duration::from_millis(20)));
+        assert!(quiet.await.unwrap().is_none());
+        ws.close(CloseCode::NORMAL, "").await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), None);
+    });
+    // A smol echo server, a std client.
+    let addr = spawn_echo();
+    let mut ws = sockeye_std::Client::connect(&format!("ws://{addr}/"), Config::default()).unwrap();
+    ws.send(Message::text("to smol")).unwrap();
+    assert_eq!(ws.recv().unwrap(), Some(Message::text("to smol")));
+}
