@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Conformance: the Autobahn testsuite, groups 1-10 (no deflate), against the std echo
-# server and driving the std client; each run's verdicts are diffed against the ones
-# committed in autobahn/expected-{server,client}.json.
+# Conformance: the Autobahn testsuite, groups 1-10 (no deflate), against the echo server
+# and driving the client of each runtime (sockeye-std, then sockeye-smol); every run's
+# verdicts are diffed against the ones committed in autobahn/expected-{server,client}.json:
+# both runtimes must give the same verdicts.
 #
 # usage: scripts/autobahn.sh [--update]   (--update rewrites the expected files)
-# env:   AUTOBAHN_DIR (default ../shared/autobahn), CASES (default groups 1-10)
+# env:   AUTOBAHN_DIR (default ../shared/autobahn), CASES (default groups 1-10),
+#        RUNTIMES (default "std smol")
 # Skips (exit 0) when the suite is not present beside the project.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,33 +29,44 @@ export WSTEST="$venv/bin/wstest"
 
 cd "$root"
 cargo build --release -q -p sockeye-std --example echo_server --example autobahn_client
+cargo build --release -q -p sockeye-smol --example smol_echo_server --example smol_autobahn_client
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 status=0
-# --- server suite: wstest's fuzzing client against our echo server ---
-port="$(free_port)"
-target/release/examples/echo_server "127.0.0.1:$port" > "$out/echo_server.log" 2>&1 &
-server_pid=$!
-trap 'kill $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2).close()" 2>/dev/null && break
-  sleep 0.1
-done
-timeout 900 "$ab/run-server-suite.sh" "ws://127.0.0.1:$port" sockeye "$out/server" "$cases" || true
-kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; trap - EXIT
+for runtime in ${RUNTIMES:-std smol}; do
+  case "$runtime" in
+    std) echo_bin=echo_server; client_bin=autobahn_client ;;
+    smol) echo_bin=smol_echo_server; client_bin=smol_autobahn_client ;;
+    *) echo "autobahn: unknown runtime $runtime"; exit 2 ;;
+  esac
+  run="$out/$runtime"
+  mkdir -p "$run"
+  # --- server suite: wstest's fuzzing client against our echo server ---
+  port="$(free_port)"
+  "target/release/examples/$echo_bin" "127.0.0.1:$port" > "$run/echo_server.log" 2>&1 &
+  server_pid=$!
+  trap 'kill $server_pid 2>/dev/null || true' EXIT
+  for _ in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2).close()" 2>/dev/null && break
+    sleep 0.1
+  done
+  timeout 900 "$ab/run-server-suite.sh" "ws://127.0.0.1:$port" sockeye "$run/server" "$cases" || true
+  kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; trap - EXIT
 
-# --- client suite: wstest's fuzzing server driving our client ---
-PORT="$(free_port)" CLIENT_TIMEOUT=900 timeout 1000 \
-  "$ab/run-client-suite.sh" sockeye "$out/client" "$cases" -- target/release/examples/autobahn_client || true
+  # --- client suite: wstest's fuzzing server driving our client ---
+  PORT="$(free_port)" CLIENT_TIMEOUT=900 timeout 1000 \
+    "$ab/run-client-suite.sh" sockeye "$run/client" "$cases" -- "target/release/examples/$client_bin" || true
 
-for side in server client; do
-  python3 scripts/autobahn-verdicts.py extract "$out/$side" sockeye > "$out/$side-verdicts.json" || {
-    echo "autobahn: no $side report (see $out/$side)"; status=1; continue; }
-  if [ "$update" = 1 ]; then
-    cp "$out/$side-verdicts.json" "autobahn/expected-$side.json"
-    echo "autobahn: updated autobahn/expected-$side.json"
-  fi
-  python3 scripts/autobahn-verdicts.py compare "autobahn/expected-$side.json" "$out/$side-verdicts.json" || status=1
+  for side in server client; do
+    python3 scripts/autobahn-verdicts.py extract "$run/$side" sockeye > "$run/$side-verdicts.json" || {
+      echo "autobahn ($runtime): no $side report (see $run/$side)"; status=1; continue; }
+    if [ "$update" = 1 ] && [ "$runtime" = std ]; then
+      cp "$run/$side-verdicts.json" "autobahn/expected-$side.json"
+      echo "autobahn: updated autobahn/expected-$side.json"
+    fi
+    echo "autobahn ($runtime, $side):"
+    python3 scripts/autobahn-verdicts.py compare "autobahn/expected-$side.json" "$run/$side-verdicts.json" || status=1
+  done
 done
 exit $status

@@ -51,9 +51,20 @@ impl Client {
         config: Config,
         options: ClientOptions<'_>,
     ) -> Result<WebSocket> {
+        Client::connect_on(url, config, options, Clock::new()).await
+    }
+
+    /// [`connect_with`](Self::connect_with) on `clock`, so the connection's deadlines
+    /// compare with instants the caller (a reliable client) already holds.
+    pub(crate) async fn connect_on(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+        clock: Clock,
+    ) -> Result<WebSocket> {
         let url = WsUrl::parse(url)?;
         let stream = connect_tcp(&url, &config).await?;
-        handshake(stream, &url, config, options).await
+        handshake(stream, &url, config, options, clock).await
     }
 }
 
@@ -82,9 +93,9 @@ async fn handshake(
     url: &WsUrl,
     config: Config,
     options: ClientOptions<'_>,
+    clock: Clock,
 ) -> Result<WebSocket> {
     let _ = stream.get_ref().set_nodelay(true);
-    let clock = Clock::new();
     let mut entropy = OsEntropy::new()?;
     let host = url.host_header();
     let request = ClientRequest {

@@ -45,6 +45,16 @@
 //! queue holds `Config::max_send_queue_bytes`. [`WebSocket`]'s docs list what each method
 //! guarantees when its future is dropped.
 //!
+//! ## Reliable messaging
+//!
+//! [`ReliableClient`] speaks `sockeye.v1` (`docs/PROTOCOL.md`): every message reaches the
+//! server's application exactly once and in order across dropped connections, or comes
+//! back as a [`SessionEvent::DeadLetter`]; it reconnects with backoff and jitter and
+//! resumes its session by itself, against a `sockeye-std` `ReliableServer` or the
+//! `sockeye` server. The protocol is `sockeye_core::session`'s; this type only carries it.
+//! (A reliable server on this runtime is not written yet: use `sockeye-std`'s, or the
+//! `sockeye` server, which runs on smol.)
+//!
 //! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`
 //! ([`OsEntropy`](sockeye_std::OsEntropy)), so this crate needs a Unix-like system.
 //!
@@ -53,23 +63,29 @@
 //! ```text
 //! cargo run --release -p sockeye-smol --example smol_echo_server -- 127.0.0.1:9001
 //! cargo run -p sockeye-smol --example smol_echo_client -- ws://127.0.0.1:9001/ hello world
+//! cargo run --release -p sockeye-smol --example smol_reliable_send -- ws://127.0.0.1:9002 10000
+//! AUTOBAHN_URL=ws://127.0.0.1:9001 AUTOBAHN_AGENT=sockeye \
+//!     cargo run --release -p sockeye-smol --example smol_autobahn_client
 //! ```
 
 #![warn(missing_docs)]
 
 mod client;
 mod handshake_io;
+mod reliable_client;
 mod server;
 mod websocket;
 
 pub use client::Client;
+pub use reliable_client::ReliableClient;
 pub use server::{Incoming, Server};
 pub use websocket::{TrySendError, WebSocket};
 
 pub use sockeye_core as core;
 pub use sockeye_core::handshake::Request;
 pub use sockeye_core::{
-    Close, CloseCode, Config, ConnectionError, Event, HandshakeError, Instant, Message,
-    MessageKind, SendError, State,
+    Close, CloseCode, Config, ConnectionError, DeadLetterReason, Event, HandshakeError, Instant,
+    LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq, SessionConfig, SessionEvent,
+    SessionId, SessionSendError, State,
 };
-pub use sockeye_std::{ClientOptions, Error, Result};
+pub use sockeye_std::{ClientOptions, Error, ReliableOptions, Result};

@@ -286,6 +286,20 @@ impl WebSocket {
         Ok(())
     }
 
+    /// Queues one binary message made of `head` then `payload` (a reliable session's
+    /// envelope) without waiting: the session's window bounds how much that is.
+    pub(crate) fn queue_parts(&mut self, now: Instant, head: &[u8], payload: &[u8]) -> Result<()> {
+        self.conn
+            .send_parts(now, MessageKind::Binary, head, payload)?;
+        self.drain();
+        Ok(())
+    }
+
+    /// The socket is shut down and every event was returned: nothing more will happen.
+    pub(crate) fn is_over(&self) -> bool {
+        self.done && self.events.is_empty()
+    }
+
     /// How the connection ended, once [`recv`](Self::recv) reported it.
     pub fn close_info(&self) -> Option<&Close> {
         self.close.as_ref()

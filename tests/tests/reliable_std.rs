@@ -1,7 +1,8 @@
 //! Reliable delivery over real sockets: a `ReliableClient` and a `ReliableServer` talk
 //! through a proxy that cuts the TCP connection at seeded random byte offsets. Every
 //! message must arrive exactly once and in order, in both directions, and the two
-//! examples must show the same from outside.
+//! examples must show the same from outside. The async client of `sockeye-smol` runs the
+//! same cuts against the std server.
 //!
 //! `SOCKEYE_SEED=<n>` replays a seed; each test prints the seed it used.
 
@@ -173,6 +174,99 @@ fn server_to_client_survives_twenty_cuts() {
             started.elapsed()
         );
     });
+}
+
+#[test]
+fn smol_client_to_std_server_survives_twenty_cuts() {
+    let seed = test_seed();
+    println!("smol_client_to_std_server_survives_twenty_cuts: SOCKEYE_SEED={seed}");
+    bounded(DEADLINE, move || {
+        let (server, registry) = server();
+        let addr = server.local_addr().unwrap();
+        let _accepting = server.spawn().unwrap();
+        let proxy = CuttingProxy::start(addr, cut_offsets(seed));
+        let receiver = std::thread::spawn(move || receive_all(&registry));
+        let url = format!("ws://{}/", proxy.addr());
+        let connections = smol::block_on(async {
+            let mut client = sockeye_smol::ReliableClient::connect(&url, client_options())
+                .await
+                .expect("connect");
+            let mut next = 0;
+            while next < MESSAGES {
+                match client.send(Bytes::from(payload(next)), true) {
+                    Ok(_) => next += 1,
+                    Err(Error::Session(SessionSendError::Full)) => {
+                        let event = client.next_event(Some(Duration::from_millis(5))).await;
+                        expect_no_dead_letter(event);
+                    }
+                    Err(e) => panic!("send: {e}"),
+                }
+            }
+            assert!(
+                client.wait_acked(Some(DEADLINE)).await.unwrap(),
+                "not all acked"
+            );
+            while let Some(event) = client.next_event(Some(Duration::ZERO)).await.unwrap() {
+                expect_no_dead_letter(Ok(Some(event)));
+            }
+            client.connections()
+        });
+        assert_in_order(&receiver.join().unwrap());
+        assert_eq!(proxy.cuts_done(), CUTS, "not every cut happened");
+        println!("{MESSAGES} messages over {connections} connections, {CUTS} cuts");
+    });
+}
+
+#[test]
+fn std_server_to_smol_client_survives_twenty_cuts() {
+    let seed = test_seed();
+    println!("std_server_to_smol_client_survives_twenty_cuts: SOCKEYE_SEED={seed}");
+    bounded(DEADLINE, move || {
+        let (server, registry) = server();
+        let addr = server.local_addr().unwrap();
+        let _accepting = server.spawn().unwrap();
+        let proxy = CuttingProxy::start(addr, cut_offsets(seed));
+        let url = format!("ws://{}/", proxy.addr());
+        smol::block_on(async {
+            let mut client = sockeye_smol::ReliableClient::connect(&url, client_options())
+                .await
+                .expect("connect");
+            let id = client.session_id().expect("established");
+            let sender = std::thread::spawn(move || send_all(&registry, id));
+            let mut got = Vec::with_capacity(MESSAGES as usize);
+            while (got.len() as u64) < MESSAGES {
+                let event = client.next_event(Some(Duration::from_millis(100))).await;
+                match event.expect("next_event") {
+                    Some(SessionEvent::Delivered { payload, .. }) => got.push(payload),
+                    Some(SessionEvent::SessionLost { .. }) => panic!("session lost"),
+                    Some(_) => {}
+                    None if sender.is_finished() && got.len() as u64 == MESSAGES => break,
+                    None => {}
+                }
+            }
+            let registry = sender.join().unwrap();
+            // Let the last acks reach the server so its window empties.
+            while registry.unacked_messages(id) != Some(0) {
+                let _ = client.next_event(Some(Duration::from_millis(10))).await;
+            }
+            assert_in_order(&got);
+        });
+        assert_eq!(proxy.cuts_done(), CUTS, "not every cut happened");
+    });
+}
+
+/// The server application's side of a client-to-server run: every delivered payload.
+fn receive_all(registry: &SessionRegistry) -> Vec<Bytes> {
+    let mut got = Vec::with_capacity(MESSAGES as usize);
+    while (got.len() as u64) < MESSAGES {
+        match registry.next_event(Some(DEADLINE)) {
+            Some((_, SessionEvent::Delivered { payload, .. })) => got.push(payload),
+            Some((_, SessionEvent::DeadLetter { seq, .. })) => panic!("server dead-lettered {seq}"),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    got
 }
 
 /// The server application sends every message to session `id`, waiting on

@@ -1,0 +1,90 @@
+//! The async twin of `sockeye-std`'s `reliable_send`, with the same command line and
+//! exit status: sends the text messages `0` … `N-1` reliably, reconnecting and resuming as needed,
+//! and exits 0 once every one is acknowledged; non-zero, listing the dead letters, if
+//! any message was given up.
+//!
+//! ```text
+//! cargo run --release -p sockeye-smol --example smol_reliable_send -- ws://127.0.0.1:9001 10000
+//! ```
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sockeye_smol::{Error, ReliableClient, ReliableOptions, SessionEvent, SessionSendError};
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let url = args
+        .next()
+        .unwrap_or_else(|| "ws://127.0.0.1:9001".to_string());
+    let Some(count) = args.next().and_then(|n| n.parse::<u64>().ok()) else {
+        eprintln!("usage: smol_reliable_send ws://HOST:PORT N");
+        return ExitCode::from(2);
+    };
+    match smol::block_on(run(&url, count)) {
+        Ok(dead) if dead.is_empty() => ExitCode::SUCCESS,
+        Ok(dead) => {
+            eprintln!("{} dead letters:", dead.len());
+            for line in dead {
+                eprintln!("  {line}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("smol_reliable_send: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends everything; returns the dead letters, one description each.
+async fn run(url: &str, count: u64) -> Result<Vec<String>, Error> {
+    let mut client = ReliableClient::connect(url, ReliableOptions::default()).await?;
+    let mut dead = Vec::new();
+    let mut next = 0;
+    while next < count {
+        match client.send(Bytes::from(next.to_string()), true) {
+            Ok(_) => next += 1,
+            // Backpressure: let acks arrive and make room.
+            Err(Error::Session(SessionSendError::Full)) => {
+                if let Some(event) = client.next_event(Some(Duration::from_millis(50))).await? {
+                    note(event, &mut dead);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    while !client.wait_acked(Some(Duration::from_secs(1))).await? {}
+    while let Some(event) = client.next_event(Some(Duration::ZERO)).await? {
+        note(event, &mut dead);
+    }
+    eprintln!(
+        "smol_reliable_send: {count} messages acknowledged or given up over {} connections",
+        client.connections()
+    );
+    let _ = client.close().await;
+    Ok(dead)
+}
+
+fn note(event: SessionEvent, dead: &mut Vec<String>) {
+    match event {
+        SessionEvent::DeadLetter {
+            seq,
+            payload,
+            reason,
+            possibly_delivered,
+            ..
+        } => dead.push(format!(
+            "{} ({seq}): {reason}{}",
+            String::from_utf8_lossy(&payload),
+            if possibly_delivered {
+                ", possibly delivered"
+            } else {
+                ""
+            }
+        )),
+        SessionEvent::Acked { .. } | SessionEvent::Delivered { .. } => {}
+        other => eprintln!("smol_reliable_send: {other:?}"),
+    }
+}
