@@ -80,6 +80,8 @@ impl Server {
                     user: user.clone(),
                     conn: Some(conn),
                     rooms: Vec::new(),
+                    journaled: Seq(0),
+                    released: Seq(0),
                 },
             );
             self.reply_reliable(conn, session, plain::welcome(user.as_str()));
@@ -166,6 +168,7 @@ impl Server {
         for event in events {
             self.on_session_event(Some(conn), session, event);
         }
+        self.journal_skips(session);
         let held = self.is_held(session);
         let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
             return;
@@ -199,6 +202,9 @@ impl Server {
                 // record goes first, so what the command sends waits for the same commit.
                 self.durable
                     .append(&Record::ClientDelivered { id: session, seq });
+                if let Some(owner) = self.owners.get_mut(&session) {
+                    owner.journaled = owner.journaled.max(seq);
+                }
                 match conn {
                     Some(conn) if is_text => match self.on_command(conn, &payload) {
                         Err(why) => self.close_ws(conn, CloseCode::POLICY_VIOLATION, why),
@@ -249,9 +255,7 @@ impl Server {
     fn confirm(&mut self, session: SessionId, seq: Seq) {
         let ticket = self.durable.ticket();
         if self.durable.is_finished(ticket) {
-            if let Some(s) = self.store.get_mut(session) {
-                s.confirm(self.now, seq);
-            }
+            self.confirm_durable(session, seq);
         } else {
             self.waiters
                 .push_back((ticket, Waiter::Confirm { session, seq }));
@@ -271,9 +275,7 @@ impl Server {
             }
             let Waiter::Confirm { session, seq } = waiter;
             if ok {
-                if let Some(s) = self.store.get_mut(session) {
-                    s.confirm(self.now, seq);
-                }
+                self.confirm_durable(session, seq);
             } else {
                 again.push_back((next, Waiter::Confirm { session, seq }));
                 if let Some(conn) = self.owners.get(&session).and_then(|o| o.conn) {
@@ -296,6 +298,43 @@ impl Server {
         }
     }
 
+    /// The client's message `seq` is acted on and its record durable: the session may
+    /// acknowledge it (and what came before).
+    fn confirm_durable(&mut self, session: SessionId, seq: Seq) {
+        if let Some(s) = self.store.get_mut(session) {
+            s.confirm(self.now, seq);
+        }
+        if let Some(owner) = self.owners.get_mut(&session) {
+            owner.released = owner.released.max(seq);
+        }
+    }
+
+    /// The client's voids (messages its session gave up) move the session's count of the
+    /// client's stream past its last durable delivery without a delivery, hence without a
+    /// record of their own: journals the count if no record covers it yet, and holds the
+    /// envelopes (whose acks report it) until what covers it is durable, so a restart
+    /// never expects a number the client already dropped as acknowledged.
+    fn journal_skips(&mut self, session: SessionId) {
+        let Some(confirmed) = self.store.get(session).map(|s| s.client_delivered()) else {
+            return;
+        };
+        let Some(owner) = self.owners.get_mut(&session) else {
+            return;
+        };
+        if confirmed <= owner.released {
+            return;
+        }
+        owner.released = confirmed;
+        if confirmed > owner.journaled {
+            owner.journaled = confirmed;
+            self.durable.append(&Record::ClientDelivered {
+                id: session,
+                seq: confirmed,
+            });
+        }
+        self.hold(session);
+    }
+
     /// Whether `session`'s envelopes wait for a commit not yet done.
     fn is_held(&self, session: SessionId) -> bool {
         self.held
@@ -309,6 +348,24 @@ impl Server {
         let Some((session, epoch)) = self.session_of(conn) else {
             return self.pull_mail(conn);
         };
+        if self.is_held(session) {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.backlog = false;
+            }
+            return;
+        }
+        let now = self.now;
+        if let Some(s) = self.store.get_mut(session) {
+            if s.epoch() == epoch
+                && s.is_connected()
+                && s.poll_timeout().is_some_and(|at| at <= now)
+            {
+                // Its timers (resends, the delayed ACK) add to what it sends; any events
+                // wait in the session for its next turn.
+                s.handle_timeout(now);
+            }
+        }
+        self.journal_skips(session);
         let held = self.is_held(session);
         let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
             return;
@@ -316,12 +373,6 @@ impl Server {
         c.backlog = false;
         if held || s.epoch() != epoch || !s.is_connected() {
             return;
-        }
-        let now = self.now;
-        if s.poll_timeout().is_some_and(|at| at <= now) {
-            // Its timers (resends, the delayed ACK) add to what it sends; any events wait
-            // in the session for its next turn.
-            s.handle_timeout(now);
         }
         let resent_before = s.resent_messages();
         pull_envelopes(s, c, now, self.config.max_queue_bytes);

@@ -35,6 +35,11 @@ pub(crate) struct Owner {
     pub(crate) user: UserId,
     pub(crate) conn: Option<ConnId>,
     pub(crate) rooms: Vec<String>,
+    /// How far records appended to the journal cover the client's stream.
+    pub(crate) journaled: sockeye_core::Seq,
+    /// How far acks may report the client's stream: what durable records cover. An ack
+    /// beyond it would let the client drop numbers a restart still expects.
+    pub(crate) released: sockeye_core::Seq,
 }
 
 /// Something that waits for a journal commit.
@@ -149,6 +154,8 @@ impl Server {
                             user: UserId(snapshot.user.clone()),
                             conn: None,
                             rooms: snapshot.rooms.iter().cloned().collect(),
+                            journaled: snapshot.client_delivered,
+                            released: snapshot.client_delivered,
                         },
                     );
                 }

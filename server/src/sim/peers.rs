@@ -82,6 +82,10 @@ pub(crate) struct Peer {
     /// A reliable peer's session has asked to join `rooms`: its room messages from now on
     /// follow the joins in the session's order, so none may be refused.
     member: bool,
+    /// A join of this session was dead-lettered by the client's own session (too many
+    /// cut tries): the server may never have seen it, so room messages sent before the
+    /// peer learnt it may rightly be refused.
+    join_lost: bool,
     /// Established or resumed sessions, connections made, handshakes refused.
     pub(crate) stats: (u64, u64, u64),
     ws_config: WsConfig,
@@ -102,6 +106,7 @@ impl Peer {
             sent: HashMap::new(),
             rooms,
             member: false,
+            join_lost: false,
             stats: (0, 0, 0),
             ws_config: WsConfig::default(),
             trace: false,
@@ -274,6 +279,9 @@ impl Peer {
                         }
                         match event {
                             SessionEvent::Delivered { payload, .. } => {
+                                if is_not_a_member(&payload) && self.join_lost {
+                                    continue;
+                                }
                                 if is_not_a_member(&payload) {
                                     // It joined on `Established`; only a lost membership
                                     // (a restart that forgot it) refuses its room message.
@@ -294,13 +302,18 @@ impl Peer {
                                     }
                                 }
                             }
-                            SessionEvent::DeadLetter { seq, .. } => {
+                            SessionEvent::DeadLetter { seq, payload, .. } => {
                                 self.sent.remove(&seq.0);
+                                if is_join(&payload) {
+                                    self.member = false;
+                                    self.join_lost = true;
+                                }
                             }
                             SessionEvent::Established { .. } => {
                                 self.stats.0 += 1;
                                 joined_now = true;
                                 self.member = true;
+                                self.join_lost = false;
                             }
                             SessionEvent::SessionLost { .. } => self.member = false,
                             SessionEvent::Resumed { .. } => self.stats.0 += 1,
@@ -473,4 +486,10 @@ impl Pusher {
             ))
         }
     }
+}
+
+/// Whether `text` is a reliable peer's own `join` command (the payload of its dead
+/// letter).
+fn is_join(text: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(text).is_ok_and(|v| v["type"] == "join")
 }
