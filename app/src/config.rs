@@ -271,7 +271,8 @@ pub fn help() -> String {
     }
     out.push_str(
         "\nEndpoints: GET /ws (WebSocket, plain JSON mode), POST /api/push, GET /healthz,\n\
-         GET /metrics, GET / (demo page).\n",
+         GET /metrics, GET / (demo page), GET /sockeye.js and GET /sockeye.d.ts\n\
+         (the JavaScript client).\n",
     );
     out
 }

@@ -3,17 +3,41 @@
 use sockeye_core::handshake::reason_phrase;
 
 /// A whole response with `Connection: close`; `extra` is more header lines, each ending
-/// in `\r\n`.
+/// in `\r\n`. Not to be cached (`Cache-Control: no-store`): most answers describe the
+/// server's state at one moment.
 pub(crate) fn response(status: u16, content_type: &str, extra: &str, body: &[u8]) -> Vec<u8> {
+    cacheable(status, content_type, "no-store", extra, body)
+}
+
+/// [`response`] with its own `Cache-Control` value, for answers a cache may keep.
+pub(crate) fn cacheable(
+    status: u16,
+    content_type: &str,
+    cache_control: &str,
+    extra: &str,
+    body: &[u8],
+) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+         Cache-Control: {cache_control}\r\nConnection: close\r\n\r\n",
         reason_phrase(status),
         body.len()
     )
     .into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// `304 Not Modified` with `Connection: close`; `extra` is its header lines (the `ETag`
+/// and `Cache-Control` the 200 would have carried, RFC 9110 §15.4.5). No `Content-Type`
+/// and no `Content-Length`: a 304 never has a body (RFC 9112 §6.3), and a
+/// `Content-Length` there would have to be the 200's length (RFC 9110 §8.6).
+pub(crate) fn not_modified(extra: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 304 {}\r\n{extra}Connection: close\r\n\r\n",
+        reason_phrase(304)
+    )
+    .into_bytes()
 }
 
 /// A plain-text answer with a one-line reason, as the core's handshake errors are.

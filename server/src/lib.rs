@@ -2,8 +2,9 @@
 //!
 //! The `sockeye` push/chat server as a **sans-IO layer**: every decision the server
 //! makes, and none of its I/O. HTTP routing and answers (the push API, `/healthz`,
-//! `/metrics`, the demo page, and every refusal: 400/401/403/404/405/408/411/413/426/431/
-//! 503), the upgrade checks and the choice of mode (plain JSON, or `sockeye.v1` when
+//! `/metrics`, the demo page, the JavaScript client at `/sockeye.js` and `/sockeye.d.ts`
+//! with its 304s, and every refusal: 400/401/403/404/405/408/411/413/426/431/503), the
+//! upgrade checks and the choice of mode (plain JSON, or `sockeye.v1` when
 //! offered), plain-mode commands, the reliable mode's glue between each WebSocket and its
 //! session, the hub, limits and the slow-consumer rule, keepalive, the graceful shutdown,
 //! the metrics text, and durability. It owns no socket, thread, lock, clock, file or
@@ -85,6 +86,7 @@
 #![warn(missing_docs)]
 
 mod answer;
+mod assets;
 mod config;
 mod conn;
 mod deliver;

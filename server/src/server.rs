@@ -13,6 +13,7 @@ use sockeye_core::session::{SessionStore, SUBPROTOCOL};
 use sockeye_core::{CloseCode, Entropy, Event, Instant, SessionId};
 
 use crate::answer;
+use crate::assets;
 use crate::config::Config;
 use crate::conn::{Conn, Phase};
 use crate::durable::Durable;
@@ -652,7 +653,12 @@ impl Server {
             ("POST", "/api/push") => self.start_push(conn, request),
             (_, "/" | "/healthz" | "/metrics") => Some(method_not_allowed("GET")),
             (_, "/api/push") => Some(method_not_allowed("POST")),
-            _ => Some(answer::json_error(404, "no such path")),
+            // The JavaScript client (`assets`); a `HEAD` is cut below like every route's.
+            (method, path) => Some(match assets::find(path) {
+                Some(asset) if matches!(method, "GET" | "HEAD") => asset.answer(&request),
+                Some(_) => method_not_allowed("GET, HEAD"),
+                None => answer::json_error(404, "no such path"),
+            }),
         };
         if let Some(mut bytes) = routed {
             if head {
