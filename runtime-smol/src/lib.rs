@@ -51,9 +51,11 @@
 //! server's application exactly once and in order across dropped connections, or comes
 //! back as a [`SessionEvent::DeadLetter`]; it reconnects with backoff and jitter and
 //! resumes its session by itself, against a `sockeye-std` `ReliableServer` or the
-//! `sockeye` server. The protocol is `sockeye_core::session`'s; this type only carries it.
-//! (A reliable server on this runtime is not written yet: use `sockeye-std`'s, or the
-//! `sockeye` server, which runs on smol.)
+//! `sockeye` server. [`SessionRegistry`] is the server side: [`SessionRegistry::upgrade`]
+//! attaches (or resumes) a session on each `sockeye.v1` connection, whose task awaits
+//! [`ReliableConnection::run`], and the application takes every session's events from
+//! [`SessionRegistry::next_event`] and sends with [`SessionRegistry::send`]. The protocol
+//! is `sockeye_core::session`'s; these types only carry it.
 //!
 //! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`
 //! ([`OsEntropy`](sockeye_std::OsEntropy)), so this crate needs a Unix-like system.
@@ -63,6 +65,7 @@
 //! ```text
 //! cargo run --release -p sockeye-smol --example smol_echo_server -- 127.0.0.1:9001
 //! cargo run -p sockeye-smol --example smol_echo_client -- ws://127.0.0.1:9001/ hello world
+//! cargo run --release -p sockeye-smol --example smol_reliable_sink -- 127.0.0.1:9002
 //! cargo run --release -p sockeye-smol --example smol_reliable_send -- ws://127.0.0.1:9002 10000
 //! AUTOBAHN_URL=ws://127.0.0.1:9001 AUTOBAHN_AGENT=sockeye \
 //!     cargo run --release -p sockeye-smol --example smol_autobahn_client
@@ -73,11 +76,15 @@
 mod client;
 mod handshake_io;
 mod reliable_client;
+mod reliable_server;
 mod server;
 mod websocket;
 
 pub use client::Client;
 pub use reliable_client::ReliableClient;
+pub use reliable_server::{
+    ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
+};
 pub use server::{Incoming, Server};
 pub use websocket::{TrySendError, WebSocket};
 

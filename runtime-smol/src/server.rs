@@ -97,10 +97,20 @@ impl Incoming {
     /// returns the subprotocol to select (`Ok(None)`: none), or the refusal to answer
     /// (for example [`HandshakeError::OriginRefused`], answered 403).
     pub async fn upgrade_with(
-        mut self,
+        self,
         decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, HandshakeError>,
     ) -> Result<WebSocket> {
-        let clock = Clock::new();
+        let decide = |request: &Request| decide(request).map_err(Refusal::Handshake);
+        self.upgrade_on(Clock::new(), decide).await
+    }
+
+    /// [`upgrade_with`](Self::upgrade_with) on `clock`, so the connection's deadlines
+    /// compare with instants its caller (a session registry) already holds.
+    pub(crate) async fn upgrade_on(
+        mut self,
+        clock: Clock,
+        decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refusal>,
+    ) -> Result<WebSocket> {
         let config = &self.config;
         let mut handshake = ServerHandshake::new(config, clock.now());
         let mut buf = vec![0u8; 4096];
@@ -123,14 +133,17 @@ impl Incoming {
             Err(HandshakeError::UnexpectedEof) => return Err(HandshakeError::UnexpectedEof.into()),
             Err(e) => {
                 let answer = e.response();
-                return Err(self.refuse(&answer, e).await);
+                return Err(self.refuse(&answer, e.into()).await);
             }
         };
         let protocol = match decide(&request) {
             Ok(protocol) => protocol,
-            Err(e) => {
+            Err(Refusal::Handshake(e)) => {
                 let answer = request.reject(&e);
-                return Err(self.refuse(&answer, e).await);
+                return Err(self.refuse(&answer, e.into()).await);
+            }
+            Err(Refusal::Answer { answer, error }) => {
+                return Err(self.refuse(&answer, error).await);
             }
         };
         let path = request.path().to_string();
@@ -150,7 +163,7 @@ impl Incoming {
     }
 
     /// Writes an HTTP refusal, closes, and returns `e`.
-    async fn refuse(&mut self, answer: &[u8], e: HandshakeError) -> Error {
+    async fn refuse(&mut self, answer: &[u8], e: Error) -> Error {
         let limit = self.config.close_timeout;
         if handshake_io::write_all(&mut self.stream, answer, limit)
             .await
@@ -167,6 +180,19 @@ impl Incoming {
             {
             }
         }
-        Error::Handshake(e)
+        e
     }
+}
+
+/// Why an upgrade is refused, and with what answer.
+pub(crate) enum Refusal {
+    /// A handshake refusal: the request's own answer for it.
+    Handshake(HandshakeError),
+    /// Another refusal (a session store's), with its HTTP answer.
+    Answer {
+        /// The whole HTTP response.
+        answer: bytes::Bytes,
+        /// What the upgrade returns.
+        error: Error,
+    },
 }

@@ -255,6 +255,124 @@ fn std_server_to_smol_client_survives_twenty_cuts() {
     });
 }
 
+/// A `sockeye-smol` reliable server on its own thread: its address and registry.
+fn smol_server() -> (SocketAddr, sockeye_smol::SessionRegistry) {
+    let server = sockeye_smol::Server::bind("127.0.0.1:0", test_config()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let registry = sockeye_smol::SessionRegistry::new(session_config()).unwrap();
+    let accepting = registry.clone();
+    std::thread::spawn(move || {
+        smol::block_on(async {
+            while let Ok(incoming) = server.accept().await {
+                let registry = accepting.clone();
+                smol::spawn(async move {
+                    if let Ok(sockeye_smol::Upgrade::Reliable(conn)) =
+                        registry.upgrade(incoming).await
+                    {
+                        let _ = conn.run().await;
+                    }
+                })
+                .detach();
+            }
+        })
+    });
+    (addr, registry)
+}
+
+#[test]
+fn std_client_to_smol_server_survives_twenty_cuts() {
+    let seed = test_seed();
+    println!("std_client_to_smol_server_survives_twenty_cuts: SOCKEYE_SEED={seed}");
+    bounded(DEADLINE, move || {
+        let (addr, registry) = smol_server();
+        let proxy = CuttingProxy::start(addr, cut_offsets(seed));
+        let receiver = std::thread::spawn(move || {
+            smol::block_on(async {
+                let mut got = Vec::with_capacity(MESSAGES as usize);
+                while (got.len() as u64) < MESSAGES {
+                    match registry.next_event(Some(DEADLINE)).await {
+                        Some((_, SessionEvent::Delivered { payload, .. })) => got.push(payload),
+                        Some((_, SessionEvent::DeadLetter { seq, .. })) => {
+                            panic!("server dead-lettered {seq}")
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                got
+            })
+        });
+        let url = format!("ws://{}/", proxy.addr());
+        let mut client = ReliableClient::connect(&url, client_options()).expect("connect");
+        let mut next = 0;
+        while next < MESSAGES {
+            match client.send(Bytes::from(payload(next)), true) {
+                Ok(_) => next += 1,
+                Err(Error::Session(SessionSendError::Full)) => {
+                    expect_no_dead_letter(client.next_event(Some(Duration::from_millis(5))));
+                }
+                Err(e) => panic!("send: {e}"),
+            }
+        }
+        assert!(client.wait_acked(Some(DEADLINE)).unwrap(), "not all acked");
+        assert_in_order(&receiver.join().unwrap());
+        assert_eq!(proxy.cuts_done(), CUTS, "not every cut happened");
+    });
+}
+
+#[test]
+fn smol_server_to_smol_client_survives_twenty_cuts() {
+    let seed = test_seed();
+    println!("smol_server_to_smol_client_survives_twenty_cuts: SOCKEYE_SEED={seed}");
+    bounded(DEADLINE, move || {
+        let (addr, registry) = smol_server();
+        let proxy = CuttingProxy::start(addr, cut_offsets(seed));
+        let url = format!("ws://{}/", proxy.addr());
+        smol::block_on(async {
+            let mut client = sockeye_smol::ReliableClient::connect(&url, client_options())
+                .await
+                .expect("connect");
+            let id = client.session_id().expect("established");
+            let sender = {
+                let registry = registry.clone();
+                std::thread::spawn(move || {
+                    smol::block_on(async {
+                        let mut next = 0;
+                        while next < MESSAGES {
+                            match registry.send(id, Bytes::from(payload(next)), true) {
+                                Ok(_) => next += 1,
+                                Err(Error::Session(SessionSendError::Full)) => {
+                                    if let Some((_, SessionEvent::DeadLetter { seq, .. })) =
+                                        registry.next_event(Some(Duration::from_millis(5))).await
+                                    {
+                                        panic!("server dead-lettered {seq}");
+                                    }
+                                }
+                                Err(e) => panic!("server send: {e}"),
+                            }
+                        }
+                    })
+                })
+            };
+            let mut got = Vec::with_capacity(MESSAGES as usize);
+            while (got.len() as u64) < MESSAGES {
+                let event = client.next_event(Some(Duration::from_millis(100))).await;
+                match event.expect("next_event") {
+                    Some(SessionEvent::Delivered { payload, .. }) => got.push(payload),
+                    Some(SessionEvent::SessionLost { .. }) => panic!("session lost"),
+                    _ => {}
+                }
+            }
+            sender.join().unwrap();
+            while registry.unacked_messages(id) != Some(0) {
+                let _ = client.next_event(Some(Duration::from_millis(10))).await;
+            }
+            assert_in_order(&got);
+        });
+        assert_eq!(proxy.cuts_done(), CUTS, "not every cut happened");
+    });
+}
+
 /// The server application's side of a client-to-server run: every delivered payload.
 fn receive_all(registry: &SessionRegistry) -> Vec<Bytes> {
     let mut got = Vec::with_capacity(MESSAGES as usize);
@@ -313,8 +431,21 @@ fn examples_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(env!("CARGO"))
         .current_dir(&root)
-        .args(["build", "--release", "-p", "sockeye-std"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "sockeye-std",
+            "-p",
+            "sockeye-smol",
+        ])
         .args(["--example", "reliable_sink", "--example", "reliable_send"])
+        .args([
+            "--example",
+            "smol_reliable_sink",
+            "--example",
+            "smol_reliable_send",
+        ])
         .status()
         .expect("run cargo build");
     assert!(status.success(), "building the examples failed");
@@ -331,40 +462,49 @@ fn free_port() -> SocketAddr {
 
 #[test]
 fn examples_deliver_everything_through_a_cutting_proxy() {
+    examples_through_a_cutting_proxy("reliable_send", "reliable_sink");
+}
+
+#[test]
+fn smol_examples_talk_to_std_examples_through_a_cutting_proxy() {
+    examples_through_a_cutting_proxy("smol_reliable_send", "reliable_sink");
+    examples_through_a_cutting_proxy("reliable_send", "smol_reliable_sink");
+}
+
+/// `send` sends 0..N to `sink` through a proxy that cuts four times: the sink prints
+/// every number once, in order, and `send` exits 0.
+fn examples_through_a_cutting_proxy(send: &'static str, sink: &'static str) {
     const N: u64 = 2_000;
     let seed = test_seed();
-    println!("examples_deliver_everything_through_a_cutting_proxy: SOCKEYE_SEED={seed}");
+    println!("{send} -> {sink} through a cutting proxy: SOCKEYE_SEED={seed}");
     // Building may take a while the first time; the run itself is bounded below.
     let dir = examples_dir();
     bounded(DEADLINE, move || {
         let addr = free_port();
-        let sink = Peer::spawn({
-            let mut c = Command::new(dir.join("reliable_sink"));
+        let sink_peer = Peer::spawn({
+            let mut c = Command::new(dir.join(sink));
             c.arg(addr.to_string());
             c
         });
         let until = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < until,
-                "reliable_sink did not start listening"
-            );
+            assert!(Instant::now() < until, "{sink} did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
         // A few cuts spread over the first half of the traffic (at least ~20 bytes a message).
         let mut rng = SeededEntropy::new(seed);
         let cuts = (0..4).map(|_| 300 + rng.next_u64() % (N * 10)).collect();
         let proxy = CuttingProxy::start(addr, cuts);
-        let send = Peer::spawn({
-            let mut c = Command::new(dir.join("reliable_send"));
+        let sender = Peer::spawn({
+            let mut c = Command::new(dir.join(send));
             c.arg(format!("ws://{}", proxy.addr())).arg(N.to_string());
             c
         });
-        let (status, _, stderr) = send.finish(Duration::from_secs(50));
-        assert!(status.success(), "reliable_send failed: {stderr}");
+        let (status, _, stderr) = sender.finish(Duration::from_secs(50));
+        assert!(status.success(), "{send} failed: {stderr}");
         let mut lines = Vec::new();
         while (lines.len() as u64) < N {
-            match sink.line(Duration::from_secs(5)) {
+            match sink_peer.line(Duration::from_secs(5)) {
                 Some(line) => lines.push(line),
                 None => break,
             }
@@ -379,7 +519,7 @@ fn examples_deliver_everything_through_a_cutting_proxy() {
         assert!(lines == expected, "sink output out of order or duplicated");
         // reliable_send exited after its closing handshake, so everything it sent has
         // reached the sink: whatever the sink printed beyond N lines is a duplicate.
-        let extra = sink.kill_and_rest();
+        let extra = sink_peer.kill_and_rest();
         assert!(extra.is_empty(), "extra lines: {extra:?}");
         assert_eq!(proxy.cuts_done(), 4, "not every cut happened");
         println!(
