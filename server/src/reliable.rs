@@ -348,23 +348,7 @@ impl Server {
         let Some((session, epoch)) = self.session_of(conn) else {
             return self.pull_mail(conn);
         };
-        if self.is_held(session) {
-            if let Some(c) = self.conns.get_mut(&conn) {
-                c.backlog = false;
-            }
-            return;
-        }
-        let now = self.now;
-        if let Some(s) = self.store.get_mut(session) {
-            if s.epoch() == epoch
-                && s.is_connected()
-                && s.poll_timeout().is_some_and(|at| at <= now)
-            {
-                // Its timers (resends, the delayed ACK) add to what it sends; any events
-                // wait in the session for its next turn.
-                s.handle_timeout(now);
-            }
-        }
+        // Before the timers is as good as after: they never move the client's count.
         self.journal_skips(session);
         let held = self.is_held(session);
         let (Some(s), Some(c)) = (self.store.get_mut(session), self.conns.get_mut(&conn)) else {
@@ -373,6 +357,12 @@ impl Server {
         c.backlog = false;
         if held || s.epoch() != epoch || !s.is_connected() {
             return;
+        }
+        let now = self.now;
+        if s.poll_timeout().is_some_and(|at| at <= now) {
+            // Its timers (resends, the delayed ACK) add to what it sends; any events wait
+            // in the session for its next turn.
+            s.handle_timeout(now);
         }
         let resent_before = s.resent_messages();
         pull_envelopes(s, c, now, self.config.max_queue_bytes);

@@ -279,10 +279,10 @@ impl Peer {
                         }
                         match event {
                             SessionEvent::Delivered { payload, .. } => {
-                                if is_not_a_member(&payload) && self.join_lost {
-                                    continue;
-                                }
                                 if is_not_a_member(&payload) {
+                                    if self.join_lost {
+                                        continue;
+                                    }
                                     // It joined on `Established`; only a lost membership
                                     // (a restart that forgot it) refuses its room message.
                                     return Err(format!(
