@@ -44,6 +44,15 @@ impl Instant {
     }
 }
 
+/// The earlier of two optional deadlines (`None`: no deadline): what a driver sleeps
+/// until when it waits on two machines at once.
+pub fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl Add<Duration> for Instant {
     type Output = Instant;
     /// Saturating addition: an instant never wraps around.

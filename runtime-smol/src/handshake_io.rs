@@ -1,5 +1,6 @@
-//! The socket side of an opening handshake: reads bounded by the core's deadline and
-//! whole writes, before a [`WebSocket`](crate::WebSocket) exists.
+//! Socket reads bounded by the core's deadline (for the handshakes and the open
+//! connection alike), and the whole writes of a handshake, before a
+//! [`WebSocket`](crate::WebSocket) exists.
 
 use std::io;
 use std::net::TcpStream;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use async_io::Timer;
 use bytes::Bytes;
 use sockeye_core::session::{RESUME_HEADER, SUBPROTOCOL};
+use sockeye_core::time::earliest;
 use sockeye_core::{
     ClientSession, CloseCode, Event, Instant, Reconnect, Seq, SessionEvent, SessionId,
     SessionSendError,
@@ -365,13 +366,5 @@ impl ReliableClient {
             .reconnect
             .handle_disconnected(self.clock.now(), &mut self.entropy)
             .is_none();
-    }
-}
-
-/// The earlier of two optional deadlines.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

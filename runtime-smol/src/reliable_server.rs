@@ -14,6 +14,7 @@ use async_io::Timer;
 use bytes::Bytes;
 use futures_lite::future;
 use sockeye_core::session::SUBPROTOCOL;
+use sockeye_core::time::earliest;
 use sockeye_core::{
     CloseCode, Event, Instant, Seq, SessionConfig, SessionEvent, SessionId, SessionStore,
 };
@@ -467,13 +468,5 @@ impl ReliableConnection {
             deadline,
             events_full,
         }
-    }
-}
-
-/// The earlier of two optional deadlines.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

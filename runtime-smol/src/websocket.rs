@@ -11,8 +11,11 @@ use std::time::Duration;
 use async_io::{Async, Timer};
 use bytes::{Buf, Bytes};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use sockeye_core::time::earliest;
 use sockeye_core::{Close, CloseCode, Connection, Event, Instant, Message, MessageKind, State};
 use sockeye_std::{Clock, Error, Result};
+
+use crate::handshake_io::{self, Input};
 
 /// Size of the read buffer: one `read` hands the core at most this many bytes.
 const READ_BUF_BYTES: usize = 16 * 1024;
@@ -344,42 +347,23 @@ impl WebSocket {
     /// One input for the core (bytes, EOF, or a passed deadline), then its timers. The
     /// read races the core's next deadline and `until`, whichever is first.
     async fn step(&mut self, until: Option<Instant>) -> Result<()> {
-        let deadline = match (self.conn.poll_timeout(), until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let read = async {
-            loop {
-                match self.stream.read(&mut self.read_buf).await {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => return Some(other),
-                }
-            }
-        };
-        let timer = async {
-            match deadline {
-                Some(at) => {
-                    Timer::at(self.clock.to_std(at)).await;
-                }
-                None => future::pending::<()>().await,
-            }
-            None
-        };
-        let result = match future::or(read, timer).await {
-            Some(Ok(0)) => {
-                self.conn.handle_eof(self.clock.now());
-                Ok(())
-            }
-            Some(Ok(n)) => {
+        let deadline = earliest(self.conn.poll_timeout(), until);
+        let input = handshake_io::read(&mut self.stream, &mut self.read_buf, deadline, self.clock);
+        let result = match input.await {
+            Ok(Input::Bytes(n)) => {
                 self.conn
                     .handle_bytes(self.clock.now(), &self.read_buf[..n]);
                 Ok(())
             }
-            Some(Err(e)) => {
+            Ok(Input::Eof) => {
+                self.conn.handle_eof(self.clock.now());
+                Ok(())
+            }
+            Err(e) => {
                 self.conn.handle_eof(self.clock.now());
                 Err(Error::Io(e))
             }
-            None => Ok(()),
+            Ok(Input::Timeout) => Ok(()),
         };
         self.drain();
         let now = self.clock.now();

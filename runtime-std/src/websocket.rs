@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::Bytes;
+use sockeye_core::time::earliest;
 use sockeye_core::{Close, CloseCode, Connection, Event, Instant, Message, MessageKind, State};
 
 use crate::error::{Error, Result};
@@ -269,10 +270,7 @@ impl WebSocket {
     /// Feeds the core one input (bytes, EOF, or a passed deadline), then drains it. The
     /// read waits at most until the core's next deadline or `until`, whichever is first.
     fn step(&mut self, until: Option<Instant>) -> Result<()> {
-        let deadline = match (self.conn.poll_timeout(), until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = earliest(self.conn.poll_timeout(), until);
         let clock = self.transport.clock();
         let result = match self.transport.read(deadline) {
             Ok(Input::Bytes(data)) => {

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 use sockeye_core::handshake::{HttpRequest, RequestReader};
+use sockeye_core::time::earliest;
 use sockeye_core::{Connection, Instant, SessionId};
 
 /// Where a connection is.
@@ -177,10 +178,7 @@ impl Conn {
             Phase::Head(reader) => reader.poll_timeout(),
             Phase::Body { deadline, .. } => Some(*deadline),
             Phase::Plain { ws, .. } => ws.poll_timeout(),
-            Phase::Reliable { ws, .. } => match (ws.poll_timeout(), self.session_deadline) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            },
+            Phase::Reliable { ws, .. } => earliest(ws.poll_timeout(), self.session_deadline),
             Phase::AwaitingCommit { .. } | Phase::Done => None,
         }
     }

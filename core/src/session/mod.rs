@@ -98,7 +98,7 @@ use core::time::Duration;
 use crate::config::SessionConfig;
 use crate::error::{SessionProtocolError, SessionSendError};
 use crate::frame::CloseCode;
-use crate::time::{Clock, Instant};
+use crate::time::{earliest, Clock, Instant};
 use envelope::{Data, Envelope};
 use receive::Receiver;
 use send_window::{SendWindow, TimeoutOutcome};
@@ -403,10 +403,7 @@ impl Endpoint {
             Link::Up => self.receiver.poll_timeout(),
             _ => None,
         };
-        match (self.sender.poll_timeout(), ack) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.sender.poll_timeout(), ack)
     }
 
     fn handle_disconnected(&mut self, now: Instant) {

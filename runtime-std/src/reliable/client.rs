@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::session::{RESUME_HEADER, SUBPROTOCOL};
+use sockeye_core::time::earliest;
 use sockeye_core::{
     ClientSession, Config, Event, Instant, Reconnect, ReconnectConfig, Seq, SessionConfig,
     SessionEvent, SessionId, SessionSendError,
@@ -398,13 +399,5 @@ impl ReliableClient {
         let _ = self
             .reconnect
             .handle_disconnected(self.clock.now(), &mut self.entropy);
-    }
-}
-
-/// The earlier of two optional deadlines.
-pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }

@@ -23,12 +23,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use sockeye_core::handshake::Request;
 use sockeye_core::session::{OutgoingEnvelope, SUBPROTOCOL};
+use sockeye_core::time::earliest;
 use sockeye_core::{
     CloseCode, Config, Connection, Event, Instant, MessageKind, Seq, SessionConfig, SessionEvent,
     SessionId, SessionStore,
 };
 
-use super::client::earliest;
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::server::{read_request, refuse};
