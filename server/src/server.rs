@@ -64,7 +64,9 @@ pub struct Server {
     pub(crate) hub: Hub,
     pub(crate) store: SessionStore,
     pub(crate) owners: BTreeMap<SessionId, Owner>,
-    pub(crate) conns: BTreeMap<ConnId, Conn>,
+    /// Boxed: a B-tree node holds eleven entries and is about half full, so inline
+    /// connections would cost twice their size.
+    pub(crate) conns: BTreeMap<ConnId, Box<Conn>>,
     next_conn: u64,
     pub(crate) durable: Durable,
     /// Waiting for the commit numbered by the key.
@@ -208,7 +210,8 @@ impl Server {
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         let reader = RequestReader::new(&self.ws_config, now);
-        self.conns.insert(id, Conn::new(Phase::Head(reader)));
+        self.conns
+            .insert(id, Box::new(Conn::new(Phase::Head(reader))));
         self.touch(id);
         self.settle();
         id
@@ -230,7 +233,7 @@ impl Server {
         self.observe(now);
         if self.conns.contains_key(&conn) {
             self.touch(conn);
-            if let Some(ws) = self.conns.get_mut(&conn).and_then(Conn::ws_mut) {
+            if let Some(ws) = self.conns.get_mut(&conn).and_then(|c| c.ws_mut()) {
                 ws.handle_eof(now);
                 self.drain_ws(conn);
             }
@@ -333,7 +336,7 @@ impl Server {
         );
         for conn in open {
             self.touch(conn);
-            if let Some(ws) = self.conns.get_mut(&conn).and_then(Conn::ws_mut) {
+            if let Some(ws) = self.conns.get_mut(&conn).and_then(|c| c.ws_mut()) {
                 let _ = ws.close(now, CloseCode::GOING_AWAY, "server shutting down");
             }
         }
@@ -428,7 +431,7 @@ impl Server {
     /// Bytes waiting for the runtime to take on `conn` (the slow-consumer rule counts
     /// these against `max_queue_bytes`).
     pub fn queued_bytes(&self, conn: ConnId) -> usize {
-        self.conns.get(&conn).map_or(0, Conn::queued_bytes)
+        self.conns.get(&conn).map_or(0, |c| c.queued_bytes())
     }
 
     /// The `/metrics` page as it would be served now.
@@ -796,7 +799,7 @@ impl Server {
 
     /// Drops a connection's part in the hub and its session, once.
     pub(crate) fn finish(&mut self, conn: ConnId) {
-        if self.conns.get(&conn).is_some_and(Conn::is_reliable) {
+        if self.conns.get(&conn).is_some_and(|c| c.is_reliable()) {
             // Its last commands, delivered just before the end, still count as its own.
             self.drive_session(conn);
         }
@@ -947,7 +950,7 @@ impl Server {
         };
         if let Some(old) = takes_over {
             self.touch(old);
-            if let Some(ws) = self.conns.get_mut(&old).and_then(Conn::ws_mut) {
+            if let Some(ws) = self.conns.get_mut(&old).and_then(|c| c.ws_mut()) {
                 let _ = ws.close(now, CloseCode::GOING_AWAY, "session resumed elsewhere");
             }
             self.leave_hub(old, session);

@@ -120,8 +120,8 @@ async fn accept_loop(
 /// A new connection: the layer hears of it, and it gets a task.
 fn accept(ex: &LocalExecutor<'static>, state: &Shared, stream: Async<TcpStream>) {
     let _ = stream.get_ref().set_nodelay(true);
-    let (conn, stream, poked) = state.borrow_mut().accept(stream);
-    ex.spawn(conn::run(Rc::clone(state), conn, stream, poked))
+    let conn = state.borrow_mut().accept(stream);
+    ex.spawn(conn::ConnTask::new(Rc::clone(state), conn))
         .detach();
 }
 

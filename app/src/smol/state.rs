@@ -9,6 +9,7 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::task::Waker;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
@@ -34,9 +35,9 @@ const MAX_WRITE_BATCH: usize = 256 * 1024;
 
 /// One connection, as the runtime sees it.
 pub(super) struct Link {
-    pub(super) stream: Rc<Async<TcpStream>>,
-    /// Wakes the connection's task to look at its link again.
-    poke: Sender<()>,
+    pub(super) stream: Async<TcpStream>,
+    /// The connection's task, woken to look at its link again.
+    task: Option<Waker>,
     /// Taken from the layer, not yet written; empty (and unallocated) while idle.
     pending: VecDeque<Bytes>,
     /// Bytes of `pending`'s front already written.
@@ -47,6 +48,22 @@ pub(super) struct Link {
     pub(super) finished: bool,
     /// The last write hit a full socket: the task waits until it is writable.
     pub(super) blocked: bool,
+}
+
+impl Link {
+    /// The task leaves its waker, to be [`poke`](Self::poke)d.
+    pub(super) fn listen(&mut self, waker: &Waker) {
+        if !self.task.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.task = Some(waker.clone());
+        }
+    }
+
+    /// Wakes the task to look at the link again.
+    fn poke(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.wake();
+        }
+    }
 }
 
 pub(super) struct State {
@@ -111,21 +128,16 @@ impl State {
         self.act();
     }
 
-    /// A connection was accepted: the layer's id for it, its socket and the receiver
-    /// that wakes its task.
-    pub(super) fn accept(
-        &mut self,
-        stream: Async<TcpStream>,
-    ) -> (ConnId, Rc<Async<TcpStream>>, Receiver<()>) {
+    /// A connection was accepted: the layer's id for it. Its task finds its socket in
+    /// its link.
+    pub(super) fn accept(&mut self, stream: Async<TcpStream>) -> ConnId {
         let conn = self.server.handle_accept(self.clock.now());
         descriptors_again();
-        let stream = Rc::new(stream);
-        let (poke, poked) = async_channel::bounded(1);
         self.links.insert(
             conn,
             Link {
-                stream: Rc::clone(&stream),
-                poke,
+                stream,
+                task: None,
                 pending: VecDeque::new(),
                 written: 0,
                 closing: false,
@@ -134,11 +146,15 @@ impl State {
             },
         );
         self.act();
-        (conn, stream, poked)
+        conn
     }
 
     pub(super) fn link(&self, conn: ConnId) -> Option<&Link> {
         self.links.get(&conn)
+    }
+
+    pub(super) fn link_mut(&mut self, conn: ConnId) -> Option<&mut Link> {
+        self.links.get_mut(&conn)
     }
 
     /// The connection's task is done with it.
@@ -152,10 +168,10 @@ impl State {
         let Some(link) = self.links.get(&conn) else {
             return false;
         };
-        let stream = Rc::clone(&link.stream);
         let finished = link.finished;
+        let mut failed = false;
         let open = loop {
-            match stream.get_ref().read(&mut self.read_buf) {
+            match link.stream.get_ref().read(&mut self.read_buf) {
                 Ok(0) => {
                     if !finished {
                         self.server.handle_eof(self.clock.now(), conn);
@@ -175,11 +191,14 @@ impl State {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    self.gone(conn);
+                    failed = true;
                     break false;
                 }
             }
         };
+        if failed {
+            self.gone(conn);
+        }
         self.act();
         open
     }
@@ -244,7 +263,7 @@ impl State {
                 if link.closing {
                     let _ = link.stream.get_ref().shutdown(Shutdown::Write);
                     link.finished = true;
-                    let _ = link.poke.try_send(());
+                    link.poke();
                     self.server.handle_closed(self.clock.now(), conn);
                 }
                 return;
@@ -274,7 +293,7 @@ impl State {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     link.blocked = true;
-                    let _ = link.poke.try_send(());
+                    link.poke();
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
