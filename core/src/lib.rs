@@ -144,7 +144,9 @@ pub mod fuzzing;
 pub mod sim;
 
 pub use config::{Config, SessionConfig};
-pub use connection::{Close, Compression, Connection, Event, Message, MessageKind, State};
+pub use connection::{
+    Close, Compression, Connection, Event, Message, MessageKind, PreparedMessage, State,
+};
 #[cfg(feature = "deflate")]
 pub use connection::{DeflateMemory, COMPRESSOR_BYTES, INFLATER_STATE_BYTES};
 pub use entropy::{Entropy, SeededEntropy};

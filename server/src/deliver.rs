@@ -6,7 +6,7 @@ use bytes::Bytes;
 use sockeye_core::auth::UserId;
 use sockeye_core::hub::{ConnId, Mail, OutMessage};
 use sockeye_core::journal::Record;
-use sockeye_core::{CloseCode, Message, SessionId};
+use sockeye_core::{CloseCode, Message, PreparedMessage, SessionId};
 
 use crate::conn::Phase;
 use crate::plain::{self, ClientMessage, Refused};
@@ -125,6 +125,18 @@ impl Server {
     /// framed waits behind it, and the mailbox itself (while [`Server::mail_flush`]
     /// names the connection) is framed as the queue drains.
     pub(crate) fn send_plain(&mut self, conn: ConnId, text: Bytes, is_message: bool) {
+        self.send_plain_framed(conn, text, is_message, None);
+    }
+
+    /// [`send_plain`](Self::send_plain) with the text already framed for many
+    /// connections: sent as that shared frame when it goes out at once.
+    fn send_plain_framed(
+        &mut self,
+        conn: ConnId,
+        text: Bytes,
+        is_message: bool,
+        framed: Option<&PreparedMessage>,
+    ) {
         let now = self.now;
         let max = self.config.max_queue_bytes;
         // Records not yet committed are this input's cause (a client command's
@@ -171,7 +183,13 @@ impl Server {
             // Behind the mailbox still being framed.
             c.mail_live_bytes += text.len();
             c.mail.push_back((text, is_message, true));
-        } else if ws.send(now, Message::Text(text)).is_ok() && is_message {
+        } else if match framed {
+            Some(framed) => ws.send_prepared(now, framed),
+            None => ws.send(now, Message::Text(text)),
+        }
+        .is_ok()
+            && is_message
+        {
             self.metrics.messages_out += 1;
         }
         self.touch(conn);
@@ -335,20 +353,26 @@ impl Server {
 
     /// Hands everything the hub routed to its connections, and counts its dead letters.
     pub(crate) fn deliver(&mut self) {
-        // A room message reaches every member as the same bytes: encoded once.
-        let mut last: Option<(OutMessage, Bytes)> = None;
+        // A room message reaches every member as the same bytes: encoded as JSON once,
+        // and framed once for every plain connection it goes out to at once.
+        let mut last: Option<(OutMessage, PreparedMessage)> = None;
         while let Some(out) = self.hub.poll_outbound() {
-            let text = match &last {
-                Some((message, text)) if *message == out.message => text.clone(),
-                _ => {
-                    let text = Bytes::from(encode(&out.message));
-                    last = Some((out.message.clone(), text.clone()));
-                    text
-                }
-            };
+            if !last
+                .as_ref()
+                .is_some_and(|(message, _)| *message == out.message)
+            {
+                last = None;
+            }
+            let (_, framed) = last.get_or_insert_with(|| {
+                let framed = PreparedMessage::new(&Message::text(encode(&out.message)));
+                (out.message.clone(), framed)
+            });
+            let text = framed.payload();
             let is_message = matches!(out.message, OutMessage::Message { .. });
             match self.conns.get(&out.to).map(|c| &c.phase) {
-                Some(Phase::Plain { .. }) => self.send_plain(out.to, text, is_message),
+                Some(Phase::Plain { .. }) => {
+                    self.send_plain_framed(out.to, text, is_message, Some(&*framed))
+                }
                 Some(Phase::Reliable { session, .. }) => {
                     let session = *session;
                     self.send_reliable(out.to, session, text, Some(out.message));

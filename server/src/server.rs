@@ -20,7 +20,7 @@ use crate::durable::Durable;
 use crate::identity::{identify, push_access, PushAccess};
 use crate::metrics::{HubGauges, Metrics, Rejection};
 use crate::plain;
-use crate::push::parse_push;
+use crate::push::parse_pushes;
 use crate::Action;
 
 /// The demo page served at `/`.
@@ -732,30 +732,37 @@ impl Server {
     /// A whole push body: acts on it, and answers 202 once the journal holds what it
     /// queued (at once without a journal).
     fn on_push(&mut self, conn: ConnId, _request: &HttpRequest, body: &[u8]) {
-        let (target, data) = match parse_push(body) {
+        let (pushes, batch) = match parse_pushes(body) {
             Ok(parsed) => parsed,
             Err(why) => return self.answer(conn, answer::json_error(400, why)),
         };
         let now = self.now;
-        let user = match &target {
-            sockeye_core::hub::Target::User(user) => Some(user.clone()),
-            _ => None,
-        };
-        let receipt = self.hub.push(now, target, data.clone());
-        if let (Some(user), true) = (user, receipt.mailboxed > 0) {
-            let unix = self.unix_ms(now);
-            self.durable.mail_queued(&user, None, &data, unix);
-        }
-        self.deliver();
-        self.metrics.pushes += 1;
-        let ok = answer::json(
-            202,
-            &serde_json::json!({ "queued": {
+        let mut receipts = Vec::with_capacity(pushes.len());
+        for (target, data) in pushes {
+            let user = match &target {
+                sockeye_core::hub::Target::User(user) => Some(user.clone()),
+                _ => None,
+            };
+            let receipt = self.hub.push(now, target, data.clone());
+            if let (Some(user), true) = (user, receipt.mailboxed > 0) {
+                let unix = self.unix_ms(now);
+                self.durable.mail_queued(&user, None, &data, unix);
+            }
+            self.metrics.pushes += 1;
+            receipts.push(serde_json::json!({
                 "connections": receipt.connections,
                 "mailboxed": receipt.mailboxed,
                 "dead_lettered": receipt.dead_lettered,
-            } }),
-        );
+            }));
+        }
+        // Once for the whole batch: its messages to one connection leave together.
+        self.deliver();
+        let queued = if batch {
+            serde_json::Value::Array(receipts)
+        } else {
+            receipts.remove(0)
+        };
+        let ok = answer::json(202, &serde_json::json!({ "queued": queued }));
         let ticket = self.durable.ticket();
         if self.durable.is_finished(ticket) {
             return self.answer(conn, ok);

@@ -147,6 +147,50 @@ fn a_room_of_100_connections_gets_every_publish() {
 }
 
 #[test]
+fn a_batch_push_reaches_its_targets_in_order_and_is_answered_per_push() {
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let mut members: Vec<JsonClient> = (0..3)
+            .map(|i| {
+                let mut c = JsonClient::connect(addr, &format!("user=b{i}"));
+                c.join("burst");
+                c
+            })
+            .collect();
+        let batch: Vec<Value> = (0..50)
+            .map(|n| json!({"room":"burst","data":n}))
+            .chain([
+                json!({"user":"b1","data":"direct"}),
+                json!({"user":"nobody-here","data":1}),
+            ])
+            .collect();
+        let answer = push(addr, "", &Value::Array(batch).to_string());
+        assert_eq!(status(&answer), 202, "{answer}");
+        let queued: Value = serde_json::from_str(body(&answer)).unwrap();
+        let queued = queued["queued"].as_array().unwrap();
+        assert_eq!(queued.len(), 52);
+        assert_eq!(queued[0]["connections"], 3);
+        assert_eq!(queued[50]["connections"], 1);
+        assert_eq!(queued[51]["mailboxed"], 1);
+        for (i, member) in members.iter_mut().enumerate() {
+            for n in 0..50 {
+                assert_eq!(member.recv_type("message")["data"], n);
+            }
+            if i == 1 {
+                assert_eq!(member.recv_type("message")["data"], "direct");
+            }
+        }
+        // Refused whole when one push is bad: nothing of it is delivered.
+        let bad = r#"[{"room":"burst","data":"no"},{"room":"","data":1}]"#;
+        assert_eq!(status(&push(addr, "", bad)), 400);
+        let after = push(addr, "", r#"{"room":"burst","data":"after"}"#);
+        assert_eq!(status(&after), 202);
+        assert_eq!(members[0].recv_type("message")["data"], "after");
+    });
+}
+
+#[test]
 fn an_offline_user_receives_the_mailbox_on_connect() {
     bounded(LIMIT, || {
         let server = start_server(server_config());

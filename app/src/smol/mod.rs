@@ -6,13 +6,18 @@
 //! thread, as in the threads runtime). What an idle connection costs is its socket's
 //! registration, a small task and the layer's own state: reads go into one buffer
 //! shared by every connection, and bytes are taken from the layer only when the socket
-//! can take them, so no connection holds a buffer while it has nothing to move.
+//! can take them, so no connection holds a buffer while it has nothing to move. Writes
+//! wait for the flusher task, so what arrives together leaves in one write per
+//! connection.
 
 mod conn;
 mod state;
 
+use std::future::Future;
 use std::net::TcpStream;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
 
 use async_channel::{Receiver, Sender};
@@ -77,6 +82,7 @@ async fn serve(
 ) -> usize {
     let accept = ex.spawn(accept_loop(Rc::clone(ex), Rc::clone(&state), listener));
     ex.spawn(timer_loop(Rc::clone(&state))).detach();
+    ex.spawn(Flusher(Rc::clone(&state))).detach();
     ex.spawn(commit_loop(Rc::clone(&state), commits)).detach();
     let stopped = async {
         let _ = done.recv().await;
@@ -143,6 +149,23 @@ async fn timer_loop(state: Shared) {
         };
         future::or(sleep, poked).await;
         state.borrow_mut().handle_timeout();
+    }
+}
+
+/// Writes the connections the layer has bytes for. The state wakes it when it lists
+/// one, and the executor runs it after the tasks woken before: everything that arrived
+/// together (pushes from several publishers, a read that brought many messages) is in
+/// the layer by then and goes out in one write per connection.
+struct Flusher(Shared);
+
+impl Future for Flusher {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.0.borrow_mut();
+        state.flush_dirty();
+        state.listen_flusher(cx.waker());
+        Poll::Pending
     }
 }
 

@@ -48,6 +48,8 @@ pub(super) struct Link {
     pub(super) finished: bool,
     /// The last write hit a full socket: the task waits until it is writable.
     pub(super) blocked: bool,
+    /// Listed in [`State::dirty`], to be written by the flusher.
+    dirty: bool,
 }
 
 impl Link {
@@ -79,6 +81,11 @@ pub(super) struct State {
     timer_poke: (Sender<()>, Receiver<()>),
     /// Told once the layer has stopped.
     done: Sender<()>,
+    /// Connections the layer has bytes for, written by the flusher task once the tasks
+    /// woken before it have run: pushes that arrive together share one write per
+    /// connection instead of one write per push.
+    dirty: Vec<ConnId>,
+    flusher: Option<Waker>,
     pub(super) write_timeout: Duration,
 }
 
@@ -100,6 +107,8 @@ impl State {
             timer_at: None,
             timer_poke: async_channel::bounded(1),
             done,
+            dirty: Vec::new(),
+            flusher: None,
             write_timeout,
         };
         (Rc::new(RefCell::new(state)), stopped)
@@ -143,6 +152,7 @@ impl State {
                 closing: false,
                 finished: false,
                 blocked: false,
+                dirty: false,
             },
         );
         self.act();
@@ -305,17 +315,51 @@ impl State {
         }
     }
 
+    /// The flusher task leaves its waker here.
+    pub(super) fn listen_flusher(&mut self, waker: &Waker) {
+        if !self.flusher.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.flusher = Some(waker.clone());
+        }
+    }
+
+    /// Lists `conn` for the flusher.
+    fn mark(&mut self, conn: ConnId) {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return;
+        };
+        if !link.dirty {
+            link.dirty = true;
+            self.dirty.push(conn);
+            if let Some(flusher) = self.flusher.take() {
+                flusher.wake();
+            }
+        }
+    }
+
+    /// The flusher's turn: writes every listed connection, until none is listed.
+    pub(super) fn flush_dirty(&mut self) {
+        while !self.dirty.is_empty() {
+            for conn in std::mem::take(&mut self.dirty) {
+                if let Some(link) = self.links.get_mut(&conn) {
+                    link.dirty = false;
+                    self.flush(conn);
+                }
+            }
+            self.act();
+        }
+    }
+
     /// Carries out the layer's actions until there are none, then wakes the timer task
     /// if the layer's deadline moved.
     fn act(&mut self) {
         while let Some(action) = self.server.poll_action() {
             match action {
-                Action::Wake(conn) => self.flush(conn),
+                Action::Wake(conn) => self.mark(conn),
                 Action::Close(conn) => {
                     if let Some(link) = self.links.get_mut(&conn) {
                         link.closing = true;
                     }
-                    self.flush(conn);
+                    self.mark(conn);
                 }
                 Action::Append(bytes) => self.appended.extend_from_slice(&bytes),
                 Action::Commit => {

@@ -20,6 +20,7 @@
 #[cfg(feature = "deflate")]
 mod deflate;
 mod message;
+mod prepared;
 mod utf8;
 
 use alloc::boxed::Box;
@@ -42,6 +43,7 @@ use crate::Side;
 #[cfg(feature = "deflate")]
 pub use deflate::{DeflateMemory, COMPRESSOR_BYTES, INFLATER_STATE_BYTES};
 pub use message::{Message, MessageKind};
+pub use prepared::PreparedMessage;
 use utf8::Utf8Validator;
 
 /// The RSV1 bit of a frame header: "compressed" on the first frame of a message once
@@ -575,6 +577,33 @@ impl Connection {
             return Ok(());
         }
         self.queue_frame_parts(opcode, true, 0, head, payload, COALESCE_BLOCK);
+        Ok(())
+    }
+
+    /// Queues a message framed once for many connections (a room's fan-out): on a
+    /// server, a reference to its shared frame, with no header written and no payload
+    /// byte copied for this connection. A client must mask, so there it is sent like
+    /// [`send_slice`](Self::send_slice). The same answers as [`send`](Self::send).
+    ///
+    /// The message goes out uncompressed even where permessage-deflate was negotiated
+    /// (RFC 7692 lets either side send any message uncompressed).
+    pub fn send_prepared(
+        &mut self,
+        now: Instant,
+        message: &PreparedMessage,
+    ) -> Result<(), SendError> {
+        if self.side == Side::Client {
+            return self.send_slice(now, message.kind(), &message.payload());
+        }
+        self.clock.observe(now);
+        let frame = message.frame();
+        self.check_can_send(frame.len())?;
+        if self.sending_fragmented.is_some() {
+            return Err(SendError::FragmentOrder);
+        }
+        self.queued_bytes += frame.len();
+        self.flush_coalesce();
+        self.out.push_back(frame.clone());
         Ok(())
     }
 

@@ -76,9 +76,12 @@ proptest! {
         let mut writes = writes.into_iter().cycle();
         let mut wire = Vec::new();
         for (i, (by_slice, payload)) in messages.iter().enumerate() {
-            if *by_slice && i % 2 == 1 {
+            if *by_slice && i % 3 == 1 {
                 let (head, rest) = payload.split_at(payload.len() / 3);
                 conn.send_parts(Instant::ZERO, MessageKind::Binary, head, rest).unwrap();
+            } else if *by_slice && i % 3 == 2 {
+                let prepared = PreparedMessage::new(&Message::binary(payload.clone()));
+                conn.send_prepared(Instant::ZERO, &prepared).unwrap();
             } else if *by_slice {
                 conn.send_slice(Instant::ZERO, MessageKind::Binary, payload).unwrap();
             } else {
@@ -94,6 +97,52 @@ proptest! {
         prop_assert!(conn.transmit_chunk().is_empty());
         prop_assert_eq!(wire, reference(side, &messages));
     }
+}
+
+#[test]
+fn a_prepared_message_is_one_buffer_shared_by_every_server_connection() {
+    let prepared = PreparedMessage::new(&Message::text("to the whole room"));
+    let mut frames = Vec::new();
+    for _ in 0..3 {
+        let mut conn = connection(Side::Server);
+        conn.send_prepared(Instant::ZERO, &prepared).unwrap();
+        let chunk = conn.poll_transmit().unwrap();
+        assert_eq!(conn.poll_transmit(), None);
+        frames.push(chunk);
+    }
+    for chunk in &frames {
+        assert_eq!(chunk.as_ptr(), prepared.frame().as_ptr(), "not copied");
+        assert_eq!(&chunk[..2], &[0x81, 17]);
+        assert_eq!(&chunk[2..], b"to the whole room");
+    }
+    // A client masks its frames, so it frames the payload itself.
+    let mut client = connection(Side::Client);
+    client.send_prepared(Instant::ZERO, &prepared).unwrap();
+    let chunk = client.poll_transmit().unwrap();
+    assert_eq!(chunk[0..2], [0x81, 0x80 | 17]);
+    assert_eq!(chunk.len(), 2 + 4 + 17);
+}
+
+#[test]
+fn send_prepared_answers_like_send() {
+    let prepared = PreparedMessage::new(&Message::text("b"));
+    let mut conn = connection(Side::Server);
+    conn.send_fragment(
+        Instant::ZERO,
+        MessageKind::Text,
+        Bytes::from_static(b"a"),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        conn.send_prepared(Instant::ZERO, &prepared),
+        Err(SendError::FragmentOrder)
+    );
+    conn.close(Instant::ZERO, CloseCode::NORMAL, "").unwrap();
+    assert_eq!(
+        conn.send_prepared(Instant::ZERO, &prepared),
+        Err(SendError::Closed)
+    );
 }
 
 #[test]

@@ -1,0 +1,67 @@
+//! A message framed once for many connections: the server's fan-out.
+//!
+//! A server's frames are not masked (RFC 6455 §5.1), so a message sent to every member of
+//! a room is the same bytes on every socket. [`PreparedMessage`] holds those bytes, header
+//! and payload in one buffer, and [`Connection::send_prepared`] queues a reference to them:
+//! no frame header is written and no payload byte is copied per connection, and a runtime
+//! writes the shared buffer straight from it.
+//!
+//! [`Connection::send_prepared`]: super::Connection::send_prepared
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::message::{Message, MessageKind};
+use crate::frame::{FrameHeader, HeaderBuf, OpCode};
+
+/// One whole message as a server frame (FIN, unmasked, uncompressed), built once and
+/// shared by every connection it is sent to. Cloning it is cheap (a reference count).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedMessage {
+    kind: MessageKind,
+    /// Header and payload.
+    frame: Bytes,
+    /// Where the payload starts in `frame`.
+    header_len: usize,
+}
+
+impl PreparedMessage {
+    /// Frames `message` once.
+    pub fn new(message: &Message) -> Self {
+        let kind = message.kind();
+        let payload = message.payload();
+        let header = FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: match kind {
+                MessageKind::Text => OpCode::Text,
+                MessageKind::Binary => OpCode::Binary,
+            },
+            mask: None,
+            payload_len: payload.len() as u64,
+        };
+        let head = HeaderBuf::new(&header);
+        let mut frame = BytesMut::with_capacity(head.as_slice().len() + payload.len());
+        frame.put_slice(head.as_slice());
+        frame.put_slice(payload);
+        PreparedMessage {
+            kind,
+            frame: frame.freeze(),
+            header_len: head.as_slice().len(),
+        }
+    }
+
+    /// Text or binary.
+    pub fn kind(&self) -> MessageKind {
+        self.kind
+    }
+
+    /// The message's payload (shares the frame's buffer).
+    pub fn payload(&self) -> Bytes {
+        self.frame.slice(self.header_len..)
+    }
+
+    /// The whole frame, header and payload, as it goes on the wire from a server.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+}
