@@ -16,8 +16,10 @@
 
 pub mod decode;
 pub mod encode;
+pub mod server_process;
 pub mod stream;
 pub mod wire;
+pub mod ws_frames;
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -22,71 +22,20 @@
 use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_executor::LocalExecutor;
 use async_io::Async;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sockeye_bench::server_process::{pinned, ServerProcess};
+use sockeye_bench::ws_frames::{client_text_frame, head_end, server_frames, upgrade_request};
 
 /// What the members saw: for each push number, how many got it and when the last did.
 #[derive(Default)]
 struct Seen {
     got: Vec<usize>,
     last: Vec<Option<Instant>>,
-}
-
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent().expect("target dir").join("sockeye")
-}
-
-fn start_server(runtime: &str, members: usize, port: u16) -> Child {
-    let bin = server_binary();
-    assert!(
-        bin.exists(),
-        "{} missing: cargo build --release -p sockeye",
-        bin.display()
-    );
-    let pinned = Command::new("taskset").arg("-V").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(&bin);
-        c
-    } else {
-        Command::new(&bin)
-    };
-    cmd.args([
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--runtime",
-        runtime,
-    ])
-    .args(["--max-connections", &(members + 100).to_string()])
-    .args(["--log-level", "error"])
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("start the server");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    for _ in 0..200 {
-        if TcpStream::connect(addr).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the server did not start");
-}
-
-/// A masked client text frame (mask key 0: the payload is sent as is).
-fn text_frame(payload: &[u8]) -> Vec<u8> {
-    assert!(payload.len() < 126);
-    let mut out = vec![0x81, 0x80 | payload.len() as u8, 0, 0, 0, 0];
-    out.extend_from_slice(payload);
-    out
 }
 
 /// The push number in a room message, if `payload` is one (`..."data":N}`).
@@ -99,11 +48,9 @@ fn push_number(payload: &[u8]) -> Option<usize> {
 /// One member: upgrade, join the room, then count every push it receives.
 async fn member(addr: SocketAddr, i: usize, seen: Rc<RefCell<Seen>>, joined: Rc<RefCell<usize>>) {
     let mut s = Async::<TcpStream>::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET /ws?user=m{i} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    s.write_all(request.as_bytes()).await.expect("upgrade");
+    s.write_all(upgrade_request(&format!("/ws?user=m{i}")).as_bytes())
+        .await
+        .expect("upgrade");
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut head_done = false;
@@ -114,50 +61,31 @@ async fn member(addr: SocketAddr, i: usize, seen: Rc<RefCell<Seen>>, joined: Rc<
         }
         buf.extend_from_slice(&chunk[..n]);
         if !head_done {
-            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let Some(end) = head_end(&buf) else {
                 continue;
             };
-            buf.drain(..end + 4);
+            buf.drain(..end);
             head_done = true;
             // A client sends nothing more before the server's answer (RFC 6455 §4.1).
-            s.write_all(&text_frame(br#"{"type":"join","room":"big"}"#))
+            s.write_all(&client_text_frame(br#"{"type":"join","room":"big"}"#))
                 .await
                 .expect("join");
         }
-        let mut at = 0;
-        while buf.len() >= at + 2 {
-            let (op, len7) = (buf[at] & 0x0f, usize::from(buf[at + 1] & 0x7f));
-            let (len, head) = match len7 {
-                126 if buf.len() >= at + 4 => (
-                    usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
-                    4,
-                ),
-                127 if buf.len() >= at + 10 => {
-                    let mut b = [0u8; 8];
-                    b.copy_from_slice(&buf[at + 2..at + 10]);
-                    (u64::from_be_bytes(b) as usize, 10)
-                }
-                126 | 127 => break,
-                n => (n, 2),
-            };
-            if buf.len() < at + head + len {
-                break;
+        let used = server_frames(&buf, |op, payload| {
+            if op != 1 {
+                return;
             }
-            let payload = &buf[at + head..at + head + len];
-            if op == 1 {
-                if payload.starts_with(br#"{"type":"joined""#) {
-                    *joined.borrow_mut() += 1;
-                } else if let Some(k) = push_number(payload) {
-                    let mut seen = seen.borrow_mut();
-                    if let Some(count) = seen.got.get_mut(k) {
-                        *count += 1;
-                        seen.last[k] = Some(Instant::now());
-                    }
+            if payload.starts_with(br#"{"type":"joined""#) {
+                *joined.borrow_mut() += 1;
+            } else if let Some(k) = push_number(payload) {
+                let mut seen = seen.borrow_mut();
+                if let Some(count) = seen.got.get_mut(k) {
+                    *count += 1;
+                    seen.last[k] = Some(Instant::now());
                 }
             }
-            at += head + len;
-        }
-        buf.drain(..at);
+        });
+        buf.drain(..used);
     }
 }
 
@@ -327,28 +255,13 @@ enum Target<'a> {
     Floor,
 }
 
-fn start_floor(members: usize, port: u16) -> Child {
+fn start_floor(members: usize, port: u16) -> ServerProcess {
     let exe = std::env::current_exe().expect("own path");
-    let pinned = Command::new("taskset").arg("-V").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0"]).arg(&exe);
-        c
-    } else {
-        Command::new(&exe)
-    };
+    let mut cmd = pinned(&exe, "0");
     cmd.args(["--floor-server", &port.to_string(), &members.to_string()]);
-    let mut child = cmd.spawn().expect("start the floor");
+    let child = cmd.spawn().expect("start the floor");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    for _ in 0..200 {
-        if TcpStream::connect(addr).is_ok() {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the floor did not start");
+    ServerProcess::adopt(child, addr)
 }
 
 /// What one target measured.
@@ -369,8 +282,12 @@ fn measure(target: Target<'_>, args: &Args, port: u16) -> Measured {
         burst,
         publishers,
     } = *args;
-    let mut server = match target {
-        Target::Sockeye(runtime) => start_server(runtime, members, port),
+    let server = match target {
+        Target::Sockeye(runtime) => ServerProcess::start(
+            runtime,
+            port,
+            &["--max-connections".into(), (members + 100).to_string()],
+        ),
         Target::Floor => start_floor(members, port),
     };
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
@@ -454,8 +371,7 @@ fn measure(target: Target<'_>, args: &Args, port: u16) -> Measured {
             concurrent_rate,
         }
     }));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     result
 }
 

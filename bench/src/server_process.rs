@@ -1,0 +1,83 @@
+//! The `sockeye` server binary as a child process of a benchmark: pinned to core 0 with
+//! `taskset` when it is there (the benchmark runs on core 1), stopped when dropped.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `target/release/sockeye`, killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the server next to the running benchmark binary on `127.0.0.1:port` with
+    /// `--runtime runtime` and `args`, and waits until it accepts connections.
+    pub fn start(runtime: &str, port: u16, args: &[String]) -> ServerProcess {
+        let exe = std::env::current_exe().expect("own path");
+        let bin: PathBuf = exe.parent().expect("target dir").join("sockeye");
+        assert!(
+            bin.exists(),
+            "{} missing: cargo build --release -p sockeye",
+            bin.display()
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let mut cmd = pinned(&bin, "0");
+        cmd.args(["--listen", &addr.to_string(), "--runtime", runtime])
+            .args(["--log-level", "error"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        let child = cmd.spawn().expect("start the server");
+        let server = ServerProcess { child, addr };
+        server.wait_listening();
+        server
+    }
+
+    /// Wraps a child started some other way that will listen on `addr`.
+    pub fn adopt(child: Child, addr: SocketAddr) -> ServerProcess {
+        let server = ServerProcess { child, addr };
+        server.wait_listening();
+        server
+    }
+
+    fn wait_listening(&self) {
+        for _ in 0..250 {
+            if TcpStream::connect(self.addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the server on {} did not start", self.addr);
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its process id, to read `/proc/PID/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `program` under `taskset -c cores` when taskset is installed, else as it is.
+pub fn pinned(program: &std::path::Path, cores: &str) -> Command {
+    if Command::new("taskset").arg("-V").output().is_ok() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", cores]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
