@@ -1,5 +1,5 @@
 //! A tiny leveled logger to stderr: one line per event, UTC timestamp first. It never
-//! logs payloads or tokens (STYLE.md §9).
+//! logs payloads or tokens.
 
 use std::fmt;
 use std::io::Write as _;
