@@ -3,9 +3,9 @@
 //! **Unstable:** the `deflate` feature negotiates here, and the [`Connection`] that
 //! the handshake yields compresses and inflates messages by the agreement
 //! (`connection/deflate.rs`: context takeover as agreed, inflation bounded by
-//! `max_message_bytes`, memory reported by `Connection::deflate_memory`). No runtime
-//! and no server enables it yet, and broadcasts are not encoded once for many
-//! connections.
+//! `max_message_bytes`, memory reported by `Connection::deflate_memory`). The runtimes
+//! and the server layer take a [`DeflateConfig`] through their own `deflate` feature;
+//! broadcasts are not yet encoded once for many connections.
 //!
 //! [`Connection`]: crate::Connection
 //!
