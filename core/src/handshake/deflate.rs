@@ -9,8 +9,8 @@
 //!
 //! [`Connection`]: crate::Connection
 //!
-//! The server picks the first acceptable offer with [`DeflateConfig::accept_offers`]
-//! and answers [`DeflateParams::response_value`]; the client offers
+//! The server picks the first valid offer and the 101's answer to it with
+//! [`DeflateConfig::answer_offers`]; the client offers
 //! [`DeflateConfig::offer_value`] and checks the answer with [`check_response`].
 //!
 //! # Window bits
