@@ -442,3 +442,32 @@ inf("round-trip-both-ways", 0x80, 5, 9,
      rt(1 | (3 << 3), bytes(range(256)) * 3), rt(4 | 2, b"a secret, never compressed")])
 inf("round-trip-no-takeover", 0x80 | 2 | 4, 5, 255,
     [bytes([1, 64]), rt(1 | 2, b"short"), rt(2 | (2 << 3), b"longer text, longer text " * 9)])
+
+
+# --- deflate_negotiation: [server policy] [client policy] [split], then a
+# Sec-WebSocket-Extensions value (cut into two header lines at split*8).
+# Policy bits: 0 off, 1 no peer takeover, 2 drop our compressor, 3-5 window 8+v,
+# 6-7 min_compress_bytes index (0, 1, 64, 1000).
+def neg(name, server, client, value, split=255):
+    write("deflate_negotiation", name, bytes([server, client, split]) + value)
+
+
+ON15 = 7 << 3  # on, takeover both ways, a 15-bit window, compress from 0 bytes
+neg("plain-offer", ON15, ON15, b"permessage-deflate")
+neg("browser-offer", ON15, ON15, b"permessage-deflate; client_max_window_bits")
+neg("autobahn-13.3-offer", ON15, ON15,
+    b"permessage-deflate; client_no_context_takeover; client_max_window_bits; "
+    b"server_max_window_bits=9")
+neg("window-8-and-resets", 2 | 4 | (2 << 3), 2 | 4 | (1 << 3),
+    b"permessage-deflate; server_max_window_bits=8; server_no_context_takeover")
+neg("python-answer", ON15, ON15,
+    b"permessage-deflate; server_max_window_bits=12; client_max_window_bits=12")
+neg("bad-then-good", ON15, ON15,
+    b"permessage-deflate; foo, permessage-deflate; client_max_window_bits=10, x-webkit-deflate-frame")
+neg("two-lines", ON15, ON15,
+    b"x-other; a=\"b, c\"permessage-deflate; server_no_context_takeover", split=2)
+neg("repeated-and-quoted", ON15 | (1 << 6), 2 | (4 << 3),
+    b"permessage-deflate; server_max_window_bits=\"10\"; server_max_window_bits=10")
+neg("off", 1, 1, b"permessage-deflate")
+neg("client-asked-limit", ON15, 2 | (3 << 3),
+    b"permessage-deflate; server_no_context_takeover; server_max_window_bits=11")

@@ -77,6 +77,17 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     /// How long a graceful shutdown waits for connections to close.
     pub shutdown_grace: Duration,
+    /// Answer permessage-deflate offers on `/ws` (`--deflate`); off by default.
+    pub deflate: bool,
+    /// The largest window (9–15 bits) a client may compress with (`--deflate-window-bits`):
+    /// what each connection's decompressor keeps, `2^bits` bytes.
+    pub deflate_window_bits: u8,
+    /// Neither side keeps its compression context between messages
+    /// (`--deflate-no-context-takeover`): no compressor (about 312 KiB) or decompressor is
+    /// held by an idle connection, at the cost of setting one up for every message.
+    pub deflate_no_context_takeover: bool,
+    /// Messages shorter than this go uncompressed (`--deflate-min-size`).
+    pub deflate_min_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +117,10 @@ impl Default for ServerConfig {
             max_head_bytes: 8 * 1024,
             head_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
+            deflate: false,
+            deflate_window_bits: 15,
+            deflate_no_context_takeover: false,
+            deflate_min_bytes: 64,
         }
     }
 }
@@ -128,6 +143,8 @@ enum Kind {
     Duration,
     Level,
     Runtime,
+    /// On or off: `--flag` alone is on, or `--flag=true|false` (also 1/0, on/off, yes/no).
+    Switch,
 }
 
 /// One flag: its name, value kind and help line; its environment variable is derived.
@@ -233,6 +250,26 @@ const FLAGS: &[Flag] = &[
         Kind::Bytes,
         "compact the journal past this and 4x its last compaction [1MiB]",
     ),
+    flag(
+        "deflate",
+        Kind::Switch,
+        "answer permessage-deflate offers (RFC 7692) [off]",
+    ),
+    flag(
+        "deflate-window-bits",
+        Kind::Count,
+        "largest window (9-15 bits) clients may compress with [15]",
+    ),
+    flag(
+        "deflate-no-context-takeover",
+        Kind::Switch,
+        "no compression context kept between messages, either way [off]",
+    ),
+    flag(
+        "deflate-min-size",
+        Kind::Bytes,
+        "send messages shorter than this uncompressed [64]",
+    ),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
     flag(
         "runtime",
@@ -264,15 +301,20 @@ pub fn help() -> String {
         "sockeye: a small WebSocket push/chat server\n\n\
          usage: sockeye [--flag value | --flag=value]...\n\n\
          Every flag can also be set by the environment variable shown; a flag wins.\n\
-         Sizes take K/KiB/M/MiB suffixes, durations ms/s/m/h (plain numbers are seconds).\n\n",
+         Sizes take K/KiB/M/MiB suffixes, durations ms/s/m/h (plain numbers are seconds);\n\
+         switches (--deflate) need no value, or take =true|false.\n\n",
     );
     for f in FLAGS {
-        let _ = writeln!(out, "  --{:<26} {:<34} {}", f.name, env_name(f), f.help);
+        let _ = writeln!(out, "  --{:<27} {:<35} {}", f.name, env_name(f), f.help);
     }
     out.push_str(
         "\nEndpoints: GET /ws (WebSocket, plain JSON mode), POST /api/push, GET /healthz,\n\
          GET /metrics, GET / (demo page), GET /sockeye.js and GET /sockeye.d.ts\n\
-         (the JavaScript client).\n",
+         (the JavaScript client).\n\n\
+         permessage-deflate (--deflate) compresses each message per connection; with\n\
+         context takeover (the default) a connection that has sent a compressed message\n\
+         keeps a compressor of about 312 KiB, and one that received one a decompressor of\n\
+         about 43 KiB (a 15-bit window): --deflate-no-context-takeover keeps neither.\n",
     );
     out
 }
@@ -301,9 +343,10 @@ pub fn parse(
             .iter()
             .find(|f| f.name == name)
             .ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
-        let value = match inline {
-            Some(value) => value,
-            None => args
+        let value = match (inline, flag.kind) {
+            (Some(value), _) => value,
+            (None, Kind::Switch) => "true".into(),
+            (None, _) => args
                 .next()
                 .ok_or_else(|| format!("--{name} needs a value"))?,
         };
@@ -323,6 +366,15 @@ pub fn parse(
     }
     if config.max_connections_per_user == 0 || config.max_connections == 0 {
         return Err("connection limits must be at least 1".into());
+    }
+    if config.deflate && !cfg!(feature = "deflate") {
+        return Err("--deflate: this build has no permessage-deflate (feature `deflate`)".into());
+    }
+    if !(9..=15).contains(&config.deflate_window_bits) {
+        return Err(format!(
+            "--deflate-window-bits: {} is not a window size from 9 to 15 bits",
+            config.deflate_window_bits
+        ));
     }
     if config.max_frame_bytes > config.max_message_bytes {
         config.max_frame_bytes = config.max_message_bytes;
@@ -356,6 +408,22 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
                 _ => return Err(format!("{value:?} is not a runtime: threads or smol")),
             }
         }
+        (name, Kind::Switch) => {
+            let on = match value {
+                "true" | "1" | "on" | "yes" => true,
+                "false" | "0" | "off" | "no" => false,
+                _ => return Err(format!("{value:?} is not on or off (true or false)")),
+            };
+            match name {
+                "deflate" => config.deflate = on,
+                _ => config.deflate_no_context_takeover = on,
+            }
+        }
+        ("deflate-window-bits", _) => {
+            config.deflate_window_bits = value
+                .parse()
+                .map_err(|_| format!("{value:?} is not a window size from 9 to 15 bits"))?;
+        }
         (name, Kind::Count) => {
             let n = parse_count(value)?;
             match name {
@@ -374,6 +442,7 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
                 "max-queue-bytes" => config.max_queue_bytes = n,
                 "mailbox-bytes" => config.mailbox_bytes = n,
                 "mailbox-sender-bytes" => config.mailbox_sender_bytes = n,
+                "deflate-min-size" => config.deflate_min_bytes = n,
                 _ => config.journal_compact_bytes = n,
             }
         }
@@ -506,6 +575,38 @@ mod tests {
             Runtime::Smol
         );
         assert!(run(&["--max-frame-bytes", "0"], &[]).is_err());
+    }
+
+    #[test]
+    fn deflate_flags_switches_and_limits() {
+        let c = run(&[], &[]).unwrap();
+        assert!(!c.deflate && !c.deflate_no_context_takeover);
+        // A switch alone does not take the next argument as its value.
+        let c = run(
+            &[
+                "--deflate",
+                "--deflate-window-bits",
+                "10",
+                "--deflate-no-context-takeover",
+                "--deflate-min-size=1KiB",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(c.deflate && c.deflate_no_context_takeover);
+        assert_eq!((c.deflate_window_bits, c.deflate_min_bytes), (10, 1024));
+        assert!(run(&[], &[("SOCKEYE_DEFLATE", "1")]).unwrap().deflate);
+        assert!(
+            !run(&["--deflate=off"], &[("SOCKEYE_DEFLATE", "on")])
+                .unwrap()
+                .deflate
+        );
+        let e = run(&["--deflate=maybe"], &[]).unwrap_err();
+        assert!(e.starts_with("--deflate:"), "{e}");
+        for bad in ["8", "16", "x"] {
+            let e = run(&["--deflate-window-bits", bad], &[]).unwrap_err();
+            assert!(e.contains("--deflate-window-bits"), "{e}");
+        }
     }
 
     #[test]

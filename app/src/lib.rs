@@ -104,6 +104,15 @@ fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
     layer.head_timeout = config.head_timeout;
     layer.shutdown_grace = config.shutdown_grace;
     layer.journal = config.journal.is_some();
+    #[cfg(feature = "deflate")]
+    if config.deflate {
+        let mut deflate = sockeye_core::handshake::DeflateConfig::on();
+        deflate.max_window_bits = config.deflate_window_bits;
+        deflate.allow_context_takeover = !config.deflate_no_context_takeover;
+        deflate.keep_compressor = !config.deflate_no_context_takeover;
+        deflate.min_compress_bytes = config.deflate_min_bytes;
+        layer.deflate = deflate;
+    }
     layer
 }
 
@@ -258,6 +267,26 @@ fn announce(config: &ServerConfig) {
             Warn,
             "--journal {}: offline mailboxes and reliable sessions survive a restart",
             path.display()
+        );
+    }
+    #[cfg(feature = "deflate")]
+    if config.deflate {
+        let held = if config.deflate_no_context_takeover {
+            "nothing kept between messages".to_string()
+        } else {
+            format!(
+                "up to {} KiB kept per connection that sends and receives compressed",
+                (sockeye_core::COMPRESSOR_BYTES
+                    + sockeye_core::INFLATER_STATE_BYTES
+                    + (1 << config.deflate_window_bits))
+                    / 1024
+            )
+        };
+        log_at!(
+            Info,
+            "permessage-deflate on: client window {} bits, messages from {} bytes; {held}",
+            config.deflate_window_bits,
+            config.deflate_min_bytes
         );
     }
 }

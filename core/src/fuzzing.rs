@@ -1333,6 +1333,277 @@ pub fn inflate(data: &[u8]) {
     }
 }
 
+/// A permessage-deflate policy from one input byte: bit 0 set turns it off, bit 1 set
+/// forbids the peer's context takeover, bit 2 set drops our compressor after every
+/// message, bits 3–5 the peer's window (8 + value), bits 6–7 `min_compress_bytes`.
+#[cfg(feature = "deflate")]
+fn deflate_policy(b: u8) -> crate::handshake::DeflateConfig {
+    crate::handshake::DeflateConfig {
+        enabled: b & 1 == 0,
+        allow_context_takeover: b & 2 == 0,
+        keep_compressor: b & 4 == 0,
+        max_window_bits: 8 + ((b >> 3) & 7),
+        min_compress_bytes: [0, 1, 64, 1000][usize::from(b >> 6)],
+        ..crate::handshake::DeflateConfig::on()
+    }
+}
+
+/// The parameters of one `permessage-deflate` element as a model reads them: `None` if
+/// any is unknown, repeated or out of range (RFC 7692 §7.1), else (server nct, client
+/// nct, server bits, client bits: `Some(None)` given without a value).
+#[cfg(feature = "deflate")]
+#[allow(clippy::type_complexity)]
+fn model_offer(
+    offer: &crate::handshake::ExtensionOffer,
+) -> Option<(bool, bool, Option<u8>, Option<Option<u8>>)> {
+    let bits = |v: &str| -> Option<u8> {
+        let ok = !v.starts_with('0') && v.len() <= 2;
+        v.parse().ok().filter(|b| ok && (8..=15).contains(b))
+    };
+    let (mut snct, mut cnct, mut sbits, mut cbits) = (false, false, None, None);
+    for (name, value) in &offer.params {
+        match (name.to_ascii_lowercase().as_str(), value) {
+            ("server_no_context_takeover", None) if !snct => snct = true,
+            ("client_no_context_takeover", None) if !cnct => cnct = true,
+            ("server_max_window_bits", Some(v)) if sbits.is_none() => sbits = Some(bits(v)?),
+            ("client_max_window_bits", v) if cbits.is_none() => {
+                cbits = Some(match v {
+                    None => None,
+                    Some(v) => Some(bits(v)?),
+                })
+            }
+            _ => return None,
+        }
+    }
+    Some((snct, cnct, sbits, cbits))
+}
+
+/// Sends messages made of `data` both ways between `a` and `b` (our own compressor and
+/// inflater under whatever they agreed) and asserts each arrives exactly as sent.
+#[cfg(feature = "deflate")]
+fn deflate_round_trip(a: &mut Connection, b: &mut Connection, data: &[u8]) {
+    let now = Instant::ZERO;
+    let mut long = Vec::new();
+    while long.len() < 3000 && !data.is_empty() {
+        long.extend_from_slice(data);
+    }
+    let text = String::from_utf8_lossy(data).into_owned();
+    let messages = [
+        Message::binary(Bytes::from(long)),
+        Message::text(text.clone()),
+        Message::text(text.repeat(3)),
+        Message::binary(Bytes::copy_from_slice(data)),
+    ];
+    for (i, message) in messages.into_iter().enumerate() {
+        let (from, to) = if i % 2 == 0 {
+            (&mut *a, &mut *b)
+        } else {
+            (&mut *b, &mut *a)
+        };
+        from.send(now, message.clone())
+            .expect("a send into an open connection");
+        while let Some(bytes) = from.poll_transmit() {
+            to.handle_bytes(now, &bytes);
+        }
+        let got: Vec<Event> = core::iter::from_fn(|| to.poll_event()).collect();
+        assert_eq!(
+            got,
+            [Event::Message(message)],
+            "a message did not round-trip"
+        );
+    }
+}
+
+/// permessage-deflate negotiation (RFC 7692 §5–7) over arbitrary header values, then the
+/// codec under what was agreed.
+///
+/// Input: `[server policy] [client policy] [split]` (policies as [`deflate_policy`]
+/// reads a byte), then the bytes of a `Sec-WebSocket-Extensions` value (CR, LF and NUL
+/// made spaces, at most 2 KiB), cut at `split` into two header lines when `split` falls
+/// inside it.
+///
+/// - **Our server, offered that value** in an upgrade request: `accept_offers` agrees
+///   with `answer_offers`; nothing is agreed with the policy off; an agreement answers a
+///   `permessage-deflate` offer the model finds valid, honouring what it asked (our
+///   reset, a limit on our window, no limit on the client's unless offered, never 8 bits
+///   for the client's) and the policy's limits; the 101 carries exactly the answer's
+///   value, the connection the agreement, and messages round-trip through a client
+///   connection under it.
+/// - **Our client, answered with that value** in a 101: an agreement only when the
+///   policy offered, within what it asked (the server's reset when asked, its window no
+///   larger than asked); the connection has it and messages round-trip through a server
+///   connection under it; with the policy off any extension fails the handshake.
+/// - **Our client and our server** under the two policies always agree on the same
+///   parameters, and messages round-trip.
+#[cfg(feature = "deflate")]
+pub fn deflate_negotiation(data: &[u8]) {
+    use crate::handshake::{DeflateConfig, DeflateParams};
+
+    let mut input = Input::new(data);
+    let server_policy = deflate_policy(input.u8());
+    let client_policy = deflate_policy(input.u8());
+    let split = usize::from(input.u8()) * 8;
+    let raw = input.rest();
+    let value: Vec<u8> = raw
+        .iter()
+        .take(2048)
+        .map(|&b| {
+            if matches!(b, b'\r' | b'\n' | 0) {
+                b' '
+            } else {
+                b
+            }
+        })
+        .collect();
+    let mut lines = Vec::new();
+    let (first, second) = value.split_at(split.min(value.len()));
+    for part in [first, second] {
+        if !part.is_empty() || lines.is_empty() {
+            lines.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+            lines.extend_from_slice(part);
+            lines.extend_from_slice(b"\r\n");
+        }
+    }
+    let config = Config::default();
+    let now = Instant::ZERO;
+    let payload = &raw[..raw.len().min(512)];
+    let limit = |policy: &DeflateConfig| policy.max_window_bits.clamp(9, 15);
+
+    // Our server, offered the fuzzed value.
+    let mut request = Vec::from(
+        &b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"[..],
+    );
+    request.extend_from_slice(&lines);
+    request.extend_from_slice(b"\r\n");
+    if let Ok(Some(req)) = ServerHandshake::new(&config, now).handle_bytes(now, &request) {
+        let offers = req.extensions().to_vec();
+        let answer = server_policy.answer_offers(&offers);
+        assert_eq!(
+            server_policy.accept_offers(&offers),
+            answer.as_ref().map(|(p, _)| *p)
+        );
+        if !server_policy.enabled {
+            assert!(answer.is_none(), "agreed with the policy off");
+        }
+        let valid = offers
+            .iter()
+            .filter(|o| o.name.eq_ignore_ascii_case("permessage-deflate"))
+            .find_map(model_offer);
+        assert_eq!(answer.is_some(), server_policy.enabled && valid.is_some());
+        if let (Some((p, _)), Some((snct, cnct, sbits, cbits))) = (&answer, valid) {
+            assert_eq!(
+                p.server_no_context_takeover,
+                snct || !server_policy.keep_compressor
+            );
+            assert_eq!(
+                p.client_no_context_takeover,
+                cnct || !server_policy.allow_context_takeover
+            );
+            assert_eq!(p.server_max_window_bits, sbits.unwrap_or(15));
+            match cbits {
+                None => assert_eq!(p.client_max_window_bits, 15),
+                Some(offered) => assert_eq!(
+                    p.client_max_window_bits,
+                    offered.unwrap_or(15).min(limit(&server_policy))
+                ),
+            }
+            assert!(p.client_max_window_bits >= 9);
+        }
+        let mut server = req.accept_deflate(now, None, config.clone(), &server_policy);
+        let head = server.poll_transmit().expect("the 101");
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut parsed = httparse::Response::new(&mut headers);
+        assert!(matches!(
+            parsed.parse(&head),
+            Ok(httparse::Status::Complete(_))
+        ));
+        let extension = parsed
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+            .map(|h| h.value);
+        assert_eq!(
+            extension,
+            answer.as_ref().map(|(_, value)| value.as_bytes())
+        );
+        assert_eq!(server.deflate_params(), answer.as_ref().map(|(p, _)| p));
+        if let Some((p, _)) = answer {
+            let mut client = Connection::client(config.clone(), now, SeededEntropy::new(5));
+            client.set_deflate(Some(p), &client_policy);
+            deflate_round_trip(&mut server, &mut client, payload);
+        }
+    }
+
+    // Our client, answered with the fuzzed value.
+    let request = ClientRequest {
+        host: "server.example.com",
+        path: "/chat",
+        protocols: &[],
+        origin: None,
+        headers: &[],
+    };
+    let mut handshake =
+        ClientHandshake::with_deflate(&config, now, request, &mut SampleNonce, &client_policy);
+    let mut response = Vec::from(
+        &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+           Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"[..],
+    );
+    response.extend_from_slice(&lines);
+    response.extend_from_slice(b"\r\n");
+    match handshake.handle_bytes(now, &response) {
+        Ok(Some(accepted)) => {
+            let agreed: Option<DeflateParams> = accepted.deflate_params().copied();
+            if let Some(p) = agreed {
+                assert!(client_policy.enabled, "agreed though nothing was offered");
+                if !client_policy.allow_context_takeover {
+                    assert!(p.server_no_context_takeover, "our reset request ignored");
+                }
+                assert!(p.server_max_window_bits <= limit(&client_policy));
+                for bits in [p.server_max_window_bits, p.client_max_window_bits] {
+                    assert!((8..=15).contains(&bits));
+                }
+            }
+            let mut client = accepted.into_connection(now, config.clone(), SeededEntropy::new(6));
+            assert_eq!(client.deflate_params().copied(), agreed);
+            if let Some(p) = agreed {
+                let mut server = Connection::server(config.clone(), now);
+                server.set_deflate(Some(p), &server_policy);
+                deflate_round_trip(&mut client, &mut server, payload);
+            }
+        }
+        Ok(None) => panic!("a complete 101 head was not taken"),
+        Err(HandshakeError::UnexpectedExtension) => {}
+        Err(e) => {
+            // Only the extension header varies; anything else it breaks is a bad head.
+            assert_eq!(e, HandshakeError::Malformed, "{e:?}");
+        }
+    }
+
+    // Our two ends under the two policies.
+    let mut client =
+        ClientHandshake::with_deflate(&config, now, request, &mut SampleNonce, &client_policy);
+    let head = client.poll_transmit().expect("the request");
+    let req = ServerHandshake::new(&config, now)
+        .handle_bytes(now, &head)
+        .expect("our server takes our request")
+        .expect("a whole head");
+    let mut server = req.accept_deflate(now, None, config.clone(), &server_policy);
+    let answer = server.poll_transmit().expect("the 101");
+    let accepted = client
+        .handle_bytes(now, &answer)
+        .expect("our client takes our server's answer")
+        .expect("a whole 101");
+    let agreed = accepted.deflate_params().copied();
+    assert_eq!(agreed.as_ref(), server.deflate_params());
+    assert_eq!(
+        agreed.is_some(),
+        client_policy.enabled && server_policy.enabled
+    );
+    let mut client = accepted.into_connection(now, config, SeededEntropy::new(7));
+    deflate_round_trip(&mut client, &mut server, payload);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1357,6 +1628,8 @@ mod tests {
         ];
         #[cfg(feature = "deflate")]
         bodies.push(("inflate", inflate));
+        #[cfg(feature = "deflate")]
+        bodies.push(("deflate_negotiation", deflate_negotiation));
         bodies
     }
 

@@ -91,8 +91,9 @@
 //! the inflated text, inflation in bounded steps that stops with 1009 as soon as
 //! `max_message_bytes` is crossed. [`Compression::Never`] keeps a message holding a
 //! secret uncompressed (CRIME/BREACH); `Connection::deflate_memory` reports what the
-//! codec holds. Not done yet: no runtime and no server enables it, and a broadcast is
-//! compressed once per connection (no encode-once for fan-out).
+//! codec holds. Both runtimes and the server layer enable it through a `deflate` feature
+//! of their own. Not done yet: a broadcast is compressed once per connection (no
+//! encode-once for fan-out).
 //!
 //! ## Time
 //!

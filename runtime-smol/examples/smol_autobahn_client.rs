@@ -3,9 +3,11 @@
 //!
 //! Reads `AUTOBAHN_URL` (default `ws://127.0.0.1:9001`) and `AUTOBAHN_AGENT` (default
 //! `sockeye`), asks `/getCaseCount`, runs `/runCase?case=i&agent=…` for every case by
-//! echoing each message until the connection closes, then asks `/updateReports`.
+//! echoing each message until the connection closes, then asks `/updateReports`. Built
+//! with the `deflate` feature it offers permessage-deflate to every case and compresses
+//! every echo, however small.
 
-use sockeye_smol::{Client, Config};
+use sockeye_smol::{Client, ClientOptions, Config};
 
 fn main() -> Result<(), sockeye_smol::Error> {
     smol::block_on(run())
@@ -27,11 +29,22 @@ async fn run() -> Result<(), sockeye_smol::Error> {
     while ws.recv().await?.is_some() {}
     eprintln!("smol_autobahn_client: {count} cases");
 
+    #[cfg(feature = "deflate")]
+    let policy = {
+        let mut policy = sockeye_smol::DeflateConfig::on();
+        policy.min_compress_bytes = 0;
+        policy
+    };
+    let options = ClientOptions {
+        #[cfg(feature = "deflate")]
+        deflate: Some(&policy),
+        ..ClientOptions::default()
+    };
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
         // Errors are part of the tests (the server breaks the protocol on purpose); the
         // verdict is the server's to give, so just move on to the next case.
-        if let Ok(mut ws) = Client::connect(&url, Config::default()).await {
+        if let Ok(mut ws) = Client::connect_with(&url, Config::default(), options).await {
             while let Ok(Some(message)) = ws.recv().await {
                 if ws.send(message).await.is_err() {
                     break;

@@ -2,10 +2,13 @@
 //! `sockeye-std`'s `echo_server`, a task per connection on one thread.
 //!
 //! ```text
-//! cargo run --release -p sockeye-smol --example smol_echo_server -- 127.0.0.1:9001
+//! cargo run --release -p sockeye-smol --features deflate --example smol_echo_server -- 127.0.0.1:9001
+//! cargo run --release -p sockeye-smol --features deflate --example smol_echo_server -- --no-deflate
 //! ```
 //!
-//! `Config::default()` accepts a 16 MiB message, enough for the Autobahn testsuite.
+//! `Config::default()` accepts a 16 MiB message, enough for the Autobahn testsuite. Built
+//! with the `deflate` feature it answers permessage-deflate offers and compresses every
+//! echo, however small, as `echo_server` does; `--no-deflate` declines every offer.
 
 use std::rc::Rc;
 
@@ -13,10 +16,27 @@ use async_executor::LocalExecutor;
 use sockeye_smol::{Config, Server};
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:9001".to_string());
+    let mut addr = "127.0.0.1:9001".to_string();
+    let mut deflate = true;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--no-deflate" => deflate = false,
+            _ => addr = arg,
+        }
+    }
     let server = Server::bind(&addr, Config::default())?;
+    #[cfg(feature = "deflate")]
+    let server = if deflate {
+        let mut policy = sockeye_smol::DeflateConfig::on();
+        policy.min_compress_bytes = 0;
+        server.deflate(policy)
+    } else {
+        server
+    };
+    #[cfg(not(feature = "deflate"))]
+    if deflate {
+        eprintln!("smol_echo_server: built without the `deflate` feature; no compression");
+    }
     println!(
         "smol_echo_server listening on ws://{}",
         server.local_addr()?

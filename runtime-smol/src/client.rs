@@ -5,8 +5,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 
 use async_io::{Async, Timer};
 use futures_lite::future;
-use sockeye_core::handshake::ClientRequest;
-use sockeye_core::{ClientHandshake, Config};
+use sockeye_core::Config;
 use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Result, WsUrl};
 
 use crate::handshake_io::{self, Input};
@@ -44,8 +43,9 @@ impl Client {
         Client::connect_with(url, config, ClientOptions::default()).await
     }
 
-    /// Like [`connect`](Self::connect), offering subprotocols, an origin or extra
-    /// headers. [`WebSocket::protocol`] tells which subprotocol the server picked.
+    /// Like [`connect`](Self::connect), offering subprotocols, an origin, extra headers
+    /// or (feature `deflate`) permessage-deflate. [`WebSocket::protocol`] tells which
+    /// subprotocol the server picked.
     pub async fn connect_with(
         url: &str,
         config: Config,
@@ -97,15 +97,7 @@ async fn handshake(
 ) -> Result<WebSocket> {
     let _ = stream.get_ref().set_nodelay(true);
     let mut entropy = OsEntropy::new()?;
-    let host = url.host_header();
-    let request = ClientRequest {
-        host: &host,
-        path: url.resource(),
-        protocols: options.protocols,
-        origin: options.origin,
-        headers: options.headers,
-    };
-    let mut handshake = ClientHandshake::new(&config, clock.now(), request, &mut entropy);
+    let mut handshake = options.handshake(url, &config, clock.now(), &mut entropy);
     while let Some(chunk) = handshake.poll_transmit() {
         handshake_io::write_all(&mut stream, &chunk, config.handshake_timeout).await?;
     }

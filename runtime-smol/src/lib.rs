@@ -57,6 +57,14 @@
 //! [`SessionRegistry::next_event`] and sends with [`SessionRegistry::send`]. The protocol
 //! is `sockeye_core::session`'s; these types only carry it.
 //!
+//! ## Compression (feature `deflate`, unstable)
+//!
+//! As in `sockeye-std`: `ClientOptions::deflate` offers permessage-deflate (RFC 7692),
+//! `Server::deflate` answers offers, each by a `DeflateConfig`;
+//! `WebSocket::deflate_params` says what was agreed, [`WebSocket::send`] compresses by
+//! the policy and [`WebSocket::send_with`] with [`Compression::Never`] sends a message
+//! that holds a secret uncompressed.
+//!
 //! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`
 //! ([`OsEntropy`](sockeye_std::OsEntropy)), so this crate needs a Unix-like system.
 //!
@@ -90,9 +98,13 @@ pub use websocket::{TrySendError, WebSocket};
 
 pub use sockeye_core as core;
 pub use sockeye_core::handshake::Request;
+#[cfg(feature = "deflate")]
+pub use sockeye_core::handshake::{DeflateConfig, DeflateParams};
+#[cfg(feature = "deflate")]
+pub use sockeye_core::DeflateMemory;
 pub use sockeye_core::{
-    Close, CloseCode, Config, ConnectionError, DeadLetterReason, Event, HandshakeError, Instant,
-    LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq, SessionConfig, SessionEvent,
-    SessionId, SessionSendError, State,
+    Close, CloseCode, Compression, Config, ConnectionError, DeadLetterReason, Event,
+    HandshakeError, Instant, LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq,
+    SessionConfig, SessionEvent, SessionId, SessionSendError, State,
 };
 pub use sockeye_std::{ClientOptions, Error, ReliableOptions, Result};

@@ -309,10 +309,13 @@ impl ReliableClient {
         if let Some(resume) = &resume {
             headers.push((RESUME_HEADER, resume));
         }
+        // No compression offered; the `..` fills `deflate` when that feature is on.
+        #[allow(clippy::needless_update)]
         let options = ClientOptions {
             protocols: &[SUBPROTOCOL],
             origin: None,
             headers: &headers,
+            ..ClientOptions::default()
         };
         let config = self.options.config.clone();
         match Client::connect_on(&self.url, config, options, self.clock).await {

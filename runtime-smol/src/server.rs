@@ -42,6 +42,8 @@ use crate::websocket::{Parts, WebSocket};
 pub struct Server {
     listener: Async<TcpListener>,
     config: Config,
+    #[cfg(feature = "deflate")]
+    deflate: sockeye_core::handshake::DeflateConfig,
 }
 
 impl Server {
@@ -51,7 +53,18 @@ impl Server {
         Ok(Server {
             listener: Async::new(listener)?,
             config,
+            #[cfg(feature = "deflate")]
+            deflate: sockeye_core::handshake::DeflateConfig::OFF,
         })
+    }
+
+    /// Sets the permessage-deflate policy (RFC 7692; off by default) every upgrade
+    /// answers offers by, as `sockeye_std::Server::deflate` does;
+    /// [`WebSocket::deflate_params`] tells each connection what was agreed.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, policy: sockeye_core::handshake::DeflateConfig) -> Self {
+        self.deflate = policy;
+        self
     }
 
     /// The address the server listens on.
@@ -68,6 +81,8 @@ impl Server {
             stream,
             peer,
             config: self.config.clone(),
+            #[cfg(feature = "deflate")]
+            deflate: self.deflate.clone(),
         })
     }
 }
@@ -78,6 +93,8 @@ pub struct Incoming {
     stream: Async<TcpStream>,
     peer: SocketAddr,
     config: Config,
+    #[cfg(feature = "deflate")]
+    deflate: sockeye_core::handshake::DeflateConfig,
 }
 
 impl Incoming {
@@ -155,6 +172,14 @@ impl Incoming {
             path: Some(path),
             protocol: protocol.clone(),
         };
+        #[cfg(feature = "deflate")]
+        let conn = request.accept_deflate(
+            clock.now(),
+            protocol.as_deref(),
+            config.clone(),
+            &self.deflate,
+        );
+        #[cfg(not(feature = "deflate"))]
         let conn = request.accept(clock.now(), protocol.as_deref(), config.clone());
         let mut ws = WebSocket::new(conn, self.stream, parts);
         // The 101 goes out now, not with the application's first call.

@@ -12,7 +12,9 @@ use async_io::{Async, Timer};
 use bytes::{Buf, Bytes};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use sockeye_core::time::earliest;
-use sockeye_core::{Close, CloseCode, Connection, Event, Instant, Message, MessageKind, State};
+use sockeye_core::{
+    Close, CloseCode, Compression, Connection, Event, Instant, Message, MessageKind, State,
+};
 use sockeye_std::{Clock, Error, Result};
 
 use crate::handshake_io::{self, Input};
@@ -199,11 +201,22 @@ impl WebSocket {
     /// otherwise hands it back as [`TrySendError::Full`]. The bytes go out with the next
     /// call that drives the connection ([`flush`](Self::flush) to push them now).
     pub fn try_send(&mut self, message: Message) -> std::result::Result<(), TrySendError> {
+        self.try_send_with(message, Compression::Auto)
+    }
+
+    /// [`try_send`](Self::try_send), choosing whether this message may be compressed
+    /// when permessage-deflate was negotiated: [`Compression::Never`] for a message
+    /// that holds a secret next to text an attacker controls (see [`Compression`]).
+    pub fn try_send_with(
+        &mut self,
+        message: Message,
+        compression: Compression,
+    ) -> std::result::Result<(), TrySendError> {
         let len = message.payload().len();
         if self.pending_bytes > 0 && self.pending_bytes + len > self.max_queue_bytes {
             return Err(TrySendError::Full(message));
         }
-        match self.conn.send(self.clock.now(), message) {
+        match self.conn.send_with(self.clock.now(), message, compression) {
             Ok(()) => {
                 self.drain();
                 Ok(())
@@ -222,9 +235,15 @@ impl WebSocket {
     /// the queue is full, first waits for room. This is the backpressure: no queue grows
     /// past `Config::max_send_queue_bytes`. See the type's docs for cancel safety.
     pub async fn send(&mut self, message: Message) -> Result<()> {
+        self.send_with(message, Compression::Auto).await
+    }
+
+    /// [`send`](Self::send), choosing whether this message may be compressed, as
+    /// [`try_send_with`](Self::try_send_with) does. Cancel safety as for `send`.
+    pub async fn send_with(&mut self, message: Message, compression: Compression) -> Result<()> {
         let mut message = message;
         loop {
-            match self.try_send(message) {
+            match self.try_send_with(message, compression) {
                 Ok(()) => return self.flush().await,
                 Err(TrySendError::Full(back)) => {
                     message = back;
@@ -242,9 +261,22 @@ impl WebSocket {
         payload: Bytes,
         fin: bool,
     ) -> Result<()> {
+        self.send_fragment_with(kind, payload, fin, Compression::Auto)
+            .await
+    }
+
+    /// [`send_fragment`](Self::send_fragment), choosing whether the message may be
+    /// compressed; the choice made with its first fragment holds for the whole message.
+    pub async fn send_fragment_with(
+        &mut self,
+        kind: MessageKind,
+        payload: Bytes,
+        fin: bool,
+        compression: Compression,
+    ) -> Result<()> {
         self.flush().await?;
         self.conn
-            .send_fragment(self.clock.now(), kind, payload, fin)?;
+            .send_fragment_with(self.clock.now(), kind, payload, fin, compression)?;
         self.flush().await
     }
 
@@ -316,6 +348,19 @@ impl WebSocket {
     /// The subprotocol agreed in the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed in the handshake (RFC 7692), if any.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<&sockeye_core::handshake::DeflateParams> {
+        self.conn.deflate_params()
+    }
+
+    /// The memory the permessage-deflate codec holds now (see
+    /// [`Connection::deflate_memory`]).
+    #[cfg(feature = "deflate")]
+    pub fn deflate_memory(&self) -> sockeye_core::DeflateMemory {
+        self.conn.deflate_memory()
     }
 
     /// On a server, the path and query the client requested (`/chat?room=1`).

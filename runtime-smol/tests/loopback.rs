@@ -202,7 +202,7 @@ fn a_refused_upgrade_is_answered_with_its_status() {
         let options = ClientOptions {
             protocols: &["chat"],
             origin: Some("https://evil.example"),
-            headers: &[],
+            ..ClientOptions::default()
         };
         let refused = Client::connect_with(&url, Config::default(), options).await;
         match refused {

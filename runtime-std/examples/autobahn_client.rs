@@ -3,8 +3,12 @@
 //! Reads `AUTOBAHN_URL` (default `ws://127.0.0.1:9001`) and `AUTOBAHN_AGENT` (default
 //! `sockeye`), asks `/getCaseCount`, runs `/runCase?case=i&agent=…` for every case by
 //! echoing each message until the connection closes, then asks `/updateReports`.
+//!
+//! Built with the `deflate` feature it offers permessage-deflate (RFC 7692) to every case
+//! and compresses every echo, however small (groups 12 and 13 negotiate it; the others
+//! decline).
 
-use sockeye_std::{Client, Config};
+use sockeye_std::{Client, ClientOptions, Config};
 
 fn main() -> Result<(), sockeye_std::Error> {
     let base = std::env::var("AUTOBAHN_URL").unwrap_or_else(|_| "ws://127.0.0.1:9001".into());
@@ -22,11 +26,22 @@ fn main() -> Result<(), sockeye_std::Error> {
     while ws.recv()?.is_some() {}
     eprintln!("autobahn_client: {count} cases");
 
+    #[cfg(feature = "deflate")]
+    let policy = {
+        let mut policy = sockeye_std::DeflateConfig::on();
+        policy.min_compress_bytes = 0;
+        policy
+    };
+    let options = ClientOptions {
+        #[cfg(feature = "deflate")]
+        deflate: Some(&policy),
+        ..ClientOptions::default()
+    };
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
         // Errors are part of the tests (the server breaks the protocol on purpose); the
         // verdict is the server's to give, so just move on to the next case.
-        if let Ok(mut ws) = Client::connect(&url, Config::default()) {
+        if let Ok(mut ws) = Client::connect_with(&url, Config::default(), options) {
             while let Ok(Some(message)) = ws.recv() {
                 if ws.send(message).is_err() {
                     break;

@@ -4,7 +4,7 @@ use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
 
 use sockeye_core::handshake::ClientRequest;
-use sockeye_core::{ClientHandshake, Config};
+use sockeye_core::{ClientHandshake, Config, Entropy, Instant};
 
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
@@ -22,6 +22,41 @@ pub struct ClientOptions<'a> {
     pub origin: Option<&'a str>,
     /// Extra header fields, such as `("Authorization", "Bearer …")`.
     pub headers: &'a [(&'a str, &'a str)],
+    /// The permessage-deflate policy (RFC 7692) to offer, if any (`None`, the default:
+    /// no offer). [`WebSocket::deflate_params`] tells what the server agreed to.
+    ///
+    /// The field exists with the `deflate` feature only: build the options with
+    /// `..ClientOptions::default()` so that code compiles whether or not some crate in
+    /// the build enables it.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<&'a sockeye_core::handshake::DeflateConfig>,
+}
+
+impl ClientOptions<'_> {
+    /// The core's client handshake for `url` with these options, as both runtimes start
+    /// it: the request head with the subprotocols, origin, headers and (with the
+    /// `deflate` feature) the permessage-deflate offer.
+    pub fn handshake(
+        &self,
+        url: &WsUrl,
+        config: &Config,
+        now: Instant,
+        entropy: &mut dyn Entropy,
+    ) -> ClientHandshake {
+        let host = url.host_header();
+        let request = ClientRequest {
+            host: &host,
+            path: url.resource(),
+            protocols: self.protocols,
+            origin: self.origin,
+            headers: self.headers,
+        };
+        #[cfg(feature = "deflate")]
+        if let Some(policy) = self.deflate {
+            return ClientHandshake::with_deflate(config, now, request, entropy, policy);
+        }
+        ClientHandshake::new(config, now, request, entropy)
+    }
 }
 
 /// Opens client connections.
@@ -101,15 +136,7 @@ fn handshake(
 ) -> Result<WebSocket> {
     let mut transport = Transport::new(stream, write_timeout(&config), clock)?;
     let mut entropy = OsEntropy::new()?;
-    let host = url.host_header();
-    let request = ClientRequest {
-        host: &host,
-        path: url.resource(),
-        protocols: options.protocols,
-        origin: options.origin,
-        headers: options.headers,
-    };
-    let mut handshake = ClientHandshake::new(&config, clock.now(), request, &mut entropy);
+    let mut handshake = options.handshake(url, &config, clock.now(), &mut entropy);
     while let Some(chunk) = handshake.poll_transmit() {
         transport.queue(chunk);
     }

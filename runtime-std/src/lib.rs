@@ -42,6 +42,16 @@
 //! memory for `SessionConfig::session_expiry`. The protocol is `sockeye_core::session`'s;
 //! these types only carry it.
 //!
+//! ## Compression (feature `deflate`, unstable)
+//!
+//! With the `deflate` feature a client offers permessage-deflate (RFC 7692) by
+//! `ClientOptions::deflate` and a server answers offers by `Server::deflate`, each with
+//! a `DeflateConfig` (window bits, context takeover both ways, level, the size under
+//! which messages go uncompressed); `WebSocket::deflate_params` says what was agreed.
+//! [`WebSocket::send`] then compresses by the policy, and
+//! [`WebSocket::send_with`]`(message, `[`Compression::Never`]`)` sends a message that
+//! holds a secret uncompressed. The negotiation and the codec are the core's.
+//!
 //! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`, so this crate
 //! needs a Unix-like system (see [`OsEntropy`]).
 //!
@@ -82,10 +92,14 @@ pub use url::WsUrl;
 pub use websocket::WebSocket;
 
 pub use sockeye_core::handshake::Request;
+#[cfg(feature = "deflate")]
+pub use sockeye_core::handshake::{DeflateConfig, DeflateParams};
+#[cfg(feature = "deflate")]
+pub use sockeye_core::DeflateMemory;
 pub use sockeye_core::{
-    Close, CloseCode, Config, ConnectionError, DeadLetterReason, Event, HandshakeError, Instant,
-    LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq, SessionConfig, SessionEvent,
-    SessionId, SessionSendError, State, StoreError,
+    Close, CloseCode, Compression, Config, ConnectionError, DeadLetterReason, Event,
+    HandshakeError, Instant, LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq,
+    SessionConfig, SessionEvent, SessionId, SessionSendError, State, StoreError,
 };
 
 /// The README's example of driving the core by hand, compiled as a doctest so it stays true.

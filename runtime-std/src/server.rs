@@ -20,10 +20,12 @@ type OriginPolicy = dyn Fn(Option<&str>) -> bool + Send + Sync;
 type ProtocolPolicy = dyn Fn(&Request) -> Option<String> + Send + Sync;
 
 /// The application's say in a handshake: which origins to allow, which subprotocol to
-/// pick. Everything else about the handshake is the core's.
+/// pick, whether to compress. Everything else about the handshake is the core's.
 struct Policy {
     origin: Box<OriginPolicy>,
     protocol: Box<ProtocolPolicy>,
+    #[cfg(feature = "deflate")]
+    deflate: sockeye_core::handshake::DeflateConfig,
 }
 
 /// A WebSocket server: accepts TCP connections and upgrades them.
@@ -68,6 +70,8 @@ impl Server {
             policy: Policy {
                 origin: Box::new(|_| true),
                 protocol: Box::new(|_| None),
+                #[cfg(feature = "deflate")]
+                deflate: sockeye_core::handshake::DeflateConfig::OFF,
             },
         })
     }
@@ -90,6 +94,20 @@ impl Server {
         select: impl Fn(&Request) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
         self.policy.protocol = Box::new(select);
+        self
+    }
+
+    /// Sets the permessage-deflate policy (RFC 7692; off by default): a client's offer
+    /// is answered by it ([`DeflateConfig::accept_offers`]), and
+    /// [`WebSocket::deflate_params`] tells each connection what was agreed. A compressor
+    /// that keeps its context holds about 312 KiB per connection
+    /// ([`DeflateConfig::keep_compressor`]).
+    ///
+    /// [`DeflateConfig::accept_offers`]: sockeye_core::handshake::DeflateConfig::accept_offers
+    /// [`DeflateConfig::keep_compressor`]: sockeye_core::handshake::DeflateConfig::keep_compressor
+    #[cfg(feature = "deflate")]
+    pub fn deflate(mut self, policy: sockeye_core::handshake::DeflateConfig) -> Self {
+        self.policy.deflate = policy;
         self
     }
 
@@ -212,6 +230,14 @@ fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebS
     }
     let protocol = (policy.protocol)(&request);
     let path = request.path().to_string();
+    #[cfg(feature = "deflate")]
+    let conn = request.accept_deflate(
+        clock.now(),
+        protocol.as_deref(),
+        config.clone(),
+        &policy.deflate,
+    );
+    #[cfg(not(feature = "deflate"))]
     let conn = request.accept(clock.now(), protocol.as_deref(), config.clone());
     WebSocket::new(conn, transport, config.close_timeout, Some(path), protocol)
 }

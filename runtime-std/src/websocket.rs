@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::time::earliest;
-use sockeye_core::{Close, CloseCode, Connection, Event, Instant, Message, MessageKind, State};
+use sockeye_core::{
+    Close, CloseCode, Compression, Connection, Event, Instant, Message, MessageKind, State,
+};
 
 use crate::error::{Error, Result};
 use crate::transport::{Input, Transport};
@@ -152,16 +154,30 @@ impl WebSocket {
     /// Sends a whole message as one frame, blocking until it is written.
     ///
     /// Fails with [`SendError::Closed`](sockeye_core::SendError::Closed) (as [`Error::Send`]) once the closing handshake
-    /// has started.
+    /// has started. With permessage-deflate negotiated the message is compressed when it
+    /// is at least the policy's `min_compress_bytes` long ([`Compression::Auto`]).
     pub fn send(&mut self, message: Message) -> Result<()> {
-        self.send_at(self.transport.clock().now(), message)
+        self.send_with(message, Compression::Auto)
     }
 
-    /// [`send`](Self::send) with the time already read by the caller (the reliable
-    /// client reads the clock once per message for both its session and this).
-    pub(crate) fn send_at(&mut self, now: Instant, message: Message) -> Result<()> {
+    /// [`send`](Self::send), choosing whether this message may be compressed:
+    /// [`Compression::Never`] for a message that holds a secret next to text an attacker
+    /// controls (CRIME/BREACH; see [`Compression`]). Without permessage-deflate every
+    /// message goes uncompressed whatever `compression` says.
+    pub fn send_with(&mut self, message: Message, compression: Compression) -> Result<()> {
+        self.send_at(self.transport.clock().now(), message, compression)
+    }
+
+    /// [`send_with`](Self::send_with) with the time already read by the caller (the
+    /// reliable client reads the clock once per message for both its session and this).
+    pub(crate) fn send_at(
+        &mut self,
+        now: Instant,
+        message: Message,
+        compression: Compression,
+    ) -> Result<()> {
         self.make_room()?;
-        self.conn.send(now, message)?;
+        self.conn.send_with(now, message, compression)?;
         self.drain_and_flush()
     }
 
@@ -180,11 +196,25 @@ impl WebSocket {
     }
 
     /// Sends one fragment of a message (RFC 6455 §5.4); `fin` marks the last one. Every
-    /// fragment of a message names the same `kind`.
+    /// fragment of a message names the same `kind`. With permessage-deflate negotiated
+    /// the message is compressed, each fragment as it is sent.
     pub fn send_fragment(&mut self, kind: MessageKind, payload: Bytes, fin: bool) -> Result<()> {
+        self.send_fragment_with(kind, payload, fin, Compression::Auto)
+    }
+
+    /// [`send_fragment`](Self::send_fragment), choosing whether the message may be
+    /// compressed; the choice made with its first fragment holds for the whole message.
+    pub fn send_fragment_with(
+        &mut self,
+        kind: MessageKind,
+        payload: Bytes,
+        fin: bool,
+        compression: Compression,
+    ) -> Result<()> {
         self.make_room()?;
+        let now = self.transport.clock().now();
         self.conn
-            .send_fragment(self.transport.clock().now(), kind, payload, fin)?;
+            .send_fragment_with(now, kind, payload, fin, compression)?;
         self.drain_and_flush()
     }
 
@@ -221,6 +251,19 @@ impl WebSocket {
     /// The subprotocol agreed in the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed in the handshake (RFC 7692), if any.
+    #[cfg(feature = "deflate")]
+    pub fn deflate_params(&self) -> Option<&sockeye_core::handshake::DeflateParams> {
+        self.conn.deflate_params()
+    }
+
+    /// The memory the permessage-deflate codec holds now (see
+    /// [`Connection::deflate_memory`]).
+    #[cfg(feature = "deflate")]
+    pub fn deflate_memory(&self) -> sockeye_core::DeflateMemory {
+        self.conn.deflate_memory()
     }
 
     /// On a server, the path and query the client requested (`/chat?room=1`).

@@ -55,6 +55,12 @@ pub struct Config {
     /// Durability is on (`--journal`): the layer emits journal records and holds every
     /// acknowledgement until the runtime reports their commit done.
     pub journal: bool,
+    /// The permessage-deflate policy (RFC 7692) every upgrade on `/ws` answers offers by,
+    /// plain and reliable alike; off by default. Every message to a connection that
+    /// agreed is compressed by it (a broadcast once per connection), and a compressor that
+    /// keeps its context holds about 312 KiB per such connection.
+    #[cfg(feature = "deflate")]
+    pub deflate: sockeye_core::handshake::DeflateConfig,
 }
 
 impl Default for Config {
@@ -80,6 +86,8 @@ impl Default for Config {
             head_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
             journal: false,
+            #[cfg(feature = "deflate")]
+            deflate: sockeye_core::handshake::DeflateConfig::OFF,
         }
     }
 }

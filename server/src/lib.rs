@@ -101,6 +101,9 @@ mod server;
 #[cfg(feature = "sim")]
 pub mod sim;
 
+#[cfg(all(test, feature = "deflate"))]
+mod deflate_tests;
+
 pub use config::Config;
 pub use server::Server;
 

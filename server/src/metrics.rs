@@ -67,7 +67,8 @@ pub(crate) struct Metrics {
     pub(crate) journal_failures: u64,
 }
 
-/// Values the hub owns, sampled when `/metrics` is scraped.
+/// Values the hub (and, for compression, the connections) own, sampled when `/metrics`
+/// is scraped.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HubGauges {
     pub(crate) users: u64,
@@ -75,6 +76,10 @@ pub(crate) struct HubGauges {
     pub(crate) mailbox_depth: u64,
     pub(crate) mailbox_bytes: u64,
     pub(crate) mailbox_drops: u64,
+    /// Connections that agreed to permessage-deflate.
+    pub(crate) deflate_connections: u64,
+    /// What their compressors and decompressors hold.
+    pub(crate) deflate_bytes: u64,
 }
 
 impl Metrics {
@@ -193,6 +198,20 @@ impl Metrics {
             "Mailbox messages dropped (a bound or age) as dead letters.",
             hub.mailbox_drops,
         );
+        if cfg!(feature = "deflate") {
+            metric(
+                "deflate_connections",
+                "gauge",
+                "Open connections that agreed to permessage-deflate.",
+                hub.deflate_connections,
+            );
+            metric(
+                "deflate_memory_bytes",
+                "gauge",
+                "Bytes their compressors and decompressors hold now.",
+                hub.deflate_bytes,
+            );
+        }
         out.push_str(
             "# HELP sockeye_handshakes_rejected_total WebSocket handshakes refused, by reason.\n\
              # TYPE sockeye_handshakes_rejected_total counter\n",

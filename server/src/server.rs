@@ -437,13 +437,23 @@ impl Server {
     /// The `/metrics` page as it would be served now.
     pub fn metrics_text(&self) -> String {
         let stats = self.hub.stats();
-        self.metrics.render(&HubGauges {
+        #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
+        let mut gauges = HubGauges {
             users: stats.users as u64,
             rooms: stats.rooms as u64,
             mailbox_depth: stats.mailbox_messages as u64,
             mailbox_bytes: stats.mailbox_bytes as u64,
             mailbox_drops: stats.mail_expired + stats.mail_overflowed,
-        })
+            ..HubGauges::default()
+        };
+        #[cfg(feature = "deflate")]
+        for ws in self.conns.values().filter_map(Conn::ws) {
+            if ws.deflate_params().is_some() {
+                gauges.deflate_connections += 1;
+                gauges.deflate_bytes += ws.deflate_memory().total() as u64;
+            }
+        }
+        self.metrics.render(&gauges)
     }
 
     // ----- internals -----
@@ -889,7 +899,7 @@ impl Server {
             return self.answer(conn, answer::text(503, &refusal.to_string()));
         }
         let now = self.now;
-        let ws = upgrade.accept(now, None, self.ws_config.clone());
+        let ws = self.accept_upgrade(upgrade, None);
         if let Err(refusal) = self
             .hub
             .connect(now, conn, user.clone(), Delivery::AtMostOnce)
@@ -962,8 +972,18 @@ impl Server {
             }
             self.leave_hub(old, session);
         }
-        let ws = upgrade.accept(now, Some(SUBPROTOCOL), self.ws_config.clone());
+        let ws = self.accept_upgrade(upgrade, Some(SUBPROTOCOL));
         self.attach_session(conn, ws, user, session);
+    }
+
+    /// The 101 for `upgrade` with `protocol`, answering its permessage-deflate offers by
+    /// the policy (`Config::deflate`, with that feature).
+    fn accept_upgrade(&self, upgrade: Request, protocol: Option<&str>) -> sockeye_core::Connection {
+        let config = self.ws_config.clone();
+        #[cfg(feature = "deflate")]
+        return upgrade.accept_deflate(self.now, protocol, config, &self.config.deflate);
+        #[cfg(not(feature = "deflate"))]
+        upgrade.accept(self.now, protocol, config)
     }
 }
 

@@ -9,6 +9,13 @@ the Rust test asserts on them. Scenarios:
   server_close CODE                       ask the server to close with CODE, report it
   origin ORIGIN                           connect with that Origin; report accepted/status
   subprotocol [ORIGIN]                    offer "superchat", "chat"; report the choice
+  deflate default|limited                 offer permessage-deflate (websockets' default
+                                          offer, or one asking the server for a 10-bit
+                                          window and no context takeover), exchange
+                                          small, large compressible, random and
+                                          fragmented messages; report the 101's
+                                          extensions and the server's "deflate?" answer
+Every other scenario connects without compression.
 The process exits by itself after $PEER_TIMEOUT seconds (default 60).
 """
 
@@ -17,6 +24,7 @@ import signal
 import sys
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 from websockets.sync.client import connect
 
 TIMEOUT = 10
@@ -65,6 +73,19 @@ def run(ws, scenario, arg):
     elif scenario == "close":
         ws.close(int(arg), "bye")
         return close_report(ws)
+    elif scenario == "deflate":
+        echo(ws, "hello")
+        lines = "".join(f"line {i % 97} of the log, status {i % 7}\n" for i in range(40000))
+        echo(ws, lines)  # about 1 MiB that compresses well
+        echo(ws, lines.encode()[: 1 << 16])
+        echo(ws, os.urandom(1 << 16))
+        ws.send([lines[:5000], lines[5000:20000], lines[20000:20001]])
+        assert ws.recv(timeout=TIMEOUT) == lines[:20001]
+        ws.send("deflate?")
+        server_params = ws.recv(timeout=TIMEOUT)
+        extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
+        ws.close()
+        return {"ok": True, "extensions": extensions, "server_params": server_params}
     elif scenario == "server_close":
         ws.send(f"close:{arg}:server says bye")
         try:
@@ -90,6 +111,17 @@ def main():
         close_timeout=TIMEOUT,
         ping_interval=None,
     )
+    if scenario == "deflate":
+        options["compression"] = "deflate" if arg == "default" else None
+        if arg == "limited":
+            options["extensions"] = [
+                ClientPerMessageDeflateFactory(
+                    server_max_window_bits=10,
+                    server_no_context_takeover=True,
+                    client_max_window_bits=True,
+                    compress_settings={"memLevel": 5},
+                )
+            ]
     if scenario == "origin":
         try:
             with connect(url, origin=arg, **options) as ws:

@@ -1,6 +1,9 @@
 """A Python `websockets` echo server, the peer for sockeye-std's client tests.
 
-usage: python echo_server.py            prints "PORT <n>" once listening on 127.0.0.1
+usage: python echo_server.py [deflate]  prints "PORT <n>" once listening on 127.0.0.1
+
+With "deflate" it answers permessage-deflate offers with websockets' defaults (a 12-bit
+window each way); without, it declines them.
 
 Echoes every message unchanged. Text messages starting with a command do something else:
   "close:CODE:REASON"   close the connection with CODE and REASON
@@ -37,12 +40,13 @@ def handler(ws):
 
 def main():
     signal.alarm(int(os.environ.get("PEER_TIMEOUT", "60")))
+    deflate = sys.argv[1:] == ["deflate"]
     with serve(
         handler,
         "127.0.0.1",
         0,
         max_size=16 * 1024 * 1024,
-        compression=None,
+        compression="deflate" if deflate else None,
         ping_interval=None,
     ) as server:
         print("PORT", server.socket.getsockname()[1], flush=True)

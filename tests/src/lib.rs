@@ -17,7 +17,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sockeye_std::{CloseCode, Config, Message, MessageKind, Server, ServerHandle, WebSocket};
+use sockeye_std::{
+    CloseCode, Config, DeflateConfig, Message, MessageKind, Server, ServerHandle, WebSocket,
+};
 
 /// How long a Python peer may live before it exits by itself (its `PEER_TIMEOUT`).
 pub const PEER_LIFETIME_SECS: u64 = 60;
@@ -185,10 +187,18 @@ pub fn test_config() -> Config {
 /// it echoes every message except these text commands:
 ///   `close:CODE:REASON`  close with CODE and REASON;
 ///   `fragments:A|B|C`    answer with one text message sent as the fragments A, B, C;
-///   `ping:PAYLOAD`       send a ping with PAYLOAD (its pong is the core's business).
+///   `ping:PAYLOAD`       send a ping with PAYLOAD (its pong is the core's business);
+///   `deflate?`           answer with the permessage-deflate agreement, `{:?}` of
+///                        `WebSocket::deflate_params` (`None` when none).
 pub fn spawn_std_echo_server(config: Config) -> ServerHandle {
+    spawn_std_deflate_echo_server(config, DeflateConfig::OFF)
+}
+
+/// [`spawn_std_echo_server`] answering permessage-deflate offers by `policy`.
+pub fn spawn_std_deflate_echo_server(config: Config, policy: DeflateConfig) -> ServerHandle {
     Server::bind("127.0.0.1:0", config)
         .expect("bind 127.0.0.1:0")
+        .deflate(policy)
         .spawn(serve_echo)
         .expect("spawn the accept loop")
 }
@@ -215,6 +225,7 @@ fn serve_echo(mut ws: WebSocket) {
             Some(cmd) if cmd.starts_with("ping:") => {
                 ws.ping(Bytes::copy_from_slice(&cmd.as_bytes()["ping:".len()..]))
             }
+            Some("deflate?") => ws.send(Message::text(format!("{:?}", ws.deflate_params()))),
             _ => ws.send(message),
         };
         if result.is_err() {

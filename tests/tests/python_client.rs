@@ -3,8 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sockeye_std::{Server, ServerHandle};
-use sockeye_tests::{bounded, spawn_std_echo_server, test_config, Peer};
+use sockeye_std::{DeflateConfig, Server, ServerHandle};
+use sockeye_tests::{
+    bounded, spawn_std_deflate_echo_server, spawn_std_echo_server, test_config, Peer,
+};
 
 /// Runs `peers/client.py` against a fresh std echo server and returns its report.
 fn run(scenario: &'static str, arg: Option<&'static str>) -> HashMap<String, String> {
@@ -111,4 +113,57 @@ fn refused_origin_gets_403() {
 fn subprotocol_is_negotiated() {
     let report = run_against("subprotocol", Some("http://good.example"), policy_server);
     assert_eq!(report["subprotocol"], "chat");
+}
+
+/// Runs the `deflate` scenario (`default` or `limited` offer) against a std echo server
+/// answering by `policy`.
+fn run_deflate(offer: &'static str, policy: DeflateConfig) -> HashMap<String, String> {
+    let report = run_against("deflate", Some(offer), move || {
+        spawn_std_deflate_echo_server(test_config(), policy)
+    });
+    assert_eq!(report["ok"], "True");
+    report
+}
+
+#[test]
+fn deflate_is_negotiated_with_a_python_client_and_messages_round_trip() {
+    // websockets offers `client_max_window_bits` and no limit on ours: all 15 bits.
+    let report = run_deflate("default", DeflateConfig::on());
+    assert_eq!(report["extensions"], "permessage-deflate");
+    assert_eq!(
+        report["server_params"],
+        "Some(DeflateParams { server_no_context_takeover: false, \
+         client_no_context_takeover: false, server_max_window_bits: 15, \
+         client_max_window_bits: 15 })"
+    );
+}
+
+#[test]
+fn a_python_client_limiting_our_window_gets_it() {
+    // The client asks for a 10-bit window and no context takeover on our side (zlib's
+    // inflater refuses a reference further back); our policy limits its window to 11.
+    let mut policy = DeflateConfig::on();
+    policy.max_window_bits = 11;
+    let report = run_deflate("limited", policy);
+    assert_eq!(
+        report["extensions"],
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; \
+         client_max_window_bits=11"
+    );
+    assert_eq!(
+        report["server_params"],
+        "Some(DeflateParams { server_no_context_takeover: true, \
+         client_no_context_takeover: false, server_max_window_bits: 10, \
+         client_max_window_bits: 11 })"
+    );
+}
+
+#[test]
+fn a_server_without_compression_declines_a_python_offer() {
+    let report = run_against("deflate", Some("default"), || {
+        spawn_std_echo_server(test_config())
+    });
+    assert_eq!(report["ok"], "True");
+    assert_eq!(report["extensions"], "None");
+    assert_eq!(report["server_params"], "None");
 }

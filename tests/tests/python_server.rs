@@ -3,19 +3,36 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockeye_std::{Client, CloseCode, Event, Message, MessageKind, WebSocket};
+use sockeye_std::{
+    Client, ClientOptions, CloseCode, Compression, DeflateConfig, DeflateParams, Event, Message,
+    MessageKind, WebSocket,
+};
 use sockeye_tests::{bounded, echo, payload, test_config, Peer};
 
 /// Starts `peers/echo_server.py`, connects to it, and runs `body` with the connection.
 fn with_python_server(body: impl FnOnce(&mut WebSocket) + Send + 'static) {
+    with_python_server_offering(None, body)
+}
+
+/// [`with_python_server`], the server answering permessage-deflate offers (websockets'
+/// defaults) and our client offering `deflate` when given.
+fn with_python_server_offering(
+    deflate: Option<DeflateConfig>,
+    body: impl FnOnce(&mut WebSocket) + Send + 'static,
+) {
     bounded(Duration::from_secs(60), move || {
-        let server = Peer::python("echo_server.py", &[]);
+        let args: &[&str] = if deflate.is_some() { &["deflate"] } else { &[] };
+        let server = Peer::python("echo_server.py", args);
         let line = server
             .line(Duration::from_secs(30))
             .expect("echo_server.py did not print its port");
         let port = line.strip_prefix("PORT ").expect("a PORT line");
         let url = format!("ws://127.0.0.1:{port}/");
-        let mut ws = Client::connect(&url, test_config()).expect("connect");
+        let options = ClientOptions {
+            deflate: deflate.as_ref(),
+            ..ClientOptions::default()
+        };
+        let mut ws = Client::connect_with(&url, test_config(), options).expect("connect");
         body(&mut ws);
         drop(server);
     })
@@ -104,5 +121,92 @@ fn server_close_reaches_the_client() {
             ws.send(Message::text("late")),
             Err(sockeye_std::Error::Send(_))
         ));
+    });
+}
+
+/// Text that compresses well: log lines that repeat, near and far.
+fn log_lines(len: usize) -> String {
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < len {
+        text.push_str(&format!("line {} of the log, status {}\n", i % 97, i % 7));
+        i += 1;
+    }
+    text.truncate(len);
+    text
+}
+
+#[test]
+fn deflate_is_negotiated_with_a_python_server_and_messages_round_trip() {
+    with_python_server_offering(Some(DeflateConfig::on()), |ws| {
+        // websockets answers with a 12-bit window each way: the server announces its own
+        // limit unasked, and limits ours (we offer client_max_window_bits).
+        assert_eq!(
+            ws.deflate_params(),
+            Some(&DeflateParams {
+                server_no_context_takeover: false,
+                client_no_context_takeover: false,
+                server_max_window_bits: 12,
+                client_max_window_bits: 12,
+            })
+        );
+        echo(ws, Message::text("hi"));
+        assert_eq!(
+            ws.deflate_memory().compressor,
+            0,
+            "under min_compress_bytes: sent as it is"
+        );
+        // 1 MiB that compresses, compressed by us in 4 KiB contexts (our 12-bit window)
+        // and by websockets on the way back.
+        echo(ws, Message::text(log_lines(1 << 20)));
+        let memory = ws.deflate_memory();
+        assert!(memory.compressor > 0, "we compressed: {memory:?}");
+        assert!(
+            memory.decompressor > 0,
+            "the echo came compressed: {memory:?}"
+        );
+        echo(ws, payload(65536, 9, false));
+        // Fragments from us, compressed as they go; fragments from websockets.
+        let text = log_lines(70_000);
+        ws.send_fragment(
+            MessageKind::Text,
+            Bytes::from(text[..30_000].to_string()),
+            false,
+        )
+        .unwrap();
+        ws.send_fragment(
+            MessageKind::Text,
+            Bytes::from(text[30_000..].to_string()),
+            true,
+        )
+        .unwrap();
+        assert_eq!(ws.recv().unwrap(), Some(Message::text(text)));
+        ws.send(Message::text("fragments:one |two |three")).unwrap();
+        assert_eq!(ws.recv().unwrap(), Some(Message::text("one two three")));
+        // A message we choose not to compress still round-trips.
+        let secret = Message::text(log_lines(5000));
+        ws.send_with(secret.clone(), Compression::Never).unwrap();
+        assert_eq!(ws.recv().unwrap(), Some(secret));
+        ws.close(CloseCode::NORMAL, "").unwrap();
+        assert_eq!(ws.recv().unwrap(), None);
+        assert_eq!(ws.deflate_memory().total(), 0, "freed once closed");
+    });
+}
+
+#[test]
+fn a_python_server_without_compression_declines_our_offer() {
+    bounded(Duration::from_secs(60), || {
+        let server = Peer::python("echo_server.py", &[]);
+        let line = server.line(Duration::from_secs(30)).expect("a PORT line");
+        let url = format!("ws://127.0.0.1:{}/", line.strip_prefix("PORT ").unwrap());
+        let policy = DeflateConfig::on();
+        let options = ClientOptions {
+            deflate: Some(&policy),
+            ..ClientOptions::default()
+        };
+        let mut ws = Client::connect_with(&url, test_config(), options).expect("connect");
+        assert_eq!(ws.deflate_params(), None);
+        echo(&mut ws, Message::text(log_lines(100_000)));
+        assert_eq!(ws.deflate_memory().total(), 0);
     });
 }

@@ -14,10 +14,13 @@
 //!
 //! # Window bits
 //!
-//! Our compressor (miniz_oxide) always uses a 32 KiB window (15 bits), so it compresses
-//! only when the agreement lets our side use 15 bits; negotiation never agrees to less
-//! (see [`crate::handshake::deflate`]), and if an agreement did, messages would simply be
-//! sent uncompressed, which RFC 7692 always allows.
+//! Our compressor (miniz_oxide) always keeps a 32 KiB window (15 bits) and has no way to
+//! look back less far. When the agreement limits our side to `bits` < 15, the compressor
+//! starts a fresh context every `2^bits` bytes of input (a sync flush, then a reset), so
+//! no match can reach further back than the agreed window: the output stays one valid
+//! DEFLATE stream, the peer's window is never exceeded, and only the ratio suffers (and
+//! the reset's cost, about 230 KiB of memory cleared every `2^bits` bytes). An agreed 8 is
+//! honoured as 8 (256 bytes) on our side.
 //!
 //! Our decompressor keeps a window of exactly `2^bits` bytes, `bits` being the window the
 //! peer agreed to use, so a small negotiated window is memory saved. An agreed 8 counts
@@ -114,7 +117,9 @@ impl Deflate {
         Deflate {
             params,
             config: config.clone(),
-            tx: Deflater::new(config.level, our_reset, our_bits >= 15),
+            // Our policy may drop the compressor after every message even where the
+            // agreement lets us keep it: a compressor may always start afresh.
+            tx: Deflater::new(config.level, our_reset || !config.keep_compressor, our_bits),
             rx: Inflater::new(peer_bits, peer_reset),
         }
     }
@@ -139,26 +144,28 @@ pub(crate) struct Deflater {
     flags: u32,
     /// Our `*_no_context_takeover`: a fresh context for every message.
     reset: bool,
-    /// The agreement lets our compressor use its 15-bit window.
-    usable: bool,
+    /// `2^bits` when the agreement limits our window below miniz_oxide's 15 bits: the
+    /// most input one context may cover (see the module docs).
+    limit: Option<usize>,
+    /// Bytes of input the current context has covered (counted only under `limit`).
+    covered: usize,
     state: Option<Box<CompressorOxide>>,
 }
 
 impl Deflater {
-    fn new(level: u8, reset: bool, usable: bool) -> Self {
+    /// A compressor at `level` that resets after every message if `reset`, and uses at
+    /// most a window of `bits` bits (8–15; more counts as 15).
+    fn new(level: u8, reset: bool, bits: u8) -> Self {
         // Negative window bits: raw DEFLATE, no zlib header or checksum.
         let flags = create_comp_flags_from_zip_params(i32::from(level.min(10)), -15, 0);
+        let bits = bits.clamp(8, 15);
         Deflater {
             flags,
             reset,
-            usable,
+            limit: (bits < 15).then_some(1 << bits),
+            covered: 0,
             state: None,
         }
-    }
-
-    /// Whether messages can be compressed at all under the agreement.
-    pub(crate) fn usable(&self) -> bool {
-        self.usable
     }
 
     fn memory(&self) -> usize {
@@ -183,22 +190,33 @@ impl Deflater {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         let mut out = BytesMut::with_capacity(len / 2 + 16);
         for (i, part) in parts.iter().enumerate() {
-            let flush = if i + 1 == parts.len() {
-                TDEFLFlush::Sync
-            } else {
-                TDEFLFlush::None
-            };
+            let last = i + 1 == parts.len();
             let mut input = *part;
             loop {
-                // The callback takes every byte, so one call consumes all of the input;
-                // the loop only guards against a compressor that stops early.
-                let (status, consumed) = compress_to_output(d, input, flush, |chunk| {
-                    out.extend_from_slice(chunk);
-                    true
-                });
-                input = &input[consumed.min(input.len())..];
-                if input.is_empty() || status != TDEFLStatus::Okay || consumed == 0 {
-                    debug_assert!(input.is_empty() && status == TDEFLStatus::Okay);
+                // Under a limited window, a context covers at most `limit` bytes: the
+                // one before was flushed when it filled, so a reset loses nothing.
+                let room = match self.limit {
+                    Some(limit) if self.covered == limit && !input.is_empty() => {
+                        d.reset();
+                        self.covered = 0;
+                        limit
+                    }
+                    Some(limit) => limit - self.covered,
+                    None => usize::MAX,
+                };
+                let (now, rest) = input.split_at(input.len().min(room));
+                if self.limit.is_some() {
+                    self.covered += now.len();
+                }
+                let full = self.limit == Some(self.covered);
+                let flush = if (rest.is_empty() && last) || full {
+                    TDEFLFlush::Sync
+                } else {
+                    TDEFLFlush::None
+                };
+                deflate_into(d, now, flush, &mut out);
+                input = rest;
+                if input.is_empty() {
                     break;
                 }
             }
@@ -212,9 +230,28 @@ impl Deflater {
             }
             if self.reset {
                 self.state = None;
+                self.covered = 0;
             }
         }
         out.freeze()
+    }
+}
+
+/// Compresses all of `input` into `out`, then flushes as `flush` asks.
+fn deflate_into(d: &mut CompressorOxide, input: &[u8], flush: TDEFLFlush, out: &mut BytesMut) {
+    let mut input = input;
+    loop {
+        // The callback takes every byte, so one call consumes all of the input; the loop
+        // only guards against a compressor that stops early.
+        let (status, consumed) = compress_to_output(d, input, flush, |chunk| {
+            out.extend_from_slice(chunk);
+            true
+        });
+        input = &input[consumed.min(input.len())..];
+        if input.is_empty() || status != TDEFLStatus::Okay || consumed == 0 {
+            debug_assert!(input.is_empty() && status == TDEFLStatus::Okay);
+            break;
+        }
     }
 }
 

@@ -297,7 +297,6 @@ impl Connection {
         #[cfg(feature = "deflate")]
         if let Some(d) = &self.deflate {
             return compression == Compression::Auto
-                && d.tx.usable()
                 && len.is_none_or(|len| len >= d.config.min_compress_bytes);
         }
         let _ = (len, compression);

@@ -3,25 +3,26 @@
 //! **Unstable:** the `deflate` feature negotiates here, and the [`Connection`] that
 //! the handshake yields compresses and inflates messages by the agreement
 //! (`connection/deflate.rs`: context takeover as agreed, inflation bounded by
-//! `max_message_bytes`, memory reported by `Connection::deflate_memory`). No runtime
-//! and no server enables it yet, and broadcasts are not encoded once for many
-//! connections.
+//! `max_message_bytes`, memory reported by `Connection::deflate_memory`). The runtimes
+//! and the server layer take a [`DeflateConfig`] through their own `deflate` feature;
+//! broadcasts are not yet encoded once for many connections.
 //!
 //! [`Connection`]: crate::Connection
 //!
-//! The server picks the first acceptable offer with [`DeflateConfig::accept_offers`]
-//! and answers [`DeflateParams::response_value`]; the client offers
+//! The server picks the first valid offer and the 101's answer to it with
+//! [`DeflateConfig::answer_offers`]; the client offers
 //! [`DeflateConfig::offer_value`] and checks the answer with [`check_response`].
 //!
 //! # Window bits
 //!
-//! zlib cannot compress with an 8-bit window: asked for 8 it silently uses 9, and its
-//! output then may refer 512 bytes back, past what a peer that asked for 8 keeps. We
-//! therefore never agree to compress with fewer than 9 bits: an offer asking our side
-//! (as server) to use 8 is declined, and [`DeflateConfig::max_window_bits`] below 9
-//! counts as 9. Our compressor (miniz_oxide) always uses a 32 KiB window, so we accept
-//! no limit below 15 on our own compressor either; the limits we may ask of the peer
-//! only shape what we announce — our inflater takes any window up to 15 bits.
+//! We agree to any window the RFC allows (8–15 bits) for our own compressor: it honours
+//! a limit below its 32 KiB window by starting a fresh context every `2^bits` bytes
+//! (`connection/deflate.rs`), so a client offering `server_max_window_bits=9` is
+//! accepted, and our client offers `client_max_window_bits` so a server may limit it.
+//! The limits we ask of the peer ([`DeflateConfig::max_window_bits`]) are at least 9:
+//! zlib cannot compress with an 8-bit window (asked for 8 it uses 9, and its output may
+//! refer 512 bytes back), so asking a peer for 8 would only invite a violation; our
+//! inflater takes any window up to 15 bits.
 
 use alloc::string::String;
 use core::fmt::Write as _;
@@ -45,8 +46,16 @@ pub struct DeflateConfig {
     /// the receiving side holds (plus about 10 KiB of decompressor state).
     pub max_window_bits: u8,
     /// Whether the peer may keep its compression context between messages; `false`
-    /// asks it to reset (`*_no_context_takeover` for the peer's direction).
+    /// asks it to reset (`*_no_context_takeover` for the peer's direction), so our
+    /// decompressor and its window are freed after every message.
     pub allow_context_takeover: bool,
+    /// Whether our compressor keeps its context between messages (better ratio for
+    /// similar messages). A kept compressor holds about 312 KiB
+    /// ([`COMPRESSOR_BYTES`](crate::COMPRESSOR_BYTES)) for the rest of the connection
+    /// once it has sent one compressed message; `false` announces our
+    /// `*_no_context_takeover` and frees the compressor after every message, at the
+    /// cost of setting one up again for the next.
+    pub keep_compressor: bool,
     /// Compression level, 0 (store) to 10 (best); 6 is zlib's default. The level changes
     /// speed and ratio, not memory: miniz_oxide's compressor holds about 312 KiB
     /// ([`COMPRESSOR_BYTES`](crate::COMPRESSOR_BYTES)) at every level.
@@ -62,12 +71,13 @@ impl DeflateConfig {
         enabled: false,
         max_window_bits: 15,
         allow_context_takeover: true,
+        keep_compressor: true,
         level: 6,
         min_compress_bytes: 64,
     };
 
-    /// The extension on, with a 15-bit window, context takeover, level 6, and messages
-    /// under 64 bytes sent uncompressed.
+    /// The extension on, with a 15-bit window, context takeover both ways, level 6, and
+    /// messages under 64 bytes sent uncompressed.
     pub fn on() -> Self {
         DeflateConfig {
             enabled: true,
@@ -80,56 +90,73 @@ impl DeflateConfig {
     }
 
     /// The server's choice among `offers` (all the `Sec-WebSocket-Extensions` offers,
-    /// in order): the parameters of the first `permessage-deflate` offer it can accept,
-    /// or `None` to use no compression.
+    /// in order): the parameters of the first valid `permessage-deflate` offer, or
+    /// `None` to use no compression.
     ///
     /// RFC 7692 §5.1: a server declines an offer with an unknown parameter, a parameter
-    /// given twice, or an invalid value, and may then accept a later one.
+    /// given twice, or an invalid value, and may then accept a later one. Every valid
+    /// offer is acceptable to us: any window asked of our compressor is honoured (module
+    /// docs).
     pub fn accept_offers(&self, offers: &[ExtensionOffer]) -> Option<DeflateParams> {
+        self.answer_offers(offers).map(|(params, _)| params)
+    }
+
+    /// [`accept_offers`](Self::accept_offers), with the `Sec-WebSocket-Extensions` value
+    /// of the 101 that accepts it: [`DeflateParams::response_value`], plus
+    /// `server_max_window_bits=15` when the offer asked for that limit (§7.1.2.1: an
+    /// accepted limit is answered, even the largest).
+    pub fn answer_offers(&self, offers: &[ExtensionOffer]) -> Option<(DeflateParams, String)> {
         if !self.enabled {
             return None;
         }
-        offers
+        let offer = offers
             .iter()
             .filter(|o| o.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))
-            .filter_map(parse_offer)
-            .find_map(|offer| self.answer(&offer))
+            .find_map(parse_offer)?;
+        let params = self.answer(&offer);
+        let mut value = params.response_value();
+        if offer.server_max_window_bits == Some(15) {
+            value.push_str("; server_max_window_bits=15");
+        }
+        Some((params, value))
     }
 
-    /// The answer to one valid offer, or `None` to decline it.
-    fn answer(&self, offer: &Offer) -> Option<DeflateParams> {
-        // §7.1.2.1: server_max_window_bits limits our compressor, whose window is
-        // always 15 bits (and zlib's 8 is really 9): decline any smaller limit.
-        if offer.server_max_window_bits.is_some_and(|bits| bits < 15) {
-            return None;
-        }
+    /// The answer to one valid offer.
+    fn answer(&self, offer: &Offer) -> DeflateParams {
         // §7.1.2.2: we may limit the client's window only if it offered the parameter.
         let client_max_window_bits = match offer.client_max_window_bits {
             Some(offered) => offered.unwrap_or(15).min(self.peer_window_bits()),
             None => 15,
         };
-        Some(DeflateParams {
-            server_no_context_takeover: offer.server_no_context_takeover,
+        DeflateParams {
+            // §7.1.1.1: a server may announce its own reset even unasked.
+            server_no_context_takeover: offer.server_no_context_takeover || !self.keep_compressor,
             client_no_context_takeover: offer.client_no_context_takeover
                 || !self.allow_context_takeover,
-            server_max_window_bits: 15,
+            // §7.1.2.1: any limit asked of our compressor is honoured (module docs).
+            server_max_window_bits: offer.server_max_window_bits.unwrap_or(15),
             client_max_window_bits,
-        })
+        }
     }
 
     /// The `Sec-WebSocket-Extensions` value a client offers, or `None` when disabled:
-    /// `permessage-deflate`, plus `server_no_context_takeover` when the server may not
-    /// keep its context and `server_max_window_bits` when its window is limited.
+    /// `permessage-deflate; client_max_window_bits` (the server may limit our window),
+    /// plus `client_no_context_takeover` when we drop our compressor after every
+    /// message, `server_no_context_takeover` when the server may not keep its context,
+    /// and `server_max_window_bits` when its window is limited.
     pub fn offer_value(&self) -> Option<String> {
         if !self.enabled {
             return None;
         }
         let mut value = String::from(PERMESSAGE_DEFLATE);
+        if !self.keep_compressor {
+            // §7.1.1.2: a hint that we reset whatever the server answers.
+            value.push_str("; client_no_context_takeover");
+        }
+        value.push_str("; client_max_window_bits");
         if !self.allow_context_takeover {
             value.push_str("; server_no_context_takeover");
         }
-        // No client_max_window_bits: our compressor cannot honour a limit below 15 bits
-        // (see the module docs), so the server may not ask for one (§7.1.2.2).
         if self.peer_window_bits() < 15 {
             let _ = write!(
                 value,
@@ -155,9 +182,10 @@ pub struct DeflateParams {
     pub server_no_context_takeover: bool,
     /// The client resets its compression context after every message.
     pub client_no_context_takeover: bool,
-    /// The largest window the server's compressor may use (9–15).
+    /// The largest window the server's compressor may use (8–15; a decompressor keeps
+    /// 9 bits for an 8).
     pub server_max_window_bits: u8,
-    /// The largest window the client's compressor may use (9–15).
+    /// The largest window the client's compressor may use (8–15, as above).
     pub client_max_window_bits: u8,
 }
 
@@ -252,20 +280,18 @@ pub fn check_response(
         _ => return Err(HandshakeError::UnexpectedExtension),
     };
     let parsed = parse_offer(answer).ok_or(HandshakeError::UnexpectedExtension)?;
-    // §7.1.2.2: a response's client_max_window_bits must carry a value; and our
-    // compressor cannot use a window under 15 bits (module docs).
+    // §7.1.2.2: a response's client_max_window_bits must carry a value (we always offer
+    // the parameter, so the server may limit our window to any 8–15).
     let client_max_window_bits = match parsed.client_max_window_bits {
         None => 15,
-        Some(Some(15)) => 15,
-        Some(_) => return Err(HandshakeError::UnexpectedExtension),
+        Some(Some(bits)) => bits,
+        Some(None) => return Err(HandshakeError::UnexpectedExtension),
     };
-    // §7.1.2.1: the server may answer server_max_window_bits only if offered (we
-    // offer it only when limiting it), and not above our limit.
+    // §7.1.2.1: the server must answer the limit we asked for with one no larger; it
+    // may announce one we did not ask for.
     let server_max_window_bits = match parsed.server_max_window_bits {
         None if config.peer_window_bits() == 15 => 15,
-        Some(bits) if config.peer_window_bits() < 15 && bits <= config.peer_window_bits() => {
-            bits.max(9)
-        }
+        Some(bits) if bits <= config.peer_window_bits() => bits,
         _ => return Err(HandshakeError::UnexpectedExtension),
     };
     // We asked for server_no_context_takeover: the server must agree (§7.1.1.1).
@@ -360,9 +386,7 @@ mod tests {
             "permessage-deflate; client_max_window_bits=9; client_max_window_bits=9",
             "permessage-deflate; server_max_window_bits",
             "permessage-deflate; server_max_window_bits=abc",
-            // Valid, but our compressor cannot honour a window under 15 bits.
-            "permessage-deflate; server_max_window_bits=10",
-            "permessage-deflate; server_max_window_bits=8",
+            "permessage-deflate; server_max_window_bits=7",
         ] {
             assert_eq!(accept(&[bad]), None, "{bad}");
             let next = alloc::format!("{bad}, permessage-deflate; client_no_context_takeover");
@@ -377,11 +401,53 @@ mod tests {
     }
 
     #[test]
+    fn rfc7692_7_1_2_1_any_limit_on_our_window_is_accepted_and_answered() {
+        let answer = |h: &str| {
+            DeflateConfig::on()
+                .answer_offers(&offers(&[h]))
+                .map(|(p, value)| (p.server_max_window_bits, value))
+        };
+        for bits in 8..=14u8 {
+            let offer = alloc::format!("permessage-deflate; server_max_window_bits={bits}");
+            assert_eq!(answer(&offer), Some((bits, offer.clone())), "{bits}");
+        }
+        // The largest limit is answered too, though the agreement is the default.
+        assert_eq!(
+            answer("permessage-deflate; server_max_window_bits=15"),
+            Some((15, "permessage-deflate; server_max_window_bits=15".into()))
+        );
+        assert_eq!(
+            answer("permessage-deflate"),
+            Some((15, "permessage-deflate".into()))
+        );
+    }
+
+    #[test]
+    fn our_own_reset_is_announced_by_policy() {
+        let dropping = DeflateConfig {
+            keep_compressor: false,
+            ..DeflateConfig::on()
+        };
+        let p = dropping
+            .accept_offers(&offers(&["permessage-deflate"]))
+            .unwrap();
+        assert!(p.server_no_context_takeover && !p.client_no_context_takeover);
+        assert_eq!(
+            p.response_value(),
+            "permessage-deflate; server_no_context_takeover"
+        );
+        assert_eq!(
+            dropping.offer_value().unwrap(),
+            "permessage-deflate; client_no_context_takeover; client_max_window_bits"
+        );
+    }
+
+    #[test]
     fn client_offer_follows_the_config() {
         assert_eq!(DeflateConfig::OFF.offer_value(), None);
         assert_eq!(
             DeflateConfig::on().offer_value().unwrap(),
-            "permessage-deflate"
+            "permessage-deflate; client_max_window_bits"
         );
         let strict = DeflateConfig {
             allow_context_takeover: false,
@@ -390,7 +456,8 @@ mod tests {
         };
         assert_eq!(
             strict.offer_value().unwrap(),
-            "permessage-deflate; server_no_context_takeover; server_max_window_bits=12"
+            "permessage-deflate; client_max_window_bits; server_no_context_takeover; \
+             server_max_window_bits=12"
         );
     }
 
@@ -411,10 +478,20 @@ mod tests {
             check(&on, "permessage-deflate; client_max_window_bits=15"),
             Ok(Some(PLAIN))
         );
+        // We offer client_max_window_bits: the server may limit our window.
+        let p = check(&on, "permessage-deflate; client_max_window_bits=8")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.client_max_window_bits, 8);
+        // §7.1.2.1: the server may announce a limit on its own window unasked.
+        let p = check(&on, "permessage-deflate; server_max_window_bits=10")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.server_max_window_bits, 10);
         for bad in [
             "permessage-deflate; client_max_window_bits",
-            "permessage-deflate; client_max_window_bits=10",
-            "permessage-deflate; server_max_window_bits=10",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; server_max_window_bits",
             "permessage-deflate; bogus",
             "permessage-deflate, permessage-deflate",
             "x-other",
@@ -444,7 +521,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(p.server_max_window_bits, 9);
+        assert_eq!(p.server_max_window_bits, 8, "recorded as agreed");
         assert_eq!(
             check(
                 &strict,
@@ -464,12 +541,17 @@ mod tests {
                     ..DeflateConfig::on()
                 };
                 let offer = config.offer_value().unwrap();
-                let server = DeflateConfig::on();
-                if let Some(p) = server.accept_offers(&offers(&[&offer])) {
-                    let answer = p.response_value();
+                for server in [
+                    DeflateConfig::on(),
+                    DeflateConfig {
+                        max_window_bits: 10,
+                        allow_context_takeover: false,
+                        keep_compressor: false,
+                        ..DeflateConfig::on()
+                    },
+                ] {
+                    let (p, answer) = server.answer_offers(&offers(&[&offer])).unwrap();
                     assert_eq!(check_response(&config, &offers(&[&answer])), Ok(Some(p)));
-                } else {
-                    assert!(bits < 15);
                 }
             }
         }

@@ -238,8 +238,7 @@ impl Request {
         config: Config,
         deflate: &crate::handshake::DeflateConfig,
     ) -> Connection {
-        let params = deflate.accept_offers(&self.extensions);
-        let extension = params.map(|p| p.response_value());
+        let (params, extension) = deflate.answer_offers(&self.extensions).unzip();
         self.accept_with(now, protocol, config, extension.as_deref(), |connection| {
             connection.set_deflate(params, deflate)
         })

@@ -339,10 +339,13 @@ impl ReliableClient {
         if let Some(resume) = &resume {
             headers.push((RESUME_HEADER, resume));
         }
+        // No compression offered; the `..` fills `deflate` when that feature is on.
+        #[allow(clippy::needless_update)]
         let options = ClientOptions {
             protocols: &[SUBPROTOCOL],
             origin: None,
             headers: &headers,
+            ..ClientOptions::default()
         };
         match Client::connect_on(&self.url, self.options.config.clone(), options, self.clock) {
             Ok(ws) if ws.protocol() == Some(SUBPROTOCOL) => {

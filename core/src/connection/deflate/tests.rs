@@ -23,7 +23,7 @@ fn takeover() -> Inflater {
 
 #[test]
 fn rfc7692_7_2_3_1_hello_compressed() {
-    let mut d = Deflater::new(6, false, true);
+    let mut d = Deflater::new(6, false, 15);
     assert_eq!(
         &d.compress(&[b"Hello"], true)[..],
         [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]
@@ -45,11 +45,11 @@ fn rfc7692_7_2_3_2_sharing_the_window() {
     assert_eq!(inflate_all(&mut inflater, &[&first]).unwrap(), b"Hello");
     assert_eq!(inflate_all(&mut inflater, &[&second]).unwrap(), b"Hello");
     // Our compressor, keeping its context, refers back the same way.
-    let mut d = Deflater::new(6, false, true);
+    let mut d = Deflater::new(6, false, 15);
     assert_eq!(&d.compress(&[b"Hello"], true)[..], first);
     assert_eq!(&d.compress(&[b"Hello"], true)[..], second);
     // Without context takeover the second message stands alone.
-    let mut d = Deflater::new(6, true, true);
+    let mut d = Deflater::new(6, true, 15);
     assert_eq!(&d.compress(&[b"Hello"], true)[..], first);
     assert_eq!(&d.compress(&[b"Hello"], true)[..], first);
 }
@@ -96,7 +96,7 @@ fn rfc7692_7_2_3_6_empty_message() {
     // §7.2.3.6: an empty message compressed is a single 0x00.
     assert_eq!(inflate_all(&mut takeover(), &[&[0x00]]).unwrap(), b"");
     assert_eq!(inflate_all(&mut takeover(), &[]).unwrap(), b"");
-    let mut d = Deflater::new(6, false, true);
+    let mut d = Deflater::new(6, false, 15);
     let empty = d.compress(&[b""], true);
     assert_eq!(inflate_all(&mut takeover(), &[&empty]).unwrap(), b"");
 }
@@ -109,7 +109,7 @@ fn corrupt_data_and_far_references_fail() {
         Err(InflateError::Corrupt)
     ));
     // "Hello" then a match 1000 bytes back: beyond a 9-bit (512-byte) window.
-    let mut d = Deflater::new(6, false, true);
+    let mut d = Deflater::new(6, false, 15);
     let mut data = Vec::from(&b"0123456789"[..]);
     data.extend((0..990).map(|i| (i * 7 % 251) as u8));
     data.extend_from_slice(b"0123456789");
@@ -125,7 +125,7 @@ fn corrupt_data_and_far_references_fail() {
 fn output_comes_in_bounded_steps_and_stops_when_refused() {
     // 1 MiB of zeros compresses to about a kilobyte.
     let zeros = alloc::vec![0u8; 1 << 20];
-    let wire = Deflater::new(9, true, true).compress(&[&zeros], true);
+    let wire = Deflater::new(9, true, 15).compress(&[&zeros], true);
     assert!(wire.len() < 2048, "{}", wire.len());
     for bits in [9u8, 12, 15] {
         let mut inflater = Inflater::new(bits, true);
@@ -152,7 +152,7 @@ fn output_comes_in_bounded_steps_and_stops_when_refused() {
 
 #[test]
 fn memory_is_held_only_as_agreed() {
-    let mut d = Deflater::new(6, true, true);
+    let mut d = Deflater::new(6, true, 15);
     assert_eq!(d.memory(), 0);
     let wire = d.compress(&[b"Hello Hello Hello"], false);
     assert_eq!(d.memory(), COMPRESSOR_BYTES);
@@ -163,7 +163,7 @@ fn memory_is_held_only_as_agreed() {
         0,
         "no context takeover: dropped after the message"
     );
-    let mut keep = Deflater::new(6, false, true);
+    let mut keep = Deflater::new(6, false, 15);
     keep.compress(&[b"x"], true);
     assert_eq!(keep.memory(), COMPRESSOR_BYTES);
 
@@ -178,4 +178,85 @@ fn memory_is_held_only_as_agreed() {
     let mut small = Inflater::new(8, false);
     inflate_all(&mut small, &[&tail]).unwrap();
     assert_eq!(small.memory(), INFLATER_STATE_BYTES + 512);
+}
+
+/// An inflater whose window is exactly `bits` bits, 8 included (the codec's own counts 8
+/// as 9), so a reference one byte too far fails.
+fn exact(bits: u8) -> Inflater {
+    Inflater {
+        window_bits: bits,
+        reset: false,
+        state: None,
+    }
+}
+
+/// Text with repeats near and far: lines that come back after 300 bytes and after 5000.
+fn far_and_near() -> Vec<u8> {
+    let mut data = Vec::new();
+    for i in 0..400u32 {
+        let line = alloc::format!("line {} of the log, status {}\n", i % 97, i % 7);
+        data.extend_from_slice(line.as_bytes());
+    }
+    data
+}
+
+#[test]
+fn a_limited_window_is_never_exceeded() {
+    let data = far_and_near();
+    // The full window refers further back than 512 bytes: an exact 9-bit inflater fails.
+    let wide = Deflater::new(6, false, 15).compress(&[&data], true);
+    assert!(matches!(
+        inflate_all(&mut exact(9), &[&wide]),
+        Err(InflateError::Corrupt)
+    ));
+    for bits in 8..=14u8 {
+        let mut d = Deflater::new(6, false, bits);
+        let mut inflater = exact(bits);
+        // Twice, keeping the context between messages: the second message may refer
+        // to the first, but never past the window. Then in pieces of odd sizes.
+        for _ in 0..2 {
+            let wire = d.compress(&[&data], true);
+            assert!(wire.len() < data.len() / 2, "{bits}: {}", wire.len());
+            assert_eq!(
+                inflate_all(&mut inflater, &[&wire]).unwrap(),
+                data,
+                "{bits}"
+            );
+        }
+        let pieces: Vec<&[u8]> = data.chunks(333).collect();
+        let mut wire = Vec::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            let fin = i + 1 == pieces.len();
+            wire.extend_from_slice(&d.compress(&[piece, b"", piece], fin));
+        }
+        let doubled: Vec<u8> = pieces
+            .iter()
+            .flat_map(|p| p.iter().chain(p.iter()))
+            .copied()
+            .collect();
+        assert_eq!(
+            inflate_all(&mut inflater, &[&wire]).unwrap(),
+            doubled,
+            "{bits}"
+        );
+    }
+}
+
+#[test]
+fn a_limited_window_resets_at_its_size() {
+    // Exactly one window's worth, then more: the second context starts afresh.
+    let mut d = Deflater::new(6, false, 9);
+    let data = alloc::vec![b'a'; 512];
+    let first = d.compress(&[&data], true);
+    let second = d.compress(&[b"a"], true);
+    let mut inflater = exact(9);
+    assert_eq!(inflate_all(&mut inflater, &[&first]).unwrap(), data);
+    assert_eq!(inflate_all(&mut inflater, &[&second]).unwrap(), b"a");
+    // Without context takeover every message starts afresh anyway.
+    let mut d = Deflater::new(6, true, 9);
+    for _ in 0..3 {
+        let wire = d.compress(&[&data[..300]], true);
+        assert_eq!(inflate_all(&mut exact(9), &[&wire]).unwrap(), &data[..300]);
+        assert_eq!(d.memory(), 0);
+    }
 }
