@@ -447,7 +447,7 @@ impl Server {
             ..HubGauges::default()
         };
         #[cfg(feature = "deflate")]
-        for ws in self.conns.values().filter_map(Conn::ws) {
+        for ws in self.conns.values().filter_map(|c| c.ws()) {
             if ws.deflate_params().is_some() {
                 gauges.deflate_connections += 1;
                 gauges.deflate_bytes += ws.deflate_memory().total() as u64;
