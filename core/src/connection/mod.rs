@@ -584,8 +584,9 @@ impl Connection {
     /// byte copied for this connection. A client must mask, so there it is sent like
     /// [`send_slice`](Self::send_slice). The same answers as [`send`](Self::send).
     ///
-    /// The message goes out uncompressed even where permessage-deflate was negotiated
-    /// (RFC 7692 lets either side send any message uncompressed).
+    /// Where permessage-deflate was negotiated and the [`Compression::Auto`] rule would
+    /// compress the message, it is compressed for this connection like [`send`](Self::send)
+    /// would: the shared frame is the uncompressed one.
     pub fn send_prepared(
         &mut self,
         now: Instant,
@@ -593,6 +594,15 @@ impl Connection {
     ) -> Result<(), SendError> {
         if self.side == Side::Client {
             return self.send_slice(now, message.kind(), &message.payload());
+        }
+        #[cfg(feature = "deflate")]
+        if self.should_compress(Some(message.payload_len()), Compression::Auto) {
+            let payload = message.payload();
+            let message = match message.kind() {
+                MessageKind::Text => Message::Text(payload),
+                MessageKind::Binary => Message::Binary(payload),
+            };
+            return self.send(now, message);
         }
         self.clock.observe(now);
         let frame = message.frame();

@@ -60,6 +60,11 @@ impl PreparedMessage {
         self.frame.slice(self.header_len..)
     }
 
+    /// The payload's length in bytes.
+    pub fn payload_len(&self) -> usize {
+        self.frame.len() - self.header_len
+    }
+
     /// The whole frame, header and payload, as it goes on the wire from a server.
     pub fn frame(&self) -> &Bytes {
         &self.frame
