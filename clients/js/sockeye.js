@@ -47,7 +47,10 @@ export class DeadLetterError extends Error {
  * @param {number|bigint} value 0 ..= 2^64-1
  * @returns {Uint8Array}
  */
-export function encodeVarint(value) {
+export const encodeVarint = (value) => U8.from(varint(value));
+
+// The bytes of a varint as an array, which `concat` takes as it is.
+function varint(value) {
   const out = [];
   if (Number.isSafeInteger(value) && value >= 0) { // every seq and ack a client reaches: no BigInt
     for (; value > 127; value = Math.floor(value / 128)) out.push(value % 128 | 128);
@@ -58,7 +61,7 @@ export function encodeVarint(value) {
     for (; v > 127n; v >>= 7n) out.push(Number(v & 127n) | 128);
     out.push(Number(v));
   }
-  return U8.from(out);
+  return out;
 }
 
 /**
@@ -122,14 +125,14 @@ export function encodeEnvelope(e) {
       const payload = e.payload ?? new U8(0);
       if (e.void && (e.text || payload.length)) throw new TypeError('void DATA with payload or text');
       const flags = (e.text ? 1 : 0) | (e.void ? 2 : 0);
-      return concat([[1 /* DATA */, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
+      return concat([[1 /* DATA */, flags], varint(e.seq), varint(e.ack), payload]);
     }
-    case 'ack': return concat([[2 /* ACK */], encodeVarint(e.ack)]);
+    case 'ack': return concat([[2 /* ACK */], varint(e.ack)]);
     case 'welcome':
       return concat([[3 /* WELCOME */, e.status], ...ids(e),
-        encodeVarint(e.lastDelivered), encodeVarint(e.expirySecs)]);
+        varint(e.lastDelivered), varint(e.expirySecs)]);
     case 'resume':
-      return concat([[4 /* RESUME */], ...ids(e), encodeVarint(e.lastDelivered)]);
+      return concat([[4 /* RESUME */], ...ids(e), varint(e.lastDelivered)]);
     case 'error': {
       let reason = utf8enc.encode(e.reason ?? '');
       if (reason.length > 123) {
@@ -406,8 +409,7 @@ export class ReliableClient {
       this.#closed = true; this.#emit('giveup', { failures: this.#failures }); return;
     }
     const base = Math.min(o.reconnectMaxDelay, o.reconnectInitialDelay * 2 ** Math.min(this.#failures, 30));
-    const delay = base - base * (o.jitterPercent / 100) * this.#random();
-    this.#arm('reconnect', delay, () => this.connect());
+    this.#arm('reconnect', base * (1 - o.jitterPercent / 100 * this.#random()), () => this.connect());
   }
 
   #send(env) {
