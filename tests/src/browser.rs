@@ -164,11 +164,22 @@ impl Page {
 
     /// Evaluates `expression` until it is `true`, at most `limit`.
     pub fn wait_for(&mut self, expression: &str, limit: Duration) {
+        self.wait_for_else(expression, limit, &String::new);
+    }
+
+    /// [`Page::wait_for`], adding what `context` says to the failure.
+    pub fn wait_for_else(
+        &mut self,
+        expression: &str,
+        limit: Duration,
+        context: &dyn Fn() -> String,
+    ) {
         let deadline = Instant::now() + limit;
         while self.eval(expression) != Value::Bool(true) {
             assert!(
                 Instant::now() < deadline,
-                "page never satisfied `{expression}`; lines: {}",
+                "page never satisfied `{expression}` ({}); lines: {}",
+                context(),
                 self.eval(
                     "JSON.stringify([location.href, window.demo && demo.state, window.demo && demo.entries])"
                 )

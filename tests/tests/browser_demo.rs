@@ -4,12 +4,14 @@
 //!
 //! - `reliable_chat_through_cutting_proxies`: two pages chat in one room (with a plain-mode
 //!   client, a bare browser `WebSocket`, in the room too); then their connections are cut
-//!   repeatedly while both send, first on the client's side only (the server has not
+//!   repeatedly while both send (a few unacknowledged messages each at a time, as people
+//!   chat), first on the client's side only (the server has not
 //!   noticed, so it keeps what it sends in the session: every message is shown exactly once
-//!   on both pages, in order per sender), then both ways (the server sees the end at once,
+//!   on both pages, in order per sender, and the server gives nothing up), then both ways (the server sees the end at once,
 //!   and a room message published while a page's session has no connection is not kept for
 //!   it, `docs/PROTOCOL.md` §10: each page still shows its own messages once each, all
-//!   acknowledged, and the other's at most once and in order).
+//!   acknowledged, and the other's at most once and in order; direct messages, which wait
+//!   for a session without a connection, close the phase).
 //! - `reload_resumes_from_session_storage`: a page whose connection hangs sends messages that
 //!   cannot be acknowledged, is sent room and direct messages, and is reloaded; more direct
 //!   messages are sent to it while it reloads. The reloaded page resumes its session from
@@ -18,12 +20,13 @@
 //! Nothing waits on the clock: each step waits, with a bounded deadline, for what the page
 //! shows. Cut offsets are seeded (`SOCKEYE_SEED` replays; the test prints its seed).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use sockeye_tests::browser::{chromium, Browser, Entry, Page};
 use sockeye_tests::proxy::{Cut, FaultProxy};
-use sockeye_tests::server::{server_config, start_server};
+use sockeye_tests::server::{body, get, metric, server_config, start_server};
 use sockeye_tests::{bounded, test_seed};
 
 /// How long any one condition may take to hold (a guard against hangs, not a measurement).
@@ -45,10 +48,6 @@ fn shows_all(texts: &[String]) -> String {
 /// A page expression: every message the page sent is acknowledged.
 const ALL_ACKED: &str =
     "window.demo !== undefined && demo.entries.filter((e) => e.mine).every((e) => e.state === 'acknowledged')";
-
-/// A page expression: the page's session is connected (new or resumed).
-const CONNECTED: &str =
-    "window.demo !== undefined && (demo.state === 'connected' || demo.state === 'resumed')";
 
 /// Sends `text` from `page` (to the room, or to user `to`); the page must accept it.
 fn say(page: &mut Page, text: &str, to: Option<&str>) {
@@ -79,27 +78,58 @@ fn assert_subsequence(got: &[String], expected: &[String], what: &str) {
     }
 }
 
-/// Byte offsets for `n` cuts, seeded, spread over `range`.
-fn offsets(seed: &mut u64, n: usize, range: std::ops::Range<u64>) -> Vec<u64> {
-    (0..n)
-        .map(|_| {
-            // xorshift64*
-            *seed ^= *seed >> 12;
-            *seed ^= *seed << 25;
-            *seed ^= *seed >> 27;
-            range.start + seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % (range.end - range.start)
-        })
-        .collect()
+/// Byte offsets for `n` cuts, seeded: the first in `first`, each next one `gap` bytes after
+/// the one before, more or less half of it. The gap keeps a cut from landing in the resume
+/// after the one before, over and over: a message that goes unacknowledged across many
+/// connections runs out of tries (`resend_max_tries` counts them over the session's life)
+/// and becomes a dead letter, which is the protocol working, not what this test is after.
+fn offsets(seed: &mut u64, n: usize, first: std::ops::Range<u64>, gap: u64) -> Vec<u64> {
+    let mut next = || {
+        // xorshift64*
+        *seed ^= *seed >> 12;
+        *seed ^= *seed << 25;
+        *seed ^= *seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut at = first.start + next() % (first.end - first.start);
+    let mut all = vec![at];
+    for _ in 1..n {
+        at += gap / 2 + next() % gap;
+        all.push(at);
+    }
+    all
 }
 
-fn names(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|i| format!("{prefix} {i}")).collect()
+/// The server's counts of dead letters, resends and resumes, for failure messages.
+fn counts(server: SocketAddr) -> String {
+    let page = get(server, "/metrics");
+    let page = body(&page);
+    format!(
+        "server: {} dead letters, {} resends, {} resumes",
+        metric(page, "sockeye_dead_letters_total"),
+        metric(page, "sockeye_resends_total"),
+        metric(page, "sockeye_resumes_total")
+    )
+}
+
+/// The server's dead letters so far.
+fn dead_letters(server: SocketAddr) -> u64 {
+    metric(body(&get(server, "/metrics")), "sockeye_dead_letters_total")
+}
+
+/// Waits until `expression` holds on `page`; a failure says what the server counted.
+fn wait(page: &mut Page, expression: &str, server: SocketAddr) {
+    page.wait_for_else(expression, LIMIT, &|| counts(server));
 }
 
 /// Opens the demo page for `user` in room `lobby` behind `proxy`, and waits until it joined.
-fn open(browser: &Browser, proxy: &FaultProxy, user: &str) -> Page {
+fn open(browser: &Browser, proxy: &FaultProxy, user: &str, server: SocketAddr) -> Page {
     let mut page = browser.open(&format!("http://{}/?user={user}&room=lobby", proxy.addr()));
-    page.wait_for("window.demo !== undefined && demo.joined", LIMIT);
+    wait(
+        &mut page,
+        "window.demo !== undefined && demo.joined",
+        server,
+    );
     page
 }
 
@@ -111,14 +141,15 @@ fn reliable_chat_through_cutting_proxies() {
         let mut rng = seed | 1;
         let bin = chromium();
         let server = start_server(server_config());
+        let srv = server.local_addr();
         let (pa, pb) = (
             FaultProxy::start(server.local_addr()),
             FaultProxy::start(server.local_addr()),
         );
         let browser = Browser::start(&bin, "chat");
-        let mut alice = open(&browser, &pa, "alice");
-        let mut bob = open(&browser, &pb, "bob");
-        alice.wait_for("demo.members.has('bob')", LIMIT);
+        let mut alice = open(&browser, &pa, "alice", srv);
+        let mut bob = open(&browser, &pb, "bob", srv);
+        wait(&mut alice, "demo.members.has('bob')", srv);
         assert_eq!(alice.eval("demo.state"), "connected");
         assert_eq!(alice.eval("demo.me"), "alice");
 
@@ -133,13 +164,14 @@ fn reliable_chat_through_cutting_proxies() {
                if (m.type === 'message') carol.got.push(m.from + ': ' + (m.data.text ?? m.data));
              }; true",
         );
-        alice.wait_for("carol.joined", LIMIT);
-        bob.wait_for("demo.members.has('carol')", LIMIT);
+        wait(&mut alice, "carol.joined", srv);
+        wait(&mut bob, "demo.members.has('carol')", srv);
         say(&mut alice, "hello from alice", None);
         say(&mut bob, "hi alice, bob here", None);
         alice.eval("carol.ws.send(JSON.stringify({ type: 'message', room: 'lobby', data: 'carol, plain mode' })); true");
         for page in [&mut alice, &mut bob] {
-            page.wait_for(
+            wait(
+                page,
                 &shows_all(
                     &[
                         "hello from alice",
@@ -148,14 +180,11 @@ fn reliable_chat_through_cutting_proxies() {
                     ]
                     .map(String::from),
                 ),
-                LIMIT,
+                srv,
             );
-            page.wait_for(ALL_ACKED, LIMIT);
+            wait(page, ALL_ACKED, srv);
         }
-        alice.wait_for(
-            "['alice: hello from alice', 'bob: hi alice, bob here', 'carol: carol, plain mode'].every((t) => carol.got.includes(t))",
-            LIMIT,
-        );
+        wait(&mut alice, "['alice: hello from alice', 'bob: hi alice, bob here', 'carol: carol, plain mode'].every((t) => carol.got.includes(t))", srv);
         // What the page shows is the DOM, not only the script's record of it.
         assert_eq!(
             bob.eval(
@@ -171,44 +200,31 @@ fn reliable_chat_through_cutting_proxies() {
             "alice's one message shows as acknowledged"
         );
         alice.eval("carol.ws.close(); true");
-        bob.wait_for("!demo.members.has('carol')", LIMIT);
+        wait(&mut bob, "!demo.members.has('carol')", srv);
 
         // Phase 1: cuts on the client's side only, while both pages send.
-        const N: usize = 40;
-        const CUTS: usize = 6;
-        let (before_a, before_b) = (pa.forwarded(), pb.forwarded());
-        pa.arm(&offsets(&mut rng, CUTS, 500..9_000), Cut::ClientSide);
-        pb.arm(&offsets(&mut rng, CUTS, 500..9_000), Cut::ClientSide);
-        let (mine_a, mine_b) = (names("alice", 0..N), names("bob", 0..N));
-        for i in 0..N {
-            say(&mut alice, &mine_a[i], None);
-            say(&mut bob, &mine_b[i], None);
-        }
-        for (page, other) in [(&mut alice, &mine_b), (&mut bob, &mine_a)] {
-            page.wait_for(&shows_all(other), LIMIT);
-            page.wait_for(ALL_ACKED, LIMIT);
-        }
-        // Everything was sent; the cuts come with the traffic (resends add to it).
+        pa.arm(&offsets(&mut rng, CUTS, 300..1_000, GAP), Cut::ClientSide);
+        pb.arm(&offsets(&mut rng, CUTS, 300..1_000, GAP), Cut::ClientSide);
+        let (sent_a, sent_b) = chat(&mut alice, &mut bob, (&pa, &pb), "1", srv);
         // Markers in each sender's order close the phase: whatever a page shows of the
         // other's messages, it shows before the other's marker.
         let end = |who: &str| format!("{who}: end of phase 1");
         say(&mut alice, &end("alice"), None);
         say(&mut bob, &end("bob"), None);
         for page in [&mut alice, &mut bob] {
-            page.wait_for(&shows_all(&[end("alice"), end("bob")]), LIMIT);
-            page.wait_for(ALL_ACKED, LIMIT);
+            wait(page, &shows_all(&[end("alice"), end("bob")]), srv);
+            wait(page, ALL_ACKED, srv);
         }
-        println!(
-            "phase 1: {} and {} bytes through the proxies, {} and {} connections",
-            pa.forwarded() - before_a,
-            pb.forwarded() - before_b,
-            pa.connections(),
-            pb.connections()
-        );
         assert_eq!(
             (pa.cuts_done(), pb.cuts_done()),
             (CUTS, CUTS),
             "all cuts made"
+        );
+        assert_eq!(
+            dead_letters(srv),
+            0,
+            "nothing was given up ({})",
+            counts(srv)
         );
         // Each sender's whole stream so far: its first message, phase 1's, its marker.
         let stream = |first: &str, phase: &[String], who: &str| -> Vec<String> {
@@ -217,8 +233,8 @@ fn reliable_chat_through_cutting_proxies() {
             all.push(end(who));
             all
         };
-        let stream_a = stream("hello from alice", &mine_a, "alice");
-        let stream_b = stream("hi alice, bob here", &mine_b, "bob");
+        let stream_a = stream("hello from alice", &sent_a, "alice");
+        let stream_b = stream("hi alice, bob here", &sent_b, "bob");
         for (page, me, other, mine, theirs) in [
             (&mut alice, "alice", "bob", &stream_a, &stream_b),
             (&mut bob, "bob", "alice", &stream_b, &stream_a),
@@ -246,57 +262,27 @@ fn reliable_chat_through_cutting_proxies() {
 
         // Phase 2: cuts both ways. Room messages published while a page's session had no
         // connection are not kept for it; everything else still holds.
-        let (before_a, before_b) = (pa.forwarded(), pb.forwarded());
-        pa.arm(&offsets(&mut rng, CUTS, 500..9_000), Cut::Both);
-        pb.arm(&offsets(&mut rng, CUTS, 500..9_000), Cut::Both);
-        let (mine_a, mine_b) = (names("alice", N..2 * N), names("bob", N..2 * N));
-        for i in 0..N {
-            say(&mut alice, &mine_a[i], None);
-            say(&mut bob, &mine_b[i], None);
-        }
-        for page in [&mut alice, &mut bob] {
-            page.wait_for(ALL_ACKED, LIMIT);
-        }
-        // Traffic until every cut is made: each page sends more while any are pending.
-        let mut extra = 0;
-        while pa.cuts_pending() + pb.cuts_pending() > 0 {
-            assert!(
-                extra < 400,
-                "cuts still pending after {extra} more messages"
-            );
-            say(&mut alice, &format!("alice more {extra}"), None);
-            say(&mut bob, &format!("bob more {extra}"), None);
-            extra += 1;
-            alice.wait_for(ALL_ACKED, LIMIT);
-            bob.wait_for(ALL_ACKED, LIMIT);
-        }
-        for page in [&mut alice, &mut bob] {
-            page.wait_for(CONNECTED, LIMIT);
-        }
+        pa.arm(&offsets(&mut rng, CUTS, 300..1_000, GAP), Cut::Both);
+        pb.arm(&offsets(&mut rng, CUTS, 300..1_000, GAP), Cut::Both);
+        let (sent_a, sent_b) = chat(&mut alice, &mut bob, (&pa, &pb), "2", srv);
+        // The markers are direct messages: one for a page whose session has no connection
+        // waits for it in the server, and arrives after the sender's earlier messages.
         let end = |who: &str| format!("{who}: end of phase 2");
-        say(&mut alice, &end("alice"), None);
-        say(&mut bob, &end("bob"), None);
+        say(&mut alice, &end("alice"), Some("bob"));
+        say(&mut bob, &end("bob"), Some("alice"));
         for page in [&mut alice, &mut bob] {
-            page.wait_for(&shows_all(&[end("alice"), end("bob")]), LIMIT);
-            page.wait_for(ALL_ACKED, LIMIT);
+            wait(page, &shows_all(&[end("alice"), end("bob")]), srv);
+            wait(page, ALL_ACKED, srv);
         }
-        println!(
-            "phase 2: {} and {} bytes, {} and {} connections in all, {extra} extra messages each",
-            pa.forwarded() - before_a,
-            pb.forwarded() - before_b,
-            pa.connections(),
-            pb.connections()
-        );
         assert_eq!((pa.cuts_done(), pb.cuts_done()), (2 * CUTS, 2 * CUTS));
         for (page, me, other, mine, theirs) in [
-            (&mut alice, "alice", "bob", &mine_a, &mine_b),
-            (&mut bob, "bob", "alice", &mine_b, &mine_a),
+            (&mut alice, "alice", "bob", &sent_a, &sent_b),
+            (&mut bob, "bob", "alice", &sent_b, &sent_a),
         ] {
             let entries = page.entries();
-            let own = texts_from(&entries, me);
-            let mut expected: Vec<String> = mine.clone();
-            expected.extend((0..extra).map(|i| format!("{me} more {i}")));
+            let mut expected = mine.clone();
             expected.push(end(me));
+            let own = texts_from(&entries, me);
             assert_eq!(
                 own[own.len() - expected.len()..],
                 expected[..],
@@ -306,9 +292,8 @@ fn reliable_chat_through_cutting_proxies() {
                 .iter()
                 .filter(|e| e.mine)
                 .all(|e| e.state.as_deref() == Some("acknowledged")));
-            let mut expected: Vec<String> = vec![format!("{other}: end of phase 1")];
+            let mut expected = vec![format!("{other}: end of phase 1")];
             expected.extend(theirs.iter().cloned());
-            expected.extend((0..extra).map(|i| format!("{other} more {i}")));
             expected.push(end(other));
             let got = texts_from(&entries, other);
             let start = got
@@ -318,12 +303,62 @@ fn reliable_chat_through_cutting_proxies() {
             let got = &got[start..];
             assert_subsequence(got, &expected, &format!("{me} shows {other}'s messages"));
             println!(
-                "{me} shows {} of {other}'s {} phase-2 messages (the rest were published while its session had no connection)",
-                got.len() - 1,
-                expected.len() - 1
+                "phase 2: {me} shows {} of {other}'s {} room messages (the rest were published while its session had no connection)",
+                got.len() - 2,
+                expected.len() - 2
             );
         }
     });
+}
+
+/// Messages each page sends per phase, at least (more while cuts are pending).
+const N: usize = 40;
+/// Cuts per proxy per phase.
+const CUTS: usize = 6;
+/// The mean distance between two cuts, in bytes through the proxy (see [`offsets`]).
+const GAP: u64 = 1_500;
+/// A page expression: at most a few of the page's messages are unacknowledged.
+const FEW_UNACKED: &str = "demo.entries.filter((e) => e.mine && e.state === 'sent').length <= 4";
+
+/// Both pages send to the room, alternately, `N` messages each or more while `proxies`
+/// have cuts pending, with at most a few unacknowledged each (as people chat, not as a
+/// benchmark: a burst sent through a cut lands in every resume after it, and a message
+/// that goes unacknowledged across many connections runs out of tries); then waits until
+/// all are acknowledged. Returns what each sent, in order.
+fn chat(
+    alice: &mut Page,
+    bob: &mut Page,
+    proxies: (&FaultProxy, &FaultProxy),
+    phase: &str,
+    srv: SocketAddr,
+) -> (Vec<String>, Vec<String>) {
+    let (mut sent_a, mut sent_b) = (Vec::new(), Vec::new());
+    let (before_a, before_b) = (proxies.0.forwarded(), proxies.1.forwarded());
+    let mut i = 0;
+    while i < N || proxies.0.cuts_pending() + proxies.1.cuts_pending() > 0 {
+        assert!(i < 10 * N, "cuts still pending after {i} messages each");
+        for (page, sent, who) in [
+            (&mut *alice, &mut sent_a, "alice"),
+            (&mut *bob, &mut sent_b, "bob"),
+        ] {
+            let text = format!("{who} {phase}.{i}");
+            say(page, &text, None);
+            sent.push(text);
+        }
+        wait(alice, FEW_UNACKED, srv);
+        wait(bob, FEW_UNACKED, srv);
+        i += 1;
+    }
+    wait(alice, ALL_ACKED, srv);
+    wait(bob, ALL_ACKED, srv);
+    println!(
+        "phase {phase}: {i} messages each, {} and {} bytes through the proxies, {} and {} connections so far",
+        proxies.0.forwarded() - before_a,
+        proxies.1.forwarded() - before_b,
+        proxies.0.connections(),
+        proxies.1.connections()
+    );
+    (sent_a, sent_b)
 }
 
 #[test]
@@ -331,24 +366,33 @@ fn reload_resumes_from_session_storage() {
     bounded(Duration::from_secs(300), || {
         let bin = chromium();
         let server = start_server(server_config());
+        let srv = server.local_addr();
         let (pa, pb) = (
             FaultProxy::start(server.local_addr()),
             FaultProxy::start(server.local_addr()),
         );
         let browser = Browser::start(&bin, "reload");
-        let mut alice = open(&browser, &pa, "alice");
-        let mut bob = open(&browser, &pb, "bob");
-        alice.wait_for("demo.members.has('bob')", LIMIT);
+        let mut alice = open(&browser, &pa, "alice", srv);
+        let mut bob = open(&browser, &pb, "bob", srv);
+        wait(&mut alice, "demo.members.has('bob')", srv);
 
         // Before: both chat normally.
         for i in 0..3 {
             say(&mut alice, &format!("a{i}"), None);
             say(&mut bob, &format!("b{i}"), None);
         }
-        alice.wait_for(&shows_all(&["b0", "b1", "b2"].map(String::from)), LIMIT);
-        bob.wait_for(&shows_all(&["a0", "a1", "a2"].map(String::from)), LIMIT);
-        alice.wait_for(ALL_ACKED, LIMIT);
-        bob.wait_for(ALL_ACKED, LIMIT);
+        wait(
+            &mut alice,
+            &shows_all(&["b0", "b1", "b2"].map(String::from)),
+            srv,
+        );
+        wait(
+            &mut bob,
+            &shows_all(&["a0", "a1", "a2"].map(String::from)),
+            srv,
+        );
+        wait(&mut alice, ALL_ACKED, srv);
+        wait(&mut bob, ALL_ACKED, srv);
 
         // Bob's connection hangs (the server does not know): what he sends now cannot be
         // acknowledged, and what is sent to him sits unacknowledged in his session.
@@ -362,7 +406,7 @@ fn reload_resumes_from_session_storage() {
         for i in 0..3 {
             say(&mut alice, &format!("d{i}"), Some("bob"));
         }
-        alice.wait_for(ALL_ACKED, LIMIT);
+        wait(&mut alice, ALL_ACKED, srv);
         let unacked = bob.eval("JSON.stringify(demo.entries.filter((e) => e.mine && e.state !== 'acknowledged').map((e) => e.text))");
         assert_eq!(
             unacked, r#"["b3","b4","b5"]"#,
@@ -374,10 +418,11 @@ fn reload_resumes_from_session_storage() {
         for i in 3..6 {
             say(&mut alice, &format!("d{i}"), Some("bob"));
         }
-        alice.wait_for(ALL_ACKED, LIMIT);
-        bob.wait_for(
+        wait(&mut alice, ALL_ACKED, srv);
+        wait(
+            &mut bob,
             "window.demo !== undefined && demo.state === 'resumed'",
-            LIMIT,
+            srv,
         );
         assert_eq!(
             bob.eval("JSON.stringify(demo.states)"),
@@ -394,10 +439,10 @@ fn reload_resumes_from_session_storage() {
         let from_bob: Vec<String> = ["b0", "b1", "b2", "b3", "b4", "b5", "b end"]
             .map(String::from)
             .to_vec();
-        bob.wait_for(&shows_all(&from_alice), LIMIT);
-        alice.wait_for(&shows_all(&from_bob), LIMIT);
-        bob.wait_for(ALL_ACKED, LIMIT);
-        alice.wait_for(ALL_ACKED, LIMIT);
+        wait(&mut bob, &shows_all(&from_alice), srv);
+        wait(&mut alice, &shows_all(&from_bob), srv);
+        wait(&mut bob, ALL_ACKED, srv);
+        wait(&mut alice, ALL_ACKED, srv);
 
         let entries = bob.entries();
         assert_eq!(
@@ -427,6 +472,12 @@ fn reload_resumes_from_session_storage() {
             "alice shows bob's messages once each, in order"
         );
         assert_eq!(texts_from(&entries, "alice"), from_alice, "and her own");
+        assert_eq!(
+            dead_letters(srv),
+            0,
+            "nothing was given up ({})",
+            counts(srv)
+        );
         // The page shows the restored states, not only the script's record of them.
         assert_eq!(
             bob.eval(
