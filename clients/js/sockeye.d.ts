@@ -47,7 +47,14 @@ export interface ClientOptions {
   jitterPercent?: number;
   maxAttempts?: number;
   handshakeTimeout?: number;
+  /**
+   * Where the session is kept across page reloads, e.g. `sessionStorage`: the session id and
+   * token, the position delivered so far and the unacknowledged messages, written once per
+   * task that changed them. A client built over the same storage and key resumes the session
+   * and resends those messages (their promises are gone; `acked`/`deadletter` report them).
+   */
   storage?: SessionStorageLike;
+  /** The key in `storage` (default `'sockeye.session'`); one per session kept side by side. */
   storageKey?: string;
   clock?: { now(): number };
   setTimeout?: (fn: () => void, ms: number) => any;
@@ -86,7 +93,8 @@ export declare class ReliableClient {
   readonly rto: number;
   on<K extends keyof ClientEvents>(type: K, fn: ClientEvents[K]): this;
   off<K extends keyof ClientEvents>(type: K, fn: ClientEvents[K]): this;
-  send(data: string | Uint8Array | ArrayBuffer): Promise<void>;
+  /** Resolves once acknowledged, rejects with a DeadLetterError; `seq` names it in `acked` and `deadletter`. */
+  send(data: string | Uint8Array | ArrayBuffer): Promise<void> & { readonly seq: number };
   connect(): void;
   reconnectNow(): void;
   close(): void;

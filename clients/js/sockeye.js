@@ -47,18 +47,21 @@ export class DeadLetterError extends Error {
  * @param {number|bigint} value 0 ..= 2^64-1
  * @returns {Uint8Array}
  */
-export function encodeVarint(value) {
-  if (Number.isInteger(value) && value >= 0 && value < 128) return U8.of(value); // most acks and seqs of a young session
-  let v = BigInt(value);
-  if (v < 0n || v > U64_MAX) throw new RangeError('varint out of range');
+export const encodeVarint = (value) => U8.from(varint(value));
+
+// The bytes of a varint as an array, which `concat` takes as it is.
+function varint(value) {
   const out = [];
-  do {
-    let b = Number(v & 0x7fn);
-    v >>= 7n;
-    if (v !== 0n) b |= 0x80;
-    out.push(b);
-  } while (v !== 0n);
-  return U8.from(out);
+  if (Number.isSafeInteger(value) && value >= 0) { // every seq and ack a client reaches: no BigInt
+    for (; value > 127; value = Math.floor(value / 128)) out.push(value % 128 | 128);
+    out.push(value);
+  } else {
+    let v = BigInt(value);
+    if (v < 0n || v > U64_MAX) throw new RangeError('varint out of range');
+    for (; v > 127n; v >>= 7n) out.push(Number(v & 127n) | 128);
+    out.push(Number(v));
+  }
+  return out;
 }
 
 /**
@@ -68,16 +71,19 @@ export function encodeVarint(value) {
  * @returns {{value: number|bigint, next: number}} a number when it is a safe integer, else a bigint
  */
 export function decodeVarint(bytes, offset = 0) {
-  let v = 0n;
+  let n = 0;
   for (let i = 0; i < 10; i++) {
-    const p = offset + i;
+    const p = offset + i, b = bytes[p];
     if (p >= bytes.length) bad('truncated varint');
-    const b = bytes[p];
     if (i === 9 && b > 1) bad('varint overflows u64');
-    v |= BigInt(b & 0x7f) << BigInt(7 * i);
-    if ((b & 0x80) === 0) {
+    // Exact while the value is under 2^53; a sum that reaches it is redone in BigInt.
+    n += (b & 127) * 2 ** (7 * i);
+    if (b < 128) {
       if (i > 0 && b === 0) bad('non-minimal varint');
-      return { value: v < 2n ** 53n ? Number(v) : v, next: p + 1 };
+      if (n < 2 ** 53) return { value: n, next: p + 1 };
+      let v = 0n;
+      for (let j = p; j >= offset; j--) v = v << 7n | BigInt(bytes[j] & 127);
+      return { value: v, next: p + 1 };
     }
   }
   bad('varint longer than 10 bytes');
@@ -103,11 +109,10 @@ function concat(parts) {
   return out;
 }
 
-function id16(x, what) {
-  if (!(x instanceof U8) || x.length !== 16) throw new TypeError(`${what} must be 16 bytes`);
-  return x;
-}
-const ids = (e) => [id16(e.sessionId, 'sessionId'), id16(e.token, 'token')];
+const ids = (e) => [e.sessionId, e.token].map((x) => {
+  if (x instanceof U8 && x.length === 16) return x;
+  throw new TypeError('sessionId and token must be 16 bytes');
+});
 
 /**
  * Encode one envelope to the exact bytes of PROTOCOL.md.
@@ -120,14 +125,14 @@ export function encodeEnvelope(e) {
       const payload = e.payload ?? new U8(0);
       if (e.void && (e.text || payload.length)) throw new TypeError('void DATA with payload or text');
       const flags = (e.text ? 1 : 0) | (e.void ? 2 : 0);
-      return concat([[1 /* DATA */, flags], encodeVarint(e.seq), encodeVarint(e.ack), payload]);
+      return concat([[1 /* DATA */, flags], varint(e.seq), varint(e.ack), payload]);
     }
-    case 'ack': return concat([[2 /* ACK */], encodeVarint(e.ack)]);
+    case 'ack': return concat([[2 /* ACK */], varint(e.ack)]);
     case 'welcome':
       return concat([[3 /* WELCOME */, e.status], ...ids(e),
-        encodeVarint(e.lastDelivered), encodeVarint(e.expirySecs)]);
+        varint(e.lastDelivered), varint(e.expirySecs)]);
     case 'resume':
-      return concat([[4 /* RESUME */], ...ids(e), encodeVarint(e.lastDelivered)]);
+      return concat([[4 /* RESUME */], ...ids(e), varint(e.lastDelivered)]);
     case 'error': {
       let reason = utf8enc.encode(e.reason ?? '');
       if (reason.length > 123) {
@@ -194,32 +199,17 @@ export function decodeEnvelope(input) {
 
 // ---- base64url (RFC 4648 §5, unpadded) ----
 
-const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-
 /** @param {Uint8Array} bytes @returns {string} unpadded base64url */
 export function base64url(bytes) {
-  let s = '';
-  for (let i = 0; i < bytes.length; i += 3) {
-    const n = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
-    const left = bytes.length - i;
-    s += B64[(n >> 18) & 63] + B64[(n >> 12) & 63];
-    if (left > 1) s += B64[(n >> 6) & 63];
-    if (left > 2) s += B64[n & 63];
-  }
-  return s;
+  return btoa(Array.from(bytes, (b) => String.fromCharCode(b)).join('')).replace(/=+$/, '').replace(/[+/]/g, (c) => c === '+' ? '-' : '_');
 }
 
 /** @param {string} s unpadded base64url @returns {Uint8Array} */
 export function fromBase64url(s) {
-  const out = [];
-  let acc = 0, bits = 0;
-  for (const c of s) {
-    const v = B64.indexOf(c);
-    if (v < 0) bad('not base64url');
-    acc = (acc << 6) | v; bits += 6;
-    if (bits >= 8) { bits -= 8; out.push((acc >> bits) & 0xff); }
-  }
-  return U8.from(out);
+  try {
+    if (/[^\w-]/.test(s)) throw 0; // `atob` would skip spaces and take `+`, `/` and `=`
+    return U8.from(atob(s.replace(/[-_]/g, (c) => c === '-' ? '+' : '/')), (c) => c.charCodeAt(0));
+  } catch { bad('not base64url'); }
 }
 
 /** The `Sockeye-Resume` / `sockeye_resume` value for a RESUME. @param {Omit<ResumeEnvelope,'kind'>} r */
@@ -241,7 +231,11 @@ export function resumeValue(r) { return base64url(encodeEnvelope({ kind: 'resume
  * @property {number} [jitterPercent=50] @property {number} [maxAttempts] give up after this many failures in a row
  * @property {number} [handshakeTimeout=10000] ms to wait for the WELCOME
  * @property {{getItem(k:string):string|null, setItem(k:string,v:string):void, removeItem(k:string):void}} [storage]
- * @property {string} [storageKey='sockeye.session']
+ *   keeps the session across page reloads (pass `sessionStorage`): its id and token, the position
+ *   delivered so far and the unacknowledged messages, written once per task that changed them. A
+ *   client made over the same storage and key resumes the session and resends those messages
+ *   (their promises are gone: `acked`/`deadletter` report them by `seq`). Off by default.
+ * @property {string} [storageKey='sockeye.session'] the key in `storage`: one per session kept
  * @property {{now():number}} [clock] @property {(fn:()=>void, ms:number)=>any} [setTimeout]
  * @property {(id:any)=>void} [clearTimeout] @property {()=>number} [random] in [0, 1)
  * @property {boolean} [autoConnect=true] connect from the constructor
@@ -271,7 +265,7 @@ export class ReliableClient {
   _ws = null;
   #q = []; #held = 0; #seq = 1; // outgoing entries in seq order, their payload bytes, our next seq
   #t = {}; #listeners = new Map(); #closed = false; #established = false; #failures = 0; #pendingAcks = 0;
-  #srtt = null; #rttvar = 0; #backoff = 0; #clear; #now; #random; #set; #wake;
+  #srtt = null; #rttvar = 0; #backoff = 0; #clear; #now; #random; #set; #wake; #corked = false; #saving = false;
   /** @param {string} url ws:// or wss:// URL @param {ClientOptions} [options] */
   constructor(url, options = {}) {
     this.url = url;
@@ -311,9 +305,10 @@ export class ReliableClient {
    * Send one message reliably. Resolves when the server acknowledges it; rejects with a
    * `DeadLetterError` if it is dead-lettered (also reported as a `deadletter` event).
    * Throws `SendError('Full')` at once when the window is full, `SendError('TooLarge')`
-   * for a payload over `windowBytes`.
+   * for a payload over `windowBytes`. The promise's `seq` is the message's number, as the
+   * `acked` and `deadletter` events name it (also after a reload restored it from `storage`).
    * @param {string|Uint8Array|ArrayBuffer} data a string is sent as text
-   * @returns {Promise<void>}
+   * @returns {Promise<void> & {seq: number}}
    */
   send(data) {
     if (this.#closed) throw new SendError('Closed');
@@ -325,10 +320,10 @@ export class ReliableClient {
     let resolve, reject;
     const promise = new Promise((res, rej) => { resolve = res; reject = rej; });
     promise.catch(() => {}); // a dead letter is also an event; an ignored promise must not crash Node
-    const m = { seq: this.#seq++, text, void: false, payload, sentAt: this.#now(), tries: 0, connTries: 0, lastTx: 0, resolve, reject };
+    const now = this.#now(), m = { seq: promise.seq = this.#seq++, text, void: false, payload, sentAt: now, tries: 0, connTries: 0, lastTx: 0, resolve, reject };
     this.#q.push(m);
     this.#held += payload.length;
-    if (this.#established) this.#transmit(m);
+    if (this.#established) this.#transmit(m, now);
     if (this.#t.age == null) this.#armAge(); // a pending one is for an older message
     this.#save();
     return promise;
@@ -376,8 +371,7 @@ export class ReliableClient {
   async #open() {
     const WS = await this.#ctor();
     if (this._ws || this.#closed) return;
-    const resuming = this.session !== null;
-    this.#setState(resuming ? 'resuming' : 'connecting');
+    this.#setState(this.session ? 'resuming' : 'connecting');
     const ws = new WS(this.#connectUrl(), PROTOCOL);
     this._ws = ws; this.#established = false;
     ws.binaryType = 'arraybuffer';
@@ -411,15 +405,20 @@ export class ReliableClient {
     this.#setState('disconnected', { code, reason });
     const o = this.o;
     if (this.#closed) return;
-    if (o.maxAttempts !== undefined && this.#failures >= o.maxAttempts) {
+    if (this.#failures >= o.maxAttempts) { // never while it is undefined
       this.#closed = true; this.#emit('giveup', { failures: this.#failures }); return;
     }
     const base = Math.min(o.reconnectMaxDelay, o.reconnectInitialDelay * 2 ** Math.min(this.#failures, 30));
-    const delay = base - base * (o.jitterPercent / 100) * this.#random();
-    this.#arm('reconnect', delay, () => this.connect());
+    this.#arm('reconnect', base * (1 - o.jitterPercent / 100 * this.#random()), () => this.connect());
   }
 
-  #send(env) { if (this._ws?.readyState === 1 /* OPEN */) this._ws.send(encodeEnvelope(env)); }
+  #send(env) {
+    const ws = this._ws, sock = ws?._socket;
+    if (ws?.readyState !== 1 /* OPEN */) return;
+    // In Node (`ws`), the envelopes of one task leave in one write, not a syscall each.
+    if (sock && !this.#corked) { this.#corked = true; sock.cork(); queueMicrotask(() => { this.#corked = false; sock.uncork(); }); }
+    ws.send(encodeEnvelope(env));
+  }
 
   #onMessage(data) {
     if (typeof data === 'string') return this.#violation(1, 'text message in reliable mode');
@@ -512,10 +511,10 @@ export class ReliableClient {
     return err;
   }
 
-  #transmit(m) {
+  #transmit(m, now = this.#now()) {
     if (!this.#established) return;
     const nothingInFlight = this.#t.rto == null;
-    m.tries++; m.connTries++; m.lastTx = this.#now();
+    m.tries++; m.connTries++; m.lastTx = now;
     this.#pendingAcks = 0; this.#stop('ack');
     this.#send({ kind: 'data', text: m.text, void: m.void, seq: m.seq, ack: this.delivered, payload: m.payload });
     if (nothingInFlight) this.#armRto();
@@ -591,25 +590,30 @@ export class ReliableClient {
     this.#send({ kind: 'ack', ack: this.delivered });
   }
 
+  // The session, position and window as one JSON array, written once per task (a reload
+  // cannot come between a change and the microtask that saves it).
   #save() {
-    const { storage, storageKey } = this.o, session = this.session;
-    if (!storage || !session) return;
-    storage.setItem(storageKey, JSON.stringify({
-      id: base64url(session.id), token: base64url(session.token), delivered: this.delivered, nextSeq: this.#seq,
-      unacked: this.#q.map((m) => ({ seq: m.seq, text: m.text, void: m.void, payload: base64url(m.payload), sentAt: m.sentAt, tries: m.tries })),
-    }));
+    const { storage, storageKey } = this.o;
+    if (!storage || this.#saving) return;
+    this.#saving = true;
+    queueMicrotask(() => {
+      this.#saving = false;
+      const s = this.session;
+      storage.setItem(storageKey, JSON.stringify([s && base64url(s.id), s && base64url(s.token), this.delivered, this.#seq,
+        this.#q.map((m) => [m.seq, m.text, m.void, base64url(m.payload), m.sentAt, m.tries])]));
+    });
   }
 
   #restore() {
     const { storage, storageKey } = this.o, raw = storage?.getItem(storageKey);
     if (!raw) return;
     try {
-      const j = JSON.parse(raw);
-      this.session = { id: fromBase64url(j.id), token: fromBase64url(j.token) };
-      this.delivered = j.delivered; this.#seq = j.nextSeq;
-      this.#q = j.unacked.map((m) => ({ ...m, payload: fromBase64url(m.payload), connTries: 0, lastTx: 0 }));
-      this.#held = this.#q.reduce((n, m) => n + m.payload.length, 0);
-    } catch { storage.removeItem(storageKey); this.session = null; }
+      const [id, token, delivered, next, q] = JSON.parse(raw);
+      const held = q.map(([seq, text, isVoid, p, sentAt, tries]) => ({ seq, text, void: isVoid, payload: fromBase64url(p), sentAt, tries, connTries: 0, lastTx: 0 }));
+      this.session = id ? { id: fromBase64url(id), token: fromBase64url(token) } : null;
+      this.delivered = delivered; this.#seq = next; this.#q = held;
+      this.#held = held.reduce((n, m) => n + m.payload.length, 0);
+    } catch { storage.removeItem(storageKey); }
   }
 }
 

@@ -6,6 +6,8 @@
 //! `~/.cache/sockeye-peers`). Set `SOCKEYE_PYTHON` to use another interpreter that already
 //! has `websockets`.
 
+pub mod browser;
+pub mod proxy;
 pub mod server;
 
 use std::io::{BufRead, BufReader, Read};

@@ -4,12 +4,14 @@
 // (this client has no plain mode; `ws` is what it runs on in Node). Prints each run, the
 // medians of RUNS runs and the ratio.   node bench/throughput.mjs [N] [RUNS]
 // Builds the examples with `cargo build --release -p sockeye-std` first. Not part of npm test.
+// SOCKEYE_JS=FILE measures that copy of the client instead of ../sockeye.js.
 import { spawn, execFileSync } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { WebSocket } from 'ws';
-import { ReliableClient } from '../sockeye.js';
+
+const { ReliableClient } = await import(process.env.SOCKEYE_JS ? pathToFileURL(path.resolve(process.env.SOCKEYE_JS)).href : '../sockeye.js');
 
 const N = Number(process.argv[2] ?? 50_000), RUNS = Number(process.argv[3] ?? 3);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');

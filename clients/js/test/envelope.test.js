@@ -32,6 +32,19 @@ test('varints are minimal, at most 10 bytes, within u64', () => {
   assert.deepEqual(decodeVarint(hex('AA AC 02'), 1), { value: 300, next: 3 });
 });
 
+test('varints agree across the number/BigInt boundary', () => {
+  // The fast paths (numbers up to 2^53 - 1, 7 bytes summed as a number) against BigInt.
+  for (let k = 0; k <= 64; k++) {
+    for (const big of [(1n << BigInt(k)) - 1n, 1n << BigInt(k)]) {
+      if (big > u64max) continue;
+      const bytes = encodeVarint(big);
+      const safe = big <= BigInt(Number.MAX_SAFE_INTEGER);
+      if (safe) assert.deepEqual(encodeVarint(Number(big)), bytes, `encode ${big} as a number`);
+      assert.deepEqual(decodeVarint(bytes), { value: safe ? Number(big) : big, next: bytes.length }, `decode ${big}`);
+    }
+  }
+});
+
 test('DATA, text, seq 1, ack 0, "hi"', () => {
   roundTrip({ kind: 'data', text: true, void: false, seq: 1, ack: 0, payload: Uint8Array.from([0x68, 0x69]) }, hex('01 01 01 00 68 69'));
 });
