@@ -2,6 +2,8 @@
 //! routed to each connection: encoded once per message, queued under the slow-consumer
 //! rule.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use sockeye_core::auth::UserId;
 use sockeye_core::hub::{ConnId, Mail, OutMessage};
@@ -271,7 +273,7 @@ impl Server {
         conn: ConnId,
         session: SessionId,
         text: Bytes,
-        message: Option<OutMessage>,
+        message: Option<&OutMessage>,
     ) -> bool {
         let now = self.now;
         let Some(s) = self.store.get_mut(session) else {
@@ -305,7 +307,7 @@ impl Server {
                 self.leave_hub(conn, session);
                 if let (Some(message), Some(owner)) = (message, self.owners.get(&session)) {
                     let user = owner.user.clone();
-                    self.hand_back(&user, message);
+                    self.hand_back(&user, message.clone());
                 }
                 false
             }
@@ -355,27 +357,27 @@ impl Server {
     pub(crate) fn deliver(&mut self) {
         // A room message reaches every member as the same bytes: encoded as JSON once,
         // and framed once for every plain connection it goes out to at once.
-        let mut last: Option<(OutMessage, PreparedMessage)> = None;
+        let mut last: Option<(Arc<OutMessage>, PreparedMessage)> = None;
         while let Some(out) = self.hub.poll_outbound() {
             if !last
                 .as_ref()
-                .is_some_and(|(message, _)| *message == out.message)
+                .is_some_and(|(message, _)| Arc::ptr_eq(message, &out.message))
             {
                 last = None;
             }
             let (_, framed) = last.get_or_insert_with(|| {
                 let framed = PreparedMessage::new(&Message::text(encode(&out.message)));
-                (out.message.clone(), framed)
+                (Arc::clone(&out.message), framed)
             });
             let text = framed.payload();
-            let is_message = matches!(out.message, OutMessage::Message { .. });
+            let is_message = matches!(*out.message, OutMessage::Message { .. });
             match self.conns.get(&out.to).map(|c| &c.phase) {
                 Some(Phase::Plain { .. }) => {
                     self.send_plain_framed(out.to, text, is_message, Some(&*framed))
                 }
                 Some(Phase::Reliable { session, .. }) => {
                     let session = *session;
-                    self.send_reliable(out.to, session, text, Some(out.message));
+                    self.send_reliable(out.to, session, text, Some(&out.message));
                 }
                 _ => {}
             }

@@ -91,6 +91,7 @@ mod tests;
 
 use alloc::collections::VecDeque;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use bytes::Bytes;
 
@@ -197,11 +198,11 @@ impl Hub {
         for mail in self.mail.take(&user) {
             self.outbound.push_back(Outbound {
                 to: conn,
-                message: OutMessage::Message {
+                message: Arc::new(OutMessage::Message {
                     from: mail.from,
                     room: None,
                     payload: mail.payload,
-                },
+                }),
             });
         }
         Ok(())
@@ -282,16 +283,16 @@ impl Hub {
         if !self.rooms.is_member(room, conn) {
             return Err(HubError::NotAMember);
         }
-        let from = entry.user.clone();
+        let message = Arc::new(OutMessage::Message {
+            from: Some(entry.user.clone()),
+            room: Some(String::from(room)),
+            payload,
+        });
         let mut count = 0;
         for to in self.rooms.conns(room) {
             self.outbound.push_back(Outbound {
                 to,
-                message: OutMessage::Message {
-                    from: Some(from.clone()),
-                    room: Some(String::from(room)),
-                    payload: payload.clone(),
-                },
+                message: Arc::clone(&message),
             });
             count += 1;
         }
@@ -323,14 +324,15 @@ impl Hub {
             Target::User(user) => self.route_to_user(now, None, &user, payload),
             Target::Room(room) => {
                 let mut connections = 0;
+                let message = Arc::new(OutMessage::Message {
+                    from: None,
+                    room: Some(room.clone()),
+                    payload,
+                });
                 for to in self.rooms.conns(&room) {
                     self.outbound.push_back(Outbound {
                         to,
-                        message: OutMessage::Message {
-                            from: None,
-                            room: Some(room.clone()),
-                            payload: payload.clone(),
-                        },
+                        message: Arc::clone(&message),
                     });
                     connections += 1;
                 }
@@ -341,14 +343,15 @@ impl Hub {
             }
             Target::Everyone => {
                 let mut connections = 0;
+                let message = Arc::new(OutMessage::Message {
+                    from: None,
+                    room: None,
+                    payload,
+                });
                 for to in self.registry.all() {
                     self.outbound.push_back(Outbound {
                         to,
-                        message: OutMessage::Message {
-                            from: None,
-                            room: None,
-                            payload: payload.clone(),
-                        },
+                        message: Arc::clone(&message),
                     });
                     connections += 1;
                 }
@@ -496,14 +499,15 @@ impl Hub {
         payload: Bytes,
     ) -> PushReceipt {
         let mut connections = 0;
+        let message = Arc::new(OutMessage::Message {
+            from: from.clone(),
+            room: None,
+            payload: payload.clone(),
+        });
         for conn in self.registry.conns_of(to) {
             self.outbound.push_back(Outbound {
                 to: conn,
-                message: OutMessage::Message {
-                    from: from.clone(),
-                    room: None,
-                    payload: payload.clone(),
-                },
+                message: Arc::clone(&message),
             });
             connections += 1;
         }
@@ -543,14 +547,15 @@ impl Hub {
         if recipients > self.config.presence_max_recipients {
             return;
         }
+        let message = Arc::new(OutMessage::Presence {
+            room: String::from(room),
+            user: user.clone(),
+            joined,
+        });
         for to in self.rooms.conns(room).filter(|c| *c != except) {
             self.outbound.push_back(Outbound {
                 to,
-                message: OutMessage::Presence {
-                    room: String::from(room),
-                    user: user.clone(),
-                    joined,
-                },
+                message: Arc::clone(&message),
             });
         }
     }

@@ -1,6 +1,7 @@
 //! What the hub hands back to the runtime: deliveries to make, and receipts for pushes.
 
 use alloc::string::String;
+use alloc::sync::Arc;
 use bytes::Bytes;
 
 use super::registry::ConnId;
@@ -24,8 +25,9 @@ pub struct Outbound {
     /// The connection to send on.
     pub to: ConnId,
     /// What to send; the runtime encodes it (JSON text in plain mode, a `sockeye.v1`
-    /// data envelope on a reliable session).
-    pub message: OutMessage,
+    /// data envelope on a reliable session). Every delivery of one fan-out shares it,
+    /// so a runtime can encode it once ([`Arc::ptr_eq`] tells it is the same).
+    pub message: Arc<OutMessage>,
 }
 
 /// The content of a delivery. Payloads are opaque: the hub never looks inside them, and

@@ -1,6 +1,7 @@
 //! Scenarios for the hub as a whole; each file below has its own unit tests.
 
 use super::*;
+use alloc::sync::Arc;
 use core::time::Duration;
 
 fn user(s: &str) -> UserId {
@@ -70,7 +71,7 @@ fn publish_needs_membership_and_reaches_every_member() {
     assert_eq!(out.len(), 2);
     for o in &out {
         assert_eq!(
-            o.message,
+            *o.message,
             OutMessage::Message {
                 from: Some(user("b")),
                 room: Some("r".into()),
@@ -101,11 +102,11 @@ fn presence_follows_users_not_connections() {
         drain(&mut hub),
         [Outbound {
             to: ConnId(1),
-            message: OutMessage::Presence {
+            message: Arc::new(OutMessage::Presence {
                 room: "r".into(),
                 user: user("b"),
                 joined: true
-            }
+            })
         }]
     );
     hub.join(ConnId(3), "r").unwrap();
@@ -117,7 +118,7 @@ fn presence_follows_users_not_connections() {
     let out = drain(&mut hub);
     assert_eq!(out.len(), 1);
     assert!(matches!(
-        &out[0].message,
+        &*out[0].message,
         OutMessage::Presence { joined: false, user, .. } if *user == self::user("b")
     ));
     assert_eq!(hub.members("r"), [user("a")]);
@@ -216,19 +217,19 @@ fn offline_user_gets_the_mailbox_in_order_on_connect() {
         [
             Outbound {
                 to: ConnId(2),
-                message: OutMessage::Message {
+                message: Arc::new(OutMessage::Message {
                     from: Some(user("a")),
                     room: None,
                     payload: Bytes::from("1")
-                }
+                })
             },
             Outbound {
                 to: ConnId(2),
-                message: OutMessage::Message {
+                message: Arc::new(OutMessage::Message {
                     from: None,
                     room: None,
                     payload: Bytes::from("2")
-                }
+                })
             },
         ]
     );
@@ -437,7 +438,7 @@ fn a_message_handed_back_after_a_slow_disconnect_waits_for_the_next_connection()
     let out = hub.poll_outbound().unwrap();
     // The session's window was full: the runtime drops the connection and hands it back.
     hub.disconnect(now, out.to);
-    let OutMessage::Message { from, payload, .. } = out.message else {
+    let OutMessage::Message { from, payload, .. } = (*out.message).clone() else {
         panic!("expected a message");
     };
     let r = hub.restore_mail(now, &user("a"), Mail::new(now, from, payload));

@@ -495,7 +495,7 @@ impl HubCheck {
     ) -> Result<(), String> {
         let mut got = Vec::new();
         while let Some(out) = self.hub.poll_outbound() {
-            got.push(match out.message {
+            got.push(match (*out.message).clone() {
                 OutMessage::Message {
                     from,
                     room,
