@@ -30,6 +30,15 @@
 //! which the generator checks as such: it is the floor, and shows what the generator
 //! itself can drive.
 //!
+//! Servers (`--only`, by name or short name): `raw`, `sockeye-smol`, `sockeye-std`,
+//! `tokio-tungstenite` (`send` per message), `tokio-tungstenite-fwd` (`forward`) and
+//! `fastwebsockets` by default; `sockeye-smol-try-send` (the smol echo with `try_send`)
+//! only when named. `echo_peer`'s docs say how each is written. The table's `srv%` and
+//! `gen%` columns are the time the server's threads and the generator spent on a CPU
+//! while measuring, `srvW%` and `genW%` the time they were runnable but waiting for one
+//! (from `/proc/PID/task/*/schedstat`): on a shared machine, high waits mean other load
+//! took the cores and the run says less.
+//!
 //! The `idle10k` scenario opens `--idle-conns` (10,000) upgraded connections one after
 //! the other, waits, and reports the server's `VmRSS` growth (from `/proc/PID/status`)
 //! per connection, and the growth of the kernel's socket slabs (`TCP`,
@@ -967,10 +976,13 @@ fn ratio_header(impls: &[&'static str]) -> String {
 fn ratios(value: f64, refs: &[f64]) -> String {
     refs.iter()
         .map(|r| {
-            if value.is_nan() || r.is_nan() || *r == 0.0 {
+            let q = value / r;
+            if !q.is_finite() {
                 format!("{:>7}", "-")
+            } else if q >= 100.0 {
+                format!("{q:>7.0}")
             } else {
-                format!("{:>7.2}", value / r)
+                format!("{q:>7.2}")
             }
         })
         .collect()
@@ -1175,6 +1187,16 @@ fn idle_scenario(args: &Args, bin: &PathBuf, pin: bool) -> bool {
     let per: Vec<f64> = (0..args.only.len())
         .map(|k| med(k, &|r| r.per_conn))
         .collect();
+    // Raw TCP keeps next to nothing per connection: a ratio to it would mean nothing.
+    let refs: Vec<(&'static str, f64)> = args
+        .only
+        .iter()
+        .zip(&per)
+        .filter(|(imp, _)| **imp != "raw")
+        .map(|(imp, v)| (*imp, *v))
+        .collect();
+    let ref_names: Vec<&'static str> = refs.iter().map(|r| r.0).collect();
+    let ref_values: Vec<f64> = refs.iter().map(|r| r.1).collect();
     println!();
     println!("SCENARIO {IDLE}: {n} idle upgraded connections, server memory");
     println!(
@@ -1184,7 +1206,7 @@ fn idle_scenario(args: &Args, bin: &PathBuf, pin: bool) -> bool {
         "RSS before",
         "RSS after",
         "kernel B/c",
-        ratio_header(&args.only)
+        ratio_header(&ref_names)
     );
     for (k, imp) in args.only.iter().enumerate() {
         if let Some(e) = &errors[k] {
@@ -1203,7 +1225,7 @@ fn idle_scenario(args: &Args, bin: &PathBuf, pin: bool) -> bool {
             } else {
                 format!("{kernel:.0}")
             },
-            ratios(per[k], &per)
+            ratios(per[k], &ref_values)
         );
     }
     println!(
