@@ -1225,7 +1225,11 @@ fn idle_scenario(args: &Args, bin: &PathBuf, pin: bool) -> bool {
             } else {
                 format!("{kernel:.0}")
             },
-            ratios(per[k], &ref_values)
+            if *imp == "raw" {
+                ratios(f64::NAN, &ref_values)
+            } else {
+                ratios(per[k], &ref_values)
+            }
         );
     }
     println!(
