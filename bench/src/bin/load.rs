@@ -300,6 +300,25 @@ fn sched_ns(pid: u32) -> (u64, u64) {
     (run, wait)
 }
 
+/// TCP segments retransmitted on the machine so far (`RetransSegs` in `/proc/net/snmp`):
+/// on loopback they mean dropped packets (a full backlog, usually from other load) and
+/// a stall of at least the 200 ms minimum retransmission timeout.
+fn tcp_retransmits() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RetransSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// TCP sockets in use on the machine (`/proc/net/sockstat`).
 fn tcp_sockets_in_use() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
@@ -722,6 +741,8 @@ struct LoadResult {
     server_wait: f64,
     gen_cpu: f64,
     gen_wait: f64,
+    /// Segments retransmitted machine-wide while measuring.
+    retransmits: u64,
 }
 
 struct RunConfig {
@@ -768,6 +789,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
     let mut count = 0u64;
     let mut t0 = started;
     let (mut srv0, mut gen0) = ((0, 0), (0, 0));
+    let mut retx0 = 0;
     let self_pid = std::process::id();
     let t1 = loop {
         let now = Instant::now();
@@ -776,6 +798,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
             hist.clear();
             count = 0;
             t0 = now;
+            retx0 = tcp_retransmits();
             srv0 = sched_ns(peer.pid());
             gen0 = sched_ns(self_pid);
         }
@@ -806,6 +829,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
     };
     let srv1 = sched_ns(peer.pid());
     let gen1 = sched_ns(self_pid);
+    let retransmits = tcp_retransmits().saturating_sub(retx0);
     // Stop sending; drain what is in flight.
     let drain_until = Instant::now() + Duration::from_secs(5);
     while conns.iter().any(|c| !c.sent.is_empty()) {
@@ -838,6 +862,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
         server_wait: share(srv0.1, srv1.1),
         gen_cpu: share(gen0.0, gen1.0),
         gen_wait: share(gen0.1, gen1.1),
+        retransmits,
     })
 }
 
@@ -1054,7 +1079,7 @@ fn main() {
                         eprintln!(
                             "  {scenario} run {}/{} {imp}: {:.0} msgs/s, p50 {}, p99 {}, \
                              max {}, server cpu {:.0}% (waiting {:.0}%), generator cpu {:.0}% \
-                             (waiting {:.0}%)",
+                             (waiting {:.0}%), {} TCP retransmits on the machine",
                             run + 1,
                             args.runs,
                             r.msgs_per_s,
@@ -1064,7 +1089,8 @@ fn main() {
                             r.server_cpu * 100.0,
                             r.server_wait * 100.0,
                             r.gen_cpu * 100.0,
-                            r.gen_wait * 100.0
+                            r.gen_wait * 100.0,
+                            r.retransmits
                         );
                         results[k].push(r);
                     }
@@ -1099,7 +1125,7 @@ fn main() {
             }
         );
         println!(
-            "  {:<22} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5} {:>5} {:>5}{}",
+            "  {:<22} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5}{}",
             "implementation",
             "msgs/s",
             "p50",
@@ -1109,6 +1135,7 @@ fn main() {
             "srvW%",
             "gen%",
             "genW%",
+            "retx",
             ratio_header(&args.only)
         );
         for (k, imp) in args.only.iter().enumerate() {
@@ -1117,7 +1144,7 @@ fn main() {
                 continue;
             }
             println!(
-                "  {:<22} {:>10.0} {:>10} {:>10} {:>10} {:>5.0} {:>5.0} {:>5.0} {:>5.0}{}",
+                "  {:<22} {:>10.0} {:>10} {:>10} {:>10} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>5.0}{}",
                 imp,
                 rates[k],
                 fmt_latency(med(k, &|r| r.p50.as_secs_f64())),
@@ -1127,13 +1154,16 @@ fn main() {
                 med(k, &|r| r.server_wait) * 100.0,
                 med(k, &|r| r.gen_cpu) * 100.0,
                 med(k, &|r| r.gen_wait) * 100.0,
+                med(k, &|r| r.retransmits as f64),
                 ratios(rates[k], &rates)
             );
         }
         println!(
             "  /X: this row's msgs/s divided by X's (higher is better); srv%, gen%: time the \
              server's threads and the generator spent on a CPU while measuring, srvW%, genW%: \
-             time they were runnable but waiting for one (100 = one core's worth)"
+             time they were runnable but waiting for one (100 = one core's worth); retx: TCP \
+             segments retransmitted on the whole machine while measuring (on loopback: drops, \
+             each a stall of 200 ms or more)"
         );
     }
     if failed {
