@@ -37,11 +37,11 @@
 //! `gen%` columns are the time the server's threads and the generator spent on a CPU
 //! while measuring, `srvW%` and `genW%` the time they were runnable but waiting for one
 //! (from `/proc/PID/task/*/schedstat`): on a shared machine, high waits mean other load
-//! took the cores and the run says less. `retx` counts the TCP segments the machine
-//! retransmitted meanwhile (`/proc/net/snmp`): on loopback each is a dropped packet (a
-//! full backlog when other load starves the softirq work) and a stall of 200 ms or more,
-//! so such a measurement is taken again, up to `--retries` (2) times, and `rep` counts
-//! the repeats.
+//! took the cores and the run says less. `rto` counts the TCP retransmission timeouts on
+//! the machine meanwhile (`TCPTimeouts` in `/proc/net/netstat`): on loopback each follows
+//! a dropped packet (a full backlog when other load starves the softirq work) and stalls
+//! a connection for 200 ms or more, so such a measurement is taken again, up to
+//! `--retries` (2) times, and `rep` counts the repeats.
 //!
 //! The `idle10k` scenario opens `--idle-conns` (10,000) upgraded connections one after
 //! the other, waits, and reports the server's `VmRSS` growth (from `/proc/PID/status`)
@@ -307,21 +307,23 @@ fn sched_ns(pid: u32) -> (u64, u64) {
     (run, wait)
 }
 
-/// TCP segments retransmitted on the machine so far (`RetransSegs` in `/proc/net/snmp`):
-/// on loopback they mean dropped packets (a full backlog, usually from other load) and
-/// a stall of at least the 200 ms minimum retransmission timeout.
-fn tcp_retransmits() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else {
+/// Retransmission timeouts on the machine so far (`TCPTimeouts` in `/proc/net/netstat`).
+/// On loopback a timeout follows a dropped packet (the per-CPU backlog overflows when
+/// other load starves the softirq work) and stalls that connection for the 200 ms
+/// minimum RTO or more. (Plain retransmits are mostly tail-loss probes, spurious and
+/// cheap, so they are not counted.)
+fn tcp_timeouts() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/netstat") else {
         return 0;
     };
-    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-    let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+    let mut ext = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (Some(names), Some(values)) = (ext.next(), ext.next()) else {
         return 0;
     };
     names
         .split_whitespace()
         .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RetransSegs")
+        .find(|(n, _)| *n == "TCPTimeouts")
         .and_then(|(_, v)| v.parse().ok())
         .unwrap_or(0)
 }
@@ -748,8 +750,8 @@ struct LoadResult {
     server_wait: f64,
     gen_cpu: f64,
     gen_wait: f64,
-    /// Segments retransmitted machine-wide while measuring.
-    retransmits: u64,
+    /// Retransmission timeouts machine-wide while measuring.
+    timeouts: u64,
 }
 
 struct RunConfig {
@@ -796,7 +798,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
     let mut count = 0u64;
     let mut t0 = started;
     let (mut srv0, mut gen0) = ((0, 0), (0, 0));
-    let mut retx0 = 0;
+    let mut rto0 = 0;
     let self_pid = std::process::id();
     let t1 = loop {
         let now = Instant::now();
@@ -805,7 +807,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
             hist.clear();
             count = 0;
             t0 = now;
-            retx0 = tcp_retransmits();
+            rto0 = tcp_timeouts();
             srv0 = sched_ns(peer.pid());
             gen0 = sched_ns(self_pid);
         }
@@ -836,7 +838,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
     };
     let srv1 = sched_ns(peer.pid());
     let gen1 = sched_ns(self_pid);
-    let retransmits = tcp_retransmits().saturating_sub(retx0);
+    let timeouts = tcp_timeouts().saturating_sub(rto0);
     // Stop sending; drain what is in flight.
     let drain_until = Instant::now() + Duration::from_secs(5);
     while conns.iter().any(|c| !c.sent.is_empty()) {
@@ -869,7 +871,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
         server_wait: share(srv0.1, srv1.1),
         gen_cpu: share(gen0.0, gen1.0),
         gen_wait: share(gen0.1, gen1.1),
-        retransmits,
+        timeouts,
     })
 }
 
@@ -1080,20 +1082,21 @@ fn main() {
                 if errors[k].is_some() {
                     continue;
                 }
-                // A measurement during which the machine retransmitted (a loopback drop:
-                // some connection stalled for 200 ms or more) is taken again, up to
+                // A measurement during which a retransmission timer fired on the machine
+                // (a loopback drop: some connection stalled for 200 ms or more) is taken
+                // again, up to
                 // `--retries` times; the last one is kept whatever it saw.
                 let mut tries = 0;
                 let outcome = loop {
                     let outcome = Peer::start(&bin, imp, pin)
                         .and_then(|peer| run_load(&peer, *imp == "raw", load, &rc));
                     match &outcome {
-                        Ok(r) if r.retransmits > 0 && tries < args.retries => {
+                        Ok(r) if r.timeouts > 0 && tries < args.retries => {
                             eprintln!(
-                                "  {scenario} run {} {imp}: {} TCP retransmits on the machine, \
+                                "  {scenario} run {} {imp}: {} TCP retransmission timeouts on the machine, \
                                  measuring again",
                                 run + 1,
-                                r.retransmits
+                                r.timeouts
                             );
                             tries += 1;
                             repeats[k] += 1;
@@ -1106,7 +1109,7 @@ fn main() {
                         eprintln!(
                             "  {scenario} run {}/{} {imp}: {:.0} msgs/s, p50 {}, p99 {}, \
                              max {}, server cpu {:.0}% (waiting {:.0}%), generator cpu {:.0}% \
-                             (waiting {:.0}%), {} TCP retransmits on the machine",
+                             (waiting {:.0}%), {} TCP retransmission timeouts on the machine",
                             run + 1,
                             args.runs,
                             r.msgs_per_s,
@@ -1117,7 +1120,7 @@ fn main() {
                             r.server_wait * 100.0,
                             r.gen_cpu * 100.0,
                             r.gen_wait * 100.0,
-                            r.retransmits
+                            r.timeouts
                         );
                         results[k].push(r);
                     }
@@ -1162,7 +1165,7 @@ fn main() {
             "srvW%",
             "gen%",
             "genW%",
-            "retx",
+            "rto",
             "rep",
             ratio_header(&args.only)
         );
@@ -1182,7 +1185,7 @@ fn main() {
                 med(k, &|r| r.server_wait) * 100.0,
                 med(k, &|r| r.gen_cpu) * 100.0,
                 med(k, &|r| r.gen_wait) * 100.0,
-                med(k, &|r| r.retransmits as f64),
+                med(k, &|r| r.timeouts as f64),
                 repeats[k],
                 ratios(rates[k], &rates)
             );
@@ -1190,9 +1193,9 @@ fn main() {
         println!(
             "  /X: this row's msgs/s divided by X's (higher is better); srv%, gen%: time the \
              server's threads and the generator spent on a CPU while measuring, srvW%, genW%: \
-             time they were runnable but waiting for one (100 = one core's worth); retx: TCP \
-             segments retransmitted on the whole machine while measuring (on loopback: drops, \
-             each a stall of 200 ms or more); rep: measurements taken again for retransmits"
+             time they were runnable but waiting for one (100 = one core's worth); rto: TCP \
+             retransmission timeouts on the whole machine while measuring (on loopback: drops, \
+             each a stall of 200 ms or more); rep: measurements taken again for them"
         );
     }
     if failed {
