@@ -26,7 +26,8 @@
 //! frames of each connection and every 64th after; a wrong or missing echo fails the run.
 //! After `--warmup` seconds the counters are reset and the next `--seconds` seconds are
 //! measured (or until `--max-msgs` echoes); then no new messages are sent and the ones
-//! in flight are drained. The raw TCP echo returns the masked frames as they were sent,
+//! in flight are drained. The table's `fair` is the number of messages of the connection
+//! that completed fewest while measuring, over the mean (1 when all are served alike). The raw TCP echo returns the masked frames as they were sent,
 //! which the generator checks as such: it is the floor, and shows what the generator
 //! itself can drive.
 //!
@@ -741,6 +742,8 @@ impl Histogram {
 
 struct LoadResult {
     msgs_per_s: f64,
+    /// The messages of the connection that completed fewest, over the mean.
+    fairness: f64,
     p50: Duration,
     p99: Duration,
     max: Duration,
@@ -799,6 +802,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
     let mut t0 = started;
     let (mut srv0, mut gen0) = ((0, 0), (0, 0));
     let mut rto0 = 0;
+    let mut echoed0: Vec<u64> = vec![0; conns.len()];
     let self_pid = std::process::id();
     let t1 = loop {
         let now = Instant::now();
@@ -810,6 +814,9 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
             rto0 = tcp_timeouts();
             srv0 = sched_ns(peer.pid());
             gen0 = sched_ns(self_pid);
+            for (e, c) in echoed0.iter_mut().zip(&conns) {
+                *e = c.rx.echoed;
+            }
         }
         if measuring && (now >= end_at || count >= rc.max_msgs) {
             break now;
@@ -839,6 +846,14 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
     let srv1 = sched_ns(peer.pid());
     let gen1 = sched_ns(self_pid);
     let timeouts = tcp_timeouts().saturating_sub(rto0);
+    // Messages each connection completed while measuring: the slowest against the mean.
+    let per_conn: Vec<u64> = conns
+        .iter()
+        .zip(&echoed0)
+        .map(|(c, e)| c.rx.echoed - e)
+        .collect();
+    let mean = per_conn.iter().sum::<u64>() as f64 / per_conn.len() as f64;
+    let fairness = per_conn.iter().min().map_or(0.0, |m| *m as f64 / mean);
     // Stop sending; drain what is in flight.
     let drain_until = Instant::now() + Duration::from_secs(5);
     while conns.iter().any(|c| !c.sent.is_empty()) {
@@ -864,6 +879,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
     let share = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1e9 / secs;
     Ok(LoadResult {
         msgs_per_s: count as f64 / secs,
+        fairness,
         p50: Duration::from_nanos(hist.quantile(0.50)),
         p99: Duration::from_nanos(hist.quantile(0.99)),
         max: Duration::from_nanos(hist.max),
@@ -1108,14 +1124,16 @@ fn main() {
                     Ok(r) => {
                         eprintln!(
                             "  {scenario} run {}/{} {imp}: {:.0} msgs/s, p50 {}, p99 {}, \
-                             max {}, server cpu {:.0}% (waiting {:.0}%), generator cpu {:.0}% \
-                             (waiting {:.0}%), {} TCP retransmission timeouts on the machine",
+                             max {}, slowest connection {:.2} of the mean, server cpu {:.0}% \
+                             (waiting {:.0}%), generator cpu {:.0}% (waiting {:.0}%), {} TCP \
+                             retransmission timeouts on the machine",
                             run + 1,
                             args.runs,
                             r.msgs_per_s,
                             fmt_latency(r.p50.as_secs_f64()),
                             fmt_latency(r.p99.as_secs_f64()),
                             fmt_latency(r.max.as_secs_f64()),
+                            r.fairness,
                             r.server_cpu * 100.0,
                             r.server_wait * 100.0,
                             r.gen_cpu * 100.0,
@@ -1155,12 +1173,13 @@ fn main() {
             }
         );
         println!(
-            "  {:<22} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>4}{}",
+            "  {:<22} {:>10} {:>10} {:>10} {:>10} {:>5} {:>5} {:>5} {:>5} {:>5} {:>5} {:>4}{}",
             "implementation",
             "msgs/s",
             "p50",
             "p99",
             "max",
+            "fair",
             "srv%",
             "srvW%",
             "gen%",
@@ -1175,12 +1194,13 @@ fn main() {
                 continue;
             }
             println!(
-                "  {:<22} {:>10.0} {:>10} {:>10} {:>10} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>4}{}",
+                "  {:<22} {:>10.0} {:>10} {:>10} {:>10} {:>5.2} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>5.0} {:>4}{}",
                 imp,
                 rates[k],
                 fmt_latency(med(k, &|r| r.p50.as_secs_f64())),
                 fmt_latency(med(k, &|r| r.p99.as_secs_f64())),
                 fmt_latency(med(k, &|r| r.max.as_secs_f64())),
+                med(k, &|r| r.fairness),
                 med(k, &|r| r.server_cpu) * 100.0,
                 med(k, &|r| r.server_wait) * 100.0,
                 med(k, &|r| r.gen_cpu) * 100.0,
@@ -1191,7 +1211,8 @@ fn main() {
             );
         }
         println!(
-            "  /X: this row's msgs/s divided by X's (higher is better); srv%, gen%: time the \
+            "  /X: this row's msgs/s divided by X's (higher is better); fair: messages of the \
+             connection that completed fewest, over the mean (1 = all alike); srv%, gen%: time the \
              server's threads and the generator spent on a CPU while measuring, srvW%, genW%: \
              time they were runnable but waiting for one (100 = one core's worth); rto: TCP \
              retransmission timeouts on the whole machine while measuring (on loopback: drops, \
