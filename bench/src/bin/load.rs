@@ -33,8 +33,8 @@
 //!
 //! Servers (`--only`, by name or short name): `raw`, `sockeye-smol`, `sockeye-std`,
 //! `tokio-tungstenite` (`send` per message), `tokio-tungstenite-fwd` (`forward`) and
-//! `fastwebsockets` by default; `sockeye-smol-try-send` (the smol echo with `try_send`)
-//! only when named. `echo_peer`'s docs say how each is written. The table's `srv%` and
+//! `fastwebsockets` by default; `sockeye-smol-try-send` (short name `ts`: the smol echo
+//! with `try_send`) only when named. `echo_peer`'s docs say how each is written. The table's `srv%` and
 //! `gen%` columns are the time the server's threads and the generator spent on a CPU
 //! while measuring, `srvW%` and `genW%` the time they were runnable but waiting for one
 //! (from `/proc/PID/task/*/schedstat`): on a shared machine, high waits mean other load
@@ -66,7 +66,7 @@ const IMPLS: &[(&str, &str, bool)] = &[
     ("raw", "raw", true),
     ("sockeye-smol", "smol", true),
     ("sockeye-std", "std", true),
-    ("sockeye-smol-try-send", "smoltry", false),
+    ("sockeye-smol-try-send", "ts", false),
     ("tokio-tungstenite", "tt", true),
     ("tokio-tungstenite-fwd", "ttfwd", true),
     ("fastwebsockets", "fws", true),
