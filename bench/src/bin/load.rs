@@ -933,6 +933,7 @@ struct IdleResult {
     rss_before_kib: u64,
     rss_after_kib: u64,
     kernel_per_conn: Option<f64>,
+    opened_in: Duration,
 }
 
 fn run_idle(peer: &Peer, raw: bool, n: usize) -> Result<IdleResult, String> {
@@ -940,6 +941,7 @@ fn run_idle(peer: &Peer, raw: bool, n: usize) -> Result<IdleResult, String> {
     let pid = peer.pid();
     let before = vm_rss_kib(pid).ok_or("no VmRSS")?;
     let slab_before = socket_slab_bytes();
+    let opening = Instant::now();
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = connect(peer.addr, raw).map_err(|e| format!("connection {i}: {e}"))?;
@@ -951,6 +953,7 @@ fn run_idle(peer: &Peer, raw: bool, n: usize) -> Result<IdleResult, String> {
         }
         conns.push(s);
     }
+    let opened_in = opening.elapsed();
     std::thread::sleep(Duration::from_millis(500));
     let after = vm_rss_kib(pid).ok_or("no VmRSS")?;
     let slab_after = socket_slab_bytes();
@@ -967,7 +970,15 @@ fn run_idle(peer: &Peer, raw: bool, n: usize) -> Result<IdleResult, String> {
             if got == 0 {
                 return Err("an idle connection was closed".into());
             }
-            rx.feed(&chunk[..got], &batch)?;
+            // The oldest connections have been idle since `opening`: a server's keepalive
+            // may have pinged them, and closed them for the pong this client never sent.
+            rx.feed(&chunk[..got], &batch).map_err(|e| {
+                format!(
+                    "idle echo: {e} ({:.1} s after the first connection, opened in {:.1} s)",
+                    opening.elapsed().as_secs_f64(),
+                    opened_in.as_secs_f64()
+                )
+            })?;
         }
     }
     let kernel_per_conn = match (slab_before, slab_after) {
@@ -979,6 +990,7 @@ fn run_idle(peer: &Peer, raw: bool, n: usize) -> Result<IdleResult, String> {
         rss_before_kib: before,
         rss_after_kib: after,
         kernel_per_conn,
+        opened_in,
     })
 }
 
@@ -1241,14 +1253,15 @@ fn idle_scenario(args: &Args, bin: &PathBuf, pin: bool) -> bool {
                 Ok(r) => {
                     eprintln!(
                         "  {IDLE} run {}/{} {imp}: {:.0} B per connection (VmRSS {} -> {} KiB), \
-                         kernel slabs {} B per connection",
+                         kernel slabs {} B per connection, opened in {:.1} s",
                         run + 1,
                         args.runs,
                         r.per_conn,
                         r.rss_before_kib,
                         r.rss_after_kib,
                         r.kernel_per_conn
-                            .map_or("n/a".to_string(), |v| format!("{v:.0}"))
+                            .map_or("n/a".to_string(), |v| format!("{v:.0}")),
+                        r.opened_in.as_secs_f64()
                     );
                     results[k].push(r);
                 }
