@@ -455,9 +455,12 @@ struct Batch {
     header_len: usize,
     size: usize,
     count: usize,
+    raw: bool,
 }
 
-fn build_batch(conn: usize, count: usize, size: usize) -> Batch {
+/// `raw`: the echo comes back as sent (masked), from the TCP echo; a WebSocket server
+/// must send unmasked frames.
+fn build_batch(conn: usize, count: usize, size: usize, raw: bool) -> Batch {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((conn as u64 + 1) << 20));
     let mut header = vec![0x82u8];
     if size < 126 {
@@ -506,6 +509,7 @@ fn build_batch(conn: usize, count: usize, size: usize) -> Batch {
         header_len,
         size,
         count,
+        raw,
     }
 }
 
@@ -555,6 +559,13 @@ impl Rx {
                 let opcode = h[0] & 0x0f;
                 self.fin = h[0] & 0x80 != 0;
                 self.masked = h[1] & 0x80 != 0;
+                if self.masked != batch.raw {
+                    return Err(if batch.raw {
+                        "the TCP echo changed the frames".into()
+                    } else {
+                        "the server sent a masked frame".into()
+                    });
+                }
                 self.left = match h[1] & 0x7f {
                     126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
                     127 => u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
@@ -780,7 +791,7 @@ fn run_load(peer: &Peer, raw: bool, load: Load, rc: &RunConfig) -> Result<LoadRe
             .map_err(|e| e.to_string())?;
         conns.push(Conn {
             stream,
-            batch: build_batch(i, batch_len, load.size),
+            batch: build_batch(i, batch_len, load.size, raw),
             wpos: 0,
             wleft: 0,
             sent: VecDeque::with_capacity(load.in_flight),
@@ -958,7 +969,7 @@ fn run_idle(peer: &Peer, raw: bool, n: usize) -> Result<IdleResult, String> {
     let after = vm_rss_kib(pid).ok_or("no VmRSS")?;
     let slab_after = socket_slab_bytes();
     // Check that a sample of the idle connections still echoes.
-    let batch = build_batch(0, 1, 32);
+    let batch = build_batch(0, 1, 32, raw);
     for s in conns.iter_mut().step_by((n / 10).max(1)) {
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .map_err(|e| e.to_string())?;
