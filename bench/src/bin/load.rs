@@ -27,9 +27,10 @@
 //! After `--warmup` seconds the counters are reset and the next `--seconds` seconds are
 //! measured (or until `--max-msgs` echoes); then no new messages are sent and the ones
 //! in flight are drained. The table's `fair` is the number of messages of the connection
-//! that completed fewest while measuring, over the mean (1 when all are served alike). The raw TCP echo returns the masked frames as they were sent,
-//! which the generator checks as such: it is the floor, and shows what the generator
-//! itself can drive.
+//! that completed fewest while measuring, over the mean (1 when all are served alike).
+//! The raw TCP echo returns the masked frames as they were sent, which the generator
+//! checks as such (a masked frame from any other server fails the run): it is the floor,
+//! and shows what the generator itself can drive.
 //!
 //! Servers (`--only`, by name or short name): `raw`, `sockeye-smol`, `sockeye-std`,
 //! `tokio-tungstenite` (`send` per message), `tokio-tungstenite-fwd` (`forward`) and
