@@ -25,6 +25,9 @@ const READ_BUF_BYTES: usize = 16 * 1024;
 /// Most chunks passed to one vectored write.
 const MAX_IOVECS: usize = 64;
 
+/// Reads in a row that found bytes before a connection's task yields to the executor.
+const READS_BEFORE_YIELD: u32 = 16;
+
 /// Why [`WebSocket::try_send`] did not queue a message.
 #[derive(Debug)]
 pub enum TrySendError {
@@ -78,6 +81,8 @@ pub struct WebSocket {
     /// How long a write may wait for the peer to read (the core's `pong_timeout`).
     write_timeout: Duration,
     events: VecDeque<Event>,
+    /// Reads that found bytes since this task last let others run.
+    reads_in_a_row: u32,
     /// `events` ends with a message the application has not taken yet.
     holding_message: bool,
     close: Option<Close>,
@@ -122,6 +127,7 @@ impl WebSocket {
             max_queue_bytes: parts.max_queue_bytes,
             write_timeout: parts.write_timeout,
             events: VecDeque::new(),
+            reads_in_a_row: 0,
             holding_message: false,
             close: None,
             done: false,
@@ -234,6 +240,12 @@ impl WebSocket {
     /// Sends `message` as one frame and waits until it is written to the socket; when
     /// the queue is full, first waits for room. This is the backpressure: no queue grows
     /// past `Config::max_send_queue_bytes`. See the type's docs for cancel safety.
+    ///
+    /// One exception keeps a busy connection to one write per batch: when messages the
+    /// connection already read are waiting for [`recv`](Self::recv), `send` returns once
+    /// the message is queued, and it goes out with the next `recv` (which writes every
+    /// queued byte before it waits for the peer), [`ready`](Self::ready) or
+    /// [`flush`](Self::flush).
     pub async fn send(&mut self, message: Message) -> Result<()> {
         self.send_with(message, Compression::Auto).await
     }
@@ -244,6 +256,9 @@ impl WebSocket {
         let mut message = message;
         loop {
             match self.try_send_with(message, compression) {
+                // Messages already read wait for the application: the write joins theirs
+                // (an echo loop writes once per batch); `recv` writes before it waits.
+                Ok(()) if !self.events.is_empty() => return Ok(()),
                 Ok(()) => return self.flush().await,
                 Err(TrySendError::Full(back)) => {
                     message = back;
@@ -398,6 +413,13 @@ impl WebSocket {
             Ok(Input::Bytes(n)) => {
                 self.conn
                     .handle_bytes(self.clock.now(), &self.read_buf[..n]);
+                // A peer that keeps the socket full would never let the read wait, and
+                // this task would never let the executor run the others.
+                self.reads_in_a_row += 1;
+                if self.reads_in_a_row >= READS_BEFORE_YIELD {
+                    self.reads_in_a_row = 0;
+                    future::yield_now().await;
+                }
                 Ok(())
             }
             Ok(Input::Eof) => {
