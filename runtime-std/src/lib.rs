@@ -89,7 +89,7 @@ pub use reliable::{
 pub use server::{Server, ServerHandle};
 pub use time::Clock;
 pub use url::WsUrl;
-pub use websocket::WebSocket;
+pub use websocket::{Recv, WebSocket};
 
 pub use sockeye_core::handshake::Request;
 #[cfg(feature = "deflate")]

@@ -20,6 +20,30 @@ use sockeye_core::{
 use crate::error::{Error, Result};
 use crate::transport::{Input, Transport};
 
+/// What a receive with a deadline answered ([`WebSocket::recv_timeout`],
+/// [`WebSocket::recv_event_until`]): each case has its own variant, so "nothing yet" and
+/// "nothing ever again" cannot be confused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Recv<T> {
+    /// The next message or event.
+    Ready(T),
+    /// The deadline passed first; the connection is still open.
+    TimedOut,
+    /// The connection is over and its end was already reported: nothing more will come.
+    Closed,
+}
+
+impl<T> Recv<T> {
+    /// The message or event, if one came.
+    pub fn ready(self) -> Option<T> {
+        match self {
+            Recv::Ready(item) => Some(item),
+            Recv::TimedOut | Recv::Closed => None,
+        }
+    }
+}
+
 /// An open WebSocket over a blocking `TcpStream`, client or server side.
 ///
 /// It does its work on the calling thread, inside its methods: [`recv`](Self::recv) is
@@ -109,14 +133,48 @@ impl WebSocket {
     /// close. [`Event::Closed`] is returned once the transport is shut down; after it,
     /// `Ok(None)` forever.
     pub fn recv_event(&mut self) -> Result<Option<Event>> {
-        self.recv_event_until(None)
+        match self.recv_event_until(None)? {
+            Recv::Ready(event) => Ok(Some(event)),
+            Recv::TimedOut | Recv::Closed => Ok(None),
+        }
     }
 
-    /// Like [`recv_event`](Self::recv_event), but returns `Ok(None)` as soon as
-    /// `deadline` passes with no event (or once the connection is over). The core's own
-    /// timers still fire while waiting. `deadline` counts on this connection's clock
-    /// ([`now`](Self::now)).
-    pub fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
+    /// Like [`recv`](Self::recv), waiting at most `timeout`: [`Recv::Ready`] with the next
+    /// message, [`Recv::TimedOut`] if none arrived in time (the connection is still
+    /// open: call again), or [`Recv::Closed`] once the closing handshake has completed
+    /// (and on every call after that). A connection that failed is reported once as
+    /// [`Error::Connection`], then as `Closed`. The three answers never overlap, so a
+    /// loop that retries on `TimedOut` ends when the connection does.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Recv<Message>> {
+        let deadline = self.now() + timeout;
+        loop {
+            match self.recv_event_until(Some(deadline))? {
+                Recv::Ready(Event::Message(message)) => return Ok(Recv::Ready(message)),
+                Recv::Ready(Event::Closed(close)) => match close.error {
+                    Some(error) => return Err(Error::Connection(error)),
+                    None => return Ok(Recv::Closed),
+                },
+                Recv::Ready(_) => continue,
+                Recv::TimedOut => return Ok(Recv::TimedOut),
+                Recv::Closed => return Ok(Recv::Closed),
+            }
+        }
+    }
+
+    /// Like [`recv_event`](Self::recv_event), waiting at most `timeout` (see
+    /// [`recv_event_until`](Self::recv_event_until) for the answers).
+    pub fn recv_event_timeout(&mut self, timeout: Duration) -> Result<Recv<Event>> {
+        let deadline = self.now() + timeout;
+        self.recv_event_until(Some(deadline))
+    }
+
+    /// Like [`recv_event`](Self::recv_event), waiting until `deadline` at most (`None`:
+    /// for ever). Answers [`Recv::Ready`] with the next event ([`Event::Closed`] once,
+    /// when the connection ends), [`Recv::TimedOut`] when `deadline` passes first (the
+    /// connection is still open), and [`Recv::Closed`] on every call after the
+    /// connection's end was returned. The core's own timers still fire while waiting.
+    /// `deadline` counts on this connection's clock ([`now`](Self::now)).
+    pub fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Recv<Event>> {
         loop {
             match self.events.pop_front() {
                 Some(Event::Closed(close)) => {
@@ -128,21 +186,21 @@ impl WebSocket {
                         let _ = self.step(None);
                     }
                     self.close = Some(close.clone());
-                    return Ok(Some(Event::Closed(close)));
+                    return Ok(Recv::Ready(Event::Closed(close)));
                 }
                 Some(event) => {
                     if matches!(event, Event::Message(_)) {
                         self.holding_message = false;
                     }
-                    return Ok(Some(event));
+                    return Ok(Recv::Ready(event));
                 }
-                None if self.done => return Ok(None),
+                None if self.done => return Ok(Recv::Closed),
                 None => {
                     // Let the core act on frames it already holds before reading more.
                     self.drain_and_flush()?;
                     if self.events.is_empty() {
                         if deadline.is_some_and(|d| self.transport.clock().now() >= d) {
-                            return Ok(None);
+                            return Ok(Recv::TimedOut);
                         }
                         self.step(deadline)?;
                     }
@@ -290,12 +348,6 @@ impl WebSocket {
     /// corrupt the connection.
     pub fn get_ref(&self) -> &TcpStream {
         self.transport.stream()
-    }
-
-    /// The transport is shut down and every event has been returned: nothing more will
-    /// happen on this connection.
-    pub(crate) fn is_over(&self) -> bool {
-        self.done && self.events.is_empty()
     }
 
     /// Writes whatever the core still has queued, so that the next send finds its queue

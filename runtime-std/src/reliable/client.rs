@@ -22,7 +22,7 @@ use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::time::Clock;
 use crate::url::WsUrl;
-use crate::websocket::WebSocket;
+use crate::websocket::{Recv, WebSocket};
 
 /// How a [`ReliableClient`] connects, and the limits of its session.
 #[derive(Clone, Debug)]
@@ -216,7 +216,7 @@ impl ReliableClient {
         if let Some(mut ws) = self.ws.take() {
             ws.close(sockeye_core::CloseCode::NORMAL, "bye")?;
             let deadline = self.clock.now() + self.options.config.close_timeout;
-            while let Ok(Some(event)) = ws.recv_event_until(Some(deadline)) {
+            while let Ok(Recv::Ready(event)) = ws.recv_event_until(Some(deadline)) {
                 if matches!(event, Event::Closed(_)) {
                     break;
                 }
@@ -274,17 +274,15 @@ impl ReliableClient {
         }
         let wait = earliest(self.session.poll_timeout(), deadline);
         match ws.recv_event_until(wait) {
-            Ok(Some(Event::Message(message))) => {
+            Ok(Recv::Ready(Event::Message(message))) => {
                 self.session
                     .handle_message(self.clock.now(), message.into_payload());
             }
-            Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => {
+            Ok(Recv::Ready(Event::Pong { rtt: Some(rtt), .. })) => {
                 self.session.handle_rtt_sample(self.clock.now(), rtt)
             }
-            Ok(Some(Event::Closed(_))) => self.disconnected(),
-            Ok(Some(_)) => {}
-            Ok(None) if ws.is_over() => self.disconnected(),
-            Ok(None) => {}
+            Ok(Recv::Ready(Event::Closed(_)) | Recv::Closed) => self.disconnected(),
+            Ok(Recv::Ready(_) | Recv::TimedOut) => {}
             Err(e) => {
                 self.last_error = Some(e);
                 self.disconnected();
