@@ -14,11 +14,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use sockeye_core::time::earliest;
 use sockeye_core::{
-    Close, CloseCode, Compression, Connection, Event, Instant, Message, MessageKind, State,
+    Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
+    MessageKind, State,
 };
 
 use crate::error::{Error, Result};
-use crate::transport::{Input, Transport};
+use crate::transport::{is_write_stall, Input, Transport};
 
 /// What a receive with a deadline answered ([`WebSocket::recv_timeout`],
 /// [`WebSocket::recv_event_until`]): each case has its own variant, so "nothing yet" and
@@ -49,10 +50,11 @@ impl<T> Recv<T> {
 /// It does its work on the calling thread, inside its methods: [`recv`](Self::recv) is
 /// where bytes are read, pings answered and keepalive timers fire, so call it whenever
 /// the application is idle. [`send`](Self::send) blocks until the kernel has taken the
-/// whole message; a peer that reads nothing for `pong_timeout` fails the send with an
-/// i/o error rather than blocking the thread forever. Like other blocking WebSocket APIs,
-/// two peers that only write and never read can fill each other's buffers; read while
-/// you write large amounts.
+/// whole message; once the peer has taken no byte for `Config::pong_timeout` the send
+/// fails with [`Error::Connection`]`(`[`ConnectionError::WriteTimeout`]`)` rather than
+/// blocking the thread forever, and so does the next [`recv`](Self::recv) (the
+/// connection is over). Like other blocking WebSocket APIs, two peers that only write
+/// and never read can fill each other's buffers; read while you write large amounts.
 ///
 /// Obtain one from [`Client::connect`](crate::Client::connect) or a
 /// [`Server`](crate::Server).
@@ -69,6 +71,9 @@ pub struct WebSocket {
     close: Option<Close>,
     /// The transport has been shut down; nothing more will happen.
     done: bool,
+    /// Why the transport failed, when the core cannot know it (a write stall): the
+    /// `Closed` event reports this instead of the end of stream the core saw.
+    failure: Option<ConnectionError>,
     /// How long to wait for the peer's FIN after ours.
     linger: Duration,
     path: Option<String>,
@@ -92,6 +97,7 @@ impl WebSocket {
             holding_message: false,
             close: None,
             done: false,
+            failure: None,
             linger,
             path,
             protocol,
@@ -177,7 +183,11 @@ impl WebSocket {
     pub fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Recv<Event>> {
         loop {
             match self.events.pop_front() {
-                Some(Event::Closed(close)) => {
+                Some(Event::Closed(mut close)) => {
+                    if let Some(error) = self.failure.take() {
+                        close.code = error.close_code();
+                        close.error = Some(error);
+                    }
                     // Finish the transport first (a client waits for the server's FIN, §7.1.1)
                     // so that a returned `Closed` means the connection is entirely over.
                     // Errors here cannot change how the connection ended; the core bounds
@@ -197,7 +207,7 @@ impl WebSocket {
                 None if self.done => return Ok(Recv::Closed),
                 None => {
                     // Let the core act on frames it already holds before reading more.
-                    self.drain_and_flush()?;
+                    self.drain_and_write()?;
                     if self.events.is_empty() {
                         if deadline.is_some_and(|d| self.transport.clock().now() >= d) {
                             return Ok(Recv::TimedOut);
@@ -376,7 +386,15 @@ impl WebSocket {
                 self.conn.handle_eof(clock.now());
                 Ok(())
             }
-            Ok(Input::Timeout) => Ok(()),
+            Ok(Input::Timeout | Input::Woken | Input::Flushed) => Ok(()),
+            Err(e) if is_write_stall(&e) => {
+                // The peer reads nothing: the connection is over, and its `Closed` event
+                // says why.
+                self.done = true;
+                self.failure = Some(ConnectionError::WriteTimeout);
+                self.conn.handle_eof(clock.now());
+                Ok(())
+            }
             Err(e) => {
                 // The transport is gone: tell the core, as for an EOF, so it reports the
                 // connection closed, then surface the cause.
@@ -391,7 +409,7 @@ impl WebSocket {
         if self.conn.poll_timeout().is_some_and(|d| d <= now) {
             self.conn.handle_timeout(now);
         }
-        let flushed = self.drain_and_flush();
+        let flushed = self.drain_and_write();
         result.and(flushed)
     }
 
@@ -424,14 +442,25 @@ impl WebSocket {
         }
     }
 
-    /// [`drain`](Self::drain)s the core, writes the chunks, and shuts the transport down
-    /// once the core wants to disconnect and everything is written.
+    /// [`drain`](Self::drain)s the core, writes the chunks (blocking until the kernel has
+    /// taken them all), and shuts the transport down once the core wants to disconnect
+    /// and everything is written.
     fn drain_and_flush(&mut self) -> Result<()> {
+        self.drain_then(Transport::flush)
+    }
+
+    /// [`drain_and_flush`](Self::drain_and_flush) writing only what the socket takes
+    /// now: the rest goes out while [`step`](Self::step) waits for input.
+    fn drain_and_write(&mut self) -> Result<()> {
+        self.drain_then(Transport::write_some)
+    }
+
+    fn drain_then(&mut self, write: fn(&mut Transport) -> io::Result<()>) -> Result<()> {
         self.drain();
         if self.done {
             return Ok(());
         }
-        if let Err(e) = self.transport.flush() {
+        if let Err(e) = write(&mut self.transport) {
             // A write failure ends the transport: let the core report it as an EOF. If the
             // core had already closed (we were writing its close frame to a peer that
             // vanished), its `Closed` event already says what happened.
@@ -439,11 +468,15 @@ impl WebSocket {
             self.done = true;
             self.conn.handle_eof(self.transport.clock().now());
             self.drain();
-            return if was_closed {
-                Ok(())
-            } else {
-                Err(Error::Io(e))
-            };
+            if was_closed {
+                return Ok(());
+            }
+            if is_write_stall(&e) {
+                // Reported now and again by the `Closed` event, for the next `recv`.
+                self.failure = Some(ConnectionError::WriteTimeout);
+                return Err(Error::Connection(ConnectionError::WriteTimeout));
+            }
+            return Err(Error::Io(e));
         }
         if self.conn.wants_disconnect() && self.transport.is_flushed() {
             self.transport.shutdown(self.linger);

@@ -1,9 +1,15 @@
 //! The std runtime's public API over loopback: timed receives, sender handles,
 //! backpressure and blocked writes (issue 13).
 
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::mpsc;
+use std::thread;
 use std::time::Duration;
 
-use sockeye_std::{Client, CloseCode, Config, Message, Recv, Server};
+use sockeye_std::{
+    Client, CloseCode, Config, ConnectionError, Error, Message, Recv, Server, WebSocket,
+};
 
 /// A server that echoes one message, then closes the connection normally.
 fn echo_once_then_close() -> sockeye_std::ServerHandle {
@@ -72,4 +78,57 @@ fn recv_event_until_reports_the_close_once_then_closed() {
         }
     }
     assert_eq!(closed_events, 1);
+}
+
+/// A server-side connection whose client completed the handshake and then reads
+/// nothing, ever: the raw stream is returned to keep it open.
+fn server_with_deaf_client(config: Config) -> (WebSocket, TcpStream) {
+    let server = Server::bind("127.0.0.1:0", config).unwrap();
+    let mut peer = TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    peer.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    (server.accept().unwrap(), peer)
+}
+
+#[test]
+fn a_send_to_a_peer_that_reads_nothing_fails_with_a_write_timeout_and_recv_agrees() {
+    let mut config = Config::default();
+    config.pong_timeout = Duration::from_millis(200);
+    config.ping_interval = None;
+    let (mut ws, peer) = server_with_deaf_client(config);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let message = Message::binary(vec![0u8; 1 << 20]);
+        let mut sent = 0;
+        let error = loop {
+            match ws.send(message.clone()) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                sent < 4096,
+                "the kernel took 4 GiB for a peer that reads nothing"
+            );
+        };
+        let after = ws.recv();
+        let _ = tx.send((error, after, ws.close_info().cloned()));
+    });
+    // A generous bound on the whole test, not a measure of the timeout.
+    let (error, after, close) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the send never failed");
+    assert!(
+        matches!(error, Error::Connection(ConnectionError::WriteTimeout)),
+        "{error:?}"
+    );
+    assert!(
+        matches!(after, Err(Error::Connection(ConnectionError::WriteTimeout))),
+        "{after:?}"
+    );
+    let close = close.expect("recv reported the end");
+    assert_eq!(close.error, Some(ConnectionError::WriteTimeout));
+    drop(peer);
 }

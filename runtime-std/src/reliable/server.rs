@@ -33,7 +33,7 @@ use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::server::{read_request, refuse};
 use crate::time::Clock;
-use crate::transport::{Transport, READ_BUF_BYTES};
+use crate::transport::{wait_readable, Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
 
 /// Wake-ups that may wait for a connection's timer thread (one is enough).
@@ -744,6 +744,19 @@ fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
                 false
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The stream is non-blocking (the transport's, shared): wait for bytes.
+                drop(c);
+                if let Err(e) = wait_readable(&stream) {
+                    let mut c = lock_core(core);
+                    c.conn.handle_eof(link.registry.shared.clock.now());
+                    c.error.get_or_insert(e);
+                    c.turn(link);
+                    c.over = true;
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 c.conn.handle_eof(now);
                 c.error.get_or_insert(e);
