@@ -76,6 +76,8 @@ pub(crate) struct Transport {
     /// Chunks taken from the core and not yet fully written; the front one may be a tail
     /// left by a partial write.
     pending: VecDeque<Bytes>,
+    /// The bytes in `pending`.
+    pending_bytes: usize,
     /// The clock deadlines given to [`read`](Self::read) count from.
     clock: Clock,
     /// The longest a write may wait with the peer taking nothing.
@@ -102,6 +104,7 @@ impl Transport {
             stream,
             read_buf: vec![0; READ_BUF_BYTES].into_boxed_slice(),
             pending: VecDeque::new(),
+            pending_bytes: 0,
             clock,
             write_timeout: write_timeout.max(Duration::from_millis(1)),
             stalled_since: None,
@@ -117,6 +120,17 @@ impl Transport {
     /// The underlying stream, for addresses and socket options.
     pub(crate) fn stream(&self) -> &TcpStream {
         &self.stream
+    }
+
+    /// Makes this transport's wake-up pair and returns its write end: a byte written
+    /// to it ends the current or next [`read`](Self::read) with [`Input::Woken`]. Called
+    /// once per transport (a second call replaces the pair).
+    pub(crate) fn waker(&mut self) -> io::Result<UnixStream> {
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        theirs.set_nonblocking(true)?;
+        self.wake = Some(ours);
+        Ok(theirs)
     }
 
     /// Waits until bytes arrive, the peer closes, `deadline` passes, or another thread
@@ -160,8 +174,14 @@ impl Transport {
     /// Queues a chunk from the core's `poll_transmit` for [`flush`](Self::flush).
     pub(crate) fn queue(&mut self, chunk: Bytes) {
         if !chunk.is_empty() {
+            self.pending_bytes += chunk.len();
             self.pending.push_back(chunk);
         }
+    }
+
+    /// How many bytes wait to be written.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending_bytes
     }
 
     /// Nothing waits to be written.
@@ -268,6 +288,7 @@ impl Transport {
 
     /// Drops `n` written bytes from the front of the queue.
     fn consume(&mut self, n: usize) {
+        self.pending_bytes -= n;
         drop_written(&mut self.pending, n);
     }
 
@@ -276,6 +297,7 @@ impl Transport {
     /// into a reset that could destroy the close frame we just sent.
     pub(crate) fn shutdown(&mut self, linger: Duration) {
         self.pending.clear();
+        self.pending_bytes = 0;
         if self.stream.shutdown(Shutdown::Write).is_err() {
             return;
         }

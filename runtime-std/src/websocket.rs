@@ -9,16 +9,18 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::time::earliest;
 use sockeye_core::{
     Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
-    MessageKind, State,
+    MessageKind, SendError, State,
 };
 
 use crate::error::{Error, Result};
+use crate::sender::{Command, Outbox, Sender};
 use crate::transport::{is_write_stall, Input, Transport};
 
 /// What a receive with a deadline answered ([`WebSocket::recv_timeout`],
@@ -56,6 +58,9 @@ impl<T> Recv<T> {
 /// connection is over). Like other blocking WebSocket APIs, two peers that only write
 /// and never read can fill each other's buffers; read while you write large amounts.
 ///
+/// To send from other threads while one blocks in `recv`, take a [`Sender`] from
+/// [`sender`](Self::sender).
+///
 /// Obtain one from [`Client::connect`](crate::Client::connect) or a
 /// [`Server`](crate::Server).
 #[derive(Debug)]
@@ -78,6 +83,8 @@ pub struct WebSocket {
     linger: Duration,
     path: Option<String>,
     protocol: Option<String>,
+    /// The queue [`Sender`]s feed, once [`sender`](Self::sender) made one.
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl WebSocket {
@@ -101,6 +108,7 @@ impl WebSocket {
             linger,
             path,
             protocol,
+            outbox: None,
         };
         ws.drain_and_flush()?;
         Ok(ws)
@@ -196,6 +204,9 @@ impl WebSocket {
                         let _ = self.step(None);
                     }
                     self.close = Some(close.clone());
+                    if let Some(outbox) = &self.outbox {
+                        outbox.close();
+                    }
                     return Ok(Recv::Ready(Event::Closed(close)));
                 }
                 Some(event) => {
@@ -206,7 +217,9 @@ impl WebSocket {
                 }
                 None if self.done => return Ok(Recv::Closed),
                 None => {
-                    // Let the core act on frames it already holds before reading more.
+                    // Let the core act on frames it already holds, and take what the
+                    // senders queued, before reading more.
+                    self.pump_outbox();
                     self.drain_and_write()?;
                     if self.events.is_empty() {
                         if deadline.is_some_and(|d| self.transport.clock().now() >= d) {
@@ -299,10 +312,93 @@ impl WebSocket {
     /// Returns once the close frame is written. Keep calling [`recv`](Self::recv) until
     /// it returns `Ok(None)`: messages the peer sent before it saw our close still arrive,
     /// then the peer's close completes the handshake (or `close_timeout` expires).
+    ///
+    /// Messages that [`Sender`]s queued before this call are sent first; senders fail
+    /// with [`SendError::Closed`](sockeye_core::SendError::Closed) from now on.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if let Some(outbox) = self.outbox.clone() {
+            outbox.seal();
+            loop {
+                // Room first: with everything written, a pump that moves nothing waits
+                // for the end of our own fragmented message, which the close cuts short.
+                self.drain_and_flush()?;
+                let before = outbox.lock().commands.len();
+                self.pump_outbox();
+                let after = outbox.lock().commands.len();
+                if after == 0 || after == before || self.conn.state() != State::Open {
+                    break;
+                }
+            }
+        }
         self.conn
             .close(self.transport.clock().now(), code, reason)?;
         self.drain_and_flush()
+    }
+
+    /// A handle that sends on this connection from other threads while this one blocks
+    /// in [`recv`](Self::recv); see [`Sender`]. Every call returns a handle on the same
+    /// queue. Fails only if the wake-up pair cannot be made (out of descriptors).
+    pub fn sender(&mut self) -> Result<Sender> {
+        if let Some(outbox) = &self.outbox {
+            return Ok(Sender::new(Arc::clone(outbox)));
+        }
+        let wake = self.transport.waker()?;
+        let outbox = Arc::new(Outbox::new(wake, self.conn.config().max_send_queue_bytes));
+        if self.conn.state() != State::Open || self.done {
+            outbox.close();
+        }
+        self.outbox = Some(Arc::clone(&outbox));
+        Ok(Sender::new(outbox))
+    }
+
+    /// Moves what the senders queued into the core, in order, while the core takes it;
+    /// the rest waits for the next call. Closes the outbox once the connection no longer
+    /// sends.
+    fn pump_outbox(&mut self) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        let mut queue = outbox.lock();
+        while let Some(command) = queue.commands.pop_front() {
+            let now = self.transport.clock().now();
+            match command {
+                Command::Send(message, compression) => {
+                    let len = message.payload().len();
+                    // The core's rule, over the bytes written or not: while some wait, a
+                    // message goes on only if it fits under the limit. Without it, each
+                    // pump would hand the transport another queue's worth.
+                    let waiting = self.transport.pending_bytes() + self.conn.queued_bytes();
+                    if waiting > 0 && waiting + len > outbox.limit() {
+                        queue
+                            .commands
+                            .push_front(Command::Send(message, compression));
+                        break;
+                    }
+                    match self.conn.try_send_with(now, message, compression) {
+                        Ok(()) => outbox.took(&mut queue, len),
+                        // Room comes as the socket takes bytes, and the owner's own
+                        // fragmented message ends: try again then.
+                        Err((SendError::Full | SendError::FragmentOrder, message)) => {
+                            queue
+                                .commands
+                                .push_front(Command::Send(message, compression));
+                            break;
+                        }
+                        // Closing: nothing more goes out.
+                        Err(_) => outbox.took(&mut queue, len),
+                    }
+                }
+                Command::Close(code, reason) => {
+                    // Already closing is fine: the connection ends all the same.
+                    let _ = self.conn.close(now, code, &reason);
+                }
+            }
+        }
+        let over = self.conn.state() != State::Open;
+        drop(queue);
+        if over {
+            outbox.close();
+        }
     }
 
     /// How the connection ended, once [`recv`](Self::recv) or
@@ -483,5 +579,14 @@ impl WebSocket {
             self.done = true;
         }
         Ok(())
+    }
+}
+
+impl Drop for WebSocket {
+    fn drop(&mut self) {
+        // Senders fail from now on instead of waiting for an owner that is gone.
+        if let Some(outbox) = &self.outbox {
+            outbox.close();
+        }
     }
 }

@@ -132,3 +132,155 @@ fn a_send_to_a_peer_that_reads_nothing_fails_with_a_write_timeout_and_recv_agree
     assert_eq!(close.error, Some(ConnectionError::WriteTimeout));
     drop(peer);
 }
+
+/// A config with no keepalive, so that nothing but a sender's wake-up can end a wait.
+fn quiet_config() -> Config {
+    let mut config = Config::default();
+    config.ping_interval = None;
+    config
+}
+
+/// Runs `f` on a thread and fails if it has not finished within a minute: a generous
+/// bound on a test that would otherwise hang, not a measure of its speed.
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the test hung (or panicked)")
+}
+
+#[test]
+fn a_writer_thread_sends_while_the_reader_blocks_in_recv() {
+    let server = Server::bind("127.0.0.1:0", quiet_config())
+        .unwrap()
+        .spawn(|mut ws| {
+            while let Ok(Some(message)) = ws.recv() {
+                if ws.send(message).is_err() {
+                    break;
+                }
+            }
+        })
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    let received = bounded(move || {
+        let mut ws = Client::connect(&url, quiet_config()).unwrap();
+        let sender = ws.sender().unwrap();
+        let writer = thread::spawn(move || {
+            for i in 0..100 {
+                sender.send(Message::text(format!("{i}"))).unwrap();
+            }
+            // Clones feed the same connection, from any thread.
+            let clone = sender.clone();
+            thread::spawn(move || clone.send(Message::text("last")).unwrap())
+                .join()
+                .unwrap();
+            sender
+        });
+        let mut received = Vec::new();
+        while let Some(message) = ws.recv().unwrap() {
+            received.push(message.as_text().unwrap().to_string());
+            if received.len() == 101 {
+                let sender = writer.join().unwrap();
+                sender.close(CloseCode::NORMAL, "done").unwrap();
+                assert!(matches!(
+                    sender.send(Message::text("too late")),
+                    Err(Error::Send(sockeye_std::SendError::Closed))
+                ));
+                // Block in `recv` until the close completes.
+                assert_eq!(ws.recv().unwrap(), None);
+                assert!(ws.close_info().is_some_and(|c| c.is_clean()));
+                break;
+            }
+        }
+        received
+    });
+    let expected: Vec<String> = (0..100)
+        .map(|i| i.to_string())
+        .chain(["last".to_string()])
+        .collect();
+    assert_eq!(received, expected);
+}
+
+#[test]
+fn a_server_handler_pushes_from_another_thread_while_it_reads() {
+    let server = Server::bind("127.0.0.1:0", quiet_config())
+        .unwrap()
+        .spawn(|mut ws| {
+            let sender = ws.sender().unwrap();
+            let pusher = thread::spawn(move || {
+                for i in 0..10 {
+                    if sender.send(Message::text(format!("tick {i}"))).is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Ok(Some(_)) = ws.recv() {}
+            let _ = pusher.join();
+        })
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    bounded(move || {
+        let mut ws = Client::connect(&url, quiet_config()).unwrap();
+        for i in 0..10 {
+            let message = ws.recv().unwrap().expect("a tick");
+            assert_eq!(message, Message::text(format!("tick {i}")));
+        }
+        ws.close(CloseCode::NORMAL, "").unwrap();
+        assert_eq!(ws.recv().unwrap(), None);
+    });
+}
+
+#[test]
+fn a_full_sender_hands_the_message_back() {
+    let mut config = quiet_config();
+    config.max_send_queue_bytes = 100;
+    let server = Server::bind("127.0.0.1:0", config.clone())
+        .unwrap()
+        .spawn(|mut ws| while let Ok(Some(_)) = ws.recv() {})
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    bounded(move || {
+        let mut ws = Client::connect(&url, config).unwrap();
+        let sender = ws.sender().unwrap();
+        let message = Message::binary(vec![7u8; 60]);
+        // The owner is not receiving, so nothing moves: the second message is over the
+        // limit and comes back.
+        sender.try_send(message.clone()).unwrap();
+        match sender.try_send(message.clone()) {
+            Err(Error::Full(back)) => assert_eq!(back, message),
+            other => panic!("expected Full, got {other:?}"),
+        }
+        // Once the owner runs, the queue drains and takes the message again.
+        assert_eq!(
+            ws.recv_timeout(Duration::from_millis(1)).unwrap(),
+            Recv::TimedOut
+        );
+        sender.try_send(message).unwrap();
+        // A sender blocked on a full queue is released when the owner goes away.
+        let blocked = {
+            let sender = sender.clone();
+            thread::spawn(move || {
+                let big = Message::binary(vec![0u8; 1000]);
+                loop {
+                    if let Err(e) = sender.send(big.clone()) {
+                        return e;
+                    }
+                }
+            })
+        };
+        drop(ws);
+        let error = blocked.join().unwrap();
+        assert!(
+            matches!(error, Error::Send(sockeye_std::SendError::Closed)),
+            "{error:?}"
+        );
+    });
+}
+
+#[test]
+fn a_sender_crosses_threads() {
+    fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    send_sync_clone::<sockeye_std::Sender>();
+}
