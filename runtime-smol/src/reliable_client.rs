@@ -125,6 +125,7 @@ impl ReliableClient {
     ///
     /// [`Error::Session`]`(`[`SessionSendError::Full`]`)` is backpressure: await
     /// [`next_event`](Self::next_event) to let acks arrive, then retry.
+    /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
         if self.session.is_full_for(payload.len())
             && (!is_text || std::str::from_utf8(&payload).is_ok())
@@ -135,6 +136,19 @@ impl ReliableClient {
         let seq = self.session.send(now, payload, is_text)?;
         self.queue_outgoing(now);
         Ok(seq)
+    }
+
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&mut self, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(message.payload().clone(), is_text) {
+            Err(Error::Session(SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
     }
 
     /// Writes what the session has queued for the current connection (nothing while

@@ -209,9 +209,23 @@ impl SessionRegistry {
         Ok(Upgrade::Plain(ws))
     }
 
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&self, id: SessionId, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(id, message.payload().clone(), is_text) {
+            Err(Error::Session(sockeye_core::SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
+    }
+
     /// Queues a message for session `id`, connected or not, and wakes its connection.
     /// `Full` ([`Error::Session`]) is backpressure; [`Error::UnknownSession`] if the
-    /// session is gone.
+    /// session is gone. The payload is not handed back; [`try_send`](Self::try_send)
+    /// hands it back.
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let mut state = self.lock();
         let now = self.shared.clock.now();

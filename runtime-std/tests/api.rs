@@ -284,3 +284,34 @@ fn a_sender_crosses_threads() {
     fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
     send_sync_clone::<sockeye_std::Sender>();
 }
+
+#[test]
+fn a_full_reliable_window_hands_the_message_back_on_both_sides() {
+    use sockeye_std::{ReliableClient, ReliableOptions, ReliableServer, SessionConfig};
+    bounded(|| {
+        let mut session = SessionConfig::default();
+        session.window_messages = 1;
+        let server = ReliableServer::bind("127.0.0.1:0", quiet_config(), session.clone()).unwrap();
+        let registry = server.registry();
+        let url = format!("ws://{}/", server.local_addr().unwrap());
+        let _accepting = server.spawn().unwrap();
+        let options = ReliableOptions {
+            config: quiet_config(),
+            session,
+            ..ReliableOptions::default()
+        };
+        let mut client = ReliableClient::connect(&url, options).unwrap();
+        let id = client.session_id().expect("established");
+        // Nothing drives either side in between, so no ack can make room.
+        client.try_send(Message::text("one")).unwrap();
+        match client.try_send(Message::text("two")) {
+            Err(Error::Full(back)) => assert_eq!(back, Message::text("two")),
+            other => panic!("expected Full, got {other:?}"),
+        }
+        registry.try_send(id, Message::binary(vec![1])).unwrap();
+        match registry.try_send(id, Message::binary(vec![2])) {
+            Err(Error::Full(back)) => assert_eq!(back, Message::binary(vec![2])),
+            other => panic!("expected Full, got {other:?}"),
+        }
+    });
+}

@@ -154,6 +154,7 @@ impl ReliableClient {
     /// is backpressure: the window holds as many unacknowledged messages (or bytes) as
     /// it may; call [`next_event`](Self::next_event) to let acks arrive, then retry.
     /// Nothing is queued beyond the window.
+    /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
         // An application waiting for room calls this once per `next_event`; while the
         // window is full, answer without reading the clock (text that is not UTF-8 still
@@ -167,6 +168,19 @@ impl ReliableClient {
         let seq = self.session.send(now, payload, is_text)?;
         self.write_outgoing_at(now);
         Ok(seq)
+    }
+
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&mut self, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(message.payload().clone(), is_text) {
+            Err(Error::Session(SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
     }
 
     /// The next session event, driving the connection (reading, writing, timers,

@@ -261,6 +261,7 @@ impl SessionRegistry {
     /// Returns its sequence number; [`Error::Session`] with `Full` is backpressure, and
     /// [`Error::UnknownSession`] means the session is gone (its messages came back as
     /// dead letters when it expired).
+    /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let state = &mut *self.lock();
         let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
@@ -270,6 +271,19 @@ impl SessionRegistry {
             let _ = driver.wake.try_send(());
         }
         Ok(seq)
+    }
+
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&self, id: SessionId, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(id, message.payload().clone(), is_text) {
+            Err(Error::Session(sockeye_core::SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
     }
 
     /// With `SessionConfig::confirm_deliveries`: the application has acted on the
