@@ -161,6 +161,9 @@ impl Transport {
             if stall.is_some_and(|d| now >= d) {
                 // A last try: the peer may have read just now.
                 self.write_some()?;
+                if self.pending.is_empty() {
+                    return Ok(Input::Flushed);
+                }
                 if self.stall_deadline().is_some_and(|d| now >= d) {
                     return Err(self.stall_error());
                 }

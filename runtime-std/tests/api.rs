@@ -315,3 +315,35 @@ fn a_full_reliable_window_hands_the_message_back_on_both_sides() {
         }
     });
 }
+
+#[test]
+fn senders_to_a_peer_that_reads_nothing_are_held_back_then_released() {
+    let mut config = quiet_config();
+    config.pong_timeout = Duration::from_millis(200);
+    config.max_send_queue_bytes = 1 << 20;
+    let (mut ws, peer) = server_with_deaf_client(config);
+    let sender = ws.sender().unwrap();
+    let (error, sender_error) = bounded(move || {
+        let writer = thread::spawn(move || {
+            let message = Message::binary(vec![0u8; 1 << 20]);
+            for _ in 0..4096 {
+                if let Err(e) = sender.send(message.clone()) {
+                    return e;
+                }
+            }
+            panic!("4 GiB went to a peer that reads nothing");
+        });
+        // The owner writes while it waits for input, and gives up on the peer.
+        let error = ws.recv().unwrap_err();
+        (error, writer.join().unwrap())
+    });
+    assert!(
+        matches!(error, Error::Connection(ConnectionError::WriteTimeout)),
+        "{error:?}"
+    );
+    assert!(
+        matches!(sender_error, Error::Send(sockeye_std::SendError::Closed)),
+        "{sender_error:?}"
+    );
+    drop(peer);
+}
