@@ -15,7 +15,7 @@ use sockeye_core::{
     ClientSession, CloseCode, Event, Instant, Reconnect, Seq, SessionEvent, SessionId,
     SessionSendError,
 };
-use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, ReliableOptions, Result, WsUrl};
+use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Recv, ReliableOptions, Result, WsUrl};
 
 use crate::client::Client;
 use crate::websocket::WebSocket;
@@ -210,7 +210,7 @@ impl ReliableClient {
         if let Some(mut ws) = self.ws.take() {
             ws.close(CloseCode::NORMAL, "bye").await?;
             let deadline = self.clock.now() + self.options.config.close_timeout;
-            while let Ok(Some(event)) = ws.recv_event_until(Some(deadline)).await {
+            while let Ok(Recv::Ready(event)) = ws.recv_event_until(Some(deadline)).await {
                 if matches!(event, Event::Closed(_)) {
                     break;
                 }
@@ -262,17 +262,15 @@ impl ReliableClient {
         }
         let wait = earliest(self.session.poll_timeout(), deadline);
         match ws.recv_event_until(wait).await {
-            Ok(Some(Event::Message(message))) => {
+            Ok(Recv::Ready(Event::Message(message))) => {
                 self.session
                     .handle_message(self.clock.now(), message.into_payload());
             }
-            Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => {
+            Ok(Recv::Ready(Event::Pong { rtt: Some(rtt), .. })) => {
                 self.session.handle_rtt_sample(self.clock.now(), rtt);
             }
-            Ok(Some(Event::Closed(_))) => self.disconnected(),
-            Ok(Some(_)) => {}
-            Ok(None) if ws.is_over() => self.disconnected(),
-            Ok(None) => {}
+            Ok(Recv::Ready(Event::Closed(_)) | Recv::Closed) => self.disconnected(),
+            Ok(Recv::Ready(_) | Recv::TimedOut) => {}
             Err(e) => {
                 self.last_error = Some(e);
                 self.disconnected();

@@ -18,7 +18,7 @@ use sockeye_core::time::earliest;
 use sockeye_core::{
     CloseCode, Event, Instant, Seq, SessionConfig, SessionEvent, SessionId, SessionStore,
 };
-use sockeye_std::{Clock, Error, OsEntropy, Result};
+use sockeye_std::{Clock, Error, OsEntropy, Recv, Result};
 
 use crate::server::{Incoming, Refusal};
 use crate::websocket::WebSocket;
@@ -402,14 +402,14 @@ impl ReliableConnection {
             let received = async { Some(self.ws.recv_event_until(turn.deadline).await) };
             match future::or(received, woken).await {
                 None => {}
-                Some(Ok(Some(Event::Message(message)))) => messages.push(message.into_payload()),
-                Some(Ok(Some(Event::Pong {
+                Some(Ok(Recv::Ready(Event::Message(message)))) => {
+                    messages.push(message.into_payload())
+                }
+                Some(Ok(Recv::Ready(Event::Pong {
                     rtt: Some(sample), ..
                 }))) => rtt = Some(sample),
-                Some(Ok(Some(Event::Closed(_)))) => return Ok(()),
-                Some(Ok(Some(_))) => {}
-                Some(Ok(None)) if self.ws.is_over() => return Ok(()),
-                Some(Ok(None)) => {}
+                Some(Ok(Recv::Ready(Event::Closed(_)) | Recv::Closed)) => return Ok(()),
+                Some(Ok(Recv::Ready(_) | Recv::TimedOut)) => {}
                 Some(Err(e)) => return Err(e),
             }
         }

@@ -238,7 +238,7 @@ fn the_std_runtime_and_this_one_talk() {
         assert_eq!(ws.recv().await.unwrap(), Some(Message::text("to std")));
         // A deadline on the connection's own clock passes with nothing to read.
         let quiet = ws.recv_event_until(Some(ws.now() + Duration::from_millis(20)));
-        assert!(quiet.await.unwrap().is_none());
+        assert_eq!(quiet.await.unwrap(), sockeye_std::Recv::TimedOut);
         ws.close(CloseCode::NORMAL, "").await.unwrap();
         assert_eq!(ws.recv().await.unwrap(), None);
     });
@@ -247,4 +247,44 @@ fn the_std_runtime_and_this_one_talk() {
     let mut ws = sockeye_std::Client::connect(&format!("ws://{addr}/"), Config::default()).unwrap();
     ws.send(Message::text("to smol")).unwrap();
     assert_eq!(ws.recv().unwrap(), Some(Message::text("to smol")));
+}
+
+#[test]
+fn a_loop_over_recv_timeout_ends_when_the_connection_does() {
+    use sockeye_smol::Recv;
+    // A std server that echoes one message and closes.
+    let server = sockeye_std::Server::bind("127.0.0.1:0", Config::default())
+        .unwrap()
+        .spawn(|mut ws| {
+            if let Ok(Some(message)) = ws.recv() {
+                let _ = ws.send(message);
+            }
+            let _ = ws.close(CloseCode::NORMAL, "bye");
+            while let Ok(Some(_)) = ws.recv() {}
+        })
+        .unwrap();
+    smol::block_on(async {
+        let url = format!("ws://{}/", server.local_addr());
+        let mut ws = Client::connect(&url, Config::default()).await.unwrap();
+        let quiet = ws.recv_timeout(Duration::from_millis(1)).await.unwrap();
+        assert_eq!(quiet, Recv::TimedOut);
+        ws.send(Message::text("hi")).await.unwrap();
+        let mut messages = Vec::new();
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            assert!(calls < 100_000, "the loop spun after the close");
+            match ws.recv_timeout(Duration::from_millis(10)).await.unwrap() {
+                Recv::Ready(message) => messages.push(message),
+                Recv::TimedOut => continue,
+                Recv::Closed => break,
+            }
+        }
+        assert_eq!(messages, [Message::text("hi")]);
+        let later = ws.now() + Duration::from_secs(60);
+        assert_eq!(
+            ws.recv_event_until(Some(later)).await.unwrap(),
+            Recv::Closed
+        );
+    });
 }
