@@ -13,7 +13,8 @@ use bytes::{Buf, Bytes};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use sockeye_core::time::earliest;
 use sockeye_core::{
-    Close, CloseCode, Compression, Connection, Event, Instant, Message, MessageKind, State,
+    Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
+    MessageKind, State,
 };
 use sockeye_std::{Clock, Error, Recv, Result};
 
@@ -81,6 +82,9 @@ pub struct WebSocket {
     /// `events` ends with a message the application has not taken yet.
     holding_message: bool,
     close: Option<Close>,
+    /// Why the socket failed, when the core cannot know it (a write that timed out):
+    /// the `Closed` event reports this instead of the end of stream the core saw.
+    failure: Option<ConnectionError>,
     /// The socket is shut down; nothing more will happen.
     done: bool,
     linger: Duration,
@@ -124,6 +128,7 @@ impl WebSocket {
             events: VecDeque::new(),
             holding_message: false,
             close: None,
+            failure: None,
             done: false,
             linger: parts.linger,
             path: parts.path,
@@ -204,7 +209,11 @@ impl WebSocket {
     pub async fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Recv<Event>> {
         loop {
             match self.events.pop_front() {
-                Some(Event::Closed(close)) => {
+                Some(Event::Closed(mut close)) => {
+                    if let Some(error) = self.failure.take() {
+                        close.code = error.close_code();
+                        close.error = Some(error);
+                    }
                     // Finish the socket first, so a returned `Closed` means it is over.
                     while !self.done {
                         let _ = self.step(None).await;
@@ -331,7 +340,8 @@ impl WebSocket {
 
     /// Writes every queued byte (shutting the socket down once the core is done with
     /// it). A peer that takes nothing for `pong_timeout` fails the write with
-    /// `TimedOut`. Cancel-safe: a partial write is remembered.
+    /// [`Error::Connection`]`(`[`ConnectionError::WriteTimeout`]`)`, and the next
+    /// [`recv`](Self::recv) says the same. Cancel-safe: a partial write is remembered.
     pub async fn flush(&mut self) -> Result<()> {
         self.drain();
         if self.done {
@@ -344,11 +354,15 @@ impl WebSocket {
             self.done = true;
             self.conn.handle_eof(self.clock.now());
             self.drain();
-            return if was_closed {
-                Ok(())
-            } else {
-                Err(Error::Io(e))
-            };
+            if was_closed {
+                return Ok(());
+            }
+            if e.kind() == io::ErrorKind::TimedOut {
+                // Reported now and again by the `Closed` event, for the next `recv`.
+                self.failure = Some(ConnectionError::WriteTimeout);
+                return Err(Error::Connection(ConnectionError::WriteTimeout));
+            }
+            return Err(Error::Io(e));
         }
         if self.conn.wants_disconnect() && self.pending.is_empty() {
             self.shutdown().await;

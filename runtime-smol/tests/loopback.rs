@@ -288,3 +288,49 @@ fn a_loop_over_recv_timeout_ends_when_the_connection_does() {
         );
     });
 }
+
+#[test]
+fn a_send_to_a_peer_that_reads_nothing_fails_with_a_write_timeout_and_recv_agrees() {
+    use sockeye_smol::ConnectionError;
+    use std::io::Write;
+    let mut config = Config::default();
+    config.pong_timeout = Duration::from_millis(200);
+    config.ping_interval = None;
+    let server = Server::bind("127.0.0.1:0", config).unwrap();
+    let mut peer = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    peer.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        smol::block_on(async {
+            let mut ws = server.accept().await.unwrap().upgrade().await.unwrap();
+            let message = Message::binary(vec![0u8; 1 << 20]);
+            let mut sent = 0;
+            let error = loop {
+                match ws.send(message.clone()).await {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+                assert!(sent < 4096, "4 GiB went to a peer that reads nothing");
+            };
+            let after = ws.recv().await;
+            let _ = tx.send((error, after));
+        })
+    });
+    // A generous bound on the whole test, not a measure of the timeout.
+    let (error, after) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the send never failed");
+    assert!(
+        matches!(error, Error::Connection(ConnectionError::WriteTimeout)),
+        "{error:?}"
+    );
+    assert!(
+        matches!(after, Err(Error::Connection(ConnectionError::WriteTimeout))),
+        "{after:?}"
+    );
+    drop(peer);
+}
