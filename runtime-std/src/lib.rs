@@ -28,12 +28,12 @@
 //! ## How it runs
 //!
 //! A [`WebSocket`] does its work inside its own methods, on the calling thread: `recv`
-//! reads the socket with the core's next deadline as the read timeout, feeds what arrived
-//! (or the passed deadline) to the core, writes whatever the core queued, and returns the
-//! next message. A [`Server`] runs one thread per connection. The socket is non-blocking
-//! and waits are `poll(2)`; a send blocks until the kernel has taken the message, and
-//! fails with [`ConnectionError::WriteTimeout`] once the peer has read nothing for
-//! `Config::pong_timeout`.
+//! waits (`poll(2)`, the socket is non-blocking) for bytes, the core's next deadline or
+//! a [`Sender`]'s wake-up, feeds what arrived (or the passed deadline) to the core,
+//! writes whatever the core queued as the socket takes it, and returns the next message.
+//! A [`Server`] runs one thread per connection. A send blocks until the kernel has taken
+//! the message, and fails with [`ConnectionError::WriteTimeout`] once the peer has read
+//! nothing for `Config::pong_timeout`.
 //!
 //! ## Reading and writing from two threads
 //!

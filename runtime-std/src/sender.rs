@@ -17,8 +17,10 @@
 //! fewer than `Config::max_send_queue_bytes` payload bytes (an empty outbox takes any
 //! message). Past that, [`Sender::try_send`] hands the message back as
 //! [`Error::Full`] and [`Sender::send`] blocks until the owner has moved messages on.
-//! Commands move on only while the owner is inside a `WebSocket` method, so the owner
-//! must keep calling `recv` (a reader thread does) for a `Sender` to make progress.
+//! Commands move on only while the owner is inside a receive (`recv`, `recv_event`,
+//! `recv_timeout`, `recv_event_until`) or `close`, so the owner must keep receiving (a
+//! reader thread does) for a `Sender` to make progress; its own blocking `send`s go
+//! first meanwhile.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -165,8 +167,8 @@ impl Outbox {
 /// [`WebSocket::sender`](crate::WebSocket::sender). Clone it freely: every clone feeds
 /// the same connection, and messages from one thread go out in the order it sent them.
 ///
-/// Messages reach the wire while the `WebSocket`'s owner is inside one of its methods,
-/// normally blocked in [`recv`](crate::WebSocket::recv): each send wakes it at once. A
+/// Messages reach the wire while the `WebSocket`'s owner is receiving, normally blocked
+/// in [`recv`](crate::WebSocket::recv): each send wakes it at once. A
 /// message the handle accepted is sent unless the connection ends first. Once the
 /// connection is closing or over, or the `WebSocket` is dropped, every call fails with
 /// [`SendError::Closed`] (as [`Error::Send`]).

@@ -450,8 +450,8 @@ impl WebSocket {
         self.transport.stream().local_addr()
     }
 
-    /// The underlying stream, for socket options. Reading or writing it directly would
-    /// corrupt the connection.
+    /// The underlying stream, for socket options. It is in non-blocking mode and must
+    /// stay so; reading or writing it directly would corrupt the connection.
     pub fn get_ref(&self) -> &TcpStream {
         self.transport.stream()
     }
