@@ -150,6 +150,10 @@ pub enum ConnectionError {
     CloseTimeout,
     /// The transport ended before the closing handshake completed.
     UnexpectedEof,
+    /// The peer read nothing of what we had to send for the write timeout (a runtime
+    /// uses [`Config::pong_timeout`](crate::Config::pong_timeout)): it is treated as
+    /// gone, as a peer that answers no ping is. Reported by runtimes, not by the core.
+    WriteTimeout,
 }
 
 impl ConnectionError {
@@ -160,7 +164,9 @@ impl ConnectionError {
             ConnectionError::Protocol(e) => e.close_code(),
             ConnectionError::Limit(e) => e.close_code(),
             ConnectionError::KeepaliveTimeout => CloseCode::GOING_AWAY,
-            ConnectionError::CloseTimeout | ConnectionError::UnexpectedEof => CloseCode::ABNORMAL,
+            ConnectionError::CloseTimeout
+            | ConnectionError::UnexpectedEof
+            | ConnectionError::WriteTimeout => CloseCode::ABNORMAL,
         }
     }
 }
@@ -174,6 +180,9 @@ impl fmt::Display for ConnectionError {
             ConnectionError::CloseTimeout => f.write_str("closing handshake timed out"),
             ConnectionError::UnexpectedEof => {
                 f.write_str("connection ended without a closing handshake")
+            }
+            ConnectionError::WriteTimeout => {
+                f.write_str("peer read nothing we sent within the write timeout")
             }
         }
     }

@@ -107,4 +107,4 @@ pub use sockeye_core::{
     HandshakeError, Instant, LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq,
     SessionConfig, SessionEvent, SessionId, SessionSendError, State,
 };
-pub use sockeye_std::{ClientOptions, Error, ReliableOptions, Result};
+pub use sockeye_std::{ClientOptions, Error, Recv, ReliableOptions, Result};

@@ -15,7 +15,7 @@ use sockeye_core::{
     ClientSession, CloseCode, Event, Instant, Reconnect, Seq, SessionEvent, SessionId,
     SessionSendError,
 };
-use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, ReliableOptions, Result, WsUrl};
+use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Recv, ReliableOptions, Result, WsUrl};
 
 use crate::client::Client;
 use crate::websocket::WebSocket;
@@ -125,6 +125,7 @@ impl ReliableClient {
     ///
     /// [`Error::Session`]`(`[`SessionSendError::Full`]`)` is backpressure: await
     /// [`next_event`](Self::next_event) to let acks arrive, then retry.
+    /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
         if self.session.is_full_for(payload.len())
             && (!is_text || std::str::from_utf8(&payload).is_ok())
@@ -135,6 +136,19 @@ impl ReliableClient {
         let seq = self.session.send(now, payload, is_text)?;
         self.queue_outgoing(now);
         Ok(seq)
+    }
+
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&mut self, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(message.payload().clone(), is_text) {
+            Err(Error::Session(SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
     }
 
     /// Writes what the session has queued for the current connection (nothing while
@@ -196,7 +210,7 @@ impl ReliableClient {
         if let Some(mut ws) = self.ws.take() {
             ws.close(CloseCode::NORMAL, "bye").await?;
             let deadline = self.clock.now() + self.options.config.close_timeout;
-            while let Ok(Some(event)) = ws.recv_event_until(Some(deadline)).await {
+            while let Ok(Recv::Ready(event)) = ws.recv_event_until(Some(deadline)).await {
                 if matches!(event, Event::Closed(_)) {
                     break;
                 }
@@ -248,17 +262,15 @@ impl ReliableClient {
         }
         let wait = earliest(self.session.poll_timeout(), deadline);
         match ws.recv_event_until(wait).await {
-            Ok(Some(Event::Message(message))) => {
+            Ok(Recv::Ready(Event::Message(message))) => {
                 self.session
                     .handle_message(self.clock.now(), message.into_payload());
             }
-            Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => {
+            Ok(Recv::Ready(Event::Pong { rtt: Some(rtt), .. })) => {
                 self.session.handle_rtt_sample(self.clock.now(), rtt);
             }
-            Ok(Some(Event::Closed(_))) => self.disconnected(),
-            Ok(Some(_)) => {}
-            Ok(None) if ws.is_over() => self.disconnected(),
-            Ok(None) => {}
+            Ok(Recv::Ready(Event::Closed(_)) | Recv::Closed) => self.disconnected(),
+            Ok(Recv::Ready(_) | Recv::TimedOut) => {}
             Err(e) => {
                 self.last_error = Some(e);
                 self.disconnected();

@@ -18,7 +18,7 @@ use sockeye_core::time::earliest;
 use sockeye_core::{
     CloseCode, Event, Instant, Seq, SessionConfig, SessionEvent, SessionId, SessionStore,
 };
-use sockeye_std::{Clock, Error, OsEntropy, Result};
+use sockeye_std::{Clock, Error, OsEntropy, Recv, Result};
 
 use crate::server::{Incoming, Refusal};
 use crate::websocket::WebSocket;
@@ -209,9 +209,23 @@ impl SessionRegistry {
         Ok(Upgrade::Plain(ws))
     }
 
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&self, id: SessionId, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(id, message.payload().clone(), is_text) {
+            Err(Error::Session(sockeye_core::SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
+    }
+
     /// Queues a message for session `id`, connected or not, and wakes its connection.
     /// `Full` ([`Error::Session`]) is backpressure; [`Error::UnknownSession`] if the
-    /// session is gone.
+    /// session is gone. The payload is not handed back; [`try_send`](Self::try_send)
+    /// hands it back.
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let mut state = self.lock();
         let now = self.shared.clock.now();
@@ -388,14 +402,14 @@ impl ReliableConnection {
             let received = async { Some(self.ws.recv_event_until(turn.deadline).await) };
             match future::or(received, woken).await {
                 None => {}
-                Some(Ok(Some(Event::Message(message)))) => messages.push(message.into_payload()),
-                Some(Ok(Some(Event::Pong {
+                Some(Ok(Recv::Ready(Event::Message(message)))) => {
+                    messages.push(message.into_payload())
+                }
+                Some(Ok(Recv::Ready(Event::Pong {
                     rtt: Some(sample), ..
                 }))) => rtt = Some(sample),
-                Some(Ok(Some(Event::Closed(_)))) => return Ok(()),
-                Some(Ok(Some(_))) => {}
-                Some(Ok(None)) if self.ws.is_over() => return Ok(()),
-                Some(Ok(None)) => {}
+                Some(Ok(Recv::Ready(Event::Closed(_)) | Recv::Closed)) => return Ok(()),
+                Some(Ok(Recv::Ready(_) | Recv::TimedOut)) => {}
                 Some(Err(e)) => return Err(e),
             }
         }

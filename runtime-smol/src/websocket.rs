@@ -13,9 +13,10 @@ use bytes::{Buf, Bytes};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use sockeye_core::time::earliest;
 use sockeye_core::{
-    Close, CloseCode, Compression, Connection, Event, Instant, Message, MessageKind, State,
+    Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
+    MessageKind, State,
 };
-use sockeye_std::{Clock, Error, Result};
+use sockeye_std::{Clock, Error, Recv, Result};
 
 use crate::handshake_io::{self, Input};
 
@@ -86,6 +87,9 @@ pub struct WebSocket {
     /// `events` ends with a message the application has not taken yet.
     holding_message: bool,
     close: Option<Close>,
+    /// Why the socket failed, when the core cannot know it (a write that timed out):
+    /// the `Closed` event reports this instead of the end of stream the core saw.
+    failure: Option<ConnectionError>,
     /// The socket is shut down; nothing more will happen.
     done: bool,
     linger: Duration,
@@ -130,6 +134,7 @@ impl WebSocket {
             reads_in_a_row: 0,
             holding_message: false,
             close: None,
+            failure: None,
             done: false,
             linger: parts.linger,
             path: parts.path,
@@ -166,35 +171,74 @@ impl WebSocket {
     /// [`Event::Closed`] comes once the socket is shut down; after it, `Ok(None)`
     /// forever. Cancel-safe.
     pub async fn recv_event(&mut self) -> Result<Option<Event>> {
-        self.recv_event_until(None).await
+        match self.recv_event_until(None).await? {
+            Recv::Ready(event) => Ok(Some(event)),
+            Recv::TimedOut | Recv::Closed => Ok(None),
+        }
     }
 
-    /// Like [`recv_event`](Self::recv_event), but `Ok(None)` as soon as `deadline` (on
-    /// this connection's clock, [`now`](Self::now)) passes with no event, or once the
-    /// connection is over. The core's own timers keep firing meanwhile. Cancel-safe.
-    pub async fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
+    /// Like [`recv`](Self::recv), waiting at most `timeout`: [`Recv::Ready`] with the next
+    /// message, [`Recv::TimedOut`] if none arrived in time (still open), or
+    /// [`Recv::Closed`] once the closing handshake has completed (and on every call
+    /// after). A connection that failed is reported once as [`Error::Connection`], then
+    /// as `Closed`, so a loop that retries on `TimedOut` ends with the connection.
+    /// Cancel-safe.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Recv<Message>> {
+        let deadline = self.clock.now() + timeout;
+        loop {
+            match self.recv_event_until(Some(deadline)).await? {
+                Recv::Ready(Event::Message(message)) => return Ok(Recv::Ready(message)),
+                Recv::Ready(Event::Closed(close)) => match close.error {
+                    Some(error) => return Err(Error::Connection(error)),
+                    None => return Ok(Recv::Closed),
+                },
+                Recv::Ready(_) => continue,
+                Recv::TimedOut => return Ok(Recv::TimedOut),
+                Recv::Closed => return Ok(Recv::Closed),
+            }
+        }
+    }
+
+    /// Like [`recv_event`](Self::recv_event), waiting at most `timeout` (the answers of
+    /// [`recv_event_until`](Self::recv_event_until)). Cancel-safe.
+    pub async fn recv_event_timeout(&mut self, timeout: Duration) -> Result<Recv<Event>> {
+        let deadline = self.clock.now() + timeout;
+        self.recv_event_until(Some(deadline)).await
+    }
+
+    /// Like [`recv_event`](Self::recv_event), waiting until `deadline` at most (on this
+    /// connection's clock, [`now`](Self::now); `None`: for ever). Answers
+    /// [`Recv::Ready`] with the next event ([`Event::Closed`] once, at the end),
+    /// [`Recv::TimedOut`] when `deadline` passes first (still open), and [`Recv::Closed`]
+    /// on every call after the end was returned. The core's own timers keep firing
+    /// meanwhile. Cancel-safe.
+    pub async fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Recv<Event>> {
         loop {
             match self.events.pop_front() {
-                Some(Event::Closed(close)) => {
+                Some(Event::Closed(mut close)) => {
+                    if let Some(error) = self.failure.take() {
+                        close.code = error.close_code();
+                        close.error = Some(error);
+                    }
                     // Finish the socket first, so a returned `Closed` means it is over.
                     while !self.done {
                         let _ = self.step(None).await;
                     }
                     self.close = Some(close.clone());
-                    return Ok(Some(Event::Closed(close)));
+                    return Ok(Recv::Ready(Event::Closed(close)));
                 }
                 Some(event) => {
                     if matches!(event, Event::Message(_)) {
                         self.holding_message = false;
                     }
-                    return Ok(Some(event));
+                    return Ok(Recv::Ready(event));
                 }
-                None if self.done => return Ok(None),
+                None if self.done => return Ok(Recv::Closed),
                 None => {
                     self.flush().await?;
                     if self.events.is_empty() {
                         if deadline.is_some_and(|d| self.clock.now() >= d) {
-                            return Ok(None);
+                            return Ok(Recv::TimedOut);
                         }
                         self.step(deadline).await?;
                     }
@@ -311,7 +355,8 @@ impl WebSocket {
 
     /// Writes every queued byte (shutting the socket down once the core is done with
     /// it). A peer that takes nothing for `pong_timeout` fails the write with
-    /// `TimedOut`. Cancel-safe: a partial write is remembered.
+    /// [`Error::Connection`]`(`[`ConnectionError::WriteTimeout`]`)`, and the next
+    /// [`recv`](Self::recv) says the same. Cancel-safe: a partial write is remembered.
     pub async fn flush(&mut self) -> Result<()> {
         self.drain();
         if self.done {
@@ -324,11 +369,15 @@ impl WebSocket {
             self.done = true;
             self.conn.handle_eof(self.clock.now());
             self.drain();
-            return if was_closed {
-                Ok(())
-            } else {
-                Err(Error::Io(e))
-            };
+            if was_closed {
+                return Ok(());
+            }
+            if e.kind() == io::ErrorKind::TimedOut {
+                // Reported now and again by the `Closed` event, for the next `recv`.
+                self.failure = Some(ConnectionError::WriteTimeout);
+                return Err(Error::Connection(ConnectionError::WriteTimeout));
+            }
+            return Err(Error::Io(e));
         }
         if self.conn.wants_disconnect() && self.pending.is_empty() {
             self.shutdown().await;
@@ -343,11 +392,6 @@ impl WebSocket {
             .send_parts(now, MessageKind::Binary, head, payload)?;
         self.drain();
         Ok(())
-    }
-
-    /// The socket is shut down and every event was returned: nothing more will happen.
-    pub(crate) fn is_over(&self) -> bool {
-        self.done && self.events.is_empty()
     }
 
     /// How the connection ended, once [`recv`](Self::recv) reported it.

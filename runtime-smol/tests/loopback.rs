@@ -238,7 +238,7 @@ fn the_std_runtime_and_this_one_talk() {
         assert_eq!(ws.recv().await.unwrap(), Some(Message::text("to std")));
         // A deadline on the connection's own clock passes with nothing to read.
         let quiet = ws.recv_event_until(Some(ws.now() + Duration::from_millis(20)));
-        assert!(quiet.await.unwrap().is_none());
+        assert_eq!(quiet.await.unwrap(), sockeye_std::Recv::TimedOut);
         ws.close(CloseCode::NORMAL, "").await.unwrap();
         assert_eq!(ws.recv().await.unwrap(), None);
     });
@@ -247,4 +247,90 @@ fn the_std_runtime_and_this_one_talk() {
     let mut ws = sockeye_std::Client::connect(&format!("ws://{addr}/"), Config::default()).unwrap();
     ws.send(Message::text("to smol")).unwrap();
     assert_eq!(ws.recv().unwrap(), Some(Message::text("to smol")));
+}
+
+#[test]
+fn a_loop_over_recv_timeout_ends_when_the_connection_does() {
+    use sockeye_smol::Recv;
+    // A std server that echoes one message and closes.
+    let server = sockeye_std::Server::bind("127.0.0.1:0", Config::default())
+        .unwrap()
+        .spawn(|mut ws| {
+            if let Ok(Some(message)) = ws.recv() {
+                let _ = ws.send(message);
+            }
+            let _ = ws.close(CloseCode::NORMAL, "bye");
+            while let Ok(Some(_)) = ws.recv() {}
+        })
+        .unwrap();
+    smol::block_on(async {
+        let url = format!("ws://{}/", server.local_addr());
+        let mut ws = Client::connect(&url, Config::default()).await.unwrap();
+        let quiet = ws.recv_timeout(Duration::from_millis(1)).await.unwrap();
+        assert_eq!(quiet, Recv::TimedOut);
+        ws.send(Message::text("hi")).await.unwrap();
+        let mut messages = Vec::new();
+        let mut calls = 0;
+        loop {
+            calls += 1;
+            assert!(calls < 100_000, "the loop spun after the close");
+            match ws.recv_timeout(Duration::from_millis(10)).await.unwrap() {
+                Recv::Ready(message) => messages.push(message),
+                Recv::TimedOut => continue,
+                Recv::Closed => break,
+            }
+        }
+        assert_eq!(messages, [Message::text("hi")]);
+        let later = ws.now() + Duration::from_secs(60);
+        assert_eq!(
+            ws.recv_event_until(Some(later)).await.unwrap(),
+            Recv::Closed
+        );
+    });
+}
+
+#[test]
+fn a_send_to_a_peer_that_reads_nothing_fails_with_a_write_timeout_and_recv_agrees() {
+    use sockeye_smol::ConnectionError;
+    use std::io::Write;
+    let mut config = Config::default();
+    config.pong_timeout = Duration::from_millis(200);
+    config.ping_interval = None;
+    let server = Server::bind("127.0.0.1:0", config).unwrap();
+    let mut peer = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    peer.write_all(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        smol::block_on(async {
+            let mut ws = server.accept().await.unwrap().upgrade().await.unwrap();
+            let message = Message::binary(vec![0u8; 1 << 20]);
+            let mut sent = 0;
+            let error = loop {
+                match ws.send(message.clone()).await {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+                assert!(sent < 4096, "4 GiB went to a peer that reads nothing");
+            };
+            let after = ws.recv().await;
+            let _ = tx.send((error, after));
+        })
+    });
+    // A generous bound on the whole test, not a measure of the timeout.
+    let (error, after) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the send never failed");
+    assert!(
+        matches!(error, Error::Connection(ConnectionError::WriteTimeout)),
+        "{error:?}"
+    );
+    assert!(
+        matches!(after, Err(Error::Connection(ConnectionError::WriteTimeout))),
+        "{after:?}"
+    );
+    drop(peer);
 }

@@ -146,6 +146,7 @@ fn handshake(
             Input::Bytes(data) => handshake.handle_bytes(clock.now(), data),
             Input::Eof => handshake.handle_eof(clock.now()).map(|()| None),
             Input::Timeout => handshake.handle_timeout(clock.now()).map(|()| None),
+            Input::Woken | Input::Flushed => Ok(None),
         };
         if let Some(response) = step? {
             break response;

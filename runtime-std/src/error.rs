@@ -3,7 +3,9 @@
 use std::fmt;
 use std::io;
 
-use sockeye_core::{ConnectionError, HandshakeError, SendError, SessionSendError, StoreError};
+use sockeye_core::{
+    ConnectionError, HandshakeError, Message, SendError, SessionSendError, StoreError,
+};
 
 /// Everything that can go wrong while driving a WebSocket over a `TcpStream`.
 #[derive(Debug)]
@@ -42,6 +44,9 @@ pub enum Error {
     /// [`ReliableClient::connect`](crate::ReliableClient::connect) did not establish a
     /// session within its `connect_timeout`.
     Timeout,
+    /// Backpressure: the send queue is full, and here is the message back, to retry
+    /// once there is room ([`Sender::try_send`](crate::Sender::try_send)).
+    Full(Message),
 }
 
 impl fmt::Display for Error {
@@ -60,6 +65,7 @@ impl fmt::Display for Error {
                 write!(f, "gave up reconnecting after {attempts} attempts: {last}")
             }
             Error::Timeout => f.write_str("timed out"),
+            Error::Full(_) => f.write_str("cannot send: send queue full"),
         }
     }
 }
@@ -74,9 +80,11 @@ impl std::error::Error for Error {
             Error::Session(e) => Some(e),
             Error::Store(e) => Some(e),
             Error::GaveUp { last, .. } => Some(&**last),
-            Error::InvalidUrl(_) | Error::UnknownSession | Error::NotReliable | Error::Timeout => {
-                None
-            }
+            Error::InvalidUrl(_)
+            | Error::UnknownSession
+            | Error::NotReliable
+            | Error::Timeout
+            | Error::Full(_) => None,
         }
     }
 }

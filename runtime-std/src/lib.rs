@@ -28,9 +28,55 @@
 //! ## How it runs
 //!
 //! A [`WebSocket`] does its work inside its own methods, on the calling thread: `recv`
-//! reads the socket with the core's next deadline as the read timeout, feeds what arrived
-//! (or the passed deadline) to the core, writes whatever the core queued, and returns the
-//! next message. A [`Server`] runs one thread per connection.
+//! waits (`poll(2)`, the socket is non-blocking) for bytes, the core's next deadline or
+//! a [`Sender`]'s wake-up, feeds what arrived (or the passed deadline) to the core,
+//! writes whatever the core queued as the socket takes it, and returns the next message.
+//! A [`Server`] runs one thread per connection. A send blocks until the kernel has taken
+//! the message, and fails with [`ConnectionError::WriteTimeout`] once the peer has read
+//! nothing for `Config::pong_timeout`.
+//!
+//! ## Reading and writing from two threads
+//!
+//! [`WebSocket::sender`] gives a [`Sender`] (`Clone + Send + Sync`) that sends from any
+//! thread while the owner blocks in [`recv`](WebSocket::recv): each send wakes the
+//! owner's wait at once, no polling needed. Its queue is bounded by
+//! `Config::max_send_queue_bytes`: [`Sender::try_send`] hands a message back as
+//! [`Error::Full`], [`Sender::send`] waits for room. The sans-IO core stays with the
+//! owner (see [`Sender`] for the design).
+//!
+//! ```
+//! use std::thread;
+//! use sockeye_std::{Client, CloseCode, Config, Message, Server};
+//!
+//! # let server = Server::bind("127.0.0.1:0", Config::default())?.spawn(|mut ws| {
+//! #     while let Ok(Some(message)) = ws.recv() {
+//! #         if ws.send(message).is_err() { break; }
+//! #     }
+//! # })?;
+//! # let url = format!("ws://{}/", server.local_addr());
+//! let mut ws = Client::connect(&url, Config::default())?;
+//! let sender = ws.sender()?;
+//!
+//! // The writer thread: sends, then closes; it never touches the socket itself.
+//! let writer = thread::spawn(move || -> sockeye_std::Result<()> {
+//!     for i in 0..3 {
+//!         sender.send(Message::text(format!("tick {i}")))?;
+//!     }
+//!     sender.close(CloseCode::NORMAL, "done")
+//! });
+//!
+//! // The reader: blocks in `recv` until the close completes.
+//! let mut echoes = Vec::new();
+//! while let Some(message) = ws.recv()? {
+//!     echoes.push(message);
+//! }
+//! writer.join().unwrap()?;
+//! assert_eq!(echoes.len(), 3);
+//! # Ok::<(), sockeye_std::Error>(())
+//! ```
+//!
+//! [`WebSocket::recv_timeout`] waits at most a given time and answers a [`Recv`]:
+//! `Ready(message)`, `TimedOut` (still open) or `Closed` (over), never confusing the two.
 //!
 //! ## Reliable messaging
 //!
@@ -73,6 +119,7 @@ mod client;
 mod entropy;
 mod error;
 mod reliable;
+mod sender;
 mod server;
 mod time;
 mod transport;
@@ -86,10 +133,11 @@ pub use reliable::{
     ReliableClient, ReliableConnection, ReliableOptions, ReliableServer, SessionRegistry, Upgrade,
     DEFAULT_MAX_PENDING_EVENTS,
 };
+pub use sender::Sender;
 pub use server::{Server, ServerHandle};
 pub use time::Clock;
 pub use url::WsUrl;
-pub use websocket::WebSocket;
+pub use websocket::{Recv, WebSocket};
 
 pub use sockeye_core::handshake::Request;
 #[cfg(feature = "deflate")]

@@ -256,6 +256,7 @@ pub(crate) fn read_request(
             Input::Bytes(data) => handshake.handle_bytes(clock.now(), data),
             Input::Eof => handshake.handle_eof(clock.now()).map(|()| None),
             Input::Timeout => handshake.handle_timeout(clock.now()).map(|()| None),
+            Input::Woken | Input::Flushed => Ok(None),
         };
         match step {
             Ok(Some(request)) => break Ok(request),

@@ -9,26 +9,57 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use sockeye_core::time::earliest;
 use sockeye_core::{
-    Close, CloseCode, Compression, Connection, Event, Instant, Message, MessageKind, State,
+    Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
+    MessageKind, SendError, State,
 };
 
 use crate::error::{Error, Result};
-use crate::transport::{Input, Transport};
+use crate::sender::{Command, Outbox, Sender};
+use crate::transport::{is_write_stall, Input, Transport};
+
+/// What a receive with a deadline answered ([`WebSocket::recv_timeout`],
+/// [`WebSocket::recv_event_until`]): each case has its own variant, so "nothing yet" and
+/// "nothing ever again" cannot be confused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Recv<T> {
+    /// The next message or event.
+    Ready(T),
+    /// The deadline passed first; the connection is still open.
+    TimedOut,
+    /// The connection is over and its end was already reported: nothing more will come.
+    Closed,
+}
+
+impl<T> Recv<T> {
+    /// The message or event, if one came.
+    pub fn ready(self) -> Option<T> {
+        match self {
+            Recv::Ready(item) => Some(item),
+            Recv::TimedOut | Recv::Closed => None,
+        }
+    }
+}
 
 /// An open WebSocket over a blocking `TcpStream`, client or server side.
 ///
 /// It does its work on the calling thread, inside its methods: [`recv`](Self::recv) is
 /// where bytes are read, pings answered and keepalive timers fire, so call it whenever
 /// the application is idle. [`send`](Self::send) blocks until the kernel has taken the
-/// whole message; a peer that reads nothing for `pong_timeout` fails the send with an
-/// i/o error rather than blocking the thread forever. Like other blocking WebSocket APIs,
-/// two peers that only write and never read can fill each other's buffers; read while
-/// you write large amounts.
+/// whole message; once the peer has taken no byte for `Config::pong_timeout` the send
+/// fails with [`Error::Connection`]`(`[`ConnectionError::WriteTimeout`]`)` rather than
+/// blocking the thread forever, and so does the next [`recv`](Self::recv) (the
+/// connection is over). Like other blocking WebSocket APIs, two peers that only write
+/// and never read can fill each other's buffers; read while you write large amounts.
+///
+/// To send from other threads while one blocks in `recv`, take a [`Sender`] from
+/// [`sender`](Self::sender).
 ///
 /// Obtain one from [`Client::connect`](crate::Client::connect) or a
 /// [`Server`](crate::Server).
@@ -45,10 +76,15 @@ pub struct WebSocket {
     close: Option<Close>,
     /// The transport has been shut down; nothing more will happen.
     done: bool,
+    /// Why the transport failed, when the core cannot know it (a write stall): the
+    /// `Closed` event reports this instead of the end of stream the core saw.
+    failure: Option<ConnectionError>,
     /// How long to wait for the peer's FIN after ours.
     linger: Duration,
     path: Option<String>,
     protocol: Option<String>,
+    /// The queue [`Sender`]s feed, once [`sender`](Self::sender) made one.
+    outbox: Option<Arc<Outbox>>,
 }
 
 impl WebSocket {
@@ -68,9 +104,11 @@ impl WebSocket {
             holding_message: false,
             close: None,
             done: false,
+            failure: None,
             linger,
             path,
             protocol,
+            outbox: None,
         };
         ws.drain_and_flush()?;
         Ok(ws)
@@ -109,17 +147,55 @@ impl WebSocket {
     /// close. [`Event::Closed`] is returned once the transport is shut down; after it,
     /// `Ok(None)` forever.
     pub fn recv_event(&mut self) -> Result<Option<Event>> {
-        self.recv_event_until(None)
+        match self.recv_event_until(None)? {
+            Recv::Ready(event) => Ok(Some(event)),
+            Recv::TimedOut | Recv::Closed => Ok(None),
+        }
     }
 
-    /// Like [`recv_event`](Self::recv_event), but returns `Ok(None)` as soon as
-    /// `deadline` passes with no event (or once the connection is over). The core's own
-    /// timers still fire while waiting. `deadline` counts on this connection's clock
-    /// ([`now`](Self::now)).
-    pub fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Option<Event>> {
+    /// Like [`recv`](Self::recv), waiting at most `timeout`: [`Recv::Ready`] with the next
+    /// message, [`Recv::TimedOut`] if none arrived in time (the connection is still
+    /// open: call again), or [`Recv::Closed`] once the closing handshake has completed
+    /// (and on every call after that). A connection that failed is reported once as
+    /// [`Error::Connection`], then as `Closed`. The three answers never overlap, so a
+    /// loop that retries on `TimedOut` ends when the connection does.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Recv<Message>> {
+        let deadline = self.now() + timeout;
+        loop {
+            match self.recv_event_until(Some(deadline))? {
+                Recv::Ready(Event::Message(message)) => return Ok(Recv::Ready(message)),
+                Recv::Ready(Event::Closed(close)) => match close.error {
+                    Some(error) => return Err(Error::Connection(error)),
+                    None => return Ok(Recv::Closed),
+                },
+                Recv::Ready(_) => continue,
+                Recv::TimedOut => return Ok(Recv::TimedOut),
+                Recv::Closed => return Ok(Recv::Closed),
+            }
+        }
+    }
+
+    /// Like [`recv_event`](Self::recv_event), waiting at most `timeout` (see
+    /// [`recv_event_until`](Self::recv_event_until) for the answers).
+    pub fn recv_event_timeout(&mut self, timeout: Duration) -> Result<Recv<Event>> {
+        let deadline = self.now() + timeout;
+        self.recv_event_until(Some(deadline))
+    }
+
+    /// Like [`recv_event`](Self::recv_event), waiting until `deadline` at most (`None`:
+    /// for ever). Answers [`Recv::Ready`] with the next event ([`Event::Closed`] once,
+    /// when the connection ends), [`Recv::TimedOut`] when `deadline` passes first (the
+    /// connection is still open), and [`Recv::Closed`] on every call after the
+    /// connection's end was returned. The core's own timers still fire while waiting.
+    /// `deadline` counts on this connection's clock ([`now`](Self::now)).
+    pub fn recv_event_until(&mut self, deadline: Option<Instant>) -> Result<Recv<Event>> {
         loop {
             match self.events.pop_front() {
-                Some(Event::Closed(close)) => {
+                Some(Event::Closed(mut close)) => {
+                    if let Some(error) = self.failure.take() {
+                        close.code = error.close_code();
+                        close.error = Some(error);
+                    }
                     // Finish the transport first (a client waits for the server's FIN, §7.1.1)
                     // so that a returned `Closed` means the connection is entirely over.
                     // Errors here cannot change how the connection ended; the core bounds
@@ -128,21 +204,26 @@ impl WebSocket {
                         let _ = self.step(None);
                     }
                     self.close = Some(close.clone());
-                    return Ok(Some(Event::Closed(close)));
+                    if let Some(outbox) = &self.outbox {
+                        outbox.close();
+                    }
+                    return Ok(Recv::Ready(Event::Closed(close)));
                 }
                 Some(event) => {
                     if matches!(event, Event::Message(_)) {
                         self.holding_message = false;
                     }
-                    return Ok(Some(event));
+                    return Ok(Recv::Ready(event));
                 }
-                None if self.done => return Ok(None),
+                None if self.done => return Ok(Recv::Closed),
                 None => {
-                    // Let the core act on frames it already holds before reading more.
-                    self.drain_and_flush()?;
+                    // Let the core act on frames it already holds, and take what the
+                    // senders queued, before reading more.
+                    self.pump_outbox();
+                    self.drain_and_write()?;
                     if self.events.is_empty() {
                         if deadline.is_some_and(|d| self.transport.clock().now() >= d) {
-                            return Ok(None);
+                            return Ok(Recv::TimedOut);
                         }
                         self.step(deadline)?;
                     }
@@ -231,10 +312,93 @@ impl WebSocket {
     /// Returns once the close frame is written. Keep calling [`recv`](Self::recv) until
     /// it returns `Ok(None)`: messages the peer sent before it saw our close still arrive,
     /// then the peer's close completes the handshake (or `close_timeout` expires).
+    ///
+    /// Messages that [`Sender`]s queued before this call are sent first; senders fail
+    /// with [`SendError::Closed`](sockeye_core::SendError::Closed) from now on.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if let Some(outbox) = self.outbox.clone() {
+            outbox.seal();
+            loop {
+                // Room first: with everything written, a pump that moves nothing waits
+                // for the end of our own fragmented message, which the close cuts short.
+                self.drain_and_flush()?;
+                let before = outbox.lock().commands.len();
+                self.pump_outbox();
+                let after = outbox.lock().commands.len();
+                if after == 0 || after == before || self.conn.state() != State::Open {
+                    break;
+                }
+            }
+        }
         self.conn
             .close(self.transport.clock().now(), code, reason)?;
         self.drain_and_flush()
+    }
+
+    /// A handle that sends on this connection from other threads while this one blocks
+    /// in [`recv`](Self::recv); see [`Sender`]. Every call returns a handle on the same
+    /// queue. Fails only if the wake-up pair cannot be made (out of descriptors).
+    pub fn sender(&mut self) -> Result<Sender> {
+        if let Some(outbox) = &self.outbox {
+            return Ok(Sender::new(Arc::clone(outbox)));
+        }
+        let wake = self.transport.waker()?;
+        let outbox = Arc::new(Outbox::new(wake, self.conn.config().max_send_queue_bytes));
+        if self.conn.state() != State::Open || self.done {
+            outbox.close();
+        }
+        self.outbox = Some(Arc::clone(&outbox));
+        Ok(Sender::new(outbox))
+    }
+
+    /// Moves what the senders queued into the core, in order, while the core takes it;
+    /// the rest waits for the next call. Closes the outbox once the connection no longer
+    /// sends.
+    fn pump_outbox(&mut self) {
+        let Some(outbox) = self.outbox.clone() else {
+            return;
+        };
+        let mut queue = outbox.lock();
+        while let Some(command) = queue.commands.pop_front() {
+            let now = self.transport.clock().now();
+            match command {
+                Command::Send(message, compression) => {
+                    let len = message.payload().len();
+                    // The core's rule, over the bytes written or not: while some wait, a
+                    // message goes on only if it fits under the limit. Without it, each
+                    // pump would hand the transport another queue's worth.
+                    let waiting = self.transport.pending_bytes() + self.conn.queued_bytes();
+                    if waiting > 0 && waiting + len > outbox.limit() {
+                        queue
+                            .commands
+                            .push_front(Command::Send(message, compression));
+                        break;
+                    }
+                    match self.conn.try_send_with(now, message, compression) {
+                        Ok(()) => outbox.took(&mut queue, len),
+                        // Room comes as the socket takes bytes, and the owner's own
+                        // fragmented message ends: try again then.
+                        Err((SendError::Full | SendError::FragmentOrder, message)) => {
+                            queue
+                                .commands
+                                .push_front(Command::Send(message, compression));
+                            break;
+                        }
+                        // Closing: nothing more goes out.
+                        Err(_) => outbox.took(&mut queue, len),
+                    }
+                }
+                Command::Close(code, reason) => {
+                    // Already closing is fine: the connection ends all the same.
+                    let _ = self.conn.close(now, code, &reason);
+                }
+            }
+        }
+        let over = self.conn.state() != State::Open;
+        drop(queue);
+        if over {
+            outbox.close();
+        }
     }
 
     /// How the connection ended, once [`recv`](Self::recv) or
@@ -286,16 +450,10 @@ impl WebSocket {
         self.transport.stream().local_addr()
     }
 
-    /// The underlying stream, for socket options. Reading or writing it directly would
-    /// corrupt the connection.
+    /// The underlying stream, for socket options. It is in non-blocking mode and must
+    /// stay so; reading or writing it directly would corrupt the connection.
     pub fn get_ref(&self) -> &TcpStream {
         self.transport.stream()
-    }
-
-    /// The transport is shut down and every event has been returned: nothing more will
-    /// happen on this connection.
-    pub(crate) fn is_over(&self) -> bool {
-        self.done && self.events.is_empty()
     }
 
     /// Writes whatever the core still has queued, so that the next send finds its queue
@@ -324,7 +482,15 @@ impl WebSocket {
                 self.conn.handle_eof(clock.now());
                 Ok(())
             }
-            Ok(Input::Timeout) => Ok(()),
+            Ok(Input::Timeout | Input::Woken | Input::Flushed) => Ok(()),
+            Err(e) if is_write_stall(&e) => {
+                // The peer reads nothing: the connection is over, and its `Closed` event
+                // says why.
+                self.done = true;
+                self.failure = Some(ConnectionError::WriteTimeout);
+                self.conn.handle_eof(clock.now());
+                Ok(())
+            }
             Err(e) => {
                 // The transport is gone: tell the core, as for an EOF, so it reports the
                 // connection closed, then surface the cause.
@@ -339,7 +505,7 @@ impl WebSocket {
         if self.conn.poll_timeout().is_some_and(|d| d <= now) {
             self.conn.handle_timeout(now);
         }
-        let flushed = self.drain_and_flush();
+        let flushed = self.drain_and_write();
         result.and(flushed)
     }
 
@@ -372,14 +538,25 @@ impl WebSocket {
         }
     }
 
-    /// [`drain`](Self::drain)s the core, writes the chunks, and shuts the transport down
-    /// once the core wants to disconnect and everything is written.
+    /// [`drain`](Self::drain)s the core, writes the chunks (blocking until the kernel has
+    /// taken them all), and shuts the transport down once the core wants to disconnect
+    /// and everything is written.
     fn drain_and_flush(&mut self) -> Result<()> {
+        self.drain_then(Transport::flush)
+    }
+
+    /// [`drain_and_flush`](Self::drain_and_flush) writing only what the socket takes
+    /// now: the rest goes out while [`step`](Self::step) waits for input.
+    fn drain_and_write(&mut self) -> Result<()> {
+        self.drain_then(Transport::write_some)
+    }
+
+    fn drain_then(&mut self, write: fn(&mut Transport) -> io::Result<()>) -> Result<()> {
         self.drain();
         if self.done {
             return Ok(());
         }
-        if let Err(e) = self.transport.flush() {
+        if let Err(e) = write(&mut self.transport) {
             // A write failure ends the transport: let the core report it as an EOF. If the
             // core had already closed (we were writing its close frame to a peer that
             // vanished), its `Closed` event already says what happened.
@@ -387,16 +564,29 @@ impl WebSocket {
             self.done = true;
             self.conn.handle_eof(self.transport.clock().now());
             self.drain();
-            return if was_closed {
-                Ok(())
-            } else {
-                Err(Error::Io(e))
-            };
+            if was_closed {
+                return Ok(());
+            }
+            if is_write_stall(&e) {
+                // Reported now and again by the `Closed` event, for the next `recv`.
+                self.failure = Some(ConnectionError::WriteTimeout);
+                return Err(Error::Connection(ConnectionError::WriteTimeout));
+            }
+            return Err(Error::Io(e));
         }
         if self.conn.wants_disconnect() && self.transport.is_flushed() {
             self.transport.shutdown(self.linger);
             self.done = true;
         }
         Ok(())
+    }
+}
+
+impl Drop for WebSocket {
+    fn drop(&mut self) {
+        // Senders fail from now on instead of waiting for an owner that is gone.
+        if let Some(outbox) = &self.outbox {
+            outbox.close();
+        }
     }
 }

@@ -303,6 +303,11 @@ impl Connection {
         false
     }
 
+    /// The limits and timings this connection runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Which end this is.
     pub fn side(&self) -> Side {
         self.side
@@ -496,10 +501,26 @@ impl Connection {
         message: Message,
         compression: Compression,
     ) -> Result<(), SendError> {
+        self.try_send_with(now, message, compression)
+            .map_err(|(error, _)| error)
+    }
+
+    /// [`send_with`](Self::send_with) that hands the message back when it is refused:
+    /// on [`SendError::Full`] the caller keeps it to retry once
+    /// [`poll_transmit`](Self::poll_transmit) has made room, with no clone made in
+    /// advance. The same answers as `send_with`, each with the message.
+    pub fn try_send_with(
+        &mut self,
+        now: Instant,
+        message: Message,
+        compression: Compression,
+    ) -> Result<(), (SendError, Message)> {
         self.clock.observe(now);
-        self.check_can_send(message.payload().len())?;
+        if let Err(error) = self.check_can_send(message.payload().len()) {
+            return Err((error, message));
+        }
         if self.sending_fragmented.is_some() {
-            return Err(SendError::FragmentOrder);
+            return Err((SendError::FragmentOrder, message));
         }
         let opcode = match message.kind() {
             MessageKind::Text => OpCode::Text,

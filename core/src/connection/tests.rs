@@ -489,6 +489,35 @@ fn eof_without_close_is_abnormal_and_sends_nothing() {
 }
 
 #[test]
+fn try_send_hands_the_message_back_when_full_or_closed() {
+    let config = Config {
+        max_send_queue_bytes: 1000,
+        ..Config::default()
+    };
+    let mut s = Connection::server(config, Instant::ZERO);
+    s.try_send_with(
+        Instant::ZERO,
+        Message::binary(vec![0u8; 1500]),
+        Compression::Auto,
+    )
+    .unwrap();
+    let refused = Message::text("kept");
+    let (error, back) = s
+        .try_send_with(Instant::ZERO, refused.clone(), Compression::Auto)
+        .unwrap_err();
+    assert_eq!((error, &back), (SendError::Full, &refused));
+    assert!(!transmitted(&mut s).is_empty());
+    // Room again: the same message goes through.
+    s.try_send_with(Instant::ZERO, back, Compression::Auto)
+        .unwrap();
+    s.close(Instant::ZERO, CloseCode::NORMAL, "").unwrap();
+    let (error, back) = s
+        .try_send_with(Instant::ZERO, refused.clone(), Compression::Auto)
+        .unwrap_err();
+    assert_eq!((error, back), (SendError::Closed, refused));
+}
+
+#[test]
 fn full_send_queue_is_backpressure_not_growth() {
     let config = Config {
         max_send_queue_bytes: 1000,

@@ -22,7 +22,7 @@ use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::time::Clock;
 use crate::url::WsUrl;
-use crate::websocket::WebSocket;
+use crate::websocket::{Recv, WebSocket};
 
 /// How a [`ReliableClient`] connects, and the limits of its session.
 #[derive(Clone, Debug)]
@@ -154,6 +154,7 @@ impl ReliableClient {
     /// is backpressure: the window holds as many unacknowledged messages (or bytes) as
     /// it may; call [`next_event`](Self::next_event) to let acks arrive, then retry.
     /// Nothing is queued beyond the window.
+    /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
         // An application waiting for room calls this once per `next_event`; while the
         // window is full, answer without reading the clock (text that is not UTF-8 still
@@ -167,6 +168,19 @@ impl ReliableClient {
         let seq = self.session.send(now, payload, is_text)?;
         self.write_outgoing_at(now);
         Ok(seq)
+    }
+
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&mut self, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(message.payload().clone(), is_text) {
+            Err(Error::Session(SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
     }
 
     /// The next session event, driving the connection (reading, writing, timers,
@@ -216,7 +230,7 @@ impl ReliableClient {
         if let Some(mut ws) = self.ws.take() {
             ws.close(sockeye_core::CloseCode::NORMAL, "bye")?;
             let deadline = self.clock.now() + self.options.config.close_timeout;
-            while let Ok(Some(event)) = ws.recv_event_until(Some(deadline)) {
+            while let Ok(Recv::Ready(event)) = ws.recv_event_until(Some(deadline)) {
                 if matches!(event, Event::Closed(_)) {
                     break;
                 }
@@ -274,17 +288,15 @@ impl ReliableClient {
         }
         let wait = earliest(self.session.poll_timeout(), deadline);
         match ws.recv_event_until(wait) {
-            Ok(Some(Event::Message(message))) => {
+            Ok(Recv::Ready(Event::Message(message))) => {
                 self.session
                     .handle_message(self.clock.now(), message.into_payload());
             }
-            Ok(Some(Event::Pong { rtt: Some(rtt), .. })) => {
+            Ok(Recv::Ready(Event::Pong { rtt: Some(rtt), .. })) => {
                 self.session.handle_rtt_sample(self.clock.now(), rtt)
             }
-            Ok(Some(Event::Closed(_))) => self.disconnected(),
-            Ok(Some(_)) => {}
-            Ok(None) if ws.is_over() => self.disconnected(),
-            Ok(None) => {}
+            Ok(Recv::Ready(Event::Closed(_)) | Recv::Closed) => self.disconnected(),
+            Ok(Recv::Ready(_) | Recv::TimedOut) => {}
             Err(e) => {
                 self.last_error = Some(e);
                 self.disconnected();

@@ -33,7 +33,7 @@ use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
 use crate::server::{read_request, refuse};
 use crate::time::Clock;
-use crate::transport::{Transport, READ_BUF_BYTES};
+use crate::transport::{wait_readable, Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
 
 /// Wake-ups that may wait for a connection's timer thread (one is enough).
@@ -261,6 +261,7 @@ impl SessionRegistry {
     /// Returns its sequence number; [`Error::Session`] with `Full` is backpressure, and
     /// [`Error::UnknownSession`] means the session is gone (its messages came back as
     /// dead letters when it expired).
+    /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let state = &mut *self.lock();
         let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
@@ -270,6 +271,19 @@ impl SessionRegistry {
             let _ = driver.wake.try_send(());
         }
         Ok(seq)
+    }
+
+    /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
+    /// on backpressure: a full window answers [`Error::Full`] with the message, to
+    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
+    /// session, not copied.)
+    pub fn try_send(&self, id: SessionId, message: sockeye_core::Message) -> Result<Seq> {
+        let is_text = message.kind() == sockeye_core::MessageKind::Text;
+        match self.send(id, message.payload().clone(), is_text) {
+            Err(Error::Session(sockeye_core::SessionSendError::Full)) => Err(Error::Full(message)),
+            other => other,
+        }
     }
 
     /// With `SessionConfig::confirm_deliveries`: the application has acted on the
@@ -744,6 +758,19 @@ fn read_loop(mut stream: TcpStream, core: &Mutex<ConnCore>, link: &Link) {
                 false
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The stream is non-blocking (the transport's, shared): wait for bytes.
+                drop(c);
+                if let Err(e) = wait_readable(&stream) {
+                    let mut c = lock_core(core);
+                    c.conn.handle_eof(link.registry.shared.clock.now());
+                    c.error.get_or_insert(e);
+                    c.turn(link);
+                    c.over = true;
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 c.conn.handle_eof(now);
                 c.error.get_or_insert(e);
