@@ -50,6 +50,26 @@ pub(crate) async fn read(
     future::or(read, timer).await
 }
 
+/// Waits until `stream` is readable (`true`), or until `deadline` (on `clock`) passes
+/// first (`false`).
+pub(crate) async fn readable(
+    stream: &Async<TcpStream>,
+    deadline: Option<Instant>,
+    clock: Clock,
+) -> io::Result<bool> {
+    let ready = async { stream.readable().await.map(|()| true) };
+    let timer = async {
+        match deadline {
+            Some(at) => {
+                Timer::at(clock.to_std(at)).await;
+            }
+            None => future::pending::<()>().await,
+        }
+        Ok(false)
+    };
+    future::or(ready, timer).await
+}
+
 /// Writes all of `bytes`, failing with `TimedOut` if the peer takes nothing for `limit`.
 pub(crate) async fn write_all(
     stream: &mut Async<TcpStream>,

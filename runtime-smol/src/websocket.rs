@@ -2,6 +2,7 @@
 //! core's next deadline on an `async-io` timer), feeds the core, and writes what it
 //! queued.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use async_io::{Async, Timer};
 use bytes::{Buf, Bytes};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use sockeye_core::time::earliest;
 use sockeye_core::{
     Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
@@ -21,7 +22,13 @@ use sockeye_std::{Clock, Error, Recv, Result};
 use crate::handshake_io::{self, Input};
 
 /// Size of the read buffer: one `read` hands the core at most this many bytes.
-const READ_BUF_BYTES: usize = 16 * 1024;
+const READ_BUF_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer every connection on this thread shares: a read hands its bytes to
+    /// the core in the same poll, so the buffer is free again before any other task runs.
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUF_BYTES].into_boxed_slice());
+}
 
 /// Most chunks passed to one vectored write.
 const MAX_IOVECS: usize = 64;
@@ -73,7 +80,6 @@ pub struct WebSocket {
     conn: Connection,
     stream: Async<TcpStream>,
     clock: Clock,
-    read_buf: Box<[u8]>,
     /// Chunks taken from the core and not yet fully written.
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
@@ -125,7 +131,6 @@ impl WebSocket {
             conn,
             stream,
             clock: parts.clock,
-            read_buf: vec![0; READ_BUF_BYTES].into_boxed_slice(),
             pending: VecDeque::new(),
             pending_bytes: 0,
             max_queue_bytes: parts.max_queue_bytes,
@@ -452,11 +457,17 @@ impl WebSocket {
     /// read races the core's next deadline and `until`, whichever is first.
     async fn step(&mut self, until: Option<Instant>) -> Result<()> {
         let deadline = earliest(self.conn.poll_timeout(), until);
-        let input = handshake_io::read(&mut self.stream, &mut self.read_buf, deadline, self.clock);
-        let result = match input.await {
-            Ok(Input::Bytes(n)) => {
-                self.conn
-                    .handle_bytes(self.clock.now(), &self.read_buf[..n]);
+        // Bytes already waiting are read at once; else wait for some, or the deadline.
+        let mut input = self.read_now();
+        if matches!(input, Ok(Input::Timeout)) {
+            input = match handshake_io::readable(&self.stream, deadline, self.clock).await {
+                Ok(true) => self.read_now(),
+                Ok(false) => Ok(Input::Timeout),
+                Err(e) => Err(e),
+            };
+        }
+        let result = match input {
+            Ok(Input::Bytes(_)) => {
                 // A peer that keeps the socket full would never let the read wait, and
                 // this task would never let the executor run the others.
                 self.reads_in_a_row += 1;
@@ -555,6 +566,27 @@ impl WebSocket {
         }
     }
 
+    /// Reads what the socket has into this thread's read buffer and hands it to the core
+    /// at once, so no connection keeps a buffer between reads. A readiness that was
+    /// spurious reads nothing (`Timeout`: no input).
+    fn read_now(&mut self) -> io::Result<Input> {
+        READ_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            loop {
+                match io::Read::read(&mut self.stream.get_ref(), &mut buf[..]) {
+                    Ok(0) => return Ok(Input::Eof),
+                    Ok(n) => {
+                        self.conn.handle_bytes(self.clock.now(), &buf[..n]);
+                        return Ok(Input::Bytes(n));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Input::Timeout),
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+    }
+
     /// Sends FIN, then reads and discards until the peer closes too or `linger`
     /// passes, so unread bytes do not turn into a reset that eats our close frame.
     async fn shutdown(&mut self) {
@@ -566,9 +598,21 @@ impl WebSocket {
         }
         let drain = async {
             loop {
-                match self.stream.read(&mut self.read_buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                if self.stream.readable().await.is_err() {
+                    break;
+                }
+                let read = READ_BUF.with(|buf| {
+                    io::Read::read(&mut self.stream.get_ref(), &mut buf.borrow_mut()[..])
+                });
+                match read {
+                    Ok(0) => break,
+                    Err(e)
+                        if e.kind() != io::ErrorKind::WouldBlock
+                            && e.kind() != io::ErrorKind::Interrupted =>
+                    {
+                        break
+                    }
+                    _ => {}
                 }
             }
         };
