@@ -90,6 +90,8 @@ pub struct WebSocket {
     events: VecDeque<Event>,
     /// Reads that found bytes since this task last let others run.
     reads_in_a_row: u32,
+    /// An event was returned since the last write: a `send` now answers it.
+    answering: bool,
     /// `events` ends with a message the application has not taken yet.
     holding_message: bool,
     close: Option<Close>,
@@ -137,6 +139,7 @@ impl WebSocket {
             write_timeout: parts.write_timeout,
             events: VecDeque::new(),
             reads_in_a_row: 0,
+            answering: false,
             holding_message: false,
             close: None,
             failure: None,
@@ -236,6 +239,7 @@ impl WebSocket {
                     if matches!(event, Event::Message(_)) {
                         self.holding_message = false;
                     }
+                    self.answering = true;
                     return Ok(Recv::Ready(event));
                 }
                 None if self.done => return Ok(Recv::Closed),
@@ -290,11 +294,12 @@ impl WebSocket {
     /// the queue is full, first waits for room. This is the backpressure: no queue grows
     /// past `Config::max_send_queue_bytes`. See the type's docs for cancel safety.
     ///
-    /// One exception keeps a busy connection to one write per batch: when messages the
-    /// connection already read are waiting for [`recv`](Self::recv), `send` returns once
-    /// the message is queued, and it goes out with the next `recv` (which writes every
-    /// queued byte before it waits for the peer), [`ready`](Self::ready) or
-    /// [`flush`](Self::flush).
+    /// One exception keeps a busy connection to one write per batch: a `send` after a
+    /// [`recv`](Self::recv) (since the last write) while more messages the connection
+    /// already read wait for `recv` returns once the message is queued, and it goes out
+    /// with the next `recv` (which writes every queued byte before it waits for the
+    /// peer), [`ready`](Self::ready) or [`flush`](Self::flush). A task that only sends
+    /// has every message written before `send` returns.
     pub async fn send(&mut self, message: Message) -> Result<()> {
         self.send_with(message, Compression::Auto).await
     }
@@ -305,9 +310,10 @@ impl WebSocket {
         let mut message = message;
         loop {
             match self.try_send_with(message, compression) {
-                // Messages already read wait for the application: the write joins theirs
-                // (an echo loop writes once per batch); `recv` writes before it waits.
-                Ok(()) if !self.events.is_empty() => return Ok(()),
+                // The application answers what it received, and more it read waits:
+                // the write joins theirs (an echo loop writes once per batch), as `recv`
+                // writes before it waits. A task that only sends writes every message.
+                Ok(()) if self.answering && !self.events.is_empty() => return Ok(()),
                 Ok(()) => return self.flush().await,
                 Err(TrySendError::Full(back)) => {
                     message = back;
@@ -363,6 +369,7 @@ impl WebSocket {
     /// [`Error::Connection`]`(`[`ConnectionError::WriteTimeout`]`)`, and the next
     /// [`recv`](Self::recv) says the same. Cancel-safe: a partial write is remembered.
     pub async fn flush(&mut self) -> Result<()> {
+        self.answering = false;
         self.drain();
         if self.done {
             return Ok(());
