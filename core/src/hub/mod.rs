@@ -37,7 +37,7 @@
 //! hub.connect(now, ConnId(2), bob.clone(), Delivery::Reliable)?;
 //! let out = hub.poll_outbound().unwrap();
 //! assert_eq!(out.to, ConnId(2));
-//! assert!(matches!(out.message, OutMessage::Message { from: None, room: None, .. }));
+//! assert!(matches!(*out.message, OutMessage::Message { from: None, room: None, .. }));
 //!
 //! // Rooms: a join tells the members already there; a publish reaches every member.
 //! hub.join(ConnId(1), "lobby")?;
