@@ -463,6 +463,12 @@ impl WebSocket {
     /// One input for the core (bytes, EOF, or a passed deadline), then its timers. The
     /// read races the core's next deadline and `until`, whichever is first.
     async fn step(&mut self, until: Option<Instant>) -> Result<()> {
+        // Every queued byte goes out before the task waits for the peer: a deferred
+        // answer (see `send`) must not wait for bytes the peer only sends after it.
+        self.flush().await?;
+        if self.done {
+            return Ok(());
+        }
         let deadline = earliest(self.conn.poll_timeout(), until);
         // Bytes already waiting are read at once; else wait for some, or the deadline.
         let mut input = self.read_now();

@@ -334,3 +334,36 @@ fn a_send_to_a_peer_that_reads_nothing_fails_with_a_write_timeout_and_recv_agree
     );
     drop(peer);
 }
+
+/// A message and then a broken frame in one write: the echo server's answer to the
+/// message (deferred while more read input waits) still goes out, before the close
+/// frame, although the peer sends nothing more until it has them. It was lost once.
+#[test]
+fn an_answer_before_a_protocol_error_is_written_before_the_close() {
+    use std::io::{Read, Write};
+    let addr = spawn_echo();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // "hi" (masked with key 0), then a text frame with RSV1 set, which nothing agreed to.
+    let mut wire = vec![0x81, 0x82, 0, 0, 0, 0, b'h', b'i'];
+    wire.extend_from_slice(&[0xC1, 0x81, 0, 0, 0, 0, b'x']);
+    s.write_all(&wire).unwrap();
+    let mut answer = [0u8; 4];
+    s.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [0x81, 2, b'h', b'i'], "the echo comes first");
+    let mut close = [0u8; 2];
+    s.read_exact(&mut close).unwrap();
+    assert_eq!(close[0], 0x88, "then the close frame");
+}
