@@ -71,9 +71,19 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Whether `taskset` is installed, to pin processes to cores.
+pub fn have_taskset() -> bool {
+    Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
 /// `program` under `taskset -c cores` when taskset is installed, else as it is.
 pub fn pinned(program: &std::path::Path, cores: &str) -> Command {
-    if Command::new("taskset").arg("-V").output().is_ok() {
+    if have_taskset() {
         let mut c = Command::new("taskset");
         c.args(["-c", cores]).arg(program);
         c

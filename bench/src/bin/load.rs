@@ -60,6 +60,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use sockeye_bench::server_process::{have_taskset, pinned};
 
 /// Every `echo_peer` implementation, its short name for the ratio columns, and whether
 /// it runs without `--only`.
@@ -197,15 +198,6 @@ fn parse_args() -> Args {
     a
 }
 
-fn have_taskset() -> bool {
-    Command::new("taskset")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
 /// Re-runs this program under `taskset -c 1` (once), so the generator gets core 1.
 fn pin_self() {
     const MARK: &str = "SOCKEYE_LOAD_PINNED";
@@ -214,9 +206,7 @@ fn pin_self() {
     }
     let exe = std::env::current_exe().expect("own path");
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let status = Command::new("taskset")
-        .args(["-c", "1"])
-        .arg(exe)
+    let status = pinned(&exe, "1")
         .args(args)
         .env(MARK, "1")
         .status()
@@ -236,9 +226,7 @@ struct Peer {
 impl Peer {
     fn start(bin: &PathBuf, imp: &str, pin: bool) -> Result<Peer, String> {
         let mut cmd = if pin {
-            let mut c = Command::new("taskset");
-            c.args(["-c", "0"]).arg(bin);
-            c
+            pinned(bin, "0")
         } else {
             Command::new(bin)
         };
