@@ -39,15 +39,20 @@ pub(crate) async fn read(
         }
     };
     let timer = async {
-        match deadline {
-            Some(at) => {
-                Timer::at(clock.to_std(at)).await;
-            }
-            None => future::pending::<()>().await,
-        }
+        passed(deadline, clock).await;
         Ok(Input::Timeout)
     };
     future::or(read, timer).await
+}
+
+/// Completes when `deadline` (on `clock`) passes; never without one.
+async fn passed(deadline: Option<Instant>, clock: Clock) {
+    match deadline {
+        Some(at) => {
+            Timer::at(clock.to_std(at)).await;
+        }
+        None => future::pending::<()>().await,
+    }
 }
 
 /// Waits until `stream` is readable (`true`), or until `deadline` (on `clock`) passes
@@ -59,12 +64,7 @@ pub(crate) async fn readable(
 ) -> io::Result<bool> {
     let ready = async { stream.readable().await.map(|()| true) };
     let timer = async {
-        match deadline {
-            Some(at) => {
-                Timer::at(clock.to_std(at)).await;
-            }
-            None => future::pending::<()>().await,
-        }
+        passed(deadline, clock).await;
         Ok(false)
     };
     future::or(ready, timer).await
