@@ -224,6 +224,23 @@ impl Hub {
         }
     }
 
+    /// Hands connection `old`'s place to the new id `new`: the same user, rooms and
+    /// delivery, with no presence change and no new connection counted against the
+    /// limits. For a session that moves to a new connection (a reliable client's
+    /// resume) while its old one still stands in for it. Deliveries already queued for
+    /// `old` still come out addressed to it (drain before calling). Returns `false`, and
+    /// changes nothing, if `old` is not live or `new` is.
+    pub fn transfer(&mut self, old: ConnId, new: ConnId) -> bool {
+        let Some(rooms) = self.registry.rekey(old, new) else {
+            return false;
+        };
+        let rooms: Vec<String> = rooms.iter().cloned().collect();
+        for room in &rooms {
+            self.rooms.rekey(room, old, new);
+        }
+        true
+    }
+
     /// Adds `conn` to `room`, creating the room if needed. Joining a room the connection
     /// is already in changes nothing and is `Ok`. When it is the user's first connection
     /// there, the other members get [`OutMessage::Presence`]; drain afterwards. The

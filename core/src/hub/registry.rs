@@ -98,6 +98,21 @@ impl Registry {
         Some(entry)
     }
 
+    /// Moves `old`'s entry to the unused id `new` (same user, same count of the user's
+    /// connections). Returns the rooms it is in, or `None` if `old` is unknown or `new`
+    /// taken.
+    pub(crate) fn rekey(&mut self, old: ConnId, new: ConnId) -> Option<&BTreeSet<String>> {
+        if self.conns.contains_key(&new) {
+            return None;
+        }
+        let entry = self.conns.remove(&old)?;
+        if let Some(set) = self.users.get_mut(&entry.user) {
+            set.remove(&old);
+            set.insert(new);
+        }
+        Some(&self.conns.entry(new).or_insert(entry).rooms)
+    }
+
     pub(crate) fn get(&self, conn: ConnId) -> Option<&ConnEntry> {
         self.conns.get(&conn)
     }

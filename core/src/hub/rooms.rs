@@ -102,6 +102,16 @@ impl Rooms {
         Ok(departed)
     }
 
+    /// Puts `new` in `old`'s place in `room`, for the same user: nobody arrives or
+    /// departs. Ignored if `old` is not a member.
+    pub(crate) fn rekey(&mut self, room: &str, old: ConnId, new: ConnId) {
+        if let Some(r) = self.rooms.get_mut(room) {
+            if r.conns.remove(&old) {
+                r.conns.insert(new);
+            }
+        }
+    }
+
     pub(crate) fn is_member(&self, room: &str, conn: ConnId) -> bool {
         self.rooms
             .get(room)

@@ -2,6 +2,7 @@
 
 use super::*;
 use alloc::sync::Arc;
+use alloc::vec;
 use core::time::Duration;
 
 fn user(s: &str) -> UserId {
@@ -450,4 +451,54 @@ fn a_message_handed_back_after_a_slow_disconnect_waits_for_the_next_connection()
         Some(ConnId(2)),
         "delivered to the next connection"
     );
+}
+
+#[test]
+fn a_transfer_keeps_rooms_and_presence_and_counts_one_connection() {
+    let mut hub = Hub::new(HubConfig {
+        max_connections_per_user: 1,
+        ..HubConfig::default()
+    });
+    let now = Instant::from_millis(5);
+    hub.connect(now, ConnId(1), user("a"), Delivery::Reliable)
+        .unwrap();
+    hub.connect(now, ConnId(9), user("b"), Delivery::AtMostOnce)
+        .unwrap();
+    hub.join(ConnId(1), "r").unwrap();
+    hub.join(ConnId(9), "r").unwrap();
+    drain(&mut hub);
+
+    assert!(hub.transfer(ConnId(1), ConnId(2)));
+    assert!(drain(&mut hub).is_empty(), "no presence for a transfer");
+    assert_eq!(hub.rooms_of(ConnId(2)), vec![String::from("r")]);
+    assert!(hub.rooms_of(ConnId(1)).is_empty());
+    assert_eq!(hub.user_of(ConnId(2)), Some(&user("a")));
+    assert_eq!(hub.delivery_of(ConnId(2)), Some(Delivery::Reliable));
+    assert_eq!(
+        hub.connections_of(&user("a")).collect::<Vec<_>>(),
+        vec![ConnId(2)]
+    );
+    assert_eq!(
+        hub.admit(&user("a")),
+        Err(Refusal::TooManyForUser),
+        "still one connection of a"
+    );
+
+    hub.publish(now, ConnId(9), "r", Bytes::from("hi")).unwrap();
+    let mut to: Vec<ConnId> = drain(&mut hub).iter().map(|o| o.to).collect();
+    to.sort_unstable();
+    assert_eq!(to, vec![ConnId(2), ConnId(9)], "the new id is the member");
+
+    assert!(!hub.transfer(ConnId(1), ConnId(3)), "old is gone");
+    assert!(!hub.transfer(ConnId(2), ConnId(9)), "new is live");
+    assert_eq!(
+        hub.rooms_of(ConnId(2)),
+        vec![String::from("r")],
+        "nothing changed"
+    );
+
+    hub.disconnect(now, ConnId(2));
+    let presence = drain(&mut hub);
+    assert_eq!(presence.len(), 1, "a leaves once: {presence:?}");
+    assert_eq!(hub.members("r"), vec![user("b")]);
 }
