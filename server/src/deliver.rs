@@ -265,9 +265,10 @@ impl Server {
         }
     }
 
-    /// Queues text in a reliable connection's session (journaled with a journal). A full
-    /// session is a slow consumer: its connection is closed 1008 and leaves the hub (the
-    /// session waits for a resume), and the message goes back to the hub.
+    /// Queues text in the session of a reliable connection or ghost (journaled with a
+    /// journal). A full session is a slow consumer: its connection is closed 1008, it
+    /// leaves the hub (the session waits for a resume and joins its rooms again then),
+    /// and the message goes back to the hub.
     fn send_reliable(
         &mut self,
         conn: ConnId,
@@ -296,14 +297,17 @@ impl Server {
             }
             Err(e) => {
                 self.metrics.slow_consumers += 1;
+                let what = if self.ghosts.contains_key(&conn) {
+                    "detached session of"
+                } else {
+                    "closing reliable"
+                };
                 self.log(
                     Level::Info,
-                    format!(
-                        "closing slow consumer: reliable connection {} ({e})",
-                        conn.0
-                    ),
+                    format!("slow consumer: {what} connection {} ({e})", conn.0),
                 );
                 self.close_ws(conn, CloseCode::POLICY_VIOLATION, "slow consumer");
+                self.note_eviction(session);
                 self.leave_hub(conn, session);
                 if let (Some(message), Some(owner)) = (message, self.owners.get(&session)) {
                     let user = owner.user.clone();
@@ -379,7 +383,13 @@ impl Server {
                     let session = *session;
                     self.send_reliable(out.to, session, text, Some(&out.message));
                 }
-                _ => {}
+                Some(_) => {}
+                None => {
+                    // A detached session's ghost: into its window, for the resume.
+                    if let Some(&session) = self.ghosts.get(&out.to) {
+                        self.send_reliable(out.to, session, text, Some(&out.message));
+                    }
+                }
             }
         }
         while let Some(dead) = self.hub.poll_dead_letter() {

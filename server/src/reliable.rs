@@ -31,30 +31,40 @@ impl Server {
     ) {
         let now = self.now;
         let fresh = !self.owners.contains_key(&session);
-        let rooms = self
-            .owners
-            .get_mut(&session)
-            .map(|o| std::mem::take(&mut o.rooms))
-            .unwrap_or_default();
-        let epoch = self.store.get(session).map_or(0, |s| s.epoch());
-        if let Err(refusal) = self
-            .hub
-            .connect(now, conn, user.clone(), Delivery::Reliable)
-        {
-            // The 101 is still only queued in `ws`, which is dropped: the client hears 503.
-            if let Some(owner) = self.owners.get_mut(&session) {
-                owner.rooms = rooms;
+        let ghost = self.owners.get_mut(&session).and_then(|o| o.ghost.take());
+        if let Some(ghost) = ghost {
+            // The session's stand-in hands its place over: the same rooms, no presence
+            // change, and whatever it took is in the session's window, resent below.
+            self.ghosts.remove(&ghost);
+            self.hub.transfer(ghost, conn);
+        } else {
+            let rooms = self
+                .owners
+                .get_mut(&session)
+                .map(|o| std::mem::take(&mut o.rooms))
+                .unwrap_or_default();
+            let epoch = self.store.get(session).map_or(0, |s| s.epoch());
+            if let Err(refusal) = self
+                .hub
+                .connect(now, conn, user.clone(), Delivery::Reliable)
+            {
+                // The 101 is still only queued in `ws`, which is dropped: the client hears 503.
+                if let Some(owner) = self.owners.get_mut(&session) {
+                    owner.rooms = rooms;
+                }
+                self.store.detach(now, session, epoch);
+                self.note_eviction(session);
+                self.drain_store();
+                self.metrics.reject(Rejection::OverLimit);
+                return self.answer(conn, answer::text(503, &refusal.to_string()));
             }
-            self.store.detach(now, session, epoch);
-            self.drain_store();
-            self.metrics.reject(Rejection::OverLimit);
-            return self.answer(conn, answer::text(503, &refusal.to_string()));
+            for room in &rooms {
+                // The session stays in its rooms across a resume.
+                let _ = self.hub.join(conn, room);
+            }
         }
+        let epoch = self.store.get(session).map_or(0, |s| s.epoch());
         self.durable.mailbox_emptied(&user);
-        for room in &rooms {
-            // The session stays in its rooms across a resume.
-            let _ = self.hub.join(conn, room);
-        }
         self.metrics.connections_opened += 1;
         if let Some(c) = self.conns.get_mut(&conn) {
             c.phase = Phase::Reliable {
@@ -79,6 +89,7 @@ impl Server {
                 Owner {
                     user: user.clone(),
                     conn: Some(conn),
+                    ghost: None,
                     rooms: Vec::new(),
                     journaled: Seq(0),
                     released: Seq(0),
@@ -244,7 +255,12 @@ impl Server {
             SessionEvent::SessionLost { session_id, .. } => {
                 self.durable
                     .append(&Record::SessionClosed { id: session_id });
-                self.owners.remove(&session_id);
+                if let Some(ghost) = self.owners.remove(&session_id).and_then(|o| o.ghost) {
+                    // Its stand-in leaves its rooms (the others see it go).
+                    self.ghosts.remove(&ghost);
+                    self.hub.disconnect(self.now, ghost);
+                    self.deliver();
+                }
                 self.held.remove(&session_id);
             }
             _ => {}
@@ -378,23 +394,86 @@ impl Server {
         }
     }
 
-    /// `conn` stops carrying `session` in the hub (a slow consumer, or a resume took
-    /// over): the session keeps its rooms for the next connection.
+    /// `conn` (a connection or a ghost) stops standing for `session` in the hub (a slow
+    /// consumer, or its window is full): the session keeps its rooms for the next
+    /// connection.
     pub(crate) fn leave_hub(&mut self, conn: ConnId, session: SessionId) {
         if let Some(owner) = self.owners.get_mut(&session) {
-            if owner.conn == Some(conn) {
-                owner.conn = None;
+            if owner.conn == Some(conn) || owner.ghost == Some(conn) {
+                owner.conn = owner.conn.filter(|&c| c != conn);
+                owner.ghost = owner.ghost.filter(|&c| c != conn);
                 owner.rooms = self.hub.rooms_of(conn);
             }
         }
+        self.ghosts.remove(&conn);
         self.hub.disconnect(self.now, conn);
+    }
+
+    /// The connection `conn` carrying `session` goes (it ended, or a resume takes over):
+    /// its hub id stays as the session's ghost, in its rooms, until a resume or expiry.
+    pub(crate) fn become_ghost(&mut self, conn: ConnId, session: SessionId) {
+        let Some(owner) = self.owners.get_mut(&session) else {
+            return self.hub.disconnect(self.now, conn);
+        };
+        if owner.conn != Some(conn) {
+            // It no longer stood for the session (evicted, or taken over already).
+            return self.hub.disconnect(self.now, conn);
+        }
+        owner.conn = None;
+        owner.ghost = Some(conn);
+        self.ghosts.insert(conn, session);
+    }
+
+    /// Gives `session`, which has no connection and no ghost, a ghost of its own in its
+    /// rooms (a restored session, or one whose resume was refused by the limits). Without
+    /// room under the hub's limits, it stays out of the hub and joins on resume.
+    pub(crate) fn stand_in(&mut self, session: SessionId) {
+        let now = self.now;
+        let Some(owner) = self.owners.get(&session) else {
+            return;
+        };
+        if owner.conn.is_some() || owner.ghost.is_some() {
+            return;
+        }
+        let user = owner.user.clone();
+        let ghost = self.next_id();
+        if let Err(refusal) = self
+            .hub
+            .connect(now, ghost, user.clone(), Delivery::Reliable)
+        {
+            self.note_eviction(session);
+            return self.log(
+                Level::Warn,
+                format!(
+                    "a session of user {:?} stays out of its rooms until it resumes: {refusal}",
+                    user.as_str()
+                ),
+            );
+        }
+        // What waited in the user's mailbox goes into the session, as on a resume.
+        self.durable.mailbox_emptied(&user);
+        let rooms = self
+            .owners
+            .get_mut(&session)
+            .map(|o| {
+                o.ghost = Some(ghost);
+                std::mem::take(&mut o.rooms)
+            })
+            .unwrap_or_default();
+        self.ghosts.insert(ghost, session);
+        for room in &rooms {
+            let _ = self.hub.join(ghost, room);
+        }
     }
 
     /// Connection `conn` carrying `session` as `epoch` ended.
     pub(crate) fn detach_session(&mut self, conn: ConnId, session: SessionId, epoch: u64) {
         let now = self.now;
-        self.leave_hub(conn, session);
-        self.store.detach(now, session, epoch);
+        if self.store.detach(now, session, epoch) {
+            self.become_ghost(conn, session);
+        } else {
+            self.leave_hub(conn, session);
+        }
         self.drain_store();
         self.deliver();
     }

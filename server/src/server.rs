@@ -29,12 +29,19 @@ const DEMO_PAGE: &str = include_str!("demo.html");
 /// How long after a failed journal commit the layer asks for another.
 const COMMIT_RETRY: core::time::Duration = core::time::Duration::from_secs(1);
 
-/// The user a reliable session belongs to, its hub connection now, and the rooms it was
-/// in when its last connection ended (a resume joins them again).
+/// The user a reliable session belongs to, the connection carrying it now, the hub
+/// member standing in for it while it has none, and the rooms it was in when it left
+/// the hub (a resume joins them again).
 #[derive(Debug)]
 pub(crate) struct Owner {
     pub(crate) user: UserId,
     pub(crate) conn: Option<ConnId>,
+    /// While the session has no connection: the hub id that keeps its place in its rooms
+    /// and takes its deliveries into the session's window (no socket behind it), so a
+    /// message published during a cut reaches the client on resume. A resume transfers
+    /// it to the new connection; expiry or a full window removes it.
+    pub(crate) ghost: Option<ConnId>,
+    /// The rooms to join again on resume, when the session has no ghost.
     pub(crate) rooms: Vec<String>,
     /// How far records appended to the journal cover the client's stream.
     pub(crate) journaled: sockeye_core::Seq,
@@ -67,6 +74,13 @@ pub struct Server {
     /// Boxed: a B-tree node holds eleven entries and is about half full, so inline
     /// connections would cost twice their size.
     pub(crate) conns: BTreeMap<ConnId, Box<Conn>>,
+    /// Hub members without a connection, standing in for detached sessions
+    /// ([`Owner::ghost`]).
+    pub(crate) ghosts: BTreeMap<ConnId, SessionId>,
+    /// Users whose session left its rooms without asking (for the simulator's ledger:
+    /// room messages published then do not reach it).
+    #[cfg(feature = "sim")]
+    pub(crate) evicted: BTreeSet<String>,
     next_conn: u64,
     pub(crate) durable: Durable,
     /// Waiting for the commit numbered by the key.
@@ -124,6 +138,9 @@ impl Server {
             entropy,
             owners: BTreeMap::new(),
             conns: BTreeMap::new(),
+            ghosts: BTreeMap::new(),
+            #[cfg(feature = "sim")]
+            evicted: BTreeSet::new(),
             next_conn: 1,
             waiters: VecDeque::new(),
             held: BTreeMap::new(),
@@ -156,6 +173,7 @@ impl Server {
                         Owner {
                             user: UserId(snapshot.user.clone()),
                             conn: None,
+                            ghost: None,
                             rooms: snapshot.rooms.iter().cloned().collect(),
                             journaled: snapshot.client_delivered,
                             released: snapshot.client_delivered,
@@ -189,6 +207,12 @@ impl Server {
             crate::Level::Info,
             format!("journal: {sessions} session(s) and {mail} mailbox message(s) restored"),
         );
+        // Restored sessions take their rooms' messages from now on, as a detached one does.
+        let restored: Vec<SessionId> = self.owners.keys().copied().collect();
+        for session in restored {
+            self.stand_in(session);
+        }
+        self.deliver();
         self.settle();
     }
 
@@ -202,13 +226,30 @@ impl Server {
         self.actions.push_back(Action::Log(level, text));
     }
 
+    /// `session` left its rooms without asking (a slow consumer): noted for the
+    /// simulator.
+    pub(crate) fn note_eviction(&mut self, session: SessionId) {
+        #[cfg(feature = "sim")]
+        if let Some(owner) = self.owners.get(&session) {
+            self.evicted.insert(owner.user.as_str().to_string());
+        }
+        #[cfg(not(feature = "sim"))]
+        let _ = session;
+    }
+
+    /// A fresh connection id (never reused).
+    pub(crate) fn next_id(&mut self) -> ConnId {
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        id
+    }
+
     // ----- the drive contract: inputs -----
 
     /// A TCP connection was accepted at `now`: its id, for every later call about it.
     pub fn handle_accept(&mut self, now: Instant) -> ConnId {
         self.observe(now);
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
+        let id = self.next_id();
         let reader = RequestReader::new(&self.ws_config, now);
         self.conns
             .insert(id, Box::new(Conn::new(Phase::Head(reader))));
@@ -937,15 +978,17 @@ impl Server {
             .map(|r| r.session_id);
         let mut may_resume = true;
         let mut takes_over = None;
+        let mut has_ghost = false;
         if let Some(owner) = claimed.and_then(|id| self.owners.get(&id)) {
             may_resume = owner.user == user;
             if may_resume {
                 takes_over = owner.conn;
+                has_ghost = owner.ghost.is_some();
             }
         }
-        // A resume that takes over a connection the server has not seen drop yet
-        // replaces it rather than adding one.
-        if takes_over.is_none() {
+        // A resume that takes over a connection the server has not seen drop yet, or the
+        // ghost of its session, replaces it rather than adding one.
+        if takes_over.is_none() && !has_ghost {
             if let Err(refusal) = self.hub.admit(&user) {
                 self.metrics.reject(Rejection::OverLimit);
                 return self.answer(conn, answer::text(503, &refusal.to_string()));
@@ -970,7 +1013,8 @@ impl Server {
             if let Some(ws) = self.conns.get_mut(&old).and_then(|c| c.ws_mut()) {
                 let _ = ws.close(now, CloseCode::GOING_AWAY, "session resumed elsewhere");
             }
-            self.leave_hub(old, session);
+            // Its hub place passes to the new connection below, rooms and all.
+            self.become_ghost(old, session);
         }
         let ws = self.accept_upgrade(upgrade, Some(SUBPROTOCOL));
         self.attach_session(conn, ws, user, session);

@@ -14,6 +14,7 @@ use sockeye_std::{
     Client, CloseCode, Config, Message, ReconnectConfig, ReliableClient, ReliableOptions,
     SessionEvent,
 };
+use sockeye_tests::proxy::{Cut, FaultProxy};
 use sockeye_tests::server::{
     body, get, metric, push, raw_request, server_config, start_server, status, JsonClient,
 };
@@ -750,6 +751,62 @@ fn a_reliable_session_stays_in_its_rooms_across_a_resume() {
             }
         }
         assert!(ruth.connections() >= 2, "the client did not reconnect");
+    });
+}
+
+#[test]
+fn room_messages_published_while_a_reliable_session_is_cut_reach_it_on_resume() {
+    const WHILE_CUT: u64 = 20;
+    bounded(LIMIT, || {
+        let server = start_server(server_config());
+        let addr = server.local_addr();
+        let proxy = FaultProxy::start(addr);
+        let mut ruth = reliable_client(proxy.addr(), "user=ruth");
+        assert_eq!(recv_json(&mut ruth)["type"], "welcome");
+        send_json(&mut ruth, json!({"type":"join","room":"den"}));
+        assert_eq!(recv_json(&mut ruth)["type"], "joined");
+        let mut paul = JsonClient::connect(addr, "user=paul");
+        paul.join("den");
+        // The next byte forwarded cuts Ruth's connection both ways; she does not drive
+        // her client until the end, so she stays away while Paul talks.
+        proxy.arm(&[1], Cut::Both);
+        paul.send(json!({"type":"message","room":"den","data":0}));
+        assert_eq!(paul.recv_type("message")["data"], 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while metric(body(&get(addr, "/metrics")), "sockeye_connections_open") != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never saw the cut"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        for i in 1..=WHILE_CUT {
+            paul.send(json!({"type":"message","room":"den","data":i}));
+            let got = paul.recv();
+            // Ruth's session is still in the room: nobody saw her leave.
+            assert_eq!(got["type"], "message", "{got}");
+            assert_eq!(got["data"], i);
+        }
+        let mut got = recv_json(&mut ruth);
+        assert_eq!(
+            got,
+            json!({"type":"presence","room":"den","user":"paul","joined":true})
+        );
+        for i in 0..=WHILE_CUT {
+            got = recv_json(&mut ruth);
+            assert_eq!(got["type"], "message", "{got}");
+            assert_eq!(
+                (got["from"].clone(), got["data"].clone()),
+                (json!("paul"), json!(i))
+            );
+        }
+        assert_eq!(proxy.cuts_done(), 1);
+        assert!(ruth.connections() >= 2, "the client did not reconnect");
+        if let Some(SessionEvent::Delivered { payload, .. }) =
+            ruth.next_event(Some(Duration::from_millis(300))).unwrap()
+        {
+            panic!("extra delivery: {}", String::from_utf8_lossy(&payload));
+        }
     });
 }
 

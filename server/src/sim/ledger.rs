@@ -5,7 +5,12 @@
 //! increasing (in order, never twice; a plain-mode receiver's mail is delivered at
 //! least once across a server crash, so its order restarts at one). A promise, a 202 for a push to a user or the
 //! server's ACK of a reliable client's direct message, must end delivered to that user
-//! or reported as a dead letter ([`crate::Action::DeadLetter`]).
+//! or reported as a dead letter ([`crate::Action::DeadLetter`]). So must a reliable room
+//! message the server acknowledged, to every reliable member whose join was acknowledged
+//! before its sender sent it: members cut off at the time included (their session keeps
+//! its place in the room). Exempt are receivers whose session the server evicted from
+//! its rooms as a slow consumer, and those whose session was lost (its window came back
+//! as dead letters; what was published after that reached no session).
 
 use std::collections::{HashMap, HashSet};
 
@@ -23,6 +28,14 @@ pub(crate) struct Ledger {
     delivered: HashSet<Id>,
     dead: HashSet<Id>,
     promised: Vec<Id>,
+    /// Room messages promised to members.
+    room_promised: Vec<Id>,
+    /// Counts events, to order a join's acknowledgement before a room message's send.
+    clock: u64,
+    /// Reliable (user, room) memberships whose join was acknowledged, and when.
+    members: HashMap<(String, String), u64>,
+    /// Users whose session the server evicted from its rooms (a full window).
+    pub(crate) evicted: HashSet<String>,
     /// Users of plain mode: at most once by design, so never promised anything.
     pub(crate) plain: HashSet<String>,
     /// Deliveries seen, direct or room.
@@ -104,7 +117,46 @@ impl Ledger {
     pub(crate) fn open_promises(&self) -> impl Iterator<Item = &Id> {
         self.promised
             .iter()
+            .chain(&self.room_promised)
             .filter(|id| !self.delivered.contains(*id) && !self.dead.contains(*id))
+    }
+
+    /// The next value of the event clock.
+    pub(crate) fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// The server acknowledged `user`'s join of `room`: it is a member from here on.
+    pub(crate) fn joined(&mut self, user: &str, room: &str) {
+        let at = self.tick();
+        self.members
+            .entry((user.to_string(), room.to_string()))
+            .or_insert(at);
+    }
+
+    /// `user` is in a new session, or lost its old one: no membership carries over, and
+    /// room messages promised to the lost session and not delivered may have reached no
+    /// session at all (published after it expired).
+    pub(crate) fn session_ended(&mut self, user: &str, lost: bool) {
+        self.members.retain(|(u, _), _| u != user);
+        if lost {
+            let (delivered, dead) = (&self.delivered, &self.dead);
+            self.room_promised
+                .retain(|id| id.0 != user || delivered.contains(id) || dead.contains(id));
+        }
+    }
+
+    /// The server acknowledged `sender`'s message `n` to `room`, sent at `sent` on the
+    /// event clock: promised to every member that joined before.
+    pub(crate) fn room_acked(&mut self, sender: &str, room: &str, n: u64, sent: u64) {
+        for ((user, r), &at) in &self.members {
+            if r == room && at < sent && !self.evicted.contains(user) && !self.plain.contains(user)
+            {
+                self.room_promised
+                    .push((user.clone(), sender.to_string(), n));
+            }
+        }
     }
 
     /// The server crashed.
@@ -114,6 +166,6 @@ impl Ledger {
 
     /// Promises made.
     pub(crate) fn promises(&self) -> usize {
-        self.promised.len()
+        self.promised.len() + self.room_promised.len()
     }
 }

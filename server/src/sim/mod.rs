@@ -390,7 +390,7 @@ impl World {
             To::Room(["a", "b"][below(&mut self.rng, 2) as usize].to_string())
         };
         let pad = self.pad();
-        self.peers[from].send(now, &to, pad);
+        self.peers[from].send(now, &to, pad, &mut self.ledger);
     }
 
     /// Mostly small messages, sometimes a few KiB (to reach the queue limits).
@@ -689,6 +689,9 @@ impl World {
     fn pump_peers(&mut self) -> Result<bool, String> {
         let now = self.now;
         let mut ended = Vec::new();
+        self.ledger
+            .evicted
+            .extend(self.server.evicted.iter().cloned());
         for (i, peer) in self.peers.iter_mut().enumerate() {
             let pipe = peer.pipe.and_then(|id| self.pipes.get_mut(&id));
             if peer.pump(now, pipe, &mut self.ledger)? {

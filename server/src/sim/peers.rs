@@ -61,6 +61,16 @@ pub(crate) fn data(sender: &str, n: u64, pad: usize) -> String {
     data
 }
 
+/// A reliable message waiting for its acknowledgement.
+enum Sent {
+    /// Message `n` to a user.
+    User(String, u64),
+    /// Message `n` to a room, sent at this tick of the ledger's clock.
+    Room(String, u64, u64),
+    /// A join of the room.
+    Join(String),
+}
+
 /// A WebSocket client peer, plain or reliable.
 pub(crate) struct Peer {
     pub(crate) user: String,
@@ -74,9 +84,8 @@ pub(crate) struct Peer {
     pub(crate) reconnect_at: Option<Instant>,
     /// The number of this peer's next message.
     pub(crate) next_n: u64,
-    /// Reliable direct messages not yet acknowledged: by sequence number, the receiver
-    /// and number.
-    sent: HashMap<u64, (String, u64)>,
+    /// Reliable messages not yet acknowledged, by sequence number.
+    sent: HashMap<u64, Sent>,
     /// Rooms it asks to join on each new connection (plain) or session (reliable).
     pub(crate) rooms: Vec<String>,
     /// A reliable peer's session has asked to join `rooms`: its room messages from now on
@@ -209,7 +218,7 @@ impl Peer {
 
     /// Sends the next message to `to`, if the session has room. A plain peer's message
     /// is never promised; a reliable one's direct message is once acknowledged.
-    pub(crate) fn send(&mut self, now: Instant, to: &To, pad: usize) -> bool {
+    pub(crate) fn send(&mut self, now: Instant, to: &To, pad: usize, ledger: &mut Ledger) -> bool {
         if let To::Room(room) = to {
             if self.reliable && !(self.member && self.rooms.contains(room)) {
                 return false;
@@ -219,9 +228,11 @@ impl Peer {
         if self.reliable {
             match self.session.send(now, Bytes::from(text), true) {
                 Ok(seq) => {
-                    if let To::User(receiver) = to {
-                        self.sent.insert(seq.0, (receiver.clone(), self.next_n));
-                    }
+                    let sent = match to {
+                        To::User(receiver) => Sent::User(receiver.clone(), self.next_n),
+                        To::Room(room) => Sent::Room(room.clone(), self.next_n, ledger.tick()),
+                    };
+                    self.sent.insert(seq.0, sent);
                 }
                 Err(_) => return false,
             }
@@ -297,8 +308,16 @@ impl Peer {
                                 let acked: Vec<u64> =
                                     self.sent.keys().copied().filter(|s| *s <= seq.0).collect();
                                 for s in acked {
-                                    if let Some((receiver, n)) = self.sent.remove(&s) {
-                                        ledger.promise(&receiver, &self.user, n);
+                                    match self.sent.remove(&s) {
+                                        Some(Sent::User(receiver, n)) => {
+                                            ledger.promise(&receiver, &self.user, n)
+                                        }
+                                        // A join the server may not have seen refuses it.
+                                        Some(Sent::Room(room, n, at)) if !self.join_lost => {
+                                            ledger.room_acked(&self.user, &room, n, at)
+                                        }
+                                        Some(Sent::Join(room)) => ledger.joined(&self.user, &room),
+                                        _ => {}
                                     }
                                 }
                             }
@@ -310,12 +329,17 @@ impl Peer {
                                 }
                             }
                             SessionEvent::Established { .. } => {
+                                ledger.session_ended(&self.user, false);
+                                self.sent.retain(|_, s| !matches!(s, Sent::Join(_)));
                                 self.stats.0 += 1;
                                 joined_now = true;
                                 self.member = true;
                                 self.join_lost = false;
                             }
-                            SessionEvent::SessionLost { .. } => self.member = false,
+                            SessionEvent::SessionLost { .. } => {
+                                ledger.session_ended(&self.user, true);
+                                self.member = false;
+                            }
                             SessionEvent::Resumed { .. } => self.stats.0 += 1,
                             SessionEvent::ProtocolViolation(e) => {
                                 return Err(format!("{}: protocol violation: {e:?}", self.user))
@@ -361,7 +385,9 @@ impl Peer {
         for room in self.rooms.clone() {
             let join = serde_json::json!({"type":"join","room":room}).to_string();
             if self.reliable {
-                let _ = self.session.send(now, Bytes::from(join), true);
+                if let Ok(seq) = self.session.send(now, Bytes::from(join), true) {
+                    self.sent.insert(seq.0, Sent::Join(room));
+                }
             } else if let Some(Wire::Open(ws)) = &mut self.wire {
                 let _ = ws.send(now, Message::Text(Bytes::from(join)));
             }
