@@ -179,3 +179,41 @@ test('examples: reliable_send.mjs → Rust reliable_sink, Rust reliable_source �
     p1.server.close(); p2.server.close();
   } finally { for (const p of peers) p.kill(); }
 });
+
+let sockeyeBin;
+/** The `sockeye` server binary (debug; a no-op after `scripts/test.sh`'s cargo tests). */
+function sockeye() {
+  if (!sockeyeBin) {
+    execFileSync('cargo', ['build', '--quiet', '-p', 'sockeye'], { cwd: root, stdio: 'inherit' });
+    const meta = JSON.parse(execFileSync('cargo', ['metadata', '--format-version', '1', '--no-deps'], { cwd: root, encoding: 'utf8', maxBuffer: 1 << 26 }));
+    sockeyeBin = path.join(meta.target_directory, 'debug', 'sockeye');
+  }
+  return sockeyeBin;
+}
+
+test('examples with a ROOM against the sockeye server: reliable_send.mjs → room → reliable_sink.mjs, both cut 4 times', { timeout: 300_000 }, async () => {
+  // Fewer than the server's session window (1,024): a sink cut off while the sender goes
+  // on is never a slow consumer.
+  const N = 1000, r = rng(seed + 3);
+  const ex = path.join(here, '..', 'examples');
+  const server = new Peer(sockeye(), ['--listen', '127.0.0.1:0']);
+  const peers = [server];
+  try {
+    await server.until(() => server.err.some((l) => /listening on \d/.test(l)), 'listening');
+    const port = Number(server.err.find((l) => /listening on \d/.test(l)).match(/listening on [\d.]+:(\d+)/)[1]);
+    const ps = await cuttingProxy(port, cutOffsets(r, N, 4));
+    const pr = await cuttingProxy(port, cutOffsets(r, N, 4));
+    const sink = new Peer(process.execPath, [path.join(ex, 'reliable_sink.mjs'), `ws://127.0.0.1:${pr.port}/ws?user=sink`, 'lobby']);
+    peers.push(sink);
+    await sink.until(() => sink.err.includes('joined lobby'), 'the sink joins');
+    const send = new Peer(process.execPath, [path.join(ex, 'reliable_send.mjs'), `ws://127.0.0.1:${ps.port}/ws?user=sender`, String(N), 'lobby']);
+    peers.push(send);
+    assert.equal(await send.exit, 0, `reliable_send.mjs failed: ${send.err.slice(-5).join(' | ')}`);
+    // Acknowledged means published to every member, the sink's session included.
+    await sink.until(() => sink.lines.length >= N && pr.cutsDone === 4, 'reliable_sink.mjs lines and cuts');
+    sink.kill(); await sink.stdoutDone;
+    assert.deepEqual(sink.lines, expected(N));
+    assert.equal(ps.cutsDone, 4);
+    ps.server.close(); pr.server.close();
+  } finally { for (const p of peers) p.kill(); }
+});
