@@ -7,7 +7,7 @@
 //! buffers bounded, re-encoding reproduces the wire bytes, chunking never changes the
 //! result, one `Closed` event and nothing after it, our own output well-formed.
 //!
-//! Every body reads its input through [`Input`], which never fails: once the bytes run out
+//! Every body reads its input through `Input`, which never fails: once the bytes run out
 //! it yields zeros and empty slices, so any byte string is a valid program.
 
 use alloc::collections::VecDeque;
@@ -676,7 +676,7 @@ fn check_send_result(conn: &Connection, result: &Result<(), SendError>, len: usi
     }
 }
 
-/// Server connection (masked input expected): see [`connection`] for the operations.
+/// Server connection (masked input expected): see `connection` for the operations.
 ///
 /// Asserts no event after `Closed` and at most one `Closed`, every message within
 /// `max_message_bytes`, text messages valid UTF-8, `queued_bytes()` bounded, our own
@@ -1417,7 +1417,7 @@ fn deflate_round_trip(a: &mut Connection, b: &mut Connection, data: &[u8]) {
 /// permessage-deflate negotiation (RFC 7692 §5–7) over arbitrary header values, then the
 /// codec under what was agreed.
 ///
-/// Input: `[server policy] [client policy] [split]` (policies as [`deflate_policy`]
+/// Input: `[server policy] [client policy] [split]` (policies as `deflate_policy`
 /// reads a byte), then the bytes of a `Sec-WebSocket-Extensions` value (CR, LF and NUL
 /// made spaces, at most 2 KiB), cut at `split` into two header lines when `split` falls
 /// inside it.
