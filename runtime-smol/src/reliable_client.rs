@@ -170,7 +170,10 @@ impl ReliableClient {
     ///
     /// Errors: [`Error::GaveUp`] once reconnecting gave up, [`Error::NotReliable`] if
     /// the server does not speak `sockeye.v1`. A lost connection is not an error: the
-    /// client reconnects.
+    /// client reconnects, and says so with [`SessionEvent::Disconnected`] when a
+    /// connection ends and [`SessionEvent::Reconnecting`] for each attempt it schedules,
+    /// before `Resumed` (or `SessionLost` and `Established`). Message numbers stay unique
+    /// across sessions.
     pub async fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<SessionEvent>> {
         if let Some(event) = self.session.poll_event() {
             return Ok(Some(event));
@@ -376,10 +379,19 @@ impl ReliableClient {
     }
 
     fn schedule_reconnect(&mut self) {
+        let now = self.clock.now();
+        let scheduled = self.reconnect.poll_timeout().is_some();
         // Giving up is reported by the next `pump_disconnected`.
-        self.gave_up = self
-            .reconnect
-            .handle_disconnected(self.clock.now(), &mut self.entropy)
-            .is_none();
+        match self.reconnect.handle_disconnected(now, &mut self.entropy) {
+            None => self.gave_up = true,
+            Some(at) => {
+                self.gave_up = false;
+                if !scheduled {
+                    let attempt = self.reconnect.failures();
+                    self.session
+                        .report_reconnect(attempt, at.saturating_duration_since(now));
+                }
+            }
+        }
     }
 }

@@ -631,3 +631,96 @@ fn client_gives_up_after_max_attempts() {
         }
     });
 }
+
+/// The events a client reports from a cut until its session is back, in order, without
+/// `Acked` and `Delivered` (whatever was in flight) and the first `Established`.
+fn until_resumed(mut next: impl FnMut() -> Option<SessionEvent>) -> Vec<SessionEvent> {
+    let mut seen = Vec::new();
+    loop {
+        match next() {
+            Some(
+                SessionEvent::Acked { .. }
+                | SessionEvent::Delivered { .. }
+                | SessionEvent::Established { .. },
+            ) => {}
+            Some(event) => {
+                let done = matches!(event, SessionEvent::Resumed { .. });
+                seen.push(event);
+                if done {
+                    return seen;
+                }
+            }
+            None => panic!("no event within the deadline; so far {seen:?}"),
+        }
+    }
+}
+
+/// What `until_resumed` must see: the drop, one scheduled attempt (the first after a
+/// drop waits `initial_delay` less jitter), the resume.
+fn assert_drop_then_resume(seen: &[SessionEvent], initial_delay: Duration) {
+    match seen {
+        [SessionEvent::Disconnected, SessionEvent::Reconnecting { attempt: 1, delay }, SessionEvent::Resumed { .. }] =>
+        {
+            assert!(*delay <= initial_delay, "{delay:?}")
+        }
+        other => panic!("expected Disconnected, Reconnecting {{ attempt: 1 }}, Resumed: {other:?}"),
+    }
+}
+
+#[test]
+fn reliable_clients_report_the_drop_and_the_reconnect_attempt() {
+    use sockeye_tests::proxy::{Cut, FaultProxy};
+    bounded(DEADLINE, || {
+        let (server, registry) = server();
+        let addr = server.local_addr().unwrap();
+        let _accepting = server.spawn().unwrap();
+        let options = client_options();
+        let initial = options.reconnect.initial_delay;
+
+        // std
+        let proxy = FaultProxy::start(addr);
+        let mut client =
+            ReliableClient::connect(&format!("ws://{}/", proxy.addr()), options.clone()).unwrap();
+        let first = client.send(Bytes::from("one"), true).unwrap();
+        assert!(client.wait_acked(Some(DEADLINE)).unwrap());
+        proxy.arm(&[1], Cut::Both);
+        let second = client.send(Bytes::from("two"), true).unwrap();
+        let seen = until_resumed(|| client.next_event(Some(DEADLINE)).unwrap());
+        assert_drop_then_resume(&seen, initial);
+        assert!(client.wait_acked(Some(DEADLINE)).unwrap());
+        assert_eq!((first.0, second.0), (1, 2));
+
+        // smol, against the same server
+        let proxy = FaultProxy::start(addr);
+        let url = format!("ws://{}/", proxy.addr());
+        smol::block_on(async {
+            let mut client = sockeye_smol::ReliableClient::connect(&url, client_options())
+                .await
+                .unwrap();
+            client.send(Bytes::from("three"), true).unwrap();
+            assert!(client.wait_acked(Some(DEADLINE)).await.unwrap());
+            proxy.arm(&[1], Cut::Both);
+            client.send(Bytes::from("four"), true).unwrap();
+            let mut seen = Vec::new();
+            loop {
+                match client.next_event(Some(DEADLINE)).await.unwrap() {
+                    Some(
+                        SessionEvent::Acked { .. }
+                        | SessionEvent::Delivered { .. }
+                        | SessionEvent::Established { .. },
+                    ) => {}
+                    Some(event) => {
+                        let done = matches!(event, SessionEvent::Resumed { .. });
+                        seen.push(event);
+                        if done {
+                            break;
+                        }
+                    }
+                    None => panic!("no event within the deadline; so far {seen:?}"),
+                }
+            }
+            assert_drop_then_resume(&seen, initial);
+        });
+        drop(registry);
+    });
+}

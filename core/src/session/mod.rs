@@ -222,6 +222,20 @@ pub enum SessionEvent {
     /// A message the peer may hold went unacknowledged past `resend_max_tries` or
     /// `message_max_age`: close this connection; a resume will settle the message.
     Unresponsive,
+    /// (Client) The connection that carried the session ended. Messages sent from now on
+    /// wait in the window (it still answers `Full` when full) until the runtime
+    /// reconnects and the session resumes ([`SessionEvent::Resumed`]) or is replaced
+    /// ([`SessionEvent::SessionLost`], then [`SessionEvent::Established`]).
+    Disconnected,
+    /// (Client) The runtime tries to connect again after `delay`: the `attempt`-th
+    /// attempt since the session's last connection (a [`Reconnect`] policy's decision,
+    /// reported through [`ClientSession::report_reconnect`]).
+    Reconnecting {
+        /// 1 for the first attempt after a drop (or after the first connection failed).
+        attempt: u32,
+        /// How long until it.
+        delay: Duration,
+    },
 }
 
 /// Where one side's link to the peer is.
@@ -427,6 +441,14 @@ pub struct ClientSession {
     asked: Option<SessionId>,
     /// The server's `session_expiry`, from the last WELCOME.
     server_expiry: Option<Duration>,
+    /// Numbers given out in sessions before the current one: `send` answers and events
+    /// report `base + seq`, so a number names one message for the client's life although
+    /// each session's own numbers start at 1 on the wire.
+    send_base: u64,
+    /// The base of the events `poll_event` hands out next, and the base each lost
+    /// session's successor starts with, in the order their `SessionLost` events wait.
+    poll_base: u64,
+    next_bases: VecDeque<u64>,
 }
 
 impl ClientSession {
@@ -439,6 +461,9 @@ impl ClientSession {
             session: None,
             asked: None,
             server_expiry: None,
+            send_base: 0,
+            poll_base: 0,
+            next_bases: VecDeque::new(),
         }
     }
 
@@ -452,17 +477,31 @@ impl ClientSession {
         self.server_expiry
     }
 
-    /// Queues a message for the server. Returns its sequence number, or `Full` when the
-    /// flow window is full (backpressure: retry after an `Acked` or `DeadLetter`).
-    /// Keeps `payload` as is until acknowledged; each transmission copies it once into
-    /// an envelope. Call [`poll_outgoing`](Self::poll_outgoing) afterwards.
+    /// Queues a message for the server. Returns its number, or `Full` when the flow
+    /// window is full (backpressure: retry after an `Acked` or `DeadLetter`). Keeps
+    /// `payload` as is until acknowledged; each transmission copies it once into an
+    /// envelope. Call [`poll_outgoing`](Self::poll_outgoing) afterwards.
+    ///
+    /// The number names this message in its `Acked` or `DeadLetter` event and is unique
+    /// for the client's life: each session numbers its messages from 1 on the wire
+    /// (`docs/PROTOCOL.md` §4), and a session that replaces a lost one continues the
+    /// count here (the first session's numbers are the wire's).
     pub fn send(
         &mut self,
         now: Instant,
         payload: Bytes,
         is_text: bool,
     ) -> Result<Seq, SessionSendError> {
-        self.ep.send(now, payload, is_text)
+        let seq = self.ep.send(now, payload, is_text)?;
+        Ok(Seq(self.send_base + seq.0))
+    }
+
+    /// The runtime's [`Reconnect`] policy scheduled connection attempt `attempt` in
+    /// `delay`: reported to the application as [`SessionEvent::Reconnecting`].
+    pub fn report_reconnect(&mut self, attempt: u32, delay: Duration) {
+        self.ep
+            .events
+            .push_back(SessionEvent::Reconnecting { attempt, delay });
     }
 
     /// Takes the payload of one binary WebSocket message from the server. Call
@@ -503,6 +542,9 @@ impl ClientSession {
     /// The connection went away (EOF, error, close). Nothing is lost: unacknowledged
     /// messages wait for the next connection. Call before reconnecting.
     pub fn handle_disconnected(&mut self, now: Instant) {
+        if self.ep.link != Link::Down {
+            self.ep.events.push_back(SessionEvent::Disconnected);
+        }
         self.ep.handle_disconnected(now);
         self.asked = None;
     }
@@ -526,7 +568,18 @@ impl ClientSession {
     /// The next event for the application. Call after every input until `None`.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
-        self.ep.events.pop_front()
+        let mut event = self.ep.events.pop_front()?;
+        match &mut event {
+            SessionEvent::Acked { seq } | SessionEvent::DeadLetter { seq, .. } => {
+                seq.0 += self.poll_base;
+            }
+            SessionEvent::SessionLost { .. } => {
+                // What follows belongs to the session that replaced the lost one.
+                self.poll_base = self.next_bases.pop_front().unwrap_or(self.send_base);
+            }
+            _ => {}
+        }
+        Some(event)
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.

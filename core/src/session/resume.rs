@@ -79,6 +79,8 @@ impl ClientSession {
                     WelcomeStatus::RefusedExpired => (true, LostReason::Expired),
                     _ => (false, LostReason::Unknown),
                 };
+                // The next session's numbers continue after the last one given out.
+                let used = self.ep.sender.next_seq().0 - 1;
                 self.ep.sender.lose_session(
                     w.last_delivered,
                     known,
@@ -89,6 +91,8 @@ impl ClientSession {
                     session_id: old,
                     reason,
                 });
+                self.send_base += used;
+                self.next_bases.push_back(self.send_base);
                 self.start_new(now, w.session_id, w.token);
             }
             (_, None) => self.start_new(now, w.session_id, w.token),

@@ -203,7 +203,12 @@ fn refused_expired_resume_is_exact_about_what_arrived() {
     let tail: Vec<_> = w
         .client_events
         .iter()
-        .filter(|e| !matches!(e, SessionEvent::Established { .. }))
+        .filter(|e| {
+            !matches!(
+                e,
+                SessionEvent::Established { .. } | SessionEvent::Disconnected
+            )
+        })
         .cloned()
         .collect();
     assert_eq!(tail[0], SessionEvent::Acked { seq: Seq(1) });
@@ -218,10 +223,10 @@ fn refused_expired_resume_is_exact_about_what_arrived() {
             reason: LostReason::Expired
         }
     );
-    // The new session numbers from 1 again.
+    // The new session numbers from 1 again on the wire; the client's numbers go on.
     assert_eq!(
         w.client.send(w.now, Bytes::from_static(b"x"), false),
-        Ok(Seq(1))
+        Ok(Seq(3))
     );
 }
 
@@ -484,4 +489,72 @@ fn with_confirm_deliveries_a_restored_session_has_only_what_was_confirmed() {
     let now = w.now;
     w.server().confirm(now, a);
     assert_eq!(w.server().client_delivered(), a);
+}
+
+#[test]
+fn a_cut_is_an_event_and_numbers_stay_unique_across_a_lost_session() {
+    let mut w = World::new(config());
+    w.connect();
+    assert_eq!(
+        w.client.send(w.now, Bytes::from_static(b"a"), false),
+        Ok(Seq(1))
+    );
+    assert_eq!(
+        w.client.send(w.now, Bytes::from_static(b"b"), false),
+        Ok(Seq(2))
+    );
+    w.lose_in_flight();
+    w.cut();
+    w.pump();
+    assert_eq!(w.client_events.last(), Some(&SessionEvent::Disconnected));
+    w.client.report_reconnect(1, 250 * MS);
+    w.pump();
+    assert_eq!(
+        w.client_events.last(),
+        Some(&SessionEvent::Reconnecting {
+            attempt: 1,
+            delay: 250 * MS
+        })
+    );
+    // Sent while cut off: still the first session's (the server will expire it).
+    assert_eq!(
+        w.client.send(w.now, Bytes::from_static(b"c"), false),
+        Ok(Seq(3))
+    );
+    w.advance(Duration::from_secs(6)); // past session_expiry
+    w.connect();
+    // The new session numbers from 1 on the wire, but the client's numbers go on.
+    assert_eq!(
+        w.client.send(w.now, Bytes::from_static(b"d"), false),
+        Ok(Seq(4))
+    );
+    w.pump();
+    w.advance(100 * MS);
+    let settled: Vec<(Seq, bool)> = w
+        .client_events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Acked { seq } => Some((*seq, true)),
+            SessionEvent::DeadLetter { seq, .. } => Some((*seq, false)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        settled,
+        [
+            (Seq(1), false),
+            (Seq(2), false),
+            (Seq(3), false),
+            (Seq(4), true)
+        ],
+        "each number once: the lost session's three as dead letters, d acknowledged"
+    );
+    assert_eq!(delivered(&w.server_events), [&b"d"[..]]);
+    assert_eq!(
+        w.client_events
+            .iter()
+            .filter(|e| matches!(e, SessionEvent::Disconnected))
+            .count(),
+        1
+    );
 }

@@ -189,7 +189,11 @@ impl ReliableClient {
     ///
     /// Errors: [`Error::GaveUp`] once reconnecting gave up
     /// ([`ReconnectConfig::max_attempts`]), [`Error::NotReliable`] if the server does
-    /// not speak `sockeye.v1`. Connection failures are not errors: the client reconnects.
+    /// not speak `sockeye.v1`. Connection failures are not errors: the client reconnects,
+    /// and says so with [`SessionEvent::Disconnected`] when a connection ends and
+    /// [`SessionEvent::Reconnecting`] for each attempt it schedules (with its number and
+    /// delay), before `Resumed` (or `SessionLost` and `Established`). Message numbers
+    /// ([`send`](Self::send)'s, in `Acked` and `DeadLetter`) stay unique across sessions.
     pub fn next_event(&mut self, timeout: Option<Duration>) -> Result<Option<SessionEvent>> {
         // An event already waiting (one `Acked` per message) needs no clock reading.
         if let Some(event) = self.session.poll_event() {
@@ -410,9 +414,15 @@ impl ReliableClient {
     }
 
     fn schedule_reconnect(&mut self) {
+        let now = self.clock.now();
+        let scheduled = self.reconnect.poll_timeout().is_some();
         // `None` (gave up) is reported by the next `pump_disconnected`.
-        let _ = self
-            .reconnect
-            .handle_disconnected(self.clock.now(), &mut self.entropy);
+        if let Some(at) = self.reconnect.handle_disconnected(now, &mut self.entropy) {
+            if !scheduled {
+                let attempt = self.reconnect.failures();
+                self.session
+                    .report_reconnect(attempt, at.saturating_duration_since(now));
+            }
+        }
     }
 }
