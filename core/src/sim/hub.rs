@@ -273,6 +273,21 @@ impl HubCheck {
                     return Err(format!("{op:?}: {got:?}"));
                 }
             }
+            Op::Transfer { conn, to } => {
+                let (conn, to) = (ConnId(u64::from(conn)), ConnId(u64::from(to)));
+                let got = self.hub.transfer(conn, to);
+                // Moves when the old id is live and the new one is not; nobody hears.
+                let want_moved =
+                    self.model.conns.contains_key(&conn) && !self.model.conns.contains_key(&to);
+                if want_moved {
+                    if let Some(entry) = self.model.conns.remove(&conn) {
+                        self.model.conns.insert(to, entry);
+                    }
+                }
+                if got != want_moved {
+                    return Err(format!("{op:?}: moved {got}, model {want_moved}"));
+                }
+            }
             Op::Advance { .. } => self.hub.handle_timeout(now),
         }
         self.compare_outputs(&op, want, ordered, want_dead)?;

@@ -71,6 +71,13 @@ pub enum Op {
     },
     /// The backend pushes to everyone.
     PushEveryone,
+    /// A connection's place (user, rooms) passes to another id, as a resume does.
+    Transfer {
+        /// Connection id now.
+        conn: u8,
+        /// The id it gets.
+        to: u8,
+    },
     /// The clock moves on and the timer fires.
     Advance {
         /// How far, in milliseconds.
@@ -105,6 +112,10 @@ impl Op {
                     Op::PushEveryone
                 }
             }
+            15 => Op::Transfer {
+                conn,
+                to: c % CONNS,
+            },
             _ => Op::Advance {
                 millis: u16::from(b) * 2 + u16::from(c % 2),
             },

@@ -85,6 +85,7 @@ fn byte_triples_reach_every_kind_of_operation() {
         "PushRoom",
         "PushUser",
         "Send",
+        "Transfer",
     ];
     assert_eq!(kinds.into_iter().collect::<Vec<_>>(), expected);
 }
