@@ -23,6 +23,11 @@ use crate::error::{Error, Result};
 use crate::sender::{Command, Outbox, Sender};
 use crate::transport::{is_write_stall, Input, Transport};
 
+/// While answers to messages that already arrived wait to go out together, at most this
+/// many bytes wait; past it a send writes at once (a burst of small messages answered
+/// with large ones must not pile up).
+const ANSWER_BATCH_BYTES: usize = 64 * 1024;
+
 /// What a receive with a deadline answered ([`WebSocket::recv_timeout`],
 /// [`WebSocket::recv_event_until`]): each case has its own variant, so "nothing yet" and
 /// "nothing ever again" cannot be confused.
@@ -234,6 +239,13 @@ impl WebSocket {
 
     /// Sends a whole message as one frame, blocking until it is written.
     ///
+    /// One exception batches answers: while messages that already arrived wait to be
+    /// received (a read brought several), the frame waits in the write queue and goes out
+    /// with the answers to them, in one write, when the last of them is answered (a
+    /// `send` with nothing left waiting), when [`recv`](Self::recv) next waits for the
+    /// network, or at [`flush`](Self::flush) or [`close`](Self::close). An echo loop
+    /// then makes one write per read, not one per message.
+    ///
     /// Fails with [`SendError::Closed`](sockeye_core::SendError::Closed) (as [`Error::Send`]) once the closing handshake
     /// has started. With permessage-deflate negotiated the message is compressed when it
     /// is at least the policy's `min_compress_bytes` long ([`Compression::Auto`]).
@@ -259,6 +271,24 @@ impl WebSocket {
     ) -> Result<()> {
         self.make_room()?;
         self.conn.send_with(now, message, compression)?;
+        self.drain_and_answer()
+    }
+
+    /// Writes everything queued, blocking until the kernel has taken it: what
+    /// [`send`](Self::send) left waiting to go out with later answers, and what the core
+    /// queued itself (pongs, a close).
+    pub fn flush(&mut self) -> Result<()> {
+        self.drain_and_flush()
+    }
+
+    /// After a send: writes now, unless a message that already arrived waits for the
+    /// application (its answer will follow), and the write queue is still small.
+    fn drain_and_answer(&mut self) -> Result<()> {
+        self.drain();
+        let waiting = self.events.iter().any(|e| matches!(e, Event::Message(_)));
+        if waiting && self.transport.pending_bytes() < ANSWER_BATCH_BYTES && !self.done {
+            return Ok(());
+        }
         self.drain_and_flush()
     }
 
@@ -273,7 +303,7 @@ impl WebSocket {
         self.make_room()?;
         self.conn
             .send_parts(now, MessageKind::Binary, head, payload)?;
-        self.drain_and_flush()
+        self.drain_and_answer()
     }
 
     /// Sends one fragment of a message (RFC 6455 §5.4); `fin` marks the last one. Every
