@@ -15,6 +15,12 @@
 //! `304` without a body while the server's build is unchanged, so a revalidation costs one
 //! small round trip, and an upgrade is seen at once. The tag is strong: it is a hash of the
 //! exact bytes, so equal tags mean equal bytes.
+//!
+//! **Why `Access-Control-Allow-Origin: *`**: a browser fetches a module script (`<script
+//! type="module">`, `import`) in CORS mode, so a page served from another origin than the
+//! `sockeye` server (the usual case: the application's own site) could not import the
+//! client without it. Both files are public and the same for everyone, and the answer
+//! carries no cookie or credential, so any origin may read them.
 
 use sockeye_core::handshake::HttpRequest;
 
@@ -71,7 +77,7 @@ impl Asset {
     /// off as for every route): `304 Not Modified` when an `If-None-Match` field matches
     /// its tag, else `200` with the file.
     pub(crate) fn answer(&self, request: &HttpRequest) -> Vec<u8> {
-        let headers = format!("ETag: {}\r\n", self.etag);
+        let headers = format!("ETag: {}\r\nAccess-Control-Allow-Origin: *\r\n", self.etag);
         if none_match_holds(request, self.etag) {
             return answer::not_modified(&format!("{headers}Cache-Control: {CACHE_CONTROL}\r\n"));
         }
@@ -258,6 +264,10 @@ mod tests {
             let tag = etag(path);
             assert_eq!(tag.as_bytes(), &etag_of(file.as_bytes()));
             assert!(head.contains(&format!("\r\nETag: {tag}\r\n")), "{head}");
+            assert!(
+                head.contains("\r\nAccess-Control-Allow-Origin: *\r\n"),
+                "importable from any origin: {head}"
+            );
             assert_eq!(body, file.as_bytes());
         }
         assert_ne!(etag("/sockeye.js"), etag("/sockeye.d.ts"));
@@ -333,7 +343,8 @@ mod tests {
 
     #[test]
     fn other_methods_are_refused_405_with_allow() {
-        for path in ["/sockeye.js", "/sockeye.d.ts"] {
+        // The other GET routes answer HEAD too, and say so the same way.
+        for path in ["/sockeye.js", "/sockeye.d.ts", "/", "/healthz", "/metrics"] {
             for method in ["POST", "PUT", "DELETE"] {
                 let (head, _) = split(&exchange(&format!(
                     "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"

@@ -705,7 +705,7 @@ impl Server {
                 ))
             }
             ("POST", "/api/push") => self.start_push(conn, request),
-            (_, "/" | "/healthz" | "/metrics") => Some(method_not_allowed("GET")),
+            (_, "/" | "/healthz" | "/metrics") => Some(method_not_allowed("GET, HEAD")),
             (_, "/api/push") => Some(method_not_allowed("POST")),
             // The JavaScript client (`assets`); a `HEAD` is cut below like every route's.
             (method, path) => Some(match assets::find(path) {
