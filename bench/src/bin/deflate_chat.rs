@@ -18,6 +18,14 @@
 //!   keeps only the socket. Reported: the server's RSS growth per connection, and the
 //!   codec bytes the server accounts (`sockeye_deflate_memory_bytes`) per connection.
 //!
+//! - **Fan-out**: `--pushes` (default 20) room messages of about 600 bytes of JSON, pushed
+//!   one at a time through `POST /api/push` to a room of `--members` (default 10,000)
+//!   plain-mode members (raw clients on one `async-io` thread, inflating what comes
+//!   compressed): time from the push to its last delivery, without compression and with
+//!   neither side keeping context, where the server compresses each message once for all
+//!   members. `--baseline-server PATH` adds the same run against another `sockeye` binary
+//!   (one built before the encode-once change: compressed once per member).
+//!
 //! The server is a child process pinned to core 0 when `taskset` is there; run the
 //! benchmark on core 1. Needs a descriptor limit above `--connections` + 100.
 //!
@@ -26,13 +34,20 @@
 //! taskset -c 1 target/release/deflate_chat --seconds 3 --connections 10000
 //! ```
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Stdio;
+use std::rc::Rc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant as StdInstant};
 
+use async_executor::LocalExecutor;
+use async_io::{Async, Timer};
 use bytes::Bytes;
-use sockeye_bench::server_process::ServerProcess;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sockeye_bench::server_process::{pinned, ServerProcess};
+use sockeye_bench::ws_frames::{client_text_frame, head_end};
 use sockeye_core::handshake::{ClientRequest, DeflateConfig};
 use sockeye_core::{ClientHandshake, Config, Connection, Event, Instant, Message, SeededEntropy};
 
@@ -372,6 +387,184 @@ fn memory_run(server: &ServerProcess, setting: &Setting, n: usize) -> Footprint 
     }
 }
 
+/// What the fan-out's members saw: per push, how many got it and when the last did.
+struct Seen {
+    got: Vec<usize>,
+    last: Vec<Option<StdInstant>>,
+    joined: usize,
+}
+
+/// The push number `"k":N` in a room message.
+fn push_number(payload: &[u8]) -> Option<usize> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let at = text.find(r#""k":"#)? + 4;
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Calls `each(first byte, payload)` for every whole unmasked frame at the start of
+/// `buf`; returns the bytes they took.
+fn frames(buf: &[u8], mut each: impl FnMut(u8, &[u8])) -> usize {
+    let mut at = 0;
+    while buf.len() >= at + 2 {
+        let len7 = usize::from(buf[at + 1] & 0x7f);
+        let (len, head) = match len7 {
+            126 if buf.len() >= at + 4 => (
+                usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
+                4,
+            ),
+            127 if buf.len() >= at + 10 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&buf[at + 2..at + 10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            126 | 127 => break,
+            n => (n, 2),
+        };
+        if buf.len() < at + head + len {
+            break;
+        }
+        each(buf[at], &buf[at + head..at + head + len]);
+        at += head + len;
+    }
+    at
+}
+
+/// One fan-out member: upgrade (offering permessage-deflate if `deflate`), join the room,
+/// count every push, inflating compressed ones (no context is kept: each message is a
+/// stream of its own).
+async fn member(addr: SocketAddr, i: usize, deflate: bool, seen: Rc<RefCell<Seen>>) {
+    let mut s = Async::<TcpStream>::connect(addr).await.expect("connect");
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "GET /ws?user=f{i} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
+    );
+    s.write_all(request.as_bytes()).await.expect("upgrade");
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    let mut head_done = false;
+    loop {
+        let n = s.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if !head_done {
+            let Some(end) = head_end(&buf) else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            assert_eq!(head.contains("permessage-deflate"), deflate, "{head}");
+            buf.drain(..end);
+            head_done = true;
+            s.write_all(&client_text_frame(br#"{"type":"join","room":"big"}"#))
+                .await
+                .expect("join");
+        }
+        let used = frames(&buf, |b0, payload| {
+            if b0 & 0x0f != 1 {
+                return;
+            }
+            let inflated;
+            let text = if b0 & 0x40 != 0 {
+                let mut stream = payload.to_vec();
+                // The tail the sender removed, then an empty final block.
+                stream.extend_from_slice(&[0, 0, 0xff, 0xff, 0x03, 0x00]);
+                inflated = miniz_oxide::inflate::decompress_to_vec(&stream).expect("inflate");
+                &inflated[..]
+            } else {
+                payload
+            };
+            let mut seen = seen.borrow_mut();
+            if text.starts_with(br#"{"type":"joined""#) {
+                seen.joined += 1;
+            } else if let Some(k) = push_number(text) {
+                if let Some(count) = seen.got.get_mut(k) {
+                    *count += 1;
+                    seen.last[k] = Some(StdInstant::now());
+                }
+            }
+        });
+        buf.drain(..used);
+    }
+}
+
+/// Pushes room message `k` (about 600 bytes of JSON) and returns when it was sent.
+fn push(addr: SocketAddr, k: usize, chat: &mut Chat) -> StdInstant {
+    let text: Vec<String> = (0..4).map(|j| chat.data(k, j as u64)).collect();
+    let body = format!(
+        r#"{{"room":"big","data":{{"k":{k},"thread":[{}]}}}}"#,
+        text.join(",")
+    );
+    let request = format!(
+        "POST /api/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let started = StdInstant::now();
+    let mut s = TcpStream::connect(addr).expect("connect for a push");
+    s.write_all(request.as_bytes()).expect("push");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 202"),
+        "push refused: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    started
+}
+
+/// Milliseconds from each push to its last delivery, for `pushes` pushes to `members`.
+fn fanout_run(addr: SocketAddr, members: usize, pushes: usize, deflate: bool) -> Vec<f64> {
+    let seen = Rc::new(RefCell::new(Seen {
+        got: vec![0; pushes],
+        last: vec![None; pushes],
+        joined: 0,
+    }));
+    let ex = LocalExecutor::new();
+    async_io::block_on(ex.run(async {
+        for i in 0..members {
+            ex.spawn(member(addr, i, deflate, Rc::clone(&seen)))
+                .detach();
+            if i % 256 == 255 {
+                while seen.borrow().joined + 512 < i {
+                    Timer::after(Duration::from_millis(1)).await;
+                }
+            }
+        }
+        while seen.borrow().joined < members {
+            Timer::after(Duration::from_millis(5)).await;
+        }
+        let mut latencies = Vec::new();
+        for k in 0..pushes {
+            let pusher = std::thread::spawn(move || {
+                push(
+                    addr,
+                    k,
+                    &mut Chat {
+                        state: k as u64 + 7,
+                    },
+                )
+            });
+            while seen.borrow().got[k] < members {
+                Timer::after(Duration::from_micros(200)).await;
+            }
+            let started = pusher.join().expect("pusher");
+            let last = seen.borrow().last[k].expect("delivered");
+            latencies.push(last.duration_since(started).as_secs_f64() * 1e3);
+        }
+        latencies
+    }))
+}
+
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
         .position(|a| a == name)
@@ -388,10 +581,16 @@ fn main() {
         .parse()
         .expect("--connections");
     let runtime = arg(&args, "--runtime", "smol");
+    let members: usize = arg(&args, "--members", "10000").parse().expect("--members");
+    let pushes: usize = arg(&args, "--pushes", "20").parse().expect("--pushes");
+    let baseline = args
+        .iter()
+        .position(|a| a == "--baseline-server")
+        .and_then(|i| args.get(i + 1).cloned());
     let port: u16 = arg(&args, "--port", "9431").parse().expect("--port");
     let limits = [
         "--max-connections".to_string(),
-        (connections.max(clients) + 100).to_string(),
+        (connections.max(clients).max(members) + 100).to_string(),
         "--log-level".to_string(),
         "error".to_string(),
     ];
@@ -435,6 +634,62 @@ fn main() {
             .map(|(name, r)| format!("{name} {:.2}x", r / off))
             .collect();
         println!("messages/s against off: {}", ratios.join(", "));
+    }
+
+    println!();
+    println!(
+        "fan-out: {pushes} pushes of ~600 B JSON, one at a time, to a room of {members}; \
+         ms from the push to its last delivery"
+    );
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>12}",
+        "server", "p50", "min", "max", "deliv/s p50"
+    );
+    let no_ctx = ["--deflate", "--deflate-no-context-takeover"].map(String::from);
+    let mut runs: Vec<(String, Option<String>, Vec<String>, bool)> = vec![
+        ("off".into(), None, Vec::new(), false),
+        (
+            "no-ctx both, compressed once".into(),
+            None,
+            no_ctx.to_vec(),
+            true,
+        ),
+    ];
+    if let Some(bin) = &baseline {
+        runs.push((
+            "no-ctx both, once per member (base)".into(),
+            Some(bin.clone()),
+            no_ctx.to_vec(),
+            true,
+        ));
+    }
+    for (name, bin, extra, deflate) in runs {
+        let mut server_args: Vec<String> = limits.to_vec();
+        server_args.extend(extra);
+        let server = match bin {
+            None => ServerProcess::start(&runtime, port, &server_args),
+            Some(bin) => {
+                let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+                let mut cmd = pinned(std::path::Path::new(&bin), "0");
+                cmd.args(["--listen", &addr.to_string(), "--runtime", &runtime])
+                    .args(&server_args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit());
+                ServerProcess::adopt(cmd.spawn().expect("start the baseline server"), addr)
+            }
+        };
+        let mut ms = fanout_run(server.addr(), members, pushes, deflate);
+        drop(server);
+        ms.sort_by(f64::total_cmp);
+        let p50 = ms[ms.len() / 2];
+        println!(
+            "{:<34} {:>8.1} {:>8.1} {:>8.1} {:>12.0}",
+            name,
+            p50,
+            ms[0],
+            ms[ms.len() - 1],
+            members as f64 / (p50 / 1e3)
+        );
     }
 
     println!();
