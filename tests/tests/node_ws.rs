@@ -235,12 +235,15 @@ fn ws_client_with_our_smol_echo_server() {
 }
 
 /// A `ws` client in plain JSON mode against the `sockeye` server with `--deflate` on
-/// `runtime`, sending itself direct messages up to 1 MiB.
-fn ws_client_with_the_server_on(runtime: Runtime) {
+/// `runtime` (and `--deflate-no-context-takeover` if `no_context`, where the server sends
+/// each message as the frame it compressed once for every such connection), sending
+/// itself direct messages up to 1 MiB.
+fn ws_client_with_the_server_on(runtime: Runtime, no_context: bool) {
     bounded(LIMIT, move || {
         let mut config = server_config();
         config.runtime = runtime;
         config.deflate = true;
+        config.deflate_no_context_takeover = no_context;
         config.max_frame_bytes = 4 << 20;
         config.max_message_bytes = 4 << 20;
         config.max_queue_bytes = 8 << 20;
@@ -248,16 +251,27 @@ fn ws_client_with_the_server_on(runtime: Runtime) {
         let url = format!("ws://{}/ws?user=node", server.local_addr());
         let report = ws_client("sockeye", &url);
         assert_eq!(report["messages"], 13);
+        let extensions = report["extensions"].as_str().unwrap();
+        assert_eq!(
+            extensions.contains("server_no_context_takeover"),
+            no_context,
+            "{extensions}"
+        );
         server.shutdown();
     });
 }
 
 #[test]
 fn ws_client_with_the_server_on_smol() {
-    ws_client_with_the_server_on(Runtime::Smol);
+    ws_client_with_the_server_on(Runtime::Smol, false);
+}
+
+#[test]
+fn ws_client_with_the_server_without_context_takeover() {
+    ws_client_with_the_server_on(Runtime::Smol, true);
 }
 
 #[test]
 fn ws_client_with_the_server_on_threads() {
-    ws_client_with_the_server_on(Runtime::Threads);
+    ws_client_with_the_server_on(Runtime::Threads, false);
 }
