@@ -5,7 +5,8 @@
 //! `sockeye`), asks `/getCaseCount`, runs `/runCase?case=i&agent=…` for every case by
 //! echoing each message until the connection closes, then asks `/updateReports`. Built
 //! with the `deflate` feature it offers permessage-deflate to every case and compresses
-//! every echo, however small.
+//! every echo, however small, at level `AUTOBAHN_DEFLATE_LEVEL` if set (0–10, default 6;
+//! `scripts/autobahn.sh` sets 1).
 
 use sockeye_smol::{Client, ClientOptions, Config};
 
@@ -33,6 +34,12 @@ async fn run() -> Result<(), sockeye_smol::Error> {
     let policy = {
         let mut policy = sockeye_smol::DeflateConfig::on();
         policy.min_compress_bytes = 0;
+        if let Some(level) = std::env::var("AUTOBAHN_DEFLATE_LEVEL")
+            .ok()
+            .and_then(|l| l.parse().ok())
+        {
+            policy.level = level;
+        }
         policy
     };
     let options = ClientOptions {

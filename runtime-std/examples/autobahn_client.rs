@@ -6,7 +6,8 @@
 //!
 //! Built with the `deflate` feature it offers permessage-deflate (RFC 7692) to every case
 //! and compresses every echo, however small (groups 12 and 13 negotiate it; the others
-//! decline).
+//! decline), at level `AUTOBAHN_DEFLATE_LEVEL` if set (0–10, default 6;
+//! `scripts/autobahn.sh` sets 1).
 
 use sockeye_std::{Client, ClientOptions, Config};
 
@@ -30,6 +31,12 @@ fn main() -> Result<(), sockeye_std::Error> {
     let policy = {
         let mut policy = sockeye_std::DeflateConfig::on();
         policy.min_compress_bytes = 0;
+        if let Some(level) = std::env::var("AUTOBAHN_DEFLATE_LEVEL")
+            .ok()
+            .and_then(|l| l.parse().ok())
+        {
+            policy.level = level;
+        }
         policy
     };
     let options = ClientOptions {

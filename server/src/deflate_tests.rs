@@ -134,3 +134,110 @@ fn the_policy_decides() {
     let p = client.deflate_params().unwrap();
     assert_eq!(p.client_max_window_bits, 10);
 }
+
+/// A client of `user` on `server` that offered `offer`, its welcome read.
+fn join_server(server: &mut Server, user: &str, offer: &DeflateConfig) -> (ConnId, Connection) {
+    let now = Instant::ZERO;
+    let ws_config = sockeye_core::Config::default();
+    let path = format!("/ws?user={user}");
+    let request = ClientRequest {
+        host: "x",
+        path: &path,
+        protocols: &[],
+        origin: None,
+        headers: &[],
+    };
+    let mut entropy = SeededEntropy::new(7);
+    let mut handshake =
+        ClientHandshake::with_deflate(&ws_config, now, request, &mut entropy, offer);
+    let conn = server.handle_accept(now);
+    server.handle_bytes(now, conn, &handshake.poll_transmit().unwrap());
+    let answer = pump(server, conn);
+    let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let response = handshake
+        .handle_bytes(now, &answer[..end])
+        .unwrap()
+        .unwrap();
+    let mut client = response.into_connection(now, ws_config, SeededEntropy::new(8));
+    client.handle_bytes(now, &answer[end..]);
+    while client.poll_event().is_some() {}
+    (conn, client)
+}
+
+#[test]
+fn a_room_message_is_compressed_once_for_members_without_context() {
+    // The server keeps no compression context: every member gets the same compressed
+    // frame (compressed once, in the fan-out), and each inflates it.
+    let mut policy = DeflateConfig::on();
+    policy.allow_context_takeover = false;
+    policy.keep_compressor = false;
+    let config = Config {
+        deflate: policy,
+        ..Config::default()
+    };
+    let now = Instant::ZERO;
+    let mut server = Server::new(config, now, 0, Box::new(SeededEntropy::new(1)), None);
+    let members: Vec<(ConnId, Connection)> = ["ann", "bob", "cat"]
+        .into_iter()
+        .map(|user| {
+            let (conn, mut client) = join_server(&mut server, user, &DeflateConfig::on());
+            client
+                .send(now, Message::text(r#"{"type":"join","room":"lobby"}"#))
+                .unwrap();
+            while let Some(bytes) = client.poll_transmit() {
+                server.handle_bytes(now, conn, &bytes);
+            }
+            (conn, client)
+        })
+        .collect();
+    // Drain joins and presence.
+    let mut members: Vec<(ConnId, Connection)> = members
+        .into_iter()
+        .map(|(conn, mut client)| {
+            client.handle_bytes(now, &pump(&mut server, conn));
+            while client.poll_event().is_some() {}
+            (conn, client)
+        })
+        .collect();
+    let words = "the quick brown fox jumps over the lazy dog ".repeat(50);
+    let command = format!(r#"{{"type":"message","room":"lobby","data":"{words}"}}"#);
+    let (ann, client) = &mut members[0];
+    client.send(now, Message::text(command)).unwrap();
+    while let Some(bytes) = client.poll_transmit() {
+        server.handle_bytes(now, *ann, &bytes);
+    }
+    // pump() moves only one connection's bytes: collect each member's from one drain.
+    // Also where each member's largest chunk lives: one buffer for all is one encoding.
+    let mut wires: Vec<Vec<u8>> = vec![Vec::new(); members.len()];
+    let mut largest: Vec<(usize, *const u8)> = vec![(0, std::ptr::null()); members.len()];
+    while let Some(action) = server.poll_action() {
+        if let Action::Wake(c) = action {
+            while let Some(chunk) = server.poll_transmit(c) {
+                if let Some(i) = members.iter().position(|(conn, _)| *conn == c) {
+                    wires[i].extend_from_slice(&chunk);
+                    if chunk.len() > largest[i].0 {
+                        largest[i] = (chunk.len(), chunk.as_ptr());
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        wires.iter().all(|w| *w == wires[0]),
+        "the same bytes to all"
+    );
+    assert!(
+        largest.iter().all(|l| *l == largest[0]),
+        "one shared compressed frame: {largest:?}"
+    );
+    assert_eq!(wires[0][0] & 0x40, 0x40, "compressed (RSV1)");
+    assert!(wires[0].len() < words.len() / 4, "{} bytes", wires[0].len());
+    for ((_, client), wire) in members.iter_mut().zip(&wires) {
+        client.handle_bytes(now, wire);
+        let events = std::iter::from_fn(|| client.poll_event()).collect::<Vec<_>>();
+        let [Event::Message(Message::Text(got))] = &events[..] else {
+            panic!("expected the room message, got {events:?}");
+        };
+        assert!(std::str::from_utf8(got).unwrap().contains(&words));
+    }
+}

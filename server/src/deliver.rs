@@ -360,7 +360,9 @@ impl Server {
     /// Hands everything the hub routed to its connections, and counts its dead letters.
     pub(crate) fn deliver(&mut self) {
         // A room message reaches every member as the same bytes: encoded as JSON once,
-        // and framed once for every plain connection it goes out to at once.
+        // and framed once for every plain connection it goes out to at once (and
+        // compressed once for those that agreed to permessage-deflate without context
+        // takeover).
         let mut last: Option<(Arc<OutMessage>, PreparedMessage)> = None;
         while let Some(out) = self.hub.poll_outbound() {
             if !last
@@ -376,7 +378,13 @@ impl Server {
             let text = framed.payload();
             let is_message = matches!(*out.message, OutMessage::Message { .. });
             match self.conns.get(&out.to).map(|c| &c.phase) {
-                Some(Phase::Plain { .. }) => {
+                Some(Phase::Plain { ws, .. }) => {
+                    // Compressed once, too, for the members whose connections keep no
+                    // compression context (they all compress it to the same bytes).
+                    #[cfg(feature = "deflate")]
+                    ws.prepare_compressed(framed);
+                    #[cfg(not(feature = "deflate"))]
+                    let _ = ws;
                     self.send_plain_framed(out.to, text, is_message, Some(&*framed))
                 }
                 Some(Phase::Reliable { session, .. }) => {

@@ -4,7 +4,9 @@
 //! Python peers live in `tests/peers/`; their dependencies are installed by
 //! `tests/peers/install.sh` into a venv (`$SOCKEYE_PEERS_VENV`, else
 //! `~/.cache/sockeye-peers`). Set `SOCKEYE_PYTHON` to use another interpreter that already
-//! has `websockets`.
+//! has `websockets`. The Node `ws` peers (`tests/peers/*.mjs`) load `ws` from
+//! `clients/js/node_modules`, which [`node`] installs with `npm ci` when it is missing;
+//! `SOCKEYE_NODE` names another `node` than the one on the `PATH`.
 
 pub mod browser;
 pub mod proxy;
@@ -56,6 +58,31 @@ pub fn python() -> PathBuf {
         .clone()
 }
 
+/// The Node interpreter for the `ws` peers: `$SOCKEYE_NODE`, else `node` on the `PATH`.
+/// The first call in a process runs `npm ci` in `clients/js` when `ws` is not installed
+/// there yet (quick, from the committed lock file).
+pub fn node() -> PathBuf {
+    static NODE: OnceLock<PathBuf> = OnceLock::new();
+    NODE.get_or_init(|| {
+        let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/js");
+        if !js.join("node_modules/ws/package.json").exists() {
+            let output = Command::new("npm")
+                .args(["ci", "--silent", "--no-audit", "--no-fund"])
+                .current_dir(&js)
+                .stdin(Stdio::null())
+                .output()
+                .expect("cannot run npm ci in clients/js (needs Node and npm)");
+            assert!(
+                output.status.success(),
+                "npm ci in clients/js failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::env::var_os("SOCKEYE_NODE").map_or_else(|| PathBuf::from("node"), PathBuf::from)
+    })
+    .clone()
+}
+
 /// A child process that is killed when dropped, with its output read on threads so it
 /// can never block on a full pipe.
 #[derive(Debug)]
@@ -69,6 +96,16 @@ impl Peer {
     /// Starts `python peers/<script> <args…>`.
     pub fn python(script: &str, args: &[&str]) -> Peer {
         let mut command = Command::new(python());
+        command
+            .arg(peers_dir().join(script))
+            .args(args)
+            .env("PEER_TIMEOUT", PEER_LIFETIME_SECS.to_string());
+        Peer::spawn(command)
+    }
+
+    /// Starts `node peers/<script> <args…>` (see [`node`]).
+    pub fn node(script: &str, args: &[&str]) -> Peer {
+        let mut command = Command::new(node());
         command
             .arg(peers_dir().join(script))
             .args(args)

@@ -480,3 +480,80 @@ fn reload_resumes_from_session_storage() {
         );
     });
 }
+
+/// The demo page against the server with `--deflate`: Chromium always offers
+/// permessage-deflate, so the page's reliable connection and a bare `WebSocket` beside it
+/// both agree to it (the server counts them; the browser shows the agreed header), a
+/// 40 KB direct message crosses the page's proxy compressed both ways, and chat messages
+/// flow between the demo and the bare socket, acknowledged.
+#[test]
+fn the_demo_page_agrees_to_deflate() {
+    bounded(Duration::from_secs(180), || {
+        let bin = chromium();
+        let mut config = server_config();
+        config.deflate = true;
+        let server = start_server(config);
+        let srv = server.local_addr();
+        let deflated = || metric(body(&get(srv, "/metrics")), "sockeye_deflate_connections");
+        let proxy = FaultProxy::start(srv);
+        let browser = Browser::start(&bin, "deflate");
+        let mut alice = open(&browser, &proxy, "alice", srv);
+        assert_eq!(deflated(), 1, "the demo's reliable connection");
+
+        alice.eval(
+            "window.carol = { got: [], open: false };
+             carol.ws = new WebSocket('ws://' + location.host + '/ws?user=carol');
+             carol.ws.onmessage = (ev) => {
+               const m = JSON.parse(ev.data);
+               if (m.type === 'welcome') carol.open = true;
+               if (m.type === 'message') carol.got.push(m.data.text ?? m.data);
+             }; true",
+        );
+        wait(&mut alice, "carol.open", srv);
+        let extensions = alice.eval("carol.ws.extensions");
+        assert!(
+            extensions
+                .as_str()
+                .is_some_and(|e| e.starts_with("permessage-deflate")),
+            "the bare WebSocket agreed to {extensions}"
+        );
+        assert_eq!(deflated(), 2);
+
+        // 40 KB to itself: up to the server and back down, 80 KB of payload.
+        const BIG: &str = "'the quick brown fox jumps over the lazy dog. '.repeat(900)";
+        let before = proxy.forwarded();
+        alice.eval(&format!(
+            "carol.ws.send(JSON.stringify({{ type: 'message', to: 'carol', data: {BIG} }})); true"
+        ));
+        wait(&mut alice, &format!("carol.got.includes({BIG})"), srv);
+        let wire = proxy.forwarded() - before;
+        assert!(
+            wire * 4 < 2 * 40_500,
+            "{wire} bytes crossed the proxy for 81,000 bytes of payload"
+        );
+        let memory = metric(body(&get(srv, "/metrics")), "sockeye_deflate_memory_bytes");
+        assert!(
+            memory > 0,
+            "the connections hold their compression contexts"
+        );
+
+        // Chat between the demo (reliable mode) and the bare socket, both compressed.
+        let hello = "hello carol, from the demo, compressed ".repeat(10);
+        say(&mut alice, &hello, Some("carol"));
+        wait(
+            &mut alice,
+            &format!("carol.got.includes({})", js(json!(hello))),
+            srv,
+        );
+        wait(&mut alice, ALL_ACKED, srv);
+        let answer = "hi alice, carol here, compressed too ".repeat(10);
+        alice.eval(&format!(
+            "carol.ws.send(JSON.stringify({{ type: 'message', to: 'alice', data: {} }})); true",
+            js(json!(answer))
+        ));
+        wait(&mut alice, &shows_all(&[answer]), srv);
+        alice.eval("carol.ws.close(); true");
+        drop(alice);
+        server.shutdown();
+    });
+}

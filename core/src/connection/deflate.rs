@@ -139,9 +139,30 @@ impl Deflate {
     }
 }
 
+/// The settings a compressor that keeps no context between messages compresses with:
+/// two such compressors with equal keys turn the same message into the same bytes, so
+/// a server's fan-out compresses it once for all of them
+/// ([`Connection::prepare_compressed`](super::Connection::prepare_compressed)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ShareKey {
+    level: u8,
+    bits: u8,
+}
+
+impl ShareKey {
+    /// `payload` as one whole message from a fresh compressor with these settings, its
+    /// `00 00 ff ff` tail removed: what every connection with this key would send.
+    /// Allocates a compressor (about 312 KiB) for the call, and the output.
+    pub(crate) fn compress(self, payload: &[u8]) -> Bytes {
+        Deflater::new(self.level, true, self.bits).compress(&[payload], true)
+    }
+}
+
 /// Our direction: compresses the messages we send.
 pub(crate) struct Deflater {
     flags: u32,
+    /// `Some` when every message starts from a fresh context (`reset`).
+    share: Option<ShareKey>,
     /// Our `*_no_context_takeover`: a fresh context for every message.
     reset: bool,
     /// `2^bits` when the agreement limits our window below miniz_oxide's 15 bits: the
@@ -161,11 +182,18 @@ impl Deflater {
         let bits = bits.clamp(8, 15);
         Deflater {
             flags,
+            share: reset.then_some(ShareKey { level, bits }),
             reset,
             limit: (bits < 15).then_some(1 << bits),
             covered: 0,
             state: None,
         }
+    }
+
+    /// The key of a compressor that starts every message afresh; `None` if it keeps
+    /// its context, so each message's bytes depend on the ones before.
+    pub(crate) fn share_key(&self) -> Option<ShareKey> {
+        self.share
     }
 
     fn memory(&self) -> usize {

@@ -606,8 +606,10 @@ impl Connection {
     /// [`send_slice`](Self::send_slice). The same answers as [`send`](Self::send).
     ///
     /// Where permessage-deflate was negotiated and the [`Compression::Auto`] rule would
-    /// compress the message, it is compressed for this connection like [`send`](Self::send)
-    /// would: the shared frame is the uncompressed one.
+    /// compress the message, it goes compressed: as the compressed frame `message`
+    /// holds when [`prepare_compressed`](Self::prepare_compressed) made it for
+    /// connections like this one (shared, as the plain frame is), else compressed for
+    /// this connection like [`send`](Self::send) would.
     pub fn send_prepared(
         &mut self,
         now: Instant,
@@ -618,6 +620,10 @@ impl Connection {
         }
         #[cfg(feature = "deflate")]
         if self.should_compress(Some(message.payload_len()), Compression::Auto) {
+            let shared = self.deflate.as_ref().and_then(|d| d.tx.share_key());
+            if let Some(frame) = shared.and_then(|key| message.compressed_frame(key)) {
+                return self.queue_shared(now, frame.clone());
+            }
             let payload = message.payload();
             let message = match message.kind() {
                 MessageKind::Text => Message::Text(payload),
@@ -625,16 +631,46 @@ impl Connection {
             };
             return self.send(now, message);
         }
+        self.queue_shared(now, message.frame().clone())
+    }
+
+    /// Queues a whole frame shared with other connections, as it is.
+    fn queue_shared(&mut self, now: Instant, frame: Bytes) -> Result<(), SendError> {
         self.clock.observe(now);
-        let frame = message.frame();
         self.check_can_send(frame.len())?;
         if self.sending_fragmented.is_some() {
             return Err(SendError::FragmentOrder);
         }
         self.queued_bytes += frame.len();
         self.flush_coalesce();
-        self.out.push_back(frame.clone());
+        self.out.push_back(frame);
         Ok(())
+    }
+
+    /// Makes `message` hold its compressed frame for connections like this one, when
+    /// this connection would send it compressed and can share those bytes: a server
+    /// connection that agreed to permessage-deflate without keeping its compression
+    /// context between messages (`server_no_context_takeover` agreed, or a policy with
+    /// `keep_compressor` off), for a message of at least `min_compress_bytes`. Every
+    /// connection with the same level and window then sends that frame from
+    /// [`send_prepared`](Self::send_prepared) as it is: a fan-out compresses the message
+    /// once, not once per member. Does nothing otherwise, or when `message` already
+    /// holds a compressed frame (one is kept; connections with other settings compress
+    /// for themselves, as they do for a message never prepared this way).
+    ///
+    /// Call before sending `message` to the connections it is for. Allocates a
+    /// compressor (about 312 KiB, freed on return) and the compressed frame.
+    #[cfg(feature = "deflate")]
+    pub fn prepare_compressed(&self, message: &mut PreparedMessage) {
+        if self.side != Side::Server
+            || message.is_compressed()
+            || !self.should_compress(Some(message.payload_len()), Compression::Auto)
+        {
+            return;
+        }
+        if let Some(key) = self.deflate.as_ref().and_then(|d| d.tx.share_key()) {
+            message.compress_for(key);
+        }
     }
 
     /// Queues one fragment of a message (§5.4); `fin` marks the last one.
@@ -1236,6 +1272,8 @@ impl Connection {
 
 #[cfg(all(test, feature = "deflate"))]
 mod deflate_tests;
+#[cfg(all(test, feature = "deflate"))]
+mod prepared_deflate_tests;
 #[cfg(test)]
 mod send_tests;
 #[cfg(test)]

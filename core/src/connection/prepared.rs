@@ -6,11 +6,24 @@
 //! no frame header is written and no payload byte is copied per connection, and a runtime
 //! writes the shared buffer straight from it.
 //!
+//! With permessage-deflate, a server connection that keeps no compression context
+//! between messages compresses a message the same way as every other such connection
+//! with the same level and window: [`Connection::prepare_compressed`] compresses it once
+//! into the prepared message, and each of those connections then sends that compressed
+//! frame as it is (RFC 7692 §7.2.1 output depends only on the message and the settings
+//! when the context starts empty).
+//!
+//! [`Connection::prepare_compressed`]: super::Connection::prepare_compressed
+//!
 //! [`Connection::send_prepared`]: super::Connection::send_prepared
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+#[cfg(feature = "deflate")]
+use super::deflate::ShareKey;
 use super::message::{Message, MessageKind};
+#[cfg(feature = "deflate")]
+use super::RSV1;
 use crate::frame::{FrameHeader, HeaderBuf, OpCode};
 
 /// One whole message as a server frame (FIN, unmasked, uncompressed), built once and
@@ -22,6 +35,9 @@ pub struct PreparedMessage {
     frame: Bytes,
     /// Where the payload starts in `frame`.
     header_len: usize,
+    /// The message compressed for connections with this key, framed (RSV1 set).
+    #[cfg(feature = "deflate")]
+    compressed: Option<(ShareKey, Bytes)>,
 }
 
 impl PreparedMessage {
@@ -47,7 +63,46 @@ impl PreparedMessage {
             kind,
             frame: frame.freeze(),
             header_len: head.as_slice().len(),
+            #[cfg(feature = "deflate")]
+            compressed: None,
         }
+    }
+
+    /// Whether it holds a compressed frame, made by
+    /// [`Connection::prepare_compressed`](super::Connection::prepare_compressed).
+    #[cfg(feature = "deflate")]
+    pub fn is_compressed(&self) -> bool {
+        self.compressed.is_some()
+    }
+
+    /// The compressed frame for connections with `key`, if it holds one.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn compressed_frame(&self, key: ShareKey) -> Option<&Bytes> {
+        match &self.compressed {
+            Some((k, frame)) if *k == key => Some(frame),
+            _ => None,
+        }
+    }
+
+    /// Compresses the payload for connections with `key` and keeps the frame.
+    #[cfg(feature = "deflate")]
+    pub(crate) fn compress_for(&mut self, key: ShareKey) {
+        let compressed = key.compress(&self.payload());
+        let header = FrameHeader {
+            fin: true,
+            rsv: RSV1,
+            opcode: match self.kind {
+                MessageKind::Text => OpCode::Text,
+                MessageKind::Binary => OpCode::Binary,
+            },
+            mask: None,
+            payload_len: compressed.len() as u64,
+        };
+        let head = HeaderBuf::new(&header);
+        let mut frame = BytesMut::with_capacity(head.as_slice().len() + compressed.len());
+        frame.put_slice(head.as_slice());
+        frame.put_slice(&compressed);
+        self.compressed = Some((key, frame.freeze()));
     }
 
     /// Text or binary.
