@@ -88,6 +88,9 @@ pub struct ServerConfig {
     pub deflate_no_context_takeover: bool,
     /// Messages shorter than this go uncompressed (`--deflate-min-size`).
     pub deflate_min_bytes: usize,
+    /// Compression level, 0 (store) to 10 (`--deflate-level`): speed against ratio; the
+    /// compressor's memory is the same at every level.
+    pub deflate_level: u8,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +124,7 @@ impl Default for ServerConfig {
             deflate_window_bits: 15,
             deflate_no_context_takeover: false,
             deflate_min_bytes: 64,
+            deflate_level: 6,
         }
     }
 }
@@ -270,6 +274,11 @@ const FLAGS: &[Flag] = &[
         Kind::Bytes,
         "send messages shorter than this uncompressed [64]",
     ),
+    flag(
+        "deflate-level",
+        Kind::Count,
+        "compression level, 0 (store) to 10 (best; 1 is fastest) [6]",
+    ),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
     flag(
         "runtime",
@@ -418,6 +427,13 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
                 "deflate" => config.deflate = on,
                 _ => config.deflate_no_context_takeover = on,
             }
+        }
+        ("deflate-level", _) => {
+            config.deflate_level = value
+                .parse()
+                .ok()
+                .filter(|level| *level <= 10)
+                .ok_or_else(|| format!("{value:?} is not a compression level from 0 to 10"))?;
         }
         ("deflate-window-bits", _) => {
             config.deflate_window_bits = value
@@ -595,6 +611,18 @@ mod tests {
         .unwrap();
         assert!(c.deflate && c.deflate_no_context_takeover);
         assert_eq!((c.deflate_window_bits, c.deflate_min_bytes), (10, 1024));
+        assert_eq!(c.deflate_level, 6);
+        assert_eq!(run(&["--deflate-level", "1"], &[]).unwrap().deflate_level, 1);
+        assert_eq!(
+            run(&[], &[("SOCKEYE_DEFLATE_LEVEL", "10")])
+                .unwrap()
+                .deflate_level,
+            10
+        );
+        for bad in ["11", "-1", "fast"] {
+            let e = run(&["--deflate-level", bad], &[]).unwrap_err();
+            assert!(e.contains("--deflate-level"), "{e}");
+        }
         assert!(run(&[], &[("SOCKEYE_DEFLATE", "1")]).unwrap().deflate);
         assert!(
             !run(&["--deflate=off"], &[("SOCKEYE_DEFLATE", "on")])

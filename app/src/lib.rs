@@ -111,6 +111,7 @@ fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
         deflate.allow_context_takeover = !config.deflate_no_context_takeover;
         deflate.keep_compressor = !config.deflate_no_context_takeover;
         deflate.min_compress_bytes = config.deflate_min_bytes;
+        deflate.level = config.deflate_level;
         layer.deflate = deflate;
     }
     layer
