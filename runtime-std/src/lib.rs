@@ -121,7 +121,10 @@ mod error;
 mod reliable;
 mod sender;
 mod server;
+mod stream;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 mod url;
 mod websocket;
@@ -135,7 +138,10 @@ pub use reliable::{
 };
 pub use sender::Sender;
 pub use server::{Server, ServerHandle};
+pub use stream::{MaybeTlsStream, OverTcp, Stream};
 pub use time::Clock;
+#[cfg(feature = "tls")]
+pub use tls::TlsStream;
 pub use url::WsUrl;
 pub use websocket::{Recv, WebSocket};
 
