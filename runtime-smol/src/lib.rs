@@ -86,6 +86,7 @@ mod handshake_io;
 mod reliable_client;
 mod reliable_server;
 mod server;
+mod stream;
 mod websocket;
 
 pub use client::Client;
@@ -94,6 +95,7 @@ pub use reliable_server::{
     ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
 };
 pub use server::{Incoming, Server};
+pub use stream::{AsyncStream, MaybeTlsStream};
 pub use websocket::{TrySendError, WebSocket};
 
 pub use sockeye_core as core;
