@@ -88,6 +88,11 @@ pub struct ServerConfig {
     pub deflate_no_context_takeover: bool,
     /// Messages shorter than this go uncompressed (`--deflate-min-size`).
     pub deflate_min_bytes: usize,
+    /// PEM certificate chain (leaf first) to serve TLS with (`--tls-cert`); with
+    /// [`tls_key`](Self::tls_key), every connection is TLS (`wss://`, `https://`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of [`tls_cert`](Self::tls_cert) (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +126,8 @@ impl Default for ServerConfig {
             deflate_window_bits: 15,
             deflate_no_context_takeover: false,
             deflate_min_bytes: 64,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -270,6 +277,12 @@ const FLAGS: &[Flag] = &[
         Kind::Bytes,
         "send messages shorter than this uncompressed [64]",
     ),
+    flag(
+        "tls-cert",
+        Kind::Text,
+        "PEM certificate chain: serve TLS (wss://, https://) with --tls-key",
+    ),
+    flag("tls-key", Kind::Text, "PEM private key of --tls-cert"),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
     flag(
         "runtime",
@@ -311,6 +324,8 @@ pub fn help() -> String {
         "\nEndpoints: GET /ws (WebSocket, plain JSON mode), POST /api/push, GET /healthz,\n\
          GET /metrics, GET / (demo page), GET /sockeye.js and GET /sockeye.d.ts\n\
          (the JavaScript client).\n\n\
+         TLS: --tls-cert and --tls-key (PEM files) make every connection TLS (wss://\n\
+         and https://); or terminate TLS at a reverse proxy in front of plain ws://.\n\n\
          permessage-deflate (--deflate) compresses each message per connection; with\n\
          context takeover (the default) a connection that has sent a compressed message\n\
          keeps a compressor of about 312 KiB, and one that received one a decompressor of\n\
@@ -370,6 +385,14 @@ pub fn parse(
     if config.deflate && !cfg!(feature = "deflate") {
         return Err("--deflate: this build has no permessage-deflate (feature `deflate`)".into());
     }
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        (Some(_), Some(_)) if !cfg!(feature = "tls") => {
+            return Err("--tls-cert: this build has no TLS (feature `tls`)".into())
+        }
+        _ => {}
+    }
     if !(9..=15).contains(&config.deflate_window_bits) {
         return Err(format!(
             "--deflate-window-bits: {} is not a window size from 9 to 15 bits",
@@ -400,6 +423,8 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
         ("secret", _) => config.secret = Some(text()?),
         ("api-key", _) => config.api_key = Some(text()?),
         ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
+        ("tls-cert", _) => config.tls_cert = Some(PathBuf::from(text()?)),
+        ("tls-key", _) => config.tls_key = Some(PathBuf::from(text()?)),
         ("log-level", _) => config.log_level = Level::parse(value)?,
         ("runtime", _) => {
             config.runtime = match value {
@@ -523,6 +548,24 @@ mod tests {
         })? {
             Command::Run(config) => Ok(*config),
             Command::Help => Err("help".into()),
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_files_from_flags_or_env() {
+        assert!(run(&["--tls-cert", "c.pem"], &[])
+            .unwrap_err()
+            .contains("--tls-key"));
+        assert!(run(&[], &[("SOCKEYE_TLS_KEY", "k.pem")])
+            .unwrap_err()
+            .contains("--tls-cert"));
+        let both = run(&["--tls-cert=c.pem"], &[("SOCKEYE_TLS_KEY", "k.pem")]);
+        if cfg!(feature = "tls") {
+            let c = both.unwrap();
+            assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+            assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
+        } else {
+            assert!(both.unwrap_err().contains("feature `tls`"));
         }
     }
 
