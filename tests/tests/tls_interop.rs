@@ -1,0 +1,201 @@
+//! TLS against real peers, both ways: our clients (std and smol) against Python
+//! `websockets` and Node `ws` servers over `wss://`, and their clients against our std
+//! and smol servers and (Python) the `sockeye` binary's server serving TLS. Every certificate is made by the test.
+
+use std::process::Command;
+use std::time::Duration;
+
+use sockeye_std::{Client, ClientOptions, CloseCode, Message, Server};
+use sockeye_tests::{bounded, echo, node, payload, peers_dir, python, test_config, Peer, TestCert};
+
+/// Messages every exchange goes through: text, binary, and ones larger than a TLS
+/// record and a socket buffer.
+fn exchange(ws: &mut sockeye_std::WebSocket<sockeye_std::TlsStream>) {
+    echo(ws, Message::text("hello over tls"));
+    for len in [0, 125, 16 * 1024 + 1, 65536, 1 << 20] {
+        echo(ws, payload(len, 1, true));
+        echo(ws, payload(len, 2, false));
+    }
+    ws.close(CloseCode::NORMAL, "done").unwrap();
+    assert_eq!(ws.recv().unwrap(), None);
+    assert_eq!(ws.close_info().unwrap().code, CloseCode::NORMAL);
+}
+
+/// A peer server started by `command` that prints `PORT <n>`; its port.
+fn port_of(peer: &Peer) -> u16 {
+    let line = peer
+        .line(Duration::from_secs(30))
+        .expect("the peer did not print its port");
+    line.strip_prefix("PORT ")
+        .expect("a PORT line")
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn std_and_smol_clients_against_a_python_wss_server() {
+    bounded(Duration::from_secs(60), || {
+        let cert = TestCert::new("py-server");
+        let mut command = Command::new(python());
+        command
+            .arg(peers_dir().join("echo_server.py"))
+            .env("PEER_TIMEOUT", "60")
+            .env("PEER_TLS_CERT", &cert.cert_pem)
+            .env("PEER_TLS_KEY", &cert.key_pem);
+        let server = Peer::spawn(command);
+        let url = format!("wss://localhost:{}/", port_of(&server));
+        let options = ClientOptions {
+            tls: Some(&cert.client),
+            ..ClientOptions::default()
+        };
+        let mut ws = Client::connect_tls(&url, test_config(), options).expect("std connect");
+        exchange(&mut ws);
+
+        smol::block_on(async {
+            let mut ws = sockeye_smol::Client::connect_tls(&url, test_config(), options)
+                .await
+                .expect("smol connect");
+            let big = payload(1 << 20, 9, false);
+            ws.send(big.clone()).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(big));
+            ws.close(CloseCode::NORMAL, "done").await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), None);
+        });
+    });
+}
+
+/// Runs `peers/tls_client.py URL CA SCENARIO` trusting `cert`; asserts it ended well
+/// with a normal close.
+fn python_client(url: &str, scenario: &str, cert: &TestCert) {
+    let mut command = Command::new(python());
+    command
+        .arg(peers_dir().join("tls_client.py"))
+        .arg(url)
+        .arg(&cert.cert_pem)
+        .arg(scenario)
+        .env("PEER_TIMEOUT", "60");
+    let (status, lines, stderr) = Peer::spawn(command).finish(Duration::from_secs(45));
+    assert!(
+        status.success(),
+        "tls_client.py {scenario} failed:\n{stderr}"
+    );
+    assert_eq!(lines, ["ok=True close=1000"], "{stderr}");
+}
+
+/// A std TLS echo server with `cert`.
+fn std_tls_echo(cert: &TestCert) -> sockeye_std::ServerHandle {
+    Server::bind("127.0.0.1:0", test_config())
+        .unwrap()
+        .tls(std::sync::Arc::clone(&cert.server))
+        .spawn(|mut ws| {
+            while let Ok(Some(message)) = ws.recv() {
+                if ws.send(message).is_err() {
+                    break;
+                }
+            }
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_python_client_against_the_std_tls_server() {
+    bounded(Duration::from_secs(60), || {
+        let cert = TestCert::new("py-client");
+        let server = std_tls_echo(&cert);
+        let url = format!("wss://localhost:{}/echo", server.local_addr().port());
+        python_client(&url, "echo", &cert);
+    });
+}
+
+#[test]
+fn std_client_against_a_node_ws_tls_server() {
+    bounded(Duration::from_secs(60), || {
+        let cert = TestCert::new("node-server");
+        let mut command = Command::new(node());
+        command
+            .arg(peers_dir().join("ws_tls_echo_server.mjs"))
+            .arg(&cert.cert_pem)
+            .arg(&cert.key_pem)
+            .env("PEER_TIMEOUT", "60");
+        let server = Peer::spawn(command);
+        let url = format!("wss://localhost:{}/", port_of(&server));
+        let options = ClientOptions {
+            tls: Some(&cert.client),
+            ..ClientOptions::default()
+        };
+        let mut ws = Client::connect_tls(&url, test_config(), options).expect("connect");
+        exchange(&mut ws);
+    });
+}
+
+/// Runs `peers/ws_tls_client.mjs URL` trusting `cert`; asserts it saw every echo and a
+/// normal close.
+fn node_client(url: &str, cert: &TestCert) {
+    let mut command = Command::new(node());
+    command
+        .arg(peers_dir().join("ws_tls_client.mjs"))
+        .arg(url)
+        .arg(&cert.cert_pem)
+        .env("PEER_TIMEOUT", "60");
+    let (status, lines, stderr) = Peer::spawn(command).finish(Duration::from_secs(45));
+    assert!(status.success(), "ws_tls_client.mjs failed:\n{stderr}");
+    assert_eq!(lines, ["ok=true close=1000"], "{stderr}");
+}
+
+#[test]
+fn a_node_ws_client_against_the_std_and_smol_tls_servers() {
+    bounded(Duration::from_secs(60), || {
+        let cert = TestCert::new("node-client");
+        let server = std_tls_echo(&cert);
+        node_client(
+            &format!("wss://localhost:{}/", server.local_addr().port()),
+            &cert,
+        );
+
+        let smol_server = sockeye_smol::Server::bind("127.0.0.1:0", test_config()).unwrap();
+        let port = smol_server.local_addr().unwrap().port();
+        let tls = std::sync::Arc::clone(&cert.server);
+        std::thread::spawn(move || {
+            smol::block_on(async {
+                while let Ok(incoming) = smol_server.accept().await {
+                    let tls = std::sync::Arc::clone(&tls);
+                    smol::spawn(async move {
+                        let Ok(mut ws) = incoming.upgrade_tls(tls).await else {
+                            return;
+                        };
+                        while let Ok(Some(message)) = ws.recv().await {
+                            if ws.send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .detach();
+                }
+            })
+        });
+        node_client(&format!("wss://localhost:{port}/"), &cert);
+    });
+}
+
+#[test]
+fn a_python_client_against_the_sockeye_binary_over_tls_on_both_runtimes() {
+    bounded(Duration::from_secs(60), || {
+        let cert = TestCert::new("binary");
+        for runtime in ["smol", "threads"] {
+            let mut config = sockeye_tests::server::server_config();
+            config.tls_cert = Some(cert.cert_pem.clone());
+            config.tls_key = Some(cert.key_pem.clone());
+            config.runtime = match runtime {
+                "smol" => sockeye::Runtime::Smol,
+                _ => sockeye::Runtime::Threads,
+            };
+            let server = sockeye::start(config).expect("start the server with TLS");
+            let port = server.local_addr().port();
+            // The binary's /ws speaks plain JSON mode, which does not echo: the client
+            // opens the connection and closes it cleanly.
+            let url = format!("wss://localhost:{port}/ws?user=py");
+            python_client(&url, "open", &cert);
+            server.shutdown();
+        }
+    });
+}
