@@ -16,7 +16,7 @@ use crate::websocket::{Parts, WebSocket};
 /// Opens client connections, like `sockeye_std::Client` but async.
 ///
 /// [`connect`](Self::connect) opens `ws://` URLs, [`open`](Self::open) `ws://` and
-/// `wss://` alike, [`connect_tls`](Self::connect_tls) (feature `tls`) `wss://` ones; a
+/// `wss://` alike, `connect_tls` (feature `tls`) `wss://` ones; a
 /// `wss://` URL is never connected to in the clear. [`WebSocket::client`] runs the
 /// handshake over a stream you connected yourself. A host name is resolved on the
 /// calling thread (`ToSocketAddrs`); pass an IP address to never block the executor.
@@ -45,7 +45,7 @@ impl Client {
     /// Connects to `url` (`ws://host[:port][/path][?query]`) and completes the handshake.
     /// Connecting and the handshake are each bounded by `config.handshake_timeout`. A
     /// `wss://` URL is refused: see [`open`](Self::open) and
-    /// [`connect_tls`](Self::connect_tls).
+    /// `connect_tls`.
     pub async fn connect(url: &str, config: Config) -> Result<WebSocket> {
         Client::connect_with(url, config, ClientOptions::default()).await
     }

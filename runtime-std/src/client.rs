@@ -74,7 +74,7 @@ impl ClientOptions<'_> {
 ///
 /// [`connect`](Self::connect) opens `ws://` URLs over TCP; [`open`](Self::open) takes
 /// `ws://` and `wss://` alike; with the `tls` feature
-/// [`connect_tls`](Self::connect_tls) opens `wss://` ones. A `wss://` URL is never
+/// `connect_tls` opens `wss://` ones. A `wss://` URL is never
 /// connected to in the clear. [`WebSocket::client`] runs the handshake over a stream you
 /// connected yourself (a Unix socket, your own TLS).
 ///
@@ -99,7 +99,7 @@ impl Client {
     /// Connects to `url` (`ws://host[:port][/path][?query]`) and completes the handshake.
     /// Connecting and the handshake are each bounded by `config.handshake_timeout`. A
     /// `wss://` URL is refused: see [`open`](Self::open) and
-    /// [`connect_tls`](Self::connect_tls).
+    /// `connect_tls`.
     pub fn connect(url: &str, config: Config) -> Result<WebSocket> {
         Client::connect_with(url, config, ClientOptions::default())
     }

@@ -34,7 +34,7 @@ struct Policy {
 }
 
 /// A WebSocket server: accepts TCP connections and upgrades them; a `Server<TlsStream>`
-/// ([`Server::tls`], feature `tls`) runs a TLS handshake first, on the connection's
+/// (`Server::tls`, feature `tls`) runs a TLS handshake first, on the connection's
 /// thread. [`upgrade`](Self::upgrade) runs the handshake with this server's policy over
 /// a stream accepted elsewhere (a Unix socket).
 ///

@@ -25,6 +25,10 @@ use sockeye_core::Instant;
 use crate::stream::Stream;
 use crate::time::Clock;
 
+/// The rustls this crate was built with, for root stores, certificates and
+/// configurations of your own.
+pub use rustls;
+
 /// A TLS session (client or server side) over a connected [`Stream`], itself a
 /// [`Stream`]: what a `wss://` [`WebSocket`](crate::WebSocket) runs over.
 ///
