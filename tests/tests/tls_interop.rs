@@ -199,3 +199,120 @@ fn a_python_client_against_the_sockeye_binary_over_tls_on_both_runtimes() {
         }
     });
 }
+
+/// One HTTPS `POST /api/push` to the server at `port`, trusting `cert`; its status.
+fn https_push(port: u16, cert: &TestCert, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::clone(&cert.client), name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let request = format!(
+        "POST /api/push HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    // The server may end the TCP stream without close_notify after `Connection: close`.
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The number in the `data` of a pushed message a reliable client was delivered (`None`
+/// for the server's other messages, such as its welcome).
+fn pushed_number(payload: &[u8]) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
+    value["data"].as_u64()
+}
+
+/// Reliable clients (smol and std) over `wss://` through a proxy that cuts their
+/// connections: each reconnects, redoes the TLS handshake, resumes its session, and
+/// receives every push once and in order.
+#[test]
+fn reliable_clients_resume_over_wss_through_cuts() {
+    use sockeye_std::{ReconnectConfig, ReliableOptions, SessionEvent};
+    const PUSHES: u64 = 200;
+    bounded(Duration::from_secs(60), || {
+        let cert = TestCert::new("reliable");
+        let mut config = sockeye_tests::server::server_config();
+        config.tls_cert = Some(cert.cert_pem.clone());
+        config.tls_key = Some(cert.key_pem.clone());
+        let server = sockeye::start(config).expect("start the server with TLS");
+        let port = server.local_addr().port();
+        let mut reconnect = ReconnectConfig::default();
+        reconnect.initial_delay = Duration::from_millis(5);
+        reconnect.max_delay = Duration::from_millis(50);
+        let options = ReliableOptions {
+            reconnect,
+            tls: Some(std::sync::Arc::clone(&cert.client)),
+            ..ReliableOptions::default()
+        };
+        let push_all = |user: &str| {
+            for i in 0..PUSHES {
+                let body = format!(r#"{{"user":"{user}","data":{i}}}"#);
+                assert_eq!(https_push(port, &cert, &body), 202, "push {i}");
+            }
+        };
+
+        // smol: cuts in the TLS handshake of the first connection and mid-stream.
+        let proxy =
+            sockeye_tests::CuttingProxy::start(server.local_addr(), vec![700, 9_000, 30_000]);
+        let url = format!("wss://localhost:{}/ws?user=ann", proxy.addr().port());
+        let mut ann = smol::block_on(sockeye_smol::ReliableClient::connect(&url, options.clone()))
+            .expect("smol reliable wss");
+        let got = std::thread::scope(|s| {
+            s.spawn(|| push_all("ann"));
+            smol::block_on(async {
+                let mut got = Vec::new();
+                while (got.len() as u64) < PUSHES {
+                    match ann
+                        .next_event(Some(Duration::from_millis(100)))
+                        .await
+                        .unwrap()
+                    {
+                        Some(SessionEvent::Delivered { payload, .. }) => {
+                            got.extend(pushed_number(&payload))
+                        }
+                        Some(SessionEvent::SessionLost { .. }) => panic!("session lost"),
+                        _ => {}
+                    }
+                }
+                got
+            })
+        });
+        assert_eq!(got, (0..PUSHES).collect::<Vec<_>>());
+        assert!(proxy.cuts_done() >= 1, "no cut happened");
+        assert!(ann.connections() > 1, "never reconnected");
+
+        // std, the same.
+        let proxy =
+            sockeye_tests::CuttingProxy::start(server.local_addr(), vec![700, 9_000, 30_000]);
+        let url = format!("wss://localhost:{}/ws?user=bo", proxy.addr().port());
+        let mut bo = sockeye_std::ReliableClient::connect(&url, options).expect("std reliable wss");
+        let got = std::thread::scope(|s| {
+            s.spawn(|| push_all("bo"));
+            let mut got = Vec::new();
+            while (got.len() as u64) < PUSHES {
+                match bo.next_event(Some(Duration::from_millis(100))).unwrap() {
+                    Some(SessionEvent::Delivered { payload, .. }) => {
+                        got.extend(pushed_number(&payload))
+                    }
+                    Some(SessionEvent::SessionLost { .. }) => panic!("session lost"),
+                    _ => {}
+                }
+            }
+            got
+        });
+        assert_eq!(got, (0..PUSHES).collect::<Vec<_>>());
+        assert!(proxy.cuts_done() >= 1, "no cut happened");
+        assert!(bo.connections() > 1, "never reconnected");
+        server.shutdown();
+    });
+}
