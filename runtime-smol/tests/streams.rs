@@ -184,4 +184,50 @@ mod tls {
             }
         });
     }
+
+    /// The write timeout holds over TLS: a peer that completed both handshakes and then
+    /// reads nothing fails a blocked send with `WriteTimeout`.
+    #[test]
+    fn a_send_to_a_tls_peer_that_reads_nothing_fails_with_a_write_timeout() {
+        use sockeye_smol::ConnectionError;
+        let (server_tls, client_tls) = certificate();
+        let server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let deaf = std::thread::spawn(move || {
+            smol::block_on(async {
+                let incoming = server.accept().await.unwrap();
+                let ws = incoming.upgrade_tls(server_tls).await.unwrap();
+                // Holds the connection without reading.
+                let _ = done_rx.recv();
+                drop(ws);
+            })
+        });
+        let mut config = Config::default();
+        config.pong_timeout = std::time::Duration::from_millis(200);
+        config.ping_interval = None;
+        smol::block_on(async {
+            let url = format!("wss://localhost:{port}/");
+            let options = ClientOptions {
+                tls: Some(&client_tls),
+                ..ClientOptions::default()
+            };
+            let mut ws = Client::connect_tls(&url, config, options).await.unwrap();
+            let message = Message::binary(vec![0u8; 1 << 20]);
+            let mut sent = 0;
+            let error = loop {
+                match ws.send(message.clone()).await {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+                assert!(sent < 4096, "4 GiB taken for a peer that reads nothing");
+            };
+            assert!(
+                matches!(error, Error::Connection(ConnectionError::WriteTimeout)),
+                "{error:?}"
+            );
+        });
+        done_tx.send(()).unwrap();
+        deaf.join().unwrap();
+    }
 }

@@ -190,4 +190,48 @@ mod tls {
         talk(&mut ws, 10);
         assert_eq!(server.join().unwrap().unwrap(), 10);
     }
+
+    /// The write timeout holds over TLS: a peer that completed both handshakes and then
+    /// reads nothing fails a blocked send with `WriteTimeout`, however much ciphertext
+    /// the session buffered.
+    #[test]
+    fn a_send_to_a_tls_peer_that_reads_nothing_fails_with_a_write_timeout() {
+        use sockeye_std::ConnectionError;
+        let (server_tls, client_tls) = certificate();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let timeout = std::time::Duration::from_secs(10);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        // The deaf peer: both handshakes, then it holds the stream without reading.
+        let deaf = thread::spawn(move || {
+            let tls = sockeye_std::TlsStream::accept(server_tls, theirs, timeout).unwrap();
+            let ws = WebSocket::server(tls, Config::default()).unwrap();
+            let _ = done_rx.recv();
+            drop(ws);
+        });
+        let mut config = Config::default();
+        config.pong_timeout = std::time::Duration::from_millis(200);
+        config.ping_interval = None;
+        let tls = sockeye_std::TlsStream::connect(client_tls, "localhost", ours, timeout).unwrap();
+        let mut ws =
+            WebSocket::client(tls, "wss://localhost/", config, Default::default()).unwrap();
+        let message = Message::binary(vec![0u8; 1 << 20]);
+        let mut sent = 0;
+        let error = loop {
+            match ws.send(message.clone()) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 4096, "4 GiB taken for a peer that reads nothing");
+        };
+        assert!(
+            matches!(error, Error::Connection(ConnectionError::WriteTimeout)),
+            "{error:?}"
+        );
+        assert!(matches!(
+            ws.recv(),
+            Err(Error::Connection(ConnectionError::WriteTimeout))
+        ));
+        done_tx.send(()).unwrap();
+        deaf.join().unwrap();
+    }
 }
