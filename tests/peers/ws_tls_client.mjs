@@ -1,9 +1,10 @@
 // A Node `ws` client over TLS, the peer for the Rust servers' wss:// tests.
 //
-// usage: node ws_tls_client.mjs URL CA.pem
+// usage: node ws_tls_client.mjs URL CA.pem [welcome]
 // Trusts only CA.pem, sends text and binary messages (one larger than a TLS record),
 // checks each echo, closes with 1000, and prints `ok=true close=<code>`; fails with a
-// message otherwise. `ws` comes from clients/js/node_modules. Exits by itself after
+// message otherwise. With `welcome` (a server that greets rather than echoes, like the
+// sockeye server's /ws) it waits for the first text message instead, then closes. `ws` comes from clients/js/node_modules. Exits by itself after
 // $PEER_TIMEOUT seconds (default 60).
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -11,7 +12,7 @@ import { createRequire } from "node:module";
 const require = createRequire(new URL("../../clients/js/package.json", import.meta.url));
 const WebSocket = require("ws");
 
-const [url, ca] = process.argv.slice(2);
+const [url, ca, mode] = process.argv.slice(2);
 setTimeout(() => {
   console.error("timed out");
   process.exit(2);
@@ -25,8 +26,19 @@ const messages = [
 ];
 const ws = new WebSocket(url, { ca: readFileSync(ca) });
 let next = 0;
-ws.on("open", () => ws.send(messages[0]));
+if (mode === "welcome") messages.length = 0;
+ws.on("open", () => {
+  if (messages.length > 0) ws.send(messages[0]);
+});
 ws.on("message", (data, isBinary) => {
+  if (mode === "welcome") {
+    if (isBinary || data.length === 0) {
+      console.error("expected a text welcome");
+      process.exit(1);
+    }
+    ws.close(1000, "done");
+    return;
+  }
   const want = messages[next];
   const same = typeof want === "string"
     ? !isBinary && data.toString() === want

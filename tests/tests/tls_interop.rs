@@ -1,6 +1,6 @@
 //! TLS against real peers, both ways: our clients (std and smol) against Python
 //! `websockets` and Node `ws` servers over `wss://`, and their clients against our std
-//! and smol servers and (Python) the `sockeye` binary's server serving TLS. Every certificate is made by the test.
+//! and smol servers and the `sockeye` server (in process) serving TLS. Every certificate is made by the test.
 
 use std::process::Command;
 use std::time::Duration;
@@ -128,18 +128,23 @@ fn std_client_against_a_node_ws_tls_server() {
     });
 }
 
-/// Runs `peers/ws_tls_client.mjs URL` trusting `cert`; asserts it saw every echo and a
-/// normal close.
-fn node_client(url: &str, cert: &TestCert) {
+/// Runs `peers/ws_tls_client.mjs URL CA [MODE]` trusting `cert`; asserts it saw every
+/// echo (or, with `welcome`, a greeting) and a normal close.
+fn node_client_in(url: &str, cert: &TestCert, mode: &[&str]) {
     let mut command = Command::new(node());
     command
         .arg(peers_dir().join("ws_tls_client.mjs"))
         .arg(url)
         .arg(&cert.cert_pem)
+        .args(mode)
         .env("PEER_TIMEOUT", "60");
     let (status, lines, stderr) = Peer::spawn(command).finish(Duration::from_secs(45));
     assert!(status.success(), "ws_tls_client.mjs failed:\n{stderr}");
     assert_eq!(lines, ["ok=true close=1000"], "{stderr}");
+}
+
+fn node_client(url: &str, cert: &TestCert) {
+    node_client_in(url, cert, &[]);
 }
 
 #[test]
@@ -178,7 +183,7 @@ fn a_node_ws_client_against_the_std_and_smol_tls_servers() {
 }
 
 #[test]
-fn a_python_client_against_the_sockeye_binary_over_tls_on_both_runtimes() {
+fn python_and_node_clients_against_the_sockeye_server_over_tls_on_both_runtimes() {
     bounded(Duration::from_secs(60), || {
         let cert = TestCert::new("binary");
         for runtime in ["smol", "threads"] {
@@ -195,6 +200,8 @@ fn a_python_client_against_the_sockeye_binary_over_tls_on_both_runtimes() {
             // opens the connection and closes it cleanly.
             let url = format!("wss://localhost:{port}/ws?user=py");
             python_client(&url, "open", &cert);
+            let url = format!("wss://localhost:{port}/ws?user=node");
+            node_client_in(&url, &cert, &["welcome"]);
             server.shutdown();
         }
     });
