@@ -28,9 +28,19 @@ fn certificate(name: &str) -> (PathBuf, PathBuf, Arc<rustls::ClientConfig>) {
     (cert_path, key_path, sockeye_std::tls::client_config(roots))
 }
 
+/// A child process killed when dropped, so a failing test leaves no server behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The binary with TLS on `runtime`; returns it and its port (read from its log, which
 /// must announce `wss://`).
-fn spawn_tls_server(runtime: &str, cert: &PathBuf, key: &PathBuf) -> (Child, u16) {
+fn spawn_tls_server(runtime: &str, cert: &PathBuf, key: &PathBuf) -> (Killed, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sockeye"))
         .args([
             "--listen",
@@ -60,7 +70,7 @@ fn spawn_tls_server(runtime: &str, cert: &PathBuf, key: &PathBuf) -> (Child, u16
         .expect("the server logs its address");
     assert!(line.contains("wss://"), "{line}");
     let addr: std::net::SocketAddr = line.split_whitespace().next().unwrap().parse().unwrap();
-    (child, addr.port())
+    (Killed(child), addr.port())
 }
 
 /// One HTTPS request (`Connection: close`) to the server; its status and body.
@@ -98,7 +108,7 @@ fn push(port: u16, tls: &Arc<rustls::ClientConfig>, body: &str) -> u16 {
 
 fn serves_wss_https_and_reliable_mode(runtime: &str) {
     let (cert, key, tls) = certificate(runtime);
-    let (mut child, port) = spawn_tls_server(runtime, &cert, &key);
+    let (_server, port) = spawn_tls_server(runtime, &cert, &key);
     let options = ClientOptions {
         tls: Some(&tls),
         ..ClientOptions::default()
@@ -148,9 +158,6 @@ fn serves_wss_https_and_reliable_mode(runtime: &str) {
     let mut config = Config::default();
     config.handshake_timeout = Duration::from_secs(5);
     assert!(Client::connect(&plain, config).is_err());
-
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
