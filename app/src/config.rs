@@ -91,6 +91,11 @@ pub struct ServerConfig {
     /// Compression level, 0 (store) to 10 (`--deflate-level`): speed against ratio; the
     /// compressor's memory is the same at every level.
     pub deflate_level: u8,
+    /// PEM certificate chain (leaf first) to serve TLS with (`--tls-cert`); with
+    /// [`tls_key`](Self::tls_key), every connection is TLS (`wss://`, `https://`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of [`tls_cert`](Self::tls_cert) (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +130,8 @@ impl Default for ServerConfig {
             deflate_no_context_takeover: false,
             deflate_min_bytes: 64,
             deflate_level: 6,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -279,6 +286,12 @@ const FLAGS: &[Flag] = &[
         Kind::Count,
         "compression level, 0 (store) to 10 (best; 1 is fastest) [6]",
     ),
+    flag(
+        "tls-cert",
+        Kind::Text,
+        "PEM certificate chain: serve TLS (wss://, https://) with --tls-key",
+    ),
+    flag("tls-key", Kind::Text, "PEM private key of --tls-cert"),
     flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
     flag(
         "runtime",
@@ -320,6 +333,8 @@ pub fn help() -> String {
         "\nEndpoints: GET /ws (WebSocket, plain JSON mode), POST /api/push, GET /healthz,\n\
          GET /metrics, GET / (demo page), GET /sockeye.js and GET /sockeye.d.ts\n\
          (the JavaScript client).\n\n\
+         TLS: --tls-cert and --tls-key (PEM files) make every connection TLS (wss://\n\
+         and https://); or terminate TLS at a reverse proxy in front of plain ws://.\n\n\
          permessage-deflate (--deflate) compresses each message per connection; with\n\
          context takeover (the default) a connection that has sent a compressed message\n\
          keeps a compressor of about 312 KiB, and one that received one a decompressor of\n\
@@ -379,6 +394,14 @@ pub fn parse(
     if config.deflate && !cfg!(feature = "deflate") {
         return Err("--deflate: this build has no permessage-deflate (feature `deflate`)".into());
     }
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        (Some(_), Some(_)) if !cfg!(feature = "tls") => {
+            return Err("--tls-cert: this build has no TLS (feature `tls`)".into())
+        }
+        _ => {}
+    }
     if !(9..=15).contains(&config.deflate_window_bits) {
         return Err(format!(
             "--deflate-window-bits: {} is not a window size from 9 to 15 bits",
@@ -409,6 +432,8 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
         ("secret", _) => config.secret = Some(text()?),
         ("api-key", _) => config.api_key = Some(text()?),
         ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
+        ("tls-cert", _) => config.tls_cert = Some(PathBuf::from(text()?)),
+        ("tls-key", _) => config.tls_key = Some(PathBuf::from(text()?)),
         ("log-level", _) => config.log_level = Level::parse(value)?,
         ("runtime", _) => {
             config.runtime = match value {
@@ -543,6 +568,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_needs_both_files_from_flags_or_env() {
+        assert!(run(&["--tls-cert", "c.pem"], &[])
+            .unwrap_err()
+            .contains("--tls-key"));
+        assert!(run(&[], &[("SOCKEYE_TLS_KEY", "k.pem")])
+            .unwrap_err()
+            .contains("--tls-cert"));
+        let both = run(&["--tls-cert=c.pem"], &[("SOCKEYE_TLS_KEY", "k.pem")]);
+        if cfg!(feature = "tls") {
+            let c = both.unwrap();
+            assert_eq!(c.tls_cert, Some(PathBuf::from("c.pem")));
+            assert_eq!(c.tls_key, Some(PathBuf::from("k.pem")));
+        } else {
+            assert!(both.unwrap_err().contains("feature `tls`"));
+        }
+    }
+
+    #[test]
     fn defaults_work_without_flags() {
         assert_eq!(run(&[], &[]).unwrap(), ServerConfig::default());
     }
@@ -612,7 +655,10 @@ mod tests {
         assert!(c.deflate && c.deflate_no_context_takeover);
         assert_eq!((c.deflate_window_bits, c.deflate_min_bytes), (10, 1024));
         assert_eq!(c.deflate_level, 6);
-        assert_eq!(run(&["--deflate-level", "1"], &[]).unwrap().deflate_level, 1);
+        assert_eq!(
+            run(&["--deflate-level", "1"], &[]).unwrap().deflate_level,
+            1
+        );
         assert_eq!(
             run(&[], &[("SOCKEYE_DEFLATE_LEVEL", "10")])
                 .unwrap()

@@ -57,6 +57,8 @@ pub(super) struct Driver {
     appended: Vec<u8>,
     links: HashMap<ConnId, Link>,
     write_timeout: Duration,
+    /// TLS for every connection, if configured.
+    tls: crate::TlsConfig,
     /// When a shutdown gives up waiting for the layer.
     give_up: Option<std::time::Instant>,
     grace: Duration,
@@ -70,6 +72,7 @@ impl Driver {
         journal: Option<Sender<Vec<u8>>>,
         write_timeout: Duration,
         grace: Duration,
+        tls: crate::TlsConfig,
     ) -> Driver {
         Driver {
             server,
@@ -79,6 +82,7 @@ impl Driver {
             appended: Vec::new(),
             links: HashMap::new(),
             write_timeout,
+            tls,
             give_up: None,
             grace,
         }
@@ -169,7 +173,7 @@ impl Driver {
         let now = self.clock.now();
         let _ = stream.set_nodelay(true);
         let conn = self.server.handle_accept(now);
-        match io::spawn(conn, stream, &self.inputs, self.write_timeout) {
+        match io::spawn(conn, stream, &self.inputs, self.write_timeout, &self.tls) {
             Ok(writer) => {
                 crate::descriptors::descriptors_again();
                 self.links.insert(

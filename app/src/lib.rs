@@ -117,6 +117,29 @@ fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
     layer
 }
 
+/// The TLS configuration connections are served with, if any: rustls is sans-IO, so each
+/// runtime moves ciphertext between the socket and a `rustls::ServerConnection` and only
+/// plaintext reaches the server layer.
+#[cfg(feature = "tls")]
+type TlsConfig = Option<std::sync::Arc<rustls::ServerConfig>>;
+/// Without the `tls` feature there is never a TLS configuration.
+#[cfg(not(feature = "tls"))]
+type TlsConfig = Option<std::convert::Infallible>;
+
+/// Loads `--tls-cert` and `--tls-key`, naming the file at fault.
+fn tls_config(config: &ServerConfig) -> std::io::Result<TlsConfig> {
+    match (&config.tls_cert, &config.tls_key) {
+        #[cfg(feature = "tls")]
+        (Some(cert), Some(key)) => Ok(Some(sockeye_std::tls::server_config_from_pem(cert, key)?)),
+        #[cfg(not(feature = "tls"))]
+        (Some(_), Some(_)) => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "--tls-cert: this build has no TLS (feature `tls`)",
+        )),
+        _ => Ok(None),
+    }
+}
+
 /// Everything a runtime needs to serve: the bound listener, the layer restored from the
 /// journal, the clock its instants count from, and the journal file.
 struct Parts {
@@ -124,6 +147,8 @@ struct Parts {
     server: sockeye_server::Server,
     clock: sockeye_std::Clock,
     journal: Option<journal_file::JournalFile>,
+    /// TLS for every connection (`--tls-cert`, `--tls-key`), if configured.
+    tls: TlsConfig,
     grace: Duration,
     write_timeout: Duration,
 }
@@ -157,6 +182,7 @@ pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
         server,
         clock,
         journal,
+        tls: tls_config(&config)?,
         grace: config.shutdown_grace,
         // A write blocked this long on a peer that reads nothing fails, and the
         // connection ends; keepalive would have ended it by then.
@@ -211,6 +237,10 @@ pub fn run(config: ServerConfig) -> i32 {
     };
     announce(&config);
     let runtime = config.runtime;
+    let (ws, http) = match config.tls_cert {
+        Some(_) => ("wss", "https"),
+        None => ("ws", "http"),
+    };
     let server = match start(config) {
         Ok(server) => server,
         Err(e) => {
@@ -220,7 +250,7 @@ pub fn run(config: ServerConfig) -> i32 {
     };
     log_at!(
         Info,
-        "listening on {} (ws://{}/ws, demo at http://{}/) on the {} runtime",
+        "listening on {} ({ws}://{}/ws, demo at {http}://{}/) on the {} runtime",
         server.addr,
         server.addr,
         server.addr,
@@ -262,6 +292,14 @@ fn announce(config: &ServerConfig) {
             Warn,
             "push API disabled: no --api-key (SOCKEYE_API_KEY) configured"
         ),
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        log_at!(
+            Info,
+            "TLS on: certificate {}, key {}",
+            cert.display(),
+            key.display()
+        );
     }
     if let Some(path) = &config.journal {
         log_at!(

@@ -42,6 +42,7 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
         journal,
         parts.write_timeout,
         parts.grace,
+        parts.tls,
     );
     let driver = thread::Builder::new()
         .name("sockeye-driver".into())

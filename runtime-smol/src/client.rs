@@ -1,4 +1,5 @@
-//! [`Client`]: connect to a `ws://` URL and perform the client handshake, asynchronously.
+//! [`Client`]: connect to a `ws://` or `wss://` URL, or take a connected stream, and
+//! perform the client handshake, asynchronously.
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -9,12 +10,16 @@ use sockeye_core::Config;
 use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Result, WsUrl};
 
 use crate::handshake_io::{self, Input};
+use crate::stream::{AsyncStream, MaybeTlsStream};
 use crate::websocket::{Parts, WebSocket};
 
 /// Opens client connections, like `sockeye_std::Client` but async.
 ///
-/// Only `ws://` URLs are supported (no TLS). A host name is resolved on the calling
-/// thread (`ToSocketAddrs`); pass an IP address to never block the executor.
+/// [`connect`](Self::connect) opens `ws://` URLs, [`open`](Self::open) `ws://` and
+/// `wss://` alike, `connect_tls` (feature `tls`) `wss://` ones; a
+/// `wss://` URL is never connected to in the clear. [`WebSocket::client`] runs the
+/// handshake over a stream you connected yourself. A host name is resolved on the
+/// calling thread (`ToSocketAddrs`); pass an IP address to never block the executor.
 ///
 /// ```no_run
 /// use sockeye_smol::{Client, CloseCode, Config, Message};
@@ -38,7 +43,9 @@ pub struct Client {
 
 impl Client {
     /// Connects to `url` (`ws://host[:port][/path][?query]`) and completes the handshake.
-    /// Connecting and the handshake are each bounded by `config.handshake_timeout`.
+    /// Connecting and the handshake are each bounded by `config.handshake_timeout`. A
+    /// `wss://` URL is refused: see [`open`](Self::open) and
+    /// `connect_tls`.
     pub async fn connect(url: &str, config: Config) -> Result<WebSocket> {
         Client::connect_with(url, config, ClientOptions::default()).await
     }
@@ -54,22 +61,177 @@ impl Client {
         Client::connect_on(url, config, options, Clock::new()).await
     }
 
-    /// [`connect_with`](Self::connect_with) on `clock`, so the connection's deadlines
-    /// compare with instants the caller (a reliable client) already holds.
-    pub(crate) async fn connect_on(
+    async fn connect_on(
         url: &str,
         config: Config,
         options: ClientOptions<'_>,
         clock: Clock,
     ) -> Result<WebSocket> {
+        let parsed = WsUrl::parse(url)?;
+        if parsed.is_tls() {
+            return Err(Error::InvalidUrl(format!(
+                "Client::connect is for ws:// URLs; use Client::open or Client::connect_tls \
+                 (feature `tls`) for {url}"
+            )));
+        }
+        let stream = connect_tcp(&parsed, &config).await?;
+        handshake(stream, &parsed, config, options, clock).await
+    }
+
+    /// Connects to a `ws://` or a `wss://` URL (the latter with the `tls` feature; without
+    /// it a `wss://` URL is refused) and completes the handshake, over plain TCP or TLS
+    /// as the scheme says. Connecting, the TLS handshake and the WebSocket handshake are
+    /// each bounded by `config.handshake_timeout`.
+    pub async fn open(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+    ) -> Result<WebSocket<MaybeTlsStream>> {
+        Client::open_on(url, config, options, Clock::new()).await
+    }
+
+    /// [`open`](Self::open) on `clock`, so the connection's deadlines compare with
+    /// instants the caller (a reliable client) already holds.
+    pub(crate) async fn open_on(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+        clock: Clock,
+    ) -> Result<WebSocket<MaybeTlsStream>> {
+        let parsed = WsUrl::parse(url)?;
+        let tcp = connect_tcp(&parsed, &config).await?;
+        let stream = if parsed.is_tls() {
+            #[cfg(feature = "tls")]
+            {
+                MaybeTlsStream::Tls(Box::new(tls_connect(tcp, &parsed, &config, options).await?))
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                drop(tcp);
+                return Err(Error::InvalidUrl(format!(
+                    "wss:// needs sockeye-smol's `tls` feature: {url}"
+                )));
+            }
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        handshake(stream, &parsed, config, options, clock).await
+    }
+
+    /// Connects to a `wss://` URL: TCP, then TLS verifying the server's certificate
+    /// against `options.tls` (the platform's roots by default) for the URL's host, then
+    /// the WebSocket handshake over it, each bounded by `config.handshake_timeout`.
+    ///
+    /// ```no_run
+    /// use sockeye_smol::{Client, ClientOptions, Config, Message};
+    ///
+    /// async_io::block_on(async {
+    ///     let mut ws = Client::connect_tls("wss://example.com/chat", Config::default(),
+    ///         ClientOptions::default()).await?;
+    ///     ws.send(Message::text("hello")).await?;
+    ///     Ok::<(), sockeye_smol::Error>(())
+    /// })?;
+    /// # Ok::<(), sockeye_smol::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub async fn connect_tls(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+    ) -> Result<WebSocket<futures_rustls::client::TlsStream<Async<TcpStream>>>> {
+        let parsed = WsUrl::parse(url)?;
+        if !parsed.is_tls() {
+            return Err(Error::InvalidUrl(format!(
+                "Client::connect_tls is for wss:// URLs: {url}"
+            )));
+        }
+        let tcp = connect_tcp(&parsed, &config).await?;
+        let stream = tls_connect(tcp, &parsed, &config, options).await?;
+        handshake(stream, &parsed, config, options, Clock::new()).await
+    }
+}
+
+/// The client side of a TLS handshake over `tcp` for `url`'s host, bounded by the
+/// handshake timeout.
+#[cfg(feature = "tls")]
+async fn tls_connect(
+    tcp: Async<TcpStream>,
+    url: &WsUrl,
+    config: &Config,
+    options: ClientOptions<'_>,
+) -> Result<futures_rustls::client::TlsStream<Async<TcpStream>>> {
+    let tls = match options.tls {
+        Some(tls) => std::sync::Arc::clone(tls),
+        None => sockeye_std::tls::platform_client_config()?,
+    };
+    let name = rustls::pki_types::ServerName::try_from(url.socket_addr().0.to_string())
+        .map_err(|e| Error::InvalidUrl(format!("{e}: {}", url.host())))?;
+    let connect = futures_rustls::TlsConnector::from(tls).connect(name, tcp);
+    let timeout = async {
+        Timer::after(config.handshake_timeout).await;
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the TLS handshake did not complete in time",
+        ))
+    };
+    Ok(future::or(connect, timeout).await?)
+}
+
+impl<S: AsyncStream> WebSocket<S> {
+    /// Runs the client handshake for `url` over `stream`, a connection you opened
+    /// yourself (an `Async<UnixStream>`, a TLS session of your own), and returns the
+    /// open WebSocket over it. `url` gives the `Host` header and the path (`ws://` or
+    /// `wss://`; nothing is connected to it); the handshake is bounded by
+    /// `config.handshake_timeout`.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use async_io::Async;
+    /// use sockeye_smol::{ClientOptions, CloseCode, Config, Message, WebSocket};
+    ///
+    /// async_io::block_on(async {
+    ///     let (ours, theirs) = UnixStream::pair()?;
+    ///     let (ours, theirs) = (Async::new(ours)?, Async::new(theirs)?);
+    ///     let server = async {
+    ///         let mut ws = WebSocket::server(theirs, Config::default()).await?;
+    ///         while let Some(message) = ws.recv().await? {
+    ///             ws.send(message).await?;
+    ///         }
+    ///         Ok::<(), sockeye_smol::Error>(())
+    ///     };
+    ///     let client = async {
+    ///         let mut ws = WebSocket::client(ours, "ws://localhost/", Config::default(),
+    ///             ClientOptions::default()).await?;
+    ///         ws.send(Message::text("over a unix socket")).await?;
+    ///         assert_eq!(ws.recv().await?, Some(Message::text("over a unix socket")));
+    ///         ws.close(CloseCode::NORMAL, "done").await?;
+    ///         assert_eq!(ws.recv().await?, None);
+    ///         Ok::<(), sockeye_smol::Error>(())
+    ///     };
+    ///     let (served, talked) = futures_lite::future::zip(server, client).await;
+    ///     served.and(talked)
+    /// })?;
+    /// # Ok::<(), sockeye_smol::Error>(())
+    /// ```
+    pub async fn client(
+        stream: S,
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+    ) -> Result<WebSocket<S>> {
         let url = WsUrl::parse(url)?;
-        let stream = connect_tcp(&url, &config).await?;
-        handshake(stream, &url, config, options, clock).await
+        handshake(stream, &url, config, options, Clock::new()).await
     }
 }
 
 /// Connects to the first address of `url` that answers within the handshake timeout.
 async fn connect_tcp(url: &WsUrl, config: &Config) -> Result<Async<TcpStream>> {
+    let stream = connect_addr(url, config).await?;
+    let _ = stream.get_ref().set_nodelay(true);
+    Ok(stream)
+}
+
+async fn connect_addr(url: &WsUrl, config: &Config) -> Result<Async<TcpStream>> {
     let mut last = None;
     for addr in url.socket_addr().to_socket_addrs()? {
         let connect = Async::<TcpStream>::connect(addr);
@@ -88,14 +250,13 @@ async fn connect_tcp(url: &WsUrl, config: &Config) -> Result<Async<TcpStream>> {
 }
 
 /// Performs the client handshake over `stream` and returns the open connection.
-async fn handshake(
-    mut stream: Async<TcpStream>,
+async fn handshake<S: AsyncStream>(
+    mut stream: S,
     url: &WsUrl,
     config: Config,
     options: ClientOptions<'_>,
     clock: Clock,
-) -> Result<WebSocket> {
-    let _ = stream.get_ref().set_nodelay(true);
+) -> Result<WebSocket<S>> {
     let mut entropy = OsEntropy::new()?;
     let mut handshake = options.handshake(url, &config, clock.now(), &mut entropy);
     while let Some(chunk) = handshake.poll_transmit() {

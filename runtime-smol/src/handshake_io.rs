@@ -3,11 +3,10 @@
 //! [`WebSocket`](crate::WebSocket) exists.
 
 use std::io;
-use std::net::TcpStream;
 use std::time::Duration;
 
-use async_io::{Async, Timer};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use async_io::Timer;
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use sockeye_core::Instant;
 use sockeye_std::Clock;
 
@@ -23,7 +22,7 @@ pub(crate) enum Input {
 
 /// Reads once into `buf`, or gives up at `deadline` (on `clock`).
 pub(crate) async fn read(
-    stream: &mut Async<TcpStream>,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut [u8],
     deadline: Option<Instant>,
     clock: Clock,
@@ -46,7 +45,7 @@ pub(crate) async fn read(
 }
 
 /// Completes when `deadline` (on `clock`) passes; never without one.
-async fn passed(deadline: Option<Instant>, clock: Clock) {
+pub(crate) async fn passed(deadline: Option<Instant>, clock: Clock) {
     match deadline {
         Some(at) => {
             Timer::at(clock.to_std(at)).await;
@@ -55,24 +54,9 @@ async fn passed(deadline: Option<Instant>, clock: Clock) {
     }
 }
 
-/// Waits until `stream` is readable (`true`), or until `deadline` (on `clock`) passes
-/// first (`false`).
-pub(crate) async fn readable(
-    stream: &Async<TcpStream>,
-    deadline: Option<Instant>,
-    clock: Clock,
-) -> io::Result<bool> {
-    let ready = async { stream.readable().await.map(|()| true) };
-    let timer = async {
-        passed(deadline, clock).await;
-        Ok(false)
-    };
-    future::or(ready, timer).await
-}
-
 /// Writes all of `bytes`, failing with `TimedOut` if the peer takes nothing for `limit`.
 pub(crate) async fn write_all(
-    stream: &mut Async<TcpStream>,
+    stream: &mut (impl AsyncWrite + Unpin),
     bytes: &[u8],
     limit: Duration,
 ) -> io::Result<()> {
@@ -83,5 +67,12 @@ pub(crate) async fn write_all(
             "the peer took no bytes in time",
         ))
     };
-    future::or(stream.write_all(bytes), timeout).await
+    future::or(
+        async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        },
+        timeout,
+    )
+    .await
 }

@@ -1,7 +1,7 @@
 //! # sockeye-smol
 //!
 //! An async runtime for [`sockeye_core`] on `async-io` (the reactor of `smol`): a
-//! connection is an `Async<TcpStream>`, the core's next deadline an `async_io::Timer`,
+//! connection is an `Async<TcpStream>` (or any [`AsyncStream`]), the core's next deadline an `async_io::Timer`,
 //! and every protocol decision (handshake answers, pongs, close echoes, keepalive,
 //! limits) is the core's. The API has the shape of `sockeye-std`'s with `.await` added,
 //! so an example ports line for line.
@@ -65,8 +65,58 @@
 //! the policy and [`WebSocket::send_with`] with [`Compression::Never`] sends a message
 //! that holds a secret uncompressed.
 //!
-//! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`
-//! ([`OsEntropy`](sockeye_std::OsEntropy)), so this crate needs a Unix-like system.
+//! ## TLS (feature `tls`) and other streams
+//!
+//! A [`WebSocket`] runs over any [`AsyncStream`] (`AsyncRead + AsyncWrite + Unpin`): an
+//! `Async<TcpStream>` (the default type parameter), an `Async<UnixStream>`, a
+//! futures-rustls session, or a stream of your own; [`WebSocket::client`] and
+//! [`WebSocket::server`] run the handshake over a stream you connected. Every write is
+//! bounded by `Config::pong_timeout` on a timer, so timeouts hold for any stream.
+//!
+//! With the `tls` feature, `wss://` goes through rustls (ring) and `futures-rustls`, with
+//! the configurations of `sockeye_std::tls`: `Client::connect_tls` verifies the server
+//! against the platform's trust store or the roots in [`ClientOptions`]'s `tls`;
+//! [`Client::open`] and [`ReliableClient`] pick TLS by the URL's scheme;
+//! `Incoming::upgrade_tls` serves a certificate (its TLS handshake runs in the
+//! connection's own task, bounded by `Config::handshake_timeout`).
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> sockeye_smol::Result<()> {
+//! use sockeye_smol::{Client, ClientOptions, Config, Message, Server};
+//!
+//! smol::block_on(async {
+//!     let tls = sockeye_std::tls::server_config_from_pem("fullchain.pem", "privkey.pem")?;
+//!     let server = Server::bind("0.0.0.0:8443", Config::default())?;
+//!     smol::spawn(async move {
+//!         while let Ok(incoming) = server.accept().await {
+//!             let tls = tls.clone();
+//!             smol::spawn(async move {
+//!                 let Ok(mut ws) = incoming.upgrade_tls(tls).await else { return };
+//!                 while let Ok(Some(message)) = ws.recv().await {
+//!                     if ws.send(message).await.is_err() { break; }
+//!                 }
+//!             })
+//!             .detach();
+//!         }
+//!     })
+//!     .detach();
+//!
+//!     // The platform's roots by default; `ClientOptions { tls: Some(&config), .. }`
+//!     // for roots of your own (`sockeye_std::tls::client_config`).
+//!     let options = ClientOptions::default();
+//!     let mut ws = Client::connect_tls("wss://chat.example.com/", Config::default(), options)
+//!         .await?;
+//!     ws.send(Message::text("hello over TLS")).await?;
+//!     Ok(())
+//! })
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
+//!
+//! Entropy comes from `/dev/urandom` ([`OsEntropy`](sockeye_std::OsEntropy)), so this
+//! crate needs a Unix-like system.
 //!
 //! ## Examples
 //!
@@ -86,6 +136,7 @@ mod handshake_io;
 mod reliable_client;
 mod reliable_server;
 mod server;
+mod stream;
 mod websocket;
 
 pub use client::Client;
@@ -94,6 +145,7 @@ pub use reliable_server::{
     ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
 };
 pub use server::{Incoming, Server};
+pub use stream::{AsyncStream, MaybeTlsStream};
 pub use websocket::{TrySendError, WebSocket};
 
 pub use sockeye_core as core;

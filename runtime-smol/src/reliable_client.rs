@@ -18,6 +18,7 @@ use sockeye_core::{
 use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Recv, ReliableOptions, Result, WsUrl};
 
 use crate::client::Client;
+use crate::stream::MaybeTlsStream;
 use crate::websocket::WebSocket;
 
 /// A reliable (`sockeye.v1`) client that reconnects and resumes by itself: the async
@@ -69,7 +70,7 @@ pub struct ReliableClient {
     url: String,
     options: ReliableOptions,
     session: ClientSession,
-    ws: Option<WebSocket>,
+    ws: Option<WebSocket<MaybeTlsStream>>,
     reconnect: Reconnect,
     entropy: OsEntropy,
     /// The reconnect policy already knows the current connection established the session.
@@ -330,10 +331,12 @@ impl ReliableClient {
             protocols: &[SUBPROTOCOL],
             origin: None,
             headers: &headers,
+            #[cfg(feature = "tls")]
+            tls: self.options.tls.as_ref(),
             ..ClientOptions::default()
         };
         let config = self.options.config.clone();
-        match Client::connect_on(&self.url, config, options, self.clock).await {
+        match Client::open_on(&self.url, config, options, self.clock).await {
             Ok(ws) if ws.protocol() == Some(SUBPROTOCOL) => {
                 self.session.handle_connected(self.clock.now());
                 self.established_noted = false;

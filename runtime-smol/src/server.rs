@@ -1,4 +1,5 @@
-//! [`Server`]: accept connections and perform the server handshake, asynchronously.
+//! [`Server`]: accept connections and perform the server handshake (after TLS's, for
+//! [`Incoming::upgrade_tls`]), asynchronously.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -9,6 +10,7 @@ use sockeye_core::{Config, HandshakeError, ServerHandshake};
 use sockeye_std::{Clock, Error, Result};
 
 use crate::handshake_io::{self, Input};
+use crate::stream::AsyncStream;
 use crate::websocket::{Parts, WebSocket};
 
 /// A listening socket. [`accept`](Self::accept) hands out each new connection as an
@@ -124,89 +126,183 @@ impl Incoming {
     /// [`upgrade_with`](Self::upgrade_with) on `clock`, so the connection's deadlines
     /// compare with instants its caller (a session registry) already holds.
     pub(crate) async fn upgrade_on(
-        mut self,
+        self,
         clock: Clock,
         decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refusal>,
     ) -> Result<WebSocket> {
-        let config = &self.config;
-        let mut handshake = ServerHandshake::new(config, clock.now());
-        let mut buf = vec![0u8; 4096];
-        let outcome = loop {
-            let deadline = handshake.poll_timeout();
-            let input = handshake_io::read(&mut self.stream, &mut buf, deadline, clock).await?;
-            let step = match input {
-                Input::Bytes(n) => handshake.handle_bytes(clock.now(), &buf[..n]),
-                Input::Eof => handshake.handle_eof(clock.now()).map(|()| None),
-                Input::Timeout => handshake.handle_timeout(clock.now()).map(|()| None),
-            };
-            match step {
-                Ok(Some(request)) => break Ok(request),
-                Ok(None) => continue,
-                Err(e) => break Err(e),
-            }
+        let policy = Policy {
+            config: &self.config,
+            #[cfg(feature = "deflate")]
+            deflate: &self.deflate,
         };
-        let request = match outcome {
-            Ok(request) => request,
-            Err(HandshakeError::UnexpectedEof) => return Err(HandshakeError::UnexpectedEof.into()),
-            Err(e) => {
-                let answer = e.response();
-                return Err(self.refuse(&answer, e.into()).await);
-            }
-        };
-        let protocol = match decide(&request) {
-            Ok(protocol) => protocol,
-            Err(Refusal::Handshake(e)) => {
-                let answer = request.reject(&e);
-                return Err(self.refuse(&answer, e.into()).await);
-            }
-            Err(Refusal::Answer { answer, error }) => {
-                return Err(self.refuse(&answer, error).await);
-            }
-        };
-        let path = request.path().to_string();
-        let parts = Parts {
-            clock,
-            max_queue_bytes: config.max_send_queue_bytes,
-            write_timeout: config.pong_timeout,
-            linger: config.close_timeout,
-            path: Some(path),
-            protocol: protocol.clone(),
-        };
-        #[cfg(feature = "deflate")]
-        let conn = request.accept_deflate(
-            clock.now(),
-            protocol.as_deref(),
-            config.clone(),
-            &self.deflate,
-        );
-        #[cfg(not(feature = "deflate"))]
-        let conn = request.accept(clock.now(), protocol.as_deref(), config.clone());
-        let mut ws = WebSocket::new(conn, self.stream, parts);
-        // The 101 goes out now, not with the application's first call.
-        ws.flush().await?;
-        Ok(ws)
+        upgrade_stream(self.stream, policy, clock, decide).await
     }
 
-    /// Writes an HTTP refusal, closes, and returns `e`.
-    async fn refuse(&mut self, answer: &[u8], e: Error) -> Error {
-        let limit = self.config.close_timeout;
-        if handshake_io::write_all(&mut self.stream, answer, limit)
-            .await
-            .is_ok()
-        {
-            let _ = self.stream.get_ref().shutdown(std::net::Shutdown::Write);
+    /// The accepted socket, to run a handshake of your own over it (your own TLS, then
+    /// [`WebSocket::server`]).
+    pub fn into_stream(self) -> Async<TcpStream> {
+        self.stream
+    }
+
+    /// Completes a TLS handshake with `tls` (bounded by `handshake_timeout`), then
+    /// [`upgrade`](Self::upgrade)s over it: a `wss://` server. Build `tls` with
+    /// `sockeye_std::tls::server_config_from_pem` or as any rustls `ServerConfig`.
+    ///
+    /// ```no_run
+    /// use sockeye_smol::{Config, Server};
+    ///
+    /// async_io::block_on(async {
+    ///     let tls = sockeye_std::tls::server_config_from_pem("fullchain.pem", "privkey.pem")?;
+    ///     let server = Server::bind("0.0.0.0:443", Config::default())?;
+    ///     let incoming = server.accept().await?;
+    ///     // In a task of its own, in a real server:
+    ///     let mut ws = incoming.upgrade_tls(tls).await?;
+    ///     while let Some(message) = ws.recv().await? {
+    ///         ws.send(message).await?;
+    ///     }
+    ///     Ok::<(), sockeye_smol::Error>(())
+    /// })?;
+    /// # Ok::<(), sockeye_smol::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub async fn upgrade_tls(
+        self,
+        tls: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<WebSocket<futures_rustls::server::TlsStream<Async<TcpStream>>>> {
+        let accept = futures_rustls::TlsAcceptor::from(tls).accept(self.stream);
+        let timeout = async {
+            async_io::Timer::after(self.config.handshake_timeout).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the TLS handshake did not complete in time",
+            ))
+        };
+        let stream = futures_lite::future::or(accept, timeout).await?;
+        let policy = Policy {
+            config: &self.config,
+            #[cfg(feature = "deflate")]
+            deflate: &self.deflate,
+        };
+        upgrade_stream(stream, policy, Clock::new(), |_| Ok(None)).await
+    }
+}
+
+impl<S: AsyncStream> WebSocket<S> {
+    /// Performs the server handshake over `stream`, a connection you accepted yourself
+    /// (an `Async<UnixStream>`, a TLS session of your own), and returns the open
+    /// WebSocket over it: any origin, no subprotocol. The request must arrive within
+    /// `config.handshake_timeout`; a bad one is answered with its HTTP error. See
+    /// [`WebSocket::client`] for an example.
+    pub async fn server(stream: S, config: Config) -> Result<WebSocket<S>> {
+        #[cfg(feature = "deflate")]
+        let off = sockeye_core::handshake::DeflateConfig::OFF;
+        let policy = Policy {
+            config: &config,
+            #[cfg(feature = "deflate")]
+            deflate: &off,
+        };
+        upgrade_stream(stream, policy, Clock::new(), |_| Ok(None)).await
+    }
+}
+
+/// What an upgrade answers by besides the request.
+struct Policy<'a> {
+    config: &'a Config,
+    #[cfg(feature = "deflate")]
+    deflate: &'a sockeye_core::handshake::DeflateConfig,
+}
+
+/// Reads the upgrade request from `stream` (bounded by `handshake_timeout` and the head
+/// limits), lets `decide` answer it, and writes the answer.
+async fn upgrade_stream<S: AsyncStream>(
+    mut stream: S,
+    policy: Policy<'_>,
+    clock: Clock,
+    decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refusal>,
+) -> Result<WebSocket<S>> {
+    let config = policy.config;
+    let mut handshake = ServerHandshake::new(config, clock.now());
+    let mut buf = vec![0u8; 4096];
+    let outcome = loop {
+        let deadline = handshake.poll_timeout();
+        let input = handshake_io::read(&mut stream, &mut buf, deadline, clock).await?;
+        let step = match input {
+            Input::Bytes(n) => handshake.handle_bytes(clock.now(), &buf[..n]),
+            Input::Eof => handshake.handle_eof(clock.now()).map(|()| None),
+            Input::Timeout => handshake.handle_timeout(clock.now()).map(|()| None),
+        };
+        match step {
+            Ok(Some(request)) => break Ok(request),
+            Ok(None) => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    let request = match outcome {
+        Ok(request) => request,
+        Err(HandshakeError::UnexpectedEof) => return Err(HandshakeError::UnexpectedEof.into()),
+        Err(e) => {
+            let answer = e.response();
+            return Err(refuse(&mut stream, config, &answer, e.into()).await);
+        }
+    };
+    let protocol = match decide(&request) {
+        Ok(protocol) => protocol,
+        Err(Refusal::Handshake(e)) => {
+            let answer = request.reject(&e);
+            return Err(refuse(&mut stream, config, &answer, e.into()).await);
+        }
+        Err(Refusal::Answer { answer, error }) => {
+            return Err(refuse(&mut stream, config, &answer, error).await);
+        }
+    };
+    let path = request.path().to_string();
+    let parts = Parts {
+        clock,
+        max_queue_bytes: config.max_send_queue_bytes,
+        write_timeout: config.pong_timeout,
+        linger: config.close_timeout,
+        path: Some(path),
+        protocol: protocol.clone(),
+    };
+    #[cfg(feature = "deflate")]
+    let conn = request.accept_deflate(
+        clock.now(),
+        protocol.as_deref(),
+        config.clone(),
+        policy.deflate,
+    );
+    #[cfg(not(feature = "deflate"))]
+    let conn = request.accept(clock.now(), protocol.as_deref(), config.clone());
+    let mut ws = WebSocket::new(conn, stream, parts);
+    // The 101 goes out now, not with the application's first call.
+    ws.flush().await?;
+    Ok(ws)
+}
+
+/// Writes an HTTP refusal, closes, and returns `e`.
+async fn refuse<S: AsyncStream>(stream: &mut S, config: &Config, answer: &[u8], e: Error) -> Error {
+    let limit = config.close_timeout;
+    if handshake_io::write_all(stream, answer, limit).await.is_ok() {
+        let clock = Clock::new();
+        let until = clock.now() + limit;
+        let closed = futures_lite::future::or(
+            async { futures_lite::AsyncWriteExt::close(stream).await },
+            async {
+                async_io::Timer::after(limit).await;
+                Err(io::ErrorKind::TimedOut.into())
+            },
+        )
+        .await;
+        if closed.is_ok() && stream.shutdown_write().is_ok() {
             // Read what the client still sends until it closes, so our answer is not
             // destroyed by a reset (bounded by the linger).
             let mut sink = [0u8; 1024];
-            let clock = Clock::new();
-            let until = clock.now() + limit;
             while let Ok(Input::Bytes(_)) =
-                handshake_io::read(&mut self.stream, &mut sink, Some(until), clock).await
-            {
-            }
+                handshake_io::read(stream, &mut sink, Some(until), clock).await
+            {}
         }
-        e
     }
+    e
 }
 
 /// Why an upgrade is refused, and with what answer.

@@ -6,7 +6,9 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, IoSlice};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_io::{Async, Timer};
@@ -20,6 +22,7 @@ use sockeye_core::{
 use sockeye_std::{Clock, Error, Recv, Result};
 
 use crate::handshake_io::{self, Input};
+use crate::stream::AsyncStream;
 
 /// Size of the read buffer: one `read` hands the core at most this many bytes.
 const READ_BUF_BYTES: usize = 64 * 1024;
@@ -57,7 +60,9 @@ impl fmt::Display for TrySendError {
 
 impl std::error::Error for TrySendError {}
 
-/// An open WebSocket connection over `Async<TcpStream>`.
+/// An open WebSocket connection over `Async<TcpStream>`, or over any other
+/// [`AsyncStream`] (an `Async<UnixStream>`, a TLS session: see
+/// [`WebSocket::client`] and [`WebSocket::server`]).
 ///
 /// Nothing runs in the background: the connection makes progress while one of its async
 /// methods is awaited. A task that only sends should still call [`recv`](Self::recv)
@@ -76,9 +81,9 @@ impl std::error::Error for TrySendError {}
 ///   call that drives the connection) or, when the queue was full, never taken it into
 ///   the connection: to be told, await [`ready`](Self::ready) and call
 ///   [`try_send`](Self::try_send).
-pub struct WebSocket {
+pub struct WebSocket<S = Async<TcpStream>> {
     conn: Connection,
-    stream: Async<TcpStream>,
+    stream: S,
     clock: Clock,
     /// Chunks taken from the core and not yet fully written.
     pending: VecDeque<Bytes>,
@@ -105,7 +110,7 @@ pub struct WebSocket {
     protocol: Option<String>,
 }
 
-impl fmt::Debug for WebSocket {
+impl<S> fmt::Debug for WebSocket<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebSocket")
             .field("state", &self.conn.state())
@@ -125,10 +130,10 @@ pub(crate) struct Parts {
     pub(crate) protocol: Option<String>,
 }
 
-impl WebSocket {
+impl<S: AsyncStream> WebSocket<S> {
     /// Wraps a connection fresh from its handshake; what it already queued (a server's
     /// 101) goes out with the first call that drives it, or at once with `flush`.
-    pub(crate) fn new(conn: Connection, stream: Async<TcpStream>, parts: Parts) -> WebSocket {
+    pub(crate) fn new(conn: Connection, stream: S, parts: Parts) -> WebSocket<S> {
         WebSocket {
             conn,
             stream,
@@ -444,20 +449,10 @@ impl WebSocket {
         self.conn.rtt()
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.get_ref().peer_addr()
-    }
-
-    /// Our address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.get_ref().local_addr()
-    }
-
-    /// The underlying stream, for socket options. Reading or writing it directly would
-    /// corrupt the connection.
-    pub fn get_ref(&self) -> &TcpStream {
-        self.stream.get_ref()
+    /// The stream the connection runs over (a TLS session's details, socket options).
+    /// Reading or writing it directly would corrupt the connection.
+    pub fn stream(&self) -> &S {
+        &self.stream
     }
 
     /// One input for the core (bytes, EOF, or a passed deadline), then its timers. The
@@ -471,14 +466,7 @@ impl WebSocket {
         }
         let deadline = earliest(self.conn.poll_timeout(), until);
         // Bytes already waiting are read at once; else wait for some, or the deadline.
-        let mut input = self.read_now();
-        if matches!(input, Ok(Input::Timeout)) {
-            input = match handshake_io::readable(&self.stream, deadline, self.clock).await {
-                Ok(true) => self.read_now(),
-                Ok(false) => Ok(Input::Timeout),
-                Err(e) => Err(e),
-            };
-        }
+        let input = self.read_until(deadline).await;
         let result = match input {
             Ok(Input::Bytes(_)) => {
                 // A peer that keeps the socket full would never let the read wait, and
@@ -560,7 +548,15 @@ impl WebSocket {
             };
             self.consume(written);
         }
-        Ok(())
+        // A stream that buffers (TLS) writes what it holds; a socket's flush does nothing.
+        let timeout = async {
+            Timer::after(self.write_timeout).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer took no bytes for pong_timeout",
+            ))
+        };
+        future::or(self.stream.flush(), timeout).await
     }
 
     /// Drops `n` written bytes from the front of `pending`.
@@ -579,60 +575,83 @@ impl WebSocket {
         }
     }
 
-    /// Reads what the socket has into this thread's read buffer and hands it to the core
-    /// at once, so no connection keeps a buffer between reads. A readiness that was
-    /// spurious reads nothing (`Timeout`: no input).
-    fn read_now(&mut self) -> io::Result<Input> {
-        READ_BUF.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            loop {
-                match io::Read::read(&mut self.stream.get_ref(), &mut buf[..]) {
-                    Ok(0) => return Ok(Input::Eof),
-                    Ok(n) => {
-                        self.conn.handle_bytes(self.clock.now(), &buf[..n]);
-                        return Ok(Input::Bytes(n));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Input::Timeout),
-                    Err(e) => return Err(e),
+    /// Reads once, or gives up at `deadline` (`Timeout`). What the stream has goes into
+    /// this thread's read buffer and to the core within the same poll, so no connection
+    /// keeps a buffer between reads and a cancelled read loses nothing.
+    async fn read_until(&mut self, deadline: Option<Instant>) -> io::Result<Input> {
+        let clock = self.clock;
+        let (conn, stream) = (&mut self.conn, &mut self.stream);
+        let read = future::poll_fn(|cx| {
+            READ_BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                loop {
+                    return match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
+                        Poll::Ready(Ok(0)) => Poll::Ready(Ok(Input::Eof)),
+                        Poll::Ready(Ok(n)) => {
+                            conn.handle_bytes(clock.now(), &buf[..n]);
+                            Poll::Ready(Ok(Input::Bytes(n)))
+                        }
+                        Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
-            }
-        })
+            })
+        });
+        let timer = async {
+            handshake_io::passed(deadline, clock).await;
+            Ok(Input::Timeout)
+        };
+        future::or(read, timer).await
     }
 
-    /// Sends FIN, then reads and discards until the peer closes too or `linger`
-    /// passes, so unread bytes do not turn into a reset that eats our close frame.
+    /// Closes our direction (a TLS `close_notify`, then FIN), then reads and discards
+    /// until the peer closes too or `linger` passes, so unread bytes do not turn into a
+    /// reset that eats our close frame.
     async fn shutdown(&mut self) {
         self.done = true;
         self.pending.clear();
         self.pending_bytes = 0;
-        if self.stream.get_ref().shutdown(Shutdown::Write).is_err() {
-            return;
-        }
-        let drain = async {
+        let linger = self.linger;
+        let stream = &mut self.stream;
+        let finish = async {
+            if stream.close().await.is_err() || stream.shutdown_write().is_err() {
+                return;
+            }
             loop {
-                if self.stream.readable().await.is_err() {
-                    break;
-                }
-                let read = READ_BUF.with(|buf| {
-                    io::Read::read(&mut self.stream.get_ref(), &mut buf.borrow_mut()[..])
-                });
+                let read = future::poll_fn(|cx| {
+                    READ_BUF
+                        .with(|buf| Pin::new(&mut *stream).poll_read(cx, &mut buf.borrow_mut()[..]))
+                })
+                .await;
                 match read {
                     Ok(0) => break,
-                    Err(e)
-                        if e.kind() != io::ErrorKind::WouldBlock
-                            && e.kind() != io::ErrorKind::Interrupted =>
-                    {
-                        break
-                    }
+                    Err(e) if e.kind() != io::ErrorKind::Interrupted => break,
                     _ => {}
                 }
             }
         };
-        future::or(drain, async {
-            Timer::after(self.linger).await;
+        future::or(finish, async {
+            Timer::after(linger).await;
         })
         .await;
-        let _ = self.stream.get_ref().shutdown(Shutdown::Both);
+    }
+}
+
+impl WebSocket<Async<TcpStream>> {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.get_ref().peer_addr()
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.get_ref().local_addr()
+    }
+
+    /// The underlying socket, for socket options. Reading or writing it directly would
+    /// corrupt the connection.
+    pub fn get_ref(&self) -> &TcpStream {
+        self.stream.get_ref()
     }
 }

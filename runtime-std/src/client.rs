@@ -1,4 +1,5 @@
-//! [`Client`]: connect to a `ws://` URL and perform the client handshake.
+//! [`Client`]: connect to a `ws://` or `wss://` URL, or take a connected stream, and
+//! perform the client handshake.
 
 use std::io;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -8,6 +9,7 @@ use sockeye_core::{ClientHandshake, Config, Entropy, Instant};
 
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
+use crate::stream::{MaybeTlsStream, Stream};
 use crate::time::Clock;
 use crate::transport::{write_timeout, Input, Transport};
 use crate::url::WsUrl;
@@ -30,6 +32,15 @@ pub struct ClientOptions<'a> {
     /// the build enables it.
     #[cfg(feature = "deflate")]
     pub deflate: Option<&'a sockeye_core::handshake::DeflateConfig>,
+    /// The TLS configuration of a `wss://` connection: the roots to verify the server
+    /// against, a client certificate, ALPN. `None` (the default): the platform's trust
+    /// store ([`tls::platform_client_config`](crate::tls::platform_client_config)); a
+    /// store of your own goes through [`tls::client_config`](crate::tls::client_config).
+    ///
+    /// The field exists with the `tls` feature only (build the options with
+    /// `..ClientOptions::default()`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<&'a std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ClientOptions<'_> {
@@ -61,8 +72,11 @@ impl ClientOptions<'_> {
 
 /// Opens client connections.
 ///
-/// Only `ws://` URLs are supported: this runtime has no TLS, and refuses `wss://` rather
-/// than connecting in the clear.
+/// [`connect`](Self::connect) opens `ws://` URLs over TCP; [`open`](Self::open) takes
+/// `ws://` and `wss://` alike; with the `tls` feature
+/// `connect_tls` opens `wss://` ones. A `wss://` URL is never
+/// connected to in the clear. [`WebSocket::client`] runs the handshake over a stream you
+/// connected yourself (a Unix socket, your own TLS).
 ///
 /// ```no_run
 /// use sockeye_std::{Client, CloseCode, Config, Message};
@@ -83,7 +97,9 @@ pub struct Client {
 
 impl Client {
     /// Connects to `url` (`ws://host[:port][/path][?query]`) and completes the handshake.
-    /// Connecting and the handshake are each bounded by `config.handshake_timeout`.
+    /// Connecting and the handshake are each bounded by `config.handshake_timeout`. A
+    /// `wss://` URL is refused: see [`open`](Self::open) and
+    /// `connect_tls`.
     pub fn connect(url: &str, config: Config) -> Result<WebSocket> {
         Client::connect_with(url, config, ClientOptions::default())
     }
@@ -100,15 +116,159 @@ impl Client {
 
     /// [`connect_with`](Self::connect_with) whose connection reads `clock`, so its
     /// deadlines compare with instants its caller (a reliable client) already holds.
-    pub(crate) fn connect_on(
+    fn connect_on(
         url: &str,
         config: Config,
         options: ClientOptions<'_>,
         clock: Clock,
     ) -> Result<WebSocket> {
+        let parsed = WsUrl::parse(url)?;
+        if parsed.is_tls() {
+            return Err(Error::InvalidUrl(format!(
+                "Client::connect is for ws:// URLs; use Client::open or Client::connect_tls \
+                 (feature `tls`) for {url}"
+            )));
+        }
+        let stream = connect_tcp(&parsed, &config)?;
+        handshake(stream, &parsed, config, options, clock)
+    }
+
+    /// Connects to a `ws://` or a `wss://` URL (the latter with the `tls` feature; without
+    /// it a `wss://` URL is refused) and completes the handshake, over plain TCP or TLS
+    /// as the scheme says. Connecting, the TLS handshake and the WebSocket handshake are
+    /// each bounded by `config.handshake_timeout`.
+    pub fn open(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+    ) -> Result<WebSocket<MaybeTlsStream>> {
+        Client::open_on(url, config, options, Clock::new())
+    }
+
+    /// [`open`](Self::open) whose connection reads `clock`, so its deadlines compare with
+    /// instants its caller (a reliable client) already holds.
+    pub(crate) fn open_on(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+        clock: Clock,
+    ) -> Result<WebSocket<MaybeTlsStream>> {
+        let parsed = WsUrl::parse(url)?;
+        let tcp = connect_tcp(&parsed, &config)?;
+        let stream = if parsed.is_tls() {
+            #[cfg(feature = "tls")]
+            {
+                MaybeTlsStream::Tls(Box::new(tls_connect(
+                    tcp, &parsed, &config, options, clock,
+                )?))
+            }
+            #[cfg(not(feature = "tls"))]
+            {
+                drop(tcp);
+                return Err(Error::InvalidUrl(format!(
+                    "wss:// needs sockeye-std's `tls` feature: {url}"
+                )));
+            }
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        handshake(stream, &parsed, config, options, clock)
+    }
+
+    /// Connects to a `wss://` URL: TCP, then TLS verifying the server's certificate
+    /// against `options.tls` (the platform's roots by default) for the URL's host, then
+    /// the WebSocket handshake over it, each bounded by `config.handshake_timeout`.
+    ///
+    /// ```no_run
+    /// use sockeye_std::{Client, ClientOptions, Config, Message};
+    ///
+    /// let mut ws = Client::connect_tls("wss://example.com/chat", Config::default(),
+    ///     ClientOptions::default())?;
+    /// ws.send(Message::text("hello"))?;
+    /// # Ok::<(), sockeye_std::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn connect_tls(
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+    ) -> Result<WebSocket<crate::tls::TlsStream>> {
+        let parsed = WsUrl::parse(url)?;
+        if !parsed.is_tls() {
+            return Err(Error::InvalidUrl(format!(
+                "Client::connect_tls is for wss:// URLs: {url}"
+            )));
+        }
+        let clock = Clock::new();
+        let tcp = connect_tcp(&parsed, &config)?;
+        let stream = tls_connect(tcp, &parsed, &config, options, clock)?;
+        handshake(stream, &parsed, config, options, clock)
+    }
+}
+
+/// The client side of a TLS handshake over `tcp` for `url`'s host.
+#[cfg(feature = "tls")]
+fn tls_connect(
+    tcp: TcpStream,
+    url: &WsUrl,
+    config: &Config,
+    options: ClientOptions<'_>,
+    clock: Clock,
+) -> Result<crate::tls::TlsStream> {
+    let tls = match options.tls {
+        Some(tls) => std::sync::Arc::clone(tls),
+        None => crate::tls::platform_client_config()?,
+    };
+    let name = rustls::pki_types::ServerName::try_from(url.socket_addr().0.to_string())
+        .map_err(|e| Error::InvalidUrl(format!("{e}: {}", url.host())))?;
+    let conn = rustls::ClientConnection::new(tls, name)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let deadline = clock.now() + config.handshake_timeout;
+    Ok(crate::tls::TlsStream::handshake(
+        conn.into(),
+        tcp,
+        clock,
+        deadline,
+    )?)
+}
+
+impl<S: Stream> WebSocket<S> {
+    /// Runs the client handshake for `url` over `stream`, a connection you opened
+    /// yourself (a `UnixStream`, a TLS session of your own, a proxy tunnel), and returns
+    /// the open WebSocket over it. `url` gives the `Host` header and the path (`ws://`
+    /// or `wss://`; nothing is connected to it). The stream is put in non-blocking mode;
+    /// the handshake is bounded by `config.handshake_timeout`.
+    ///
+    /// ```
+    /// use std::os::unix::net::UnixStream;
+    /// use std::thread;
+    /// use sockeye_std::{ClientOptions, CloseCode, Config, Message, WebSocket};
+    ///
+    /// let (ours, theirs) = UnixStream::pair()?;
+    /// let server = thread::spawn(move || -> sockeye_std::Result<()> {
+    ///     let mut ws = WebSocket::server(theirs, Config::default())?;
+    ///     while let Some(message) = ws.recv()? {
+    ///         ws.send(message)?;
+    ///     }
+    ///     Ok(())
+    /// });
+    /// let mut ws = WebSocket::client(ours, "ws://localhost/echo", Config::default(),
+    ///     ClientOptions::default())?;
+    /// ws.send(Message::text("over a unix socket"))?;
+    /// assert_eq!(ws.recv()?, Some(Message::text("over a unix socket")));
+    /// ws.close(CloseCode::NORMAL, "done")?;
+    /// assert_eq!(ws.recv()?, None);
+    /// server.join().unwrap()?;
+    /// # Ok::<(), sockeye_std::Error>(())
+    /// ```
+    pub fn client(
+        stream: S,
+        url: &str,
+        config: Config,
+        options: ClientOptions<'_>,
+    ) -> Result<WebSocket<S>> {
         let url = WsUrl::parse(url)?;
-        let stream = connect_tcp(&url, &config)?;
-        handshake(stream, &url, config, options, clock)
+        handshake(stream, &url, config, options, Clock::new())
     }
 }
 
@@ -127,13 +287,13 @@ fn connect_tcp(url: &WsUrl, config: &Config) -> Result<TcpStream> {
 }
 
 /// Performs the client handshake over `stream` and returns the open connection.
-fn handshake(
-    stream: TcpStream,
+fn handshake<S: Stream>(
+    stream: S,
     url: &WsUrl,
     config: Config,
     options: ClientOptions<'_>,
     clock: Clock,
-) -> Result<WebSocket> {
+) -> Result<WebSocket<S>> {
     let mut transport = Transport::new(stream, write_timeout(&config), clock)?;
     let mut entropy = OsEntropy::new()?;
     let mut handshake = options.handshake(url, &config, clock.now(), &mut entropy);

@@ -7,7 +7,7 @@ use sockeye_core::{
     ConnectionError, HandshakeError, Message, SendError, SessionSendError, StoreError,
 };
 
-/// Everything that can go wrong while driving a WebSocket over a `TcpStream`.
+/// Everything that can go wrong while driving a WebSocket, over any stream.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -20,8 +20,10 @@ pub enum Error {
     Connection(ConnectionError),
     /// The connection refused what the application asked to send.
     Send(SendError),
-    /// A URL given to [`Client::connect`](crate::Client::connect) is not a `ws://` URL
-    /// this runtime can use.
+    /// A URL is not one this runtime can use: not `ws://` or `wss://`, malformed, a
+    /// `wss://` URL given to [`Client::connect`](crate::Client::connect) (which never
+    /// connects in the clear: see [`Client::open`](crate::Client::open)), or `wss://`
+    /// without the `tls` feature.
     InvalidUrl(String),
     /// The reliable session refused what the application asked to send: `Full` is
     /// backpressure (retry after an `Acked` or `DeadLetter` event), the others are

@@ -98,8 +98,62 @@
 //! [`WebSocket::send_with`]`(message, `[`Compression::Never`]`)` sends a message that
 //! holds a secret uncompressed. The negotiation and the codec are the core's.
 //!
-//! Only `ws://` is supported (no TLS). Entropy comes from `/dev/urandom`, so this crate
-//! needs a Unix-like system (see [`OsEntropy`]).
+//! ## TLS (feature `tls`) and other streams
+//!
+//! A [`WebSocket`] runs over any [`Stream`]: a `TcpStream` (the default type parameter,
+//! so `WebSocket` alone still means TCP), a `UnixStream`, a `TlsStream`, a
+//! `Box<dyn Stream>`, or a stream of your own. [`WebSocket::client`] and
+//! [`WebSocket::server`] run the handshake over a stream you already connected;
+//! [`Server::upgrade`] does so with a server's policy. Timeouts hold for every stream,
+//! because the driver waits on its file descriptor (see [`Stream`] for the contract a
+//! buffering stream keeps).
+//!
+//! With the `tls` feature, rustls (ring provider, TLS 1.2 and 1.3) carries `wss://`:
+//! `Client::connect_tls` verifies the server against the platform's trust store
+//! (`tls::platform_client_config`, through `rustls-native-certs`: the system's CA
+//! bundle, which follows the operator's updates and private CAs, rather than a list
+//! compiled into the binary) or against your own roots ([`ClientOptions`]'s `tls`, built
+//! with `tls::client_config`); [`Client::open`] and [`ReliableClient`] pick TLS by the
+//! URL's scheme. A server takes a certificate and key as PEM files
+//! (`tls::server_config_from_pem`) or any `Arc<rustls::ServerConfig>`, and
+//! `Server::tls` runs each TLS handshake on its connection's thread. The TLS handshake
+//! and the WebSocket handshake are each bounded by `Config::handshake_timeout`.
+//!
+//! ```no_run
+//! # #[cfg(feature = "tls")]
+//! # fn main() -> sockeye_std::Result<()> {
+//! use sockeye_std::{tls, Client, ClientOptions, Config, Message, Server};
+//! use sockeye_std::tls::rustls::{pki_types::{pem::PemObject, CertificateDer}, RootCertStore};
+//!
+//! // A wss:// echo server with a certificate and key from PEM files.
+//! let server_tls = tls::server_config_from_pem("fullchain.pem", "privkey.pem")?;
+//! let server = Server::bind("0.0.0.0:8443", Config::default())?
+//!     .tls(server_tls)
+//!     .spawn(|mut ws| {
+//!         while let Ok(Some(message)) = ws.recv() {
+//!             if ws.send(message).is_err() { break; }
+//!         }
+//!     })?;
+//!
+//! // A client trusting one CA of our own (`ClientOptions::default()` trusts the
+//! // platform's roots).
+//! let mut roots = RootCertStore::empty();
+//! for cert in CertificateDer::pem_file_iter("ca.pem").unwrap() {
+//!     roots.add(cert.unwrap()).unwrap();
+//! }
+//! let client_tls = tls::client_config(roots);
+//! let options = ClientOptions { tls: Some(&client_tls), ..ClientOptions::default() };
+//! let url = format!("wss://localhost:{}/", server.local_addr().port());
+//! let mut ws = Client::connect_tls(&url, Config::default(), options)?;
+//! ws.send(Message::text("hello over TLS"))?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "tls"))]
+//! # fn main() {}
+//! ```
+//!
+//! Entropy comes from `/dev/urandom`, so this crate needs a Unix-like system (see
+//! [`OsEntropy`]).
 //!
 //! ## Examples
 //!
@@ -121,7 +175,10 @@ mod error;
 mod reliable;
 mod sender;
 mod server;
+mod stream;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transport;
 mod url;
 mod websocket;
@@ -135,7 +192,10 @@ pub use reliable::{
 };
 pub use sender::Sender;
 pub use server::{Server, ServerHandle};
+pub use stream::{MaybeTlsStream, OverTcp, Stream};
 pub use time::Clock;
+#[cfg(feature = "tls")]
+pub use tls::TlsStream;
 pub use url::WsUrl;
 pub use websocket::{Recv, WebSocket};
 

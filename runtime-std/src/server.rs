@@ -1,4 +1,5 @@
-//! [`Server`]: a listening socket, the server handshake, and a thread per connection.
+//! [`Server`]: a listening socket, the server handshake (after TLS's, for a TLS
+//! server), and a thread per connection.
 
 use std::fmt;
 use std::io;
@@ -12,12 +13,16 @@ use sockeye_core::{Config, HandshakeError, ServerHandshake};
 
 use crate::accept;
 use crate::error::{Error, Result};
+use crate::stream::Stream;
 use crate::time::Clock;
 use crate::transport::{write_timeout, Input, Transport};
 use crate::websocket::WebSocket;
 
 type OriginPolicy = dyn Fn(Option<&str>) -> bool + Send + Sync;
 type ProtocolPolicy = dyn Fn(&Request) -> Option<String> + Send + Sync;
+/// What turns an accepted TCP connection into the stream the WebSocket runs over: the
+/// identity, or a TLS handshake. Runs on the connection's own thread.
+type Wrap<S> = dyn Fn(TcpStream, &Config) -> io::Result<S> + Send + Sync;
 
 /// The application's say in a handshake: which origins to allow, which subprotocol to
 /// pick, whether to compress. Everything else about the handshake is the core's.
@@ -28,7 +33,10 @@ struct Policy {
     deflate: sockeye_core::handshake::DeflateConfig,
 }
 
-/// A WebSocket server: accepts TCP connections and upgrades them.
+/// A WebSocket server: accepts TCP connections and upgrades them; a `Server<TlsStream>`
+/// (`Server::tls`, feature `tls`) runs a TLS handshake first, on the connection's
+/// thread. [`upgrade`](Self::upgrade) runs the handshake with this server's policy over
+/// a stream accepted elsewhere (a Unix socket).
 ///
 /// ```no_run
 /// use sockeye_std::{Config, Server};
@@ -45,13 +53,14 @@ struct Policy {
 /// })?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct Server {
+pub struct Server<S = TcpStream> {
     listener: TcpListener,
     config: Config,
     policy: Policy,
+    wrap: Arc<Wrap<S>>,
 }
 
-impl fmt::Debug for Server {
+impl<S> fmt::Debug for Server<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("listener", &self.listener)
@@ -73,9 +82,43 @@ impl Server {
                 #[cfg(feature = "deflate")]
                 deflate: sockeye_core::handshake::DeflateConfig::OFF,
             },
+            wrap: Arc::new(|stream, _| Ok(stream)),
         })
     }
 
+    /// Serves `wss://`: every accepted connection first completes a TLS handshake with
+    /// `tls` (bounded by `Config::handshake_timeout`, on the connection's thread), then
+    /// the WebSocket handshake over it. Build `tls` with
+    /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem) or as any
+    /// rustls `ServerConfig`.
+    ///
+    /// ```no_run
+    /// use sockeye_std::{tls, Config, Server};
+    ///
+    /// let tls = tls::server_config_from_pem("fullchain.pem", "privkey.pem")?;
+    /// Server::bind("0.0.0.0:443", Config::default())?.tls(tls).serve(|mut ws| {
+    ///     while let Ok(Some(message)) = ws.recv() {
+    ///         if ws.send(message).is_err() {
+    ///             break;
+    ///         }
+    ///     }
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(self, tls: Arc<rustls::ServerConfig>) -> Server<crate::tls::TlsStream> {
+        Server {
+            listener: self.listener,
+            config: self.config,
+            policy: self.policy,
+            wrap: Arc::new(move |stream, config| {
+                crate::tls::TlsStream::accept(Arc::clone(&tls), stream, config.handshake_timeout)
+            }),
+        }
+    }
+}
+
+impl<S: Stream> Server<S> {
     /// Sets the origin policy: `check(origin)` returns whether to accept a request whose
     /// `Origin` header is `origin` (`None` when absent, as from non-browser clients).
     /// Refused requests are answered 403.
@@ -125,8 +168,16 @@ impl Server {
     ///
     /// A failed handshake (answered with its HTTP error) is returned as
     /// [`Error::Handshake`]; the server itself is unaffected.
-    pub fn accept(&self) -> Result<WebSocket> {
+    pub fn accept(&self) -> Result<WebSocket<S>> {
         let (stream, _) = self.listener.accept()?;
+        let stream = (self.wrap)(stream, &self.config)?;
+        handshake(stream, &self.config, &self.policy)
+    }
+
+    /// Performs the server handshake with this server's policy over `stream`, a
+    /// connection accepted elsewhere (a `UnixListener`, your own TLS), on the calling
+    /// thread. The stream is put in non-blocking mode.
+    pub fn upgrade<T: Stream>(&self, stream: T) -> Result<WebSocket<T>> {
         handshake(stream, &self.config, &self.policy)
     }
 
@@ -136,14 +187,18 @@ impl Server {
     /// Returns only if the listener fails in a way retrying cannot fix.
     pub fn serve<F>(self, handler: F) -> io::Result<()>
     where
-        F: Fn(WebSocket) + Send + Sync + 'static,
+        F: Fn(WebSocket<S>) + Send + Sync + 'static,
     {
         let Server {
             listener,
             config,
             policy,
+            wrap,
         } = self;
         let on_stream = Arc::new(move |stream| {
+            let Ok(stream) = wrap(stream, &config) else {
+                return;
+            };
             if let Ok(ws) = handshake(stream, &config, &policy) {
                 handler(ws);
             }
@@ -156,18 +211,41 @@ impl Server {
     /// stops it when dropped. Connections already open run to their end.
     pub fn spawn<F>(self, handler: F) -> io::Result<ServerHandle>
     where
-        F: Fn(WebSocket) + Send + Sync + 'static,
+        F: Fn(WebSocket<S>) + Send + Sync + 'static,
     {
         let Server {
             listener,
             config,
             policy,
+            wrap,
         } = self;
         spawn_accept_loop(listener, move |stream| {
+            let Ok(stream) = wrap(stream, &config) else {
+                return;
+            };
             if let Ok(ws) = handshake(stream, &config, &policy) {
                 handler(ws);
             }
         })
+    }
+}
+
+impl<S: Stream> WebSocket<S> {
+    /// Performs the server handshake over `stream`, a connection you accepted yourself
+    /// (a `UnixStream`, a TLS session of your own), and returns the open WebSocket over
+    /// it: every origin allowed, no subprotocol chosen (a [`Server`]'s
+    /// [`upgrade`](Server::upgrade) applies its policy instead). The stream is put in
+    /// non-blocking mode; the request must arrive within `config.handshake_timeout`, and
+    /// a bad one is answered with its HTTP error. See [`WebSocket::client`] for an
+    /// example.
+    pub fn server(stream: S, config: Config) -> Result<WebSocket<S>> {
+        let policy = Policy {
+            origin: Box::new(|_| true),
+            protocol: Box::new(|_| None),
+            #[cfg(feature = "deflate")]
+            deflate: sockeye_core::handshake::DeflateConfig::OFF,
+        };
+        handshake(stream, &config, &policy)
     }
 }
 
@@ -219,7 +297,7 @@ where
 
 /// Performs the server handshake on `stream`: reads the request under the core's deadline,
 /// applies the policy, and writes the core's answer.
-fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebSocket> {
+fn handshake<S: Stream>(stream: S, config: &Config, policy: &Policy) -> Result<WebSocket<S>> {
     // Each connection is driven alone: its own clock.
     let clock = Clock::new();
     let (mut transport, request) = read_request(stream, config, clock)?;
@@ -244,11 +322,11 @@ fn handshake(stream: TcpStream, config: &Config, policy: &Policy) -> Result<WebS
 
 /// Reads an upgrade request from `stream` under the core's deadline. A bad request is
 /// answered with its HTTP error (and the stream closed) before the error is returned.
-pub(crate) fn read_request(
-    stream: TcpStream,
+pub(crate) fn read_request<S: Stream>(
+    stream: S,
     config: &Config,
     clock: Clock,
-) -> Result<(Transport, Request)> {
+) -> Result<(Transport<S>, Request)> {
     let mut transport = Transport::new(stream, write_timeout(config), clock)?;
     let mut handshake = ServerHandshake::new(config, clock.now());
     let outcome = loop {
@@ -275,7 +353,11 @@ pub(crate) fn read_request(
 }
 
 /// Writes an HTTP error response already queued, closes the stream, and returns `e`.
-pub(crate) fn refuse(mut transport: Transport, e: impl Into<Error>, config: &Config) -> Error {
+pub(crate) fn refuse<S: Stream>(
+    mut transport: Transport<S>,
+    e: impl Into<Error>,
+    config: &Config,
+) -> Error {
     if transport.flush().is_ok() {
         transport.shutdown(config.close_timeout);
     }

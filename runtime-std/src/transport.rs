@@ -1,4 +1,4 @@
-//! The socket half of the driver: reads bounded by the core's next deadline, and writes
+//! The stream half of the driver: reads bounded by the core's next deadline, and writes
 //! of the core's outgoing chunks that survive partial writes.
 //!
 //! The socket is in non-blocking mode and every wait is a `poll(2)` (through `rustix`),
@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use sockeye_core::time::earliest;
 use sockeye_core::{Config, Instant};
 
+use crate::stream::Stream;
 use crate::time::Clock;
 
 /// Size of the read buffer: one `read` hands the core at most this many bytes.
@@ -67,11 +68,10 @@ pub(crate) enum Input<'a> {
     Flushed,
 }
 
-/// A non-blocking `TcpStream` with a read buffer and a queue of chunks waiting to be
+/// A non-blocking [`Stream`] with a read buffer and a queue of chunks waiting to be
 /// written.
-#[derive(Debug)]
-pub(crate) struct Transport {
-    stream: TcpStream,
+pub(crate) struct Transport<S = TcpStream> {
+    stream: S,
     read_buf: Box<[u8]>,
     /// Chunks taken from the core and not yet fully written; the front one may be a tail
     /// left by a partial write.
@@ -86,20 +86,28 @@ pub(crate) struct Transport {
     stalled_since: Option<Instant>,
     /// The read end of the wake-up pair, once [`waker`](Self::waker) made it.
     wake: Option<UnixStream>,
+    /// Every chunk went to the stream but the stream's own `flush` answered
+    /// `WouldBlock` (a TLS session holding ciphertext): bytes still wait.
+    unflushed: bool,
 }
 
-impl Transport {
-    /// Wraps a connected stream: non-blocking mode, `TCP_NODELAY` on (the core already
-    /// coalesces small frames, so Nagle would only add latency), and `write_timeout` as
-    /// the longest a write may wait for the peer to make room: a peer that reads nothing
-    /// for that long is treated as gone, so a blocked write cannot hang a thread forever.
-    pub(crate) fn new(
-        stream: TcpStream,
-        write_timeout: Duration,
-        clock: Clock,
-    ) -> io::Result<Self> {
-        stream.set_nonblocking(true)?;
-        stream.set_nodelay(true)?;
+impl<S: fmt::Debug> fmt::Debug for Transport<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transport")
+            .field("stream", &self.stream)
+            .field("pending_bytes", &self.pending_bytes)
+            .field("unflushed", &self.unflushed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Stream> Transport<S> {
+    /// Wraps a connected stream: [`Stream::prepare`] (non-blocking mode; for TCP also
+    /// `TCP_NODELAY`), and `write_timeout` as the longest a write may wait for the peer
+    /// to make room: a peer that reads nothing for that long is treated as gone, so a
+    /// blocked write cannot hang a thread forever.
+    pub(crate) fn new(mut stream: S, write_timeout: Duration, clock: Clock) -> io::Result<Self> {
+        stream.prepare()?;
         Ok(Transport {
             stream,
             read_buf: vec![0; READ_BUF_BYTES].into_boxed_slice(),
@@ -109,6 +117,7 @@ impl Transport {
             write_timeout: write_timeout.max(Duration::from_millis(1)),
             stalled_since: None,
             wake: None,
+            unflushed: false,
         })
     }
 
@@ -118,8 +127,13 @@ impl Transport {
     }
 
     /// The underlying stream, for addresses and socket options.
-    pub(crate) fn stream(&self) -> &TcpStream {
+    pub(crate) fn stream(&self) -> &S {
         &self.stream
+    }
+
+    /// Bytes wait to be written: queued chunks, or ciphertext the stream holds.
+    fn has_unwritten(&self) -> bool {
+        !self.pending.is_empty() || self.unflushed
     }
 
     /// Makes this transport's wake-up pair and returns its write end: a byte written
@@ -139,9 +153,9 @@ impl Transport {
     /// peer taking none.
     pub(crate) fn read(&mut self, deadline: Option<Instant>) -> io::Result<Input<'_>> {
         loop {
-            if !self.pending.is_empty() {
+            if self.has_unwritten() {
                 self.write_some()?;
-                if self.pending.is_empty() {
+                if !self.has_unwritten() {
                     return Ok(Input::Flushed);
                 }
             }
@@ -161,7 +175,7 @@ impl Transport {
             if stall.is_some_and(|d| now >= d) {
                 // A last try: the peer may have read just now.
                 self.write_some()?;
-                if self.pending.is_empty() {
+                if !self.has_unwritten() {
                     return Ok(Input::Flushed);
                 }
                 if self.stall_deadline().is_some_and(|d| now >= d) {
@@ -189,7 +203,7 @@ impl Transport {
 
     /// Nothing waits to be written.
     pub(crate) fn is_flushed(&self) -> bool {
-        self.pending.is_empty()
+        !self.has_unwritten()
     }
 
     /// Writes every queued chunk, blocking until the kernel has taken them all, or
@@ -232,6 +246,21 @@ impl Transport {
                 Err(e) => return Err(e),
             }
         }
+        // A stream that buffers (TLS) writes the rest of what it took; a socket's flush
+        // does nothing.
+        loop {
+            match self.stream.flush() {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.unflushed = true;
+                    self.stalled_since.get_or_insert_with(|| self.clock.now());
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.unflushed = false;
         self.stalled_since = None;
         Ok(())
     }
@@ -239,7 +268,7 @@ impl Transport {
     /// When a write waiting now fails: the write timeout after the socket last refused
     /// bytes with the peer taking none since; `None` while nothing waits.
     fn stall_deadline(&self) -> Option<Instant> {
-        if self.pending.is_empty() {
+        if !self.has_unwritten() {
             return None;
         }
         self.stalled_since.map(|since| since + self.write_timeout)
@@ -257,7 +286,7 @@ impl Transport {
         if read {
             flags |= PollFlags::IN;
         }
-        if !self.pending.is_empty() {
+        if self.has_unwritten() {
             flags |= PollFlags::OUT;
         }
         let timeout = deadline.map(|d| {
@@ -301,6 +330,7 @@ impl Transport {
     pub(crate) fn shutdown(&mut self, linger: Duration) {
         self.pending.clear();
         self.pending_bytes = 0;
+        self.unflushed = false;
         if self.stream.shutdown(Shutdown::Write).is_err() {
             return;
         }
@@ -346,6 +376,7 @@ pub(crate) fn drop_written(pending: &mut VecDeque<Bytes>, mut n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::TcpListener;
 
     fn pair() -> (Transport, TcpStream) {

@@ -1,32 +1,28 @@
-//! A small parser for `ws://` URLs (RFC 6455 §3).
-//!
-//! Only `ws://` is supported: this runtime has no TLS, so `wss://` URLs are refused with a
-//! clear error rather than silently sent in the clear.
+//! A small parser for `ws://` and `wss://` URLs (RFC 6455 §3).
 
 use crate::error::Error;
 
-/// A parsed `ws://host[:port][/path][?query]` URL.
+/// A parsed `ws://host[:port][/path][?query]` or `wss://…` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
+    tls: bool,
     host: String,
     port: u16,
     resource: String,
 }
 
 impl WsUrl {
-    /// Parses `url`. The scheme must be `ws` (any case); the port defaults to 80 and the
-    /// path to `/`. Fragments and user info are refused (§3: "Fragment identifiers are
+    /// Parses `url`. The scheme must be `ws` or `wss` (any case); the port defaults to 80
+    /// (`ws`) or 443 (`wss`) and the path to `/`. Fragments and user info are refused (§3: "Fragment identifiers are
     /// meaningless in the context of WebSocket URIs and MUST NOT be used").
     pub fn parse(url: &str) -> Result<WsUrl, Error> {
         let invalid = |why: &str| Error::InvalidUrl(format!("{why}: {url}"));
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| invalid("missing scheme"))?;
-        if scheme.eq_ignore_ascii_case("wss") {
-            return Err(invalid("wss:// (TLS) is not supported by sockeye-std"));
-        }
-        if !scheme.eq_ignore_ascii_case("ws") {
-            return Err(invalid("scheme must be ws"));
+        let tls = scheme.eq_ignore_ascii_case("wss");
+        if !tls && !scheme.eq_ignore_ascii_case("ws") {
+            return Err(invalid("scheme must be ws or wss"));
         }
         if rest.contains('#') {
             return Err(invalid("fragments are not allowed"));
@@ -53,6 +49,7 @@ impl WsUrl {
             return Err(invalid("missing host"));
         }
         let port = match port {
+            None if tls => 443,
             None => 80,
             Some(p) => p.parse().map_err(|_| invalid("bad port"))?,
         };
@@ -62,10 +59,16 @@ impl WsUrl {
             r => r.to_string(),
         };
         Ok(WsUrl {
+            tls,
             host,
             port,
             resource,
         })
+    }
+
+    /// The scheme is `wss`: the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The host as written, IPv6 addresses in brackets.
@@ -73,7 +76,7 @@ impl WsUrl {
         &self.host
     }
 
-    /// The port, 80 when the URL names none.
+    /// The port: 80 (`ws`) or 443 (`wss`) when the URL names none.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -83,11 +86,12 @@ impl WsUrl {
         &self.resource
     }
 
-    /// The value of the `Host` header: the host, and the port unless it is 80.
+    /// The value of the `Host` header: the host, and the port unless it is the scheme's
+    /// default.
     pub fn host_header(&self) -> String {
-        match self.port {
-            80 => self.host.clone(),
-            port => format!("{}:{port}", self.host),
+        match (self.tls, self.port) {
+            (false, 80) | (true, 443) => self.host.clone(),
+            (_, port) => format!("{}:{port}", self.host),
         }
     }
 
@@ -117,6 +121,16 @@ mod tests {
         assert_eq!((u.port(), u.resource()), (80, "/"));
         assert_eq!(u.host_header(), "example.com");
 
+        let u = WsUrl::parse("wss://example.com/a").unwrap();
+        assert!(u.is_tls());
+        assert_eq!(
+            (u.port(), u.host_header()),
+            (443, "example.com".to_string())
+        );
+        let u = WsUrl::parse("WSS://example.com:8443").unwrap();
+        assert_eq!(u.host_header(), "example.com:8443");
+        assert!(!WsUrl::parse("ws://example.com:443/").unwrap().is_tls());
+
         let u = WsUrl::parse("ws://example.com?x=1").unwrap();
         assert_eq!(u.resource(), "/?x=1");
 
@@ -128,7 +142,6 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_serve() {
         for bad in [
-            "wss://example.com/",
             "http://example.com/",
             "example.com",
             "ws://",

@@ -21,6 +21,7 @@ use sockeye_core::{
 
 use crate::error::{Error, Result};
 use crate::sender::{Command, Outbox, Sender};
+use crate::stream::{OverTcp, Stream};
 use crate::transport::{is_write_stall, Input, Transport};
 
 /// While answers to messages that already arrived wait to go out together, at most this
@@ -52,7 +53,9 @@ impl<T> Recv<T> {
     }
 }
 
-/// An open WebSocket over a blocking `TcpStream`, client or server side.
+/// An open WebSocket over a blocking stream (a `TcpStream` unless said otherwise; any
+/// [`Stream`], such as a [`UnixStream`](std::os::unix::net::UnixStream) or a TLS
+/// session), client or server side.
 ///
 /// It does its work on the calling thread, inside its methods: [`recv`](Self::recv) is
 /// where bytes are read, pings answered and keepalive timers fire, so call it whenever
@@ -69,9 +72,9 @@ impl<T> Recv<T> {
 /// Obtain one from [`Client::connect`](crate::Client::connect) or a
 /// [`Server`](crate::Server).
 #[derive(Debug)]
-pub struct WebSocket {
+pub struct WebSocket<S = TcpStream> {
     conn: Connection,
-    transport: Transport,
+    transport: Transport<S>,
     /// Events drained from the core and not yet returned to the application: never more
     /// than one message, the last of them (see [`drain`](Self::drain)).
     events: VecDeque<Event>,
@@ -92,12 +95,12 @@ pub struct WebSocket {
     outbox: Option<Arc<Outbox>>,
 }
 
-impl WebSocket {
+impl<S: Stream> WebSocket<S> {
     /// Wraps a connection fresh from its handshake and writes what it already queued (a
     /// server's 101 response, answers to frames that followed the handshake).
     pub(crate) fn new(
         conn: Connection,
-        transport: Transport,
+        transport: Transport<S>,
         linger: Duration,
         path: Option<String>,
         protocol: Option<String>,
@@ -470,19 +473,9 @@ impl WebSocket {
         self.conn.rtt()
     }
 
-    /// The peer's address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.transport.stream().peer_addr()
-    }
-
-    /// Our address.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.transport.stream().local_addr()
-    }
-
     /// The underlying stream, for socket options. It is in non-blocking mode and must
     /// stay so; reading or writing it directly would corrupt the connection.
-    pub fn get_ref(&self) -> &TcpStream {
+    pub fn get_ref(&self) -> &S {
         self.transport.stream()
     }
 
@@ -581,7 +574,7 @@ impl WebSocket {
         self.drain_then(Transport::write_some)
     }
 
-    fn drain_then(&mut self, write: fn(&mut Transport) -> io::Result<()>) -> Result<()> {
+    fn drain_then(&mut self, write: fn(&mut Transport<S>) -> io::Result<()>) -> Result<()> {
         self.drain();
         if self.done {
             return Ok(());
@@ -612,7 +605,22 @@ impl WebSocket {
     }
 }
 
-impl Drop for WebSocket {
+impl<S: Stream> WebSocket<S>
+where
+    S: OverTcp,
+{
+    /// The peer's address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.transport.stream().tcp_stream().peer_addr()
+    }
+
+    /// Our address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.transport.stream().tcp_stream().local_addr()
+    }
+}
+
+impl<S> Drop for WebSocket<S> {
     fn drop(&mut self) {
         // Senders fail from now on instead of waiting for an owner that is gone.
         if let Some(outbox) = &self.outbox {

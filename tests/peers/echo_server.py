@@ -9,11 +9,13 @@ Echoes every message unchanged. Text messages starting with a command do somethi
   "close:CODE:REASON"   close the connection with CODE and REASON
   "fragments:A|B|C"     answer with one text message sent as the fragments A, B, C
   "ping:PAYLOAD"        ping the client, wait for its pong, answer "pong:PAYLOAD"
+With $PEER_TLS_CERT and $PEER_TLS_KEY (PEM files) it serves TLS (wss://).
 The process exits by itself after $PEER_TIMEOUT seconds (default 60).
 """
 
 import os
 import signal
+import ssl
 import sys
 
 from websockets.sync.server import serve
@@ -41,6 +43,10 @@ def handler(ws):
 def main():
     signal.alarm(int(os.environ.get("PEER_TIMEOUT", "60")))
     deflate = sys.argv[1:] == ["deflate"]
+    tls = None
+    if os.environ.get("PEER_TLS_CERT"):
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(os.environ["PEER_TLS_CERT"], os.environ["PEER_TLS_KEY"])
     with serve(
         handler,
         "127.0.0.1",
@@ -48,6 +54,7 @@ def main():
         max_size=16 * 1024 * 1024,
         compression="deflate" if deflate else None,
         ping_interval=None,
+        ssl=tls,
     ) as server:
         print("PORT", server.socket.getsockname()[1], flush=True)
         server.serve_forever()

@@ -83,6 +83,43 @@ pub fn node() -> PathBuf {
     .clone()
 }
 
+/// A self-signed certificate for `localhost` and `127.0.0.1`, for the TLS tests.
+#[derive(Debug)]
+pub struct TestCert {
+    /// The certificate, PEM, in a file of its own (a peer's CA file).
+    pub cert_pem: PathBuf,
+    /// Its private key, PEM.
+    pub key_pem: PathBuf,
+    /// A server configuration serving it.
+    pub server: std::sync::Arc<rustls::ServerConfig>,
+    /// A client configuration trusting exactly it.
+    pub client: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl TestCert {
+    /// Makes one (rcgen) and writes its PEM files into a fresh directory named by `name`.
+    pub fn new(name: &str) -> TestCert {
+        let dir = std::env::temp_dir().join(format!("sockeye-cert-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let rcgen::CertifiedKey { cert, key_pair } =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .expect("rcgen");
+        let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_pem, cert.pem()).expect("write cert.pem");
+        std::fs::write(&key_pem, key_pair.serialize_pem()).expect("write key.pem");
+        let server = sockeye_std::tls::server_config_from_pem(&cert_pem, &key_pem)
+            .expect("a server config from the PEM files");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).expect("a root");
+        TestCert {
+            cert_pem,
+            key_pem,
+            server,
+            client: sockeye_std::tls::client_config(roots),
+        }
+    }
+}
+
 /// A child process that is killed when dropped, with its output read on threads so it
 /// can never block on a full pipe.
 #[derive(Debug)]
@@ -290,7 +327,7 @@ pub fn payload(len: usize, seed: u8, text: bool) -> Message {
 
 /// Sends `message` and asserts the next message received is the same, without printing
 /// megabytes of payload on failure.
-pub fn echo(ws: &mut WebSocket, message: Message) {
+pub fn echo<S: sockeye_std::Stream>(ws: &mut WebSocket<S>, message: Message) {
     ws.send(message.clone()).expect("send");
     let got = ws.recv().expect("recv");
     assert!(

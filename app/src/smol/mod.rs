@@ -58,12 +58,21 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
     let listener = Async::new(parts.listener)?;
     let (server, clock, grace, write_timeout) =
         (parts.server, parts.clock, parts.grace, parts.write_timeout);
+    let tls = parts.tls;
     let thread = thread::Builder::new()
         .name("sockeye-smol".into())
         .spawn(move || {
             let ex = Rc::new(LocalExecutor::new());
             let (state, done) = State::new(server, clock, journal, write_timeout);
-            let main = serve(&ex, state, listener, shutdown_rx, commits_rx, done, grace);
+            let main = serve(
+                &ex,
+                state,
+                (listener, tls),
+                shutdown_rx,
+                commits_rx,
+                done,
+                grace,
+            );
             async_io::block_on(ex.run(main))
         })?;
     Ok(Handle { shutdown, thread })
@@ -74,13 +83,13 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
 async fn serve(
     ex: &Rc<LocalExecutor<'static>>,
     state: Shared,
-    listener: Async<std::net::TcpListener>,
+    (listener, tls): (Async<std::net::TcpListener>, crate::TlsConfig),
     shutdown: Receiver<()>,
     commits: Receiver<Result<(), String>>,
     done: Receiver<()>,
     grace: std::time::Duration,
 ) -> usize {
-    let accept = ex.spawn(accept_loop(Rc::clone(ex), Rc::clone(&state), listener));
+    let accept = ex.spawn(accept_loop(Rc::clone(ex), Rc::clone(&state), listener, tls));
     ex.spawn(timer_loop(Rc::clone(&state))).detach();
     ex.spawn(Flusher(Rc::clone(&state))).detach();
     ex.spawn(commit_loop(Rc::clone(&state), commits)).detach();
@@ -105,11 +114,12 @@ async fn accept_loop(
     ex: Rc<LocalExecutor<'static>>,
     state: Shared,
     listener: Async<std::net::TcpListener>,
+    tls: crate::TlsConfig,
 ) {
     let mut spare = Spare::new();
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => accept(&ex, &state, stream),
+            Ok((stream, _)) => accept(&ex, &state, stream, &tls),
             Err(e) if is_out_of_descriptors(&e) => {
                 out_of_descriptors(&e);
                 spare.refuse_one(|| listener.get_ref().accept().ok().map(|(s, _)| s));
@@ -123,10 +133,33 @@ async fn accept_loop(
     }
 }
 
-/// A new connection: the layer hears of it, and it gets a task.
-fn accept(ex: &LocalExecutor<'static>, state: &Shared, stream: Async<TcpStream>) {
+/// A new connection: the layer hears of it, and it gets a task (and its TLS session,
+/// when the server serves TLS; the handshake runs in the task's reads and writes).
+fn accept(
+    ex: &LocalExecutor<'static>,
+    state: &Shared,
+    stream: Async<TcpStream>,
+    tls: &crate::TlsConfig,
+) {
     let _ = stream.get_ref().set_nodelay(true);
-    let conn = state.borrow_mut().accept(stream);
+    let session = match tls {
+        #[cfg(feature = "tls")]
+        Some(config) => match rustls::ServerConnection::new(std::sync::Arc::clone(config)) {
+            Ok(mut session) => {
+                // What it buffers is bounded by the state's write batches.
+                session.set_buffer_limit(None);
+                Some(session)
+            }
+            Err(e) => {
+                log_at!(Warn, "cannot start a TLS session: {e}");
+                return;
+            }
+        },
+        #[cfg(not(feature = "tls"))]
+        Some(never) => match *never {},
+        None => None,
+    };
+    let conn = state.borrow_mut().accept(stream, session);
     ex.spawn(conn::ConnTask::new(Rc::clone(state), conn))
         .detach();
 }

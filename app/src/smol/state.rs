@@ -26,6 +26,13 @@ use crate::log::{self, log_at};
 /// The state, shared by the tasks.
 pub(super) type Shared = Rc<RefCell<State>>;
 
+/// A new connection's TLS session, when the server serves TLS.
+#[cfg(feature = "tls")]
+pub(super) type Tls = Option<rustls::ServerConnection>;
+/// Without the `tls` feature there is never a session.
+#[cfg(not(feature = "tls"))]
+pub(super) type Tls = Option<std::convert::Infallible>;
+
 /// Bytes read at most per read, into the one buffer every connection shares.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -50,6 +57,14 @@ pub(super) struct Link {
     pub(super) blocked: bool,
     /// Listed in [`State::dirty`], to be written by the flusher.
     dirty: bool,
+    /// The TLS session the bytes go through, when the server serves TLS: reads feed it
+    /// ciphertext and hand the layer its plaintext; writes hand it the layer's bytes and
+    /// write its ciphertext.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// `close_notify` is queued in `tls` (before FIN).
+    #[cfg(feature = "tls")]
+    close_notified: bool,
 }
 
 impl Link {
@@ -139,7 +154,7 @@ impl State {
 
     /// A connection was accepted: the layer's id for it. Its task finds its socket in
     /// its link.
-    pub(super) fn accept(&mut self, stream: Async<TcpStream>) -> ConnId {
+    pub(super) fn accept(&mut self, stream: Async<TcpStream>, tls: Tls) -> ConnId {
         let conn = self.server.handle_accept(self.clock.now());
         descriptors_again();
         self.links.insert(
@@ -153,8 +168,14 @@ impl State {
                 finished: false,
                 blocked: false,
                 dirty: false,
+                #[cfg(feature = "tls")]
+                tls: tls.map(Box::new),
+                #[cfg(feature = "tls")]
+                close_notified: false,
             },
         );
+        #[cfg(not(feature = "tls"))]
+        let _ = tls;
         self.act();
         conn
     }
@@ -178,6 +199,10 @@ impl State {
         let Some(link) = self.links.get(&conn) else {
             return false;
         };
+        #[cfg(feature = "tls")]
+        if link.tls.is_some() {
+            return self.read_tls(conn);
+        }
         let finished = link.finished;
         let mut failed = false;
         let open = loop {
@@ -208,6 +233,75 @@ impl State {
         };
         if failed {
             self.gone(conn);
+        }
+        self.act();
+        open
+    }
+
+    /// [`read`](Self::read) through the connection's TLS session: ciphertext in, the
+    /// plaintext to the layer, and what the session must answer (its handshake flights,
+    /// an alert) out at once.
+    #[cfg(feature = "tls")]
+    fn read_tls(&mut self, conn: ConnId) -> bool {
+        let Some(link) = self.links.get_mut(&conn) else {
+            return false;
+        };
+        let finished = link.finished;
+        let Some(tls) = link.tls.as_mut() else {
+            return false;
+        };
+        let mut sock = link.stream.get_ref();
+        let mut failed = false;
+        let mut ended = false;
+        let open = loop {
+            match tls.read_tls(&mut sock) {
+                Ok(0) => {
+                    ended = true;
+                    break false;
+                }
+                Ok(_) => {
+                    let state = match tls.process_new_packets() {
+                        Ok(state) => state,
+                        Err(_) => {
+                            failed = true; // its alert goes out below
+                            break false;
+                        }
+                    };
+                    let mut left = state.plaintext_bytes_to_read();
+                    while left > 0 {
+                        let n = left.min(self.read_buf.len());
+                        if tls.reader().read_exact(&mut self.read_buf[..n]).is_err() {
+                            break;
+                        }
+                        left -= n;
+                        if !finished {
+                            self.server
+                                .handle_bytes(self.clock.now(), conn, &self.read_buf[..n]);
+                        }
+                    }
+                    if state.peer_has_closed() {
+                        ended = true;
+                        break false;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    failed = true;
+                    break false;
+                }
+            }
+        };
+        if failed {
+            let _ = tls.write_tls(&mut sock);
+            self.gone(conn);
+        } else {
+            if ended && !finished {
+                self.server.handle_eof(self.clock.now(), conn);
+            }
+            if tls.wants_write() {
+                self.flush(conn);
+            }
         }
         self.act();
         open
@@ -255,6 +349,10 @@ impl State {
             };
             if link.blocked || link.finished {
                 return;
+            }
+            #[cfg(feature = "tls")]
+            if link.tls.is_some() {
+                return self.flush_tls(conn);
             }
             if link.pending.is_empty() {
                 let mut bytes = 0;
@@ -312,6 +410,67 @@ impl State {
                     return;
                 }
             }
+        }
+    }
+
+    /// [`flush`](Self::flush) through the connection's TLS session: its ciphertext
+    /// first, then the layer's next bytes into it (only once it holds none, so it holds
+    /// at most one batch), and `close_notify` before FIN.
+    #[cfg(feature = "tls")]
+    fn flush_tls(&mut self, conn: ConnId) {
+        loop {
+            let Some(link) = self.links.get_mut(&conn) else {
+                return;
+            };
+            if link.blocked || link.finished {
+                return;
+            }
+            let Some(tls) = link.tls.as_mut() else {
+                return;
+            };
+            let mut sock = link.stream.get_ref();
+            if tls.wants_write() {
+                match tls.write_tls(&mut sock) {
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        link.blocked = true;
+                        link.poke();
+                        return;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        self.gone(conn);
+                        return;
+                    }
+                }
+            }
+            let mut taken = 0;
+            while taken < MAX_WRITE_BATCH {
+                let Some(chunk) = self.server.poll_transmit(conn) else {
+                    break;
+                };
+                taken += chunk.len();
+                if tls.writer().write_all(&chunk).is_err() {
+                    self.gone(conn);
+                    return;
+                }
+            }
+            if taken > 0 {
+                continue;
+            }
+            if !link.closing {
+                return;
+            }
+            if !link.close_notified {
+                tls.send_close_notify();
+                link.close_notified = true;
+                continue;
+            }
+            let _ = link.stream.get_ref().shutdown(Shutdown::Write);
+            link.finished = true;
+            link.poke();
+            self.server.handle_closed(self.clock.now(), conn);
+            return;
         }
     }
 

@@ -20,6 +20,7 @@ use sockeye_core::{
 use crate::client::{Client, ClientOptions};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
+use crate::stream::MaybeTlsStream;
 use crate::time::Clock;
 use crate::url::WsUrl;
 use crate::websocket::{Recv, WebSocket};
@@ -38,6 +39,10 @@ pub struct ReliableOptions {
     /// Extra header fields for every upgrade request, such as
     /// `("Sockeye-Token", "<user token>")`.
     pub headers: Vec<(String, String)>,
+    /// The TLS configuration for a `wss://` URL (`None`, the default: the platform's
+    /// trust store). With the `tls` feature only.
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ReliableOptions {
@@ -48,6 +53,8 @@ impl Default for ReliableOptions {
             reconnect: ReconnectConfig::default(),
             connect_timeout: Duration::from_secs(10),
             headers: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -95,7 +102,7 @@ pub struct ReliableClient {
     url: String,
     options: ReliableOptions,
     session: ClientSession,
-    ws: Option<WebSocket>,
+    ws: Option<WebSocket<MaybeTlsStream>>,
     reconnect: Reconnect,
     entropy: OsEntropy,
     /// The reconnect policy already knows the current connection established the session.
@@ -109,7 +116,8 @@ pub struct ReliableClient {
 }
 
 impl ReliableClient {
-    /// A client for `url` (`ws://host[:port][/path][?query]`) that has not connected yet:
+    /// A client for `url` (`ws://host[:port][/path][?query]`, or `wss://…` with the `tls`
+    /// feature) that has not connected yet:
     /// it connects at the first [`send`](Self::send), [`next_event`](Self::next_event) or
     /// [`wait_acked`](Self::wait_acked). Fails only for an unusable URL or no entropy.
     pub fn new(url: &str, options: ReliableOptions) -> Result<Self> {
@@ -270,7 +278,7 @@ impl ReliableClient {
 
     /// The current WebSocket, if connected (for addresses and socket options; reading
     /// or writing it directly would corrupt the session).
-    pub fn websocket(&self) -> Option<&WebSocket> {
+    pub fn websocket(&self) -> Option<&WebSocket<MaybeTlsStream>> {
         self.ws.as_ref()
     }
 
@@ -361,9 +369,11 @@ impl ReliableClient {
             protocols: &[SUBPROTOCOL],
             origin: None,
             headers: &headers,
+            #[cfg(feature = "tls")]
+            tls: self.options.tls.as_ref(),
             ..ClientOptions::default()
         };
-        match Client::connect_on(&self.url, self.options.config.clone(), options, self.clock) {
+        match Client::open_on(&self.url, self.options.config.clone(), options, self.clock) {
             Ok(ws) if ws.protocol() == Some(SUBPROTOCOL) => {
                 self.session.handle_connected(self.clock.now());
                 self.established_noted = false;
