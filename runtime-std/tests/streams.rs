@@ -235,3 +235,89 @@ mod tls {
         deaf.join().unwrap();
     }
 }
+
+/// A Unix stream that counts the `write` and `write_vectored` calls made on it.
+struct CountingWrites {
+    inner: UnixStream,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::io::Read for CountingWrites {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::io::Read::read(&mut self.inner, buf)
+    }
+}
+
+impl std::io::Write for CountingWrites {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::io::Write::write(&mut self.inner, buf)
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::io::Write::write_vectored(&mut self.inner, bufs)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::Write::flush(&mut self.inner)
+    }
+}
+
+impl std::os::fd::AsFd for CountingWrites {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
+    }
+}
+
+impl Stream for CountingWrites {}
+
+#[test]
+fn an_echo_of_messages_that_came_in_one_read_goes_out_in_one_write() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
+    const MESSAGES: usize = 10;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&writes);
+    let (go, wait) = mpsc::channel::<()>();
+    let server = thread::spawn(move || {
+        let stream = CountingWrites {
+            inner: theirs,
+            writes: Arc::clone(&counted),
+        };
+        let mut ws = WebSocket::server(stream, Config::default()).unwrap();
+        // Every message is in the socket before the first read after the handshake.
+        wait.recv().unwrap();
+        let before = counted.load(Ordering::SeqCst);
+        for _ in 0..MESSAGES {
+            let message = ws.recv().unwrap().expect("a message");
+            ws.send(message).unwrap();
+        }
+        let during = counted.load(Ordering::SeqCst) - before;
+        while ws.recv().unwrap().is_some() {}
+        during
+    });
+    let mut ws = WebSocket::client(
+        ours,
+        "ws://localhost/",
+        Config::default(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    for i in 0..MESSAGES {
+        ws.send(Message::text(format!("message {i}"))).unwrap();
+    }
+    go.send(()).unwrap();
+    for i in 0..MESSAGES {
+        assert_eq!(
+            ws.recv().unwrap(),
+            Some(Message::text(format!("message {i}")))
+        );
+    }
+    ws.close(CloseCode::NORMAL, "done").unwrap();
+    assert_eq!(ws.recv().unwrap(), None);
+    let during = server.join().unwrap();
+    assert_eq!(during, 1, "ten echoes in one write, not {during}");
+    assert!(writes.load(Ordering::SeqCst) > during);
+}
