@@ -451,3 +451,76 @@ fn a_message_handed_back_after_a_slow_disconnect_waits_for_the_next_connection()
         "delivered to the next connection"
     );
 }
+
+#[test]
+fn changes_name_first_arrivals_and_last_departures_only() {
+    let config = HubConfig {
+        report_changes: true,
+        ..HubConfig::default()
+    };
+    let mut hub = Hub::new(config);
+    let now = Instant::ZERO;
+    hub.connect(now, ConnId(1), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    hub.connect(now, ConnId(2), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    hub.join(ConnId(1), "r").unwrap();
+    hub.join(ConnId(2), "r").unwrap();
+    hub.leave(ConnId(1), "r").unwrap();
+    hub.disconnect(now, ConnId(2));
+    hub.disconnect(now, ConnId(1));
+    let changes: Vec<HubChange> = core::iter::from_fn(|| hub.poll_change()).collect();
+    let room = || String::from("r");
+    assert_eq!(
+        changes,
+        [
+            HubChange::UserOnline(user("a")),
+            HubChange::RoomOpened(room()),
+            HubChange::Arrived {
+                room: room(),
+                user: user("a")
+            },
+            HubChange::Departed {
+                room: room(),
+                user: user("a")
+            },
+            HubChange::RoomClosed(room()),
+            HubChange::UserOffline(user("a")),
+        ]
+    );
+    // Without the flag nothing is recorded.
+    let mut quiet = Hub::new(HubConfig::default());
+    quiet
+        .connect(now, ConnId(1), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    assert_eq!(quiet.poll_change(), None);
+}
+
+#[test]
+fn a_relayed_message_reaches_live_connections_and_never_a_mailbox() {
+    let mut hub = Hub::new(HubConfig::default());
+    let now = Instant::ZERO;
+    assert_eq!(
+        hub.relay(now, &Target::User(user("b")), None, Bytes::from("x")),
+        0
+    );
+    assert_eq!(hub.stats().mailbox_messages, 0);
+    hub.connect(now, ConnId(1), user("b"), Delivery::AtMostOnce)
+        .unwrap();
+    hub.join(ConnId(1), "r").unwrap();
+    let n = hub.relay(
+        now,
+        &Target::Room("r".into()),
+        Some(user("z")),
+        Bytes::from("y"),
+    );
+    assert_eq!(n, 1);
+    let out = drain(&mut hub);
+    assert!(matches!(&*out[0].message,
+        OutMessage::Message { from: Some(f), room: Some(r), .. } if f == &user("z") && r == "r"));
+    hub.announce_presence("r", &user("z"), true);
+    assert!(matches!(
+        &*drain(&mut hub)[0].message,
+        OutMessage::Presence { joined: true, .. }
+    ));
+}
