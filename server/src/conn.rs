@@ -22,6 +22,13 @@ pub(crate) enum Phase {
     },
     /// A push acted on, its 202 waiting for journal commit `ticket`.
     AwaitingCommit { ticket: u64, answer: Vec<u8> },
+    /// A push acted on here and published, its answer waiting for the cluster backend's
+    /// answers (see `cluster.rs`).
+    AwaitingCluster {
+        waits: Vec<(sockeye_core::hub::Target, crate::cluster::PushWait)>,
+        batch: bool,
+        failed: bool,
+    },
     /// Plain JSON mode (`docs/PROTOCOL.md` §10).
     Plain { ws: Box<Connection> },
     /// `sockeye.v1`: a session of the store, attached as `epoch`.
@@ -179,7 +186,7 @@ impl Conn {
             Phase::Body { deadline, .. } => Some(*deadline),
             Phase::Plain { ws, .. } => ws.poll_timeout(),
             Phase::Reliable { ws, .. } => earliest(ws.poll_timeout(), self.session_deadline),
-            Phase::AwaitingCommit { .. } | Phase::Done => None,
+            Phase::AwaitingCommit { .. } | Phase::AwaitingCluster { .. } | Phase::Done => None,
         }
     }
 }

@@ -87,6 +87,7 @@
 
 mod answer;
 mod assets;
+mod cluster;
 mod config;
 mod conn;
 mod deliver;
@@ -104,6 +105,10 @@ pub mod sim;
 #[cfg(all(test, feature = "deflate"))]
 mod deflate_tests;
 
+#[cfg(test)]
+mod cluster_tests;
+
+pub use cluster::ClusterConfig;
 pub use config::Config;
 pub use server::Server;
 
@@ -128,6 +133,23 @@ pub enum Action {
     /// then call [`Server::handle_committed`] with the outcome. At most one is
     /// outstanding. On failure keep the records appended: the layer asks again.
     Commit,
+    /// Publish `payload` on the cluster backend's `channel` (Redis `PUBLISH`), in the
+    /// order given, then call [`Server::handle_published`] with `id` and how many
+    /// subscribers received it. Only with [`Config::cluster`].
+    Publish {
+        /// Names this publication in [`Server::handle_published`].
+        id: u64,
+        /// The full channel name, prefix included.
+        channel: String,
+        /// The bytes to publish.
+        payload: Bytes,
+    },
+    /// Subscribe to this channel (Redis `SUBSCRIBE`), report it done with
+    /// [`Server::handle_subscribed`], and hand every message on it to
+    /// [`Server::handle_remote`].
+    Subscribe(String),
+    /// Unsubscribe from this channel.
+    Unsubscribe(String),
     /// A line for the log.
     Log(Level, String),
     /// A message the server gave up: nobody will receive it (mailbox full or too old, a

@@ -14,6 +14,7 @@ use sockeye_core::{CloseCode, Entropy, Event, Instant, SessionId};
 
 use crate::answer;
 use crate::assets;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::conn::{Conn, Phase};
 use crate::durable::Durable;
@@ -76,6 +77,8 @@ pub struct Server {
     pub(crate) held: BTreeMap<SessionId, u64>,
     commit_retry: Option<Instant>,
     pub(crate) metrics: Metrics,
+    /// The cluster backend's state, with [`Config::cluster`].
+    pub(crate) cluster: Option<Cluster>,
     pub(crate) actions: VecDeque<Action>,
     deadlines: BTreeSet<(Instant, ConnId)>,
     /// Connections changed by the current input, to settle before it returns.
@@ -114,7 +117,15 @@ impl Server {
         entropy: Box<dyn Entropy + Send>,
         journal: Option<&JournalState>,
     ) -> Server {
+        let mut entropy = entropy;
+        let cluster = config.cluster.clone().map(|cluster| {
+            let mut id = [0u8; 8];
+            entropy.fill(&mut id);
+            let node: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            Cluster::new(cluster, node)
+        });
         let mut server = Server {
+            cluster,
             ws_config: config.ws_config(),
             hub: Hub::new(config.hub_config()),
             store: SessionStore::new(config.session_config(), now),
@@ -279,6 +290,7 @@ impl Server {
             self.store.handle_timeout(now);
             self.drain_store();
         }
+        self.cluster_timeout(now);
         if self.commit_retry.is_some_and(|at| at <= now) {
             self.commit_retry = None;
             self.durable.force_dirty();
@@ -324,6 +336,7 @@ impl Server {
             return;
         }
         self.stopping = true;
+        self.cluster_bye();
         self.shutdown = Some(now + self.config.shutdown_grace);
         let open: Vec<ConnId> = self.conns.keys().copied().collect();
         let count = open
@@ -385,6 +398,7 @@ impl Server {
             self.store.poll_timeout(),
             self.commit_retry,
             self.shutdown,
+            self.cluster.as_ref().and_then(|c| c.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -403,6 +417,7 @@ impl Server {
                     Phase::Head(_) => "head",
                     Phase::Body { .. } => "body",
                     Phase::AwaitingCommit { .. } => "awaiting commit",
+                    Phase::AwaitingCluster { .. } => "awaiting cluster",
                     Phase::Plain { .. } => "plain",
                     Phase::Reliable { .. } => "reliable",
                     Phase::Done => "done",
@@ -444,6 +459,7 @@ impl Server {
             mailbox_depth: stats.mailbox_messages as u64,
             mailbox_bytes: stats.mailbox_bytes as u64,
             mailbox_drops: stats.mail_expired + stats.mail_overflowed,
+            cluster: self.cluster_gauges(),
             ..HubGauges::default()
         };
         #[cfg(feature = "deflate")]
@@ -458,7 +474,7 @@ impl Server {
 
     // ----- internals -----
 
-    fn observe(&mut self, now: Instant) {
+    pub(crate) fn observe(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 
@@ -522,6 +538,7 @@ impl Server {
                 self.finish(conn);
             }
         }
+        self.cluster_changes();
         if let Some(bytes) = self.durable.take_commit() {
             self.actions.push_back(Action::Append(bytes));
             self.actions.push_back(Action::Commit);
@@ -591,7 +608,7 @@ impl Server {
                 self.drain_ws(conn);
             }
             // The request was answered (or is being): later bytes mean nothing.
-            Phase::AwaitingCommit { .. } | Phase::Done => {}
+            Phase::AwaitingCommit { .. } | Phase::AwaitingCluster { .. } | Phase::Done => {}
         }
     }
 
@@ -652,6 +669,12 @@ impl Server {
                 "text/html; charset=utf-8",
                 "",
                 DEMO_PAGE.as_bytes(),
+            )),
+            ("GET" | "HEAD", "/healthz") if self.cluster_down() => Some(answer::response(
+                503,
+                "text/plain",
+                "",
+                b"redis unreachable: serving this node's connections only; pushes refused\n",
             )),
             ("GET" | "HEAD", "/healthz") => Some(answer::response(200, "text/plain", "", b"ok\n")),
             ("GET" | "HEAD", "/metrics") => {
@@ -746,6 +769,9 @@ impl Server {
             Ok(parsed) => parsed,
             Err(why) => return self.answer(conn, answer::json_error(400, why)),
         };
+        if self.cluster.is_some() {
+            return self.cluster_push(conn, pushes, batch);
+        }
         let now = self.now;
         let mut receipts = Vec::with_capacity(pushes.len());
         for (target, data) in pushes {
@@ -767,6 +793,17 @@ impl Server {
         }
         // Once for the whole batch: its messages to one connection leave together.
         self.deliver();
+        self.finish_push(conn, receipts, batch);
+    }
+
+    /// The 202 of a push request whose pushes were acted on, once the journal holds
+    /// what they queued (at once without a journal).
+    pub(crate) fn finish_push(
+        &mut self,
+        conn: ConnId,
+        mut receipts: Vec<serde_json::Value>,
+        batch: bool,
+    ) {
         let queued = if batch {
             serde_json::Value::Array(receipts)
         } else {
