@@ -69,6 +69,11 @@ pub struct ServerConfig {
     /// The running journal is compacted once it is this large and 4× its size after the
     /// last compaction (see `JournalFile::set_compaction`).
     pub journal_compact_bytes: usize,
+    /// Many nodes as one service on this Redis (`redis://HOST:PORT[/DB]`): pushes, room
+    /// messages and presence cross nodes. `None`: one node.
+    pub redis: Option<String>,
+    /// Put before every Redis channel name, so several services share one Redis.
+    pub redis_prefix: String,
     /// How much to log.
     pub log_level: Level,
     /// Largest HTTP request head (431 beyond).
@@ -113,6 +118,8 @@ impl Default for ServerConfig {
             presence_max_recipients: 256,
             journal: None,
             journal_compact_bytes: 1 << 20,
+            redis: None,
+            redis_prefix: "sockeye:".into(),
             log_level: Level::Info,
             max_head_bytes: 8 * 1024,
             head_timeout: Duration::from_secs(10),
@@ -251,6 +258,16 @@ const FLAGS: &[Flag] = &[
         "compact the journal past this and 4x its last compaction [1MiB]",
     ),
     flag(
+        "redis",
+        Kind::Text,
+        "redis://HOST:PORT[/DB]: many nodes as one service (pushes, rooms, presence)",
+    ),
+    flag(
+        "redis-prefix",
+        Kind::Text,
+        "prefix of every Redis channel, so services can share one Redis [sockeye:]",
+    ),
+    flag(
         "deflate",
         Kind::Switch,
         "answer permessage-deflate offers (RFC 7692) [off]",
@@ -376,6 +393,9 @@ pub fn parse(
             config.deflate_window_bits
         ));
     }
+    if config.redis.is_some() && !cfg!(feature = "redis") {
+        return Err("--redis: this build has no Redis support (feature `redis`)".into());
+    }
     if config.max_frame_bytes > config.max_message_bytes {
         config.max_frame_bytes = config.max_message_bytes;
     }
@@ -400,6 +420,19 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
         ("secret", _) => config.secret = Some(text()?),
         ("api-key", _) => config.api_key = Some(text()?),
         ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
+        ("redis", _) => {
+            let url = text()?;
+            if !["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(format!(
+                    "{url:?} is not a Redis URL like redis://127.0.0.1:6379/0"
+                ));
+            }
+            config.redis = Some(url);
+        }
+        ("redis-prefix", _) => config.redis_prefix = value.to_string(),
         ("log-level", _) => config.log_level = Level::parse(value)?,
         ("runtime", _) => {
             config.runtime = match value {

@@ -29,6 +29,8 @@ pub(super) enum Input {
     Written(ConnId, bool),
     /// The journal thread finished a commit.
     Committed(Result<(), String>),
+    /// The Redis threads reported something (`--redis`).
+    Cluster(crate::redis::Report),
     /// Shut down gracefully (SIGINT, SIGTERM, or [`super::RunningServer::shutdown`]).
     Shutdown,
 }
@@ -60,6 +62,8 @@ pub(super) struct Driver {
     /// When a shutdown gives up waiting for the layer.
     give_up: Option<std::time::Instant>,
     grace: Duration,
+    /// The Redis threads (`--redis`).
+    backend: Option<crate::redis::Backend>,
 }
 
 impl Driver {
@@ -70,6 +74,7 @@ impl Driver {
         journal: Option<Sender<Vec<u8>>>,
         write_timeout: Duration,
         grace: Duration,
+        backend: Option<crate::redis::Backend>,
     ) -> Driver {
         Driver {
             server,
@@ -81,6 +86,7 @@ impl Driver {
             write_timeout,
             give_up: None,
             grace,
+            backend,
         }
     }
 
@@ -155,6 +161,7 @@ impl Driver {
                 }
                 self.server.handle_committed(now, result);
             }
+            Input::Cluster(report) => crate::redis::hand_over(&mut self.server, now, report),
             Input::Shutdown => {
                 if self.give_up.is_none() {
                     // The layer cuts what is left after the grace; this is the backstop.
@@ -251,6 +258,10 @@ impl Driver {
                 Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
                 Action::DeadLetter(letter) => log_dead_letter(&letter),
                 Action::Stopped => stopped = true,
+                Action::Publish { .. } | Action::Subscribe(_) | Action::Unsubscribe(_) => {
+                    let now = self.clock.now();
+                    crate::redis::carry_out(self.backend.as_ref(), &mut self.server, now, action)
+                }
                 _ => {}
             }
         }

@@ -87,6 +87,8 @@ pub(super) struct State {
     dirty: Vec<ConnId>,
     flusher: Option<Waker>,
     pub(super) write_timeout: Duration,
+    /// The Redis threads (`--redis`).
+    backend: Option<crate::redis::Backend>,
 }
 
 impl State {
@@ -95,6 +97,7 @@ impl State {
         clock: Clock,
         journal: Option<mpsc::Sender<Vec<u8>>>,
         write_timeout: Duration,
+        backend: Option<crate::redis::Backend>,
     ) -> (Shared, Receiver<()>) {
         let (done, stopped) = async_channel::bounded(1);
         let state = State {
@@ -110,6 +113,7 @@ impl State {
             dirty: Vec::new(),
             flusher: None,
             write_timeout,
+            backend,
         };
         (Rc::new(RefCell::new(state)), stopped)
     }
@@ -238,6 +242,12 @@ impl State {
             log_at!(Error, "journal commit failed: {e}");
         }
         self.server.handle_committed(self.clock.now(), result);
+        self.act();
+    }
+
+    /// What the Redis threads reported.
+    pub(super) fn cluster(&mut self, report: crate::redis::Report) {
+        crate::redis::hand_over(&mut self.server, self.clock.now(), report);
         self.act();
     }
 
@@ -374,6 +384,14 @@ impl State {
                 Action::DeadLetter(letter) => log_dead_letter(&letter),
                 Action::Stopped => {
                     let _ = self.done.try_send(());
+                }
+                Action::Publish { .. } | Action::Subscribe(_) | Action::Unsubscribe(_) => {
+                    crate::redis::carry_out(
+                        self.backend.as_ref(),
+                        &mut self.server,
+                        self.clock.now(),
+                        action,
+                    )
                 }
                 _ => {}
             }

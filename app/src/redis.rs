@@ -1,0 +1,380 @@
+//! The cluster backend's bytes (`--redis`): two threads, each with its own Redis
+//! connection, carry out the layer's [`Action::Publish`](sockeye_server::Action),
+//! `Subscribe` and `Unsubscribe` and report back as [`Report`]s. The layer decides what
+//! to publish and which channels it needs; this only moves bytes, reconnects with
+//! backoff, and says when Redis is reachable.
+//!
+//! - The **publisher** sends each `PUBLISH` in the order the layer gave them (one
+//!   connection: Redis keeps that order for every subscriber) and answers each with the
+//!   subscriber count or the error. While Redis is down it answers at once with an
+//!   error, and tries to reconnect after a backoff (100 ms doubling to 2 s).
+//! - The **subscriber** holds a connection in pub/sub mode, applies the layer's
+//!   subscriptions, and hands every message on. After a reconnect it drops commands
+//!   from before (the layer asks for every channel again once both are up).
+//!
+//! Why threads and the blocking client rather than an async one: the blocking client
+//! is the `redis` crate with no optional features (the smallest build), and the same
+//! two threads serve both runtimes.
+
+// Without the feature only the refusal and the types remain.
+#![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::log::log_at;
+use crate::THREAD_STACK_BYTES;
+
+/// First wait before reconnecting; doubled after every failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the subscriber waits for a message before it looks for new subscriptions.
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(20);
+
+/// What the backend threads tell the runtime, which hands it to the layer.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// Both connections are up (`Server::handle_cluster_up`).
+    Up,
+    /// One of them failed (`Server::handle_cluster_down`).
+    Down(String),
+    /// A subscription is confirmed (`Server::handle_subscribed`).
+    Subscribed(String),
+    /// A message on a subscribed channel (`Server::handle_remote`).
+    Message(String, Vec<u8>),
+    /// The outcome of publication `id` (`Server::handle_published`).
+    Published(u64, Result<u64, String>),
+}
+
+/// A subscription change for the subscriber thread.
+enum Subscription {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// The two threads, as the runtime drives them.
+pub(crate) struct Backend {
+    publish: Sender<(u64, String, Bytes)>,
+    subscribe: Sender<Subscription>,
+}
+
+#[cfg(feature = "redis")]
+/// Which of the two connections are up, and what the runtime was last told.
+#[derive(Default)]
+struct Links {
+    publisher: bool,
+    subscriber: bool,
+    told_up: bool,
+}
+
+#[cfg(feature = "redis")]
+type Reporter = Arc<dyn Fn(Report) -> bool + Send + Sync>;
+
+#[cfg(feature = "redis")]
+/// Sets one link's state and tells the runtime when "both up" changes. Held under the
+/// lock, so reports of up and down cannot pass each other.
+fn set_link(links: &Mutex<Links>, report: &Reporter, publisher: bool, up: bool, why: &str) {
+    let mut links = links.lock().unwrap_or_else(|e| e.into_inner());
+    if publisher {
+        links.publisher = up;
+    } else {
+        links.subscriber = up;
+    }
+    let both = links.publisher && links.subscriber;
+    if both != links.told_up {
+        links.told_up = both;
+        report(if both {
+            Report::Up
+        } else {
+            Report::Down(why.to_string())
+        });
+    }
+}
+
+impl Backend {
+    /// Without the `redis` feature: refused.
+    #[cfg(not(feature = "redis"))]
+    pub(crate) fn start(
+        url: &str,
+        _report: impl Fn(Report) -> bool + Send + Sync + 'static,
+    ) -> std::io::Result<Backend> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("--redis {url:?}: this build has no Redis support (feature `redis`)"),
+        ))
+    }
+
+    /// Checks `url` and starts both threads; `report` carries what they learn to the
+    /// runtime (and answers whether it is still there).
+    #[cfg(feature = "redis")]
+    pub(crate) fn start(
+        url: &str,
+        report: impl Fn(Report) -> bool + Send + Sync + 'static,
+    ) -> std::io::Result<Backend> {
+        let client = redis::Client::open(url).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("--redis {url:?}: {e}"),
+            )
+        })?;
+        let report: Reporter = Arc::new(report);
+        let links = Arc::new(Mutex::new(Links::default()));
+        let (publish, publications) = mpsc::channel();
+        let (subscribe, subscriptions) = mpsc::channel();
+        {
+            let (client, report, links) = (client.clone(), Arc::clone(&report), Arc::clone(&links));
+            thread::Builder::new()
+                .name("sockeye-redis-pub".into())
+                .stack_size(THREAD_STACK_BYTES)
+                .spawn(move || publisher(&client, &publications, &report, &links))?;
+        }
+        thread::Builder::new()
+            .name("sockeye-redis-sub".into())
+            .stack_size(THREAD_STACK_BYTES)
+            .spawn(move || subscriber(&client, &subscriptions, &report, &links))?;
+        Ok(Backend { publish, subscribe })
+    }
+
+    /// Carries out a publication (answered by a [`Report::Published`]).
+    pub(crate) fn publish(&self, id: u64, channel: String, payload: Bytes) -> bool {
+        self.publish.send((id, channel, payload)).is_ok()
+    }
+
+    pub(crate) fn subscribe(&self, channel: String) {
+        let _ = self.subscribe.send(Subscription::Subscribe(channel));
+    }
+
+    pub(crate) fn unsubscribe(&self, channel: String) {
+        let _ = self.subscribe.send(Subscription::Unsubscribe(channel));
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Hands a report of the Redis threads to the layer.
+pub(crate) fn hand_over(
+    server: &mut sockeye_server::Server,
+    now: sockeye_core::Instant,
+    report: Report,
+) {
+    match report {
+        Report::Up => server.handle_cluster_up(now),
+        Report::Down(why) => server.handle_cluster_down(now, &why),
+        Report::Subscribed(channel) => server.handle_subscribed(now, &channel),
+        Report::Message(channel, payload) => server.handle_remote(now, &channel, &payload),
+        Report::Published(id, result) => server.handle_published(now, id, result),
+    }
+}
+
+/// Carries out one of the layer's cluster actions; a publication with no backend to
+/// take it is answered as failed at once.
+pub(crate) fn carry_out(
+    backend: Option<&Backend>,
+    server: &mut sockeye_server::Server,
+    now: sockeye_core::Instant,
+    action: sockeye_server::Action,
+) {
+    use sockeye_server::Action;
+    match (action, backend) {
+        (
+            Action::Publish {
+                id,
+                channel,
+                payload,
+            },
+            Some(backend),
+        ) => {
+            if !backend.publish(id, channel, payload) {
+                server.handle_published(now, id, Err("the redis thread is gone".into()));
+            }
+        }
+        (Action::Publish { id, .. }, None) => {
+            server.handle_published(now, id, Err("no redis backend".into()));
+        }
+        (Action::Subscribe(channel), Some(backend)) => backend.subscribe(channel),
+        (Action::Unsubscribe(channel), Some(backend)) => backend.unsubscribe(channel),
+        _ => {}
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Backoff between reconnection attempts.
+struct Backoff {
+    wait: Duration,
+    next: Instant,
+}
+
+#[cfg(feature = "redis")]
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            wait: MIN_BACKOFF,
+            next: Instant::now(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        Instant::now() >= self.next
+    }
+
+    fn failed(&mut self) {
+        self.next = Instant::now() + self.wait;
+        self.wait = (self.wait * 2).min(MAX_BACKOFF);
+    }
+
+    fn succeeded(&mut self) {
+        self.wait = MIN_BACKOFF;
+    }
+
+    fn left(&self) -> Duration {
+        self.next.saturating_duration_since(Instant::now())
+    }
+}
+
+#[cfg(feature = "redis")]
+fn publisher(
+    client: &redis::Client,
+    publications: &Receiver<(u64, String, Bytes)>,
+    report: &Reporter,
+    links: &Mutex<Links>,
+) {
+    let mut connection: Option<redis::Connection> = None;
+    let mut backoff = Backoff::new();
+    let mut last_error = String::from("not connected yet");
+    loop {
+        if connection.is_none() && backoff.due() {
+            match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+                Ok(c) => {
+                    backoff.succeeded();
+                    connection = Some(c);
+                    set_link(links, report, true, true, "");
+                }
+                Err(e) => {
+                    backoff.failed();
+                    last_error = e.to_string();
+                    log_at!(Debug, "redis publisher: cannot connect: {e}");
+                }
+            }
+        }
+        let wait = match connection {
+            Some(_) => Duration::from_secs(3600),
+            None => backoff.left().max(Duration::from_millis(1)),
+        };
+        let (id, channel, payload) = match publications.recv_timeout(wait) {
+            Ok(publication) => publication,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let result = match &mut connection {
+            None => Err(format!("redis unreachable: {last_error}")),
+            Some(c) => {
+                let sent = redis::cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(&payload[..])
+                    .query::<u64>(c);
+                match sent {
+                    Ok(n) => Ok(n),
+                    Err(e) => {
+                        if e.is_io_error()
+                            || e.is_connection_dropped()
+                            || !redis::ConnectionLike::is_open(c)
+                        {
+                            connection = None;
+                            last_error = e.to_string();
+                            backoff.failed();
+                            set_link(links, report, true, false, &last_error);
+                        }
+                        Err(e.to_string())
+                    }
+                }
+            }
+        };
+        if !report(Report::Published(id, result)) {
+            return;
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+fn subscriber(
+    client: &redis::Client,
+    subscriptions: &Receiver<Subscription>,
+    report: &Reporter,
+    links: &Mutex<Links>,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        let mut connection = match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                log_at!(Debug, "redis subscriber: cannot connect: {e}");
+                backoff.failed();
+                thread::sleep(backoff.left());
+                continue;
+            }
+        };
+        backoff.succeeded();
+        let mut pubsub = connection.as_pubsub();
+        if pubsub.set_read_timeout(Some(SUBSCRIBER_POLL)).is_err() {
+            continue;
+        }
+        // What was asked of the connection that failed: the layer asks again once up.
+        loop {
+            match subscriptions.try_recv() {
+                Ok(_) => {}
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        set_link(links, report, false, true, "");
+        let why = loop {
+            let mut failed = None;
+            loop {
+                let change = match subscriptions.try_recv() {
+                    Ok(change) => change,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                };
+                let done = match &change {
+                    Subscription::Subscribe(channel) => pubsub.subscribe(channel),
+                    Subscription::Unsubscribe(channel) => pubsub.unsubscribe(channel),
+                };
+                match (done, change) {
+                    (Ok(()), Subscription::Subscribe(channel)) => {
+                        if !report(Report::Subscribed(channel)) {
+                            return;
+                        }
+                    }
+                    (Ok(()), Subscription::Unsubscribe(_)) => {}
+                    (Err(e), _) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(why) = failed {
+                break why;
+            }
+            match pubsub.get_message() {
+                Ok(message) => {
+                    let channel = message.get_channel_name().to_string();
+                    let payload = message.get_payload_bytes().to_vec();
+                    if !report(Report::Message(channel, payload)) {
+                        return;
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => break e.to_string(),
+            }
+        };
+        log_at!(Warn, "redis subscriber: connection lost: {why}");
+        set_link(links, report, false, false, &why);
+        backoff.failed();
+        thread::sleep(backoff.left());
+    }
+}
