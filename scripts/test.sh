@@ -11,8 +11,7 @@ fi
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 # The server's scenario suite, the multi-node scenarios and the binary's SIGKILL and
-# signal tests, again on the
-# threads runtime (the run above used the default, smol).
+# signal tests, again on the threads runtime (the run above used the default, smol).
 SOCKEYE_RUNTIME=threads cargo test -p sockeye-tests --test server_scenarios
 SOCKEYE_RUNTIME=threads cargo test -p sockeye-tests --test cluster
 SOCKEYE_RUNTIME=threads cargo test -p sockeye --test server_binary

@@ -155,7 +155,6 @@ impl Backend {
     }
 }
 
-#[cfg(feature = "redis")]
 /// Hands a report of the Redis threads to the layer.
 pub(crate) fn hand_over(
     server: &mut sockeye_server::Server,
@@ -180,24 +179,27 @@ pub(crate) fn carry_out(
     action: sockeye_server::Action,
 ) {
     use sockeye_server::Action;
-    match (action, backend) {
-        (
-            Action::Publish {
-                id,
-                channel,
-                payload,
-            },
-            Some(backend),
-        ) => {
-            if !backend.publish(id, channel, payload) {
-                server.handle_published(now, id, Err("the redis thread is gone".into()));
+    match action {
+        Action::Publish {
+            id,
+            channel,
+            payload,
+        } => {
+            let sent = backend.is_some_and(|b| b.publish(id, channel, payload));
+            if !sent {
+                server.handle_published(now, id, Err("no redis thread to publish".into()));
             }
         }
-        (Action::Publish { id, .. }, None) => {
-            server.handle_published(now, id, Err("no redis backend".into()));
+        Action::Subscribe(channel) => {
+            if let Some(backend) = backend {
+                backend.subscribe(channel);
+            }
         }
-        (Action::Subscribe(channel), Some(backend)) => backend.subscribe(channel),
-        (Action::Unsubscribe(channel), Some(backend)) => backend.unsubscribe(channel),
+        Action::Unsubscribe(channel) => {
+            if let Some(backend) = backend {
+                backend.unsubscribe(channel);
+            }
+        }
         _ => {}
     }
 }
