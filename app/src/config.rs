@@ -422,7 +422,10 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
         ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
         ("redis", _) => {
             let url = text()?;
-            if !["redis://", "rediss://", "unix://", "redis+unix://"]
+            if url.starts_with("rediss://") {
+                return Err("TLS to Redis (rediss://) is not in this build".into());
+            }
+            if !["redis://", "unix://", "redis+unix://"]
                 .iter()
                 .any(|scheme| url.starts_with(scheme))
             {
@@ -653,5 +656,26 @@ mod tests {
             parse(["--help".to_string()], |_| None),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn redis_is_a_url_from_the_flag_or_the_environment() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!((c.redis, c.redis_prefix.as_str()), (None, "sockeye:"));
+        let c = run(
+            &[
+                "--redis",
+                "redis://127.0.0.1:6379/2",
+                "--redis-prefix=chat:",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://127.0.0.1:6379/2"));
+        assert_eq!(c.redis_prefix, "chat:");
+        let c = run(&[], &[("SOCKEYE_REDIS", "redis://r:6379")]).unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://r:6379"));
+        assert!(run(&["--redis", "127.0.0.1:6379"], &[]).is_err());
+        assert!(run(&["--redis", "rediss://r:6380"], &[]).is_err());
     }
 }
