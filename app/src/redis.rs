@@ -317,6 +317,10 @@ fn subscriber(
                 log_at!(Debug, "redis subscriber: cannot connect: {e}");
                 backoff.failed();
                 thread::sleep(backoff.left());
+                // The runtime is gone (its end of the channel dropped): so is this thread.
+                if gone(subscriptions) {
+                    return;
+                }
                 continue;
             }
         };
@@ -326,12 +330,8 @@ fn subscriber(
             continue;
         }
         // What was asked of the connection that failed: the layer asks again once up.
-        loop {
-            match subscriptions.try_recv() {
-                Ok(_) => {}
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return,
-            }
+        if gone(subscriptions) {
+            return;
         }
         set_link(links, report, false, true, "");
         let why = loop {
@@ -378,5 +378,21 @@ fn subscriber(
         set_link(links, report, false, false, &why);
         backoff.failed();
         thread::sleep(backoff.left());
+        if gone(subscriptions) {
+            return;
+        }
+    }
+}
+
+/// Whether the runtime dropped its end; drops what it asked for before (the layer asks
+/// for every channel again once Redis is back).
+#[cfg(feature = "redis")]
+fn gone(subscriptions: &Receiver<Subscription>) -> bool {
+    loop {
+        match subscriptions.try_recv() {
+            Ok(_) => {}
+            Err(TryRecvError::Empty) => return false,
+            Err(TryRecvError::Disconnected) => return true,
+        }
     }
 }

@@ -544,7 +544,7 @@ impl Server {
         }
     }
 
-    /// Subscribes to (or leaves) `channel`, telling the backend while it is up.
+    /// Subscribes to (or leaves) `channel`, telling the backend.
     fn want(&mut self, channel: String, wanted: bool) {
         let Some(cluster) = &mut self.cluster else {
             return;
@@ -555,7 +555,10 @@ impl Server {
             cluster.confirmed.remove(&channel);
             cluster.wanted.remove(&channel)
         };
-        if changed && cluster.up {
+        // An unsubscription goes out even while the backend is down: the subscribing
+        // connection may be the one still up, and a channel left subscribed would count
+        // this node as a receiver of the user's messages.
+        if changed && (cluster.up || !wanted) {
             self.actions.push_back(if wanted {
                 Action::Subscribe(channel)
             } else {

@@ -556,3 +556,27 @@ fn without_a_backend_the_layer_publishes_nothing() {
         );
     }
 }
+
+#[test]
+fn a_user_who_left_during_an_outage_is_not_counted_as_online_after_it() {
+    let mut net = Net::new(2);
+    let bob = net.connect(1, "bob");
+    // Only the publishing connection failed: the subscriptions stay with Redis.
+    net.up = false;
+    for i in 0..2 {
+        net.nodes[i].handle_cluster_down(net.now, "publisher lost");
+    }
+    net.pump();
+    net.drop_client(bob);
+    net.up = true;
+    for i in 0..2 {
+        net.nodes[i].handle_cluster_up(net.now);
+    }
+    net.pump();
+    let (status, body) = net.push(0, r#"{"user":"bob","data":"kept"}"#);
+    assert_eq!(status, 202);
+    assert!(
+        body.contains(r#""mailboxed":1"#),
+        "not lost to a stale subscription: {body}"
+    );
+}
