@@ -22,9 +22,10 @@
 //! - inputs, each with the time: [`Server::handle_accept`] (a TCP connection; returns its
 //!   id), [`Server::handle_bytes`], [`Server::handle_eof`], [`Server::handle_closed`],
 //!   [`Server::handle_timeout`], [`Server::handle_committed`] (a journal commit finished),
-//!   [`Server::handle_shutdown`];
+//!   [`Server::handle_shutdown`], and with a cluster backend the five below;
 //! - outputs: [`Server::poll_action`] until `None` after every input ([`Action`]: bytes
-//!   wait for a connection, close one, append journal bytes, commit, log, stopped),
+//!   wait for a connection, close one, append journal bytes, commit, publish, subscribe,
+//!   unsubscribe, log, stopped),
 //!   [`Server::poll_transmit`] per connection when its socket can take bytes, and
 //!   [`Server::poll_timeout`], the one next deadline.
 //!
@@ -34,6 +35,16 @@
 //! until the runtime answers [`Server::handle_committed`]. A failed commit is answered as
 //! a failure (503, no ACK). Operations that arrive while a commit is in flight share the
 //! next one (group commit). The ordering is the layer's, not a lock order's.
+//!
+//! **Many nodes are outputs too.** With [`Config::cluster`] (`--redis`) the layer says
+//! what to publish and which channels it needs ([`Action::Publish`],
+//! [`Action::Subscribe`], [`Action::Unsubscribe`]); the runtime carries the bytes to and
+//! from Redis and reports [`Server::handle_published`] (how many subscribers got it),
+//! [`Server::handle_subscribed`], [`Server::handle_remote`] (a message from another
+//! node), [`Server::handle_cluster_up`] and [`Server::handle_cluster_down`]. The layer
+//! decides who receives what, when a push's 202 may go, what presence to announce and
+//! when a node is gone; the tests drive several layers over an in-memory broker. The
+//! channels and rules are in the `cluster` module's docs (`server/src/cluster.rs`).
 //!
 //! ## By hand: one HTTP request and one WebSocket connection
 //!
