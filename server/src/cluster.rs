@@ -123,8 +123,12 @@ pub(crate) struct Cluster {
     confirmed: BTreeSet<String>,
     next_id: u64,
     pending: BTreeMap<u64, Pending>,
-    /// Per room this node has members in: which other nodes hold which users there.
-    remote: BTreeMap<String, BTreeMap<UserId, BTreeSet<String>>>,
+    /// Per room this node has members in: which other nodes hold which users there,
+    /// each entry with the deadline it is dropped at unless confirmed (`Some` after a
+    /// resynchronisation began: [`Cluster::resync_until`]).
+    remote: BTreeMap<String, BTreeMap<UserId, BTreeMap<String, Option<Instant>>>>,
+    /// When entries still unconfirmed after a resynchronisation are dropped.
+    sweeps: BTreeSet<Instant>,
     /// Other nodes, and when they were last heard of.
     nodes: BTreeMap<String, Instant>,
     next_beat: Option<Instant>,
@@ -142,6 +146,7 @@ impl Cluster {
             next_id: 1,
             pending: BTreeMap::new(),
             remote: BTreeMap::new(),
+            sweeps: BTreeSet::new(),
             nodes: BTreeMap::new(),
             next_beat: None,
             announcing: false,
@@ -169,10 +174,32 @@ impl Cluster {
         self.config.heartbeat * BEATS_TO_EXPIRY
     }
 
+    /// Marks what is known of `node` (every node: `None`) as unconfirmed: each entry
+    /// is dropped at `now` + two beats unless a `here` or `join` confirms it meanwhile.
+    /// Until then it still counts, so a user who stayed does not flap.
+    fn resync(&mut self, now: Instant, node: Option<&str>) {
+        let deadline = now + self.config.heartbeat * 2;
+        let mut any = false;
+        for users in self.remote.values_mut() {
+            for nodes in users.values_mut() {
+                for (n, stale) in nodes.iter_mut() {
+                    if node.is_none_or(|node| node == n) {
+                        *stale = Some(deadline);
+                        any = true;
+                    }
+                }
+            }
+        }
+        if any {
+            self.sweeps.insert(deadline);
+        }
+    }
+
     /// When the layer must act next: a heartbeat, or a node to expire.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let expiry = self.nodes.values().min().map(|at| *at + self.expiry());
-        [self.next_beat, expiry].into_iter().flatten().min()
+        let sweep = self.sweeps.first().copied();
+        [self.next_beat, expiry, sweep].into_iter().flatten().min()
     }
 
     /// Whether another node holds `user` in `room`.
@@ -223,7 +250,13 @@ impl Server {
         }
         cluster.up = true;
         cluster.next_beat = Some(now);
+        // What was learnt before may be out of date: confirmed again by the answers to
+        // this node's syncs, or dropped. The others hear the same of this node.
+        cluster.resync(now, None);
+        let reset = envelope(&cluster.node, "reset", "");
+        let nodes = cluster.channel("nodes");
         let wanted: Vec<String> = cluster.wanted.iter().cloned().collect();
+        self.publish(nodes, reset, Pending::Fire);
         for channel in wanted {
             self.actions.push_back(Action::Subscribe(channel));
         }
@@ -266,9 +299,12 @@ impl Server {
         }
         cluster.confirmed.insert(channel.to_string());
         let room_prefix = cluster.channel("room:");
-        if channel.starts_with(&room_prefix) {
+        if let Some(room) = channel.strip_prefix(&room_prefix) {
+            // Who is here, and who is there: the other nodes answer with `here`.
+            let room = room.to_string();
             let sync = envelope(&cluster.node, "sync", "");
             self.publish(channel.to_string(), sync, Pending::Fire);
+            self.answer_sync(&room);
         }
         self.settle();
     }
@@ -359,12 +395,39 @@ impl Server {
                 }
             }
             ("here", Some(Target::Room(room))) => {
-                let users: Vec<String> = object
+                // Everyone `node` holds in the room: who is not listed left.
+                let users: BTreeSet<UserId> = object
                     .get("users")
-                    .and_then(|raw| serde_json::from_str(raw.get()).ok())
+                    .and_then(|raw| serde_json::from_str::<Vec<String>>(raw.get()).ok())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(UserId)
+                    .collect();
+                let gone: Vec<UserId> = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.remote.get(&room))
+                    .map(|known| {
+                        known
+                            .iter()
+                            .filter(|(u, nodes)| nodes.contains_key(&node) && !users.contains(*u))
+                            .map(|(u, _)| u.clone())
+                            .collect()
+                    })
                     .unwrap_or_default();
+                for user in gone {
+                    self.remote_presence(&room, user, &node, false);
+                }
                 for user in users {
-                    self.remote_presence(&room, UserId(user), &node, true);
+                    self.remote_presence(&room, user, &node, true);
+                }
+            }
+            ("reset", _) => {
+                // `node` is back after losing Redis: what it holds comes again as
+                // `here`s; what it no longer holds is dropped after two beats.
+                let now = self.now;
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.resync(now, Some(&node));
                 }
             }
             ("sync", Some(Target::Room(room))) => self.answer_sync(&room),
@@ -580,10 +643,11 @@ impl Server {
         let users = cluster.remote.entry(room.to_string()).or_default();
         let was = local || users.contains_key(&user);
         if joined {
+            // Known and confirmed.
             users
                 .entry(user.clone())
                 .or_default()
-                .insert(node.to_string());
+                .insert(node.to_string(), None);
         } else if let Some(nodes) = users.get_mut(&user) {
             nodes.remove(node);
             if nodes.is_empty() {
@@ -626,7 +690,7 @@ impl Server {
         let mut left = Vec::new();
         for (room, users) in &cluster.remote {
             for (user, nodes) in users {
-                if nodes.contains(node) {
+                if nodes.contains_key(node) {
                     left.push((room.clone(), user.clone()));
                 }
             }
@@ -660,6 +724,31 @@ impl Server {
         }
         for node in dead {
             self.node_gone(&node);
+        }
+        self.sweep(now);
+    }
+
+    /// Drops what a resynchronisation did not confirm by its deadline.
+    fn sweep(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.sweeps.first().is_none_or(|at| *at > now) {
+            return;
+        }
+        cluster.sweeps.retain(|at| *at > now);
+        let mut stale = Vec::new();
+        for (room, users) in &cluster.remote {
+            for (user, nodes) in users {
+                for (node, deadline) in nodes {
+                    if deadline.is_some_and(|d| d <= now) {
+                        stale.push((room.clone(), user.clone(), node.clone()));
+                    }
+                }
+            }
+        }
+        for (room, user, node) in stale {
+            self.remote_presence(&room, user, &node, false);
         }
     }
 

@@ -580,3 +580,51 @@ fn a_user_who_left_during_an_outage_is_not_counted_as_online_after_it() {
         "not lost to a stale subscription: {body}"
     );
 }
+
+#[test]
+fn presence_heals_after_an_outage_without_flapping_for_who_stayed() {
+    let mut net = Net::new(2);
+    let alice = net.connect(0, "alice");
+    let bob = net.connect(1, "bob");
+    let dave = net.connect(1, "dave");
+    for c in [alice, bob, dave] {
+        net.send(c, r#"{"type":"join","room":"r"}"#);
+    }
+    assert_eq!(net.presence_of(alice, "bob"), [true]);
+    assert_eq!(net.presence_of(alice, "dave"), [true]);
+    // Redis goes away; meanwhile bob leaves and carol arrives on node 1.
+    net.up = false;
+    net.subs.clear();
+    for i in 0..2 {
+        net.nodes[i].handle_cluster_down(net.now, "connection reset");
+    }
+    net.pump();
+    net.send(bob, r#"{"type":"leave","room":"r"}"#);
+    let carol = net.connect(1, "carol");
+    net.send(carol, r#"{"type":"join","room":"r"}"#);
+    net.up = true;
+    for i in 0..2 {
+        net.nodes[i].handle_cluster_up(net.now);
+    }
+    net.pump();
+    net.advance(core::time::Duration::from_secs(5));
+    assert_eq!(net.presence_of(alice, "bob"), [true, false]);
+    assert_eq!(net.presence_of(alice, "carol"), [true]);
+    assert_eq!(
+        net.presence_of(alice, "dave"),
+        [true],
+        "dave stayed: no flap"
+    );
+    // carol's node knew of alice already: she is in carol's `joined` answer.
+    let joined = net.clients[carol]
+        .texts
+        .iter()
+        .find(|t| t["type"] == "joined")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        joined["members"],
+        serde_json::json!(["alice", "carol", "dave"])
+    );
+    assert!(net.presence_of(carol, "alice").is_empty());
+}
