@@ -179,8 +179,15 @@ fn redis_killed_and_restarted_mid_run() {
         let (a, b) = (a.local_addr(), b.local_addr());
         let mut kim = JsonClient::connect(b, "user=kim");
         let mut bob = JsonClient::connect(a, "user=bob");
-        subscribed(b, 3);
-        subscribed(a, 3);
+        kim.join("lobby");
+        bob.join("lobby");
+        subscribed(b, 4);
+        subscribed(a, 4);
+        let arrived = bob.recv_type("presence");
+        assert_eq!(
+            (arrived["user"].clone(), arrived["joined"].clone()),
+            (json!("kim"), json!(true))
+        );
         accepted(&push(a, "", r#"{"user":"kim","data":"before"}"#));
         assert_eq!(message(&mut kim)["data"], "before");
 
@@ -206,11 +213,21 @@ fn redis_killed_and_restarted_mid_run() {
             "{error}"
         );
 
+        // kim leaves the lobby while nobody can hear it.
+        kim.send(json!({"type": "leave", "room": "lobby"}));
+        kim.recv_type("left");
+
         redis.restart();
         wait_until(SETTLE, "both nodes see redis again", || {
             status(&get(a, "/healthz")) == 200 && status(&get(b, "/healthz")) == 200
         });
         subscribed(b, 3);
+        // Presence heals: node a learns that kim left while Redis was away.
+        let left = bob.recv_type("presence");
+        assert_eq!(
+            (left["user"].clone(), left["joined"].clone()),
+            (json!("kim"), json!(false))
+        );
         let answer = accepted(&push(a, "", r#"{"user":"kim","data":"after"}"#));
         assert_eq!(answer["queued"]["remote_nodes"], 1);
         assert_eq!(
