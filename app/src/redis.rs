@@ -117,12 +117,22 @@ impl Backend {
         url: &str,
         report: impl Fn(Report) -> bool + Send + Sync + 'static,
     ) -> std::io::Result<Backend> {
-        let client = redis::Client::open(url).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("--redis {url:?}: {e}"),
-            )
-        })?;
+        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+        let target = crate::config::RedisTarget::parse(url).map_err(&invalid)?;
+        let mut settings = redis::RedisConnectionInfo::default().set_db(target.db);
+        if let Some(user) = &target.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &target.password {
+            settings = settings.set_password(password);
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+            target.host,
+            target.port,
+        ))
+        .map_err(|e| invalid(e.to_string()))?
+        .set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(|e| invalid(format!("--redis: {e}")))?;
         let report: Reporter = Arc::new(report);
         let links = Arc::new(Mutex::new(Links::default()));
         let (publish, publications) = mpsc::channel();
