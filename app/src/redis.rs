@@ -60,8 +60,22 @@ enum Subscription {
 
 /// The two threads, as the runtime drives them.
 pub(crate) struct Backend {
-    publish: Sender<(u64, String, Bytes)>,
+    /// `None` once dropped: the publisher then sends what is queued and ends.
+    publish: Option<Sender<(u64, String, Bytes)>>,
     subscribe: Sender<Subscription>,
+    /// Disconnected once the publisher thread ended.
+    published_all: Receiver<()>,
+}
+
+/// How long a stopping server waits for its last publications (the leaves and the
+/// goodbye of a graceful shutdown) to reach Redis.
+const FLUSH_AT_STOP: Duration = Duration::from_secs(1);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        drop(self.publish.take());
+        let _ = self.published_all.recv_timeout(FLUSH_AT_STOP);
+    }
 }
 
 #[cfg(feature = "redis")]
@@ -137,23 +151,33 @@ impl Backend {
         let links = Arc::new(Mutex::new(Links::default()));
         let (publish, publications) = mpsc::channel();
         let (subscribe, subscriptions) = mpsc::channel();
+        let (done, published_all) = mpsc::channel::<()>();
         {
             let (client, report, links) = (client.clone(), Arc::clone(&report), Arc::clone(&links));
             thread::Builder::new()
                 .name("sockeye-redis-pub".into())
                 .stack_size(THREAD_STACK_BYTES)
-                .spawn(move || publisher(&client, &publications, &report, &links))?;
+                .spawn(move || {
+                    publisher(&client, &publications, &report, &links);
+                    drop(done);
+                })?;
         }
         thread::Builder::new()
             .name("sockeye-redis-sub".into())
             .stack_size(THREAD_STACK_BYTES)
             .spawn(move || subscriber(&client, &subscriptions, &report, &links))?;
-        Ok(Backend { publish, subscribe })
+        Ok(Backend {
+            publish: Some(publish),
+            subscribe,
+            published_all,
+        })
     }
 
     /// Carries out a publication (answered by a [`Report::Published`]).
     pub(crate) fn publish(&self, id: u64, channel: String, payload: Bytes) -> bool {
-        self.publish.send((id, channel, payload)).is_ok()
+        self.publish
+            .as_ref()
+            .is_some_and(|p| p.send((id, channel, payload)).is_ok())
     }
 
     pub(crate) fn subscribe(&self, channel: String) {
@@ -306,9 +330,9 @@ fn publisher(
                 }
             }
         };
-        if !report(Report::Published(id, result)) {
-            return;
-        }
+        // A runtime that is gone hears nothing more, but what it queued still goes out
+        // (the leaves and goodbye of a graceful shutdown).
+        let _ = report(Report::Published(id, result));
     }
 }
 

@@ -237,3 +237,30 @@ fn redis_killed_and_restarted_mid_run() {
         );
     });
 }
+
+#[test]
+fn a_node_that_shuts_down_takes_its_users_out_of_the_rooms_of_the_others() {
+    bounded(LIMIT, || {
+        let redis = RedisServer::start();
+        let (a, b) = (node(&redis), node(&redis));
+        let (a_addr, b_addr) = (a.local_addr(), b.local_addr());
+        let mut alice = JsonClient::connect(a_addr, "user=alice");
+        let mut bob = JsonClient::connect(b_addr, "user=bob");
+        alice.join("r");
+        subscribed(a_addr, 4);
+        bob.join("r");
+        let arrived = alice.recv_type("presence");
+        assert_eq!(
+            (arrived["user"].clone(), arrived["joined"].clone()),
+            (json!("bob"), json!(true))
+        );
+        // A graceful stop: bob's connection closes 1001 and node a hears that he left.
+        assert_eq!(b.shutdown(), 0);
+        let left = alice.recv_type("presence");
+        assert_eq!(
+            (left["user"].clone(), left["joined"].clone()),
+            (json!("bob"), json!(false))
+        );
+        drop(bob);
+    });
+}
