@@ -34,6 +34,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a command may wait for Redis's answer before the connection is taken as
+/// lost.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the subscriber waits for a message before it looks for new subscriptions.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(20);
 
@@ -286,6 +289,9 @@ fn publisher(
         if connection.is_none() && backoff.due() {
             match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
                 Ok(c) => {
+                    // A Redis that hangs fails the publication instead of holding it.
+                    let _ = c.set_read_timeout(Some(ANSWER_TIMEOUT));
+                    let _ = c.set_write_timeout(Some(ANSWER_TIMEOUT));
                     backoff.succeeded();
                     connection = Some(c);
                     set_link(links, report, true, true, "");
@@ -376,10 +382,14 @@ fn subscriber(
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 };
+                // Redis's answer may take longer than a poll: a timeout there would be
+                // taken for a failure.
+                let _ = pubsub.set_read_timeout(Some(ANSWER_TIMEOUT));
                 let done = match &change {
                     Subscription::Subscribe(channel) => pubsub.subscribe(channel),
                     Subscription::Unsubscribe(channel) => pubsub.unsubscribe(channel),
                 };
+                let _ = pubsub.set_read_timeout(Some(SUBSCRIBER_POLL));
                 match (done, change) {
                     (Ok(()), Subscription::Subscribe(channel)) => {
                         if !report(Report::Subscribed(channel)) {

@@ -264,3 +264,32 @@ fn a_node_that_shuts_down_takes_its_users_out_of_the_rooms_of_the_others() {
         drop(bob);
     });
 }
+
+#[test]
+fn a_redis_that_hangs_gets_pushes_answered_503_instead_of_held() {
+    bounded(LIMIT, || {
+        let redis = RedisServer::start();
+        let (a, b) = (node(&redis), node(&redis));
+        let (a, b) = (a.local_addr(), b.local_addr());
+        let mut kim = JsonClient::connect(b, "user=kim");
+        subscribed(b, 3);
+        redis.pause();
+        // The publication waits for an answer that never comes, then fails: 503.
+        let frozen = push(a, "", r#"{"user":"kim","data":"frozen"}"#);
+        assert_eq!(status(&frozen), 503, "{frozen}");
+        // Honest about it: Redis may still act on what it was sent once it wakes.
+        assert!(body(&frozen).contains("may have reached"), "{frozen}");
+        redis.resume();
+        wait_until(SETTLE, "node a sees redis again", || {
+            status(&get(a, "/healthz")) == 200
+        });
+        subscribed(b, 3);
+        accepted(&push(a, "", r#"{"user":"kim","data":"thawed"}"#));
+        let first = message(&mut kim)["data"].clone();
+        if first == "frozen" {
+            assert_eq!(message(&mut kim)["data"], "thawed");
+        } else {
+            assert_eq!(first, "thawed");
+        }
+    });
+}
