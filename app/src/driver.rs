@@ -258,7 +258,10 @@ impl Driver {
                 Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
                 Action::DeadLetter(letter) => log_dead_letter(&letter),
                 Action::Stopped => stopped = true,
-                Action::Publish { .. } | Action::Subscribe(_) | Action::Unsubscribe(_) => {
+                Action::Publish { .. }
+                | Action::Command { .. }
+                | Action::Subscribe(_)
+                | Action::Unsubscribe(_) => {
                     let now = self.clock.now();
                     crate::redis::carry_out(self.backend.as_ref(), &mut self.server, now, action)
                 }

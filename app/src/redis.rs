@@ -53,6 +53,15 @@ pub(crate) enum Report {
     Message(String, Vec<u8>),
     /// The outcome of publication `id` (`Server::handle_published`).
     Published(u64, Result<u64, String>),
+    /// The answer to command `id` (`Server::handle_reply`).
+    Replied(u64, Result<sockeye_server::Reply, String>),
+}
+
+/// What the publisher thread runs, in order: a publication, or a command (the
+/// mailboxes).
+enum Job {
+    Publish(u64, String, Bytes),
+    Command(u64, Vec<Bytes>),
 }
 
 /// A subscription change for the subscriber thread.
@@ -64,7 +73,7 @@ enum Subscription {
 /// The two threads, as the runtime drives them.
 pub(crate) struct Backend {
     /// `None` once dropped: the publisher then sends what is queued and ends.
-    publish: Option<Sender<(u64, String, Bytes)>>,
+    publish: Option<Sender<Job>>,
     subscribe: Sender<Subscription>,
     /// Disconnected once the publisher thread ended.
     published_all: Receiver<()>,
@@ -178,9 +187,16 @@ impl Backend {
 
     /// Carries out a publication (answered by a [`Report::Published`]).
     pub(crate) fn publish(&self, id: u64, channel: String, payload: Bytes) -> bool {
-        self.publish
-            .as_ref()
-            .is_some_and(|p| p.send((id, channel, payload)).is_ok())
+        self.job(Job::Publish(id, channel, payload))
+    }
+
+    /// Runs a command (answered by a [`Report::Replied`]).
+    pub(crate) fn command(&self, id: u64, args: Vec<Bytes>) -> bool {
+        self.job(Job::Command(id, args))
+    }
+
+    fn job(&self, job: Job) -> bool {
+        self.publish.as_ref().is_some_and(|p| p.send(job).is_ok())
     }
 
     pub(crate) fn subscribe(&self, channel: String) {
@@ -204,6 +220,7 @@ pub(crate) fn hand_over(
         Report::Subscribed(channel) => server.handle_subscribed(now, &channel),
         Report::Message(channel, payload) => server.handle_remote(now, &channel, &payload),
         Report::Published(id, result) => server.handle_published(now, id, result),
+        Report::Replied(id, result) => server.handle_reply(now, id, result),
     }
 }
 
@@ -225,6 +242,12 @@ pub(crate) fn carry_out(
             let sent = backend.is_some_and(|b| b.publish(id, channel, payload));
             if !sent {
                 server.handle_published(now, id, Err("no redis thread to publish".into()));
+            }
+        }
+        Action::Command { id, args } => {
+            let sent = backend.is_some_and(|b| b.command(id, args));
+            if !sent {
+                server.handle_reply(now, id, Err("no redis thread to run it".into()));
             }
         }
         Action::Subscribe(channel) => {
@@ -278,7 +301,7 @@ impl Backoff {
 #[cfg(feature = "redis")]
 fn publisher(
     client: &redis::Client,
-    publications: &Receiver<(u64, String, Bytes)>,
+    publications: &Receiver<Job>,
     report: &Reporter,
     links: &Mutex<Links>,
 ) {
@@ -307,38 +330,72 @@ fn publisher(
             Some(_) => Duration::from_secs(3600),
             None => backoff.left().max(Duration::from_millis(1)),
         };
-        let (id, channel, payload) = match publications.recv_timeout(wait) {
-            Ok(publication) => publication,
+        let job = match publications.recv_timeout(wait) {
+            Ok(job) => job,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        let (id, command) = match &job {
+            Job::Publish(id, channel, payload) => {
+                let mut command = redis::cmd("PUBLISH");
+                command.arg(channel).arg(&payload[..]);
+                (*id, command)
+            }
+            Job::Command(id, args) => {
+                let mut command = redis::cmd(std::str::from_utf8(&args[0]).unwrap_or("PING"));
+                for arg in &args[1..] {
+                    command.arg(&arg[..]);
+                }
+                (*id, command)
+            }
+        };
         let result = match &mut connection {
             None => Err(format!("redis unreachable: {last_error}")),
-            Some(c) => {
-                let sent = redis::cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(&payload[..])
-                    .query::<u64>(c);
-                match sent {
-                    Ok(n) => Ok(n),
-                    Err(e) => {
-                        if e.is_io_error()
-                            || e.is_connection_dropped()
-                            || !redis::ConnectionLike::is_open(c)
-                        {
-                            connection = None;
-                            last_error = e.to_string();
-                            backoff.failed();
-                            set_link(links, report, true, false, &last_error);
-                        }
-                        Err(e.to_string())
+            Some(c) => match command.query::<redis::Value>(c) {
+                Ok(value) => Ok(value),
+                Err(e) => {
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || !redis::ConnectionLike::is_open(c)
+                    {
+                        connection = None;
+                        last_error = e.to_string();
+                        backoff.failed();
+                        set_link(links, report, true, false, &last_error);
                     }
+                    Err(e.to_string())
                 }
-            }
+            },
         };
         // A runtime that is gone hears nothing more, but what it queued still goes out
         // (the leaves and goodbye of a graceful shutdown).
-        let _ = report(Report::Published(id, result));
+        let _ = report(match job {
+            Job::Publish(..) => Report::Published(
+                id,
+                result.and_then(|value| match value {
+                    redis::Value::Int(n) => Ok(n.max(0) as u64),
+                    other => Err(format!("PUBLISH answered {other:?}")),
+                }),
+            ),
+            Job::Command(..) => Report::Replied(id, result.map(reply)),
+        });
+    }
+}
+
+/// A Redis value as the layer reads it.
+#[cfg(feature = "redis")]
+fn reply(value: redis::Value) -> sockeye_server::Reply {
+    use redis::Value;
+    use sockeye_server::Reply;
+    match value {
+        Value::Int(n) => Reply::Int(n),
+        Value::BulkString(bytes) => Reply::Data(Bytes::from(bytes)),
+        Value::SimpleString(text) => Reply::Data(Bytes::from(text)),
+        Value::Okay => Reply::Data(Bytes::from_static(b"OK")),
+        Value::Array(items) | Value::Set(items) => {
+            Reply::List(items.into_iter().map(reply).collect())
+        }
+        _ => Reply::Nil,
     }
 }
 

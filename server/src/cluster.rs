@@ -83,9 +83,9 @@ impl ClusterConfig {
     }
 }
 
-/// What waits for a publication's outcome.
+/// What waits for a publication's (or a command's) outcome.
 #[derive(Debug)]
-enum Pending {
+pub(crate) enum Pending {
     /// Nothing: counted if it failed.
     Fire,
     /// Push number `index` of the request on `conn`.
@@ -97,6 +97,16 @@ enum Pending {
         from: Option<UserId>,
         payload: Bytes,
     },
+    /// Mail appended to the user's list in Redis (`RPUSH`), for push number `index` of
+    /// the request on `conn` if it came from one.
+    Stored {
+        to: UserId,
+        from: Option<UserId>,
+        payload: Bytes,
+        push: Option<(ConnId, usize)>,
+    },
+    /// The user's mail taken from Redis (`LPOP`), for their connections here.
+    Fetched { user: UserId },
 }
 
 /// One push of a request waiting for the backend: what is known so far.
@@ -122,7 +132,7 @@ pub(crate) struct Cluster {
     wanted: BTreeSet<String>,
     confirmed: BTreeSet<String>,
     next_id: u64,
-    pending: BTreeMap<u64, Pending>,
+    pub(crate) pending: BTreeMap<u64, Pending>,
     /// Per room this node has members in: which other nodes hold which users there,
     /// each entry with the deadline it is dropped at unless confirmed (`Some` after a
     /// resynchronisation began: [`Cluster::resync_until`]).
@@ -158,7 +168,7 @@ impl Cluster {
         cluster
     }
 
-    fn channel(&self, name: &str) -> String {
+    pub(crate) fn channel(&self, name: &str) -> String {
         format!("{}{name}", self.config.prefix)
     }
 
@@ -260,6 +270,17 @@ impl Server {
         for channel in wanted {
             self.actions.push_back(Action::Subscribe(channel));
         }
+        // Mail that waited in Redis for the users here.
+        let mut online: Vec<UserId> = self
+            .hub
+            .connections()
+            .filter_map(|conn| self.hub.user_of(conn).cloned())
+            .collect();
+        online.sort();
+        online.dedup();
+        for user in online {
+            self.fetch_mail(&user);
+        }
         self.log(Level::Info, "cluster: redis reachable".to_string());
         self.handle_timeout(now);
     }
@@ -330,7 +351,11 @@ impl Server {
                 // A failure may or may not have reached the user elsewhere: kept here,
                 // so nothing is lost (at worst it arrives twice).
                 let remote = self.remote_receivers(&Target::User(to.clone()), &result);
-                if remote.is_none_or(|n| n == 0) {
+                if remote == Some(0) && !self.hub.is_online(&to) {
+                    // Online nowhere: the mailbox in Redis, for whichever node they
+                    // come back to.
+                    self.store_mail(to, from, payload, None);
+                } else if remote.is_none_or(|n| n == 0) {
                     let receipt = self.hub.restore_mail(
                         self.now,
                         &to,
@@ -344,6 +369,8 @@ impl Server {
                 }
             }
             Pending::Push { conn, index } => self.push_published(conn, index, &result),
+            // Answered by `handle_reply`.
+            Pending::Stored { .. } | Pending::Fetched { .. } => {}
         }
         self.settle();
     }
@@ -453,6 +480,17 @@ impl Server {
             channel,
             payload,
         });
+    }
+
+    /// Queues a Redis command, answered by [`Server::handle_reply`].
+    pub(crate) fn command(&mut self, args: Vec<Bytes>, pending: Pending) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let id = cluster.next_id;
+        cluster.next_id += 1;
+        cluster.pending.insert(id, pending);
+        self.actions.push_back(Action::Command { id, args });
     }
 
     /// The channel of a target.
@@ -578,6 +616,9 @@ impl Server {
                 HubChange::UserOnline(user) => {
                     let channel = cluster.user_channel(&user);
                     self.want(channel, true);
+                    if up {
+                        self.fetch_mail(&user);
+                    }
                 }
                 HubChange::UserOffline(user) => {
                     let channel = cluster.user_channel(&user);
@@ -855,9 +896,16 @@ impl Server {
             }
             waits.iter().all(|(_, w)| w.done)
         };
+        if let Some((user, data)) = mail.take_if(|(user, _)| !self.hub.is_online(user)) {
+            // Nobody online anywhere: the mailbox in Redis; the answer waits for it.
+            if let Some(wait) = self.push_wait(conn, index) {
+                wait.done = false;
+            }
+            self.store_mail(user, None, data, Some((conn, index)));
+            return;
+        }
         if let Some((user, data)) = mail {
-            // Nobody online anywhere: this node's mailbox (or a connection that
-            // arrived here meanwhile).
+            // A connection arrived here meanwhile.
             let receipt = self.hub.push(now, Target::User(user.clone()), data.clone());
             if receipt.mailboxed > 0 {
                 let unix = self.unix_ms(now);
@@ -874,12 +922,28 @@ impl Server {
                 }
             }
         }
-        if !all_done {
-            return;
+        if all_done {
+            self.push_answer(conn);
         }
+    }
+
+    /// Push `index` of the request waiting on `conn`.
+    pub(crate) fn push_wait(&mut self, conn: ConnId, index: usize) -> Option<&mut PushWait> {
+        match self.conns.get_mut(&conn).map(|c| &mut c.phase) {
+            Some(Phase::AwaitingCluster { waits, .. }) => waits.get_mut(index).map(|(_, w)| w),
+            _ => None,
+        }
+    }
+
+    /// Answers the push request on `conn` once every push of it is done.
+    pub(crate) fn push_answer(&mut self, conn: ConnId) {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        if !matches!(&c.phase, Phase::AwaitingCluster { waits, .. } if waits.iter().all(|(_, w)| w.done))
+        {
+            return;
+        }
         let Phase::AwaitingCluster {
             waits,
             batch,

@@ -8,13 +8,14 @@ use bytes::Bytes;
 use sockeye_core::handshake::ClientRequest;
 use sockeye_core::{ClientHandshake, Connection, Event, Instant, Message, SeededEntropy};
 
-use crate::{Action, ClusterConfig, Config, ConnId, Server};
+use crate::{Action, ClusterConfig, Config, ConnId, Reply, Server};
 
 /// What the broker hands back, in order.
 enum Delivery {
     Remote(usize, String, Bytes),
     Published(usize, u64, Result<u64, String>),
     Subscribed(usize, String),
+    Replied(usize, u64, Result<Reply, String>),
 }
 
 struct Client {
@@ -29,6 +30,8 @@ struct Net {
     /// Nodes that are cut off from everything (a node that died without a word).
     dead: BTreeSet<usize>,
     subs: BTreeMap<String, BTreeSet<usize>>,
+    /// Redis's lists (the mailboxes).
+    lists: BTreeMap<Bytes, VecDeque<Bytes>>,
     up: bool,
     queue: VecDeque<Delivery>,
     clients: Vec<Client>,
@@ -55,6 +58,7 @@ impl Net {
             nodes,
             dead: BTreeSet::new(),
             subs: BTreeMap::new(),
+            lists: BTreeMap::new(),
             up: true,
             queue: VecDeque::new(),
             clients: Vec::new(),
@@ -92,6 +96,7 @@ impl Net {
                     Delivery::Subscribed(i, channel) => {
                         self.nodes[i].handle_subscribed(now, &channel)
                     }
+                    Delivery::Replied(i, id, result) => self.nodes[i].handle_reply(now, id, result),
                 }
             }
             if !moved {
@@ -151,6 +156,14 @@ impl Net {
                 let count = receivers.len() as u64;
                 self.queue.push_back(Delivery::Published(i, id, Ok(count)));
             }
+            Action::Command { id, args } => {
+                let result = if !self.up || self.dead.contains(&i) {
+                    Err("connection refused".to_string())
+                } else {
+                    Ok(self.run(&args))
+                };
+                self.queue.push_back(Delivery::Replied(i, id, result));
+            }
             Action::Subscribe(channel) if self.up => {
                 self.subs.entry(channel.clone()).or_default().insert(i);
                 self.queue.push_back(Delivery::Subscribed(i, channel));
@@ -162,6 +175,33 @@ impl Net {
             }
             _ => {}
         }
+    }
+
+    /// The few list commands the mailboxes use, as Redis answers them.
+    fn run(&mut self, args: &[Bytes]) -> Reply {
+        let list = self.lists.entry(args[1].clone()).or_default();
+        let reply = match &args[0][..] {
+            b"RPUSH" => {
+                list.push_back(args[2].clone());
+                Reply::Int(list.len() as i64)
+            }
+            b"RPOP" => list.pop_back().map_or(Reply::Nil, Reply::Data),
+            b"LPOP" => {
+                let count: usize = std::str::from_utf8(&args[2]).unwrap().parse().unwrap();
+                let items: Vec<Reply> = (0..count.min(list.len()))
+                    .filter_map(|_| list.pop_front().map(Reply::Data))
+                    .collect();
+                if items.is_empty() {
+                    Reply::Nil
+                } else {
+                    Reply::List(items)
+                }
+            }
+            b"PEXPIRE" => Reply::Int(1),
+            other => panic!("unexpected command {other:?}"),
+        };
+        self.lists.retain(|_, l| !l.is_empty());
+        reply
     }
 
     /// A plain client of `user` on node `node`: its index.
@@ -341,15 +381,57 @@ fn a_push_reaches_every_connection_of_the_user_on_every_node_once() {
 }
 
 #[test]
-fn a_push_nobody_online_took_waits_in_the_mailbox_of_the_node_it_came_to() {
-    let mut net = Net::new(2);
+fn mail_for_a_user_online_nowhere_waits_in_redis_for_any_node() {
+    let mut net = Net::new(3);
     let (status, body) = net.push(0, r#"{"user":"bob","data":"hi"}"#);
     assert_eq!(status, 202);
     assert!(body.contains(r#""mailboxed":1"#), "{body}");
-    let elsewhere = net.connect(1, "bob");
-    assert!(net.data(elsewhere).is_empty(), "mailboxes are per node");
-    let here = net.connect(0, "bob");
-    assert_eq!(net.data(here), ["hi"]);
+    let alice = net.connect(2, "alice");
+    net.send(
+        alice,
+        r#"{"type":"message","to":"bob","data":"from alice"}"#,
+    );
+    assert_eq!(net.lists.values().map(VecDeque::len).sum::<usize>(), 2);
+    let bob = net.connect(1, "bob");
+    assert_eq!(net.data(bob), ["hi", "from alice"]);
+    let dm = net.clients[bob].texts.last().unwrap().clone();
+    assert_eq!(dm["from"], "alice");
+    assert!(net.lists.is_empty(), "taken once");
+    let again = net.connect(0, "bob");
+    assert!(net.data(again).is_empty());
+}
+
+#[test]
+fn a_full_mailbox_in_redis_refuses_the_new_message_as_a_dead_letter() {
+    let mut net = Net::new(2);
+    let size = Config::default().mailbox_size;
+    for n in 0..size {
+        let (status, _) = net.push(0, &format!(r#"{{"user":"bob","data":{n}}}"#));
+        assert_eq!(status, 202);
+    }
+    let (status, body) = net.push(1, r#"{"user":"bob","data":"one too many"}"#);
+    assert_eq!(status, 202);
+    assert!(body.contains(r#""dead_lettered":1"#), "{body}");
+    let bob = net.connect(1, "bob");
+    let got = net.data(bob);
+    assert_eq!(got.len(), size);
+    assert_eq!(got[0], 0);
+    assert_eq!(got[size - 1], size - 1);
+}
+
+#[test]
+fn mail_older_than_the_mailbox_age_is_a_dead_letter_when_taken() {
+    let mut net = Net::new(2);
+    let (status, _) = net.push(0, r#"{"user":"bob","data":"stale"}"#);
+    assert_eq!(status, 202);
+    net.advance(Config::default().mailbox_age + core::time::Duration::from_secs(1));
+    let bob = net.connect(1, "bob");
+    assert!(net.data(bob).is_empty());
+    let (_, metrics) = net.http(1, "GET /metrics HTTP/1.1", "");
+    assert!(
+        metrics.contains("sockeye_dead_letters_total 1\n"),
+        "{metrics}"
+    );
 }
 
 #[test]

@@ -99,6 +99,7 @@
 mod answer;
 mod assets;
 mod cluster;
+mod cluster_mail;
 mod config;
 mod conn;
 mod deliver;
@@ -120,6 +121,7 @@ mod deflate_tests;
 mod cluster_tests;
 
 pub use cluster::ClusterConfig;
+pub use cluster_mail::Reply;
 pub use config::Config;
 pub use server::Server;
 
@@ -154,6 +156,15 @@ pub enum Action {
         channel: String,
         /// The bytes to publish.
         payload: Bytes,
+    },
+    /// Run this Redis command (its arguments, the name first) on the connection that
+    /// publishes, in order with the publications, then call [`Server::handle_reply`]
+    /// with `id` and the answer. Only with [`Config::cluster`]: the mailboxes in Redis.
+    Command {
+        /// Names this command in [`Server::handle_reply`].
+        id: u64,
+        /// `RPUSH`, the key, the value, …
+        args: Vec<Bytes>,
     },
     /// Subscribe to this channel (Redis `SUBSCRIBE`), report it done with
     /// [`Server::handle_subscribed`], and hand every message on it to

@@ -84,6 +84,29 @@ impl RedisServer {
         }
     }
 
+    /// `LLEN key`: how many items the list holds (0 for none).
+    pub fn list_length(&self, key: &str) -> u64 {
+        let mut stream = TcpStream::connect(self.addr()).expect("connect to redis-server");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let command = format!("*2\r\n$4\r\nLLEN\r\n${}\r\n{key}\r\n", key.len());
+        stream
+            .write_all(command.as_bytes())
+            .expect("write to redis-server");
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while !answer.ends_with(b"\r\n") {
+            stream
+                .read_exact(&mut byte)
+                .expect("an answer from redis-server");
+            answer.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        text.trim()
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("LLEN answered {text:?}"))
+    }
+
     /// Whether the server answers `PING` now.
     fn answers_ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1))

@@ -293,3 +293,40 @@ fn a_redis_that_hangs_gets_pushes_answered_503_instead_of_held() {
         }
     });
 }
+
+#[test]
+fn mail_for_a_user_online_nowhere_waits_in_redis_for_any_node() {
+    bounded(LIMIT, || {
+        let redis = RedisServer::start();
+        let (a, b) = (node(&redis), node(&redis));
+        let (a, b) = (a.local_addr(), b.local_addr());
+        subscribed(a, 2);
+        subscribed(b, 2);
+        let answer = accepted(&push(a, "", r#"{"user":"zed","data":"waited"}"#));
+        assert_eq!(answer["queued"]["mailboxed"], 1);
+        let mut alice = JsonClient::connect(a, "user=alice");
+        alice.send(json!({"type": "message", "to": "zed", "data": "from alice"}));
+        let answer = accepted(&push(b, "", r#"{"user":"zed","data":"third"}"#));
+        assert_eq!(answer["queued"]["mailboxed"], 1);
+        // alice's message goes to the mailbox once Redis said nobody took it; wait for
+        // all three to be there before zed connects.
+        wait_until(SETTLE, "three messages in zed's mailbox", || {
+            redis.list_length("test:mail:zed") == 3
+        });
+        let mut zed = JsonClient::connect(b, "user=zed");
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            got.push(message(&mut zed));
+        }
+        assert_eq!(got[0]["data"], "waited", "oldest first");
+        let from_alice = got.iter().find(|m| m["data"] == "from alice").unwrap();
+        assert_eq!(from_alice["from"], "alice");
+        assert!(got.iter().any(|m| m["data"] == "third"));
+        assert_eq!(redis.list_length("test:mail:zed"), 0);
+        // Taken once: another connection later, anywhere, gets nothing again.
+        let mut again = JsonClient::connect(a, "user=zed");
+        subscribed(a, 4);
+        accepted(&push(b, "", r#"{"user":"zed","data":"live"}"#));
+        assert_eq!(message(&mut again)["data"], "live");
+    });
+}

@@ -385,14 +385,15 @@ impl State {
                 Action::Stopped => {
                     let _ = self.done.try_send(());
                 }
-                Action::Publish { .. } | Action::Subscribe(_) | Action::Unsubscribe(_) => {
-                    crate::redis::carry_out(
-                        self.backend.as_ref(),
-                        &mut self.server,
-                        self.clock.now(),
-                        action,
-                    )
-                }
+                Action::Publish { .. }
+                | Action::Command { .. }
+                | Action::Subscribe(_)
+                | Action::Unsubscribe(_) => crate::redis::carry_out(
+                    self.backend.as_ref(),
+                    &mut self.server,
+                    self.clock.now(),
+                    action,
+                ),
                 _ => {}
             }
         }

@@ -660,7 +660,10 @@ impl World {
                 }
                 Action::Stopped => self.stopped = true,
                 // One node, no cluster backend (`cluster_tests` drives many).
-                Action::Publish { .. } | Action::Subscribe(_) | Action::Unsubscribe(_) => {}
+                Action::Publish { .. }
+                | Action::Command { .. }
+                | Action::Subscribe(_)
+                | Action::Unsubscribe(_) => {}
                 Action::Log(level, line) => {
                     if self.trace {
                         eprintln!("{:?} log {level:?}: {line}", self.now);
