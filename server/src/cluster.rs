@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use core::time::Duration;
 use sockeye_core::auth::UserId;
-use sockeye_core::hub::{ConnId, HubChange, Mail, OutMessage, Target};
+use sockeye_core::hub::{ConnId, HubChange, OutMessage, Target};
 use sockeye_core::Instant;
 
 use crate::answer;
@@ -90,15 +90,9 @@ pub(crate) enum Pending {
     Fire,
     /// Push number `index` of the request on `conn`.
     Push { conn: ConnId, index: usize },
-    /// A direct message to a user with no connection here: to the mailbox if no other
-    /// node took it.
-    Mail {
-        to: UserId,
-        from: Option<UserId>,
-        payload: Bytes,
-    },
-    /// Mail appended to the user's list in Redis (`RPUSH`), for push number `index` of
-    /// the request on `conn` if it came from one.
+    /// A message to a user with no connection here, published to their other
+    /// connections or stored in their mailbox in Redis, in one step; for push number
+    /// `index` of the request on `conn` if it came from one.
     Stored {
         to: UserId,
         from: Option<UserId>,
@@ -116,8 +110,6 @@ pub(crate) struct PushWait {
     pub(crate) mailboxed: usize,
     pub(crate) dead_lettered: usize,
     pub(crate) remote: u64,
-    /// A push to a user with no connection here: the mailbox if nobody else took it.
-    pub(crate) mail: Option<(UserId, Bytes)>,
     pub(crate) done: bool,
 }
 
@@ -270,17 +262,6 @@ impl Server {
         for channel in wanted {
             self.actions.push_back(Action::Subscribe(channel));
         }
-        // Mail that waited in Redis for the users here.
-        let mut online: Vec<UserId> = self
-            .hub
-            .connections()
-            .filter_map(|conn| self.hub.user_of(conn).cloned())
-            .collect();
-        online.sort();
-        online.dedup();
-        for user in online {
-            self.fetch_mail(&user);
-        }
         self.log(Level::Info, "cluster: redis reachable".to_string());
         self.handle_timeout(now);
     }
@@ -320,7 +301,14 @@ impl Server {
         }
         cluster.confirmed.insert(channel.to_string());
         let room_prefix = cluster.channel("room:");
-        if let Some(room) = channel.strip_prefix(&room_prefix) {
+        let user_prefix = cluster.channel("user:");
+        if let Some(user) = channel.strip_prefix(&user_prefix) {
+            // Reachable from now on: what was stored before is in the mailbox.
+            let user = UserId(user.to_string());
+            if self.hub.is_online(&user) {
+                self.fetch_mail(&user);
+            }
+        } else if let Some(room) = channel.strip_prefix(&room_prefix) {
             // Who is here, and who is there: the other nodes answer with `here`.
             let room = room.to_string();
             let sync = envelope(&cluster.node, "sync", "");
@@ -347,27 +335,6 @@ impl Server {
         }
         match pending {
             Pending::Fire => {}
-            Pending::Mail { to, from, payload } => {
-                // A failure may or may not have reached the user elsewhere: kept here,
-                // so nothing is lost (at worst it arrives twice).
-                let remote = self.remote_receivers(&Target::User(to.clone()), &result);
-                if remote == Some(0) && !self.hub.is_online(&to) {
-                    // Online nowhere: the mailbox in Redis, for whichever node they
-                    // come back to.
-                    self.store_mail(to, from, payload, None);
-                } else if remote.is_none_or(|n| n == 0) {
-                    let receipt = self.hub.restore_mail(
-                        self.now,
-                        &to,
-                        Mail::new(self.now, from.clone(), payload.clone()),
-                    );
-                    if receipt.mailboxed > 0 {
-                        let unix = self.unix_ms(self.now);
-                        self.durable.mail_queued(&to, from.as_ref(), &payload, unix);
-                    }
-                    self.deliver();
-                }
-            }
             Pending::Push { conn, index } => self.push_published(conn, index, &result),
             // Answered by `handle_reply`.
             Pending::Stored { .. } | Pending::Fetched { .. } => {}
@@ -558,26 +525,31 @@ impl Server {
         self.publish(channel, payload, pending);
     }
 
-    /// A direct message from a client to a user with no connection on this node:
-    /// published, and mailboxed here if no other node took it.
+    /// A direct message from a client to a user with no connection on this node: to
+    /// their connections on the other nodes, or their mailbox in Redis if they have
+    /// none, in one step (`cluster_mail.rs`).
     pub(crate) fn publish_direct(&mut self, to: &UserId, from: Option<UserId>, data: Bytes) {
-        let Some(cluster) = &self.cluster else {
-            return;
-        };
-        let channel = cluster.user_channel(to);
+        self.deliver_or_store(to.clone(), from, data, None);
+    }
+
+    /// The envelope of a message, and the channel of `to`.
+    pub(crate) fn user_message(
+        &self,
+        to: &UserId,
+        from: Option<&UserId>,
+        data: &[u8],
+    ) -> Option<(String, Bytes)> {
+        let cluster = self.cluster.as_ref()?;
         let mut fields = String::new();
-        if let Some(from) = &from {
+        if let Some(from) = from {
             fields.push_str(&member("from", from.as_str()));
         }
         fields.push_str(",\"data\":");
-        fields.push_str(std::str::from_utf8(&data).unwrap_or("null"));
-        let payload = envelope(&cluster.node, "msg", &fields);
-        let pending = Pending::Mail {
-            to: to.clone(),
-            from,
-            payload: data,
-        };
-        self.publish(channel, payload, pending);
+        fields.push_str(std::str::from_utf8(data).unwrap_or("null"));
+        Some((
+            cluster.user_channel(to),
+            envelope(&cluster.node, "msg", &fields),
+        ))
     }
 
     /// Whether a presence message the hub made for this node's members says nothing
@@ -616,9 +588,6 @@ impl Server {
                 HubChange::UserOnline(user) => {
                     let channel = cluster.user_channel(&user);
                     self.want(channel, true);
-                    if up {
-                        self.fetch_mail(&user);
-                    }
                 }
                 HubChange::UserOffline(user) => {
                     let channel = cluster.user_channel(&user);
@@ -834,20 +803,20 @@ impl Server {
                 mailboxed: 0,
                 dead_lettered: 0,
                 remote: 0,
-                mail: None,
                 done: false,
             };
+            self.metrics.pushes += 1;
             match &target {
                 Target::User(user) if !self.hub.is_online(user) => {
-                    wait.mail = Some((user.clone(), data.clone()));
+                    let user = user.clone();
+                    self.deliver_or_store(user, None, data, Some((conn, index)));
                 }
                 _ => {
                     let receipt = self.hub.push(now, target.clone(), data.clone());
                     wait.connections = receipt.connections;
+                    self.publish_message(&target, None, &data, Some((conn, index)));
                 }
             }
-            self.metrics.pushes += 1;
-            self.publish_message(&target, None, &data, Some((conn, index)));
             waits.push((target, wait));
         }
         self.deliver();
@@ -873,8 +842,6 @@ impl Server {
             };
             self.remote_receivers(target, result)
         };
-        let now = self.now;
-        let mut mail = None;
         let all_done = {
             let Some(Phase::AwaitingCluster { waits, failed, .. }) =
                 self.conns.get_mut(&conn).map(|c| &mut c.phase)
@@ -887,43 +854,21 @@ impl Server {
             wait.done = true;
             match remote {
                 None => *failed = true,
-                Some(n) => {
-                    wait.remote = n;
-                    if n == 0 {
-                        mail = wait.mail.take();
-                    }
-                }
+                Some(n) => wait.remote = n,
             }
             waits.iter().all(|(_, w)| w.done)
         };
-        if let Some((user, data)) = mail.take_if(|(user, _)| !self.hub.is_online(user)) {
-            // Nobody online anywhere: the mailbox in Redis; the answer waits for it.
-            if let Some(wait) = self.push_wait(conn, index) {
-                wait.done = false;
-            }
-            self.store_mail(user, None, data, Some((conn, index)));
-            return;
-        }
-        if let Some((user, data)) = mail {
-            // A connection arrived here meanwhile.
-            let receipt = self.hub.push(now, Target::User(user.clone()), data.clone());
-            if receipt.mailboxed > 0 {
-                let unix = self.unix_ms(now);
-                self.durable.mail_queued(&user, None, &data, unix);
-            }
-            self.deliver();
-            if let Some(Phase::AwaitingCluster { waits, .. }) =
-                self.conns.get_mut(&conn).map(|c| &mut c.phase)
-            {
-                if let Some((_, wait)) = waits.get_mut(index) {
-                    wait.connections += receipt.connections;
-                    wait.mailboxed += receipt.mailboxed;
-                    wait.dead_lettered += receipt.dead_lettered;
-                }
-            }
-        }
         if all_done {
             self.push_answer(conn);
+        }
+    }
+
+    /// Marks the push request on `conn` as failed (answered 503 once all are done).
+    pub(crate) fn push_failed(&mut self, conn: ConnId) {
+        if let Some(Phase::AwaitingCluster { failed, .. }) =
+            self.conns.get_mut(&conn).map(|c| &mut c.phase)
+        {
+            *failed = true;
         }
     }
 

@@ -1,8 +1,10 @@
-//! Offline mailboxes in Redis, with a cluster backend: mail for a user who is online on
-//! no node is appended to the list `<prefix>mail:<user>` (`RPUSH`, bounded by
+//! Offline mailboxes in Redis, with a cluster backend: a message for a user with no
+//! connection on this node is published on their channel and, if no node received it,
+//! appended to the list `<prefix>mail:<user>` in the same script (bounded by
 //! [`Config::mailbox_size`](crate::Config), kept [`Config::mailbox_age`](crate::Config)
-//! by `PEXPIRE`), and the node where the user's first connection arrives takes it
-//! (`LPOP key count`) and hands it to their connections there, oldest first. Mail older
+//! by `PEXPIRE`). A node takes the list (`LPOP key count`) once Redis confirmed its
+//! subscription to the user's channel, and hands it to their connections there, oldest
+//! first. Mail older
 //! than `mailbox_age` comes out as a dead letter; a full mailbox refuses the new message
 //! as one. The layer says what to run ([`Action::Command`](crate::Action)); the runtime
 //! answers with [`Server::handle_reply`].
@@ -19,6 +21,19 @@ use crate::cluster::Pending;
 use crate::plain;
 use crate::server::Server;
 use crate::Level;
+
+/// `EVAL` script: publishes `ARGV[1]` on `KEYS[1]`; if nobody received it, appends the
+/// mail record `ARGV[2]` to the list `KEYS[2]` unless it holds `ARGV[3]` already, and
+/// keeps the list `ARGV[4]` ms. Answers the subscriber count, 0 (stored) or -1 (full).
+/// One script, so a subscription either sees the message or comes after it is stored.
+pub(crate) const PUBLISH_OR_STORE: &str = "\
+local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
+if n > 0 then return n end
+if redis.call('LLEN', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 0
+";
 
 /// A Redis answer, as the runtime hands it to [`Server::handle_reply`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,15 +84,21 @@ impl Server {
         ))
     }
 
-    /// Appends mail for `to` (online nowhere) to its list in Redis.
-    pub(crate) fn store_mail(
+    /// A message for `to`, who has no connection here: published to their connections
+    /// on the other nodes or, if Redis counts no subscriber, appended to their mailbox
+    /// in Redis, in one atomic script ([`PUBLISH_OR_STORE`]). A node that subscribes to
+    /// the user and then takes the mailbox cannot miss it.
+    pub(crate) fn deliver_or_store(
         &mut self,
         to: UserId,
         from: Option<UserId>,
         payload: Bytes,
         push: Option<(ConnId, usize)>,
     ) {
-        let Some(key) = self.mail_key(&to) else {
+        let (Some(key), Some((channel, envelope))) = (
+            self.mail_key(&to),
+            self.user_message(&to, from.as_ref(), &payload),
+        ) else {
             return;
         };
         let data = std::str::from_utf8(&payload).unwrap_or("null");
@@ -89,7 +110,18 @@ impl Server {
             "{{\"at\":{},\"from\":{from_json},\"data\":{data}}}",
             self.unix_ms(self.now)
         );
-        let args = vec![Bytes::from_static(b"RPUSH"), key, Bytes::from(record)];
+        let args = vec![
+            Bytes::from_static(b"EVAL"),
+            Bytes::from_static(PUBLISH_OR_STORE.as_bytes()),
+            Bytes::from_static(b"2"),
+            Bytes::from(channel),
+            key,
+            envelope,
+            Bytes::from(record),
+            Bytes::from(self.config.mailbox_size.to_string()),
+            Bytes::from(self.config.mailbox_age.as_millis().max(1).to_string()),
+        ];
+        self.metrics.cluster_published += 1;
         self.command(
             args,
             Pending::Stored {
@@ -109,24 +141,24 @@ impl Server {
         push: Option<(ConnId, usize)>,
         result: Result<Reply, String>,
     ) {
-        let (mut mailboxed, mut dead, mut connections) = (0, 0, 0);
-        let key = self.mail_key(&to).unwrap_or_default();
+        let (mut mailboxed, mut dead, mut connections, mut remote) = (0, 0, 0, 0);
         match result {
-            Ok(Reply::Int(length)) if length > self.config.mailbox_size as i64 => {
+            Ok(Reply::Int(n)) if n > 0 => remote = n as u64,
+            Ok(Reply::Int(0)) => mailboxed = 1,
+            Ok(_) => {
                 // Full: the new message is refused, as on one node.
-                self.command(vec![Bytes::from_static(b"RPOP"), key], Pending::Fire);
                 let text = plain::message(None, from.as_ref().map(UserId::as_str), &payload);
                 self.dead_letter(to.as_str(), text.into(), "mailbox: mailbox full", false);
                 dead = 1;
             }
-            Ok(_) => {
-                let age = self.config.mailbox_age.as_millis().to_string();
-                let expire = vec![Bytes::from_static(b"PEXPIRE"), key, Bytes::from(age)];
-                self.command(expire, Pending::Fire);
-                mailboxed = 1;
+            Err(_) if push.is_some() => {
+                // Not known to be done: the push is answered 503.
+                if let Some((conn, _)) = push {
+                    self.push_failed(conn);
+                }
             }
             Err(_) => {
-                // Redis failed it: this node's mailbox, so nothing is lost.
+                // A client's direct message: this node's mailbox, so nothing is lost.
                 let now = self.now;
                 let mail = Mail::new(now, from.clone(), payload.clone());
                 let receipt = self.hub.restore_mail(now, &to, mail);
@@ -147,6 +179,7 @@ impl Server {
                 wait.mailboxed += mailboxed;
                 wait.dead_lettered += dead;
                 wait.connections += connections;
+                wait.remote = remote;
                 wait.done = true;
             }
             self.push_answer(conn);

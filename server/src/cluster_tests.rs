@@ -30,6 +30,9 @@ struct Net {
     /// Nodes that are cut off from everything (a node that died without a word).
     dead: BTreeSet<usize>,
     subs: BTreeMap<String, BTreeSet<usize>>,
+    /// Subscriptions Redis has not processed yet, while `hold` is set.
+    hold: bool,
+    held: Vec<(usize, String)>,
     /// Redis's lists (the mailboxes).
     lists: BTreeMap<Bytes, VecDeque<Bytes>>,
     up: bool,
@@ -59,6 +62,8 @@ impl Net {
             dead: BTreeSet::new(),
             subs: BTreeMap::new(),
             lists: BTreeMap::new(),
+            hold: false,
+            held: Vec::new(),
             up: true,
             queue: VecDeque::new(),
             clients: Vec::new(),
@@ -159,11 +164,14 @@ impl Net {
             Action::Command { id, args } => {
                 let result = if !self.up || self.dead.contains(&i) {
                     Err("connection refused".to_string())
+                } else if &args[0][..] == b"EVAL" {
+                    Ok(self.publish_or_store(&args))
                 } else {
                     Ok(self.run(&args))
                 };
                 self.queue.push_back(Delivery::Replied(i, id, result));
             }
+            Action::Subscribe(channel) if self.up && self.hold => self.held.push((i, channel)),
             Action::Subscribe(channel) if self.up => {
                 self.subs.entry(channel.clone()).or_default().insert(i);
                 self.queue.push_back(Delivery::Subscribed(i, channel));
@@ -175,6 +183,50 @@ impl Net {
             }
             _ => {}
         }
+    }
+
+    /// What `cluster_mail::PUBLISH_OR_STORE` does in Redis: `EVAL script 2 channel key
+    /// envelope record max age`.
+    fn publish_or_store(&mut self, args: &[Bytes]) -> Reply {
+        assert_eq!(
+            &args[1][..],
+            crate::cluster_mail::PUBLISH_OR_STORE.as_bytes()
+        );
+        let channel = std::str::from_utf8(&args[3]).unwrap().to_string();
+        let receivers: Vec<usize> = self
+            .subs
+            .get(&channel)
+            .map(|s| {
+                s.iter()
+                    .copied()
+                    .filter(|n| !self.dead.contains(n))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !receivers.is_empty() {
+            for &to in &receivers {
+                let delivery = Delivery::Remote(to, channel.clone(), args[5].clone());
+                self.queue.push_back(delivery);
+            }
+            return Reply::Int(receivers.len() as i64);
+        }
+        let max: usize = std::str::from_utf8(&args[7]).unwrap().parse().unwrap();
+        let list = self.lists.entry(args[4].clone()).or_default();
+        if list.len() >= max {
+            return Reply::Int(-1);
+        }
+        list.push_back(args[6].clone());
+        Reply::Int(0)
+    }
+
+    /// Redis processes the subscriptions it held.
+    fn release(&mut self) {
+        self.hold = false;
+        for (i, channel) in std::mem::take(&mut self.held) {
+            self.subs.entry(channel.clone()).or_default().insert(i);
+            self.queue.push_back(Delivery::Subscribed(i, channel));
+        }
+        self.pump();
     }
 
     /// The few list commands the mailboxes use, as Redis answers them.
@@ -932,4 +984,19 @@ fn seeded_runs_deliver_once_in_order_and_agree_on_presence() {
     for seed in 0..seeds {
         seeded_run(seed);
     }
+}
+
+#[test]
+fn a_push_in_the_moment_before_a_subscription_is_kept_for_that_connection() {
+    let mut net = Net::new(2);
+    net.hold = true;
+    let bob = net.connect(1, "bob");
+    // Redis has not seen node 1's SUBSCRIBE yet: nobody receives it, so it is stored.
+    let (status, body) = net.push(0, r#"{"user":"bob","data":"just in time"}"#);
+    assert_eq!(status, 202);
+    assert!(body.contains(r#""mailboxed":1"#), "{body}");
+    assert!(net.data(bob).is_empty());
+    // Subscribed: node 1 takes the mailbox for the connection that is already there.
+    net.release();
+    assert_eq!(net.data(bob), ["just in time"]);
 }
