@@ -39,10 +39,8 @@
 //!
 //! ## Mailboxes
 //!
-//! A message to a user with no connection on this node is published first; if no other
-//! node received it (Redis reports zero subscribers), it goes to this node's mailbox.
-//! Mailboxes are per node for now: the user gets it on their next connection to this
-//! node.
+//! A message to a user with no connection on this node is published, or stored in their
+//! mailbox in Redis if no node received it, in one script (`cluster_mail.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -22,10 +22,10 @@
 //! - inputs, each with the time: [`Server::handle_accept`] (a TCP connection; returns its
 //!   id), [`Server::handle_bytes`], [`Server::handle_eof`], [`Server::handle_closed`],
 //!   [`Server::handle_timeout`], [`Server::handle_committed`] (a journal commit finished),
-//!   [`Server::handle_shutdown`], and with a cluster backend the five below;
+//!   [`Server::handle_shutdown`], and with a cluster backend the six below;
 //! - outputs: [`Server::poll_action`] until `None` after every input ([`Action`]: bytes
-//!   wait for a connection, close one, append journal bytes, commit, publish, subscribe,
-//!   unsubscribe, log, stopped),
+//!   wait for a connection, close one, append journal bytes, commit, publish, run a Redis
+//!   command, subscribe, unsubscribe, log, stopped),
 //!   [`Server::poll_transmit`] per connection when its socket can take bytes, and
 //!   [`Server::poll_timeout`], the one next deadline.
 //!
@@ -38,8 +38,9 @@
 //!
 //! **Many nodes are outputs too.** With [`Config::cluster`] (`--redis`) the layer says
 //! what to publish and which channels it needs ([`Action::Publish`],
-//! [`Action::Subscribe`], [`Action::Unsubscribe`]); the runtime carries the bytes to and
-//! from Redis and reports [`Server::handle_published`] (how many subscribers got it),
+//! [`Action::Subscribe`], [`Action::Unsubscribe`], and [`Action::Command`] for the
+//! mailboxes kept in Redis); the runtime carries the bytes to and from Redis and reports
+//! [`Server::handle_published`] (how many subscribers got it), [`Server::handle_reply`],
 //! [`Server::handle_subscribed`], [`Server::handle_remote`] (a message from another
 //! node), [`Server::handle_cluster_up`] and [`Server::handle_cluster_down`]. The layer
 //! decides who receives what, when a push's 202 may go, what presence to announce and
