@@ -25,7 +25,7 @@ pub(crate) enum Phase {
     /// A push acted on here and published, its answer waiting for the cluster backend's
     /// answers (see `cluster.rs`).
     AwaitingCluster {
-        waits: Vec<(sockeye_core::hub::Target, crate::cluster::PushWait)>,
+        waits: Vec<(sockeye_core::hub::Target, crate::cluster_push::PushWait)>,
         batch: bool,
         failed: bool,
     },

@@ -101,6 +101,7 @@ mod answer;
 mod assets;
 mod cluster;
 mod cluster_mail;
+mod cluster_push;
 mod config;
 mod conn;
 mod deliver;
