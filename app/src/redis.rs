@@ -395,6 +395,12 @@ fn reply(value: redis::Value) -> sockeye_server::Reply {
         Value::Array(items) | Value::Set(items) => {
             Reply::List(items.into_iter().map(reply).collect())
         }
+        Value::Map(pairs) => Reply::List(
+            pairs
+                .into_iter()
+                .flat_map(|(key, value)| [reply(key), reply(value)])
+                .collect(),
+        ),
         _ => Reply::Nil,
     }
 }

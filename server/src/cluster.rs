@@ -97,6 +97,9 @@ pub(crate) enum Pending {
     },
     /// The user's mail taken from Redis (`LPOP`), for their connections here.
     Fetched { user: UserId },
+    /// The counts of a user's connections on every node (`HGETALL`), for the upgrade
+    /// waiting on `conn`.
+    Admit { conn: ConnId },
 }
 
 /// The cluster state of a [`Server`].
@@ -197,6 +200,21 @@ impl Cluster {
             .is_some_and(|users| users.contains_key(user))
     }
 
+    /// Whether `node` is this node.
+    pub(crate) fn is_self(&self, node: &str) -> bool {
+        self.node == node
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> &str {
+        &self.node
+    }
+
+    /// Whether `node` was heard from within three beats.
+    pub(crate) fn is_alive(&self, node: &str) -> bool {
+        self.nodes.contains_key(node)
+    }
+
     pub(crate) fn is_up(&self) -> bool {
         self.up
     }
@@ -247,6 +265,16 @@ impl Server {
         self.publish(nodes, reset, Pending::Fire);
         for channel in wanted {
             self.actions.push_back(Action::Subscribe(channel));
+        }
+        // This node's counts of its users' connections, which Redis may have lost.
+        let mut counts: BTreeMap<UserId, usize> = BTreeMap::new();
+        for conn in self.hub.connections() {
+            if let Some(user) = self.hub.user_of(conn) {
+                *counts.entry(user.clone()).or_default() += 1;
+            }
+        }
+        for (user, count) in counts {
+            self.publish_count(&user, count);
         }
         self.log(Level::Info, "cluster: redis reachable".to_string());
         self.handle_timeout(now);
@@ -323,7 +351,7 @@ impl Server {
             Pending::Fire => {}
             Pending::Push { conn, index } => self.push_published(conn, index, &result),
             // Answered by `handle_reply`.
-            Pending::Stored { .. } | Pending::Fetched { .. } => {}
+            Pending::Stored { .. } | Pending::Fetched { .. } | Pending::Admit { .. } => {}
         }
         self.settle();
     }
@@ -579,6 +607,7 @@ impl Server {
                     let channel = cluster.user_channel(&user);
                     self.want(channel, true);
                 }
+                HubChange::Connections { user, count } if up => self.publish_count(&user, count),
                 HubChange::UserOffline(user) => {
                     let channel = cluster.user_channel(&user);
                     self.want(channel, false);

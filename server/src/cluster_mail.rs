@@ -72,6 +72,7 @@ impl Server {
                 push,
             } => self.mail_stored(to, from, payload, push, result),
             Pending::Fetched { user } => self.mail_fetched(&user, result),
+            Pending::Admit { conn } => self.admission_answered(conn, result),
             _ => {}
         }
         self.settle();

@@ -29,6 +29,12 @@ pub(crate) enum Phase {
         batch: bool,
         failed: bool,
     },
+    /// A WebSocket upgrade of `user` waiting for Redis to say how many connections the
+    /// user has on the other nodes (`cluster_conns.rs`).
+    AwaitingAdmission {
+        upgrade: Box<sockeye_core::handshake::Request>,
+        user: sockeye_core::auth::UserId,
+    },
     /// Plain JSON mode (`docs/PROTOCOL.md` §10).
     Plain { ws: Box<Connection> },
     /// `sockeye.v1`: a session of the store, attached as `epoch`.
@@ -186,7 +192,10 @@ impl Conn {
             Phase::Body { deadline, .. } => Some(*deadline),
             Phase::Plain { ws, .. } => ws.poll_timeout(),
             Phase::Reliable { ws, .. } => earliest(ws.poll_timeout(), self.session_deadline),
-            Phase::AwaitingCommit { .. } | Phase::AwaitingCluster { .. } | Phase::Done => None,
+            Phase::AwaitingCommit { .. }
+            | Phase::AwaitingCluster { .. }
+            | Phase::AwaitingAdmission { .. }
+            | Phase::Done => None,
         }
     }
 }

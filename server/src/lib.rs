@@ -100,6 +100,7 @@
 mod answer;
 mod assets;
 mod cluster;
+mod cluster_conns;
 mod cluster_mail;
 mod cluster_push;
 mod config;

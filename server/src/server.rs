@@ -79,6 +79,9 @@ pub struct Server {
     pub(crate) metrics: Metrics,
     /// The cluster backend's state, with [`Config::cluster`].
     pub(crate) cluster: Option<Cluster>,
+    /// While an upgrade admitted by Redis is carried out: its user's connections on the
+    /// other nodes (`cluster_conns.rs`).
+    pub(crate) remote_conns: usize,
     pub(crate) actions: VecDeque<Action>,
     deadlines: BTreeSet<(Instant, ConnId)>,
     /// Connections changed by the current input, to settle before it returns.
@@ -126,6 +129,7 @@ impl Server {
         });
         let mut server = Server {
             cluster,
+            remote_conns: 0,
             ws_config: config.ws_config(),
             hub: Hub::new(config.hub_config()),
             store: SessionStore::new(config.session_config(), now),
@@ -418,6 +422,7 @@ impl Server {
                     Phase::Body { .. } => "body",
                     Phase::AwaitingCommit { .. } => "awaiting commit",
                     Phase::AwaitingCluster { .. } => "awaiting cluster",
+                    Phase::AwaitingAdmission { .. } => "awaiting admission",
                     Phase::Plain { .. } => "plain",
                     Phase::Reliable { .. } => "reliable",
                     Phase::Done => "done",
@@ -608,7 +613,10 @@ impl Server {
                 self.drain_ws(conn);
             }
             // The request was answered (or is being): later bytes mean nothing.
-            Phase::AwaitingCommit { .. } | Phase::AwaitingCluster { .. } | Phase::Done => {}
+            Phase::AwaitingCommit { .. }
+            | Phase::AwaitingCluster { .. }
+            | Phase::AwaitingAdmission { .. }
+            | Phase::Done => {}
         }
     }
 
@@ -928,10 +936,19 @@ impl Server {
                 return self.answer(conn, answer::text(401, &why));
             }
         };
+        if self.cluster_up() {
+            // The user's connections on the other nodes count too: Redis first.
+            return self.ask_admission(conn, upgrade, user);
+        }
+        self.upgrade_as(conn, upgrade, user);
+    }
+
+    /// The upgrade of an authenticated `user`, admitted so far: the mode, the limits.
+    pub(crate) fn upgrade_as(&mut self, conn: ConnId, upgrade: Request, user: UserId) {
         if upgrade.protocols().any(|p| p == SUBPROTOCOL) {
             return self.upgrade_reliable(conn, upgrade, user);
         }
-        if let Err(refusal) = self.hub.admit(&user) {
+        if let Err(refusal) = self.admit(&user) {
             self.metrics.reject(Rejection::OverLimit);
             return self.answer(conn, answer::text(503, &refusal.to_string()));
         }
@@ -983,7 +1000,7 @@ impl Server {
         // A resume that takes over a connection the server has not seen drop yet
         // replaces it rather than adding one.
         if takes_over.is_none() {
-            if let Err(refusal) = self.hub.admit(&user) {
+            if let Err(refusal) = self.admit(&user) {
                 self.metrics.reject(Rejection::OverLimit);
                 return self.answer(conn, answer::text(503, &refusal.to_string()));
             }

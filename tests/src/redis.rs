@@ -86,9 +86,22 @@ impl RedisServer {
 
     /// `LLEN key`: how many items the list holds (0 for none).
     pub fn list_length(&self, key: &str) -> u64 {
+        self.integer(&["LLEN", key])
+    }
+
+    /// `HLEN key`: how many fields the hash holds (0 for none).
+    pub fn hash_length(&self, key: &str) -> u64 {
+        self.integer(&["HLEN", key])
+    }
+
+    /// Runs a command whose answer is an integer.
+    fn integer(&self, args: &[&str]) -> u64 {
         let mut stream = TcpStream::connect(self.addr()).expect("connect to redis-server");
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let command = format!("*2\r\n$4\r\nLLEN\r\n${}\r\n{key}\r\n", key.len());
+        let mut command = format!("*{}\r\n", args.len());
+        for arg in args {
+            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
         stream
             .write_all(command.as_bytes())
             .expect("write to redis-server");
@@ -104,7 +117,7 @@ impl RedisServer {
         text.trim()
             .strip_prefix(':')
             .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("LLEN answered {text:?}"))
+            .unwrap_or_else(|| panic!("{args:?} answered {text:?}"))
     }
 
     /// Whether the server answers `PING` now.

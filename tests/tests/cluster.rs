@@ -330,3 +330,36 @@ fn mail_for_a_user_online_nowhere_waits_in_redis_for_any_node() {
         assert_eq!(message(&mut again)["data"], "live");
     });
 }
+
+#[test]
+fn the_per_user_limit_counts_connections_on_every_node() {
+    bounded(LIMIT, || {
+        let redis = RedisServer::start();
+        let limited = || {
+            let mut config = server_config();
+            config.redis = Some(redis.url());
+            config.redis_prefix = "test:".into();
+            config.max_connections_per_user = 1;
+            start_server(config)
+        };
+        let (a, b) = (limited(), limited());
+        let (a, b) = (a.local_addr(), b.local_addr());
+        for n in [a, b] {
+            wait_until(SETTLE, "the nodes heard of each other", || {
+                metric(&metrics(n), "sockeye_cluster_nodes") == 1
+            });
+        }
+        let kim = JsonClient::connect(a, "user=kim");
+        subscribed(a, 3);
+        let upgrade = "GET /ws?user=kim HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n";
+        let refused = sockeye_tests::server::raw_request(b, upgrade.as_bytes());
+        assert_eq!(status(&refused), 503, "{refused}");
+        drop(kim);
+        wait_until(SETTLE, "redis counts kim gone", || {
+            redis.hash_length("test:conns:kim") == 0
+        });
+        let _kim_b = JsonClient::connect(b, "user=kim");
+    });
+}

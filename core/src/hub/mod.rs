@@ -153,6 +153,14 @@ pub enum HubChange {
     UserOnline(UserId),
     /// The user's last live connection is gone.
     UserOffline(UserId),
+    /// The user has this many live connections now (after every connect and
+    /// disconnect; 0 comes before [`UserOffline`](Self::UserOffline)).
+    Connections {
+        /// The user.
+        user: UserId,
+        /// Their live connections on this hub.
+        count: usize,
+    },
     /// The room got its first member connection.
     RoomOpened(String),
     /// The room lost its last member connection.
@@ -227,8 +235,15 @@ impl Hub {
         self.tick(now);
         let was_online = self.registry.is_online(&user);
         self.registry.insert(conn, user.clone(), delivery)?;
-        if !was_online {
-            self.change(HubChange::UserOnline(user.clone()));
+        if self.config.report_changes {
+            if !was_online {
+                self.change(HubChange::UserOnline(user.clone()));
+            }
+            let count = self.registry.conns_of(&user).count();
+            self.change(HubChange::Connections {
+                user: user.clone(),
+                count,
+            });
         }
         for mail in self.mail.take(&user) {
             self.outbound.push_back(Outbound {
@@ -258,8 +273,15 @@ impl Hub {
                 self.departed(&room, &entry.user);
             }
         }
-        if !self.registry.is_online(&entry.user) {
-            self.change(HubChange::UserOffline(entry.user));
+        if self.config.report_changes {
+            let count = self.registry.conns_of(&entry.user).count();
+            self.change(HubChange::Connections {
+                user: entry.user.clone(),
+                count,
+            });
+            if count == 0 {
+                self.change(HubChange::UserOffline(entry.user));
+            }
         }
     }
 

@@ -35,6 +35,8 @@ struct Net {
     /// Subscriptions Redis has not processed yet, while `hold` is set.
     hold: bool,
     held: Vec<(usize, String)>,
+    /// Redis's hashes (the per-user connection counts).
+    hashes: BTreeMap<Bytes, BTreeMap<Bytes, Bytes>>,
     /// Redis's lists (the mailboxes).
     lists: BTreeMap<Bytes, VecDeque<Bytes>>,
     up: bool,
@@ -48,12 +50,16 @@ struct Net {
 
 impl Net {
     fn new(count: usize) -> Net {
+        Net::with_config(count, Config::default())
+    }
+
+    fn with_config(count: usize, base: Config) -> Net {
         let now = Instant::ZERO;
         let nodes = (0..count)
             .map(|i| {
                 let config = Config {
                     cluster: Some(ClusterConfig::new("test:")),
-                    ..Config::default()
+                    ..base.clone()
                 };
                 let entropy = Box::new(SeededEntropy::new(100 + i as u64));
                 Server::new(config, now, 1_700_000_000_000, entropy, None)
@@ -64,6 +70,7 @@ impl Net {
             dead: BTreeSet::new(),
             subs: BTreeMap::new(),
             lists: BTreeMap::new(),
+            hashes: BTreeMap::new(),
             hold: false,
             held: Vec::new(),
             up: true,
@@ -233,6 +240,31 @@ impl Net {
 
     /// The few list commands the mailboxes use, as Redis answers them.
     fn run(&mut self, args: &[Bytes]) -> Reply {
+        match &args[0][..] {
+            b"HSET" => {
+                let hash = self.hashes.entry(args[1].clone()).or_default();
+                hash.insert(args[2].clone(), args[3].clone());
+                return Reply::Int(1);
+            }
+            b"HDEL" => {
+                let hash = self.hashes.entry(args[1].clone()).or_default();
+                let removed = args[2..]
+                    .iter()
+                    .filter(|f| hash.remove(*f).is_some())
+                    .count();
+                self.hashes.retain(|_, h| !h.is_empty());
+                return Reply::Int(removed as i64);
+            }
+            b"HGETALL" => {
+                let hash = self.hashes.get(&args[1]).cloned().unwrap_or_default();
+                let items = hash
+                    .into_iter()
+                    .flat_map(|(field, value)| [Reply::Data(field), Reply::Data(value)])
+                    .collect();
+                return Reply::List(items);
+            }
+            _ => {}
+        }
         let list = self.lists.entry(args[1].clone()).or_default();
         let reply = match &args[0][..] {
             b"RPUSH" => {
@@ -275,17 +307,10 @@ impl Net {
         let mut handshake = ClientHandshake::new(&ws_config, now, request, &mut entropy);
         let conn = self.nodes[node].handle_accept(now);
         self.nodes[node].handle_bytes(now, conn, &handshake.poll_transmit().unwrap());
-        let mut answer = Vec::new();
-        while let Some(action) = self.nodes[node].poll_action() {
-            match action {
-                Action::Wake(c) if c == conn => {
-                    while let Some(chunk) = self.nodes[node].poll_transmit(c) {
-                        answer.extend_from_slice(&chunk);
-                    }
-                }
-                other => self.act(node, other),
-            }
-        }
+        // Until the client exists, what the node writes to it collects with the HTTP
+        // answers (the upgrade may wait for Redis to admit it).
+        self.pump();
+        let answer = self.http.remove(&(node, conn)).unwrap_or_default();
         let end = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
         let response = handshake
             .handle_bytes(now, &answer[..end])
@@ -778,4 +803,47 @@ fn a_push_in_the_moment_before_a_subscription_is_kept_for_that_connection() {
     // Subscribed: node 1 takes the mailbox for the connection that is already there.
     net.release();
     assert_eq!(net.data(bob), ["just in time"]);
+}
+
+/// Tries an upgrade of `user` on `node`: the status of the answer.
+fn upgrade_status(net: &mut Net, node: usize, user: &str) -> u16 {
+    let request = format!(
+        "GET /ws?user={user} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let conn = net.nodes[node].handle_accept(net.now);
+    net.nodes[node].handle_bytes(net.now, conn, request.as_bytes());
+    net.pump();
+    let answer = net.http.remove(&(node, conn)).unwrap_or_default();
+    String::from_utf8_lossy(&answer)[9..12].parse().unwrap()
+}
+
+#[test]
+fn the_per_user_limit_counts_the_users_connections_on_every_live_node() {
+    let config = Config {
+        max_connections_per_user: 2,
+        ..Config::default()
+    };
+    let mut net = Net::with_config(3, config);
+    // Heard of each other first (a beat), as nodes are once they run.
+    net.advance(core::time::Duration::from_secs(3));
+    let _a = net.connect(0, "kim");
+    let b = net.connect(1, "kim");
+    assert_eq!(
+        upgrade_status(&mut net, 2, "kim"),
+        503,
+        "two already, on two nodes"
+    );
+    assert_eq!(
+        upgrade_status(&mut net, 2, "lee"),
+        101,
+        "another user is not counted"
+    );
+    net.drop_client(b);
+    let _c = net.connect(2, "kim");
+    // A node that dies with kim's connection leaves a count nobody takes for live.
+    net.dead.insert(2);
+    net.advance(core::time::Duration::from_secs(7));
+    assert_eq!(upgrade_status(&mut net, 1, "kim"), 101);
 }
