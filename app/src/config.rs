@@ -69,6 +69,11 @@ pub struct ServerConfig {
     /// The running journal is compacted once it is this large and 4× its size after the
     /// last compaction (see `JournalFile::set_compaction`).
     pub journal_compact_bytes: usize,
+    /// Many nodes as one service on this Redis (`redis://HOST:PORT[/DB]`): pushes, room
+    /// messages and presence cross nodes. `None`: one node.
+    pub redis: Option<String>,
+    /// Put before every Redis channel name, so several services share one Redis.
+    pub redis_prefix: String,
     /// How much to log.
     pub log_level: Level,
     /// Largest HTTP request head (431 beyond).
@@ -121,6 +126,8 @@ impl Default for ServerConfig {
             presence_max_recipients: 256,
             journal: None,
             journal_compact_bytes: 1 << 20,
+            redis: None,
+            redis_prefix: "sockeye:".into(),
             log_level: Level::Info,
             max_head_bytes: 8 * 1024,
             head_timeout: Duration::from_secs(10),
@@ -143,6 +150,82 @@ pub enum Command {
     Run(Box<ServerConfig>),
     /// Print [`help`] and exit 0.
     Help,
+}
+
+/// Where `--redis` points: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+///
+/// Parsed here rather than by the Redis client: its URL parser pulls in full IDNA
+/// (Unicode host names), about 400 KB of the binary, for host names nobody gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RedisTarget {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) db: i64,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+}
+
+impl RedisTarget {
+    /// Parses a `--redis` URL, or says what is wrong with it.
+    pub(crate) fn parse(url: &str) -> Result<RedisTarget, String> {
+        let example = "a Redis URL like redis://127.0.0.1:6379/0";
+        if url.starts_with("rediss://") {
+            return Err("TLS to Redis (rediss://) is not in this build".into());
+        }
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| format!("{url:?} is not {example}"))?;
+        let (authority, db) = match rest.split_once('/') {
+            Some((authority, "")) => (authority, 0),
+            Some((authority, db)) => (
+                authority,
+                db.parse()
+                    .map_err(|_| format!("{db:?} is not a database number"))?,
+            ),
+            None => (rest, 0),
+        };
+        let (credentials, address) = match authority.rsplit_once('@') {
+            Some((credentials, address)) => (Some(credentials), address),
+            None => (None, authority),
+        };
+        let (username, password) = match credentials.map(|c| c.split_once(':')) {
+            None => (None, None),
+            Some(Some((user, password))) => (
+                (!user.is_empty()).then(|| user.to_string()),
+                Some(password.to_string()),
+            ),
+            Some(None) => (None, credentials.map(str::to_string)),
+        };
+        let port_of = |port: &str| {
+            port.parse::<u16>()
+                .map_err(|_| format!("{port:?} is not a port number"))
+        };
+        // `[::1]:6379`: an IPv6 address in brackets.
+        let (host, port) = match address.strip_prefix('[').and_then(|a| a.split_once(']')) {
+            Some((host, "")) => (host, 6379),
+            Some((host, port)) => match port.strip_prefix(':') {
+                Some(port) => (host, port_of(port)?),
+                None => return Err(format!("{url:?} is not {example}")),
+            },
+            None => match address.rsplit_once(':') {
+                Some((host, port)) => (host, port_of(port)?),
+                None => (address, 6379),
+            },
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} names no host: {example}"));
+        }
+        Ok(RedisTarget {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port,
+            db,
+            username,
+            password,
+        })
+    }
 }
 
 /// What kind of value a flag takes.
@@ -260,6 +343,16 @@ const FLAGS: &[Flag] = &[
         "journal-compact-bytes",
         Kind::Bytes,
         "compact the journal past this and 4x its last compaction [1MiB]",
+    ),
+    flag(
+        "redis",
+        Kind::Text,
+        "redis://HOST:PORT[/DB]: many nodes as one service (pushes, rooms, presence)",
+    ),
+    flag(
+        "redis-prefix",
+        Kind::Text,
+        "prefix of every Redis channel, so services can share one Redis [sockeye:]",
     ),
     flag(
         "deflate",
@@ -408,6 +501,9 @@ pub fn parse(
             config.deflate_window_bits
         ));
     }
+    if config.redis.is_some() && !cfg!(feature = "redis") {
+        return Err("--redis: this build has no Redis support (feature `redis`)".into());
+    }
     if config.max_frame_bytes > config.max_message_bytes {
         config.max_frame_bytes = config.max_message_bytes;
     }
@@ -434,6 +530,12 @@ fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), Stri
         ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
         ("tls-cert", _) => config.tls_cert = Some(PathBuf::from(text()?)),
         ("tls-key", _) => config.tls_key = Some(PathBuf::from(text()?)),
+        ("redis", _) => {
+            let url = text()?;
+            RedisTarget::parse(&url)?;
+            config.redis = Some(url);
+        }
+        ("redis-prefix", _) => config.redis_prefix = value.to_string(),
         ("log-level", _) => config.log_level = Level::parse(value)?,
         ("runtime", _) => {
             config.runtime = match value {
@@ -694,5 +796,45 @@ mod tests {
             parse(["--help".to_string()], |_| None),
             Ok(Command::Help)
         ));
+    }
+
+    #[test]
+    fn redis_is_a_url_from_the_flag_or_the_environment() {
+        let c = run(&[], &[]).unwrap();
+        assert_eq!((c.redis, c.redis_prefix.as_str()), (None, "sockeye:"));
+        let c = run(
+            &[
+                "--redis",
+                "redis://127.0.0.1:6379/2",
+                "--redis-prefix=chat:",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://127.0.0.1:6379/2"));
+        assert_eq!(c.redis_prefix, "chat:");
+        let c = run(&[], &[("SOCKEYE_REDIS", "redis://r:6379")]).unwrap();
+        assert_eq!(c.redis.as_deref(), Some("redis://r:6379"));
+        assert!(run(&["--redis", "127.0.0.1:6379"], &[]).is_err());
+        assert!(run(&["--redis", "rediss://r:6380"], &[]).is_err());
+        assert!(run(&["--redis", "redis://r:port"], &[]).is_err());
+        assert!(run(&["--redis", "redis://:6379"], &[]).is_err());
+        let target = RedisTarget::parse("redis://app:s3cret@cache.local:6380/3").unwrap();
+        assert_eq!(
+            target,
+            RedisTarget {
+                host: "cache.local".into(),
+                port: 6380,
+                db: 3,
+                username: Some("app".into()),
+                password: Some("s3cret".into()),
+            }
+        );
+        let target = RedisTarget::parse("redis://:pw@[::1]").unwrap();
+        assert_eq!((target.host.as_str(), target.port), ("::1", 6379));
+        assert_eq!(
+            (target.username, target.password.as_deref()),
+            (None, Some("pw"))
+        );
     }
 }

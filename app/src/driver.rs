@@ -29,6 +29,8 @@ pub(super) enum Input {
     Written(ConnId, bool),
     /// The journal thread finished a commit.
     Committed(Result<(), String>),
+    /// The Redis threads reported something (`--redis`).
+    Cluster(crate::redis::Report),
     /// Shut down gracefully (SIGINT, SIGTERM, or [`super::RunningServer::shutdown`]).
     Shutdown,
 }
@@ -62,6 +64,8 @@ pub(super) struct Driver {
     /// When a shutdown gives up waiting for the layer.
     give_up: Option<std::time::Instant>,
     grace: Duration,
+    /// The Redis threads (`--redis`).
+    backend: Option<crate::redis::Backend>,
 }
 
 impl Driver {
@@ -73,6 +77,7 @@ impl Driver {
         write_timeout: Duration,
         grace: Duration,
         tls: crate::TlsConfig,
+        backend: Option<crate::redis::Backend>,
     ) -> Driver {
         Driver {
             server,
@@ -85,6 +90,7 @@ impl Driver {
             tls,
             give_up: None,
             grace,
+            backend,
         }
     }
 
@@ -159,6 +165,7 @@ impl Driver {
                 }
                 self.server.handle_committed(now, result);
             }
+            Input::Cluster(report) => crate::redis::hand_over(&mut self.server, now, report),
             Input::Shutdown => {
                 if self.give_up.is_none() {
                     // The layer cuts what is left after the grace; this is the backstop.
@@ -255,6 +262,13 @@ impl Driver {
                 Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
                 Action::DeadLetter(letter) => log_dead_letter(&letter),
                 Action::Stopped => stopped = true,
+                Action::Publish { .. }
+                | Action::Command { .. }
+                | Action::Subscribe(_)
+                | Action::Unsubscribe(_) => {
+                    let now = self.clock.now();
+                    crate::redis::carry_out(self.backend.as_ref(), &mut self.server, now, action)
+                }
                 _ => {}
             }
         }

@@ -41,6 +41,7 @@ mod io;
 mod journal;
 pub mod journal_file;
 pub(crate) mod log;
+mod redis;
 mod smol;
 mod threads;
 
@@ -104,6 +105,10 @@ fn layer_config(config: &ServerConfig) -> sockeye_server::Config {
     layer.head_timeout = config.head_timeout;
     layer.shutdown_grace = config.shutdown_grace;
     layer.journal = config.journal.is_some();
+    layer.cluster = config
+        .redis
+        .as_ref()
+        .map(|_| sockeye_server::ClusterConfig::new(&config.redis_prefix));
     #[cfg(feature = "deflate")]
     if config.deflate {
         let mut deflate = sockeye_core::handshake::DeflateConfig::on();
@@ -151,6 +156,8 @@ struct Parts {
     tls: TlsConfig,
     grace: Duration,
     write_timeout: Duration,
+    /// The Redis URL of the cluster backend (`--redis`).
+    redis: Option<String>,
 }
 
 /// Binds `config.listen` and serves on background threads (the runtime
@@ -187,6 +194,7 @@ pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
         // A write blocked this long on a peer that reads nothing fails, and the
         // connection ends; keepalive would have ended it by then.
         write_timeout: (config.ping_interval + config.pong_timeout).max(Duration::from_secs(1)),
+        redis: config.redis.clone(),
     };
     let runtime = match config.runtime {
         Runtime::Threads => Running::Threads(threads::start(parts)?),
@@ -299,6 +307,15 @@ fn announce(config: &ServerConfig) {
             "TLS on: certificate {}, key {}",
             cert.display(),
             key.display()
+        );
+    }
+    if let Some(url) = &config.redis {
+        // The URL may carry a password: only its host part is logged.
+        let host = url.rsplit('@').next().unwrap_or(url);
+        log_at!(
+            Info,
+            "--redis {host}: pushes, rooms and presence span every node on it (channels {:?}*); mailboxes and reliable sessions stay per node",
+            config.redis_prefix
         );
     }
     if let Some(path) = &config.journal {

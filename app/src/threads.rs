@@ -35,6 +35,14 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
         }
         None => None,
     };
+    let backend = match &parts.redis {
+        Some(url) => {
+            let to_driver = inputs.clone();
+            let report = move |report| to_driver.send(Input::Cluster(report)).is_ok();
+            Some(crate::redis::Backend::start(url, report)?)
+        }
+        None => None,
+    };
     let driver = Driver::new(
         parts.server,
         parts.clock,
@@ -43,6 +51,7 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
         parts.write_timeout,
         parts.grace,
         parts.tls,
+        backend,
     );
     let driver = thread::Builder::new()
         .name("sockeye-driver".into())

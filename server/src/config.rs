@@ -55,6 +55,10 @@ pub struct Config {
     /// Durability is on (`--journal`): the layer emits journal records and holds every
     /// acknowledgement until the runtime reports their commit done.
     pub journal: bool,
+    /// Many nodes as one service through a backend (`--redis`): pushes, room messages
+    /// and presence cross nodes through the layer's [`Action::Publish`](crate::Action)
+    /// and [`Action::Subscribe`](crate::Action) outputs. `None`: one node.
+    pub cluster: Option<crate::ClusterConfig>,
     /// The permessage-deflate policy (RFC 7692) every upgrade on `/ws` answers offers by,
     /// plain and reliable alike; off by default. Every message to a connection that
     /// agreed is compressed by it (a broadcast once per connection), and a compressor that
@@ -86,6 +90,7 @@ impl Default for Config {
             head_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(3),
             journal: false,
+            cluster: None,
             #[cfg(feature = "deflate")]
             deflate: sockeye_core::handshake::DeflateConfig::OFF,
         }
@@ -127,6 +132,7 @@ impl Config {
             mailbox_sender_max_messages: self.mailbox_sender_messages,
             mailbox_sender_max_bytes: self.mailbox_sender_bytes,
             presence_max_recipients: self.presence_max_recipients,
+            report_changes: self.cluster.is_some(),
             ..sockeye_core::hub::HubConfig::default()
         }
     }

@@ -22,6 +22,19 @@ pub(crate) enum Phase {
     },
     /// A push acted on, its 202 waiting for journal commit `ticket`.
     AwaitingCommit { ticket: u64, answer: Vec<u8> },
+    /// A push acted on here and published, its answer waiting for the cluster backend's
+    /// answers (see `cluster.rs`).
+    AwaitingCluster {
+        waits: Vec<(sockeye_core::hub::Target, crate::cluster_push::PushWait)>,
+        batch: bool,
+        failed: bool,
+    },
+    /// A WebSocket upgrade of `user` waiting for Redis to say how many connections the
+    /// user has on the other nodes (`cluster_conns.rs`).
+    AwaitingAdmission {
+        upgrade: Box<sockeye_core::handshake::Request>,
+        user: sockeye_core::auth::UserId,
+    },
     /// Plain JSON mode (`docs/PROTOCOL.md` §10).
     Plain { ws: Box<Connection> },
     /// `sockeye.v1`: a session of the store, attached as `epoch`.
@@ -179,7 +192,10 @@ impl Conn {
             Phase::Body { deadline, .. } => Some(*deadline),
             Phase::Plain { ws, .. } => ws.poll_timeout(),
             Phase::Reliable { ws, .. } => earliest(ws.poll_timeout(), self.session_deadline),
-            Phase::AwaitingCommit { .. } | Phase::Done => None,
+            Phase::AwaitingCommit { .. }
+            | Phase::AwaitingCluster { .. }
+            | Phase::AwaitingAdmission { .. }
+            | Phase::Done => None,
         }
     }
 }

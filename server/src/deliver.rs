@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sockeye_core::auth::UserId;
-use sockeye_core::hub::{ConnId, Mail, OutMessage};
+use sockeye_core::hub::{ConnId, Mail, OutMessage, Target};
 use sockeye_core::journal::Record;
 use sockeye_core::{CloseCode, Message, PreparedMessage, SessionId};
 
@@ -68,7 +68,7 @@ impl Server {
             Ok(ClientMessage::Join { room }) => match self.hub.join(conn, &room) {
                 Ok(()) => {
                     self.journal_membership(conn, &room, true);
-                    let (members, count) = self.hub.members_page(&room, MEMBERS_LISTED);
+                    let (members, count) = self.members_page(&room, MEMBERS_LISTED);
                     Some(plain::joined(
                         &room,
                         members.iter().map(UserId::as_str),
@@ -84,15 +84,28 @@ impl Server {
                 }
                 Err(e) => Some(plain::error(&e.to_string())),
             },
-            Ok(ClientMessage::ToRoom { room, data }) => self
-                .hub
-                .publish(now, conn, &room, Bytes::from(data))
-                .err()
-                .map(|e| plain::error(&e.to_string())),
+            Ok(ClientMessage::ToRoom { room, data }) => {
+                match self
+                    .hub
+                    .publish(now, conn, &room, Bytes::from(data.clone()))
+                {
+                    Err(e) => Some(plain::error(&e.to_string())),
+                    Ok(_) => self.cross_nodes(conn, &Target::Room(room), data.as_bytes()),
+                }
+            }
             Ok(ClientMessage::ToUser { to, data }) => {
                 let to = UserId(to);
                 let data = Bytes::from(data);
+                let reply = self.cross_nodes(conn, &Target::User(to.clone()), &data);
+                if self.cluster_up() && !self.hub.is_online(&to) {
+                    // Not here: the other nodes first, this node's mailbox if none took it.
+                    let from = self.hub.user_of(conn).cloned();
+                    self.publish_direct(&to, from, data);
+                    self.deliver();
+                    return Ok(reply);
+                }
                 match self.hub.send_to_user(now, conn, &to, data.clone()) {
+                    Ok(_) if reply.is_some() => reply,
                     Ok(receipt) => {
                         if receipt.mailboxed > 0 {
                             let from = self.hub.user_of(conn).cloned();
@@ -110,6 +123,28 @@ impl Server {
         };
         self.deliver();
         Ok(reply)
+    }
+
+    /// A client's message delivered here goes to the other nodes too (a direct message
+    /// to a user with no connection here goes by `publish_direct`). While the backend is
+    /// down it stays on this node, and the sender hears so.
+    fn cross_nodes(&mut self, conn: ConnId, target: &Target, data: &[u8]) -> Option<String> {
+        self.cluster.as_ref()?;
+        if self.cluster_down() {
+            self.metrics.cluster_unrouted += 1;
+            return Some(plain::error(
+                "delivered on this node only: the cluster backend is unreachable",
+            ));
+        }
+        let online_here = match target {
+            Target::User(user) => self.hub.is_online(user),
+            _ => true,
+        };
+        if online_here {
+            let from = self.hub.user_of(conn).cloned();
+            self.publish_message(target, from.as_ref(), data, None);
+        }
+        None
     }
 
     /// Starts closing connection `conn`'s WebSocket.
@@ -370,6 +405,10 @@ impl Server {
                 .is_some_and(|(message, _)| Arc::ptr_eq(message, &out.message))
             {
                 last = None;
+            }
+            if self.cluster_hides(&out.message) {
+                // Present on another node: nothing new for this one's members.
+                continue;
             }
             let (_, framed) = last.get_or_insert_with(|| {
                 let framed = PreparedMessage::new(&Message::text(encode(&out.message)));

@@ -22,9 +22,10 @@
 //! - inputs, each with the time: [`Server::handle_accept`] (a TCP connection; returns its
 //!   id), [`Server::handle_bytes`], [`Server::handle_eof`], [`Server::handle_closed`],
 //!   [`Server::handle_timeout`], [`Server::handle_committed`] (a journal commit finished),
-//!   [`Server::handle_shutdown`];
+//!   [`Server::handle_shutdown`], and with a cluster backend the six below;
 //! - outputs: [`Server::poll_action`] until `None` after every input ([`Action`]: bytes
-//!   wait for a connection, close one, append journal bytes, commit, log, stopped),
+//!   wait for a connection, close one, append journal bytes, commit, publish, run a Redis
+//!   command, subscribe, unsubscribe, log, stopped),
 //!   [`Server::poll_transmit`] per connection when its socket can take bytes, and
 //!   [`Server::poll_timeout`], the one next deadline.
 //!
@@ -34,6 +35,17 @@
 //! until the runtime answers [`Server::handle_committed`]. A failed commit is answered as
 //! a failure (503, no ACK). Operations that arrive while a commit is in flight share the
 //! next one (group commit). The ordering is the layer's, not a lock order's.
+//!
+//! **Many nodes are outputs too.** With [`Config::cluster`] (`--redis`) the layer says
+//! what to publish and which channels it needs ([`Action::Publish`],
+//! [`Action::Subscribe`], [`Action::Unsubscribe`], and [`Action::Command`] for the
+//! mailboxes kept in Redis); the runtime carries the bytes to and from Redis and reports
+//! [`Server::handle_published`] (how many subscribers got it), [`Server::handle_reply`],
+//! [`Server::handle_subscribed`], [`Server::handle_remote`] (a message from another
+//! node), [`Server::handle_cluster_up`] and [`Server::handle_cluster_down`]. The layer
+//! decides who receives what, when a push's 202 may go, what presence to announce and
+//! when a node is gone; the tests drive several layers over an in-memory broker. The
+//! channels and rules are in the `cluster` module's docs (`server/src/cluster.rs`).
 //!
 //! ## By hand: one HTTP request and one WebSocket connection
 //!
@@ -87,6 +99,10 @@
 
 mod answer;
 mod assets;
+mod cluster;
+mod cluster_conns;
+mod cluster_mail;
+mod cluster_push;
 mod config;
 mod conn;
 mod deliver;
@@ -104,6 +120,11 @@ pub mod sim;
 #[cfg(all(test, feature = "deflate"))]
 mod deflate_tests;
 
+#[cfg(test)]
+mod cluster_tests;
+
+pub use cluster::ClusterConfig;
+pub use cluster_mail::Reply;
 pub use config::Config;
 pub use server::Server;
 
@@ -128,6 +149,32 @@ pub enum Action {
     /// then call [`Server::handle_committed`] with the outcome. At most one is
     /// outstanding. On failure keep the records appended: the layer asks again.
     Commit,
+    /// Publish `payload` on the cluster backend's `channel` (Redis `PUBLISH`), in the
+    /// order given, then call [`Server::handle_published`] with `id` and how many
+    /// subscribers received it. Only with [`Config::cluster`].
+    Publish {
+        /// Names this publication in [`Server::handle_published`].
+        id: u64,
+        /// The full channel name, prefix included.
+        channel: String,
+        /// The bytes to publish.
+        payload: Bytes,
+    },
+    /// Run this Redis command (its arguments, the name first) on the connection that
+    /// publishes, in order with the publications, then call [`Server::handle_reply`]
+    /// with `id` and the answer. Only with [`Config::cluster`]: the mailboxes in Redis.
+    Command {
+        /// Names this command in [`Server::handle_reply`].
+        id: u64,
+        /// `RPUSH`, the key, the value, …
+        args: Vec<Bytes>,
+    },
+    /// Subscribe to this channel (Redis `SUBSCRIBE`), report it done with
+    /// [`Server::handle_subscribed`], and hand every message on it to
+    /// [`Server::handle_remote`].
+    Subscribe(String),
+    /// Unsubscribe from this channel.
+    Unsubscribe(String),
     /// A line for the log.
     Log(Level, String),
     /// A message the server gave up: nobody will receive it (mailbox full or too old, a

@@ -65,6 +65,26 @@ pub(crate) struct Metrics {
     pub(crate) resumes: u64,
     pub(crate) dead_letters: u64,
     pub(crate) journal_failures: u64,
+    /// Publications handed to the cluster backend (Redis).
+    pub(crate) cluster_published: u64,
+    /// Messages from other nodes acted on.
+    pub(crate) cluster_received: u64,
+    /// Publications the backend reported as failed.
+    pub(crate) cluster_publish_failures: u64,
+    /// Pushes answered 503 because the backend was down or failed them.
+    pub(crate) cluster_refused: u64,
+    /// Client messages delivered on this node only because the backend was down.
+    pub(crate) cluster_unrouted: u64,
+    /// Times the backend went down.
+    pub(crate) cluster_outages: u64,
+}
+
+/// The cluster backend's gauges, sampled at scrape time (only with a backend).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ClusterGauges {
+    pub(crate) up: bool,
+    pub(crate) subscriptions: u64,
+    pub(crate) nodes: u64,
 }
 
 /// Values the hub (and, for compression, the connections) own, sampled when `/metrics`
@@ -80,6 +100,8 @@ pub(crate) struct HubGauges {
     pub(crate) deflate_connections: u64,
     /// What their compressors and decompressors hold.
     pub(crate) deflate_bytes: u64,
+    /// With a cluster backend (`--redis`).
+    pub(crate) cluster: Option<ClusterGauges>,
 }
 
 impl Metrics {
@@ -210,6 +232,62 @@ impl Metrics {
                 "gauge",
                 "Bytes their compressors and decompressors hold now.",
                 hub.deflate_bytes,
+            );
+        }
+        if let Some(cluster) = hub.cluster {
+            metric(
+                "cluster_up",
+                "gauge",
+                "1 while the cluster backend (Redis) is reachable, else 0.",
+                u64::from(cluster.up),
+            );
+            metric(
+                "cluster_subscriptions",
+                "gauge",
+                "Channels the backend confirmed this node is subscribed to.",
+                cluster.subscriptions,
+            );
+            metric(
+                "cluster_nodes",
+                "gauge",
+                "Other nodes heard from recently.",
+                cluster.nodes,
+            );
+            metric(
+                "cluster_published_total",
+                "counter",
+                "Publications handed to the backend.",
+                get(&self.cluster_published),
+            );
+            metric(
+                "cluster_received_total",
+                "counter",
+                "Messages from other nodes acted on.",
+                get(&self.cluster_received),
+            );
+            metric(
+                "cluster_publish_failures_total",
+                "counter",
+                "Publications the backend failed.",
+                get(&self.cluster_publish_failures),
+            );
+            metric(
+                "cluster_refused_total",
+                "counter",
+                "Pushes answered 503 because the backend was down or failed them.",
+                get(&self.cluster_refused),
+            );
+            metric(
+                "cluster_unrouted_total",
+                "counter",
+                "Client messages delivered on this node only while the backend was down.",
+                get(&self.cluster_unrouted),
+            );
+            metric(
+                "cluster_outages_total",
+                "counter",
+                "Times the backend went down.",
+                get(&self.cluster_outages),
             );
         }
         out.push_str(

@@ -14,6 +14,7 @@ use sockeye_core::{CloseCode, Entropy, Event, Instant, SessionId};
 
 use crate::answer;
 use crate::assets;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::conn::{Conn, Phase};
 use crate::durable::Durable;
@@ -90,6 +91,11 @@ pub struct Server {
     pub(crate) held: BTreeMap<SessionId, u64>,
     commit_retry: Option<Instant>,
     pub(crate) metrics: Metrics,
+    /// The cluster backend's state, with [`Config::cluster`].
+    pub(crate) cluster: Option<Cluster>,
+    /// While an upgrade admitted by Redis is carried out: its user's connections on the
+    /// other nodes (`cluster_conns.rs`).
+    pub(crate) remote_conns: usize,
     pub(crate) actions: VecDeque<Action>,
     deadlines: BTreeSet<(Instant, ConnId)>,
     /// Connections changed by the current input, to settle before it returns.
@@ -128,7 +134,16 @@ impl Server {
         entropy: Box<dyn Entropy + Send>,
         journal: Option<&JournalState>,
     ) -> Server {
+        let mut entropy = entropy;
+        let cluster = config.cluster.clone().map(|cluster| {
+            let mut id = [0u8; 8];
+            entropy.fill(&mut id);
+            let node: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            Cluster::new(cluster, node)
+        });
         let mut server = Server {
+            cluster,
+            remote_conns: 0,
             ws_config: config.ws_config(),
             hub: Hub::new(config.hub_config()),
             store: SessionStore::new(config.session_config(), now),
@@ -320,6 +335,7 @@ impl Server {
             self.store.handle_timeout(now);
             self.drain_store();
         }
+        self.cluster_timeout(now);
         if self.commit_retry.is_some_and(|at| at <= now) {
             self.commit_retry = None;
             self.durable.force_dirty();
@@ -365,6 +381,7 @@ impl Server {
             return;
         }
         self.stopping = true;
+        self.cluster_bye();
         self.shutdown = Some(now + self.config.shutdown_grace);
         let open: Vec<ConnId> = self.conns.keys().copied().collect();
         let count = open
@@ -426,6 +443,7 @@ impl Server {
             self.store.poll_timeout(),
             self.commit_retry,
             self.shutdown,
+            self.cluster.as_ref().and_then(|c| c.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -444,6 +462,8 @@ impl Server {
                     Phase::Head(_) => "head",
                     Phase::Body { .. } => "body",
                     Phase::AwaitingCommit { .. } => "awaiting commit",
+                    Phase::AwaitingCluster { .. } => "awaiting cluster",
+                    Phase::AwaitingAdmission { .. } => "awaiting admission",
                     Phase::Plain { .. } => "plain",
                     Phase::Reliable { .. } => "reliable",
                     Phase::Done => "done",
@@ -485,6 +505,7 @@ impl Server {
             mailbox_depth: stats.mailbox_messages as u64,
             mailbox_bytes: stats.mailbox_bytes as u64,
             mailbox_drops: stats.mail_expired + stats.mail_overflowed,
+            cluster: self.cluster_gauges(),
             ..HubGauges::default()
         };
         #[cfg(feature = "deflate")]
@@ -499,7 +520,7 @@ impl Server {
 
     // ----- internals -----
 
-    fn observe(&mut self, now: Instant) {
+    pub(crate) fn observe(&mut self, now: Instant) {
         self.now = self.now.max(now);
     }
 
@@ -563,6 +584,7 @@ impl Server {
                 self.finish(conn);
             }
         }
+        self.cluster_changes();
         if let Some(bytes) = self.durable.take_commit() {
             self.actions.push_back(Action::Append(bytes));
             self.actions.push_back(Action::Commit);
@@ -632,7 +654,10 @@ impl Server {
                 self.drain_ws(conn);
             }
             // The request was answered (or is being): later bytes mean nothing.
-            Phase::AwaitingCommit { .. } | Phase::Done => {}
+            Phase::AwaitingCommit { .. }
+            | Phase::AwaitingCluster { .. }
+            | Phase::AwaitingAdmission { .. }
+            | Phase::Done => {}
         }
     }
 
@@ -693,6 +718,12 @@ impl Server {
                 "text/html; charset=utf-8",
                 "",
                 DEMO_PAGE.as_bytes(),
+            )),
+            ("GET" | "HEAD", "/healthz") if self.cluster_down() => Some(answer::response(
+                503,
+                "text/plain",
+                "",
+                b"redis unreachable: serving this node's connections only; pushes refused\n",
             )),
             ("GET" | "HEAD", "/healthz") => Some(answer::response(200, "text/plain", "", b"ok\n")),
             ("GET" | "HEAD", "/metrics") => {
@@ -787,6 +818,9 @@ impl Server {
             Ok(parsed) => parsed,
             Err(why) => return self.answer(conn, answer::json_error(400, why)),
         };
+        if self.cluster.is_some() {
+            return self.cluster_push(conn, pushes, batch);
+        }
         let now = self.now;
         let mut receipts = Vec::with_capacity(pushes.len());
         for (target, data) in pushes {
@@ -808,6 +842,17 @@ impl Server {
         }
         // Once for the whole batch: its messages to one connection leave together.
         self.deliver();
+        self.finish_push(conn, receipts, batch);
+    }
+
+    /// The 202 of a push request whose pushes were acted on, once the journal holds
+    /// what they queued (at once without a journal).
+    pub(crate) fn finish_push(
+        &mut self,
+        conn: ConnId,
+        mut receipts: Vec<serde_json::Value>,
+        batch: bool,
+    ) {
         let queued = if batch {
             serde_json::Value::Array(receipts)
         } else {
@@ -932,10 +977,19 @@ impl Server {
                 return self.answer(conn, answer::text(401, &why));
             }
         };
+        if self.cluster_up() {
+            // The user's connections on the other nodes count too: Redis first.
+            return self.ask_admission(conn, upgrade, user);
+        }
+        self.upgrade_as(conn, upgrade, user);
+    }
+
+    /// The upgrade of an authenticated `user`, admitted so far: the mode, the limits.
+    pub(crate) fn upgrade_as(&mut self, conn: ConnId, upgrade: Request, user: UserId) {
         if upgrade.protocols().any(|p| p == SUBPROTOCOL) {
             return self.upgrade_reliable(conn, upgrade, user);
         }
-        if let Err(refusal) = self.hub.admit(&user) {
+        if let Err(refusal) = self.admit(&user) {
             self.metrics.reject(Rejection::OverLimit);
             return self.answer(conn, answer::text(503, &refusal.to_string()));
         }
@@ -989,7 +1043,7 @@ impl Server {
         // A resume that takes over a connection the server has not seen drop yet, or the
         // ghost of its session, replaces it rather than adding one.
         if takes_over.is_none() && !has_ghost {
-            if let Err(refusal) = self.hub.admit(&user) {
+            if let Err(refusal) = self.admit(&user) {
                 self.metrics.reject(Rejection::OverLimit);
                 return self.answer(conn, answer::text(503, &refusal.to_string()));
             }

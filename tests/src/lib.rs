@@ -10,6 +10,7 @@
 
 pub mod browser;
 pub mod proxy;
+pub mod redis;
 pub mod server;
 
 use std::io::{BufRead, BufReader, Read};

@@ -55,6 +55,13 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
         })?),
         None => None,
     };
+    let (reports, reports_rx) = async_channel::unbounded();
+    let backend = match &parts.redis {
+        Some(url) => Some(crate::redis::Backend::start(url, move |report| {
+            reports.send_blocking(report).is_ok()
+        })?),
+        None => None,
+    };
     let listener = Async::new(parts.listener)?;
     let (server, clock, grace, write_timeout) =
         (parts.server, parts.clock, parts.grace, parts.write_timeout);
@@ -63,7 +70,9 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
         .name("sockeye-smol".into())
         .spawn(move || {
             let ex = Rc::new(LocalExecutor::new());
-            let (state, done) = State::new(server, clock, journal, write_timeout);
+            let (state, done) = State::new(server, clock, journal, write_timeout, backend);
+            ex.spawn(cluster_loop(Rc::clone(&state), reports_rx))
+                .detach();
             let main = serve(
                 &ex,
                 state,
@@ -206,5 +215,12 @@ impl Future for Flusher {
 async fn commit_loop(state: Shared, commits: Receiver<Result<(), String>>) {
     while let Ok(result) = commits.recv().await {
         state.borrow_mut().committed(result);
+    }
+}
+
+/// Hands the layer what the Redis threads report.
+async fn cluster_loop(state: Shared, reports: Receiver<crate::redis::Report>) {
+    while let Ok(report) = reports.recv().await {
+        state.borrow_mut().cluster(report);
     }
 }

@@ -102,6 +102,8 @@ pub(super) struct State {
     dirty: Vec<ConnId>,
     flusher: Option<Waker>,
     pub(super) write_timeout: Duration,
+    /// The Redis threads (`--redis`).
+    backend: Option<crate::redis::Backend>,
 }
 
 impl State {
@@ -110,6 +112,7 @@ impl State {
         clock: Clock,
         journal: Option<mpsc::Sender<Vec<u8>>>,
         write_timeout: Duration,
+        backend: Option<crate::redis::Backend>,
     ) -> (Shared, Receiver<()>) {
         let (done, stopped) = async_channel::bounded(1);
         let state = State {
@@ -125,6 +128,7 @@ impl State {
             dirty: Vec::new(),
             flusher: None,
             write_timeout,
+            backend,
         };
         (Rc::new(RefCell::new(state)), stopped)
     }
@@ -335,6 +339,12 @@ impl State {
         self.act();
     }
 
+    /// What the Redis threads reported.
+    pub(super) fn cluster(&mut self, report: crate::redis::Report) {
+        crate::redis::hand_over(&mut self.server, self.clock.now(), report);
+        self.act();
+    }
+
     pub(super) fn shutdown(&mut self) {
         self.server.handle_shutdown(self.clock.now());
         self.act();
@@ -534,6 +544,15 @@ impl State {
                 Action::Stopped => {
                     let _ = self.done.try_send(());
                 }
+                Action::Publish { .. }
+                | Action::Command { .. }
+                | Action::Subscribe(_)
+                | Action::Unsubscribe(_) => crate::redis::carry_out(
+                    self.backend.as_ref(),
+                    &mut self.server,
+                    self.clock.now(),
+                    action,
+                ),
                 _ => {}
             }
         }

@@ -40,6 +40,10 @@ pub struct HubConfig {
     /// rooms where it would reach at most this many other connections; larger rooms go
     /// without presence, so filling a room costs messages linear in its size.
     pub presence_max_recipients: usize,
+    /// Record what changed in who is where ([`HubChange`](super::HubChange), drained with
+    /// [`Hub::poll_change`](super::Hub::poll_change)): a backend that spans nodes
+    /// subscribes and announces by it. Off by default, so nothing accumulates.
+    pub report_changes: bool,
 }
 
 impl Default for HubConfig {
@@ -62,6 +66,7 @@ impl Default for HubConfig {
             mailbox_sender_max_messages: 1_000,
             mailbox_sender_max_bytes: 4 << 20,
             presence_max_recipients: 256,
+            report_changes: false,
         }
     }
 }

@@ -141,6 +141,44 @@ pub struct Hub {
     rooms: Rooms,
     mail: Mailboxes,
     outbound: VecDeque<Outbound>,
+    changes: VecDeque<HubChange>,
+}
+
+/// A change in who is where, recorded with [`HubConfig::report_changes`]: what a
+/// backend that spans nodes must hear of to subscribe, unsubscribe and announce presence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HubChange {
+    /// The user's first live connection arrived.
+    UserOnline(UserId),
+    /// The user's last live connection is gone.
+    UserOffline(UserId),
+    /// The user has this many live connections now (after every connect and
+    /// disconnect; 0 comes before [`UserOffline`](Self::UserOffline)).
+    Connections {
+        /// The user.
+        user: UserId,
+        /// Their live connections on this hub.
+        count: usize,
+    },
+    /// The room got its first member connection.
+    RoomOpened(String),
+    /// The room lost its last member connection.
+    RoomClosed(String),
+    /// The user's first connection in the room joined it.
+    Arrived {
+        /// The room.
+        room: String,
+        /// The user now present.
+        user: UserId,
+    },
+    /// The user's last connection in the room left it.
+    Departed {
+        /// The room.
+        room: String,
+        /// The user no longer present.
+        user: UserId,
+    },
 }
 
 impl Default for Hub {
@@ -166,6 +204,7 @@ impl Hub {
             }),
             clock: Clock::new(Instant::ZERO),
             outbound: VecDeque::new(),
+            changes: VecDeque::new(),
             config,
         }
     }
@@ -194,7 +233,18 @@ impl Hub {
         delivery: Delivery,
     ) -> Result<(), Refusal> {
         self.tick(now);
+        let was_online = self.registry.is_online(&user);
         self.registry.insert(conn, user.clone(), delivery)?;
+        if self.config.report_changes {
+            if !was_online {
+                self.change(HubChange::UserOnline(user.clone()));
+            }
+            let count = self.registry.conns_of(&user).count();
+            self.change(HubChange::Connections {
+                user: user.clone(),
+                count,
+            });
+        }
         for mail in self.mail.take(&user) {
             self.outbound.push_back(Outbound {
                 to: conn,
@@ -220,6 +270,17 @@ impl Hub {
         for room in entry.rooms {
             if let Ok(true) = self.rooms.leave(&room, conn, &entry.user) {
                 self.presence(&room, &entry.user, false, conn);
+                self.departed(&room, &entry.user);
+            }
+        }
+        if self.config.report_changes {
+            let count = self.registry.conns_of(&entry.user).count();
+            self.change(HubChange::Connections {
+                user: entry.user.clone(),
+                count,
+            });
+            if count == 0 {
+                self.change(HubChange::UserOffline(entry.user));
             }
         }
     }
@@ -260,8 +321,15 @@ impl Hub {
             if let Some(entry) = self.registry.get_mut(conn) {
                 entry.rooms.insert(String::from(room));
             }
+            if self.rooms.conn_count(room) == 1 {
+                self.change(HubChange::RoomOpened(String::from(room)));
+            }
             if arrived {
                 self.presence(room, &user, true, conn);
+                self.change(HubChange::Arrived {
+                    room: String::from(room),
+                    user,
+                });
             }
         }
         Ok(())
@@ -279,6 +347,7 @@ impl Hub {
         let user = entry.user.clone();
         if self.rooms.leave(room, conn, &user)? {
             self.presence(room, &user, false, conn);
+            self.departed(room, &user);
         }
         Ok(())
     }
@@ -444,6 +513,74 @@ impl Hub {
         self.registry.is_online(user)
     }
 
+    /// A message that arrived from another node, for this node's live connections only:
+    /// to `user`'s connections (no mailbox: the node that sent it decides about mail), a
+    /// room's member connections, or every connection, with `from` as the sender. Returns
+    /// how many connections that is. Drain afterwards.
+    pub fn relay(
+        &mut self,
+        now: Instant,
+        target: &Target,
+        from: Option<UserId>,
+        payload: Bytes,
+    ) -> usize {
+        self.tick(now);
+        let room = match target {
+            Target::Room(room) => Some(room.clone()),
+            _ => None,
+        };
+        let message = Arc::new(OutMessage::Message {
+            from,
+            room,
+            payload,
+        });
+        let recipients: Vec<ConnId> = match target {
+            Target::User(user) => self.registry.conns_of(user).collect(),
+            Target::Room(room) => self.rooms.conns(room).collect(),
+            Target::Everyone => self.registry.all().collect(),
+        };
+        let count = recipients.len();
+        for to in recipients {
+            self.outbound.push_back(Outbound {
+                to,
+                message: Arc::clone(&message),
+            });
+        }
+        count
+    }
+
+    /// Tells `room`'s member connections that `user` arrived or left somewhere else (on
+    /// another node), under the same [`HubConfig::presence_max_recipients`] rule as a
+    /// local join. Drain afterwards.
+    pub fn announce_presence(&mut self, room: &str, user: &UserId, joined: bool) {
+        if self.rooms.conn_count(room) > self.config.presence_max_recipients {
+            return;
+        }
+        let message = Arc::new(OutMessage::Presence {
+            room: String::from(room),
+            user: user.clone(),
+            joined,
+        });
+        for to in self.rooms.conns(room) {
+            self.outbound.push_back(Outbound {
+                to,
+                message: Arc::clone(&message),
+            });
+        }
+    }
+
+    /// Whether `user` has a member connection in `room`.
+    pub fn is_present(&self, room: &str, user: &UserId) -> bool {
+        self.rooms.is_present(room, user)
+    }
+
+    /// The next change in who is where, with [`HubConfig::report_changes`], in the order
+    /// they happened. Call after every input until `None`.
+    #[must_use]
+    pub fn poll_change(&mut self) -> Option<HubChange> {
+        self.changes.pop_front()
+    }
+
     /// The next delivery to make, in the order the hub decided them. Call after every
     /// input until it returns `None`. The queue grows by at most one entry per recipient
     /// of each call (a push to everyone: one per live connection; a connect: one per
@@ -506,6 +643,23 @@ impl Hub {
         let now = self.clock.observe(now);
         self.mail.expire(now);
         now
+    }
+
+    fn change(&mut self, change: HubChange) {
+        if self.config.report_changes {
+            self.changes.push_back(change);
+        }
+    }
+
+    /// `user` left `room` for good: recorded, and the room's end if it is empty now.
+    fn departed(&mut self, room: &str, user: &UserId) {
+        self.change(HubChange::Departed {
+            room: String::from(room),
+            user: user.clone(),
+        });
+        if self.rooms.conn_count(room) == 0 {
+            self.change(HubChange::RoomClosed(String::from(room)));
+        }
     }
 
     fn route_to_user(

@@ -126,6 +126,13 @@ impl Rooms {
             .flat_map(|r| r.conns.iter().copied())
     }
 
+    /// Whether `user` has a member connection in `room`.
+    pub(crate) fn is_present(&self, room: &str, user: &UserId) -> bool {
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.users.contains_key(user))
+    }
+
     /// How many connections are in `room`.
     pub(crate) fn conn_count(&self, room: &str) -> usize {
         self.rooms.get(room).map_or(0, |r| r.conns.len())

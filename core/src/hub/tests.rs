@@ -502,3 +502,97 @@ fn a_transfer_keeps_rooms_and_presence_and_counts_one_connection() {
     assert_eq!(presence.len(), 1, "a leaves once: {presence:?}");
     assert_eq!(hub.members("r"), vec![user("b")]);
 }
+
+#[test]
+fn changes_name_first_arrivals_and_last_departures_only() {
+    let config = HubConfig {
+        report_changes: true,
+        ..HubConfig::default()
+    };
+    let mut hub = Hub::new(config);
+    let now = Instant::ZERO;
+    hub.connect(now, ConnId(1), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    hub.connect(now, ConnId(2), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    hub.join(ConnId(1), "r").unwrap();
+    hub.join(ConnId(2), "r").unwrap();
+    hub.leave(ConnId(1), "r").unwrap();
+    hub.disconnect(now, ConnId(2));
+    hub.disconnect(now, ConnId(1));
+    let changes: Vec<HubChange> = core::iter::from_fn(|| hub.poll_change())
+        .filter(|c| !matches!(c, HubChange::Connections { .. }))
+        .collect();
+    let room = || String::from("r");
+    assert_eq!(
+        changes,
+        [
+            HubChange::UserOnline(user("a")),
+            HubChange::RoomOpened(room()),
+            HubChange::Arrived {
+                room: room(),
+                user: user("a")
+            },
+            HubChange::Departed {
+                room: room(),
+                user: user("a")
+            },
+            HubChange::RoomClosed(room()),
+            HubChange::UserOffline(user("a")),
+        ]
+    );
+    // Every connect and disconnect says how many the user has.
+    let mut counted = Hub::new(HubConfig {
+        report_changes: true,
+        ..HubConfig::default()
+    });
+    counted
+        .connect(now, ConnId(1), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    counted
+        .connect(now, ConnId(2), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    counted.disconnect(now, ConnId(1));
+    let counts: Vec<usize> = core::iter::from_fn(|| counted.poll_change())
+        .filter_map(|c| match c {
+            HubChange::Connections { count, .. } => Some(count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counts, [1, 2, 1]);
+    // Without the flag nothing is recorded.
+    let mut quiet = Hub::new(HubConfig::default());
+    quiet
+        .connect(now, ConnId(1), user("a"), Delivery::AtMostOnce)
+        .unwrap();
+    assert_eq!(quiet.poll_change(), None);
+}
+
+#[test]
+fn a_relayed_message_reaches_live_connections_and_never_a_mailbox() {
+    let mut hub = Hub::new(HubConfig::default());
+    let now = Instant::ZERO;
+    assert_eq!(
+        hub.relay(now, &Target::User(user("b")), None, Bytes::from("x")),
+        0
+    );
+    assert_eq!(hub.stats().mailbox_messages, 0);
+    hub.connect(now, ConnId(1), user("b"), Delivery::AtMostOnce)
+        .unwrap();
+    hub.join(ConnId(1), "r").unwrap();
+    let n = hub.relay(
+        now,
+        &Target::Room("r".into()),
+        Some(user("z")),
+        Bytes::from("y"),
+    );
+    assert_eq!(n, 1);
+    let out = drain(&mut hub);
+    assert!(matches!(&*out[0].message,
+        OutMessage::Message { from: Some(f), room: Some(r), .. } if f == &user("z") && r == "r"));
+    hub.announce_presence("r", &user("z"), true);
+    assert!(matches!(
+        &*drain(&mut hub)[0].message,
+        OutMessage::Presence { joined: true, .. }
+    ));
+}

@@ -659,6 +659,11 @@ impl World {
                     self.ledger.on_dead_letter(&letter.user, &letter.message)?;
                 }
                 Action::Stopped => self.stopped = true,
+                // One node, no cluster backend (`cluster_tests` drives many).
+                Action::Publish { .. }
+                | Action::Command { .. }
+                | Action::Subscribe(_)
+                | Action::Unsubscribe(_) => {}
                 Action::Log(level, line) => {
                     if self.trace {
                         eprintln!("{:?} log {level:?}: {line}", self.now);

@@ -141,6 +141,7 @@ pub fn small_config() -> HubConfig {
         mailbox_sender_max_messages: 2,
         mailbox_sender_max_bytes: 3 * MAIL_COST,
         presence_max_recipients: 2,
+        report_changes: true,
     }
 }
 
@@ -160,6 +161,7 @@ pub fn random_config(rng: &mut SeededEntropy) -> HubConfig {
         mailbox_sender_max_messages: pick(4),
         mailbox_sender_max_bytes: pick(5) * MAIL_COST,
         presence_max_recipients: pick(4),
+        report_changes: false,
     }
 }
 

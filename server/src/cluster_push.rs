@@ -1,0 +1,172 @@
+//! `POST /api/push` with a cluster backend: each push is delivered to this node's
+//! connections and published (or, for a user with no connection here, published or
+//! stored in one step); the answer waits until Redis answered for every push of the
+//! request, and is a 503 if Redis was down or failed one.
+
+use sockeye_core::hub::{ConnId, Target};
+
+use crate::answer;
+use crate::conn::Phase;
+use crate::server::Server;
+
+/// One push of a request waiting for the backend: what is known so far.
+#[derive(Debug)]
+pub(crate) struct PushWait {
+    pub(crate) connections: usize,
+    pub(crate) mailboxed: usize,
+    pub(crate) dead_lettered: usize,
+    pub(crate) remote: u64,
+    pub(crate) done: bool,
+}
+
+impl Server {
+    /// A push request with a backend: each push is delivered to this node's connections
+    /// and published; the answer waits until the backend answered every publication.
+    /// While it is down the request is refused whole, before anything is delivered.
+    pub(crate) fn cluster_push(
+        &mut self,
+        conn: ConnId,
+        pushes: Vec<crate::push::Push>,
+        batch: bool,
+    ) {
+        if self.cluster_down() {
+            self.metrics.cluster_refused += 1;
+            return self.answer(
+                conn,
+                answer::json_error(
+                    503,
+                    "push not accepted: the cluster backend (redis) is unreachable",
+                ),
+            );
+        }
+        let now = self.now;
+        let mut waits = Vec::with_capacity(pushes.len());
+        for (index, (target, data)) in pushes.into_iter().enumerate() {
+            let mut wait = PushWait {
+                connections: 0,
+                mailboxed: 0,
+                dead_lettered: 0,
+                remote: 0,
+                done: false,
+            };
+            self.metrics.pushes += 1;
+            match &target {
+                Target::User(user) if !self.hub.is_online(user) => {
+                    let user = user.clone();
+                    self.deliver_or_store(user, None, data, Some((conn, index)));
+                }
+                _ => {
+                    let receipt = self.hub.push(now, target.clone(), data.clone());
+                    wait.connections = receipt.connections;
+                    self.publish_message(&target, None, &data, Some((conn, index)));
+                }
+            }
+            waits.push((target, wait));
+        }
+        self.deliver();
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.phase = Phase::AwaitingCluster {
+                waits,
+                batch,
+                failed: false,
+            };
+        }
+    }
+
+    /// Push `index` of the request on `conn` was published (or not).
+    pub(crate) fn push_published(
+        &mut self,
+        conn: ConnId,
+        index: usize,
+        result: &Result<u64, String>,
+    ) {
+        let remote = {
+            let Some(Phase::AwaitingCluster { waits, .. }) =
+                self.conns.get(&conn).map(|c| &c.phase)
+            else {
+                return;
+            };
+            let Some((target, _)) = waits.get(index) else {
+                return;
+            };
+            self.remote_receivers(target, result)
+        };
+        let all_done = {
+            let Some(Phase::AwaitingCluster { waits, failed, .. }) =
+                self.conns.get_mut(&conn).map(|c| &mut c.phase)
+            else {
+                return;
+            };
+            let Some((_, wait)) = waits.get_mut(index) else {
+                return;
+            };
+            wait.done = true;
+            match remote {
+                None => *failed = true,
+                Some(n) => wait.remote = n,
+            }
+            waits.iter().all(|(_, w)| w.done)
+        };
+        if all_done {
+            self.push_answer(conn);
+        }
+    }
+
+    /// Marks the push request on `conn` as failed (answered 503 once all are done).
+    pub(crate) fn push_failed(&mut self, conn: ConnId) {
+        if let Some(Phase::AwaitingCluster { failed, .. }) =
+            self.conns.get_mut(&conn).map(|c| &mut c.phase)
+        {
+            *failed = true;
+        }
+    }
+
+    /// Push `index` of the request waiting on `conn`.
+    pub(crate) fn push_wait(&mut self, conn: ConnId, index: usize) -> Option<&mut PushWait> {
+        match self.conns.get_mut(&conn).map(|c| &mut c.phase) {
+            Some(Phase::AwaitingCluster { waits, .. }) => waits.get_mut(index).map(|(_, w)| w),
+            _ => None,
+        }
+    }
+
+    /// Answers the push request on `conn` once every push of it is done.
+    pub(crate) fn push_answer(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(&c.phase, Phase::AwaitingCluster { waits, .. } if waits.iter().all(|(_, w)| w.done))
+        {
+            return;
+        }
+        let Phase::AwaitingCluster {
+            waits,
+            batch,
+            failed,
+        } = std::mem::replace(&mut c.phase, Phase::Done)
+        else {
+            return;
+        };
+        if failed {
+            self.metrics.cluster_refused += 1;
+            return self.answer(
+                conn,
+                answer::json_error(
+                    503,
+                    "push not confirmed by the cluster backend (redis); it may have reached some receivers",
+                ),
+            );
+        }
+        let receipts = waits
+            .iter()
+            .map(|(_, w)| {
+                serde_json::json!({
+                    "connections": w.connections,
+                    "mailboxed": w.mailboxed,
+                    "dead_lettered": w.dead_lettered,
+                    "remote_nodes": w.remote,
+                })
+            })
+            .collect();
+        self.finish_push(conn, receipts, batch);
+    }
+}
