@@ -68,17 +68,30 @@ pub(super) struct Driver {
     backend: Option<crate::redis::Backend>,
 }
 
+/// How the driver treats its connections.
+pub(super) struct Policy {
+    /// How long a write may wait for a peer that reads nothing.
+    pub(super) write_timeout: Duration,
+    /// How long a graceful shutdown waits for connections to close.
+    pub(super) grace: Duration,
+    /// TLS for every connection, if configured.
+    pub(super) tls: crate::TlsConfig,
+}
+
 impl Driver {
     pub(super) fn new(
         server: Server,
         clock: Clock,
         inputs: SyncSender<Input>,
         journal: Option<Sender<Vec<u8>>>,
-        write_timeout: Duration,
-        grace: Duration,
-        tls: crate::TlsConfig,
+        policy: Policy,
         backend: Option<crate::redis::Backend>,
     ) -> Driver {
+        let Policy {
+            write_timeout,
+            grace,
+            tls,
+        } = policy;
         Driver {
             server,
             clock,

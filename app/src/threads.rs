@@ -48,9 +48,11 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
         parts.clock,
         inputs.clone(),
         journal,
-        parts.write_timeout,
-        parts.grace,
-        parts.tls,
+        crate::driver::Policy {
+            write_timeout: parts.write_timeout,
+            grace: parts.grace,
+            tls: parts.tls,
+        },
         backend,
     );
     let driver = thread::Builder::new()
