@@ -39,9 +39,15 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
 /// Calls `each(opcode, payload)` for every whole unmasked frame at the start of `buf`
 /// and returns how many bytes they took; a partial frame at the end is left.
 pub fn server_frames(buf: &[u8], mut each: impl FnMut(u8, &[u8])) -> usize {
+    server_frames_raw(buf, |b0, payload| each(b0 & 0x0f, payload))
+}
+
+/// [`server_frames`] handing over each frame's whole first byte (FIN, RSV1–3, opcode)
+/// instead of its opcode: RSV1 marks a compressed message.
+pub fn server_frames_raw(buf: &[u8], mut each: impl FnMut(u8, &[u8])) -> usize {
     let mut at = 0;
     while buf.len() >= at + 2 {
-        let (op, len7) = (buf[at] & 0x0f, usize::from(buf[at + 1] & 0x7f));
+        let len7 = usize::from(buf[at + 1] & 0x7f);
         let (len, head) = match len7 {
             126 if buf.len() >= at + 4 => (
                 usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
@@ -58,7 +64,7 @@ pub fn server_frames(buf: &[u8], mut each: impl FnMut(u8, &[u8])) -> usize {
         if buf.len() < at + head + len {
             break;
         }
-        each(op, &buf[at + head..at + head + len]);
+        each(buf[at], &buf[at + head..at + head + len]);
         at += head + len;
     }
     at

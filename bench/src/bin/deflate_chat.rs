@@ -47,7 +47,7 @@ use async_io::{Async, Timer};
 use bytes::Bytes;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use sockeye_bench::server_process::{pinned, ServerProcess};
-use sockeye_bench::ws_frames::{client_text_frame, head_end};
+use sockeye_bench::ws_frames::{client_text_frame, head_end, server_frames_raw};
 use sockeye_core::handshake::{ClientRequest, DeflateConfig};
 use sockeye_core::{ClientHandshake, Config, Connection, Event, Instant, Message, SeededEntropy};
 
@@ -405,34 +405,6 @@ fn push_number(payload: &[u8]) -> Option<usize> {
     digits.parse().ok()
 }
 
-/// Calls `each(first byte, payload)` for every whole unmasked frame at the start of
-/// `buf`; returns the bytes they took.
-fn frames(buf: &[u8], mut each: impl FnMut(u8, &[u8])) -> usize {
-    let mut at = 0;
-    while buf.len() >= at + 2 {
-        let len7 = usize::from(buf[at + 1] & 0x7f);
-        let (len, head) = match len7 {
-            126 if buf.len() >= at + 4 => (
-                usize::from(u16::from_be_bytes([buf[at + 2], buf[at + 3]])),
-                4,
-            ),
-            127 if buf.len() >= at + 10 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&buf[at + 2..at + 10]);
-                (u64::from_be_bytes(b) as usize, 10)
-            }
-            126 | 127 => break,
-            n => (n, 2),
-        };
-        if buf.len() < at + head + len {
-            break;
-        }
-        each(buf[at], &buf[at + head..at + head + len]);
-        at += head + len;
-    }
-    at
-}
-
 /// One fan-out member: upgrade (offering permessage-deflate if `deflate`), join the room,
 /// count every push, inflating compressed ones (no context is kept: each message is a
 /// stream of its own).
@@ -469,7 +441,7 @@ async fn member(addr: SocketAddr, i: usize, deflate: bool, seen: Rc<RefCell<Seen
                 .await
                 .expect("join");
         }
-        let used = frames(&buf, |b0, payload| {
+        let used = server_frames_raw(&buf, |b0, payload| {
             if b0 & 0x0f != 1 {
                 return;
             }
