@@ -283,6 +283,7 @@ async fn handshake<S: AsyncStream>(
         linger: config.close_timeout,
         path: None,
         protocol,
+        slot: None,
     };
     let conn = response.into_connection(clock.now(), config, entropy);
     Ok(WebSocket::new(conn, stream, parts))

@@ -132,6 +132,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod connections;
 mod handshake_io;
 mod reliable_client;
 mod reliable_server;
@@ -159,4 +160,4 @@ pub use sockeye_core::{
     HandshakeError, Instant, LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq,
     SessionConfig, SessionEvent, SessionId, SessionSendError, State,
 };
-pub use sockeye_std::{ClientOptions, Error, Recv, ReliableOptions, Result};
+pub use sockeye_std::{ClientOptions, ConnectionId, Error, Recv, Refusal, ReliableOptions, Result};

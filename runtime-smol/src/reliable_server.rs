@@ -20,7 +20,7 @@ use sockeye_core::{
 };
 use sockeye_std::{Clock, Error, OsEntropy, Recv, Result};
 
-use crate::server::{Incoming, Refusal};
+use crate::server::{Incoming, Refuse};
 use crate::websocket::WebSocket;
 
 /// Events waiting for the application before connections stop reading (their peers then
@@ -181,7 +181,7 @@ impl SessionRegistry {
                     attached = Some((id, epoch, rx));
                     Ok(Some(SUBPROTOCOL.to_string()))
                 }
-                Err(e) => Err(Refusal::Answer {
+                Err(e) => Err(Refuse::Answer {
                     answer: e.response(),
                     error: Error::Store(e),
                 }),

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 
+use crate::refusal::Refusal;
 use sockeye_core::{
     ConnectionError, HandshakeError, Message, SendError, SessionSendError, StoreError,
 };
@@ -15,6 +16,10 @@ pub enum Error {
     Io(io::Error),
     /// The opening handshake could not complete.
     Handshake(HandshakeError),
+    /// A server refused the upgrade, with this answer: its accept hook
+    /// ([`Server::on_request`](crate::Server::on_request)) said no, or it was over
+    /// [`max_connections`](crate::Server::max_connections) or shutting down (503).
+    Refused(Refusal),
     /// The connection ended abnormally: the peer broke the protocol, exceeded a limit,
     /// stopped answering, or went away without a closing handshake.
     Connection(ConnectionError),
@@ -56,6 +61,7 @@ impl fmt::Display for Error {
         match self {
             Error::Io(e) => write!(f, "i/o error: {e}"),
             Error::Handshake(e) => write!(f, "handshake failed: {e}"),
+            Error::Refused(refusal) => write!(f, "upgrade refused with {refusal}"),
             Error::Connection(e) => write!(f, "connection failed: {e}"),
             Error::Send(e) => write!(f, "cannot send: {e}"),
             Error::InvalidUrl(why) => write!(f, "invalid url: {why}"),
@@ -83,6 +89,7 @@ impl std::error::Error for Error {
             Error::Store(e) => Some(e),
             Error::GaveUp { last, .. } => Some(&**last),
             Error::InvalidUrl(_)
+            | Error::Refused(_)
             | Error::UnknownSession
             | Error::NotReliable
             | Error::Timeout

@@ -170,11 +170,15 @@
 
 pub mod accept;
 mod client;
+mod connections;
 mod entropy;
 mod error;
+mod incoming;
+mod refusal;
 mod reliable;
 mod sender;
 mod server;
+mod server_handle;
 mod stream;
 mod time;
 #[cfg(feature = "tls")]
@@ -184,14 +188,18 @@ mod url;
 mod websocket;
 
 pub use client::{Client, ClientOptions};
+pub use connections::ConnectionId;
 pub use entropy::OsEntropy;
 pub use error::{Error, Result};
+pub use incoming::Incoming;
+pub use refusal::Refusal;
 pub use reliable::{
     ReliableClient, ReliableConnection, ReliableOptions, ReliableServer, SessionRegistry, Upgrade,
     DEFAULT_MAX_PENDING_EVENTS,
 };
 pub use sender::Sender;
-pub use server::{Server, ServerHandle};
+pub use server::Server;
+pub use server_handle::ServerHandle;
 pub use stream::{MaybeTlsStream, OverTcp, Stream};
 pub use time::Clock;
 #[cfg(feature = "tls")]

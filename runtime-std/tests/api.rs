@@ -90,7 +90,7 @@ fn server_with_deaf_client(config: Config) -> (WebSocket, TcpStream) {
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .unwrap();
-    (server.accept().unwrap(), peer)
+    (server.accept().unwrap().upgrade().unwrap(), peer)
 }
 
 #[test]

@@ -3,11 +3,12 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::time::Duration;
 
 use sockeye_core::{CloseCode, Config, SessionConfig};
 
 use super::server::{SessionRegistry, Upgrade};
-use crate::server::{spawn_accept_loop, ServerHandle};
+use crate::server_handle::{spawn_accept_loop, ServerHandle};
 
 /// A listening reliable server: a [`SessionRegistry`] and an accept loop that drives
 /// each reliable connection on its own thread.
@@ -57,29 +58,29 @@ impl ReliableServer {
     }
 
     /// Runs the accept loop on a background thread, a thread per connection. Clients
-    /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle stops
-    /// accepting; sessions stay in the registry.
+    /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle, or its
+    /// [`shutdown`](ServerHandle::shutdown), stops accepting; connections run on and
+    /// sessions stay in the registry.
     pub fn spawn(self) -> io::Result<ServerHandle> {
         let ReliableServer {
             listener,
             config,
             registry,
         } = self;
-        spawn_accept_loop(listener, move |stream| {
-            match registry.upgrade(stream, &config) {
-                Ok(Upgrade::Reliable(conn)) => {
-                    let _ = conn.run();
-                }
-                Ok(Upgrade::Plain(mut ws)) => {
-                    if ws
-                        .close(CloseCode::POLICY_VIOLATION, "sockeye.v1 required")
-                        .is_ok()
-                    {
-                        while let Ok(Some(_)) = ws.recv() {}
-                    }
-                }
-                Err(_) => {}
+        let on_stream = move |stream| match registry.upgrade(stream, &config) {
+            Ok(Upgrade::Reliable(conn)) => {
+                let _ = conn.run();
             }
-        })
+            Ok(Upgrade::Plain(mut ws)) => {
+                if ws
+                    .close(CloseCode::POLICY_VIOLATION, "sockeye.v1 required")
+                    .is_ok()
+                {
+                    while let Ok(Some(_)) = ws.recv() {}
+                }
+            }
+            Err(_) => {}
+        };
+        spawn_accept_loop(listener, on_stream, None, Duration::ZERO)
     }
 }

@@ -31,7 +31,7 @@ use sockeye_core::{
 
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
-use crate::server::{read_request, refuse};
+use crate::incoming::{read_request, refuse};
 use crate::time::Clock;
 use crate::transport::{wait_readable, Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
