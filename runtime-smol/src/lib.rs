@@ -160,4 +160,7 @@ pub use sockeye_core::{
     HandshakeError, Instant, LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq,
     SessionConfig, SessionEvent, SessionId, SessionSendError, State,
 };
-pub use sockeye_std::{ClientOptions, ConnectionId, Error, Recv, Refusal, ReliableOptions, Result};
+pub use sockeye_std::{
+    ClientOptions, ConnectionId, Error, Recv, Refusal, ReliableError, ReliableOptions, Result,
+    UrlError,
+};

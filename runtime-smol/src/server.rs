@@ -26,7 +26,7 @@ use crate::websocket::{Parts, WebSocket};
 /// use sockeye_smol::{Config, Server};
 ///
 /// let ex = Rc::new(async_executor::LocalExecutor::new());
-/// let served: std::io::Result<()> = async_io::block_on(ex.run(async {
+/// let served: sockeye_smol::Result<()> = async_io::block_on(ex.run(async {
 ///     let server = Server::bind("127.0.0.1:9001", Config::default())?;
 ///     loop {
 ///         let incoming = server.accept().await?;
@@ -42,7 +42,7 @@ use crate::websocket::{Parts, WebSocket};
 ///     }
 /// }));
 /// served?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), sockeye_smol::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct Server {
@@ -55,7 +55,7 @@ pub struct Server {
 
 impl Server {
     /// Listens on `addr` (port 0 picks a free one; see [`local_addr`](Self::local_addr)).
-    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server> {
         let listener = TcpListener::bind(addr)?;
         Ok(Server {
             listener: Async::new(listener)?,
@@ -91,7 +91,7 @@ impl Server {
 
     /// Waits for the next connection. Its handshake has not started: await
     /// [`Incoming::upgrade`] (in a task of its own). Cancel-safe.
-    pub async fn accept(&self) -> io::Result<Incoming> {
+    pub async fn accept(&self) -> Result<Incoming> {
         let (stream, peer) = self.listener.accept().await?;
         let _ = stream.get_ref().set_nodelay(true);
         Ok(Incoming {

@@ -49,7 +49,7 @@ use crate::websocket::WebSocket;
 ///         }
 ///     }
 /// })?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), sockeye_std::Error>(())
 /// ```
 pub struct Server<S = TcpStream> {
     listener: TcpListener,
@@ -69,7 +69,7 @@ impl Server {
     /// Listens on `addr` (port 0 picks a free one; see [`local_addr`](Self::local_addr)).
     /// By default every origin and request is allowed, no subprotocol is chosen, and the
     /// number of connections is not limited.
-    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server> {
         Ok(Server {
             listener: TcpListener::bind(addr)?,
             acceptor: Acceptor {
@@ -98,7 +98,7 @@ impl Server {
     ///         }
     ///     }
     /// })?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), sockeye_std::Error>(())
     /// ```
     #[cfg(feature = "tls")]
     pub fn tls(self, tls: Arc<rustls::ServerConfig>) -> Server<crate::tls::TlsStream> {
@@ -217,7 +217,7 @@ impl<S: Stream> Server<S> {
     /// handshake and, if it succeeds, calls `handler` with the open [`WebSocket`].
     ///
     /// Returns only if the listener fails in a way retrying cannot fix.
-    pub fn serve<F>(self, handler: F) -> io::Result<()>
+    pub fn serve<F>(self, handler: F) -> Result<()>
     where
         F: Fn(WebSocket<S>) + Send + Sync + 'static,
     {
@@ -229,7 +229,7 @@ impl<S: Stream> Server<S> {
             }
         });
         // Nothing stops it but the listener failing; `spawn` is the stoppable form.
-        accept_loop(&listener, on_stream, &AtomicBool::new(false))
+        Ok(accept_loop(&listener, on_stream, &AtomicBool::new(false))?)
     }
 
     /// Runs [`serve`](Self::serve) on a background thread and returns a handle that
@@ -238,7 +238,7 @@ impl<S: Stream> Server<S> {
     ///
     /// Each connection of a spawned server holds a [`Sender`](crate::Sender) for the
     /// shutdown to close it with: two more file descriptors per connection.
-    pub fn spawn<F>(self, handler: F) -> io::Result<ServerHandle>
+    pub fn spawn<F>(self, handler: F) -> Result<ServerHandle>
     where
         F: Fn(WebSocket<S>) + Send + Sync + 'static,
     {
@@ -246,17 +246,18 @@ impl<S: Stream> Server<S> {
         acceptor.connections.make_closable();
         let connections = Arc::clone(&acceptor.connections);
         let grace = acceptor.config.close_timeout * 2;
-        spawn_accept_loop(
+        let on_stream = move |stream| {
+            let id = acceptor.connections.next_id();
+            if let Ok(ws) = acceptor.upgrade_tcp(stream, id) {
+                handler(ws);
+            }
+        };
+        Ok(spawn_accept_loop(
             listener,
-            move |stream| {
-                let id = acceptor.connections.next_id();
-                if let Ok(ws) = acceptor.upgrade_tcp(stream, id) {
-                    handler(ws);
-                }
-            },
+            on_stream,
             Some(connections),
             grace,
-        )
+        )?)
     }
 }
 

@@ -40,7 +40,9 @@ impl ServerHandle {
     ///
     /// Upgrades still in their handshake are refused with 503. A connection ends when its
     /// handler drops its [`WebSocket`](crate::WebSocket); the close reaches a handler
-    /// through its next `recv`, which returns `Ok(None)` once the handshake completes.
+    /// through its next `recv`, which returns `Ok(None)` once the handshake completes. A
+    /// peer that does not answer the close keeps its connection until
+    /// `Config::close_timeout`, then for the FIN's linger.
     /// A [`ReliableServer`](crate::ReliableServer)'s handle only stops accepting: its
     /// sessions outlive their connections, and the registry is the application's.
     pub fn shutdown(self) -> usize {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sockeye_core::{CloseCode, Config, SessionConfig};
 
 use super::server::{SessionRegistry, Upgrade};
+use crate::error::Result;
 use crate::server_handle::{spawn_accept_loop, ServerHandle};
 
 /// A listening reliable server: a [`SessionRegistry`] and an accept loop that drives
@@ -24,7 +25,7 @@ use crate::server_handle::{spawn_accept_loop, ServerHandle};
 ///         let _ = sessions.send(id, payload, is_text); // echo, reliably
 ///     }
 /// }
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), sockeye_std::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct ReliableServer {
@@ -39,7 +40,7 @@ impl ReliableServer {
         addr: impl ToSocketAddrs,
         config: Config,
         session: SessionConfig,
-    ) -> io::Result<ReliableServer> {
+    ) -> Result<ReliableServer> {
         Ok(ReliableServer {
             listener: TcpListener::bind(addr)?,
             config,
@@ -61,7 +62,7 @@ impl ReliableServer {
     /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle, or its
     /// [`shutdown`](ServerHandle::shutdown), stops accepting; connections run on and
     /// sessions stay in the registry.
-    pub fn spawn(self) -> io::Result<ServerHandle> {
+    pub fn spawn(self) -> Result<ServerHandle> {
         let ReliableServer {
             listener,
             config,
@@ -81,6 +82,11 @@ impl ReliableServer {
             }
             Err(_) => {}
         };
-        spawn_accept_loop(listener, on_stream, None, Duration::ZERO)
+        Ok(spawn_accept_loop(
+            listener,
+            on_stream,
+            None,
+            Duration::ZERO,
+        )?)
     }
 }
