@@ -45,6 +45,16 @@
 //! queue holds `Config::max_send_queue_bytes`. [`WebSocket`]'s docs list what each method
 //! guarantees when its future is dropped.
 //!
+//! ## Servers and errors
+//!
+//! [`Server::accept`] hands out each connection as an [`Incoming`] whose handshake runs
+//! in the task that awaits it. [`Incoming::upgrade_with`] sees the request first and may
+//! refuse it with any HTTP status, as a [`Refusal`]; [`Server::max_connections`] answers
+//! 503 beyond its limit; every connection has a [`ConnectionId`] ([`Incoming::id`],
+//! [`WebSocket::id`]). Errors are `sockeye-std`'s one [`Error`], causes kept, with the
+//! reliable API's under [`Error::Reliable`] ([`ReliableError`]) and URLs' as
+//! [`UrlError`].
+//!
 //! ## Reliable messaging
 //!
 //! [`ReliableClient`] speaks `sockeye.v1` (`docs/PROTOCOL.md`): every message reaches the
