@@ -175,6 +175,9 @@ mod tests {
         );
         assert_eq!(Refusal::new(101).status(), 500);
         assert_eq!(Refusal::new(401).to_string(), "401 Unauthorized");
+        // A rate limiter's answer has its own phrase, not "Unknown".
+        assert_eq!(Refusal::new(429).to_string(), "429 Too Many Requests");
+        assert!(text(&Refusal::new(429)).starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
     }
 
     #[test]
