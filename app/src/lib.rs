@@ -3,7 +3,7 @@
 //! The `sockeye` push/chat server. Its every decision is the sans-IO layer
 //! [`sockeye_server`] (routing, answers, both modes, the hub, limits, keepalive, shutdown,
 //! journal records and commit order); this crate is what a runtime needs around it to be
-//! a program: the flags ([`parse`], [`help`]), the log, the journal file
+//! a program: the flags ([`parse`], [`help`], [`version`]), the log, the journal file
 //! ([`journal_file::JournalFile`]), signals, and the two runtimes that drive the layer
 //! ([`Runtime`]):
 //!
@@ -48,7 +48,7 @@ mod threads;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use config::{help, parse, Command, Runtime, ServerConfig};
+pub use config::{help, parse, version, Command, Runtime, ServerConfig};
 pub use log::Level;
 
 use log::log_at;
