@@ -82,7 +82,9 @@ pub struct ServerConfig {
     pub redis: Option<String>,
     /// Put before every Redis channel name, so several services share one Redis.
     pub redis_prefix: String,
-    /// How much to log.
+    /// How much to log (`--log-level`): the level of the stderr logger that [`start`](crate::start)
+    /// and [`run`](crate::run) install, unless the program installed a `log` logger of its
+    /// own first.
     pub log_level: Level,
     /// Largest HTTP request head (431 beyond).
     pub max_head_bytes: usize,
