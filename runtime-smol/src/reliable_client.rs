@@ -294,6 +294,7 @@ impl ReliableClient {
         if self.gave_up {
             let attempts = self.reconnect.failures();
             let last = self.last_error.take().unwrap_or(Error::Timeout);
+            log::warn!("gave up reconnecting after {attempts} attempt(s): {last}");
             return Err(Error::GaveUp {
                 attempts,
                 last: Box::new(last),
@@ -391,8 +392,9 @@ impl ReliableClient {
                 self.gave_up = false;
                 if !scheduled {
                     let attempt = self.reconnect.failures();
-                    self.session
-                        .report_reconnect(attempt, at.saturating_duration_since(now));
+                    let delay = at.saturating_duration_since(now);
+                    log::info!("reconnect attempt {attempt} in {delay:?}");
+                    self.session.report_reconnect(attempt, delay);
                 }
             }
         }

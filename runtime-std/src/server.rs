@@ -286,13 +286,16 @@ where
         let spawned = thread::Builder::new()
             .name("sockeye-conn".into())
             .spawn(move || on_stream(stream));
-        if spawned.is_err() {
+        if let Err(e) = spawned {
             // Out of threads: the stream was dropped with the closure, closing it.
+            log::warn!("cannot start a connection thread: {e}");
             thread::sleep(accept::ACCEPT_BACKOFF);
         }
         true
     };
-    accept::accept_until(listener, stop, on_stream, |_| {})
+    accept::accept_until(listener, stop, on_stream, |e| {
+        log::warn!("accept failed: {e}")
+    })
 }
 
 /// Performs the server handshake on `stream`: reads the request under the core's deadline,
@@ -358,10 +361,12 @@ pub(crate) fn refuse<S: Stream>(
     e: impl Into<Error>,
     config: &Config,
 ) -> Error {
+    let e = e.into();
+    log::debug!("handshake refused: {e}");
     if transport.flush().is_ok() {
         transport.shutdown(config.close_timeout);
     }
-    e.into()
+    e
 }
 
 /// A server running on a background thread (see [`Server::spawn`]); dropping it stops the

@@ -336,6 +336,7 @@ impl ReliableClient {
         let Some(at) = self.reconnect.poll_timeout() else {
             let attempts = self.reconnect.failures();
             let last = self.last_error.take().unwrap_or(Error::Timeout);
+            log::warn!("gave up reconnecting after {attempts} attempt(s): {last}");
             return Err(Error::GaveUp {
                 attempts,
                 last: Box::new(last),
@@ -430,8 +431,9 @@ impl ReliableClient {
         if let Some(at) = self.reconnect.handle_disconnected(now, &mut self.entropy) {
             if !scheduled {
                 let attempt = self.reconnect.failures();
-                self.session
-                    .report_reconnect(attempt, at.saturating_duration_since(now));
+                let delay = at.saturating_duration_since(now);
+                log::info!("reconnect attempt {attempt} in {delay:?}");
+                self.session.report_reconnect(attempt, delay);
             }
         }
     }
