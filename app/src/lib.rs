@@ -160,6 +160,9 @@ struct Parts {
 
 /// Binds `config.listen` and serves on background threads (the runtime
 /// `config.runtime` names) until [`RunningServer::shutdown`].
+///
+/// The server logs through the `log` facade; unless the program installed a logger of
+/// its own first, this installs sockeye's stderr logger at `config.log_level`.
 pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
     log::install(config.log_level);
     let listener = TcpListener::bind(&config.listen)?;
