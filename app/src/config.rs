@@ -278,8 +278,7 @@ about 43 KiB (a 15-bit window): --deflate-no-context-takeover keeps neither.";
     after_help = AFTER_HELP,
     args_override_self = true,
     // `--deflate-level -1` is a bad level, not an unknown flag `-1`.
-    allow_negative_numbers = true,
-    max_term_width = 100
+    allow_negative_numbers = true
 )]
 struct Flags {
     /// address to listen on [127.0.0.1:9001]
