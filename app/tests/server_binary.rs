@@ -335,9 +335,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_message_to_a_reliable_session() {
 #[test]
 fn sigkill_mid_stream_loses_no_command_the_server_acknowledged_to_a_publishing_client() {
     use bytes::Bytes;
-    use sockeye_std::{
-        Error, ReconnectConfig, ReliableClient, ReliableOptions, SessionEvent, SessionSendError,
-    };
+    use sockeye_std::{Error, ReconnectConfig, ReliableClient, ReliableOptions, SessionEvent};
     let dir = std::env::temp_dir().join(format!("sockeye-kill-pub-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let journal = dir.join("journal");
@@ -385,7 +383,7 @@ fn sigkill_mid_stream_loses_no_command_the_server_acknowledged_to_a_publishing_c
         let command = format!(r#"{{"type":"message","to":"kim","data":{sent}}}"#);
         match pat.send(Bytes::from(command), true) {
             Ok(_) => sent += 1,
-            Err(Error::Session(SessionSendError::Full)) => {
+            Err(Error::Reliable(e)) if e.is_full() => {
                 count(
                     &mut acked,
                     pat.next_event(Some(Duration::from_millis(5))).unwrap(),

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use async_executor::LocalExecutor;
 use sockeye_smol::{Config, Server};
 
-fn main() -> std::io::Result<()> {
+fn main() -> sockeye_smol::Result<()> {
     let mut addr = "127.0.0.1:9001".to_string();
     let mut deflate = true;
     let mut level = 6u8;

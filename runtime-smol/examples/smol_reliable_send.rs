@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockeye_smol::{Error, ReliableClient, ReliableOptions, SessionEvent, SessionSendError};
+use sockeye_smol::{Error, ReliableClient, ReliableOptions, SessionEvent};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -47,7 +47,7 @@ async fn run(url: &str, count: u64) -> Result<Vec<String>, Error> {
         match client.send(Bytes::from(next.to_string()), true) {
             Ok(_) => next += 1,
             // Backpressure: let acks arrive and make room.
-            Err(Error::Session(SessionSendError::Full)) => {
+            Err(Error::Reliable(e)) if e.is_full() => {
                 if let Some(event) = client.next_event(Some(Duration::from_millis(50))).await? {
                     note(event, &mut dead);
                 }

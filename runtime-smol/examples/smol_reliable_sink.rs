@@ -14,7 +14,7 @@ use std::io::Write;
 
 use sockeye_smol::{Config, Server, SessionConfig, SessionEvent, SessionRegistry, Upgrade};
 
-fn main() -> std::io::Result<()> {
+fn main() -> sockeye_smol::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".to_string());

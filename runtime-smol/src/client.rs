@@ -7,7 +7,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use async_io::{Async, Timer};
 use futures_lite::future;
 use sockeye_core::Config;
-use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Result, WsUrl};
+use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Result, UrlError, WsUrl};
 
 use crate::handshake_io::{self, Input};
 use crate::stream::{AsyncStream, MaybeTlsStream};
@@ -69,10 +69,7 @@ impl Client {
     ) -> Result<WebSocket> {
         let parsed = WsUrl::parse(url)?;
         if parsed.is_tls() {
-            return Err(Error::InvalidUrl(format!(
-                "Client::connect is for ws:// URLs; use Client::open or Client::connect_tls \
-                 (feature `tls`) for {url}"
-            )));
+            return Err(UrlError::ExpectedWs.into());
         }
         let stream = connect_tcp(&parsed, &config).await?;
         handshake(stream, &parsed, config, options, clock).await
@@ -108,9 +105,7 @@ impl Client {
             #[cfg(not(feature = "tls"))]
             {
                 drop(tcp);
-                return Err(Error::InvalidUrl(format!(
-                    "wss:// needs sockeye-smol's `tls` feature: {url}"
-                )));
+                return Err(UrlError::TlsUnavailable.into());
             }
         } else {
             MaybeTlsStream::Plain(tcp)
@@ -141,9 +136,7 @@ impl Client {
     ) -> Result<WebSocket<futures_rustls::client::TlsStream<Async<TcpStream>>>> {
         let parsed = WsUrl::parse(url)?;
         if !parsed.is_tls() {
-            return Err(Error::InvalidUrl(format!(
-                "Client::connect_tls is for wss:// URLs: {url}"
-            )));
+            return Err(UrlError::ExpectedWss.into());
         }
         let tcp = connect_tcp(&parsed, &config).await?;
         let stream = tls_connect(tcp, &parsed, &config, options).await?;
@@ -165,7 +158,7 @@ async fn tls_connect(
         None => sockeye_std::tls::platform_client_config()?,
     };
     let name = rustls::pki_types::ServerName::try_from(url.socket_addr().0.to_string())
-        .map_err(|e| Error::InvalidUrl(format!("{e}: {}", url.host())))?;
+        .map_err(|_| UrlError::InvalidHost)?;
     let connect = futures_rustls::TlsConnector::from(tls).connect(name, tcp);
     let timeout = async {
         Timer::after(config.handshake_timeout).await;
@@ -286,6 +279,7 @@ async fn handshake<S: AsyncStream>(
         linger: config.close_timeout,
         path: None,
         protocol,
+        slot: None,
     };
     let conn = response.into_connection(clock.now(), config, entropy);
     Ok(WebSocket::new(conn, stream, parts))

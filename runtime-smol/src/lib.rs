@@ -45,6 +45,16 @@
 //! queue holds `Config::max_send_queue_bytes`. [`WebSocket`]'s docs list what each method
 //! guarantees when its future is dropped.
 //!
+//! ## Servers and errors
+//!
+//! [`Server::accept`] hands out each connection as an [`Incoming`] whose handshake runs
+//! in the task that awaits it. [`Incoming::upgrade_with`] sees the request first and may
+//! refuse it with any HTTP status, as a [`Refusal`]; [`Server::max_connections`] answers
+//! 503 beyond its limit; every connection has a [`ConnectionId`] ([`Incoming::id`],
+//! [`WebSocket::id`]). Errors are `sockeye-std`'s one [`Error`], causes kept, with the
+//! reliable API's under [`Error::Reliable`] ([`ReliableError`]) and URLs' as
+//! [`UrlError`].
+//!
 //! ## Reliable messaging
 //!
 //! [`ReliableClient`] speaks `sockeye.v1` (`docs/PROTOCOL.md`): every message reaches the
@@ -148,6 +158,7 @@
 #![warn(missing_docs)]
 
 mod client;
+mod connections;
 mod handshake_io;
 mod reliable_client;
 mod reliable_server;
@@ -175,4 +186,7 @@ pub use sockeye_core::{
     HandshakeError, Instant, LostReason, Message, MessageKind, ReconnectConfig, SendError, Seq,
     SessionConfig, SessionEvent, SessionId, SessionSendError, State,
 };
-pub use sockeye_std::{ClientOptions, Error, Recv, ReliableOptions, Result};
+pub use sockeye_std::{
+    ClientOptions, ConnectionId, Error, Recv, Refusal, ReliableError, ReliableOptions, Result,
+    UrlError,
+};

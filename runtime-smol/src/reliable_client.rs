@@ -15,7 +15,9 @@ use sockeye_core::{
     ClientSession, CloseCode, Event, Instant, Reconnect, Seq, SessionEvent, SessionId,
     SessionSendError,
 };
-use sockeye_std::{ClientOptions, Clock, Error, OsEntropy, Recv, ReliableOptions, Result, WsUrl};
+use sockeye_std::{
+    ClientOptions, Clock, Error, OsEntropy, Recv, ReliableError, ReliableOptions, Result, WsUrl,
+};
 
 use crate::client::Client;
 use crate::stream::MaybeTlsStream;
@@ -49,7 +51,7 @@ use crate::websocket::WebSocket;
 ///         match client.send(Bytes::from(next.to_string()), true) {
 ///             Ok(_) => next += 1,
 ///             // The window is full: drive the connection until acks make room.
-///             Err(Error::Session(SessionSendError::Full)) => {
+///             Err(Error::Reliable(e)) if e.is_full() => {
 ///                 client.next_event(Some(Duration::from_millis(10))).await?;
 ///             }
 ///             Err(e) => return Err(e),
@@ -75,7 +77,7 @@ pub struct ReliableClient {
     entropy: OsEntropy,
     /// The reconnect policy already knows the current connection established the session.
     established_noted: bool,
-    /// Why the last attempt failed, for [`Error::GaveUp`].
+    /// Why the last attempt failed, for [`ReliableError::GaveUp`].
     last_error: Option<Error>,
     connections: u64,
     /// The reconnect policy gave up (`max_attempts` failures in a row).
@@ -106,14 +108,15 @@ impl ReliableClient {
     }
 
     /// Connects and waits until the server has established the session (retrying per
-    /// `options.reconnect`), at most `options.connect_timeout` ([`Error::Timeout`]).
+    /// `options.reconnect`), at most `options.connect_timeout` ([`ReliableError::Timeout`], which keeps why the last attempt failed).
     pub async fn connect(url: &str, options: ReliableOptions) -> Result<Self> {
         let timeout = options.connect_timeout;
         let mut client = ReliableClient::new(url, options)?;
         let deadline = client.clock.now() + timeout;
         while !client.session.is_established() {
             if client.clock.now() >= deadline {
-                return Err(Error::Timeout);
+                let last = client.last_error.take().map(Box::new);
+                return Err(ReliableError::Timeout { last }.into());
             }
             client.pump(Some(deadline)).await?;
         }
@@ -124,7 +127,7 @@ impl ReliableClient {
     /// sequence number; it is written while the client is next driven. Its fate comes
     /// later as [`SessionEvent::Acked`] or [`SessionEvent::DeadLetter`].
     ///
-    /// [`Error::Session`]`(`[`SessionSendError::Full`]`)` is backpressure: await
+    /// [`Error::Reliable`]`(`[`ReliableError::Send`]`(`[`SessionSendError::Full`]`)` is backpressure: await
     /// [`next_event`](Self::next_event) to let acks arrive, then retry.
     /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&mut self, payload: Bytes, is_text: bool) -> Result<Seq> {
@@ -141,13 +144,15 @@ impl ReliableClient {
 
     /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
     /// on backpressure: a full window answers [`Error::Full`] with the message, to
-    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// retry after acks arrive, where `send` answers `ReliableError::Send(Full)` and the
     /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
     /// session, not copied.)
     pub fn try_send(&mut self, message: sockeye_core::Message) -> Result<Seq> {
         let is_text = message.kind() == sockeye_core::MessageKind::Text;
         match self.send(message.payload().clone(), is_text) {
-            Err(Error::Session(SessionSendError::Full)) => Err(Error::Full(message)),
+            Err(Error::Reliable(ReliableError::Send(SessionSendError::Full))) => {
+                Err(Error::Full(message))
+            }
             other => other,
         }
     }
@@ -169,7 +174,7 @@ impl ReliableClient {
     /// reconnecting) while it waits at most `timeout` (`None`: until an event);
     /// `Ok(None)` when the time is up. Cancel-safe.
     ///
-    /// Errors: [`Error::GaveUp`] once reconnecting gave up, [`Error::NotReliable`] if
+    /// Errors: [`ReliableError::GaveUp`] once reconnecting gave up, [`ReliableError::NotReliable`] if
     /// the server does not speak `sockeye.v1`. A lost connection is not an error: the
     /// client reconnects, and says so with [`SessionEvent::Disconnected`] when a
     /// connection ends and [`SessionEvent::Reconnecting`] for each attempt it schedules,
@@ -293,12 +298,10 @@ impl ReliableClient {
     async fn pump_disconnected(&mut self, deadline: Option<Instant>) -> Result<()> {
         if self.gave_up {
             let attempts = self.reconnect.failures();
-            let last = self.last_error.take().unwrap_or(Error::Timeout);
-            log::warn!("gave up reconnecting after {attempts} attempt(s): {last}");
-            return Err(Error::GaveUp {
-                attempts,
-                last: Box::new(last),
-            });
+            let last = self.last_error.take().map(Box::new);
+            let gave_up = ReliableError::GaveUp { attempts, last };
+            log::warn!("{gave_up}");
+            return Err(gave_up.into());
         }
         let now = self.clock.now();
         // No attempt scheduled: the first one, or one whose future was dropped mid-way.
@@ -344,7 +347,7 @@ impl ReliableClient {
                 self.ws = Some(ws);
                 Ok(())
             }
-            Ok(_) => Err(Error::NotReliable),
+            Ok(_) => Err(ReliableError::NotReliable.into()),
             Err(e) => {
                 self.last_error = Some(e);
                 self.schedule_reconnect();

@@ -18,9 +18,9 @@ use sockeye_core::time::earliest;
 use sockeye_core::{
     CloseCode, Event, Instant, Seq, SessionConfig, SessionEvent, SessionId, SessionStore,
 };
-use sockeye_std::{Clock, Error, OsEntropy, Recv, Result};
+use sockeye_std::{Clock, Error, OsEntropy, Recv, ReliableError, Result};
 
-use crate::server::{Incoming, Refusal};
+use crate::server::{Incoming, Refuse};
 use crate::websocket::WebSocket;
 
 /// Events waiting for the application before connections stop reading (their peers then
@@ -54,9 +54,9 @@ pub const DEFAULT_MAX_PENDING_EVENTS: usize = 64 * 1024;
 ///             println!("{id:?}: {payload:?}");
 ///         }
 ///     }
-///     Ok::<(), std::io::Error>(())
+///     Ok::<(), sockeye_smol::Error>(())
 /// })?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), sockeye_smol::Error>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct SessionRegistry {
@@ -112,16 +112,13 @@ fn signal(channel: &Sender<()>) {
 
 impl SessionRegistry {
     /// An empty registry whose sessions follow `config`.
-    pub fn new(config: SessionConfig) -> std::io::Result<Self> {
+    pub fn new(config: SessionConfig) -> Result<Self> {
         SessionRegistry::with_event_limit(config, DEFAULT_MAX_PENDING_EVENTS)
     }
 
     /// Like [`new`](Self::new), with at most `max_pending_events` events waiting for the
     /// application before connections stop reading.
-    pub fn with_event_limit(
-        config: SessionConfig,
-        max_pending_events: usize,
-    ) -> std::io::Result<Self> {
+    pub fn with_event_limit(config: SessionConfig, max_pending_events: usize) -> Result<Self> {
         let clock = Clock::new();
         Ok(SessionRegistry {
             shared: Arc::new(Shared {
@@ -151,7 +148,7 @@ impl SessionRegistry {
     /// Performs the handshake of `incoming`. If the client offers `sockeye.v1`, selects
     /// it and attaches a session (`SessionStore::accept` with the `Sockeye-Resume`
     /// header or `sockeye_resume` query value): a malformed value is answered 400 and a
-    /// full store 503 ([`Error::Store`]).
+    /// full store 503 ([`ReliableError::Store`]).
     pub async fn upgrade(&self, incoming: Incoming) -> Result<Upgrade> {
         let mut attached = None;
         let decide = |request: &sockeye_core::handshake::Request| {
@@ -181,9 +178,9 @@ impl SessionRegistry {
                     attached = Some((id, epoch, rx));
                     Ok(Some(SUBPROTOCOL.to_string()))
                 }
-                Err(e) => Err(Refusal::Answer {
+                Err(e) => Err(Refuse::Answer {
                     answer: e.response(),
-                    error: Error::Store(e),
+                    error: e.into(),
                 }),
             }
         };
@@ -211,25 +208,28 @@ impl SessionRegistry {
 
     /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
     /// on backpressure: a full window answers [`Error::Full`] with the message, to
-    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// retry after acks arrive, where `send` answers `ReliableError::Send(Full)` and the
     /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
     /// session, not copied.)
     pub fn try_send(&self, id: SessionId, message: sockeye_core::Message) -> Result<Seq> {
         let is_text = message.kind() == sockeye_core::MessageKind::Text;
         match self.send(id, message.payload().clone(), is_text) {
-            Err(Error::Session(sockeye_core::SessionSendError::Full)) => Err(Error::Full(message)),
+            Err(Error::Reliable(e)) if e.is_full() => Err(Error::Full(message)),
             other => other,
         }
     }
 
     /// Queues a message for session `id`, connected or not, and wakes its connection.
-    /// `Full` ([`Error::Session`]) is backpressure; [`Error::UnknownSession`] if the
+    /// `Full` ([`ReliableError::Send`]) is backpressure; [`ReliableError::UnknownSession`] if the
     /// session is gone. The payload is not handed back; [`try_send`](Self::try_send)
     /// hands it back.
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let mut state = self.lock();
         let now = self.shared.clock.now();
-        let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
+        let session = state
+            .store
+            .get_mut(id)
+            .ok_or(ReliableError::UnknownSession)?;
         let seq = session.send(now, payload, is_text)?;
         if let Some((_, wake)) = state.drivers.get(&id) {
             signal(wake);

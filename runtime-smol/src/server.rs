@@ -3,26 +3,30 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 
 use async_io::Async;
 use sockeye_core::handshake::Request;
 use sockeye_core::{Config, HandshakeError, ServerHandshake};
-use sockeye_std::{Clock, Error, Result};
+use sockeye_std::{Clock, ConnectionId, Error, Refusal, Result};
 
+use crate::connections::{Connections, Slot};
 use crate::handshake_io::{self, Input};
 use crate::stream::AsyncStream;
 use crate::websocket::{Parts, WebSocket};
 
 /// A listening socket. [`accept`](Self::accept) hands out each new connection as an
 /// [`Incoming`] whose handshake runs wherever it is awaited (spawn a task per
-/// connection), so one slow client never holds up the accept loop.
+/// connection), so one slow client never holds up the accept loop. Every connection gets
+/// a [`ConnectionId`] ([`Incoming::id`], [`WebSocket::id`]) and counts towards
+/// [`max_connections`](Self::max_connections) until its `WebSocket` is dropped.
 ///
 /// ```no_run
 /// use std::rc::Rc;
 /// use sockeye_smol::{Config, Server};
 ///
 /// let ex = Rc::new(async_executor::LocalExecutor::new());
-/// let served: std::io::Result<()> = async_io::block_on(ex.run(async {
+/// let served: sockeye_smol::Result<()> = async_io::block_on(ex.run(async {
 ///     let server = Server::bind("127.0.0.1:9001", Config::default())?;
 ///     loop {
 ///         let incoming = server.accept().await?;
@@ -38,7 +42,7 @@ use crate::websocket::{Parts, WebSocket};
 ///     }
 /// }));
 /// served?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), sockeye_smol::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct Server {
@@ -46,18 +50,29 @@ pub struct Server {
     config: Config,
     #[cfg(feature = "deflate")]
     deflate: sockeye_core::handshake::DeflateConfig,
+    connections: Arc<Connections>,
 }
 
 impl Server {
     /// Listens on `addr` (port 0 picks a free one; see [`local_addr`](Self::local_addr)).
-    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server> {
         let listener = TcpListener::bind(addr)?;
         Ok(Server {
             listener: Async::new(listener)?,
             config,
             #[cfg(feature = "deflate")]
             deflate: sockeye_core::handshake::DeflateConfig::OFF,
+            connections: Connections::new(),
         })
+    }
+
+    /// Allows at most `max` connections open at once: over it, an upgrade is answered
+    /// 503 (before `upgrade_with`'s `decide` sees it) and the connections already open
+    /// are unaffected. A connection counts from its upgrade until its [`WebSocket`] is
+    /// dropped.
+    pub fn max_connections(self, max: usize) -> Self {
+        self.connections.set_max(max);
+        self
     }
 
     /// Sets the permessage-deflate policy (RFC 7692; off by default) every upgrade
@@ -76,15 +91,17 @@ impl Server {
 
     /// Waits for the next connection. Its handshake has not started: await
     /// [`Incoming::upgrade`] (in a task of its own). Cancel-safe.
-    pub async fn accept(&self) -> io::Result<Incoming> {
+    pub async fn accept(&self) -> Result<Incoming> {
         let (stream, peer) = self.listener.accept().await?;
         let _ = stream.get_ref().set_nodelay(true);
         Ok(Incoming {
             stream,
             peer,
+            id: self.connections.next_id(),
             config: self.config.clone(),
             #[cfg(feature = "deflate")]
             deflate: self.deflate.clone(),
+            connections: Arc::clone(&self.connections),
         })
     }
 }
@@ -94,12 +111,20 @@ impl Server {
 pub struct Incoming {
     stream: Async<TcpStream>,
     peer: SocketAddr,
+    id: ConnectionId,
     config: Config,
     #[cfg(feature = "deflate")]
     deflate: sockeye_core::handshake::DeflateConfig,
+    connections: Arc<Connections>,
 }
 
 impl Incoming {
+    /// The id the connection keeps once upgraded ([`WebSocket::id`]): unique among its
+    /// server's connections.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
     /// The client's address.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
@@ -112,14 +137,33 @@ impl Incoming {
         self.upgrade_with(|_| Ok(None)).await
     }
 
-    /// Like [`upgrade`](Self::upgrade), with `decide` looking at the request first: it
-    /// returns the subprotocol to select (`Ok(None)`: none), or the refusal to answer
-    /// (for example [`HandshakeError::OriginRefused`], answered 403).
+    /// Like [`upgrade`](Self::upgrade), with `decide` looking at the request (path and
+    /// query, headers, origin, offered protocols) first: it returns the subprotocol to
+    /// select (`Ok(None)`: none), or the [`Refusal`] to answer: any HTTP status, with
+    /// headers and a body (`HandshakeError::OriginRefused.into()` is a 403). A refused
+    /// upgrade returns [`Error::Refused`].
+    ///
+    /// ```no_run
+    /// use sockeye_smol::{Config, Refusal, Server};
+    ///
+    /// async_io::block_on(async {
+    ///     let server = Server::bind("127.0.0.1:9001", Config::default())?;
+    ///     let incoming = server.accept().await?;
+    ///     let mut ws = incoming
+    ///         .upgrade_with(|request| match request.header("authorization") {
+    ///             Some(b"Bearer let-me-in") => Ok(None),
+    ///             _ => Err(Refusal::new(401).with_header("WWW-Authenticate", "Bearer")),
+    ///         })
+    ///         .await?;
+    ///     ws.send(sockeye_smol::Message::text("welcome")).await
+    /// })?;
+    /// # Ok::<(), sockeye_smol::Error>(())
+    /// ```
     pub async fn upgrade_with(
         self,
-        decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, HandshakeError>,
+        decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refusal>,
     ) -> Result<WebSocket> {
-        let decide = |request: &Request| decide(request).map_err(Refusal::Handshake);
+        let decide = |request: &Request| decide(request).map_err(Refuse::Policy);
         self.upgrade_on(Clock::new(), decide).await
     }
 
@@ -128,12 +172,13 @@ impl Incoming {
     pub(crate) async fn upgrade_on(
         self,
         clock: Clock,
-        decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refusal>,
+        decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refuse>,
     ) -> Result<WebSocket> {
         let policy = Policy {
             config: &self.config,
             #[cfg(feature = "deflate")]
             deflate: &self.deflate,
+            server: Some((&self.connections, self.id)),
         };
         upgrade_stream(self.stream, policy, clock, decide).await
     }
@@ -184,6 +229,7 @@ impl Incoming {
             config: &self.config,
             #[cfg(feature = "deflate")]
             deflate: &self.deflate,
+            server: Some((&self.connections, self.id)),
         };
         upgrade_stream(stream, policy, Clock::new(), |_| Ok(None)).await
     }
@@ -192,7 +238,7 @@ impl Incoming {
 impl<S: AsyncStream> WebSocket<S> {
     /// Performs the server handshake over `stream`, a connection you accepted yourself
     /// (an `Async<UnixStream>`, a TLS session of your own), and returns the open
-    /// WebSocket over it: any origin, no subprotocol. The request must arrive within
+    /// WebSocket over it: any origin, no subprotocol, no id. The request must arrive within
     /// `config.handshake_timeout`; a bad one is answered with its HTTP error. See
     /// [`WebSocket::client`] for an example.
     pub async fn server(stream: S, config: Config) -> Result<WebSocket<S>> {
@@ -202,6 +248,7 @@ impl<S: AsyncStream> WebSocket<S> {
             config: &config,
             #[cfg(feature = "deflate")]
             deflate: &off,
+            server: None,
         };
         upgrade_stream(stream, policy, Clock::new(), |_| Ok(None)).await
     }
@@ -212,6 +259,8 @@ struct Policy<'a> {
     config: &'a Config,
     #[cfg(feature = "deflate")]
     deflate: &'a sockeye_core::handshake::DeflateConfig,
+    /// The server's connections, which the upgrade takes a place among, and its id.
+    server: Option<(&'a Arc<Connections>, ConnectionId)>,
 }
 
 /// Reads the upgrade request from `stream` (bounded by `handshake_timeout` and the head
@@ -220,7 +269,7 @@ async fn upgrade_stream<S: AsyncStream>(
     mut stream: S,
     policy: Policy<'_>,
     clock: Clock,
-    decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refusal>,
+    decide: impl FnOnce(&Request) -> std::result::Result<Option<String>, Refuse>,
 ) -> Result<WebSocket<S>> {
     let config = policy.config;
     let mut handshake = ServerHandshake::new(config, clock.now());
@@ -247,13 +296,21 @@ async fn upgrade_stream<S: AsyncStream>(
             return Err(refuse(&mut stream, config, &answer, e.into()).await);
         }
     };
+    let slot: Option<Slot> = match policy.server.map(|(conns, id)| conns.admit(id)) {
+        None => None,
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(refusal)) => {
+            let answer = refusal.response();
+            return Err(refuse(&mut stream, config, &answer, Error::Refused(refusal)).await);
+        }
+    };
     let protocol = match decide(&request) {
         Ok(protocol) => protocol,
-        Err(Refusal::Handshake(e)) => {
-            let answer = request.reject(&e);
-            return Err(refuse(&mut stream, config, &answer, e.into()).await);
+        Err(Refuse::Policy(refusal)) => {
+            let answer = refusal.response();
+            return Err(refuse(&mut stream, config, &answer, Error::Refused(refusal)).await);
         }
-        Err(Refusal::Answer { answer, error }) => {
+        Err(Refuse::Answer { answer, error }) => {
             return Err(refuse(&mut stream, config, &answer, error).await);
         }
     };
@@ -265,6 +322,7 @@ async fn upgrade_stream<S: AsyncStream>(
         linger: config.close_timeout,
         path: Some(path),
         protocol: protocol.clone(),
+        slot,
     };
     #[cfg(feature = "deflate")]
     let conn = request.accept_deflate(
@@ -309,9 +367,9 @@ async fn refuse<S: AsyncStream>(stream: &mut S, config: &Config, answer: &[u8], 
 }
 
 /// Why an upgrade is refused, and with what answer.
-pub(crate) enum Refusal {
-    /// A handshake refusal: the request's own answer for it.
-    Handshake(HandshakeError),
+pub(crate) enum Refuse {
+    /// The application's refusal.
+    Policy(Refusal),
     /// Another refusal (a session store's), with its HTTP answer.
     Answer {
         /// The whole HTTP response.

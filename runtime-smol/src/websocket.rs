@@ -19,8 +19,9 @@ use sockeye_core::{
     Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
     MessageKind, State,
 };
-use sockeye_std::{Clock, Error, Recv, Result};
+use sockeye_std::{Clock, ConnectionId, Error, Recv, Result};
 
+use crate::connections::Slot;
 use crate::handshake_io::{self, Input};
 use crate::stream::AsyncStream;
 
@@ -108,6 +109,8 @@ pub struct WebSocket<S = Async<TcpStream>> {
     linger: Duration,
     path: Option<String>,
     protocol: Option<String>,
+    /// On a server's connection, its id and its place among the server's connections.
+    slot: Option<Slot>,
 }
 
 impl<S> fmt::Debug for WebSocket<S> {
@@ -128,6 +131,8 @@ pub(crate) struct Parts {
     pub(crate) linger: Duration,
     pub(crate) path: Option<String>,
     pub(crate) protocol: Option<String>,
+    /// On a server's connection, its id and its place among the server's connections.
+    pub(crate) slot: Option<Slot>,
 }
 
 impl<S: AsyncStream> WebSocket<S> {
@@ -152,7 +157,15 @@ impl<S: AsyncStream> WebSocket<S> {
             linger: parts.linger,
             path: parts.path,
             protocol: parts.protocol,
+            slot: parts.slot,
         }
+    }
+
+    /// The id its [`Server`](crate::Server) gave this connection (unique among that
+    /// server's connections); `None` on a client, or a
+    /// [`WebSocket::server`](Self::server) upgraded without a server.
+    pub fn id(&self) -> Option<ConnectionId> {
+        self.slot.as_ref().map(Slot::id)
     }
 
     /// The current time on the clock this connection's deadlines count from (for

@@ -7,7 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sockeye_smol::{Config, Error, ReconnectConfig, ReliableClient, ReliableOptions, Server};
+use sockeye_smol::{
+    Config, Error, ReconnectConfig, ReliableClient, ReliableError, ReliableOptions, Server,
+};
 
 /// A logger that keeps `(level, target, message)` of every record.
 struct Capture(Mutex<Vec<(log::Level, String, String)>>);
@@ -71,7 +73,7 @@ fn a_refused_handshake_is_logged_at_debug() -> Result<(), Box<dyn std::error::Er
     smol::block_on(async {
         let incoming = server.accept().await?;
         assert!(incoming.upgrade().await.is_err());
-        Ok::<(), std::io::Error>(())
+        Ok::<(), Error>(())
     })?;
     let answer = client.join().unwrap()?;
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
@@ -96,7 +98,10 @@ fn a_reliable_client_logs_each_reconnect_and_giving_up() {
         ..ReliableOptions::default()
     };
     let result = smol::block_on(ReliableClient::connect(&format!("ws://{addr}/"), options));
-    assert!(matches!(result, Err(Error::GaveUp { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Reliable(ReliableError::GaveUp { .. }))),
+        "{result:?}"
+    );
     assert!(logged(log::Level::Info, "reconnect attempt 1 in"));
     assert!(logged(log::Level::Warn, "gave up reconnecting"));
 }

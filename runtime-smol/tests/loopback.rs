@@ -194,7 +194,7 @@ fn a_refused_upgrade_is_answered_with_its_status() {
             incoming
                 .upgrade_with(|request| match request.origin() {
                     Some("https://good.example") => Ok(Some("chat".to_string())),
-                    _ => Err(HandshakeError::OriginRefused),
+                    _ => Err(HandshakeError::OriginRefused.into()),
                 })
                 .await
         });
@@ -213,7 +213,7 @@ fn a_refused_upgrade_is_answered_with_its_status() {
         }
         assert!(matches!(
             serve.await,
-            Err(Error::Handshake(HandshakeError::OriginRefused))
+            Err(Error::Refused(refusal)) if refusal.status() == 403
         ));
     });
 }

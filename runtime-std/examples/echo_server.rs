@@ -16,7 +16,7 @@
 
 use sockeye_std::{Config, Server};
 
-fn main() -> std::io::Result<()> {
+fn main() -> sockeye_std::Result<()> {
     let mut addr = "127.0.0.1:9001".to_string();
     let mut deflate = true;
     let mut level = 6u8;

@@ -12,7 +12,7 @@ use std::io::Write;
 
 use sockeye_std::{Config, ReliableServer, SessionConfig, SessionEvent};
 
-fn main() -> std::io::Result<()> {
+fn main() -> sockeye_std::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".to_string());

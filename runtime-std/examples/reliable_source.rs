@@ -19,9 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sockeye_std::{
-    Config, Error, ReliableServer, SessionConfig, SessionEvent, SessionId, SessionSendError,
-};
+use sockeye_std::{Config, Error, ReliableServer, SessionConfig, SessionEvent, SessionId};
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -51,7 +49,7 @@ fn main() -> ExitCode {
 }
 
 /// Waits for a session, sends everything to it; returns the dead letters.
-fn run(addr: &str, count: u64, session: SessionConfig) -> std::io::Result<Vec<String>> {
+fn run(addr: &str, count: u64, session: SessionConfig) -> sockeye_std::Result<Vec<String>> {
     let server = ReliableServer::bind(addr, Config::default(), session)?;
     eprintln!("reliable_source listening on ws://{}", server.local_addr()?);
     let sessions = server.registry();
@@ -65,8 +63,8 @@ fn run(addr: &str, count: u64, session: SessionConfig) -> std::io::Result<Vec<St
                 match sessions.send(id, Bytes::from(next.to_string()), true) {
                     Ok(_) => next += 1,
                     // Backpressure: wait for acks to make room.
-                    Err(Error::Session(SessionSendError::Full)) => break,
-                    Err(e) => return Err(std::io::Error::other(e.to_string())),
+                    Err(Error::Reliable(e)) if e.is_full() => break,
+                    Err(e) => return Err(e),
                 }
             }
         }

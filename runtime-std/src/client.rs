@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::stream::{MaybeTlsStream, Stream};
 use crate::time::Clock;
 use crate::transport::{write_timeout, Input, Transport};
-use crate::url::WsUrl;
+use crate::url::{UrlError, WsUrl};
 use crate::websocket::WebSocket;
 
 /// What a client asks for in its handshake besides the URL.
@@ -124,10 +124,7 @@ impl Client {
     ) -> Result<WebSocket> {
         let parsed = WsUrl::parse(url)?;
         if parsed.is_tls() {
-            return Err(Error::InvalidUrl(format!(
-                "Client::connect is for ws:// URLs; use Client::open or Client::connect_tls \
-                 (feature `tls`) for {url}"
-            )));
+            return Err(UrlError::ExpectedWs.into());
         }
         let stream = connect_tcp(&parsed, &config)?;
         handshake(stream, &parsed, config, options, clock)
@@ -165,9 +162,7 @@ impl Client {
             #[cfg(not(feature = "tls"))]
             {
                 drop(tcp);
-                return Err(Error::InvalidUrl(format!(
-                    "wss:// needs sockeye-std's `tls` feature: {url}"
-                )));
+                return Err(UrlError::TlsUnavailable.into());
             }
         } else {
             MaybeTlsStream::Plain(tcp)
@@ -195,9 +190,7 @@ impl Client {
     ) -> Result<WebSocket<crate::tls::TlsStream>> {
         let parsed = WsUrl::parse(url)?;
         if !parsed.is_tls() {
-            return Err(Error::InvalidUrl(format!(
-                "Client::connect_tls is for wss:// URLs: {url}"
-            )));
+            return Err(UrlError::ExpectedWss.into());
         }
         let clock = Clock::new();
         let tcp = connect_tcp(&parsed, &config)?;
@@ -220,7 +213,7 @@ fn tls_connect(
         None => crate::tls::platform_client_config()?,
     };
     let name = rustls::pki_types::ServerName::try_from(url.socket_addr().0.to_string())
-        .map_err(|e| Error::InvalidUrl(format!("{e}: {}", url.host())))?;
+        .map_err(|_| UrlError::InvalidHost)?;
     let conn = rustls::ClientConnection::new(tls, name)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let deadline = clock.now() + config.handshake_timeout;

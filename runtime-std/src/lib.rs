@@ -35,6 +35,26 @@
 //! the message, and fails with [`ConnectionError::WriteTimeout`] once the peer has read
 //! nothing for `Config::pong_timeout`.
 //!
+//! ## Servers
+//!
+//! [`Server::serve`] and [`Server::spawn`] run a thread per connection, which performs
+//! the handshake and calls the handler; [`Server::accept`] hands out each connection as
+//! an [`Incoming`] whose [`upgrade`](Incoming::upgrade) runs the handshake on the thread
+//! you choose, so a slow client never stalls the accept loop. The application decides
+//! who gets in with [`Server::on_request`] (any HTTP status, as a [`Refusal`]),
+//! [`Server::check_origin`] and [`Server::max_connections`] (503 beyond); every
+//! connection has a [`ConnectionId`] ([`WebSocket::id`]); [`ServerHandle::shutdown`]
+//! closes the open connections with 1001 (going away) and waits for them.
+//!
+//! ## Errors
+//!
+//! Every fallible call answers this crate's one [`Error`], its cause kept
+//! ([`std::error::Error::source`]): the socket's ([`Error::Io`]), the handshake's, a
+//! server's [`Refusal`], the connection's, a send's, a message handed back
+//! ([`Error::Full`]), a [`UrlError`], or, for the reliable API only, a
+//! [`ReliableError`] (backpressure, the session store, a reconnect that gave up, a
+//! connect timeout with why the last attempt failed).
+//!
 //! ## Reading and writing from two threads
 //!
 //! [`WebSocket::sender`] gives a [`Sender`] (`Clone + Send + Sync`) that sends from any
@@ -188,11 +208,15 @@
 
 pub mod accept;
 mod client;
+mod connections;
 mod entropy;
 mod error;
+mod incoming;
+mod refusal;
 mod reliable;
 mod sender;
 mod server;
+mod server_handle;
 mod stream;
 mod time;
 #[cfg(feature = "tls")]
@@ -202,19 +226,23 @@ mod url;
 mod websocket;
 
 pub use client::{Client, ClientOptions};
+pub use connections::ConnectionId;
 pub use entropy::OsEntropy;
 pub use error::{Error, Result};
+pub use incoming::Incoming;
+pub use refusal::Refusal;
 pub use reliable::{
-    ReliableClient, ReliableConnection, ReliableOptions, ReliableServer, SessionRegistry, Upgrade,
-    DEFAULT_MAX_PENDING_EVENTS,
+    ReliableClient, ReliableConnection, ReliableError, ReliableOptions, ReliableServer,
+    SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
 };
 pub use sender::Sender;
-pub use server::{Server, ServerHandle};
+pub use server::Server;
+pub use server_handle::ServerHandle;
 pub use stream::{MaybeTlsStream, OverTcp, Stream};
 pub use time::Clock;
 #[cfg(feature = "tls")]
 pub use tls::TlsStream;
-pub use url::WsUrl;
+pub use url::{UrlError, WsUrl};
 pub use websocket::{Recv, WebSocket};
 
 pub use sockeye_core::handshake::Request;

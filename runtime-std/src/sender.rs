@@ -131,7 +131,10 @@ impl Outbox {
             if queue.closed {
                 return Err(Error::Send(SendError::Closed));
             }
-            if queue.bytes == 0 || queue.bytes + len <= self.limit {
+            // A close takes no room, so it never waits (a shutdown closing many
+            // connections must not stall on one whose queue is over the limit).
+            let close = matches!(command, Command::Close(..));
+            if close || queue.bytes == 0 || queue.bytes + len <= self.limit {
                 break;
             }
             if !block {

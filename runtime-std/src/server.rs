@@ -1,94 +1,89 @@
-//! [`Server`]: a listening socket, the server handshake (after TLS's, for a TLS
-//! server), and a thread per connection.
+//! [`Server`]: a listening socket and its handshake policy: the application's accept
+//! hook, a connection limit, and a thread per connection (the handshakes themselves run
+//! in [`Incoming`](crate::Incoming), on the connection's thread).
 
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 
 use sockeye_core::handshake::Request;
-use sockeye_core::{Config, HandshakeError, ServerHandshake};
+use sockeye_core::Config;
 
-use crate::accept;
-use crate::error::{Error, Result};
+use crate::connections::Connections;
+use crate::error::Result;
+use crate::incoming::{handshake, Acceptor, Incoming, Policy};
+use crate::refusal::Refusal;
+use crate::server_handle::{accept_loop, spawn_accept_loop, ServerHandle};
 use crate::stream::Stream;
-use crate::time::Clock;
-use crate::transport::{write_timeout, Input, Transport};
 use crate::websocket::WebSocket;
 
-type OriginPolicy = dyn Fn(Option<&str>) -> bool + Send + Sync;
-type ProtocolPolicy = dyn Fn(&Request) -> Option<String> + Send + Sync;
-/// What turns an accepted TCP connection into the stream the WebSocket runs over: the
-/// identity, or a TLS handshake. Runs on the connection's own thread.
-type Wrap<S> = dyn Fn(TcpStream, &Config) -> io::Result<S> + Send + Sync;
-
-/// The application's say in a handshake: which origins to allow, which subprotocol to
-/// pick, whether to compress. Everything else about the handshake is the core's.
-struct Policy {
-    origin: Box<OriginPolicy>,
-    protocol: Box<ProtocolPolicy>,
-    #[cfg(feature = "deflate")]
-    deflate: sockeye_core::handshake::DeflateConfig,
-}
-
 /// A WebSocket server: accepts TCP connections and upgrades them; a `Server<TlsStream>`
-/// (`Server::tls`, feature `tls`) runs a TLS handshake first, on the connection's
-/// thread. [`upgrade`](Self::upgrade) runs the handshake with this server's policy over
-/// a stream accepted elsewhere (a Unix socket).
+/// (`Server::tls`, feature `tls`) runs a TLS handshake first.
+///
+/// [`serve`](Self::serve) and [`spawn`](Self::spawn) run a thread per connection, which
+/// performs the handshake and then calls the handler; [`accept`](Self::accept) hands
+/// out each connection as an [`Incoming`] to upgrade on a thread of your choosing;
+/// [`upgrade`](Self::upgrade) runs the handshake with this server's policy over a stream
+/// accepted elsewhere (a Unix socket). Every connection gets a
+/// [`ConnectionId`](crate::ConnectionId) ([`WebSocket::id`]), and counts towards
+/// [`max_connections`](Self::max_connections) until its `WebSocket` is dropped.
 ///
 /// ```no_run
-/// use sockeye_std::{Config, Server};
+/// use sockeye_std::{Config, Refusal, Server};
 ///
 /// let server = Server::bind("127.0.0.1:9001", Config::default())?
+///     .max_connections(10_000)
 ///     .check_origin(|origin| origin.is_none_or(|o| o == "https://example.com"))
+///     .on_request(|request| match request.query_raw("token") {
+///         Some("let-me-in") => Ok(()),
+///         _ => Err(Refusal::new(401).with_header("WWW-Authenticate", "Bearer")),
+///     })
 ///     .select_protocol(|request| request.protocols().find(|p| *p == "chat").map(String::from));
 /// server.serve(|mut ws| {
+///     println!("connection {:?} on {:?}", ws.id(), ws.path());
 ///     while let Ok(Some(message)) = ws.recv() {
 ///         if ws.send(message).is_err() {
 ///             break;
 ///         }
 ///     }
 /// })?;
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), sockeye_std::Error>(())
 /// ```
 pub struct Server<S = TcpStream> {
     listener: TcpListener,
-    config: Config,
-    policy: Policy,
-    wrap: Arc<Wrap<S>>,
+    acceptor: Acceptor<S>,
 }
 
 impl<S> fmt::Debug for Server<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
             .field("listener", &self.listener)
-            .field("config", &self.config)
+            .field("config", &self.acceptor.config)
             .finish_non_exhaustive()
     }
 }
 
 impl Server {
     /// Listens on `addr` (port 0 picks a free one; see [`local_addr`](Self::local_addr)).
-    /// By default every origin is allowed and no subprotocol is chosen.
-    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> io::Result<Server> {
+    /// By default every origin and request is allowed, no subprotocol is chosen, and the
+    /// number of connections is not limited.
+    pub fn bind(addr: impl ToSocketAddrs, config: Config) -> Result<Server> {
         Ok(Server {
             listener: TcpListener::bind(addr)?,
-            config,
-            policy: Policy {
-                origin: Box::new(|_| true),
-                protocol: Box::new(|_| None),
-                #[cfg(feature = "deflate")]
-                deflate: sockeye_core::handshake::DeflateConfig::OFF,
+            acceptor: Acceptor {
+                config,
+                policy: Arc::new(Policy::open()),
+                wrap: Arc::new(|stream, _| Ok(stream)),
+                connections: Connections::new(),
             },
-            wrap: Arc::new(|stream, _| Ok(stream)),
         })
     }
 
-    /// Serves `wss://`: every accepted connection first completes a TLS handshake with
-    /// `tls` (bounded by `Config::handshake_timeout`, on the connection's thread), then
-    /// the WebSocket handshake over it. Build `tls` with
+    /// Serves `wss://`: every connection first completes a TLS handshake with `tls`
+    /// (bounded by `Config::handshake_timeout`, on the connection's thread, inside
+    /// [`Incoming::upgrade`]), then the WebSocket handshake over it. Build `tls` with
     /// [`tls::server_config_from_pem`](crate::tls::server_config_from_pem) or as any
     /// rustls `ServerConfig`.
     ///
@@ -103,17 +98,30 @@ impl Server {
     ///         }
     ///     }
     /// })?;
-    /// # Ok::<(), std::io::Error>(())
+    /// # Ok::<(), sockeye_std::Error>(())
     /// ```
     #[cfg(feature = "tls")]
     pub fn tls(self, tls: Arc<rustls::ServerConfig>) -> Server<crate::tls::TlsStream> {
+        let Acceptor {
+            config,
+            policy,
+            connections,
+            wrap: _,
+        } = self.acceptor;
         Server {
             listener: self.listener,
-            config: self.config,
-            policy: self.policy,
-            wrap: Arc::new(move |stream, config| {
-                crate::tls::TlsStream::accept(Arc::clone(&tls), stream, config.handshake_timeout)
-            }),
+            acceptor: Acceptor {
+                config,
+                policy,
+                connections,
+                wrap: Arc::new(move |stream, config| {
+                    crate::tls::TlsStream::accept(
+                        Arc::clone(&tls),
+                        stream,
+                        config.handshake_timeout,
+                    )
+                }),
+            },
         }
     }
 }
@@ -126,7 +134,21 @@ impl<S: Stream> Server<S> {
         mut self,
         check: impl Fn(Option<&str>) -> bool + Send + Sync + 'static,
     ) -> Self {
-        self.policy.origin = Box::new(check);
+        Arc::make_mut(&mut self.acceptor.policy).origin = Arc::new(check);
+        self
+    }
+
+    /// Sets the accept hook: `hook(request)` sees every upgrade request (its path and
+    /// query, [`Request::query_raw`], and headers, [`Request::header`]) after the origin
+    /// policy, and either lets it through (`Ok(())`) or refuses it with a [`Refusal`]:
+    /// any HTTP status, with headers and a body of its choosing. A refused upgrade is
+    /// answered with the refusal and closed; [`Incoming::upgrade`] returns it as
+    /// [`Error::Refused`](crate::Error::Refused).
+    pub fn on_request(
+        mut self,
+        hook: impl Fn(&Request) -> std::result::Result<(), Refusal> + Send + Sync + 'static,
+    ) -> Self {
+        Arc::make_mut(&mut self.acceptor.policy).hook = Arc::new(hook);
         self
     }
 
@@ -136,7 +158,16 @@ impl<S: Stream> Server<S> {
         mut self,
         select: impl Fn(&Request) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
-        self.policy.protocol = Box::new(select);
+        Arc::make_mut(&mut self.acceptor.policy).protocol = Arc::new(select);
+        self
+    }
+
+    /// Allows at most `max` connections open at once: over it, an upgrade is answered
+    /// 503 (before the origin policy and the accept hook see it) and the connections
+    /// already open are unaffected. A connection counts from its upgrade until its
+    /// [`WebSocket`] is dropped.
+    pub fn max_connections(self, max: usize) -> Self {
+        self.acceptor.connections.set_max(max);
         self
     }
 
@@ -150,7 +181,7 @@ impl<S: Stream> Server<S> {
     /// [`DeflateConfig::keep_compressor`]: sockeye_core::handshake::DeflateConfig::keep_compressor
     #[cfg(feature = "deflate")]
     pub fn deflate(mut self, policy: sockeye_core::handshake::DeflateConfig) -> Self {
-        self.policy.deflate = policy;
+        Arc::make_mut(&mut self.acceptor.policy).deflate = policy;
         self
     }
 
@@ -161,246 +192,84 @@ impl<S: Stream> Server<S> {
 
     /// The configuration every connection gets.
     pub fn config(&self) -> &Config {
-        &self.config
+        &self.acceptor.config
     }
 
-    /// Accepts one TCP connection and performs its handshake on the calling thread.
-    ///
-    /// A failed handshake (answered with its HTTP error) is returned as
-    /// [`Error::Handshake`]; the server itself is unaffected.
-    pub fn accept(&self) -> Result<WebSocket<S>> {
-        let (stream, _) = self.listener.accept()?;
-        let stream = (self.wrap)(stream, &self.config)?;
-        handshake(stream, &self.config, &self.policy)
+    /// Waits for the next TCP connection and returns it before any handshake: call
+    /// [`Incoming::upgrade`] on the thread that serves it, so that a client slow to send
+    /// its request holds up only that thread (for at most `Config::handshake_timeout`),
+    /// never the next `accept`.
+    pub fn accept(&self) -> Result<Incoming<S>> {
+        let (stream, peer) = self.listener.accept()?;
+        Ok(Incoming::new(stream, peer, self.acceptor.clone()))
     }
 
-    /// Performs the server handshake with this server's policy over `stream`, a
-    /// connection accepted elsewhere (a `UnixListener`, your own TLS), on the calling
-    /// thread. The stream is put in non-blocking mode.
+    /// Performs the server handshake with this server's policy and connection limit over
+    /// `stream`, a connection accepted elsewhere (a `UnixListener`, your own TLS), on the
+    /// calling thread; the connection gets an id of this server's. The stream is put in
+    /// non-blocking mode.
     pub fn upgrade<T: Stream>(&self, stream: T) -> Result<WebSocket<T>> {
-        handshake(stream, &self.config, &self.policy)
+        let id = self.acceptor.connections.next_id();
+        self.acceptor.upgrade(stream, id)
     }
 
     /// Runs the accept loop forever, one thread per connection: each thread performs the
     /// handshake and, if it succeeds, calls `handler` with the open [`WebSocket`].
     ///
     /// Returns only if the listener fails in a way retrying cannot fix.
-    pub fn serve<F>(self, handler: F) -> io::Result<()>
+    pub fn serve<F>(self, handler: F) -> Result<()>
     where
         F: Fn(WebSocket<S>) + Send + Sync + 'static,
     {
-        let Server {
-            listener,
-            config,
-            policy,
-            wrap,
-        } = self;
+        let Server { listener, acceptor } = self;
         let on_stream = Arc::new(move |stream| {
-            let Ok(stream) = wrap(stream, &config) else {
-                return;
-            };
-            if let Ok(ws) = handshake(stream, &config, &policy) {
+            let id = acceptor.connections.next_id();
+            if let Ok(ws) = acceptor.upgrade_tcp(stream, id) {
                 handler(ws);
             }
         });
         // Nothing stops it but the listener failing; `spawn` is the stoppable form.
-        accept_loop(&listener, on_stream, &AtomicBool::new(false))
+        Ok(accept_loop(&listener, on_stream, &AtomicBool::new(false))?)
     }
 
     /// Runs [`serve`](Self::serve) on a background thread and returns a handle that
-    /// stops it when dropped. Connections already open run to their end.
-    pub fn spawn<F>(self, handler: F) -> io::Result<ServerHandle>
+    /// stops it when dropped; [`ServerHandle::shutdown`] also closes the open
+    /// connections with 1001 (going away) and waits for them.
+    ///
+    /// Each connection of a spawned server holds a [`Sender`](crate::Sender) for the
+    /// shutdown to close it with: two more file descriptors per connection.
+    pub fn spawn<F>(self, handler: F) -> Result<ServerHandle>
     where
         F: Fn(WebSocket<S>) + Send + Sync + 'static,
     {
-        let Server {
-            listener,
-            config,
-            policy,
-            wrap,
-        } = self;
-        spawn_accept_loop(listener, move |stream| {
-            let Ok(stream) = wrap(stream, &config) else {
-                return;
-            };
-            if let Ok(ws) = handshake(stream, &config, &policy) {
+        let Server { listener, acceptor } = self;
+        acceptor.connections.make_closable();
+        let connections = Arc::clone(&acceptor.connections);
+        let grace = acceptor.config.close_timeout * 2;
+        let on_stream = move |stream| {
+            let id = acceptor.connections.next_id();
+            if let Ok(ws) = acceptor.upgrade_tcp(stream, id) {
                 handler(ws);
             }
-        })
+        };
+        Ok(spawn_accept_loop(
+            listener,
+            on_stream,
+            Some(connections),
+            grace,
+        )?)
     }
 }
 
 impl<S: Stream> WebSocket<S> {
     /// Performs the server handshake over `stream`, a connection you accepted yourself
     /// (a `UnixStream`, a TLS session of your own), and returns the open WebSocket over
-    /// it: every origin allowed, no subprotocol chosen (a [`Server`]'s
+    /// it: every origin allowed, no subprotocol chosen, no id (a [`Server`]'s
     /// [`upgrade`](Server::upgrade) applies its policy instead). The stream is put in
     /// non-blocking mode; the request must arrive within `config.handshake_timeout`, and
     /// a bad one is answered with its HTTP error. See [`WebSocket::client`] for an
     /// example.
     pub fn server(stream: S, config: Config) -> Result<WebSocket<S>> {
-        let policy = Policy {
-            origin: Box::new(|_| true),
-            protocol: Box::new(|_| None),
-            #[cfg(feature = "deflate")]
-            deflate: sockeye_core::handshake::DeflateConfig::OFF,
-        };
-        handshake(stream, &config, &policy)
-    }
-}
-
-/// Runs [`accept_loop`] on a background thread; the handle stops it when dropped.
-pub(crate) fn spawn_accept_loop(
-    listener: TcpListener,
-    on_stream: impl Fn(TcpStream) + Send + Sync + 'static,
-) -> io::Result<ServerHandle> {
-    let addr = listener.local_addr()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = Arc::clone(&stop);
-        thread::Builder::new()
-            .name(format!("sockeye-accept-{addr}"))
-            .spawn(move || {
-                let _ = accept_loop(&listener, Arc::new(on_stream), &stop);
-            })?
-    };
-    Ok(ServerHandle {
-        addr,
-        stop,
-        thread: Some(thread),
-    })
-}
-
-/// Accepts connections until `stop` is set, calling `on_stream` for each on a thread of
-/// its own. Returns only if the listener fails in a way retrying cannot fix.
-pub(crate) fn accept_loop<F>(
-    listener: &TcpListener,
-    on_stream: Arc<F>,
-    stop: &AtomicBool,
-) -> io::Result<()>
-where
-    F: Fn(TcpStream) + Send + Sync + 'static,
-{
-    let on_stream = |stream| {
-        let on_stream = Arc::clone(&on_stream);
-        let spawned = thread::Builder::new()
-            .name("sockeye-conn".into())
-            .spawn(move || on_stream(stream));
-        if let Err(e) = spawned {
-            // Out of threads: the stream was dropped with the closure, closing it.
-            log::warn!("cannot start a connection thread: {e}");
-            thread::sleep(accept::ACCEPT_BACKOFF);
-        }
-        true
-    };
-    accept::accept_until(listener, stop, on_stream, |e| {
-        log::warn!("accept failed: {e}")
-    })
-}
-
-/// Performs the server handshake on `stream`: reads the request under the core's deadline,
-/// applies the policy, and writes the core's answer.
-fn handshake<S: Stream>(stream: S, config: &Config, policy: &Policy) -> Result<WebSocket<S>> {
-    // Each connection is driven alone: its own clock.
-    let clock = Clock::new();
-    let (mut transport, request) = read_request(stream, config, clock)?;
-    if !(policy.origin)(request.origin()) {
-        let e = HandshakeError::OriginRefused;
-        transport.queue(request.reject(&e));
-        return Err(refuse(transport, e, config));
-    }
-    let protocol = (policy.protocol)(&request);
-    let path = request.path().to_string();
-    #[cfg(feature = "deflate")]
-    let conn = request.accept_deflate(
-        clock.now(),
-        protocol.as_deref(),
-        config.clone(),
-        &policy.deflate,
-    );
-    #[cfg(not(feature = "deflate"))]
-    let conn = request.accept(clock.now(), protocol.as_deref(), config.clone());
-    WebSocket::new(conn, transport, config.close_timeout, Some(path), protocol)
-}
-
-/// Reads an upgrade request from `stream` under the core's deadline. A bad request is
-/// answered with its HTTP error (and the stream closed) before the error is returned.
-pub(crate) fn read_request<S: Stream>(
-    stream: S,
-    config: &Config,
-    clock: Clock,
-) -> Result<(Transport<S>, Request)> {
-    let mut transport = Transport::new(stream, write_timeout(config), clock)?;
-    let mut handshake = ServerHandshake::new(config, clock.now());
-    let outcome = loop {
-        let step = match transport.read(handshake.poll_timeout())? {
-            Input::Bytes(data) => handshake.handle_bytes(clock.now(), data),
-            Input::Eof => handshake.handle_eof(clock.now()).map(|()| None),
-            Input::Timeout => handshake.handle_timeout(clock.now()).map(|()| None),
-            Input::Woken | Input::Flushed => Ok(None),
-        };
-        match step {
-            Ok(Some(request)) => break Ok(request),
-            Ok(None) => continue,
-            Err(e) => break Err(e),
-        }
-    };
-    match outcome {
-        Ok(request) => Ok((transport, request)),
-        Err(HandshakeError::UnexpectedEof) => Err(HandshakeError::UnexpectedEof.into()),
-        Err(e) => {
-            transport.queue(e.response());
-            Err(refuse(transport, e, config))
-        }
-    }
-}
-
-/// Writes an HTTP error response already queued, closes the stream, and returns `e`.
-pub(crate) fn refuse<S: Stream>(
-    mut transport: Transport<S>,
-    e: impl Into<Error>,
-    config: &Config,
-) -> Error {
-    let e = e.into();
-    log::debug!("handshake refused: {e}");
-    if transport.flush().is_ok() {
-        transport.shutdown(config.close_timeout);
-    }
-    e
-}
-
-/// A server running on a background thread (see [`Server::spawn`]); dropping it stops the
-/// accept loop.
-#[derive(Debug)]
-pub struct ServerHandle {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ServerHandle {
-    /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops accepting and waits for the accept loop to end.
-    pub fn shutdown(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.stop.store(true, Ordering::Release);
-            // Wake the blocking accept with a connection of our own.
-            accept::wake(self.addr);
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for ServerHandle {
-    fn drop(&mut self) {
-        self.stop_now();
+        handshake(stream, &config, &Policy::open(), None)
     }
 }

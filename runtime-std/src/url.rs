@@ -1,6 +1,54 @@
-//! A small parser for `ws://` and `wss://` URLs (RFC 6455 §3).
+//! A small parser for `ws://` and `wss://` URLs (RFC 6455 §3), and [`UrlError`], what is
+//! wrong with a URL the runtime cannot use.
 
-use crate::error::Error;
+use std::fmt;
+
+/// Why a URL cannot be used (as [`Error::Url`](crate::Error::Url)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// No `scheme://`.
+    MissingScheme,
+    /// A scheme other than `ws` or `wss`.
+    UnsupportedScheme,
+    /// A `#fragment` (RFC 6455 §3: WebSocket URIs must not have one).
+    Fragment,
+    /// `user@host` (user info is not supported).
+    UserInfo,
+    /// No host, an IPv6 address without its closing `]`, or (for `wss://`) a host that
+    /// is no valid TLS server name.
+    InvalidHost,
+    /// A port that is not a number from 0 to 65535.
+    InvalidPort,
+    /// A `wss://` URL given to `Client::connect`, which never connects in the clear and
+    /// never with TLS: use `Client::open` or `Client::connect_tls`.
+    ExpectedWs,
+    /// A `ws://` URL given to `Client::connect_tls`, which only connects with TLS.
+    ExpectedWss,
+    /// A `wss://` URL while the runtime's `tls` feature is off.
+    TlsUnavailable,
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UrlError::MissingScheme => "missing scheme (ws:// or wss://)",
+            UrlError::UnsupportedScheme => "scheme must be ws or wss",
+            UrlError::Fragment => "fragments are not allowed",
+            UrlError::UserInfo => "user info is not supported",
+            UrlError::InvalidHost => "missing or invalid host",
+            UrlError::InvalidPort => "bad port",
+            UrlError::ExpectedWs => {
+                "Client::connect is for ws:// URLs; use Client::open or Client::connect_tls \
+                 (feature `tls`) for wss://"
+            }
+            UrlError::ExpectedWss => "Client::connect_tls is for wss:// URLs",
+            UrlError::TlsUnavailable => "wss:// needs the `tls` feature",
+        })
+    }
+}
+
+impl std::error::Error for UrlError {}
 
 /// A parsed `ws://host[:port][/path][?query]` or `wss://…` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,28 +63,25 @@ impl WsUrl {
     /// Parses `url`. The scheme must be `ws` or `wss` (any case); the port defaults to 80
     /// (`ws`) or 443 (`wss`) and the path to `/`. Fragments and user info are refused (§3: "Fragment identifiers are
     /// meaningless in the context of WebSocket URIs and MUST NOT be used").
-    pub fn parse(url: &str) -> Result<WsUrl, Error> {
-        let invalid = |why: &str| Error::InvalidUrl(format!("{why}: {url}"));
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid("missing scheme"))?;
+    pub fn parse(url: &str) -> Result<WsUrl, UrlError> {
+        let (scheme, rest) = url.split_once("://").ok_or(UrlError::MissingScheme)?;
         let tls = scheme.eq_ignore_ascii_case("wss");
         if !tls && !scheme.eq_ignore_ascii_case("ws") {
-            return Err(invalid("scheme must be ws or wss"));
+            return Err(UrlError::UnsupportedScheme);
         }
         if rest.contains('#') {
-            return Err(invalid("fragments are not allowed"));
+            return Err(UrlError::Fragment);
         }
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, resource) = rest.split_at(split);
         if authority.contains('@') {
-            return Err(invalid("user info is not supported"));
+            return Err(UrlError::UserInfo);
         }
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (addr, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
+            let (addr, after) = v6.split_once(']').ok_or(UrlError::InvalidHost)?;
             let port = match after {
                 "" => None,
-                p => Some(p.strip_prefix(':').ok_or_else(|| invalid("bad port"))?),
+                p => Some(p.strip_prefix(':').ok_or(UrlError::InvalidPort)?),
             };
             (format!("[{addr}]"), port)
         } else {
@@ -46,12 +91,12 @@ impl WsUrl {
             }
         };
         if host.is_empty() || host == "[]" {
-            return Err(invalid("missing host"));
+            return Err(UrlError::InvalidHost);
         }
         let port = match port {
             None if tls => 443,
             None => 80,
-            Some(p) => p.parse().map_err(|_| invalid("bad port"))?,
+            Some(p) => p.parse().map_err(|_| UrlError::InvalidPort)?,
         };
         let resource = match resource {
             "" => "/".to_string(),
@@ -141,20 +186,18 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_serve() {
-        for bad in [
-            "http://example.com/",
-            "example.com",
-            "ws://",
-            "ws://host:99999/",
-            "ws://host:/",
-            "ws://host/#frag",
-            "ws://user@host/",
-            "ws://[::1/",
+        for (bad, why) in [
+            ("http://example.com/", UrlError::UnsupportedScheme),
+            ("example.com", UrlError::MissingScheme),
+            ("ws://", UrlError::InvalidHost),
+            ("ws://host:99999/", UrlError::InvalidPort),
+            ("ws://host:/", UrlError::InvalidPort),
+            ("ws://host/#frag", UrlError::Fragment),
+            ("ws://user@host/", UrlError::UserInfo),
+            ("ws://[::1/", UrlError::InvalidHost),
         ] {
-            assert!(
-                matches!(WsUrl::parse(bad), Err(Error::InvalidUrl(_))),
-                "{bad}"
-            );
+            assert_eq!(WsUrl::parse(bad), Err(why), "{bad}");
         }
+        assert_eq!(UrlError::InvalidPort.to_string(), "bad port");
     }
 }

@@ -19,6 +19,7 @@ use sockeye_core::{
     MessageKind, SendError, State,
 };
 
+use crate::connections::{ConnectionId, Slot};
 use crate::error::{Error, Result};
 use crate::sender::{Command, Outbox, Sender};
 use crate::stream::{OverTcp, Stream};
@@ -93,6 +94,8 @@ pub struct WebSocket<S = TcpStream> {
     protocol: Option<String>,
     /// The queue [`Sender`]s feed, once [`sender`](Self::sender) made one.
     outbox: Option<Arc<Outbox>>,
+    /// On a server's connection, its id and its place among the server's connections.
+    slot: Option<Slot>,
 }
 
 impl<S: Stream> WebSocket<S> {
@@ -117,9 +120,23 @@ impl<S: Stream> WebSocket<S> {
             path,
             protocol,
             outbox: None,
+            slot: None,
         };
         ws.drain_and_flush()?;
         Ok(ws)
+    }
+
+    /// Makes this a server's connection `slot.id()`, counted among its connections until
+    /// dropped.
+    pub(crate) fn set_slot(&mut self, slot: Slot) {
+        self.slot = Some(slot);
+    }
+
+    /// The id its [`Server`](crate::Server) gave this connection (unique among that
+    /// server's connections); `None` on a client, or a
+    /// [`WebSocket::server`](Self::server) upgraded without a server.
+    pub fn id(&self) -> Option<ConnectionId> {
+        self.slot.as_ref().map(Slot::id)
     }
 
     /// The current time on the clock this connection's deadlines count from: build the

@@ -90,7 +90,7 @@ fn server_with_deaf_client(config: Config) -> (WebSocket, TcpStream) {
           Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
     )
     .unwrap();
-    (server.accept().unwrap(), peer)
+    (server.accept().unwrap().upgrade().unwrap(), peer)
 }
 
 #[test]
@@ -346,4 +346,61 @@ fn senders_to_a_peer_that_reads_nothing_are_held_back_then_released() {
         "{sender_error:?}"
     );
     drop(peer);
+}
+
+#[test]
+fn a_reliable_connect_to_a_refused_port_times_out_saying_why() {
+    use sockeye_std::{ReliableClient, ReliableError, ReliableOptions};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let options = ReliableOptions {
+        connect_timeout: Duration::from_millis(300),
+        ..ReliableOptions::default()
+    };
+    let error = bounded(move || {
+        ReliableClient::connect(&format!("ws://127.0.0.1:{port}/"), options).unwrap_err()
+    });
+    assert!(
+        error
+            .to_string()
+            .to_lowercase()
+            .contains("connection refused"),
+        "{error}"
+    );
+    match &error {
+        Error::Reliable(ReliableError::Timeout { last: Some(last) }) => {
+            assert!(matches!(**last, Error::Io(_)), "{last:?}");
+        }
+        other => panic!("expected a timeout with its cause, got {other:?}"),
+    }
+    let source = std::error::Error::source(&error).expect("the cause is kept");
+    assert!(source
+        .to_string()
+        .to_lowercase()
+        .contains("connection refused"));
+}
+
+#[test]
+fn server_and_reliable_constructors_share_the_crates_result() {
+    // `bind`, `serve`, `spawn` and the reliable server's answer `sockeye_std::Result`,
+    // so one `?` serves them all next to `accept` and `recv`.
+    fn start() -> sockeye_std::Result<(sockeye_std::ServerHandle, sockeye_std::ServerHandle)> {
+        let plain = Server::bind("127.0.0.1:0", Config::default())?.spawn(|_| {})?;
+        let reliable = sockeye_std::ReliableServer::bind(
+            "127.0.0.1:0",
+            Config::default(),
+            sockeye_std::SessionConfig::default(),
+        )?
+        .spawn()?;
+        Ok((plain, reliable))
+    }
+    let (plain, reliable) = start().unwrap();
+    assert_eq!(plain.shutdown(), 0);
+    assert_eq!(reliable.shutdown(), 0);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = Server::bind(taken.local_addr().unwrap(), Config::default()).unwrap_err();
+    assert!(matches!(busy, Error::Io(_)), "{busy:?}");
 }

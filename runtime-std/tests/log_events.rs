@@ -7,7 +7,9 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use sockeye_std::{Config, Error, ReconnectConfig, ReliableClient, ReliableOptions, Server};
+use sockeye_std::{
+    Config, Error, ReconnectConfig, ReliableClient, ReliableError, ReliableOptions, Server,
+};
 
 /// A logger that keeps `(level, target, message)` of every record.
 struct Capture(Mutex<Vec<(log::Level, String, String)>>);
@@ -86,7 +88,10 @@ fn a_reliable_client_logs_each_reconnect_and_giving_up() {
         ..ReliableOptions::default()
     };
     let result = ReliableClient::connect(&format!("ws://{addr}/"), options);
-    assert!(matches!(result, Err(Error::GaveUp { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::Reliable(ReliableError::GaveUp { .. }))),
+        "{result:?}"
+    );
     assert!(logged(log::Level::Info, "reconnect attempt 1 in"));
     assert!(logged(log::Level::Warn, "gave up reconnecting"));
 }

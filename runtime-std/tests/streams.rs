@@ -88,7 +88,7 @@ mod tls {
     use std::sync::Arc;
 
     use sockeye_std::tls::{client_config, server_config};
-    use sockeye_std::{Client, Error};
+    use sockeye_std::{Client, Error, UrlError};
 
     /// A self-signed certificate for `localhost` and 127.0.0.1: the server's
     /// configuration, and a client configuration that trusts exactly it.
@@ -162,11 +162,11 @@ mod tls {
     fn ws_urls_and_wss_urls_go_to_their_own_constructors() {
         assert!(matches!(
             Client::connect("wss://localhost:1/", Config::default()),
-            Err(Error::InvalidUrl(_))
+            Err(Error::Url(UrlError::ExpectedWs))
         ));
         assert!(matches!(
             Client::connect_tls("ws://localhost:1/", Config::default(), Default::default()),
-            Err(Error::InvalidUrl(_))
+            Err(Error::Url(UrlError::ExpectedWss))
         ));
     }
 

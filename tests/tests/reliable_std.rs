@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sockeye_core::SeededEntropy;
 use sockeye_std::{
-    Error, ReconnectConfig, ReliableClient, ReliableOptions, ReliableServer, SessionConfig,
-    SessionEvent, SessionId, SessionRegistry, SessionSendError,
+    Error, ReconnectConfig, ReliableClient, ReliableError, ReliableOptions, ReliableServer,
+    SessionConfig, SessionEvent, SessionId, SessionRegistry,
 };
 use sockeye_tests::{bounded, test_config, test_seed, CuttingProxy, Peer};
 
@@ -101,7 +101,7 @@ fn client_to_server_survives_twenty_cuts() {
         while next < MESSAGES {
             match client.send(Bytes::from(payload(next)), true) {
                 Ok(_) => next += 1,
-                Err(Error::Session(SessionSendError::Full)) => {
+                Err(Error::Reliable(e)) if e.is_full() => {
                     expect_no_dead_letter(client.next_event(Some(Duration::from_millis(5))));
                 }
                 Err(e) => panic!("send: {e}"),
@@ -195,7 +195,7 @@ fn smol_client_to_std_server_survives_twenty_cuts() {
             while next < MESSAGES {
                 match client.send(Bytes::from(payload(next)), true) {
                     Ok(_) => next += 1,
-                    Err(Error::Session(SessionSendError::Full)) => {
+                    Err(Error::Reliable(e)) if e.is_full() => {
                         let event = client.next_event(Some(Duration::from_millis(5))).await;
                         expect_no_dead_letter(event);
                     }
@@ -308,7 +308,7 @@ fn std_client_to_smol_server_survives_twenty_cuts() {
         while next < MESSAGES {
             match client.send(Bytes::from(payload(next)), true) {
                 Ok(_) => next += 1,
-                Err(Error::Session(SessionSendError::Full)) => {
+                Err(Error::Reliable(e)) if e.is_full() => {
                     expect_no_dead_letter(client.next_event(Some(Duration::from_millis(5))));
                 }
                 Err(e) => panic!("send: {e}"),
@@ -341,7 +341,7 @@ fn smol_server_to_smol_client_survives_twenty_cuts() {
                         while next < MESSAGES {
                             match registry.send(id, Bytes::from(payload(next)), true) {
                                 Ok(_) => next += 1,
-                                Err(Error::Session(SessionSendError::Full)) => {
+                                Err(Error::Reliable(e)) if e.is_full() => {
                                     if let Some((_, SessionEvent::DeadLetter { seq, .. })) =
                                         registry.next_event(Some(Duration::from_millis(5))).await
                                     {
@@ -394,7 +394,7 @@ fn send_all(registry: &SessionRegistry, id: SessionId) -> SessionRegistry {
     while next < MESSAGES {
         match registry.send(id, Bytes::from(payload(next)), true) {
             Ok(_) => next += 1,
-            Err(Error::Session(SessionSendError::Full)) => {
+            Err(Error::Reliable(e)) if e.is_full() => {
                 if let Some((_, SessionEvent::DeadLetter { seq, reason, .. })) =
                     registry.next_event(Some(Duration::from_millis(5)))
                 {
@@ -581,7 +581,7 @@ fn expired_sessions_dead_letters_reach_the_server_application() {
         );
         assert!(matches!(
             registry.send(id, Bytes::from_static(b"late"), true),
-            Err(Error::UnknownSession)
+            Err(Error::Reliable(ReliableError::UnknownSession))
         ));
     });
 }
@@ -623,7 +623,10 @@ fn client_gives_up_after_max_attempts() {
         let mut options = client_options();
         options.reconnect.max_attempts = Some(3);
         match ReliableClient::connect(&format!("ws://{addr}/"), options) {
-            Err(Error::GaveUp { attempts, last }) => {
+            Err(Error::Reliable(ReliableError::GaveUp {
+                attempts,
+                last: Some(last),
+            })) => {
                 assert_eq!(attempts, 3);
                 assert!(matches!(*last, Error::Io(_)), "last error {last}");
             }

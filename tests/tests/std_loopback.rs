@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sockeye_std::{
     Client, ClientOptions, CloseCode, ConnectionError, Error, Event, HandshakeError, Message,
-    MessageKind, Server, WebSocket,
+    MessageKind, Server, UrlError, WebSocket,
 };
 use sockeye_tests::{bounded, echo, payload, spawn_std_echo_server, test_config};
 
@@ -199,11 +199,15 @@ fn plain_http_gets_an_http_error_not_a_hang() {
 
 #[test]
 fn wss_and_bad_urls_are_refused() {
-    for url in ["wss://example.com/", "http://example.com/", "ws://"] {
-        assert!(matches!(
-            Client::connect(url, test_config()),
-            Err(Error::InvalidUrl(_))
-        ));
+    for (url, why) in [
+        ("wss://example.com/", UrlError::ExpectedWs),
+        ("http://example.com/", UrlError::UnsupportedScheme),
+        ("ws://", UrlError::InvalidHost),
+    ] {
+        match Client::connect(url, test_config()) {
+            Err(Error::Url(e)) => assert_eq!(e, why, "{url}"),
+            other => panic!("{url}: {other:?}"),
+        }
     }
 }
 

@@ -96,12 +96,12 @@ fn smol_echo(listen: &str) -> io::Result<()> {
     use sockeye_smol::{Config, Server};
     use std::rc::Rc;
 
-    let server = Server::bind(listen, Config::default())?;
+    let server = Server::bind(listen, Config::default()).map_err(io::Error::other)?;
     announce(server.local_addr()?);
     let ex = Rc::new(LocalExecutor::new());
     async_io::block_on(ex.run(async {
         loop {
-            let incoming = server.accept().await?;
+            let incoming = server.accept().await.map_err(io::Error::other)?;
             ex.spawn(async move {
                 let Ok(mut ws) = incoming.upgrade().await else {
                     return;
@@ -125,12 +125,12 @@ fn smol_try_send(listen: &str) -> io::Result<()> {
     use sockeye_smol::{Config, Server, TrySendError};
     use std::rc::Rc;
 
-    let server = Server::bind(listen, Config::default())?;
+    let server = Server::bind(listen, Config::default()).map_err(io::Error::other)?;
     announce(server.local_addr()?);
     let ex = Rc::new(LocalExecutor::new());
     async_io::block_on(ex.run(async {
         loop {
-            let incoming = server.accept().await?;
+            let incoming = server.accept().await.map_err(io::Error::other)?;
             ex.spawn(async move {
                 let Ok(mut ws) = incoming.upgrade().await else {
                     return;
@@ -155,15 +155,17 @@ fn smol_try_send(listen: &str) -> io::Result<()> {
 fn std_echo(listen: &str) -> io::Result<()> {
     use sockeye_std::{Config, Server};
 
-    let server = Server::bind(listen, Config::default())?;
+    let server = Server::bind(listen, Config::default()).map_err(io::Error::other)?;
     announce(server.local_addr()?);
-    server.serve(|mut ws| {
-        while let Ok(Some(message)) = ws.recv() {
-            if ws.send(message).is_err() {
-                break;
+    server
+        .serve(|mut ws| {
+            while let Ok(Some(message)) = ws.recv() {
+                if ws.send(message).is_err() {
+                    break;
+                }
             }
-        }
-    })
+        })
+        .map_err(io::Error::other)
 }
 
 /// Plain TCP echo: whatever a connection sends comes back, on one edge-triggered

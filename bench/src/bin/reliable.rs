@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sockeye_std::{
     Client, Config, Error, Message, ReconnectConfig, ReliableClient, ReliableOptions,
-    ReliableServer, Server, SessionConfig, SessionEvent, SessionSendError,
+    ReliableServer, Server, SessionConfig, SessionEvent,
 };
 
 /// Unacknowledged messages replayed after the cut.
@@ -218,7 +218,7 @@ fn reliable_run(size: usize, count: usize) -> Duration {
     while sent < count {
         match client.send(data.clone(), false) {
             Ok(_) => sent += 1,
-            Err(Error::Session(SessionSendError::Full)) => {
+            Err(Error::Reliable(e)) if e.is_full() => {
                 let _ = client.next_event(Some(Duration::from_millis(1))).unwrap();
             }
             Err(e) => panic!("send: {e}"),

@@ -17,6 +17,7 @@ use sockeye_core::{
     SessionEvent, SessionId, SessionSendError,
 };
 
+use super::ReliableError;
 use crate::client::{Client, ClientOptions};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
@@ -83,7 +84,7 @@ impl Default for ReliableOptions {
 ///     match client.send(Bytes::from(next.to_string()), true) {
 ///         Ok(_) => next += 1,
 ///         // The window is full: drive the connection until acks make room.
-///         Err(Error::Session(SessionSendError::Full)) => {
+///         Err(Error::Reliable(e)) if e.is_full() => {
 ///             client.next_event(Some(Duration::from_millis(10)))?;
 ///         }
 ///         Err(e) => return Err(e),
@@ -107,7 +108,7 @@ pub struct ReliableClient {
     entropy: OsEntropy,
     /// The reconnect policy already knows the current connection established the session.
     established_noted: bool,
-    /// Why the last attempt failed, for [`Error::GaveUp`].
+    /// Why the last attempt failed, for [`ReliableError::GaveUp`].
     last_error: Option<Error>,
     /// Connections opened so far.
     connections: u64,
@@ -139,7 +140,7 @@ impl ReliableClient {
 
     /// Connects to `url` and waits until the server has established the session
     /// (retrying per `options.reconnect`), at most `options.connect_timeout`
-    /// ([`Error::Timeout`]). The `Established` event is still there for
+    /// ([`ReliableError::Timeout`], which keeps why the last attempt failed). The `Established` event is still there for
     /// [`next_event`](Self::next_event).
     pub fn connect(url: &str, options: ReliableOptions) -> Result<Self> {
         let timeout = options.connect_timeout;
@@ -147,7 +148,8 @@ impl ReliableClient {
         let deadline = client.clock.now() + timeout;
         while !client.session.is_established() {
             if client.clock.now() >= deadline {
-                return Err(Error::Timeout);
+                let last = client.last_error.take().map(Box::new);
+                return Err(ReliableError::Timeout { last }.into());
             }
             client.pump(Some(deadline))?;
         }
@@ -158,7 +160,7 @@ impl ReliableClient {
     /// number; its fate comes later as [`SessionEvent::Acked`] or
     /// [`SessionEvent::DeadLetter`].
     ///
-    /// [`Error::Session`]`(`[`SessionSendError::Full`](sockeye_core::SessionSendError::Full)`)`
+    /// [`Error::Reliable`]`(`[`ReliableError::Send`]`(`[`SessionSendError::Full`](sockeye_core::SessionSendError::Full)`)`
     /// is backpressure: the window holds as many unacknowledged messages (or bytes) as
     /// it may; call [`next_event`](Self::next_event) to let acks arrive, then retry.
     /// Nothing is queued beyond the window.
@@ -180,13 +182,15 @@ impl ReliableClient {
 
     /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
     /// on backpressure: a full window answers [`Error::Full`] with the message, to
-    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// retry after acks arrive, where `send` answers `ReliableError::Send(Full)` and the
     /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
     /// session, not copied.)
     pub fn try_send(&mut self, message: sockeye_core::Message) -> Result<Seq> {
         let is_text = message.kind() == sockeye_core::MessageKind::Text;
         match self.send(message.payload().clone(), is_text) {
-            Err(Error::Session(SessionSendError::Full)) => Err(Error::Full(message)),
+            Err(Error::Reliable(ReliableError::Send(SessionSendError::Full))) => {
+                Err(Error::Full(message))
+            }
             other => other,
         }
     }
@@ -195,8 +199,8 @@ impl ReliableClient {
     /// reconnecting) while it waits. Waits at most `timeout` (`None`: until an event);
     /// `Ok(None)` when the time is up.
     ///
-    /// Errors: [`Error::GaveUp`] once reconnecting gave up
-    /// ([`ReconnectConfig::max_attempts`]), [`Error::NotReliable`] if the server does
+    /// Errors: [`ReliableError::GaveUp`] once reconnecting gave up
+    /// ([`ReconnectConfig::max_attempts`]), [`ReliableError::NotReliable`] if the server does
     /// not speak `sockeye.v1`. Connection failures are not errors: the client reconnects,
     /// and says so with [`SessionEvent::Disconnected`] when a connection ends and
     /// [`SessionEvent::Reconnecting`] for each attempt it schedules (with its number and
@@ -335,12 +339,10 @@ impl ReliableClient {
         }
         let Some(at) = self.reconnect.poll_timeout() else {
             let attempts = self.reconnect.failures();
-            let last = self.last_error.take().unwrap_or(Error::Timeout);
-            log::warn!("gave up reconnecting after {attempts} attempt(s): {last}");
-            return Err(Error::GaveUp {
-                attempts,
-                last: Box::new(last),
-            });
+            let last = self.last_error.take().map(Box::new);
+            let gave_up = ReliableError::GaveUp { attempts, last };
+            log::warn!("{gave_up}");
+            return Err(gave_up.into());
         };
         let wake = earliest(Some(at), earliest(self.session.poll_timeout(), deadline));
         if let Some(wake) = wake {
@@ -381,7 +383,7 @@ impl ReliableClient {
                 self.ws = Some(ws);
                 Ok(())
             }
-            Ok(_) => Err(Error::NotReliable),
+            Ok(_) => Err(ReliableError::NotReliable.into()),
             Err(e) => {
                 self.last_error = Some(e);
                 self.schedule_reconnect();

@@ -3,11 +3,13 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::time::Duration;
 
 use sockeye_core::{CloseCode, Config, SessionConfig};
 
 use super::server::{SessionRegistry, Upgrade};
-use crate::server::{spawn_accept_loop, ServerHandle};
+use crate::error::Result;
+use crate::server_handle::{spawn_accept_loop, ServerHandle};
 
 /// A listening reliable server: a [`SessionRegistry`] and an accept loop that drives
 /// each reliable connection on its own thread.
@@ -23,7 +25,7 @@ use crate::server::{spawn_accept_loop, ServerHandle};
 ///         let _ = sessions.send(id, payload, is_text); // echo, reliably
 ///     }
 /// }
-/// # Ok::<(), std::io::Error>(())
+/// # Ok::<(), sockeye_std::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct ReliableServer {
@@ -38,7 +40,7 @@ impl ReliableServer {
         addr: impl ToSocketAddrs,
         config: Config,
         session: SessionConfig,
-    ) -> io::Result<ReliableServer> {
+    ) -> Result<ReliableServer> {
         Ok(ReliableServer {
             listener: TcpListener::bind(addr)?,
             config,
@@ -57,29 +59,34 @@ impl ReliableServer {
     }
 
     /// Runs the accept loop on a background thread, a thread per connection. Clients
-    /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle stops
-    /// accepting; sessions stay in the registry.
-    pub fn spawn(self) -> io::Result<ServerHandle> {
+    /// that do not offer `sockeye.v1` are closed with 1008. Dropping the handle, or its
+    /// [`shutdown`](ServerHandle::shutdown), stops accepting; connections run on and
+    /// sessions stay in the registry.
+    pub fn spawn(self) -> Result<ServerHandle> {
         let ReliableServer {
             listener,
             config,
             registry,
         } = self;
-        spawn_accept_loop(listener, move |stream| {
-            match registry.upgrade(stream, &config) {
-                Ok(Upgrade::Reliable(conn)) => {
-                    let _ = conn.run();
-                }
-                Ok(Upgrade::Plain(mut ws)) => {
-                    if ws
-                        .close(CloseCode::POLICY_VIOLATION, "sockeye.v1 required")
-                        .is_ok()
-                    {
-                        while let Ok(Some(_)) = ws.recv() {}
-                    }
-                }
-                Err(_) => {}
+        let on_stream = move |stream| match registry.upgrade(stream, &config) {
+            Ok(Upgrade::Reliable(conn)) => {
+                let _ = conn.run();
             }
-        })
+            Ok(Upgrade::Plain(mut ws)) => {
+                if ws
+                    .close(CloseCode::POLICY_VIOLATION, "sockeye.v1 required")
+                    .is_ok()
+                {
+                    while let Ok(Some(_)) = ws.recv() {}
+                }
+            }
+            Err(_) => {}
+        };
+        Ok(spawn_accept_loop(
+            listener,
+            on_stream,
+            None,
+            Duration::ZERO,
+        )?)
     }
 }

@@ -7,9 +7,11 @@
 //! messages and feed it the clock.
 
 mod client;
+mod error;
 mod listener;
 mod server;
 
 pub use client::{ReliableClient, ReliableOptions};
+pub use error::ReliableError;
 pub use listener::ReliableServer;
 pub use server::{ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS};

@@ -29,9 +29,10 @@ use sockeye_core::{
     SessionId, SessionStore,
 };
 
+use super::ReliableError;
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
-use crate::server::{read_request, refuse};
+use crate::incoming::{read_request, refuse};
 use crate::time::Clock;
 use crate::transport::{wait_readable, Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
@@ -136,13 +137,13 @@ impl std::fmt::Debug for ReliableConnection {
 
 impl SessionRegistry {
     /// An empty registry whose sessions follow `config`.
-    pub fn new(config: SessionConfig) -> io::Result<Self> {
+    pub fn new(config: SessionConfig) -> Result<Self> {
         SessionRegistry::with_event_limit(config, DEFAULT_MAX_PENDING_EVENTS)
     }
 
     /// Like [`new`](Self::new), with at most `max_pending_events` events waiting for
     /// the application before connections stop reading.
-    pub fn with_event_limit(config: SessionConfig, max_pending_events: usize) -> io::Result<Self> {
+    pub fn with_event_limit(config: SessionConfig, max_pending_events: usize) -> Result<Self> {
         let clock = Clock::new();
         Ok(SessionRegistry {
             shared: Arc::new(Shared {
@@ -174,7 +175,7 @@ impl SessionRegistry {
     /// Performs the server handshake on `stream`. If the client offers `sockeye.v1`,
     /// selects it and attaches a session ([`SessionStore::accept`] with the
     /// `Sockeye-Resume` header or `sockeye_resume` query value): a malformed value is
-    /// answered 400 and a full store 503 ([`Error::Store`]). The 101 and then the
+    /// answered 400 and a full store 503 ([`ReliableError::Store`]). The 101 and then the
     /// session's WELCOME are the first things [`ReliableConnection::run`] writes.
     pub fn upgrade(&self, stream: TcpStream, config: &Config) -> Result<Upgrade> {
         let (transport, request) = read_request(stream, config, self.shared.clock)?;
@@ -258,13 +259,16 @@ impl SessionRegistry {
     }
 
     /// Queues a message for session `id`, connected or not, and wakes its connection.
-    /// Returns its sequence number; [`Error::Session`] with `Full` is backpressure, and
-    /// [`Error::UnknownSession`] means the session is gone (its messages came back as
+    /// Returns its sequence number; [`ReliableError::Send`] with `Full` is backpressure, and
+    /// [`ReliableError::UnknownSession`] means the session is gone (its messages came back as
     /// dead letters when it expired).
     /// The payload is not handed back; [`try_send`](Self::try_send) hands it back.
     pub fn send(&self, id: SessionId, payload: Bytes, is_text: bool) -> Result<Seq> {
         let state = &mut *self.lock();
-        let session = state.store.get_mut(id).ok_or(Error::UnknownSession)?;
+        let session = state
+            .store
+            .get_mut(id)
+            .ok_or(ReliableError::UnknownSession)?;
         let seq = session.send(self.shared.clock.now(), payload, is_text)?;
         if let Some(driver) = state.drivers.get(&id) {
             // A full channel means the driver has input to wake it anyway.
@@ -275,13 +279,13 @@ impl SessionRegistry {
 
     /// [`send`](Self::send) for a [`Message`](sockeye_core::Message) that comes back
     /// on backpressure: a full window answers [`Error::Full`] with the message, to
-    /// retry after acks arrive, where `send` answers `Error::Session(Full)` and the
+    /// retry after acks arrive, where `send` answers `ReliableError::Send(Full)` and the
     /// payload is gone. Other refusals are `send`'s. (The payload is shared with the
     /// session, not copied.)
     pub fn try_send(&self, id: SessionId, message: sockeye_core::Message) -> Result<Seq> {
         let is_text = message.kind() == sockeye_core::MessageKind::Text;
         match self.send(id, message.payload().clone(), is_text) {
-            Err(Error::Session(sockeye_core::SessionSendError::Full)) => Err(Error::Full(message)),
+            Err(Error::Reliable(e)) if e.is_full() => Err(Error::Full(message)),
             other => other,
         }
     }
