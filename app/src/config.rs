@@ -1,9 +1,17 @@
-//! The server's settings: command-line flags with environment-variable equivalents, parsed
-//! by hand (no argument-parsing crate: the binary's size matters on small hosts).
+//! The server's settings: command-line flags with environment-variable equivalents, through
+//! `clap` (derive, `env`). `clap` tokenizes, applies the precedence (a flag wins over its
+//! variable, the last of a repeated flag wins), writes `--help`, `--version` and the usage
+//! errors; the values go through sockeye's own parsers (sizes, durations, switches), whose
+//! errors name the flag or the variable the bad value came from.
 
-use std::fmt::Write as _;
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 use super::log::Level;
 
@@ -74,7 +82,9 @@ pub struct ServerConfig {
     pub redis: Option<String>,
     /// Put before every Redis channel name, so several services share one Redis.
     pub redis_prefix: String,
-    /// How much to log.
+    /// How much to log (`--log-level`): the level of the stderr logger that [`start`](crate::start)
+    /// and [`run`](crate::run) install, unless the program installed a `log` logger of its
+    /// own first.
     pub log_level: Level,
     /// Largest HTTP request head (431 beyond).
     pub max_head_bytes: usize,
@@ -148,8 +158,10 @@ impl Default for ServerConfig {
 pub enum Command {
     /// Run the server.
     Run(Box<ServerConfig>),
-    /// Print [`help`] and exit 0.
+    /// Print [`help`] and exit 0 (`--help`, `-h`).
     Help,
+    /// Print [`version`] and exit 0 (`--version`, `-V`).
+    Version,
 }
 
 /// Where `--redis` points: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
@@ -228,379 +240,340 @@ impl RedisTarget {
     }
 }
 
-/// What kind of value a flag takes.
+/// The text before the flags in `--help`.
+const ABOUT: &str = "\
+sockeye: a small WebSocket push/chat server
+
+Clients speak plain JSON mode (browsers, at most once) or reliable mode: a client that
+offers the sockeye.v1 subprotocol gets every message numbered, acknowledged and resent
+until acknowledged, delivered once and in order, and resumes its session after a cut
+(for --session-expiry), or learns which of its messages were dead-lettered.
+
+Every flag can also be set by the environment variable shown; a flag wins.
+Sizes take K/KiB/M/MiB suffixes, durations ms/s/m/h (plain numbers are seconds);
+switches (--deflate) need no value, or take =true|false.";
+
+/// The text after the flags in `--help`.
+const AFTER_HELP: &str = "\
+Endpoints: GET /ws (WebSocket: plain JSON mode, or reliable mode with sockeye.v1),
+POST /api/push, GET /healthz, GET /metrics, GET / (demo page), GET /sockeye.js and
+GET /sockeye.d.ts (the JavaScript client, plain and reliable mode).
+
+TLS: --tls-cert and --tls-key (PEM files) make every connection TLS (wss://
+and https://); or terminate TLS at a reverse proxy in front of plain ws://.
+
+permessage-deflate (--deflate) compresses each message per connection; with
+context takeover (the default) a connection that has sent a compressed message
+keeps a compressor of about 312 KiB, and one that received one a decompressor of
+about 43 KiB (a 15-bit window): --deflate-no-context-takeover keeps neither.";
+
+/// The command line as `clap` sees it. Every field is optional: a flag not given (nor
+/// its variable) keeps [`ServerConfig::default`], the one place the defaults live; the
+/// help line of each shows it in brackets.
+#[derive(Parser, Debug)]
+#[command(
+    name = "sockeye",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    args_override_self = true,
+    // `--deflate-level -1` is a bad level, not an unknown flag `-1`.
+    allow_negative_numbers = true
+)]
+struct Flags {
+    /// address to listen on [127.0.0.1:9001]
+    #[arg(long, env = "SOCKEYE_LISTEN", value_name = "ADDR", value_parser = Value(parse_listen))]
+    listen: Option<String>,
+    /// smol (a task per connection, one thread) or threads (two per connection) [smol]
+    #[arg(long, env = "SOCKEYE_RUNTIME", value_name = "RUNTIME", value_parser = Value(parse_runtime))]
+    runtime: Option<Runtime>,
+    /// HMAC secret for user tokens; without it: development mode
+    #[arg(long, env = "SOCKEYE_SECRET", value_parser = Value(parse_text))]
+    secret: Option<String>,
+    /// key for POST /api/push (Bearer or X-Api-Key)
+    #[arg(long, env = "SOCKEYE_API_KEY", value_name = "KEY", value_parser = Value(parse_text))]
+    api_key: Option<String>,
+    /// most WebSocket connections [10000]
+    #[arg(long, env = "SOCKEYE_MAX_CONNECTIONS", value_name = "N", value_parser = Value(parse_count))]
+    max_connections: Option<usize>,
+    /// most connections per user [32]
+    #[arg(long, env = "SOCKEYE_MAX_CONNECTIONS_PER_USER", value_name = "N", value_parser = Value(parse_count))]
+    max_connections_per_user: Option<usize>,
+    /// largest frame from a client [64KiB]
+    #[arg(long, env = "SOCKEYE_MAX_FRAME_BYTES", value_name = "SIZE", value_parser = Value(parse_bytes))]
+    max_frame_bytes: Option<usize>,
+    /// largest message or push body [64KiB]
+    #[arg(long, env = "SOCKEYE_MAX_MESSAGE_BYTES", value_name = "SIZE", value_parser = Value(parse_bytes))]
+    max_message_bytes: Option<usize>,
+    /// outgoing bytes queued per connection [256KiB]
+    #[arg(long, env = "SOCKEYE_MAX_QUEUE_BYTES", value_name = "SIZE", value_parser = Value(parse_bytes))]
+    max_queue_bytes: Option<usize>,
+    /// ping idle connections after [30s]
+    #[arg(long, env = "SOCKEYE_PING_INTERVAL", value_name = "DURATION", value_parser = Value(parse_duration))]
+    ping_interval: Option<Duration>,
+    /// drop connections silent after a ping for [20s]
+    #[arg(long, env = "SOCKEYE_PONG_TIMEOUT", value_name = "DURATION", value_parser = Value(parse_duration))]
+    pong_timeout: Option<Duration>,
+    /// keep reliable (sockeye.v1) sessions for resume [120s]
+    #[arg(long, env = "SOCKEYE_SESSION_EXPIRY", value_name = "DURATION", value_parser = Value(parse_duration))]
+    session_expiry: Option<Duration>,
+    /// messages kept per offline user [100]
+    #[arg(long, env = "SOCKEYE_MAILBOX_SIZE", value_name = "N", value_parser = Value(parse_count))]
+    mailbox_size: Option<usize>,
+    /// age before a mailbox message is dead [1h]
+    #[arg(long, env = "SOCKEYE_MAILBOX_AGE", value_name = "DURATION", value_parser = Value(parse_duration))]
+    mailbox_age: Option<Duration>,
+    /// bytes all mailboxes may hold together [64MiB]
+    #[arg(long, env = "SOCKEYE_MAILBOX_BYTES", value_name = "SIZE", value_parser = Value(parse_bytes))]
+    mailbox_bytes: Option<usize>,
+    /// mailbox messages one sending user may have waiting [1000]
+    #[arg(long, env = "SOCKEYE_MAILBOX_SENDER_MESSAGES", value_name = "N", value_parser = Value(parse_count))]
+    mailbox_sender_messages: Option<usize>,
+    /// mailbox bytes one sending user may have waiting [4MiB]
+    #[arg(long, env = "SOCKEYE_MAILBOX_SENDER_BYTES", value_name = "SIZE", value_parser = Value(parse_bytes))]
+    mailbox_sender_bytes: Option<usize>,
+    /// announce joins and leaves only to rooms of at most this many others [256]
+    #[arg(long, env = "SOCKEYE_PRESENCE_MAX_RECIPIENTS", value_name = "N", value_parser = Value(parse_count))]
+    presence_max_recipients: Option<usize>,
+    /// append-only journal: mailboxes and reliable sessions survive a restart
+    #[arg(long, env = "SOCKEYE_JOURNAL", value_name = "PATH", value_parser = Value(parse_path))]
+    journal: Option<PathBuf>,
+    /// compact the journal past this and 4x its last compaction [1MiB]
+    #[arg(long, env = "SOCKEYE_JOURNAL_COMPACT_BYTES", value_name = "SIZE", value_parser = Value(parse_bytes))]
+    journal_compact_bytes: Option<usize>,
+    /// redis://HOST:PORT[/DB]: many nodes as one service (pushes, rooms, presence)
+    #[arg(long, env = "SOCKEYE_REDIS", value_name = "URL", value_parser = Value(parse_redis))]
+    redis: Option<String>,
+    /// prefix of every Redis channel, so services can share one Redis [sockeye:]
+    #[arg(long, env = "SOCKEYE_REDIS_PREFIX", value_name = "PREFIX", value_parser = Value(parse_any))]
+    redis_prefix: Option<String>,
+    /// answer permessage-deflate offers (RFC 7692) [off]
+    #[arg(long, env = "SOCKEYE_DEFLATE", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = Value(parse_switch))]
+    deflate: Option<bool>,
+    /// largest window (9-15 bits) clients may compress with [15]
+    #[arg(long, env = "SOCKEYE_DEFLATE_WINDOW_BITS", value_name = "BITS", value_parser = Value(parse_window_bits))]
+    deflate_window_bits: Option<u8>,
+    /// no compression context kept between messages, either way [off]
+    #[arg(long, env = "SOCKEYE_DEFLATE_NO_CONTEXT_TAKEOVER", value_name = "BOOL", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true", value_parser = Value(parse_switch))]
+    deflate_no_context_takeover: Option<bool>,
+    /// send messages shorter than this uncompressed [64]
+    #[arg(long, env = "SOCKEYE_DEFLATE_MIN_SIZE", value_name = "SIZE", value_parser = Value(parse_bytes))]
+    deflate_min_size: Option<usize>,
+    /// compression level, 0 (store) to 10 (best; 1 is fastest) [6]
+    #[arg(long, env = "SOCKEYE_DEFLATE_LEVEL", value_name = "LEVEL", value_parser = Value(parse_deflate_level))]
+    deflate_level: Option<u8>,
+    /// PEM certificate chain: serve TLS (wss://, https://) with --tls-key
+    #[arg(long, env = "SOCKEYE_TLS_CERT", value_name = "PATH", value_parser = Value(parse_path))]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert
+    #[arg(long, env = "SOCKEYE_TLS_KEY", value_name = "PATH", value_parser = Value(parse_path))]
+    tls_key: Option<PathBuf>,
+    /// error, warn, info, debug [info]
+    #[arg(long, env = "SOCKEYE_LOG_LEVEL", value_name = "LEVEL", value_parser = Value(Level::parse))]
+    log_level: Option<Level>,
+}
+
+/// A flag's value parser: one of sockeye's own, whose error `clap` reports prefixed with
+/// where the value came from (`--pong-timeout: …` or `SOCKEYE_PONG_TIMEOUT: …`), so an
+/// operator knows whether to fix the command line or the environment.
 #[derive(Clone, Copy)]
-enum Kind {
-    Text,
-    Count,
-    Bytes,
-    Duration,
-    Level,
-    Runtime,
-    /// On or off: `--flag` alone is on, or `--flag=true|false` (also 1/0, on/off, yes/no).
-    Switch,
+struct Value<T>(fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> TypedValueParser for Value<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        self.parse_ref_(cmd, arg, value, ValueSource::CommandLine)
+    }
+
+    fn parse_ref_(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+        source: ValueSource,
+    ) -> Result<T, clap::Error> {
+        let from = match (source, arg.and_then(clap::Arg::get_env)) {
+            (ValueSource::EnvVariable, Some(name)) => name.to_string_lossy().into_owned(),
+            _ => format!("--{}", arg.and_then(clap::Arg::get_long).unwrap_or("?")),
+        };
+        let parsed = match value.to_str() {
+            Some(text) => (self.0)(text),
+            None => Err(format!("{value:?} is not UTF-8")),
+        };
+        parsed.map_err(|why| {
+            let mut cmd = cmd.clone();
+            cmd.error(ErrorKind::ValueValidation, format!("{from}: {why}"))
+        })
+    }
 }
 
-/// One flag: its name, value kind and help line; its environment variable is derived.
-struct Flag {
-    name: &'static str,
-    kind: Kind,
-    help: &'static str,
-}
-
-const FLAGS: &[Flag] = &[
-    flag(
-        "listen",
-        Kind::Text,
-        "address to listen on [127.0.0.1:9001]",
-    ),
-    flag(
-        "secret",
-        Kind::Text,
-        "HMAC secret for user tokens; without it: development mode",
-    ),
-    flag(
-        "api-key",
-        Kind::Text,
-        "key for POST /api/push (Bearer or X-Api-Key)",
-    ),
-    flag(
-        "max-connections",
-        Kind::Count,
-        "most WebSocket connections [10000]",
-    ),
-    flag(
-        "max-connections-per-user",
-        Kind::Count,
-        "most connections per user [32]",
-    ),
-    flag(
-        "max-frame-bytes",
-        Kind::Bytes,
-        "largest frame from a client [64KiB]",
-    ),
-    flag(
-        "max-message-bytes",
-        Kind::Bytes,
-        "largest message or push body [64KiB]",
-    ),
-    flag(
-        "max-queue-bytes",
-        Kind::Bytes,
-        "outgoing bytes queued per connection [256KiB]",
-    ),
-    flag(
-        "ping-interval",
-        Kind::Duration,
-        "ping idle connections after [30s]",
-    ),
-    flag(
-        "pong-timeout",
-        Kind::Duration,
-        "drop connections silent after a ping for [20s]",
-    ),
-    flag(
-        "session-expiry",
-        Kind::Duration,
-        "keep reliable sessions for resume [120s]",
-    ),
-    flag(
-        "mailbox-size",
-        Kind::Count,
-        "messages kept per offline user [100]",
-    ),
-    flag(
-        "mailbox-age",
-        Kind::Duration,
-        "age before a mailbox message is dead [1h]",
-    ),
-    flag(
-        "mailbox-bytes",
-        Kind::Bytes,
-        "bytes all mailboxes may hold together [64MiB]",
-    ),
-    flag(
-        "mailbox-sender-messages",
-        Kind::Count,
-        "mailbox messages one sending user may have waiting [1000]",
-    ),
-    flag(
-        "mailbox-sender-bytes",
-        Kind::Bytes,
-        "mailbox bytes one sending user may have waiting [4MiB]",
-    ),
-    flag(
-        "presence-max-recipients",
-        Kind::Count,
-        "announce joins and leaves only to rooms of at most this many others [256]",
-    ),
-    flag(
-        "journal",
-        Kind::Text,
-        "append-only journal: mailboxes and sessions survive a restart",
-    ),
-    flag(
-        "journal-compact-bytes",
-        Kind::Bytes,
-        "compact the journal past this and 4x its last compaction [1MiB]",
-    ),
-    flag(
-        "redis",
-        Kind::Text,
-        "redis://HOST:PORT[/DB]: many nodes as one service (pushes, rooms, presence)",
-    ),
-    flag(
-        "redis-prefix",
-        Kind::Text,
-        "prefix of every Redis channel, so services can share one Redis [sockeye:]",
-    ),
-    flag(
-        "deflate",
-        Kind::Switch,
-        "answer permessage-deflate offers (RFC 7692) [off]",
-    ),
-    flag(
-        "deflate-window-bits",
-        Kind::Count,
-        "largest window (9-15 bits) clients may compress with [15]",
-    ),
-    flag(
-        "deflate-no-context-takeover",
-        Kind::Switch,
-        "no compression context kept between messages, either way [off]",
-    ),
-    flag(
-        "deflate-min-size",
-        Kind::Bytes,
-        "send messages shorter than this uncompressed [64]",
-    ),
-    flag(
-        "deflate-level",
-        Kind::Count,
-        "compression level, 0 (store) to 10 (best; 1 is fastest) [6]",
-    ),
-    flag(
-        "tls-cert",
-        Kind::Text,
-        "PEM certificate chain: serve TLS (wss://, https://) with --tls-key",
-    ),
-    flag("tls-key", Kind::Text, "PEM private key of --tls-cert"),
-    flag("log-level", Kind::Level, "error, warn, info, debug [info]"),
-    flag(
-        "runtime",
-        Kind::Runtime,
-        "smol (a task per connection, one thread) or threads (two per connection) [smol]",
-    ),
-];
-
-const fn flag(name: &'static str, kind: Kind, help: &'static str) -> Flag {
-    Flag { name, kind, help }
-}
-
-/// The environment variable of `--some-flag`: `SOCKEYE_SOME_FLAG`.
-fn env_name(flag: &Flag) -> String {
-    let mut name = String::from("SOCKEYE_");
-    name.extend(flag.name.chars().map(|c| {
-        if c == '-' {
-            '_'
-        } else {
-            c.to_ascii_uppercase()
-        }
-    }));
-    name
+/// The `clap` command of [`Flags`]. No variable's value is shown in `--help`: some hold
+/// secrets.
+fn command() -> clap::Command {
+    Flags::command().mut_args(|arg| arg.hide_env_values(true))
 }
 
 /// The text `--help` prints.
 pub fn help() -> String {
-    let mut out = String::from(
-        "sockeye: a small WebSocket push/chat server\n\n\
-         usage: sockeye [--flag value | --flag=value]...\n\n\
-         Every flag can also be set by the environment variable shown; a flag wins.\n\
-         Sizes take K/KiB/M/MiB suffixes, durations ms/s/m/h (plain numbers are seconds);\n\
-         switches (--deflate) need no value, or take =true|false.\n\n",
-    );
-    for f in FLAGS {
-        let _ = writeln!(out, "  --{:<27} {:<35} {}", f.name, env_name(f), f.help);
-    }
-    out.push_str(
-        "\nEndpoints: GET /ws (WebSocket, plain JSON mode), POST /api/push, GET /healthz,\n\
-         GET /metrics, GET / (demo page), GET /sockeye.js and GET /sockeye.d.ts\n\
-         (the JavaScript client).\n\n\
-         TLS: --tls-cert and --tls-key (PEM files) make every connection TLS (wss://\n\
-         and https://); or terminate TLS at a reverse proxy in front of plain ws://.\n\n\
-         permessage-deflate (--deflate) compresses each message per connection; with\n\
-         context takeover (the default) a connection that has sent a compressed message\n\
-         keeps a compressor of about 312 KiB, and one that received one a decompressor of\n\
-         about 43 KiB (a 15-bit window): --deflate-no-context-takeover keeps neither.\n",
-    );
-    out
+    command().render_help().to_string()
 }
 
-/// Parses the command line (without the program name), falling back to the environment
-/// through `env` for flags not given. An error is a message for the operator; the binary
-/// prints it and exits with status 2.
-pub fn parse(
-    args: impl IntoIterator<Item = String>,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Command, String> {
-    let mut given: Vec<(&'static Flag, String)> = Vec::new();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "--help" || arg == "-h" {
-            return Ok(Command::Help);
-        }
-        let Some(body) = arg.strip_prefix("--") else {
-            return Err(format!("unexpected argument {arg:?} (flags start with --)"));
+/// The text `--version` prints: `sockeye 0.1.0`.
+pub fn version() -> String {
+    command().render_version()
+}
+
+/// Parses the command line (without the program name), falling back to the `SOCKEYE_*`
+/// environment variables for flags not given. An error is the message for the operator
+/// (with the usage and a pointer to `--help`); the binary prints it and exits with
+/// status 2.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, String> {
+    let mut cmd = command();
+    let matches =
+        match cmd.try_get_matches_from_mut(std::iter::once("sockeye".to_string()).chain(args)) {
+            Ok(matches) => matches,
+            Err(e) => {
+                return match e.kind() {
+                    ErrorKind::DisplayHelp => Ok(Command::Help),
+                    ErrorKind::DisplayVersion => Ok(Command::Version),
+                    _ => Err(e.render().to_string()),
+                }
+            }
         };
-        let (name, inline) = match body.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_string())),
-            None => (body, None),
-        };
-        let flag = FLAGS
-            .iter()
-            .find(|f| f.name == name)
-            .ok_or_else(|| format!("unknown flag --{name} (see --help)"))?;
-        let value = match (inline, flag.kind) {
-            (Some(value), _) => value,
-            (None, Kind::Switch) => "true".into(),
-            (None, _) => args
-                .next()
-                .ok_or_else(|| format!("--{name} needs a value"))?,
-        };
-        given.push((flag, value));
-    }
-    let mut config = ServerConfig::default();
-    for flag in FLAGS {
-        let from_args = given.iter().rev().find(|(f, _)| f.name == flag.name);
-        let (value, source) = match from_args {
-            Some((_, v)) => (v.clone(), format!("--{}", flag.name)),
-            None => match env(&env_name(flag)) {
-                Some(v) => (v, env_name(flag)),
-                None => continue,
-            },
-        };
-        apply(&mut config, flag, &value).map_err(|why| format!("{source}: {why}"))?;
-    }
-    if config.max_connections_per_user == 0 || config.max_connections == 0 {
-        return Err("connection limits must be at least 1".into());
-    }
-    if config.deflate && !cfg!(feature = "deflate") {
-        return Err("--deflate: this build has no permessage-deflate (feature `deflate`)".into());
-    }
-    match (&config.tls_cert, &config.tls_key) {
-        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
-        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
-        (Some(_), Some(_)) if !cfg!(feature = "tls") => {
-            return Err("--tls-cert: this build has no TLS (feature `tls`)".into())
-        }
-        _ => {}
-    }
-    if !(9..=15).contains(&config.deflate_window_bits) {
-        return Err(format!(
-            "--deflate-window-bits: {} is not a window size from 9 to 15 bits",
-            config.deflate_window_bits
-        ));
-    }
-    if config.redis.is_some() && !cfg!(feature = "redis") {
-        return Err("--redis: this build has no Redis support (feature `redis`)".into());
-    }
-    if config.max_frame_bytes > config.max_message_bytes {
-        config.max_frame_bytes = config.max_message_bytes;
-    }
+    let flags = Flags::from_arg_matches(&matches).map_err(|e| e.render().to_string())?;
+    let config = flags.into_config().map_err(|why| {
+        cmd.error(ErrorKind::ValueValidation, why)
+            .render()
+            .to_string()
+    })?;
     Ok(Command::Run(Box::new(config)))
 }
 
-fn apply(config: &mut ServerConfig, flag: &Flag, value: &str) -> Result<(), String> {
-    let text = || -> Result<String, String> {
-        if value.is_empty() {
-            Err("must not be empty".into())
-        } else {
-            Ok(value.to_string())
-        }
-    };
-    match (flag.name, flag.kind) {
-        ("listen", _) => {
-            value
-                .parse::<std::net::SocketAddr>()
-                .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:9001"))?;
-            config.listen = value.into();
-        }
-        ("secret", _) => config.secret = Some(text()?),
-        ("api-key", _) => config.api_key = Some(text()?),
-        ("journal", _) => config.journal = Some(PathBuf::from(text()?)),
-        ("tls-cert", _) => config.tls_cert = Some(PathBuf::from(text()?)),
-        ("tls-key", _) => config.tls_key = Some(PathBuf::from(text()?)),
-        ("redis", _) => {
-            let url = text()?;
-            RedisTarget::parse(&url)?;
-            config.redis = Some(url);
-        }
-        ("redis-prefix", _) => config.redis_prefix = value.to_string(),
-        ("log-level", _) => config.log_level = Level::parse(value)?,
-        ("runtime", _) => {
-            config.runtime = match value {
-                "threads" => Runtime::Threads,
-                "smol" => Runtime::Smol,
-                _ => return Err(format!("{value:?} is not a runtime: threads or smol")),
-            }
-        }
-        (name, Kind::Switch) => {
-            let on = match value {
-                "true" | "1" | "on" | "yes" => true,
-                "false" | "0" | "off" | "no" => false,
-                _ => return Err(format!("{value:?} is not on or off (true or false)")),
+impl Flags {
+    /// The defaults with every given value in place, checked as a whole.
+    fn into_config(self) -> Result<ServerConfig, String> {
+        let mut c = ServerConfig::default();
+        macro_rules! set {
+            ($($flag:ident => $field:ident),* $(,)?) => {
+                $(if let Some(value) = self.$flag { c.$field = value; })*
             };
-            match name {
-                "deflate" => config.deflate = on,
-                _ => config.deflate_no_context_takeover = on,
+        }
+        set! {
+            listen => listen, runtime => runtime, max_connections => max_connections,
+            max_connections_per_user => max_connections_per_user,
+            max_frame_bytes => max_frame_bytes, max_message_bytes => max_message_bytes,
+            max_queue_bytes => max_queue_bytes, ping_interval => ping_interval,
+            pong_timeout => pong_timeout, session_expiry => session_expiry,
+            mailbox_size => mailbox_size, mailbox_age => mailbox_age,
+            mailbox_bytes => mailbox_bytes, mailbox_sender_messages => mailbox_sender_messages,
+            mailbox_sender_bytes => mailbox_sender_bytes,
+            presence_max_recipients => presence_max_recipients,
+            journal_compact_bytes => journal_compact_bytes, redis_prefix => redis_prefix,
+            deflate => deflate, deflate_window_bits => deflate_window_bits,
+            deflate_no_context_takeover => deflate_no_context_takeover,
+            deflate_min_size => deflate_min_bytes, deflate_level => deflate_level,
+            log_level => log_level,
+        }
+        c.secret = self.secret;
+        c.api_key = self.api_key;
+        c.journal = self.journal;
+        c.redis = self.redis;
+        c.tls_cert = self.tls_cert;
+        c.tls_key = self.tls_key;
+        if c.max_connections_per_user == 0 || c.max_connections == 0 {
+            return Err("connection limits must be at least 1".into());
+        }
+        if c.deflate && !cfg!(feature = "deflate") {
+            return Err(
+                "--deflate: this build has no permessage-deflate (feature `deflate`)".into(),
+            );
+        }
+        match (&c.tls_cert, &c.tls_key) {
+            (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+            (Some(_), Some(_)) if !cfg!(feature = "tls") => {
+                return Err("--tls-cert: this build has no TLS (feature `tls`)".into())
             }
+            _ => {}
         }
-        ("deflate-level", _) => {
-            config.deflate_level = value
-                .parse()
-                .ok()
-                .filter(|level| *level <= 10)
-                .ok_or_else(|| format!("{value:?} is not a compression level from 0 to 10"))?;
+        if c.redis.is_some() && !cfg!(feature = "redis") {
+            return Err("--redis: this build has no Redis support (feature `redis`)".into());
         }
-        ("deflate-window-bits", _) => {
-            config.deflate_window_bits = value
-                .parse()
-                .map_err(|_| format!("{value:?} is not a window size from 9 to 15 bits"))?;
+        if c.max_frame_bytes > c.max_message_bytes {
+            c.max_frame_bytes = c.max_message_bytes;
         }
-        (name, Kind::Count) => {
-            let n = parse_count(value)?;
-            match name {
-                "max-connections" => config.max_connections = n,
-                "max-connections-per-user" => config.max_connections_per_user = n,
-                "mailbox-sender-messages" => config.mailbox_sender_messages = n,
-                "presence-max-recipients" => config.presence_max_recipients = n,
-                _ => config.mailbox_size = n,
-            }
-        }
-        (name, Kind::Bytes) => {
-            let n = parse_bytes(value)?;
-            match name {
-                "max-frame-bytes" => config.max_frame_bytes = n,
-                "max-message-bytes" => config.max_message_bytes = n,
-                "max-queue-bytes" => config.max_queue_bytes = n,
-                "mailbox-bytes" => config.mailbox_bytes = n,
-                "mailbox-sender-bytes" => config.mailbox_sender_bytes = n,
-                "deflate-min-size" => config.deflate_min_bytes = n,
-                _ => config.journal_compact_bytes = n,
-            }
-        }
-        (name, Kind::Duration) => {
-            let d = parse_duration(value)?;
-            match name {
-                "ping-interval" => config.ping_interval = d,
-                "pong-timeout" => config.pong_timeout = d,
-                "session-expiry" => config.session_expiry = d,
-                _ => config.mailbox_age = d,
-            }
-        }
-        (name, _) => return Err(format!("unhandled flag {name}")),
+        Ok(c)
     }
-    Ok(())
+}
+
+fn parse_text(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(value.to_string())
+    }
+}
+
+fn parse_any(value: &str) -> Result<String, String> {
+    Ok(value.to_string())
+}
+
+fn parse_path(value: &str) -> Result<PathBuf, String> {
+    parse_text(value).map(PathBuf::from)
+}
+
+fn parse_listen(value: &str) -> Result<String, String> {
+    value
+        .parse::<std::net::SocketAddr>()
+        .map_err(|_| format!("{value:?} is not an address like 127.0.0.1:9001"))?;
+    Ok(value.to_string())
+}
+
+fn parse_redis(value: &str) -> Result<String, String> {
+    let url = parse_text(value)?;
+    RedisTarget::parse(&url)?;
+    Ok(url)
+}
+
+fn parse_runtime(value: &str) -> Result<Runtime, String> {
+    match value {
+        "threads" => Ok(Runtime::Threads),
+        "smol" => Ok(Runtime::Smol),
+        _ => Err(format!("{value:?} is not a runtime: threads or smol")),
+    }
+}
+
+/// On or off: `true`, `1`, `on`, `yes` or `false`, `0`, `off`, `no`.
+fn parse_switch(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" | "on" | "yes" => Ok(true),
+        "false" | "0" | "off" | "no" => Ok(false),
+        _ => Err(format!("{value:?} is not on or off (true or false)")),
+    }
+}
+
+fn parse_deflate_level(value: &str) -> Result<u8, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|level| *level <= 10)
+        .ok_or_else(|| format!("{value:?} is not a compression level from 0 to 10"))
+}
+
+fn parse_window_bits(value: &str) -> Result<u8, String> {
+    value
+        .parse()
+        .ok()
+        .filter(|bits| (9..=15).contains(bits))
+        .ok_or_else(|| format!("{value:?} is not a window size from 9 to 15 bits"))
 }
 
 fn parse_count(value: &str) -> Result<usize, String> {
@@ -655,17 +628,33 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
 
+    /// `clap` reads the process environment: tests that set `SOCKEYE_*` take turns.
+    static ENV: Mutex<()> = Mutex::new(());
+
+    /// Parses `args` with exactly the `SOCKEYE_*` variables of `env` set.
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<ServerConfig, String> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+        let _turn = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let names: Vec<String> = command()
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
             .collect();
-        match parse(args.iter().map(|s| s.to_string()), |name| {
-            env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
-        })? {
+        for name in &names {
+            std::env::remove_var(name);
+        }
+        for (name, value) in env {
+            std::env::set_var(name, value);
+        }
+        let result = parse(args.iter().map(|s| s.to_string()));
+        for name in &names {
+            std::env::remove_var(name);
+        }
+        match result? {
             Command::Run(config) => Ok(*config),
             Command::Help => Err("help".into()),
+            Command::Version => Err("version".into()),
         }
     }
 
@@ -714,6 +703,9 @@ mod tests {
         assert_eq!(c.ping_interval, Duration::from_millis(500));
         assert_eq!(c.mailbox_size, 7);
         assert_eq!(c.journal_compact_bytes, 64 << 10);
+        // A repeated flag: the last one wins.
+        let c = run(&["--mailbox-size", "1", "--mailbox-size=2"], &[]).unwrap();
+        assert_eq!(c.mailbox_size, 2);
     }
 
     #[test]
@@ -721,13 +713,15 @@ mod tests {
         let e = run(&["--max-connections", "lots"], &[]).unwrap_err();
         assert!(e.contains("--max-connections") && e.contains("lots"), "{e}");
         let e = run(&[], &[("SOCKEYE_PONG_TIMEOUT", "soon")]).unwrap_err();
-        assert!(e.starts_with("SOCKEYE_PONG_TIMEOUT"), "{e}");
-        assert!(run(&["--nope", "1"], &[])
-            .unwrap_err()
-            .contains("unknown flag"));
-        assert!(run(&["--secret"], &[])
-            .unwrap_err()
-            .contains("needs a value"));
+        assert!(e.contains("SOCKEYE_PONG_TIMEOUT: \"soon\""), "{e}");
+        let e = run(&["--pong-timeout", "soon"], &[]).unwrap_err();
+        assert!(e.contains("--pong-timeout: \"soon\""), "{e}");
+        let e = run(&["--nope", "1"], &[]).unwrap_err();
+        assert!(e.contains("unexpected argument '--nope'"), "{e}");
+        let e = run(&["--secret"], &[]).unwrap_err();
+        assert!(e.contains("a value is required for '--secret"), "{e}");
+        let e = run(&["serve"], &[]).unwrap_err();
+        assert!(e.contains("unexpected argument 'serve'"), "{e}");
         assert!(run(&["--listen", "here"], &[]).is_err());
         assert!(run(&["--log-level", "loud"], &[]).is_err());
         assert!(run(&["--runtime", "tokio"], &[]).is_err());
@@ -736,6 +730,10 @@ mod tests {
             Runtime::Smol
         );
         assert!(run(&["--max-frame-bytes", "0"], &[]).is_err());
+        let e = run(&["--max-connections", "0"], &[]).unwrap_err();
+        assert!(e.contains("connection limits must be at least 1"), "{e}");
+        // Every error ends by pointing at the help.
+        assert!(e.contains("--help"), "{e}");
     }
 
     #[test]
@@ -778,7 +776,9 @@ mod tests {
                 .deflate
         );
         let e = run(&["--deflate=maybe"], &[]).unwrap_err();
-        assert!(e.starts_with("--deflate:"), "{e}");
+        assert!(e.contains("--deflate: \"maybe\" is not on or off"), "{e}");
+        // Without `=`, what follows a switch is an argument of its own.
+        assert!(run(&["--deflate", "off"], &[]).is_err());
         for bad in ["8", "16", "x"] {
             let e = run(&["--deflate-window-bits", bad], &[]).unwrap_err();
             assert!(e.contains("--deflate-window-bits"), "{e}");
@@ -786,16 +786,39 @@ mod tests {
     }
 
     #[test]
-    fn help_lists_every_flag_and_its_env() {
+    fn help_lists_every_flag_and_its_env_and_reliable_mode() {
         let text = help();
-        for f in FLAGS {
-            assert!(text.contains(&format!("--{}", f.name)));
-            assert!(text.contains(&env_name(f)));
+        let cmd = command();
+        for arg in cmd.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            let env = format!("SOCKEYE_{}", long.replace('-', "_").to_ascii_uppercase());
+            assert_eq!(arg.get_env(), Some(OsStr::new(&env)), "--{long}");
+            assert!(text.contains(&format!("--{long}")), "--{long}");
+            assert!(text.contains(&env), "{env}");
         }
+        assert!(text.contains("reliable mode") && text.contains("sockeye.v1"));
+        assert!(matches!(parse(["--help".to_string()]), Ok(Command::Help)));
+        assert!(matches!(parse(["-h".to_string()]), Ok(Command::Help)));
         assert!(matches!(
-            parse(["--help".to_string()], |_| None),
-            Ok(Command::Help)
+            parse(["--version".to_string()]),
+            Ok(Command::Version)
         ));
+        assert_eq!(
+            version().trim(),
+            concat!("sockeye ", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
+    fn help_never_shows_an_environment_value() {
+        let _turn = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::set_var("SOCKEYE_SECRET", "hunter2");
+        let text = help();
+        std::env::remove_var("SOCKEYE_SECRET");
+        assert!(!text.contains("hunter2"), "{text}");
     }
 
     #[test]

@@ -4,8 +4,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::log::log_at;
-
 /// Out of file descriptors, and said so in the log (until descriptors are to be had
 /// again).
 static STARVED: AtomicBool = AtomicBool::new(false);
@@ -13,8 +11,7 @@ static STARVED: AtomicBool = AtomicBool::new(false);
 /// Logs, once until [`descriptors_again`], that descriptors ran out.
 pub(crate) fn out_of_descriptors(e: &std::io::Error) {
     if !STARVED.swap(true, Ordering::Relaxed) {
-        log_at!(
-            Warn,
+        log::warn!(
             "out of file descriptors ({e}): new connections are answered 503 until some \
              close (raise `ulimit -n` or lower --max-connections)"
         );
@@ -24,6 +21,6 @@ pub(crate) fn out_of_descriptors(e: &std::io::Error) {
 /// A connection was set up: descriptors are to be had again.
 pub(crate) fn descriptors_again() {
     if STARVED.load(Ordering::Relaxed) && STARVED.swap(false, Ordering::Relaxed) {
-        log_at!(Info, "file descriptors available again");
+        log::info!("file descriptors available again");
     }
 }

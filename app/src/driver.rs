@@ -12,7 +12,6 @@ use std::time::Duration;
 use sockeye_server::{Action, ConnId, DeadLetter, Level as LayerLevel, Server};
 
 use super::io::{self, WriteJob};
-use super::log::{self, log_at, Level};
 use sockeye_std::Clock;
 
 /// What reaches the driver from the other threads.
@@ -174,7 +173,7 @@ impl Driver {
             }
             Input::Committed(result) => {
                 if let Err(e) = &result {
-                    log_at!(Error, "journal commit failed: {e}");
+                    log::error!("journal commit failed: {e}");
                 }
                 self.server.handle_committed(now, result);
             }
@@ -210,7 +209,7 @@ impl Driver {
                 if sockeye_std::accept::is_out_of_descriptors(&e) {
                     crate::descriptors::out_of_descriptors(&e);
                 } else {
-                    log_at!(Warn, "cannot start a connection's threads: {e}");
+                    log::warn!("cannot start a connection's threads: {e}");
                 }
                 if let Some(stream) = stream {
                     sockeye_std::accept::answer_503(stream);
@@ -272,7 +271,9 @@ impl Driver {
                 }
                 Action::Append(bytes) => self.appended.extend_from_slice(&bytes),
                 Action::Commit => self.commit(),
-                Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
+                Action::Log(level, line) => {
+                    log::log!(target: "sockeye_server", level_of(level), "{line}")
+                }
                 Action::DeadLetter(letter) => log_dead_letter(&letter),
                 Action::Stopped => stopped = true,
                 Action::Publish { .. }
@@ -304,8 +305,7 @@ impl Driver {
 
 /// The log line of a message the layer gave up on (the application's way to hear of it).
 pub(crate) fn log_dead_letter(letter: &DeadLetter) {
-    log_at!(
-        Info,
+    log::info!(
         "dead letter for user {:?} ({}{}): {} bytes",
         letter.user,
         letter.reason,
@@ -318,11 +318,13 @@ pub(crate) fn log_dead_letter(letter: &DeadLetter) {
     );
 }
 
-pub(crate) fn level_of(level: LayerLevel) -> Level {
+/// The `log` level of one of the layer's `Action::Log` lines (logged with the target
+/// `sockeye_server`).
+pub(crate) fn level_of(level: LayerLevel) -> log::Level {
     match level {
-        LayerLevel::Error => Level::Error,
-        LayerLevel::Warn => Level::Warn,
-        LayerLevel::Info => Level::Info,
-        _ => Level::Debug,
+        LayerLevel::Error => log::Level::Error,
+        LayerLevel::Warn => log::Level::Warn,
+        LayerLevel::Info => log::Level::Info,
+        _ => log::Level::Debug,
     }
 }

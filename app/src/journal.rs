@@ -9,7 +9,6 @@ use std::thread;
 
 use sockeye_core::journal::JournalState;
 
-use super::log::log_at;
 use super::THREAD_STACK_BYTES;
 use crate::journal_file::JournalFile;
 
@@ -18,8 +17,7 @@ use crate::journal_file::JournalFile;
 pub(super) fn open(path: &Path, compact_bytes: u64) -> io::Result<(JournalFile, JournalState)> {
     let (mut file, replayed) = JournalFile::open(path)?;
     if file.torn_bytes() > 0 {
-        log_at!(
-            Warn,
+        log::warn!(
             "journal {}: cut off an uncommitted last batch ({} bytes at byte {}), left by a \
              crash before its commit; nothing acknowledged was in it",
             path.display(),
@@ -31,8 +29,7 @@ pub(super) fn open(path: &Path, compact_bytes: u64) -> io::Result<(JournalFile, 
     // Start from the shortest file that says the same. Only an optimisation: a full disk
     // must not stop the server from starting on the journal it has.
     if let Err(e) = file.compact(replayed.state.records()) {
-        log_at!(
-            Warn,
+        log::warn!(
             "journal {}: not compacted at start ({e}); serving from it as it is",
             path.display()
         );
@@ -64,10 +61,7 @@ fn commit_loop(
         file.append_encoded(&batch);
         let result = file.commit().map_err(|e| e.to_string());
         if let Some(e) = file.take_compaction_error() {
-            log_at!(
-                Warn,
-                "journal: compaction failed ({e}); the journal stays as it is"
-            );
+            log::warn!("journal: compaction failed ({e}); the journal stays as it is");
         }
         if !report(result) {
             return;

@@ -3,7 +3,7 @@
 //! The `sockeye` push/chat server. Its every decision is the sans-IO layer
 //! [`sockeye_server`] (routing, answers, both modes, the hub, limits, keepalive, shutdown,
 //! journal records and commit order); this crate is what a runtime needs around it to be
-//! a program: the flags ([`parse`], [`help`]), the log, the journal file
+//! a program: the flags ([`parse`], [`help`], [`version`]), the log, the journal file
 //! ([`journal_file::JournalFile`]), signals, and the two runtimes that drive the layer
 //! ([`Runtime`]):
 //!
@@ -48,10 +48,8 @@ mod threads;
 use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub use config::{help, parse, Command, Runtime, ServerConfig};
+pub use config::{help, parse, version, Command, Runtime, ServerConfig};
 pub use log::Level;
-
-use log::log_at;
 
 /// Stack size of every thread the server starts. RSS counts only touched pages, so this
 /// bounds the worst case rather than costing memory per idle connection.
@@ -162,8 +160,11 @@ struct Parts {
 
 /// Binds `config.listen` and serves on background threads (the runtime
 /// `config.runtime` names) until [`RunningServer::shutdown`].
+///
+/// The server logs through the `log` facade; unless the program installed a logger of
+/// its own first, this installs sockeye's stderr logger at `config.log_level`.
 pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
-    log::set_level(config.log_level);
+    log::install(config.log_level);
     let listener = TcpListener::bind(&config.listen)?;
     let addr = listener.local_addr()?;
     let (journal, restored) = match &config.journal {
@@ -235,11 +236,11 @@ impl Drop for RunningServer {
 /// Runs the server until SIGINT or SIGTERM, then shuts down gracefully. Returns the
 /// process exit status: 0 after a clean shutdown, 1 if the server could not start.
 pub fn run(config: ServerConfig) -> i32 {
-    log::set_level(config.log_level);
+    log::install(config.log_level);
     let signals = match shutdown_signal() {
         Ok(signals) => signals,
         Err(e) => {
-            log_at!(Error, "cannot install signal handlers: {e}");
+            ::log::error!("cannot install signal handlers: {e}");
             return 1;
         }
     };
@@ -252,12 +253,11 @@ pub fn run(config: ServerConfig) -> i32 {
     let server = match start(config) {
         Ok(server) => server,
         Err(e) => {
-            log_at!(Error, "cannot start: {e}");
+            ::log::error!("cannot start: {e}");
             return 1;
         }
     };
-    log_at!(
-        Info,
+    ::log::info!(
         "listening on {} ({ws}://{}/ws, demo at {http}://{}/) on the {} runtime",
         server.addr,
         server.addr,
@@ -268,42 +268,35 @@ pub fn run(config: ServerConfig) -> i32 {
         }
     );
     let signal = signals.wait();
-    log_at!(Info, "{signal} received");
+    ::log::info!("{signal} received");
     let left = server.shutdown();
     if left > 0 {
-        log_at!(
-            Warn,
-            "{left} connection(s) did not close in time; exiting anyway"
-        );
+        ::log::warn!("{left} connection(s) did not close in time; exiting anyway");
     }
-    log_at!(Info, "bye");
+    ::log::info!("bye");
     0
 }
 
 /// Logs the mode the server runs in, so an operator sees at once what is open.
 fn announce(config: &ServerConfig) {
     match &config.secret {
-        None => log_at!(
-            Warn,
+        None => ::log::warn!(
             "DEVELOPMENT MODE: no --secret, so /ws accepts anyone: users get generated ids \
              (or the name in ?user=). Set --secret (SOCKEYE_SECRET) in production."
         ),
-        Some(_) => log_at!(Info, "user tokens required on /ws (HMAC-SHA256)"),
+        Some(_) => ::log::info!("user tokens required on /ws (HMAC-SHA256)"),
     }
     match (&config.api_key, &config.secret) {
-        (Some(_), _) => log_at!(Info, "push API requires the API key"),
-        (None, None) => log_at!(
-            Warn,
+        (Some(_), _) => ::log::info!("push API requires the API key"),
+        (None, None) => ::log::warn!(
             "push API is OPEN: no --api-key in development mode, anyone can POST /api/push"
         ),
-        (None, Some(_)) => log_at!(
-            Warn,
-            "push API disabled: no --api-key (SOCKEYE_API_KEY) configured"
-        ),
+        (None, Some(_)) => {
+            ::log::warn!("push API disabled: no --api-key (SOCKEYE_API_KEY) configured")
+        }
     }
     if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-        log_at!(
-            Info,
+        ::log::info!(
             "TLS on: certificate {}, key {}",
             cert.display(),
             key.display()
@@ -312,15 +305,12 @@ fn announce(config: &ServerConfig) {
     if let Some(url) = &config.redis {
         // The URL may carry a password: only its host part is logged.
         let host = url.rsplit('@').next().unwrap_or(url);
-        log_at!(
-            Info,
-            "--redis {host}: pushes, rooms and presence span every node on it (channels {:?}*); mailboxes and reliable sessions stay per node",
+        ::log::info!("--redis {host}: pushes, rooms and presence span every node on it (channels {:?}*); mailboxes and reliable sessions stay per node",
             config.redis_prefix
         );
     }
     if let Some(path) = &config.journal {
-        log_at!(
-            Warn,
+        ::log::warn!(
             "--journal {}: offline mailboxes and reliable sessions survive a restart",
             path.display()
         );
@@ -338,8 +328,7 @@ fn announce(config: &ServerConfig) {
                     / 1024
             )
         };
-        log_at!(
-            Info,
+        ::log::info!(
             "permessage-deflate on: client window {} bits, messages from {} bytes; {held}",
             config.deflate_window_bits,
             config.deflate_min_bytes

@@ -1,12 +1,23 @@
-//! A tiny leveled logger to stderr: one line per event, UTC timestamp first. It never
-//! logs payloads or tokens.
+//! The server's logger: what the `log` facade carries (the server's own lines, the sans-IO
+//! layer's `Action::Log`, and the events of `sockeye-std` and of any dependency that logs)
+//! goes to stderr, one line per record, UTC timestamp first:
+//!
+//! ```text
+//! 2026-12-04T18:30:00Z INFO  listening on 127.0.0.1:9001 (ws://127.0.0.1:9001/ws, …)
+//! 2026-12-04T18:30:02Z DEBUG some_dependency: a line from a crate outside Sockeye
+//! ```
+//!
+//! Lines from the Sockeye crates carry no target; a dependency's carry its own. Nothing
+//! here logs payloads or tokens. A `log::Log` of forty lines rather than `env_logger`:
+//! without its default features that crate measured 12.5 KiB more of the stripped binary
+//! and would give nothing used here (this format needs its own timestamp either way, and
+//! `--log-level` takes a level, not a filter).
 
-use std::fmt;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// How much the server logs.
+/// How much the server logs (`--log-level`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     /// Only failures.
@@ -30,40 +41,63 @@ impl Level {
             _ => Err(format!("{text:?} is not one of error, warn, info, debug")),
         }
     }
+}
 
-    fn name(self) -> &'static str {
-        match self {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN",
-            Level::Info => "INFO",
-            Level::Debug => "DEBUG",
+impl From<Level> for log::LevelFilter {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Error => log::LevelFilter::Error,
+            Level::Warn => log::LevelFilter::Warn,
+            Level::Info => log::LevelFilter::Info,
+            Level::Debug => log::LevelFilter::Debug,
         }
     }
 }
 
-static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+/// The `log::Log` that writes to stderr.
+struct Stderr;
 
-/// Sets the most verbose level that is written (process-wide).
-pub(crate) fn set_level(level: Level) {
-    MAX_LEVEL.store(level as u8, Ordering::Relaxed);
-}
+static LOGGER: Stderr = Stderr;
 
-/// Whether `level` is written.
-pub(crate) fn enabled(level: Level) -> bool {
-    level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
-}
+/// Whether [`LOGGER`] is the process's logger (set once, by [`install`]).
+static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Writes one line at `level`, if enabled.
-pub(crate) fn write(level: Level, args: fmt::Arguments<'_>) {
-    if !enabled(level) {
-        return;
+impl log::Log for Stderr {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
     }
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let line = format!("{} {:<5} {args}\n", utc(secs), level.name());
-    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let target = record.target();
+        let line = if target.starts_with("sockeye") {
+            format!("{} {:<5} {}\n", utc(secs), record.level(), record.args())
+        } else {
+            let level = record.level();
+            format!("{} {level:<5} {target}: {}\n", utc(secs), record.args())
+        };
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// Makes the stderr logger the process's `log` logger, at `level`. An application that
+/// installed a logger of its own before keeps it, and its level: the server's lines go
+/// to that logger. Calling this again changes the level.
+pub(crate) fn install(level: Level) {
+    if log::set_logger(&LOGGER).is_ok() {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
+    if INSTALLED.load(Ordering::Relaxed) {
+        log::set_max_level(level.into());
+    }
 }
 
 /// `2026-11-23T11:30:00Z` for a Unix time (the civil-from-days conversion of Howard
@@ -88,13 +122,6 @@ fn utc(secs: u64) -> String {
     )
 }
 
-macro_rules! log_at {
-    ($level:ident, $($arg:tt)*) => {
-        $crate::log::write($crate::log::Level::$level, format_args!($($arg)*))
-    };
-}
-pub(crate) use log_at;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +138,6 @@ mod tests {
         assert_eq!(Level::parse("DEBUG"), Ok(Level::Debug));
         assert!(Level::parse("loud").is_err());
         assert!(Level::Error < Level::Debug);
+        assert_eq!(log::LevelFilter::from(Level::Warn), log::LevelFilter::Warn);
     }
 }

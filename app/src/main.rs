@@ -4,13 +4,12 @@
 use sockeye::Command;
 
 fn main() {
-    let command = sockeye::parse(std::env::args().skip(1), |name| std::env::var(name).ok());
-    match command {
+    match sockeye::parse(std::env::args().skip(1)) {
         Ok(Command::Help) => print!("{}", sockeye::help()),
+        Ok(Command::Version) => print!("{}", sockeye::version()),
         Ok(Command::Run(config)) => std::process::exit(sockeye::run(*config)),
         Err(message) => {
-            eprintln!("sockeye: {message}");
-            eprintln!("try `sockeye --help`");
+            eprint!("{message}");
             std::process::exit(2);
         }
     }

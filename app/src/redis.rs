@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::log::log_at;
 use crate::THREAD_STACK_BYTES;
 
 /// First wait before reconnecting; doubled after every failure up to [`MAX_BACKOFF`].
@@ -322,7 +321,7 @@ fn publisher(
                 Err(e) => {
                     backoff.failed();
                     last_error = e.to_string();
-                    log_at!(Debug, "redis publisher: cannot connect: {e}");
+                    log::debug!("redis publisher: cannot connect: {e}");
                 }
             }
         }
@@ -417,7 +416,7 @@ fn subscriber(
         let mut connection = match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
-                log_at!(Debug, "redis subscriber: cannot connect: {e}");
+                log::debug!("redis subscriber: cannot connect: {e}");
                 backoff.failed();
                 thread::sleep(backoff.left());
                 // The runtime is gone (its end of the channel dropped): so is this thread.
@@ -481,7 +480,7 @@ fn subscriber(
                 Err(e) => break e.to_string(),
             }
         };
-        log_at!(Warn, "redis subscriber: connection lost: {why}");
+        log::warn!("redis subscriber: connection lost: {why}");
         set_link(links, report, false, false, &why);
         backoff.failed();
         thread::sleep(backoff.left());

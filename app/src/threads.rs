@@ -10,7 +10,6 @@ use std::thread::{self, JoinHandle};
 
 use crate::descriptors::out_of_descriptors;
 use crate::driver::{Driver, Input};
-use crate::log::log_at;
 use crate::{journal, Parts, THREAD_STACK_BYTES};
 use sockeye_std::accept::{self, is_out_of_descriptors};
 
@@ -94,10 +93,10 @@ fn accept_loop(listener: &TcpListener, driver: &SyncSender<Input>, shutting_down
         if is_out_of_descriptors(e) {
             out_of_descriptors(e);
         } else {
-            log_at!(Warn, "accept failed: {e}");
+            log::warn!("accept failed: {e}");
         }
     };
     if let Err(e) = accept::accept_until(listener, shutting_down, accepted, failed) {
-        log_at!(Error, "the listener failed: {e}");
+        log::error!("the listener failed: {e}");
     }
 }

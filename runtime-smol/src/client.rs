@@ -167,7 +167,10 @@ async fn tls_connect(
             "the TLS handshake did not complete in time",
         ))
     };
-    Ok(future::or(connect, timeout).await?)
+    let stream = future::or(connect, timeout)
+        .await
+        .inspect_err(|e| log::debug!("TLS handshake with {} failed: {e}", url.host()))?;
+    Ok(stream)
 }
 
 impl<S: AsyncStream> WebSocket<S> {

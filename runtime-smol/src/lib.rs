@@ -128,6 +128,22 @@
 //! Entropy comes from `/dev/urandom` ([`OsEntropy`](sockeye_std::OsEntropy)), so this
 //! crate needs a Unix-like system.
 //!
+//! ## Logging
+//!
+//! Notable events go to the [`log`](https://docs.rs/log) facade, under targets that
+//! start with `sockeye_smol`:
+//!
+//! | level | event |
+//! |---|---|
+//! | `warn` | a [`ReliableClient`] giving up reconnecting |
+//! | `info` | each reconnect attempt a [`ReliableClient`] schedules, with its delay |
+//! | `debug` | a refused handshake (the reason of the HTTP answer), a failed TLS handshake |
+//!
+//! Nothing is printed unless the application installs a logger (`env_logger`,
+//! `simple_logger`, or a `tracing` subscriber with `tracing-log`); no line carries a
+//! payload or a token. Each of these events also reaches the caller, as an [`Error`] or
+//! a [`SessionEvent`].
+//!
 //! ## Examples
 //!
 //! ```text

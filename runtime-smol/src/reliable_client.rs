@@ -299,7 +299,9 @@ impl ReliableClient {
         if self.gave_up {
             let attempts = self.reconnect.failures();
             let last = self.last_error.take().map(Box::new);
-            return Err(ReliableError::GaveUp { attempts, last }.into());
+            let gave_up = ReliableError::GaveUp { attempts, last };
+            log::warn!("{gave_up}");
+            return Err(gave_up.into());
         }
         let now = self.clock.now();
         // No attempt scheduled: the first one, or one whose future was dropped mid-way.
@@ -393,8 +395,9 @@ impl ReliableClient {
                 self.gave_up = false;
                 if !scheduled {
                     let attempt = self.reconnect.failures();
-                    self.session
-                        .report_reconnect(attempt, at.saturating_duration_since(now));
+                    let delay = at.saturating_duration_since(now);
+                    log::info!("reconnect attempt {attempt} in {delay:?}");
+                    self.session.report_reconnect(attempt, delay);
                 }
             }
         }

@@ -222,7 +222,9 @@ impl Incoming {
                 "the TLS handshake did not complete in time",
             ))
         };
-        let stream = futures_lite::future::or(accept, timeout).await?;
+        let stream = futures_lite::future::or(accept, timeout)
+            .await
+            .inspect_err(|e| log::debug!("TLS handshake with a client failed: {e}"))?;
         let policy = Policy {
             config: &self.config,
             #[cfg(feature = "deflate")]
@@ -339,6 +341,7 @@ async fn upgrade_stream<S: AsyncStream>(
 
 /// Writes an HTTP refusal, closes, and returns `e`.
 async fn refuse<S: AsyncStream>(stream: &mut S, config: &Config, answer: &[u8], e: Error) -> Error {
+    log::debug!("handshake refused: {e}");
     let limit = config.close_timeout;
     if handshake_io::write_all(stream, answer, limit).await.is_ok() {
         let clock = Clock::new();

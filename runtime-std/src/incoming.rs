@@ -251,8 +251,10 @@ pub(crate) fn refuse<S: Stream>(
     e: impl Into<Error>,
     config: &Config,
 ) -> Error {
+    let e = e.into();
+    log::debug!("handshake refused: {e}");
     if transport.flush().is_ok() {
         transport.shutdown(config.close_timeout);
     }
-    e.into()
+    e
 }

@@ -175,6 +175,24 @@
 //! Entropy comes from `/dev/urandom`, so this crate needs a Unix-like system (see
 //! [`OsEntropy`]).
 //!
+//! ## Logging
+//!
+//! Notable events go to the [`log`](https://docs.rs/log) facade, under targets that
+//! start with `sockeye_std`:
+//!
+//! | level | event |
+//! |---|---|
+//! | `warn` | a failed `accept` in [`Server::serve`] or [`Server::spawn`] (retried), a connection thread that could not start |
+//! | `warn` | a [`ReliableClient`] giving up reconnecting |
+//! | `info` | each reconnect attempt a [`ReliableClient`] schedules, with its delay |
+//! | `debug` | a refused handshake (the reason of the HTTP answer), a failed TLS handshake |
+//!
+//! Nothing is printed unless the application installs a logger (`env_logger`,
+//! `simple_logger`, or a `tracing` subscriber with `tracing-log`); no line carries a
+//! payload or a token. The accept loops of `serve` and `spawn` have no caller to return
+//! their errors to, so the log is where those appear; everything else also reaches the
+//! caller as an [`Error`] or a [`SessionEvent`].
+//!
 //! ## Examples
 //!
 //! ```text

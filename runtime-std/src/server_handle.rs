@@ -117,11 +117,14 @@ where
         let spawned = thread::Builder::new()
             .name("sockeye-conn".into())
             .spawn(move || on_stream(stream));
-        if spawned.is_err() {
+        if let Err(e) = spawned {
             // Out of threads: the stream was dropped with the closure, closing it.
+            log::warn!("cannot start a connection thread: {e}");
             thread::sleep(accept::ACCEPT_BACKOFF);
         }
         true
     };
-    accept::accept_until(listener, stop, on_stream, |_| {})
+    accept::accept_until(listener, stop, on_stream, |e| {
+        log::warn!("accept failed: {e}")
+    })
 }

@@ -68,6 +68,7 @@ impl<S: Stream> TlsStream<S> {
         let conn = ClientConnection::new(config, name).map_err(tls_error)?;
         let clock = Clock::new();
         TlsStream::handshake(conn.into(), sock, clock, clock.now() + timeout)
+            .inspect_err(|e| log::debug!("TLS handshake with {server_name} failed: {e}"))
     }
 
     /// Runs the server side of a TLS handshake over `sock`, waiting at most `timeout`;
@@ -80,6 +81,7 @@ impl<S: Stream> TlsStream<S> {
         let conn = rustls::ServerConnection::new(config).map_err(tls_error)?;
         let clock = Clock::new();
         TlsStream::handshake(conn.into(), sock, clock, clock.now() + timeout)
+            .inspect_err(|e| log::debug!("TLS handshake with a client failed: {e}"))
     }
 
     /// Drives `conn`'s handshake over `sock` until it is complete and its last flight

@@ -26,7 +26,6 @@ use async_io::{Async, Timer};
 use futures_lite::future;
 
 use crate::descriptors::out_of_descriptors;
-use crate::log::log_at;
 use crate::{journal, Parts};
 use sockeye_std::accept::{is_out_of_descriptors, Spare, ACCEPT_BACKOFF};
 use state::{Shared, State};
@@ -135,7 +134,7 @@ async fn accept_loop(
                 Timer::after(ACCEPT_BACKOFF).await;
             }
             Err(e) => {
-                log_at!(Warn, "accept failed: {e}");
+                log::warn!("accept failed: {e}");
                 Timer::after(ACCEPT_BACKOFF).await;
             }
         }
@@ -160,7 +159,7 @@ fn accept(
                 Some(session)
             }
             Err(e) => {
-                log_at!(Warn, "cannot start a TLS session: {e}");
+                log::warn!("cannot start a TLS session: {e}");
                 return;
             }
         },

@@ -21,7 +21,6 @@ use sockeye_std::Clock;
 
 use crate::descriptors::descriptors_again;
 use crate::driver::{level_of, log_dead_letter};
-use crate::log::{self, log_at};
 
 /// The state, shared by the tasks.
 pub(super) type Shared = Rc<RefCell<State>>;
@@ -333,7 +332,7 @@ impl State {
 
     pub(super) fn committed(&mut self, result: Result<(), String>) {
         if let Err(e) = &result {
-            log_at!(Error, "journal commit failed: {e}");
+            log::error!("journal commit failed: {e}");
         }
         self.server.handle_committed(self.clock.now(), result);
         self.act();
@@ -539,7 +538,9 @@ impl State {
                         self.server.handle_committed(self.clock.now(), result);
                     }
                 }
-                Action::Log(level, line) => log::write(level_of(level), format_args!("{line}")),
+                Action::Log(level, line) => {
+                    log::log!(target: "sockeye_server", level_of(level), "{line}")
+                }
                 Action::DeadLetter(letter) => log_dead_letter(&letter),
                 Action::Stopped => {
                     let _ = self.done.try_send(());

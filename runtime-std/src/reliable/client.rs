@@ -340,7 +340,9 @@ impl ReliableClient {
         let Some(at) = self.reconnect.poll_timeout() else {
             let attempts = self.reconnect.failures();
             let last = self.last_error.take().map(Box::new);
-            return Err(ReliableError::GaveUp { attempts, last }.into());
+            let gave_up = ReliableError::GaveUp { attempts, last };
+            log::warn!("{gave_up}");
+            return Err(gave_up.into());
         };
         let wake = earliest(Some(at), earliest(self.session.poll_timeout(), deadline));
         if let Some(wake) = wake {
@@ -431,8 +433,9 @@ impl ReliableClient {
         if let Some(at) = self.reconnect.handle_disconnected(now, &mut self.entropy) {
             if !scheduled {
                 let attempt = self.reconnect.failures();
-                self.session
-                    .report_reconnect(attempt, at.saturating_duration_since(now));
+                let delay = at.saturating_duration_since(now);
+                log::info!("reconnect attempt {attempt} in {delay:?}");
+                self.session.report_reconnect(attempt, delay);
             }
         }
     }
