@@ -344,6 +344,8 @@ impl ReliableClient {
             Ok(ws) if ws.protocol() == Some(SUBPROTOCOL) => {
                 self.session.handle_connected(self.clock.now());
                 self.established_noted = false;
+                // A cause from before this connection would be stale for the next failure.
+                self.last_error = None;
                 self.ws = Some(ws);
                 Ok(())
             }
