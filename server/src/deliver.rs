@@ -416,6 +416,12 @@ impl Server {
             });
             let text = framed.payload();
             let is_message = matches!(*out.message, OutMessage::Message { .. });
+            if let Some(&session) = self.ghosts.get(&out.to) {
+                // A detached session's ghost: into its window, for the resume (also
+                // while the socket it had is still being closed).
+                self.send_reliable(out.to, session, text, Some(&out.message));
+                continue;
+            }
             match self.conns.get(&out.to).map(|c| &c.phase) {
                 Some(Phase::Plain { ws, .. }) => {
                     // Compressed once, too, for the members whose connections keep no
@@ -430,13 +436,7 @@ impl Server {
                     let session = *session;
                     self.send_reliable(out.to, session, text, Some(&out.message));
                 }
-                Some(_) => {}
-                None => {
-                    // A detached session's ghost: into its window, for the resume.
-                    if let Some(&session) = self.ghosts.get(&out.to) {
-                        self.send_reliable(out.to, session, text, Some(&out.message));
-                    }
-                }
+                _ => {}
             }
         }
         while let Some(dead) = self.hub.poll_dead_letter() {

@@ -103,6 +103,7 @@ mod cluster;
 mod cluster_conns;
 mod cluster_mail;
 mod cluster_push;
+mod cluster_sessions;
 mod config;
 mod conn;
 mod deliver;
@@ -113,6 +114,7 @@ mod plain;
 mod push;
 mod reliable;
 mod server;
+mod session_sink;
 
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -77,6 +77,8 @@ pub(crate) struct Metrics {
     pub(crate) cluster_unrouted: u64,
     /// Times the backend went down.
     pub(crate) cluster_outages: u64,
+    /// Reliable sessions this node took over from another through Redis.
+    pub(crate) cluster_takeovers: u64,
 }
 
 /// The cluster backend's gauges, sampled at scrape time (only with a backend).
@@ -270,6 +272,12 @@ impl Metrics {
                 "counter",
                 "Publications the backend failed.",
                 get(&self.cluster_publish_failures),
+            );
+            metric(
+                "cluster_session_takeovers_total",
+                "counter",
+                "Reliable sessions resumed here that another node held.",
+                get(&self.cluster_takeovers),
             );
             metric(
                 "cluster_refused_total",
