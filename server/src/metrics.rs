@@ -94,6 +94,8 @@ pub(crate) struct ClusterGauges {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HubGauges {
     pub(crate) users: u64,
+    /// Reliable sessions this node holds (connected or waiting for a resume).
+    pub(crate) sessions: u64,
     pub(crate) rooms: u64,
     pub(crate) mailbox_depth: u64,
     pub(crate) mailbox_bytes: u64,
@@ -198,6 +200,12 @@ impl Metrics {
             get(&self.journal_failures),
         );
         metric("users", "gauge", "Users with a live connection.", hub.users);
+        metric(
+            "sessions",
+            "gauge",
+            "Reliable sessions held here (connected or waiting for a resume).",
+            hub.sessions,
+        );
         metric(
             "rooms",
             "gauge",

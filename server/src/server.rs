@@ -514,6 +514,7 @@ impl Server {
         #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
         let mut gauges = HubGauges {
             users: stats.users as u64,
+            sessions: self.store.len() as u64,
             rooms: stats.rooms as u64,
             mailbox_depth: stats.mailbox_messages as u64,
             mailbox_bytes: stats.mailbox_bytes as u64,
