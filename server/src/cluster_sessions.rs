@@ -219,6 +219,7 @@ impl Server {
         result: Result<Reply, String>,
     ) {
         let mut ok = true;
+        let mut lost = Vec::new();
         let results = match result {
             Ok(Reply::List(parts)) if parts.len() == 2 => {
                 let mut parts = parts.into_iter();
@@ -241,6 +242,7 @@ impl Server {
                         if let Some(sink) = &mut self.durable.sink {
                             sink.lost(id);
                         }
+                        lost.push(id);
                         ok = false;
                     }
                 }
@@ -255,6 +257,11 @@ impl Server {
         let mut again = Vec::new();
         for d in deferred {
             match results.next() {
+                Some(Reply::Int(-2)) if d.cause.is_some_and(|c| lost.contains(&c)) => {
+                    // Not run because its session's list was gone: with the session
+                    // written whole, next time.
+                    again.push(d);
+                }
                 Some(Reply::Int(-2)) => {
                     // Its session is another node's now, which acts on the command
                     // again (this node's delivery of it was never recorded).

@@ -471,3 +471,34 @@ fn a_resume_of_a_session_redis_does_not_have_is_refused_as_unknown() {
     assert_eq!(net.nodes[1].store.len(), 1, "a new session");
     assert!(net.rclients[kim].ws.is_some());
 }
+
+#[test]
+fn a_redis_that_forgot_every_session_gets_them_written_whole_again() {
+    let (mut net, sink, kim) = streaming(2);
+    // Redis restarted without persistence.
+    net.lists.clear();
+    net.strings.clear();
+    net.rsend(kim, &to_sink(2));
+    net.settle_for(200);
+    if net.rclients[kim].closed {
+        // Its first commit found the list gone (no ACK; closed 1011): kim resumes.
+        net.cut(kim);
+        net.reconnect(kim, 0, "kim");
+    }
+    net.settle_for(3_000);
+    net.push(0, r#"{"user":"kim","data":2}"#);
+    net.settle_for(1_000);
+    assert_eq!(
+        numbers(&net.data(sink)),
+        [0, 1, 2],
+        "once, after the rewrite"
+    );
+    assert_eq!(net.rclients[kim].acked.len(), 3);
+    assert_eq!(numbers(&net.rclients[kim].got), [0, 1, 2]);
+    // Redis has the session again: another node can take it over.
+    net.cut(kim);
+    net.reconnect(kim, 1, "kim");
+    net.settle_for(1_000);
+    assert_eq!(net.nodes[1].store.len(), 1);
+    assert!(net.nodes[0].store.is_empty());
+}
