@@ -157,19 +157,36 @@ fn first_half(kim: &mut Kim, a: SocketAddr) {
     }
 }
 
-/// The second half, kim on `b` once `b` has taken its session over, then the ends.
-fn second_half(kim: &mut Kim, b: SocketAddr) {
+/// The second half, kim on `b` once `b` has taken its session over (kim's messages
+/// from `sent`, the pushes from `pushed` on), then the ends.
+fn second_half(kim: &mut Kim, b: SocketAddr, sent: u64, pushed: u64) {
     kim.until("node b took kim's session over", |_| {
         metric(&metrics(b), "sockeye_cluster_session_takeovers_total") == 1
     });
     for i in N / 2..N {
-        kim.send(json!(i));
-        push_to_kim(b, json!(i));
+        if i >= sent {
+            kim.send(json!(i));
+        }
+        if i >= pushed {
+            push_to_kim(b, json!(i));
+        }
         kim.pump(Duration::from_millis(1));
     }
     kim.send(json!("end"));
     push_to_kim(b, json!("end"));
     kim.finish();
+}
+
+/// kim got every push and the sink every message of kim's, once each, in order.
+fn all_once_in_order(kim: &Kim, sink: &mut JsonClient) {
+    assert_eq!(kim.got[..kim.got.len() - 1], numbers()[..], "to kim");
+    assert_eq!(sink_until_end(sink), numbers(), "from kim");
+}
+
+fn redis_up(addr: SocketAddr, up: u64) {
+    wait_until(SETTLE, &format!("{addr} sees redis up={up}"), || {
+        metric(&metrics(addr), "sockeye_cluster_up") == up
+    });
 }
 
 #[test]
@@ -190,9 +207,8 @@ fn a_reliable_client_cut_from_one_node_resumes_on_another_with_nothing_lost_or_d
         first_half(&mut kim, a);
         // The load balancer sends kim to node b.
         proxy.switch(b);
-        second_half(&mut kim, b);
-        assert_eq!(kim.got[..kim.got.len() - 1], numbers()[..], "to kim");
-        assert_eq!(sink_until_end(&mut sink), numbers(), "from kim");
+        second_half(&mut kim, b, N / 2, N / 2);
+        all_once_in_order(&kim, &mut sink);
         // Node a dropped its copy when b took it over: it holds no session.
         assert!(proxy.connections() >= 2);
         wait_until(SETTLE, "node a let kim's session go", || {
@@ -282,20 +298,77 @@ fn a_node_killed_mid_stream_loses_nothing_and_doubles_nothing() {
         }
         node_a.kill();
         proxy.switch(b);
-        kim.until("node b took kim's session over", |_| {
-            metric(&metrics(b), "sockeye_cluster_session_takeovers_total") == 1
-        });
-        for i in N / 2..N {
-            if i >= N / 2 + 10 {
-                kim.send(json!(i));
-            }
-            push_to_kim(b, json!(i));
-            kim.pump(Duration::from_millis(1));
+        second_half(&mut kim, b, N / 2 + 10, N / 2);
+        all_once_in_order(&kim, &mut sink);
+    });
+}
+
+#[test]
+fn redis_restarted_empty_mid_stream_gets_the_sessions_written_again() {
+    bounded(LIMIT, || {
+        let mut redis = RedisServer::start();
+        let (node_a, node_b) = (
+            start_server(config(redis.url())),
+            start_server(config(redis.url())),
+        );
+        let (a, b) = (node_a.local_addr(), node_b.local_addr());
+        subscribed(a, 2);
+        subscribed(b, 2);
+        let mut sink = JsonClient::connect(a, "user=sink");
+        let proxy = SwitchProxy::start(a);
+        let mut kim = Kim::connect(proxy.addr());
+        // `all`, `nodes`, the sink's and kim's channels.
+        subscribed(a, 4);
+        first_half(&mut kim, a);
+        redis.kill();
+        redis_up(a, 0);
+        // Mid-stream: kim's messages reach node a, which cannot commit them (no ACK).
+        for i in N / 2..N / 2 + 10 {
+            kim.send(json!(i));
         }
-        kim.send(json!("end"));
-        push_to_kim(b, json!("end"));
-        kim.finish();
-        assert_eq!(kim.got[..kim.got.len() - 1], numbers()[..], "to kim");
-        assert_eq!(sink_until_end(&mut sink), numbers(), "from kim");
+        kim.pump(Duration::from_millis(100));
+        redis.restart();
+        redis_up(a, 1);
+        redis_up(b, 1);
+        subscribed(a, 4);
+        // Redis came back empty: node a writes kim's session whole again, then ACKs.
+        kim.until("kim's messages acknowledged after the restart", |k| {
+            k.client.unacked_messages() == 0
+        });
+        for i in N / 2..N / 2 + 10 {
+            push_to_kim(a, json!(i));
+        }
+        // What Redis holds now is enough for node b to take the session over.
+        proxy.switch(b);
+        second_half(&mut kim, b, N / 2 + 10, N / 2 + 10);
+        all_once_in_order(&kim, &mut sink);
+    });
+}
+
+#[test]
+fn redis_restarted_with_appendfsync_always_keeps_every_acknowledged_session() {
+    bounded(LIMIT, || {
+        let mut redis = RedisServer::start_persistent();
+        let mut node_a = NodeProcess::start(&redis);
+        let node_b = start_server(config(redis.url()));
+        let (a, b) = (node_a.addr, node_b.local_addr());
+        subscribed(a, 2);
+        subscribed(b, 2);
+        let mut sink = JsonClient::connect(b, "user=sink");
+        subscribed(b, 3);
+        let proxy = SwitchProxy::start(a);
+        let mut kim = Kim::connect(proxy.addr());
+        first_half(&mut kim, a);
+        kim.until("every ACK", |k| k.client.unacked_messages() == 0);
+        // Redis dies, and node a with it: only Redis's append-only file holds kim's
+        // session when Redis comes back.
+        redis.kill();
+        node_a.kill();
+        redis.restart();
+        redis_up(b, 1);
+        subscribed(b, 3);
+        proxy.switch(b);
+        second_half(&mut kim, b, N / 2, N / 2);
+        all_once_in_order(&kim, &mut sink);
     });
 }
