@@ -54,7 +54,7 @@ use crate::cluster_sessions::parse_session;
 use crate::metrics::ClusterGauges;
 use crate::plain;
 use crate::server::Server;
-use crate::session_sink::{Deferred, DeferredOp};
+use crate::session_sink::{Deferred, DeferredOp, SessionWrite};
 use crate::{Action, Level};
 
 /// Heartbeats missed before a node is taken as dead.
@@ -105,7 +105,7 @@ pub(crate) enum Pending {
     /// Redis's part of a commit, which wrote these sessions (`cluster_sessions.rs`) and
     /// ran these deferred publications.
     Commit {
-        written: Vec<SessionId>,
+        written: Vec<SessionWrite>,
         deferred: Vec<Deferred>,
     },
     /// The take-over of `session` for the `RESUME` upgrade waiting on `conn`.

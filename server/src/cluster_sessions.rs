@@ -41,8 +41,11 @@ use crate::cluster_mail::{Reply, PUBLISH_OR_STORE};
 use crate::conn::Phase;
 use crate::metrics::Rejection;
 use crate::server::{Owner, Server};
-use crate::session_sink::{Deferred, DeferredOp, SinkBatch};
+use crate::session_sink::{
+    decode, sent_payloads, Deferred, DeferredOp, SessionWrite, SinkBatch, WriteKind,
+};
 use crate::Level;
+use sockeye_core::journal::Record;
 
 /// `EVAL` script of a commit. `KEYS`: each session's list and owner key. `ARGV`: this
 /// node, the keys' lifetime in ms, the number of sessions, then per session its kind
@@ -177,7 +180,7 @@ impl Server {
         ];
         args.extend(keys);
         args.extend(argv);
-        let written = batch.sessions.iter().map(|w| w.id).collect();
+        let written = batch.sessions;
         let deferred = batch.deferred;
         self.command_now(args, Pending::Commit { written, deferred });
     }
@@ -214,7 +217,7 @@ impl Server {
     /// Redis answered a commit that wrote `written` and ran `deferred`.
     pub(crate) fn sessions_committed(
         &mut self,
-        written: Vec<SessionId>,
+        written: Vec<SessionWrite>,
         deferred: Vec<Deferred>,
         result: Result<Reply, String>,
     ) {
@@ -231,10 +234,16 @@ impl Server {
                 for refusal in refused {
                     let Reply::Int(i) = refusal else { continue };
                     let index = (i.unsigned_abs() as usize).checked_sub(1);
-                    let Some(&id) = index.and_then(|at| written.get(at)) else {
+                    let Some(write) = index.and_then(|at| written.get(at)) else {
                         continue;
                     };
+                    let id = write.id;
                     if i > 0 {
+                        if write.kind == WriteKind::Append {
+                            // What reached this node after the take-over: never in Redis.
+                            let records = decode(&write.blob);
+                            self.lost_in_takeover(&write.user, &records);
+                        }
                         self.drop_taken(id);
                     } else {
                         // Its list expired: written whole at the next commit, and this
@@ -456,8 +465,15 @@ impl Server {
         if !self.owners.contains_key(&session) && self.store.get(session).is_none() {
             return;
         }
-        self.durable.taken(session);
+        let unwritten = self.durable.taken(session);
         let now = self.now;
+        if let Some(user) = self
+            .owners
+            .get(&session)
+            .map(|o| o.user.as_str().to_string())
+        {
+            self.lost_in_takeover(&user, &unwritten);
+        }
         if let Some(owner) = self.owners.remove(&session) {
             if let Some(ghost) = owner.ghost {
                 self.ghosts.remove(&ghost);
@@ -478,6 +494,23 @@ impl Server {
             format!("cluster: session {session} is held by another node now"),
         );
         self.deliver();
+    }
+}
+
+impl Server {
+    /// Messages for `user`'s session that reached this node after another took the
+    /// session over, and that Redis never got: dead letters, never silently gone (the
+    /// client did not see them: their DATA waited for the commit).
+    fn lost_in_takeover(&mut self, user: &str, records: &[Record]) {
+        let lost: Vec<Bytes> = sent_payloads(records).cloned().collect();
+        for payload in lost {
+            self.dead_letter(
+                user,
+                payload,
+                "reliable session: taken over by another node before this one recorded it",
+                false,
+            );
+        }
     }
 }
 

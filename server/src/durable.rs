@@ -115,14 +115,16 @@ impl Durable {
 
     /// Another node took session `id` over: this node's copy ends without a word (the
     /// journal file closes it, Redis keeps it for the new owner).
-    pub(crate) fn taken(&mut self, id: SessionId) {
+    /// Returns the session's records no commit to Redis carried yet.
+    pub(crate) fn taken(&mut self, id: SessionId) -> Vec<Record> {
         if self.journal {
             encode_record(&Record::SessionClosed { id }, &mut self.unsent);
             self.dirty = true;
         }
-        if let Some(sink) = &mut self.sink {
-            sink.forget(id);
-        }
+        self.sink
+            .as_mut()
+            .map(|sink| sink.forget(id))
+            .unwrap_or_default()
     }
 
     /// A session restored from the journal file at start: Redis gets it whole at the

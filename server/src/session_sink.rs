@@ -55,6 +55,8 @@ impl WriteKind {
 pub(crate) struct SessionWrite {
     pub(crate) id: SessionId,
     pub(crate) token: SessionToken,
+    /// The user it belongs to.
+    pub(crate) user: String,
     pub(crate) kind: WriteKind,
     /// Encoded records ending with a commit marker (empty for a touch or delete).
     pub(crate) blob: Bytes,
@@ -98,8 +100,8 @@ pub(crate) struct SessionSink {
     pending: BTreeMap<SessionId, Vec<Record>>,
     /// Sessions to write whole at the next commit.
     rewrite: BTreeSet<SessionId>,
-    /// Sessions that ended since the last commit began.
-    closed: BTreeMap<SessionId, SessionToken>,
+    /// Sessions that ended since the last commit began, and their users.
+    closed: BTreeMap<SessionId, (SessionToken, String)>,
     /// Batches in each session's list.
     elements: BTreeMap<SessionId, usize>,
     deferred: Vec<Deferred>,
@@ -127,12 +129,13 @@ impl SessionSink {
                 }
             }
             Record::SessionClosed { id } => {
-                if let Some(token) = self.mirror.session(id).map(|s| s.token) {
+                if let Some(s) = self.mirror.session(id) {
+                    let closed = (s.token, s.user.clone());
                     let _ = self.mirror.apply(record);
                     self.pending.remove(id);
                     self.rewrite.remove(id);
                     self.elements.remove(id);
-                    self.closed.insert(*id, token);
+                    self.closed.insert(*id, closed);
                 }
             }
             _ => {
@@ -182,7 +185,8 @@ impl SessionSink {
         let pending = std::mem::take(&mut self.pending);
         ids.extend(pending.keys().copied());
         for id in ids {
-            let Some(token) = self.mirror.session(&id).map(|s| s.token) else {
+            let Some((token, user)) = self.mirror.session(&id).map(|s| (s.token, s.user.clone()))
+            else {
                 continue;
             };
             let elements = self.elements.get(&id).copied().unwrap_or(0);
@@ -211,14 +215,16 @@ impl SessionSink {
             batch.sessions.push(SessionWrite {
                 id,
                 token,
+                user,
                 kind,
                 blob,
             });
         }
-        for (id, token) in std::mem::take(&mut self.closed) {
+        for (id, (token, user)) in std::mem::take(&mut self.closed) {
             batch.sessions.push(SessionWrite {
                 id,
                 token,
+                user,
                 kind: WriteKind::Delete,
                 blob: Bytes::new(),
             });
@@ -251,18 +257,20 @@ impl SessionSink {
         }
     }
 
-    /// Another node holds `id` now: this node writes nothing more of it.
-    pub(crate) fn forget(&mut self, id: SessionId) {
+    /// Another node holds `id` now: this node writes nothing more of it. Returns the
+    /// records no commit has carried yet (what the new owner never saw).
+    pub(crate) fn forget(&mut self, id: SessionId) -> Vec<Record> {
         let _ = self.mirror.apply(&Record::SessionClosed { id });
-        self.pending.remove(&id);
+        let unwritten = self.pending.remove(&id).unwrap_or_default();
         self.rewrite.remove(&id);
         self.closed.remove(&id);
         self.elements.remove(&id);
+        unwritten
     }
 
     /// A session this node took over from Redis, whose list holds `elements` batches.
     pub(crate) fn adopt(&mut self, snapshot: &SessionSnapshot, elements: usize) {
-        self.forget(snapshot.id);
+        let _ = self.forget(snapshot.id);
         for record in snapshot.records() {
             let _ = self.mirror.apply(&record);
         }
@@ -291,6 +299,25 @@ fn session_of(record: &Record) -> Option<SessionId> {
         | Record::SessionLeft { id, .. } => Some(*id),
         _ => None,
     }
+}
+
+/// The messages for the client among `records`.
+pub(crate) fn sent_payloads(records: &[Record]) -> impl Iterator<Item = &bytes::Bytes> {
+    records.iter().filter_map(|r| match r {
+        Record::ServerSent { payload, .. } => Some(payload),
+        _ => None,
+    })
+}
+
+/// The records of one batch of a session's list.
+pub(crate) fn decode(blob: &[u8]) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Ok(Some((record, used))) = sockeye_core::journal::decode_record(&blob[at..]) {
+        out.push(record);
+        at += used;
+    }
+    out
 }
 
 /// Records as one batch of a session's list.

@@ -48,6 +48,11 @@ struct Net {
     /// Commit answers Redis has not sent yet, while `hold_commits` is set.
     hold_commits: bool,
     held_commits: Vec<Delivery>,
+    /// Commits Redis has not run yet, while `stall_commits` is set.
+    stall_commits: bool,
+    stalled: Vec<(usize, u64, Vec<Bytes>)>,
+    /// Dead letters each node reported.
+    dead_letters: Vec<(usize, crate::DeadLetter)>,
     /// Reliable clients (`sessions.rs`).
     rclients: Vec<sessions::RClient>,
     up: bool,
@@ -85,6 +90,9 @@ impl Net {
             fail_commits: false,
             hold_commits: false,
             held_commits: Vec::new(),
+            stall_commits: false,
+            stalled: Vec::new(),
+            dead_letters: Vec::new(),
             rclients: Vec::new(),
             hashes: BTreeMap::new(),
             hold: false,
@@ -194,6 +202,10 @@ impl Net {
                     Err("connection refused".to_string())
                 } else if &args[0][..] == b"EVAL" && &args[1][..] != PUBLISH_OR_STORE.as_bytes() {
                     let commit = &args[1][..] == crate::cluster_sessions::COMMIT.as_bytes();
+                    if commit && self.stall_commits {
+                        self.stalled.push((i, id, args));
+                        return;
+                    }
                     if commit && self.fail_commits {
                         // Refused before it ran: nothing of it happened.
                         let refused = "READONLY You can't write against a read only replica";
@@ -220,6 +232,7 @@ impl Net {
                 self.subs.entry(channel.clone()).or_default().insert(i);
                 self.queue.push_back(Delivery::Subscribed(i, channel));
             }
+            Action::DeadLetter(dead) => self.dead_letters.push((i, dead)),
             Action::Unsubscribe(channel) => {
                 if let Some(s) = self.subs.get_mut(&channel) {
                     s.remove(&i);

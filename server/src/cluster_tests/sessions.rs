@@ -502,3 +502,32 @@ fn a_redis_that_forgot_every_session_gets_them_written_whole_again() {
     assert_eq!(net.nodes[1].store.len(), 1);
     assert!(net.nodes[0].store.is_empty());
 }
+
+#[test]
+fn a_message_the_old_node_took_after_a_take_over_is_a_dead_letter_not_lost_silently() {
+    let (mut net, _sink, kim) = streaming(1);
+    net.cut(kim);
+    // Node 0 takes a push into kim's session, but Redis runs its commit only after
+    // node 1 took the session over.
+    net.stall_commits = true;
+    let (status, _) = net.push(1, r#"{"user":"kim","data":"late"}"#);
+    assert_eq!(status, 202, "Redis handed it to node 0");
+    net.stall_commits = false;
+    net.reconnect(kim, 1, "kim");
+    for (i, id, args) in std::mem::take(&mut net.stalled) {
+        let result = net.session_script(&args);
+        net.queue.push_back(Delivery::Replied(i, id, result));
+    }
+    net.pump();
+    net.settle_for(500);
+    let dead: Vec<_> = net
+        .dead_letters
+        .iter()
+        .filter(|(node, d)| *node == 0 && d.user == "kim")
+        .collect();
+    assert_eq!(dead.len(), 1, "{:?}", net.dead_letters);
+    assert!(dead[0].1.reason.contains("taken over"));
+    assert!(!dead[0].1.possibly_delivered);
+    assert!(net.nodes[0].store.is_empty());
+    assert_eq!(numbers(&net.rclients[kim].got), [0]);
+}
