@@ -793,6 +793,14 @@ impl Server {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
+        if cluster.next_beat.is_some_and(|at| at <= now) {
+            // At each beat: sessions idle for half a resume window are kept in Redis.
+            let age = self.config.session_expiry / 2;
+            self.durable.refresh(now, age);
+        }
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
         let expiry = cluster.expiry();
         let dead: Vec<String> = cluster
             .nodes

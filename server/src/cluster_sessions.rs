@@ -334,6 +334,15 @@ impl Server {
             && self.store.get(id).is_none()
     }
 
+    /// Whether a `RESUME` of `id` cannot be answered now: sessions live in Redis, which
+    /// is down, and this node does not hold it.
+    pub(crate) fn claim_unreachable(&self, id: SessionId) -> bool {
+        self.durable.sink.is_some()
+            && self.cluster_down()
+            && !self.owners.contains_key(&id)
+            && self.store.get(id).is_none()
+    }
+
     /// Parks the `RESUME` upgrade on `conn` until Redis hands over session `id`.
     pub(crate) fn claim(
         &mut self,

@@ -90,6 +90,18 @@ impl Durable {
         self.dirty && self.sink.as_ref().is_some_and(SessionSink::is_dirty)
     }
 
+    /// Sessions in Redis not written for `age`: their keys are kept another resume
+    /// window by the next commit.
+    pub(crate) fn refresh(&mut self, now: sockeye_core::Instant, age: core::time::Duration) {
+        if self
+            .sink
+            .as_mut()
+            .is_some_and(|sink| sink.refresh(now, age))
+        {
+            self.dirty = true;
+        }
+    }
+
     /// A session's connection ended: its keys in Redis are kept another resume window
     /// from now.
     pub(crate) fn touch(&mut self, id: SessionId) {
@@ -167,7 +179,7 @@ impl Durable {
 
     /// What to write and whether to begin a commit now: only when none is in flight
     /// (the next one then covers everything appended meanwhile).
-    pub(crate) fn take_commit(&mut self) -> Option<Batch> {
+    pub(crate) fn take_commit(&mut self, now: sockeye_core::Instant) -> Option<Batch> {
         if !self.dirty || self.started > self.finished {
             return None;
         }
@@ -176,7 +188,7 @@ impl Durable {
         let journal = self
             .journal
             .then(|| Bytes::from(std::mem::take(&mut self.unsent)));
-        let redis = self.sink.as_mut().map(SessionSink::take);
+        let redis = self.sink.as_mut().map(|sink| sink.take(now));
         self.parts = u8::from(journal.is_some()) + u8::from(redis.is_some());
         self.parts_ok = true;
         Some(Batch { journal, redis })
@@ -285,16 +297,24 @@ mod tests {
         mail(&mut d);
         let first = d.ticket();
         assert_eq!(first, 1);
-        assert!(d.take_commit().is_some());
+        assert!(d.take_commit(sockeye_core::Instant::ZERO).is_some());
         // Two more operations while commit 1 is in flight: both wait for commit 2.
         mail(&mut d);
         assert_eq!(d.ticket(), 2);
         mail(&mut d);
         assert_eq!(d.ticket(), 2);
-        assert!(d.take_commit().is_none(), "one commit in flight at a time");
+        assert!(
+            d.take_commit(sockeye_core::Instant::ZERO).is_none(),
+            "one commit in flight at a time"
+        );
         assert_eq!(d.part_done(true), Some((1, true)));
         assert!(d.is_finished(first) && !d.is_finished(2));
-        assert!(!d.take_commit().unwrap().journal.unwrap().is_empty());
+        assert!(!d
+            .take_commit(sockeye_core::Instant::ZERO)
+            .unwrap()
+            .journal
+            .unwrap()
+            .is_empty());
         assert_eq!(d.part_done(true), Some((2, true)));
         assert!(d.is_settled());
     }
@@ -305,6 +325,6 @@ mod tests {
         mail(&mut d);
         assert_eq!(d.ticket(), 0);
         assert!(d.is_finished(0));
-        assert!(d.take_commit().is_none());
+        assert!(d.take_commit(sockeye_core::Instant::ZERO).is_none());
     }
 }

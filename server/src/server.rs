@@ -599,7 +599,7 @@ impl Server {
             }
         }
         self.cluster_changes();
-        if let Some(batch) = self.durable.take_commit() {
+        if let Some(batch) = self.durable.take_commit(self.now) {
             if let Some(bytes) = batch.journal {
                 self.actions.push_back(Action::Append(bytes));
                 self.actions.push_back(Action::Commit);
@@ -1046,9 +1046,17 @@ impl Server {
         let resume = upgrade
             .resume_value()
             .and_then(|v| parse_resume_header(v).ok());
-        if let Some(resume) = resume.filter(|r| self.must_claim(r.session_id)) {
-            // Another node may hold it: Redis first (`cluster_sessions.rs`).
-            return self.claim(conn, upgrade, user, resume.session_id, resume.token);
+        if let Some(resume) = resume {
+            if self.must_claim(resume.session_id) {
+                // Another node may hold it: Redis first (`cluster_sessions.rs`).
+                return self.claim(conn, upgrade, user, resume.session_id, resume.token);
+            }
+            if self.claim_unreachable(resume.session_id) {
+                // Redis, which may hold it, is down: not refused as unknown.
+                self.metrics.reject(Rejection::OverLimit);
+                let why = "session store unreachable: try again";
+                return self.answer(conn, answer::text(503, why));
+            }
         }
         self.resume_or_start(conn, upgrade, user);
     }

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use sockeye_core::journal::{encode_record, JournalState, Record, SessionSnapshot};
 use sockeye_core::session::SessionToken;
-use sockeye_core::SessionId;
+use sockeye_core::{Instant, SessionId};
 
 /// Batches a session's list holds before it is written anew as one.
 pub(crate) const MAX_ELEMENTS: usize = 32;
@@ -107,6 +107,10 @@ pub(crate) struct SessionSink {
     deferred: Vec<Deferred>,
     /// The sessions the commit in flight writes.
     in_flight: Vec<SessionId>,
+    /// When each session's keys were last written, oldest first, so a session that
+    /// writes nothing for long (an idle connection) is kept alive in Redis in time.
+    written_at: BTreeMap<SessionId, Instant>,
+    by_age: BTreeSet<(Instant, SessionId)>,
 }
 
 impl SessionSink {
@@ -178,8 +182,8 @@ impl SessionSink {
             || !self.deferred.is_empty()
     }
 
-    /// What the commit that begins now writes.
-    pub(crate) fn take(&mut self) -> SinkBatch {
+    /// What the commit that begins at `now` writes.
+    pub(crate) fn take(&mut self, now: Instant) -> SinkBatch {
         let mut batch = SinkBatch::default();
         let mut ids: BTreeSet<SessionId> = std::mem::take(&mut self.rewrite);
         let pending = std::mem::take(&mut self.pending);
@@ -231,7 +235,43 @@ impl SessionSink {
         }
         batch.deferred = std::mem::take(&mut self.deferred);
         self.in_flight = batch.sessions.iter().map(|w| w.id).collect();
+        for w in &batch.sessions {
+            if w.kind == WriteKind::Delete {
+                self.unage(w.id);
+            } else {
+                self.age(w.id, now);
+            }
+        }
         batch
+    }
+
+    fn age(&mut self, id: SessionId, at: Instant) {
+        self.unage(id);
+        self.written_at.insert(id, at);
+        self.by_age.insert((at, id));
+    }
+
+    fn unage(&mut self, id: SessionId) {
+        if let Some(at) = self.written_at.remove(&id) {
+            self.by_age.remove(&(at, id));
+        }
+    }
+
+    /// Sessions whose keys were last written `age` or longer before `now`: touched, so
+    /// Redis keeps them (their keys live one resume window after each write).
+    pub(crate) fn refresh(&mut self, now: Instant, age: core::time::Duration) -> bool {
+        let stale: Vec<SessionId> = self
+            .by_age
+            .iter()
+            .take_while(|(at, _)| *at + age <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        for &id in &stale {
+            // Counted as written now: not asked again until the touch is old too.
+            self.age(id, now);
+            self.touch(id);
+        }
+        !stale.is_empty()
     }
 
     /// The commit in flight failed, or may have (a timeout, a dropped connection): each
@@ -265,6 +305,7 @@ impl SessionSink {
         self.rewrite.remove(&id);
         self.closed.remove(&id);
         self.elements.remove(&id);
+        self.unage(id);
         unwritten
     }
 

@@ -51,6 +51,8 @@ struct Net {
     /// Commits Redis has not run yet, while `stall_commits` is set.
     stall_commits: bool,
     stalled: Vec<(usize, u64, Vec<Bytes>)>,
+    /// Touches (`t`) the commit script ran.
+    touches: usize,
     /// Dead letters each node reported.
     dead_letters: Vec<(usize, crate::DeadLetter)>,
     /// Reliable clients (`sessions.rs`).
@@ -93,6 +95,7 @@ impl Net {
             stall_commits: false,
             stalled: Vec::new(),
             dead_letters: Vec::new(),
+            touches: 0,
             rclients: Vec::new(),
             hashes: BTreeMap::new(),
             hold: false,

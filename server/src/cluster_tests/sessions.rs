@@ -274,6 +274,7 @@ impl Net {
                 if kind == b"r" {
                     self.lists.remove(list);
                 }
+                self.touches += usize::from(kind == b"t");
                 if kind != b"t" {
                     self.lists
                         .entry(list.clone())
@@ -530,4 +531,28 @@ fn a_message_the_old_node_took_after_a_take_over_is_a_dead_letter_not_lost_silen
     assert!(!dead[0].1.possibly_delivered);
     assert!(net.nodes[0].store.is_empty());
     assert_eq!(numbers(&net.rclients[kim].got), [0]);
+}
+
+#[test]
+fn an_idle_session_is_kept_alive_in_redis() {
+    let (mut net, _sink, _kim) = streaming(1);
+    let before = net.touches;
+    // Half a resume window (the default, 120 s) without a record of kim's.
+    net.settle_for(65_000);
+    assert!(net.touches > before, "kim's keys were refreshed");
+}
+
+#[test]
+fn a_resume_while_redis_is_down_is_503_not_unknown() {
+    let (mut net, _sink, kim) = streaming(1);
+    net.cut(kim);
+    net.up = false;
+    for i in 0..2 {
+        net.nodes[i].handle_cluster_down(net.now, "test");
+    }
+    net.pump();
+    net.reconnect(kim, 1, "kim");
+    assert!(net.rclients[kim].closed, "refused for now");
+    assert!(net.nodes[1].store.is_empty());
+    assert!(net.nodes[1].metrics_text().contains("sockeye_cluster_up 0"));
 }
