@@ -6,9 +6,9 @@
 //! layer's group commit (`durable.rs`, `session_sink.rs`): one script per commit
 //! ([`COMMIT`]) appends each session's batch to its list `<prefix>sess:<id>:<token>` (or
 //! writes the session whole), refreshes its keys for `Config::session_expiry`, and runs
-//! the publications its commands caused. Redis's answer is the
-//! commit: an ACK to the client and a DATA envelope whose record is not yet in Redis wait
-//! for it, as they wait for `fsync` with a journal file; an error is no ACK.
+//! the publications its commands caused. Redis's answer is the commit: an ACK to the
+//! client and a DATA envelope whose record is not yet in Redis wait for it, as they wait
+//! for `fsync` with a journal file; an error is no ACK.
 //!
 //! **Ownership.** `<prefix>sess:<id>:<token>:owner` names the node that holds the
 //! session. The script writes a session only for its owner: once another node took it
