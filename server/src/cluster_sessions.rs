@@ -244,6 +244,8 @@ impl Server {
                             let records = decode(&write.blob);
                             self.lost_in_takeover(&write.user, &records);
                         }
+                        // Nor what its commands sent here, which the new owner does again.
+                        self.drop_effects(id, 0);
                         self.drop_taken(id);
                     } else {
                         // Its list expired: written whole at the next commit, and this
@@ -474,7 +476,12 @@ impl Server {
         if !self.owners.contains_key(&session) && self.store.get(session).is_none() {
             return;
         }
-        let unwritten = self.durable.taken(session);
+        let (unwritten, dropped) = self.durable.taken(session);
+        if let Some(cluster) = &mut self.cluster {
+            for id in dropped {
+                cluster.pending.remove(&id);
+            }
+        }
         let now = self.now;
         if let Some(user) = self
             .owners
@@ -498,6 +505,9 @@ impl Server {
         }
         self.store.forget(session);
         self.held.remove(&session);
+        // What its commands sent here waits for commits not yet asked for: Redis will
+        // never have their records (a commit in flight tells for itself).
+        self.drop_effects(session, self.durable.next_ticket());
         self.log(
             Level::Debug,
             format!("cluster: session {session} is held by another node now"),
@@ -507,6 +517,14 @@ impl Server {
 }
 
 impl Server {
+    /// Drops the plain texts `session`'s commands sent that wait for commit `from` or
+    /// later.
+    fn drop_effects(&mut self, session: SessionId, from: u64) {
+        for c in self.conns.values_mut() {
+            c.drop_caused_by(session, from);
+        }
+    }
+
     /// Messages for `user`'s session that reached this node after another took the
     /// session over, and that Redis never got: dead letters, never silently gone (the
     /// client did not see them: their DATA waited for the commit).

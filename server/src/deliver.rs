@@ -182,6 +182,7 @@ impl Server {
         let ticket = self.durable.ticket();
         let cause_durable = !self.durable.is_dirty();
         let flushing_mail = self.mail_flush == Some(conn);
+        let cause = self.cause;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -215,7 +216,7 @@ impl Server {
         }
         if hold {
             // Its cause is not durable yet: it goes out once it is, in order.
-            c.hold(ticket, text, is_message);
+            c.hold(ticket, text, is_message, cause);
         } else if behind_mail {
             // Behind the mailbox still being framed.
             c.mail_live_bytes += text.len();

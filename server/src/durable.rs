@@ -127,8 +127,9 @@ impl Durable {
 
     /// Another node took session `id` over: this node's copy ends without a word (the
     /// journal file closes it, Redis keeps it for the new owner).
-    /// Returns the session's records no commit to Redis carried yet.
-    pub(crate) fn taken(&mut self, id: SessionId) -> Vec<Record> {
+    /// Returns the session's records no commit to Redis carried yet, and the ids of the
+    /// publications its commands caused that will not run.
+    pub(crate) fn taken(&mut self, id: SessionId) -> (Vec<Record>, Vec<u64>) {
         if self.journal {
             encode_record(&Record::SessionClosed { id }, &mut self.unsent);
             self.dirty = true;

@@ -297,16 +297,27 @@ impl SessionSink {
         }
     }
 
-    /// Another node holds `id` now: this node writes nothing more of it. Returns the
-    /// records no commit has carried yet (what the new owner never saw).
-    pub(crate) fn forget(&mut self, id: SessionId) -> Vec<Record> {
+    /// Another node holds `id` now: this node writes nothing more of it, and runs none
+    /// of the publications its commands caused that wait for a commit (the new owner
+    /// acts on those commands: their deliveries were never recorded). Returns the records
+    /// no commit has carried yet (what the new owner never saw) and the ids of the
+    /// publications dropped.
+    pub(crate) fn forget(&mut self, id: SessionId) -> (Vec<Record>, Vec<u64>) {
         let _ = self.mirror.apply(&Record::SessionClosed { id });
         let unwritten = self.pending.remove(&id).unwrap_or_default();
+        let mut dropped = Vec::new();
+        self.deferred.retain(|d| {
+            let keep = d.cause != Some(id);
+            if !keep {
+                dropped.push(d.id);
+            }
+            keep
+        });
         self.rewrite.remove(&id);
         self.closed.remove(&id);
         self.elements.remove(&id);
         self.unage(id);
-        unwritten
+        (unwritten, dropped)
     }
 
     /// A session this node took over from Redis, whose list holds `elements` batches.
