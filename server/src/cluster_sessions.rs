@@ -299,7 +299,7 @@ impl Server {
     /// Redis's part of a commit failed, or may have: its publications go again with the
     /// next commit, in order, with the records that caused them (written whole).
     fn sessions_commit_failed(&mut self, deferred: Vec<Deferred>, why: &str) {
-        self.metrics.journal_failures += 1;
+        self.metrics.cluster_commit_failures += 1;
         self.log(
             Level::Error,
             format!("cluster: sessions not committed to redis: {why}"),

@@ -79,6 +79,8 @@ pub(crate) struct Metrics {
     pub(crate) cluster_outages: u64,
     /// Reliable sessions this node took over from another through Redis.
     pub(crate) cluster_takeovers: u64,
+    /// Commits of reliable sessions to Redis that failed (no ACK).
+    pub(crate) cluster_commit_failures: u64,
 }
 
 /// The cluster backend's gauges, sampled at scrape time (only with a backend).
@@ -286,6 +288,12 @@ impl Metrics {
                 "counter",
                 "Reliable sessions resumed here that another node held.",
                 get(&self.cluster_takeovers),
+            );
+            metric(
+                "cluster_session_commit_failures_total",
+                "counter",
+                "Commits of reliable sessions to Redis that failed (nothing acknowledged).",
+                get(&self.cluster_commit_failures),
             );
             metric(
                 "cluster_refused_total",

@@ -449,6 +449,8 @@ fn a_commit_redis_fails_is_no_ack_and_nothing_is_done_twice() {
         "no ACK for a failed commit"
     );
     assert_eq!(numbers(&net.data(sink)), [0], "nor its publication");
+    let page = net.nodes[0].metrics_text();
+    assert!(!page.contains("sockeye_cluster_session_commit_failures_total 0"));
     net.fail_commits = false;
     if net.rclients[kim].closed {
         // The node closed the connection (1011): kim resumes there.
