@@ -4,7 +4,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-# The multi-node scenarios (tests/tests/cluster.rs) start their own redis-server.
+# The multi-node scenarios (tests/tests/cluster.rs, cluster_sessions.rs) start their own
+# redis-server.
 if ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq redis-server
 fi
@@ -14,6 +15,7 @@ cargo test --workspace --doc
 # signal tests, again on the threads runtime (the run above used the default, smol).
 SOCKEYE_RUNTIME=threads cargo test -p sockeye-tests --test server_scenarios
 SOCKEYE_RUNTIME=threads cargo test -p sockeye-tests --test cluster
+SOCKEYE_RUNTIME=threads cargo test -p sockeye-tests --test cluster_sessions
 SOCKEYE_RUNTIME=threads cargo test -p sockeye --test server_binary
 (cd clients/js && npm ci --silent && npm test)
 bash scripts/autobahn.sh

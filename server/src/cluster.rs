@@ -48,11 +48,13 @@ use bytes::Bytes;
 use core::time::Duration;
 use sockeye_core::auth::UserId;
 use sockeye_core::hub::{ConnId, HubChange, OutMessage, Target};
-use sockeye_core::Instant;
+use sockeye_core::{Instant, SessionId};
 
+use crate::cluster_sessions::parse_session;
 use crate::metrics::ClusterGauges;
 use crate::plain;
 use crate::server::Server;
+use crate::session_sink::{Deferred, DeferredOp, SessionWrite};
 use crate::{Action, Level};
 
 /// Heartbeats missed before a node is taken as dead.
@@ -100,6 +102,14 @@ pub(crate) enum Pending {
     /// The counts of a user's connections on every node (`HGETALL`), for the upgrade
     /// waiting on `conn`.
     Admit { conn: ConnId },
+    /// Redis's part of a commit, which wrote these sessions (`cluster_sessions.rs`) and
+    /// ran these deferred publications.
+    Commit {
+        written: Vec<SessionWrite>,
+        deferred: Vec<Deferred>,
+    },
+    /// The take-over of `session` for the `RESUME` upgrade waiting on `conn`.
+    Claim { conn: ConnId, session: SessionId },
 }
 
 /// The cluster state of a [`Server`].
@@ -337,6 +347,13 @@ impl Server {
     /// included), or why it failed. Every publication gets exactly one answer.
     pub fn handle_published(&mut self, now: Instant, id: u64, result: Result<u64, String>) {
         self.observe(now);
+        self.on_published(id, result);
+        self.settle();
+    }
+
+    /// The outcome of publication `id` (reported by the runtime, or by the commit
+    /// script that ran it).
+    pub(crate) fn on_published(&mut self, id: u64, result: Result<u64, String>) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -351,9 +368,8 @@ impl Server {
             Pending::Fire => {}
             Pending::Push { conn, index } => self.push_published(conn, index, &result),
             // Answered by `handle_reply`.
-            Pending::Stored { .. } | Pending::Fetched { .. } | Pending::Admit { .. } => {}
+            _ => {}
         }
-        self.settle();
     }
 
     /// A message on a channel this node subscribed to.
@@ -439,6 +455,12 @@ impl Server {
                 }
             }
             ("sync", Some(Target::Room(room))) => self.answer_sync(&room),
+            ("taken", _) => {
+                // `node` took a session over: this node's copy, if it has one, goes.
+                if let Some(session) = text("session").as_deref().and_then(parse_session) {
+                    self.drop_taken(session);
+                }
+            }
             ("bye", _) => self.node_gone(&node),
             _ => {}
         }
@@ -456,6 +478,11 @@ impl Server {
         cluster.next_id += 1;
         cluster.pending.insert(id, pending);
         self.metrics.cluster_published += 1;
+        if self.defers() {
+            // Caused by records that wait for Redis: runs in their commit's script.
+            let channel = Bytes::from(channel);
+            return self.defer(id, DeferredOp::Publish { channel, payload });
+        }
         self.actions.push_back(Action::Publish {
             id,
             channel,
@@ -463,8 +490,25 @@ impl Server {
         });
     }
 
-    /// Queues a Redis command, answered by [`Server::handle_reply`].
+    /// Queues a Redis command, answered by [`Server::handle_reply`]; a publication
+    /// caused by records that wait for Redis runs in their commit's script instead.
     pub(crate) fn command(&mut self, args: Vec<Bytes>, pending: Pending) {
+        match Self::deferrable(&args) {
+            Some(store) if self.defers() => {
+                let Some(cluster) = &mut self.cluster else {
+                    return;
+                };
+                let id = cluster.next_id;
+                cluster.next_id += 1;
+                cluster.pending.insert(id, pending);
+                self.defer(id, DeferredOp::Store(store));
+            }
+            _ => self.command_now(args, pending),
+        }
+    }
+
+    /// Queues a Redis command at once, answered by [`Server::handle_reply`].
+    pub(crate) fn command_now(&mut self, args: Vec<Bytes>, pending: Pending) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -472,6 +516,17 @@ impl Server {
         cluster.next_id += 1;
         cluster.pending.insert(id, pending);
         self.actions.push_back(Action::Command { id, args });
+    }
+
+    /// This node took `session` over: its old owner drops its copy.
+    pub(crate) fn announce_taken(&mut self, session: SessionId) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let fields = member("session", &session.to_string());
+        let payload = envelope(&cluster.node, "taken", &fields);
+        let channel = cluster.channel("nodes");
+        self.publish(channel, payload, Pending::Fire);
     }
 
     /// The channel of a target.
@@ -735,6 +790,14 @@ impl Server {
 
     /// Heartbeats and dead nodes, at their time.
     pub(crate) fn cluster_timeout(&mut self, now: Instant) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if cluster.next_beat.is_some_and(|at| at <= now) {
+            // At each beat: sessions idle for half a resume window are kept in Redis.
+            let age = self.config.session_expiry / 2;
+            self.durable.refresh(now, age);
+        }
         let Some(cluster) = &mut self.cluster else {
             return;
         };

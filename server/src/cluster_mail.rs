@@ -54,6 +54,13 @@ impl Server {
     /// failed. Every command gets exactly one answer.
     pub fn handle_reply(&mut self, now: Instant, id: u64, result: Result<Reply, String>) {
         self.observe(now);
+        self.on_reply(id, result);
+        self.settle();
+    }
+
+    /// The answer to command `id` (reported by the runtime, or by the commit script
+    /// that ran it).
+    pub(crate) fn on_reply(&mut self, id: u64, result: Result<Reply, String>) {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -73,9 +80,12 @@ impl Server {
             } => self.mail_stored(to, from, payload, push, result),
             Pending::Fetched { user } => self.mail_fetched(&user, result),
             Pending::Admit { conn } => self.admission_answered(conn, result),
+            Pending::Commit { written, deferred } => {
+                self.sessions_committed(written, deferred, result)
+            }
+            Pending::Claim { conn, session } => self.claimed(conn, session, result),
             _ => {}
         }
-        self.settle();
     }
 
     fn mail_key(&self, user: &UserId) -> Option<Bytes> {

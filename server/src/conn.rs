@@ -69,7 +69,7 @@ pub(crate) struct Conn {
     /// Plain-mode texts whose cause (a reliable client's command, a push) waits for
     /// journal commit `ticket`: a crash before it would have the cause done again, so
     /// they must not reach the client before. Later texts queue behind them, in order.
-    pub(crate) held: VecDeque<(u64, Bytes, bool)>,
+    pub(crate) held: VecDeque<(u64, Bytes, bool, Option<sockeye_core::SessionId>)>,
     held_bytes: usize,
     /// A reliable connection's session has envelopes it did not take yet, or a plain
     /// connection has [`mail`](Self::mail), because the queue was at `max_queue_bytes`:
@@ -102,10 +102,32 @@ impl Conn {
         }
     }
 
-    /// Holds a plain-mode text (a `message`, or a reply) until commit `ticket` is done.
-    pub(crate) fn hold(&mut self, ticket: u64, text: Bytes, is_message: bool) {
+    /// Holds a plain-mode text (a `message`, or a reply) until commit `ticket` is done;
+    /// `cause`: the reliable session whose command sent it.
+    pub(crate) fn hold(
+        &mut self,
+        ticket: u64,
+        text: Bytes,
+        is_message: bool,
+        cause: Option<sockeye_core::SessionId>,
+    ) {
         self.held_bytes += text.len();
-        self.held.push_back((ticket, text, is_message));
+        self.held.push_back((ticket, text, is_message, cause));
+    }
+
+    /// Drops the held texts a command of `session` sent that wait for commit `from` or
+    /// later: another node took the session over before those commits, and acts on the
+    /// command itself.
+    pub(crate) fn drop_caused_by(&mut self, session: sockeye_core::SessionId, from: u64) {
+        let mut bytes = self.held_bytes;
+        self.held.retain(|(ticket, text, _, cause)| {
+            let keep = *cause != Some(session) || *ticket < from;
+            if !keep {
+                bytes -= text.len();
+            }
+            keep
+        });
+        self.held_bytes = bytes;
     }
 
     /// The held texts whose commit `done` finished, in order.
@@ -116,7 +138,7 @@ impl Conn {
             .front()
             .is_some_and(|(ticket, ..)| *ticket <= done)
         {
-            let (_, text, is_message) = self.held.pop_front().expect("checked");
+            let (_, text, is_message, _) = self.held.pop_front().expect("checked");
             self.held_bytes -= text.len();
             out.push((text, is_message));
         }

@@ -182,6 +182,7 @@ impl Server {
         let ticket = self.durable.ticket();
         let cause_durable = !self.durable.is_dirty();
         let flushing_mail = self.mail_flush == Some(conn);
+        let cause = self.cause;
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -215,7 +216,7 @@ impl Server {
         }
         if hold {
             // Its cause is not durable yet: it goes out once it is, in order.
-            c.hold(ticket, text, is_message);
+            c.hold(ticket, text, is_message, cause);
         } else if behind_mail {
             // Behind the mailbox still being framed.
             c.mail_live_bytes += text.len();
@@ -416,6 +417,12 @@ impl Server {
             });
             let text = framed.payload();
             let is_message = matches!(*out.message, OutMessage::Message { .. });
+            if let Some(&session) = self.ghosts.get(&out.to) {
+                // A detached session's ghost: into its window, for the resume (also
+                // while the socket it had is still being closed).
+                self.send_reliable(out.to, session, text, Some(&out.message));
+                continue;
+            }
             match self.conns.get(&out.to).map(|c| &c.phase) {
                 Some(Phase::Plain { ws, .. }) => {
                     // Compressed once, too, for the members whose connections keep no
@@ -430,13 +437,7 @@ impl Server {
                     let session = *session;
                     self.send_reliable(out.to, session, text, Some(&out.message));
                 }
-                Some(_) => {}
-                None => {
-                    // A detached session's ghost: into its window, for the resume.
-                    if let Some(&session) = self.ghosts.get(&out.to) {
-                        self.send_reliable(out.to, session, text, Some(&out.message));
-                    }
-                }
+                _ => {}
             }
         }
         while let Some(dead) = self.hub.poll_dead_letter() {

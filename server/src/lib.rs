@@ -39,13 +39,19 @@
 //! **Many nodes are outputs too.** With [`Config::cluster`] (`--redis`) the layer says
 //! what to publish and which channels it needs ([`Action::Publish`],
 //! [`Action::Subscribe`], [`Action::Unsubscribe`], and [`Action::Command`] for the
-//! mailboxes kept in Redis); the runtime carries the bytes to and from Redis and reports
+//! mailboxes, connection counts and reliable sessions kept in Redis); the runtime carries the bytes to and from Redis and reports
 //! [`Server::handle_published`] (how many subscribers got it), [`Server::handle_reply`],
 //! [`Server::handle_subscribed`], [`Server::handle_remote`] (a message from another
 //! node), [`Server::handle_cluster_up`] and [`Server::handle_cluster_down`]. The layer
 //! decides who receives what, when a push's 202 may go, what presence to announce and
 //! when a node is gone; the tests drive several layers over an in-memory broker. The
 //! channels and rules are in the `cluster` module's docs (`server/src/cluster.rs`).
+//!
+//! **Reliable sessions in Redis** are a second part of the same group commit: with
+//! [`Config::cluster`], each commit also writes the sessions' records to Redis in one
+//! script ([`Action::Command`]), and its [`Server::handle_reply`] counts as that part's
+//! outcome, so an ACK waits for Redis as it waits for `fsync`. A `RESUME` of a session
+//! another node holds waits for Redis to hand it over (`server/src/cluster_sessions.rs`).
 //!
 //! ## By hand: one HTTP request and one WebSocket connection
 //!
@@ -103,6 +109,7 @@ mod cluster;
 mod cluster_conns;
 mod cluster_mail;
 mod cluster_push;
+mod cluster_sessions;
 mod config;
 mod conn;
 mod deliver;
@@ -113,6 +120,7 @@ mod plain;
 mod push;
 mod reliable;
 mod server;
+mod session_sink;
 
 #[cfg(feature = "sim")]
 pub mod sim;
@@ -162,7 +170,9 @@ pub enum Action {
     },
     /// Run this Redis command (its arguments, the name first) on the connection that
     /// publishes, in order with the publications, then call [`Server::handle_reply`]
-    /// with `id` and the answer. Only with [`Config::cluster`]: the mailboxes in Redis.
+    /// with `id` and the answer (a Redis error reply, a timeout or a dropped connection
+    /// as `Err`). Only with [`Config::cluster`]: the mailboxes, connection counts and
+    /// reliable sessions in Redis.
     Command {
         /// Names this command in [`Server::handle_reply`].
         id: u64,

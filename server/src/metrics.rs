@@ -77,6 +77,10 @@ pub(crate) struct Metrics {
     pub(crate) cluster_unrouted: u64,
     /// Times the backend went down.
     pub(crate) cluster_outages: u64,
+    /// Reliable sessions this node took over from another through Redis.
+    pub(crate) cluster_takeovers: u64,
+    /// Commits of reliable sessions to Redis that failed (no ACK).
+    pub(crate) cluster_commit_failures: u64,
 }
 
 /// The cluster backend's gauges, sampled at scrape time (only with a backend).
@@ -92,6 +96,8 @@ pub(crate) struct ClusterGauges {
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct HubGauges {
     pub(crate) users: u64,
+    /// Reliable sessions this node holds (connected or waiting for a resume).
+    pub(crate) sessions: u64,
     pub(crate) rooms: u64,
     pub(crate) mailbox_depth: u64,
     pub(crate) mailbox_bytes: u64,
@@ -197,6 +203,12 @@ impl Metrics {
         );
         metric("users", "gauge", "Users with a live connection.", hub.users);
         metric(
+            "sessions",
+            "gauge",
+            "Reliable sessions held here (connected or waiting for a resume).",
+            hub.sessions,
+        );
+        metric(
             "rooms",
             "gauge",
             "Rooms with at least one member.",
@@ -270,6 +282,18 @@ impl Metrics {
                 "counter",
                 "Publications the backend failed.",
                 get(&self.cluster_publish_failures),
+            );
+            metric(
+                "cluster_session_takeovers_total",
+                "counter",
+                "Reliable sessions resumed here that another node held.",
+                get(&self.cluster_takeovers),
+            );
+            metric(
+                "cluster_session_commit_failures_total",
+                "counter",
+                "Commits of reliable sessions to Redis that failed (nothing acknowledged).",
+                get(&self.cluster_commit_failures),
             );
             metric(
                 "cluster_refused_total",

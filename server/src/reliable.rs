@@ -217,11 +217,16 @@ impl Server {
                     owner.journaled = owner.journaled.max(seq);
                 }
                 match conn {
-                    Some(conn) if is_text => match self.on_command(conn, &payload) {
-                        Err(why) => self.close_ws(conn, CloseCode::POLICY_VIOLATION, why),
-                        Ok(Some(reply)) => self.reply_reliable(conn, session, reply),
-                        Ok(None) => {}
-                    },
+                    Some(conn) if is_text => {
+                        self.cause = Some(session);
+                        let done = self.on_command(conn, &payload);
+                        self.cause = None;
+                        match done {
+                            Err(why) => self.close_ws(conn, CloseCode::POLICY_VIOLATION, why),
+                            Ok(Some(reply)) => self.reply_reliable(conn, session, reply),
+                            Ok(None) => {}
+                        }
+                    }
                     Some(conn) => {
                         self.metrics.messages_in += 1;
                         self.close_ws(conn, CloseCode::UNSUPPORTED_DATA, "commands are JSON text");
@@ -470,6 +475,8 @@ impl Server {
     pub(crate) fn detach_session(&mut self, conn: ConnId, session: SessionId, epoch: u64) {
         let now = self.now;
         if self.store.detach(now, session, epoch) {
+            // Its resume window starts now, in Redis too.
+            self.durable.touch(session);
             self.become_ghost(conn, session);
         } else {
             self.leave_hub(conn, session);

@@ -96,6 +96,9 @@ pub struct Server {
     /// While an upgrade admitted by Redis is carried out: its user's connections on the
     /// other nodes (`cluster_conns.rs`).
     pub(crate) remote_conns: usize,
+    /// The session whose client command is being acted on: what it publishes is skipped
+    /// if Redis finds the session taken over (`cluster_sessions.rs`).
+    pub(crate) cause: Option<SessionId>,
     pub(crate) actions: VecDeque<Action>,
     deadlines: BTreeSet<(Instant, ConnId)>,
     /// Connections changed by the current input, to settle before it returns.
@@ -144,10 +147,11 @@ impl Server {
         let mut server = Server {
             cluster,
             remote_conns: 0,
+            cause: None,
             ws_config: config.ws_config(),
             hub: Hub::new(config.hub_config()),
             store: SessionStore::new(config.session_config(), now),
-            durable: Durable::new(config.journal),
+            durable: Durable::new(config.journal, config.cluster.is_some()),
             config,
             epoch: (now, unix_ms),
             entropy,
@@ -183,6 +187,7 @@ impl Server {
             match self.store.restore(now, snapshot) {
                 Ok(()) => {
                     sessions += 1;
+                    self.durable.seed(snapshot);
                     self.owners.insert(
                         snapshot.id,
                         Owner {
@@ -356,19 +361,27 @@ impl Server {
     /// it is released (ACKs, 202s), or on `Err` answered as failed (503, no ACK).
     pub fn handle_committed(&mut self, now: Instant, result: Result<(), String>) {
         self.observe(now);
-        let Some(done) = self.durable.finish() else {
+        if !self.durable.in_flight() {
+            return;
+        }
+        if let Err(e) = &result {
+            self.metrics.journal_failures += 1;
+            self.log(crate::Level::Error, format!("journal commit failed: {e}"));
+        }
+        self.commit_part_done(result.is_ok());
+        self.settle();
+    }
+
+    /// One part of the commit in flight (the journal file's, or Redis's) reported: once
+    /// every part has, what waited for it is released, or answered as failed.
+    pub(crate) fn commit_part_done(&mut self, ok: bool) {
+        let Some((done, ok)) = self.durable.part_done(ok) else {
             return;
         };
-        match &result {
-            Ok(()) => {}
-            Err(e) => {
-                self.metrics.journal_failures += 1;
-                self.log(crate::Level::Error, format!("journal commit failed: {e}"));
-                self.commit_retry = Some(now + COMMIT_RETRY);
-            }
+        if !ok {
+            self.commit_retry = Some(self.now + COMMIT_RETRY);
         }
-        self.release(done, result.is_ok());
-        self.settle();
+        self.release(done, ok);
     }
 
     /// Begins the graceful shutdown: new upgrades are refused 503, every WebSocket is
@@ -501,6 +514,7 @@ impl Server {
         #[cfg_attr(not(feature = "deflate"), allow(unused_mut))]
         let mut gauges = HubGauges {
             users: stats.users as u64,
+            sessions: self.store.len() as u64,
             rooms: stats.rooms as u64,
             mailbox_depth: stats.mailbox_messages as u64,
             mailbox_bytes: stats.mailbox_bytes as u64,
@@ -585,9 +599,14 @@ impl Server {
             }
         }
         self.cluster_changes();
-        if let Some(bytes) = self.durable.take_commit() {
-            self.actions.push_back(Action::Append(bytes));
-            self.actions.push_back(Action::Commit);
+        if let Some(batch) = self.durable.take_commit(self.now) {
+            if let Some(bytes) = batch.journal {
+                self.actions.push_back(Action::Append(bytes));
+                self.actions.push_back(Action::Commit);
+            }
+            if let Some(sessions) = batch.redis {
+                self.commit_sessions(sessions);
+            }
         }
         if self.stopping && !self.stopped && self.conns.is_empty() && self.durable.is_settled() {
             self.stopped = true;
@@ -1024,6 +1043,27 @@ impl Server {
     /// the user owns it (someone else's looks unknown, `docs/PROTOCOL.md` §6.3), or
     /// starts a new one, then joins the hub.
     fn upgrade_reliable(&mut self, conn: ConnId, upgrade: Request, user: UserId) {
+        let resume = upgrade
+            .resume_value()
+            .and_then(|v| parse_resume_header(v).ok());
+        if let Some(resume) = resume {
+            if self.must_claim(resume.session_id) {
+                // Another node may hold it: Redis first (`cluster_sessions.rs`).
+                return self.claim(conn, upgrade, user, resume.session_id, resume.token);
+            }
+            if self.claim_unreachable(resume.session_id) {
+                // Redis, which may hold it, is down: not refused as unknown.
+                self.metrics.reject(Rejection::OverLimit);
+                let why = "session store unreachable: try again";
+                return self.answer(conn, answer::text(503, why));
+            }
+        }
+        self.resume_or_start(conn, upgrade, user);
+    }
+
+    /// [`upgrade_reliable`](Self::upgrade_reliable) with the session, if this node can
+    /// have it, here.
+    pub(crate) fn resume_or_start(&mut self, conn: ConnId, upgrade: Request, user: UserId) {
         let now = self.now;
         let resume = upgrade.resume_value().map(<[u8]>::to_vec);
         let claimed = resume

@@ -12,6 +12,7 @@ pub mod browser;
 pub mod proxy;
 pub mod redis;
 pub mod server;
+pub mod switch_proxy;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! A real `redis-server` for the multi-node scenarios: started on a free port of
-//! `127.0.0.1` with no persistence, stopped (killed) on drop. `scripts/test.sh` installs
+//! `127.0.0.1` with no persistence (or with `appendfsync always`), stopped (killed) on
+//! drop. `scripts/test.sh` installs
 //! Debian's `redis-server` package when it is missing.
 
 use std::io::{Read, Write};
@@ -11,17 +12,41 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// With persistence: the directory of its append-only file.
+    aof_dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port and waits (at most 10 s) until it answers
     /// `PING`.
     pub fn start() -> RedisServer {
+        RedisServer::launch(false)
+    }
+
+    /// Like [`start`](Self::start), with `appendonly yes` and `appendfsync always` in a
+    /// directory of its own: every write is on disk before Redis answers, and a
+    /// [`restart`](Self::restart) after a [`kill`](Self::kill) keeps it all.
+    pub fn start_persistent() -> RedisServer {
+        RedisServer::launch(true)
+    }
+
+    fn launch(persistent: bool) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut server = RedisServer { port, child: None };
+        let aof_dir = persistent.then(|| {
+            let dir =
+                std::env::temp_dir().join(format!("sockeye-redis-{}-{port}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("a directory for the append-only file");
+            dir
+        });
+        let mut server = RedisServer {
+            port,
+            child: None,
+            aof_dir,
+        };
         server.restart();
         server
     }
@@ -62,12 +87,25 @@ impl RedisServer {
         assert!(status.success(), "kill {signal} {pid}");
     }
 
-    /// Starts the server again on the same port (after [`kill`](Self::kill)), empty.
+    /// Starts the server again on the same port (after [`kill`](Self::kill)): empty, or
+    /// with what its append-only file holds.
     pub fn restart(&mut self) {
         self.kill();
+        let persistence: Vec<String> = match &self.aof_dir {
+            None => vec!["--appendonly".into(), "no".into()],
+            Some(dir) => vec![
+                "--appendonly".into(),
+                "yes".into(),
+                "--appendfsync".into(),
+                "always".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+            ],
+        };
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(&persistence)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -141,6 +179,9 @@ impl Drop for RedisServer {
             self.resume();
         }
         self.kill();
+        if let Some(dir) = &self.aof_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 use bytes::Bytes;
 
@@ -222,33 +223,7 @@ impl JournalState {
     pub fn records(&self) -> Vec<Record> {
         let mut out = Vec::new();
         for s in self.sessions.values() {
-            out.push(Record::SessionOpened {
-                id: s.id,
-                token: s.token,
-                user: s.user.clone(),
-                acked: s.acked,
-                client_delivered: s.client_delivered,
-            });
-            for room in &s.rooms {
-                out.push(Record::SessionJoined {
-                    id: s.id,
-                    room: room.clone(),
-                });
-            }
-            for m in &s.unacked {
-                out.push(Record::ServerSent {
-                    id: s.id,
-                    seq: m.seq,
-                    is_text: m.is_text,
-                    payload: m.payload.clone().unwrap_or_default(),
-                });
-                if m.payload.is_none() {
-                    out.push(Record::ServerVoided {
-                        id: s.id,
-                        seq: m.seq,
-                    });
-                }
-            }
+            out.extend(s.records());
         }
         for (user, mail) in &self.mailboxes {
             for m in mail {
@@ -261,6 +236,43 @@ impl JournalState {
             }
         }
         out.push(Record::Commit);
+        out
+    }
+}
+
+impl SessionSnapshot {
+    /// The shortest records that rebuild this session alone, as
+    /// [`JournalState::records`] writes it (without the commit marker): opened at its
+    /// current numbering, its rooms, its unacknowledged messages.
+    pub fn records(&self) -> Vec<Record> {
+        let s = self;
+        let mut out = vec![Record::SessionOpened {
+            id: s.id,
+            token: s.token,
+            user: s.user.clone(),
+            acked: s.acked,
+            client_delivered: s.client_delivered,
+        }];
+        for room in &s.rooms {
+            out.push(Record::SessionJoined {
+                id: s.id,
+                room: room.clone(),
+            });
+        }
+        for m in &s.unacked {
+            out.push(Record::ServerSent {
+                id: s.id,
+                seq: m.seq,
+                is_text: m.is_text,
+                payload: m.payload.clone().unwrap_or_default(),
+            });
+            if m.payload.is_none() {
+                out.push(Record::ServerVoided {
+                    id: s.id,
+                    seq: m.seq,
+                });
+            }
+        }
         out
     }
 }

@@ -242,6 +242,17 @@ impl SessionStore {
         Ok(())
     }
 
+    /// Forgets `id` at once, with no event, no dead letter and no tombstone: the session
+    /// lives on elsewhere (another node took it over) and this copy must go quietly.
+    /// Returns whether it was here.
+    pub fn forget(&mut self, id: SessionId) -> bool {
+        self.settle();
+        let was = self.sessions.remove(&id).is_some();
+        self.reindex(id);
+        self.events.retain(|(of, _)| *of != id);
+        was
+    }
+
     /// Drives the sessions that have no connection: their timers, and expiry after
     /// `session_expiry` (dead letters and `SessionLost` come out of
     /// [`poll_event`](Self::poll_event)); forgets old tombstones. Early calls are harmless.

@@ -8,9 +8,11 @@ use bytes::Bytes;
 use sockeye_core::handshake::ClientRequest;
 use sockeye_core::{ClientHandshake, Connection, Event, Instant, Message, SeededEntropy};
 
+use crate::cluster_mail::PUBLISH_OR_STORE;
 use crate::{Action, ClusterConfig, Config, ConnId, Reply, Server};
 
 mod seeded;
+mod sessions;
 
 /// What the broker hands back, in order.
 enum Delivery {
@@ -37,8 +39,24 @@ struct Net {
     held: Vec<(usize, String)>,
     /// Redis's hashes (the per-user connection counts).
     hashes: BTreeMap<Bytes, BTreeMap<Bytes, Bytes>>,
-    /// Redis's lists (the mailboxes).
+    /// Redis's lists (the mailboxes, the sessions).
     lists: BTreeMap<Bytes, VecDeque<Bytes>>,
+    /// Redis's strings (the sessions' owners).
+    strings: BTreeMap<Bytes, Bytes>,
+    /// Commits Redis fails (`sessions.rs`).
+    fail_commits: bool,
+    /// Commit answers Redis has not sent yet, while `hold_commits` is set.
+    hold_commits: bool,
+    held_commits: Vec<Delivery>,
+    /// Commits Redis has not run yet, while `stall_commits` is set.
+    stall_commits: bool,
+    stalled: Vec<(usize, u64, Vec<Bytes>)>,
+    /// Touches (`t`) the commit script ran.
+    touches: usize,
+    /// Dead letters each node reported.
+    dead_letters: Vec<(usize, crate::DeadLetter)>,
+    /// Reliable clients (`sessions.rs`).
+    rclients: Vec<sessions::RClient>,
     up: bool,
     queue: VecDeque<Delivery>,
     clients: Vec<Client>,
@@ -70,6 +88,15 @@ impl Net {
             dead: BTreeSet::new(),
             subs: BTreeMap::new(),
             lists: BTreeMap::new(),
+            strings: BTreeMap::new(),
+            fail_commits: false,
+            hold_commits: false,
+            held_commits: Vec::new(),
+            stall_commits: false,
+            stalled: Vec::new(),
+            dead_letters: Vec::new(),
+            touches: 0,
+            rclients: Vec::new(),
             hashes: BTreeMap::new(),
             hold: false,
             held: Vec::new(),
@@ -113,6 +140,7 @@ impl Net {
                     Delivery::Replied(i, id, result) => self.nodes[i].handle_reply(now, id, result),
                 }
             }
+            moved |= self.drive_rclients();
             if !moved {
                 return;
             }
@@ -128,7 +156,9 @@ impl Net {
                     bytes.extend_from_slice(&chunk);
                 }
                 let now = self.now;
-                if let Some(client) = self
+                if self.feed_rclient(i, conn, &bytes) {
+                    // A reliable client's.
+                } else if let Some(client) = self
                     .clients
                     .iter_mut()
                     .find(|c| c.node == i && c.conn == conn)
@@ -173,6 +203,26 @@ impl Net {
             Action::Command { id, args } => {
                 let result = if !self.up || self.dead.contains(&i) {
                     Err("connection refused".to_string())
+                } else if &args[0][..] == b"EVAL" && &args[1][..] != PUBLISH_OR_STORE.as_bytes() {
+                    let commit = &args[1][..] == crate::cluster_sessions::COMMIT.as_bytes();
+                    if commit && self.stall_commits {
+                        self.stalled.push((i, id, args));
+                        return;
+                    }
+                    if commit && self.fail_commits {
+                        // Refused before it ran: nothing of it happened.
+                        let refused = "READONLY You can't write against a read only replica";
+                        self.queue
+                            .push_back(Delivery::Replied(i, id, Err(refused.to_string())));
+                        return;
+                    }
+                    let result = self.session_script(&args);
+                    if commit && self.hold_commits {
+                        self.held_commits.push(Delivery::Replied(i, id, result));
+                        return;
+                    } else {
+                        result
+                    }
                 } else if &args[0][..] == b"EVAL" {
                     Ok(self.publish_or_store(&args))
                 } else {
@@ -185,6 +235,7 @@ impl Net {
                 self.subs.entry(channel.clone()).or_default().insert(i);
                 self.queue.push_back(Delivery::Subscribed(i, channel));
             }
+            Action::DeadLetter(dead) => self.dead_letters.push((i, dead)),
             Action::Unsubscribe(channel) => {
                 if let Some(s) = self.subs.get_mut(&channel) {
                     s.remove(&i);
@@ -197,10 +248,7 @@ impl Net {
     /// What `cluster_mail::PUBLISH_OR_STORE` does in Redis: `EVAL script 2 channel key
     /// envelope record max age`.
     fn publish_or_store(&mut self, args: &[Bytes]) -> Reply {
-        assert_eq!(
-            &args[1][..],
-            crate::cluster_mail::PUBLISH_OR_STORE.as_bytes()
-        );
+        assert_eq!(&args[1][..], PUBLISH_OR_STORE.as_bytes());
         let channel = std::str::from_utf8(&args[3]).unwrap().to_string();
         let receivers: Vec<usize> = self
             .subs
@@ -419,6 +467,7 @@ impl Net {
                 .enumerate()
                 .filter(|(i, _)| !self.dead.contains(i))
                 .filter_map(|(_, n)| n.poll_timeout())
+                .chain(self.rclient_timeout())
                 .min();
             match next {
                 Some(at) if at <= end => {
@@ -428,6 +477,7 @@ impl Net {
                             self.nodes[i].handle_timeout(self.now);
                         }
                     }
+                    self.rclient_timeouts();
                     self.pump();
                 }
                 _ => break,
