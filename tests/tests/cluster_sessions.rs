@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{json, Value};
 use sockeye::RunningServer;
-use sockeye_std::{Error, ReconnectConfig, ReliableClient, ReliableOptions, SessionEvent};
+use sockeye_std::{
+    Error, ReconnectConfig, ReliableClient, ReliableError, ReliableOptions, SessionEvent,
+};
 use sockeye_tests::redis::{wait_until, RedisServer};
 use sockeye_tests::server::{body, get, metric, push, server_config, start_server, JsonClient};
 use sockeye_tests::switch_proxy::SwitchProxy;
@@ -105,7 +107,7 @@ impl Kim {
         loop {
             match self.client.send(Bytes::from(text.clone()), true) {
                 Ok(_) => return,
-                Err(Error::Session(_)) if Instant::now() < deadline => {
+                Err(Error::Reliable(ReliableError::Send(_))) if Instant::now() < deadline => {
                     self.pump(Duration::from_millis(20))
                 }
                 Err(e) => panic!("kim cannot send: {e}"),
