@@ -16,6 +16,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod members;
 pub mod server_process;
 pub mod stream;
 pub mod wire;
