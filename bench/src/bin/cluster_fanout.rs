@@ -98,10 +98,8 @@ impl Args {
 /// One setup's numbers from one run.
 #[derive(Clone, Debug, Default)]
 struct Measured {
-    /// Seconds from the first connection until every member had joined.
-    join_secs: f64,
-    /// Redis's CPU-seconds meanwhile.
-    join_redis_cpu: Option<f64>,
+    /// From the first connection until every member had joined.
+    joins: Used,
     /// Median publish-to-last-delivery of single room pushes, ms: anywhere, on node A,
     /// on node B.
     room_ms: f64,
@@ -113,11 +111,47 @@ struct Measured {
     user_ms: f64,
     /// Deliveries/s of a user burst sent as one batch.
     user_rate: f64,
-    /// Wall seconds of the measurements, and the CPU-seconds of Redis and of all nodes
-    /// together in them.
-    measured_secs: f64,
-    redis_cpu: Option<f64>,
-    nodes_cpu: f64,
+    /// The room pushes (single and burst), the user pushes, and both.
+    room: Used,
+    user: Used,
+    measured: Used,
+}
+
+/// CPU-seconds so far of Redis, of all nodes together, and of this process (the load
+/// generator), at a moment.
+#[derive(Clone, Copy, Debug)]
+struct Cpu {
+    at: Instant,
+    redis: Option<f64>,
+    nodes: f64,
+    me: f64,
+}
+
+/// Wall seconds between two [`Cpu`] readings, and the CPU-seconds used in them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Used {
+    secs: f64,
+    redis: Option<f64>,
+    nodes: f64,
+    me: f64,
+}
+
+impl Cpu {
+    fn used_since(&self, before: &Cpu) -> Used {
+        Used {
+            secs: self.at.duration_since(before.at).as_secs_f64(),
+            redis: self.redis.zip(before.redis).map(|(a, b)| a - b),
+            nodes: self.nodes - before.nodes,
+            me: self.me - before.me,
+        }
+    }
+}
+
+impl Used {
+    /// `cpu` as a percentage of the wall time.
+    fn percent(&self, cpu: f64) -> f64 {
+        100.0 * cpu / self.secs
+    }
 }
 
 /// The processes of one setup: one node alone, or two on one Redis.
@@ -145,15 +179,17 @@ impl Setup {
         Setup { redis, nodes }
     }
 
-    fn redis_cpu(&self) -> Option<f64> {
-        self.redis.as_ref().and_then(|r| cpu_seconds(r.pid()))
-    }
-
-    fn nodes_cpu(&self) -> f64 {
-        self.nodes
-            .iter()
-            .map(|n| cpu_seconds(n.pid()).unwrap_or(f64::NAN))
-            .sum()
+    fn cpu(&self) -> Cpu {
+        Cpu {
+            at: Instant::now(),
+            redis: self.redis.as_ref().and_then(|r| cpu_seconds(r.pid())),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| cpu_seconds(n.pid()).unwrap_or(f64::NAN))
+                .sum(),
+            me: cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
+        }
     }
 }
 
@@ -258,13 +294,11 @@ fn measure(args: &Args, clustered: bool) -> Measured {
     let mut m = Measured::default();
     let ex = LocalExecutor::new();
     async_io::block_on(ex.run(async {
-        let redis_before = setup.redis_cpu();
-        let started = Instant::now();
+        let before = setup.cpu();
         for (i, (&addr, (seen, count))) in addrs.iter().zip(&receivers.rooms).enumerate() {
             open_room(&ex, addr, &format!("n{i}m"), *count, "big", seen).await;
         }
-        m.join_secs = started.elapsed().as_secs_f64();
-        m.join_redis_cpu = setup.redis_cpu().zip(redis_before).map(|(a, b)| a - b);
+        m.joins = setup.cpu().used_since(&before);
         let user_ready = Rc::new(Cell::new(0));
         let user_node = *addrs.last().expect("a node");
         ex.spawn(member(
@@ -293,8 +327,7 @@ fn measure(args: &Args, clustered: bool) -> Measured {
         })
         .await;
 
-        let (redis_before, nodes_before) = (setup.redis_cpu(), setup.nodes_cpu());
-        let measuring = Instant::now();
+        let measuring = setup.cpu();
         let (mut all, mut local, mut remote) = (Vec::new(), Vec::new(), Vec::new());
         for k in numbers.take(args.rounds) {
             let pusher = spawn_post(publisher, push_body(ROOM, k));
@@ -322,6 +355,9 @@ fn measure(args: &Args, clustered: bool) -> Measured {
             .expect("delivered");
         m.room_rate = (args.members * args.burst) as f64 / last.duration_since(sent).as_secs_f64();
 
+        let room_done = setup.cpu();
+        m.room = room_done.used_since(&measuring);
+
         let mut user = Vec::new();
         for k in numbers.take(args.rounds) {
             let pusher = spawn_post(publisher, push_body(USER, k));
@@ -344,9 +380,9 @@ fn measure(args: &Args, clustered: bool) -> Measured {
         let last = burst.filter_map(|k| seen.last(k)).max().expect("delivered");
         m.user_rate = args.user_burst as f64 / last.duration_since(sent).as_secs_f64();
 
-        m.measured_secs = measuring.elapsed().as_secs_f64();
-        m.redis_cpu = setup.redis_cpu().zip(redis_before).map(|(a, b)| a - b);
-        m.nodes_cpu = setup.nodes_cpu() - nodes_before;
+        let done = setup.cpu();
+        m.user = done.used_since(&room_done);
+        m.measured = done.used_since(&measuring);
     }));
     drop(setup);
     m
@@ -412,7 +448,7 @@ fn main() {
                 m.room_rate,
                 m.user_ms,
                 m.user_rate,
-                m.join_secs,
+                m.joins.secs,
                 load_average()
             );
             if clustered { &mut two } else { &mut one }.push(m);
@@ -472,25 +508,56 @@ fn main() {
         &|m| Some(m.user_rate),
         0,
     );
-    both("measured interval (s)", &|m| Some(m.measured_secs), 2);
-    both("Redis CPU in it (s)", &|m| m.redis_cpu, 2);
+    let room_deliveries = (args.members * (args.rounds + args.burst)) as f64;
+    let user_pushes = (args.rounds + args.user_burst) as f64;
     both(
-        "Redis CPU in it (% of the interval)",
-        &|m| m.redis_cpu.map(|c| 100.0 * c / m.measured_secs),
+        "room pushes: nodes' CPU per delivery (µs, all nodes)",
+        &|m| Some(1e6 * m.room.nodes / room_deliveries),
+        2,
+    );
+    both("room pushes: Redis CPU (s)", &|m| m.room.redis, 2);
+    both(
+        "user pushes: nodes' CPU per push (µs, all nodes)",
+        &|m| Some(1e6 * m.user.nodes / user_pushes),
         1,
     );
-    both("nodes' CPU in it (s, all nodes)", &|m| Some(m.nodes_cpu), 2);
     both(
-        "nodes' CPU in it (% of the interval)",
-        &|m| Some(100.0 * m.nodes_cpu / m.measured_secs),
+        "user pushes: Redis CPU per push (µs)",
+        &|m| m.user.redis.map(|c| 1e6 * c / user_pushes),
+        1,
+    );
+    both(
+        "all measurements: wall time (s)",
+        &|m| Some(m.measured.secs),
+        2,
+    );
+    both("… Redis CPU (s)", &|m| m.measured.redis, 2);
+    both(
+        "… Redis CPU (% of the wall time)",
+        &|m| m.measured.redis.map(|c| m.measured.percent(c)),
+        1,
+    );
+    both(
+        "… nodes' CPU (% of the wall time, all nodes)",
+        &|m| Some(m.measured.percent(m.measured.nodes)),
+        1,
+    );
+    both(
+        "… load generator's CPU (% of the wall time)",
+        &|m| Some(m.measured.percent(m.measured.me)),
         1,
     );
     both(
         "members connected and joined (s)",
-        &|m| Some(m.join_secs),
+        &|m| Some(m.joins.secs),
         2,
     );
-    both("Redis CPU while they joined (s)", &|m| m.join_redis_cpu, 2);
+    both("… Redis CPU meanwhile (s)", &|m| m.joins.redis, 2);
+    both(
+        "… nodes' CPU meanwhile (s, all nodes)",
+        &|m| Some(m.joins.nodes),
+        2,
+    );
     println!();
     println!("load average at the end: {}", load_average());
 }
