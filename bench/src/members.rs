@@ -14,7 +14,7 @@ use async_executor::LocalExecutor;
 use async_io::{Async, Timer};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 
-use crate::ws_frames::{client_text_frame, head_end, server_frames, upgrade_request};
+use crate::ws_frames::{client_frame, client_text_frame, head_end, server_frames, upgrade_request};
 
 /// What a group of members saw: for each push number, how many got it and when the last
 /// did.
@@ -62,7 +62,7 @@ pub fn push_number(payload: &[u8]) -> Option<usize> {
 }
 
 /// One member: connects as `user`, joins `room` if given, then counts every push it
-/// receives in `seen`. `ready` goes up by one when it has joined (without a room: when
+/// receives in `seen` (and answers pings, so that a long setup does not get it closed). `ready` goes up by one when it has joined (without a room: when
 /// the upgrade was answered). Returns when the server closes the connection.
 pub async fn member(
     addr: SocketAddr,
@@ -115,17 +115,22 @@ pub async fn member(
             }
         }
         let now = Instant::now();
-        let used = server_frames(&buf, |op, payload| {
-            if op != 1 {
-                return;
+        let mut pongs = Vec::new();
+        let used = server_frames(&buf, |op, payload| match op {
+            0x1 if payload.starts_with(br#"{"type":"joined""#) => ready.set(ready.get() + 1),
+            0x1 => {
+                if let Some(k) = push_number(payload) {
+                    seen.borrow_mut().record(k, now);
+                }
             }
-            if payload.starts_with(br#"{"type":"joined""#) {
-                ready.set(ready.get() + 1);
-            } else if let Some(k) = push_number(payload) {
-                seen.borrow_mut().record(k, now);
-            }
+            // RFC 6455 §5.5.2: a Ping is answered with a Pong of the same payload.
+            0x9 => pongs.extend_from_slice(&client_frame(0xA, payload)),
+            _ => {}
         });
         buf.drain(..used);
+        if !pongs.is_empty() && s.write_all(&pongs).await.is_err() {
+            return;
+        }
     }
 }
 

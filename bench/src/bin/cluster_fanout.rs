@@ -65,6 +65,8 @@ struct Args {
     runs: usize,
     runtime: String,
     server_cores: String,
+    /// `--only one` or `--only two`: measure just that setup.
+    only: Option<String>,
 }
 
 impl Args {
@@ -91,6 +93,7 @@ impl Args {
             runs: number("--runs", 3).max(1),
             runtime: value("--runtime").unwrap_or_else(|| "smol".into()),
             server_cores: value("--server-cores").unwrap_or_else(|| "0".into()),
+            only: value("--only"),
         }
     }
 }
@@ -244,23 +247,26 @@ impl Receivers {
     }
 }
 
-/// Pushes `to` through `addr` from `numbers` until one reaches everyone `reached` waits
-/// for (within [`WARM_UP_WAIT`] each); panics after [`WARM_UP_TRIES`].
-async fn warm_up<F, Fut>(addr: SocketAddr, to: &str, numbers: &Numbers, reached: F)
+/// Pushes `to` through `addr` from `numbers` until one reaches everyone `missed` waits
+/// for (within [`WARM_UP_WAIT`] each; it says who did not get push `k`, if any); panics
+/// after [`WARM_UP_TRIES`].
+async fn warm_up<F, Fut>(addr: SocketAddr, to: &str, numbers: &Numbers, missed: F)
 where
     F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = Option<String>>,
 {
+    let mut why = String::new();
     for _ in 0..WARM_UP_TRIES {
         let k = numbers.take(1).start;
         let pusher = spawn_post(addr, push_body(to, k));
-        let ok = reached(k).await;
+        let missing = missed(k).await;
         pusher.join().expect("warm-up push");
-        if ok {
-            return;
+        match missing {
+            None => return,
+            Some(w) => why = w,
         }
     }
-    panic!("no warm-up push to {to} reached everyone in {WARM_UP_TRIES} tries");
+    panic!("no warm-up push to {to} reached everyone in {WARM_UP_TRIES} tries; the last: {why}");
 }
 
 fn ms(from: Instant, to: Instant) -> f64 {
@@ -314,16 +320,18 @@ fn measure(args: &Args, clustered: bool) -> Measured {
         }
         let receivers = &receivers;
         warm_up(publisher, ROOM, &numbers, |k| async move {
-            for (seen, count) in &receivers.rooms {
+            for (node, (seen, count)) in receivers.rooms.iter().enumerate() {
                 if !delivered(seen, k, *count, WARM_UP_WAIT).await {
-                    return false;
+                    let got = seen.borrow().got(k);
+                    return Some(format!("{got} of node {node}'s {count} members got it"));
                 }
             }
-            true
+            None
         })
         .await;
         warm_up(publisher, USER, &numbers, |k| async move {
-            delivered(&receivers.user, k, 1, WARM_UP_WAIT).await
+            let got = delivered(&receivers.user, k, 1, WARM_UP_WAIT).await;
+            (!got).then(|| "the user's connection did not get it".to_string())
         })
         .await;
 
@@ -438,6 +446,10 @@ fn main() {
         // Alternate which setup goes first, so a change in the machine's load does not
         // always hit the same one.
         for clustered in [run % 2 == 1, run % 2 == 0] {
+            let key = if clustered { "two" } else { "one" };
+            if args.only.as_deref().is_some_and(|only| only != key) {
+                continue;
+            }
             let m = measure(&args, clustered);
             println!(
                 "run {}: {}: room {:.1} ms, {:.0} deliveries/s; user {:.2} ms, {:.0}/s; \
