@@ -120,6 +120,21 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) as f64 / clock_ticks_per_second())
 }
 
+/// Seconds the threads of process `pid` that are alive now have spent on a CPU, to the
+/// nanosecond (the first field of each `/proc/PID/task/TID/schedstat`): for phases too
+/// short for the ticks of [`cpu_seconds`]. Threads that ended are not counted.
+pub fn threads_cpu_seconds(pid: u32) -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread that ended since the listing has no file any more.
+        if let Ok(stat) = std::fs::read_to_string(path) {
+            ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(ns as f64 / 1e9)
+}
+
 fn clock_ticks_per_second() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {

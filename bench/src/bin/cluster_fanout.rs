@@ -13,9 +13,13 @@
 //! - **user push**: publish-to-delivery of single pushes to a user whose one connection
 //!   is on node B (on the single node: on it), median of `--rounds`;
 //! - **user burst**: deliveries/s of `--user-burst` pushes to that user as one batch;
-//! - **CPU** of Redis and of the nodes over the measurements (utime + stime from
-//!   `/proc/PID/stat`), as CPU-seconds and as a share of the measured wall time; and how
-//!   long the members took to connect and join, with Redis's CPU meanwhile.
+//! - **CPU**: Redis's over the measurements (utime + stime from `/proc/PID/stat`), as
+//!   CPU-seconds and as a share of the measured wall time; the nodes' and Redis's per
+//!   delivery or push (from their threads' `/proc/PID/task/TID/schedstat`, to the
+//!   nanosecond, as a phase of pushes to one user is too short for 10 ms ticks); the
+//!   load generator's; and how long the members took to connect and join, with Redis's
+//!   and the nodes' CPU meanwhile. On a shared machine the CPU per delivery is the
+//!   steadier comparison: wall times move with what else runs on the cores.
 //!
 //! `redis-server` (Debian's package) is started on a free port of 127.0.0.1 with no
 //! persistence and killed at the end. The servers (Redis and the nodes) are pinned to
@@ -42,7 +46,9 @@ use sockeye_bench::members::{
     batch_body, delivered, median, member, open_room, push_body, spawn_post, Seen,
 };
 use sockeye_bench::redis_process::RedisProcess;
-use sockeye_bench::server_process::{cpu_seconds, free_port, have_taskset, ServerProcess};
+use sockeye_bench::server_process::{
+    cpu_seconds, free_port, have_taskset, threads_cpu_seconds, ServerProcess,
+};
 
 /// The room every member joins, as a push names it.
 const ROOM: &str = r#""room":"big""#;
@@ -121,10 +127,13 @@ struct Measured {
 }
 
 /// CPU-seconds so far of Redis, of all nodes together, and of this process (the load
-/// generator), at a moment.
+/// generator), at a moment: Redis's and this process's as utime + stime
+/// (`/proc/PID/stat`, in 10 ms ticks), Redis's and the nodes' also to the nanosecond
+/// (their threads' `schedstat`), for the per-push figures of short phases.
 #[derive(Clone, Copy, Debug)]
 struct Cpu {
     at: Instant,
+    redis_ticks: Option<f64>,
     redis: Option<f64>,
     nodes: f64,
     me: f64,
@@ -134,6 +143,7 @@ struct Cpu {
 #[derive(Clone, Copy, Debug, Default)]
 struct Used {
     secs: f64,
+    redis_ticks: Option<f64>,
     redis: Option<f64>,
     nodes: f64,
     me: f64,
@@ -141,9 +151,11 @@ struct Used {
 
 impl Cpu {
     fn used_since(&self, before: &Cpu) -> Used {
+        let minus = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a - b);
         Used {
             secs: self.at.duration_since(before.at).as_secs_f64(),
-            redis: self.redis.zip(before.redis).map(|(a, b)| a - b),
+            redis_ticks: minus(self.redis_ticks, before.redis_ticks),
+            redis: minus(self.redis, before.redis),
             nodes: self.nodes - before.nodes,
             me: self.me - before.me,
         }
@@ -185,11 +197,15 @@ impl Setup {
     fn cpu(&self) -> Cpu {
         Cpu {
             at: Instant::now(),
-            redis: self.redis.as_ref().and_then(|r| cpu_seconds(r.pid())),
+            redis_ticks: self.redis.as_ref().and_then(|r| cpu_seconds(r.pid())),
+            redis: self
+                .redis
+                .as_ref()
+                .and_then(|r| threads_cpu_seconds(r.pid())),
             nodes: self
                 .nodes
                 .iter()
-                .map(|n| cpu_seconds(n.pid()).unwrap_or(f64::NAN))
+                .map(|n| threads_cpu_seconds(n.pid()).unwrap_or(f64::NAN))
                 .sum(),
             me: cpu_seconds(std::process::id()).unwrap_or(f64::NAN),
         }
@@ -527,11 +543,19 @@ fn main() {
         &|m| Some(1e6 * m.room.nodes / room_deliveries),
         2,
     );
-    both("room pushes: Redis CPU (s)", &|m| m.room.redis, 2);
+    both(
+        "room pushes: Redis CPU per push (µs)",
+        &|m| {
+            m.room
+                .redis
+                .map(|c| 1e6 * c / (args.rounds + args.burst) as f64)
+        },
+        1,
+    );
     both(
         "user pushes: nodes' CPU per push (µs, all nodes)",
         &|m| Some(1e6 * m.user.nodes / user_pushes),
-        1,
+        2,
     );
     both(
         "user pushes: Redis CPU per push (µs)",
@@ -543,10 +567,14 @@ fn main() {
         &|m| Some(m.measured.secs),
         2,
     );
-    both("… Redis CPU (s)", &|m| m.measured.redis, 2);
+    both(
+        "… Redis CPU (s, utime + stime)",
+        &|m| m.measured.redis_ticks,
+        2,
+    );
     both(
         "… Redis CPU (% of the wall time)",
-        &|m| m.measured.redis.map(|c| m.measured.percent(c)),
+        &|m| m.measured.redis_ticks.map(|c| m.measured.percent(c)),
         1,
     );
     both(
@@ -564,7 +592,11 @@ fn main() {
         &|m| Some(m.joins.secs),
         2,
     );
-    both("… Redis CPU meanwhile (s)", &|m| m.joins.redis, 2);
+    both(
+        "… Redis CPU meanwhile (s, utime + stime)",
+        &|m| m.joins.redis_ticks,
+        2,
+    );
     both(
         "… nodes' CPU meanwhile (s, all nodes)",
         &|m| Some(m.joins.nodes),
