@@ -4,6 +4,7 @@
 //! tell when the last member got push `k`.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
@@ -22,6 +23,9 @@ use crate::ws_frames::{client_frame, client_text_frame, head_end, server_frames,
 pub struct Seen {
     got: Vec<usize>,
     last: Vec<Option<Instant>>,
+    /// Members whose connection ended, by the close code the server sent (`None`: it
+    /// ended without a close frame).
+    closed: BTreeMap<Option<u16>, usize>,
 }
 
 impl Seen {
@@ -30,6 +34,7 @@ impl Seen {
         Rc::new(RefCell::new(Seen {
             got: vec![0; pushes],
             last: vec![None; pushes],
+            closed: BTreeMap::new(),
         }))
     }
 
@@ -41,6 +46,20 @@ impl Seen {
     /// When the last member that got push `k` got it.
     pub fn last(&self, k: usize) -> Option<Instant> {
         self.last.get(k).copied().flatten()
+    }
+
+    /// How many members' connections ended, by close code, as `code: count` pairs
+    /// (`none` for an end without a close frame); empty while all are open.
+    pub fn closed(&self) -> String {
+        let pairs: Vec<String> = self
+            .closed
+            .iter()
+            .map(|(code, n)| match code {
+                Some(code) => format!("{code}: {n}"),
+                None => format!("none: {n}"),
+            })
+            .collect();
+        pairs.join(", ")
     }
 
     fn record(&mut self, k: usize, at: Instant) {
@@ -62,8 +81,9 @@ pub fn push_number(payload: &[u8]) -> Option<usize> {
 }
 
 /// One member: connects as `user`, joins `room` if given, then counts every push it
-/// receives in `seen` (and answers pings, so that a long setup does not get it closed). `ready` goes up by one when it has joined (without a room: when
-/// the upgrade was answered). Returns when the server closes the connection.
+/// receives in `seen` (and answers pings, so that a long setup does not get it closed).
+/// `ready` goes up by one when it has joined (without a room: when the upgrade was
+/// answered). Returns when the connection ends, counted in `seen` with the close code.
 pub async fn member(
     addr: SocketAddr,
     user: String,
@@ -71,22 +91,30 @@ pub async fn member(
     seen: Rc<RefCell<Seen>>,
     ready: Rc<Cell<usize>>,
 ) {
-    let Ok(mut s) = Async::<TcpStream>::connect(addr).await else {
-        return;
-    };
-    if s.write_all(upgrade_request(&format!("/ws?user={user}")).as_bytes())
+    let code = connection(addr, &user, room, &seen, &ready).await;
+    *seen.borrow_mut().closed.entry(code).or_default() += 1;
+}
+
+/// [`member`]'s connection until it ends; the close code the server sent, if any.
+async fn connection(
+    addr: SocketAddr,
+    user: &str,
+    room: Option<String>,
+    seen: &RefCell<Seen>,
+    ready: &Cell<usize>,
+) -> Option<u16> {
+    let mut s = Async::<TcpStream>::connect(addr).await.ok()?;
+    s.write_all(upgrade_request(&format!("/ws?user={user}")).as_bytes())
         .await
-        .is_err()
-    {
-        return;
-    }
+        .ok()?;
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut head_done = false;
+    let mut code = None;
     loop {
         let n = s.read(&mut chunk).await.unwrap_or(0);
         if n == 0 {
-            return;
+            return code;
         }
         buf.extend_from_slice(&chunk[..n]);
         if !head_done {
@@ -104,12 +132,9 @@ pub async fn member(
                 // A client sends nothing more before the server's answer (RFC 6455 §4.1).
                 Some(room) => {
                     let join = format!(r#"{{"type":"join","room":"{room}"}}"#);
-                    if s.write_all(&client_text_frame(join.as_bytes()))
+                    s.write_all(&client_text_frame(join.as_bytes()))
                         .await
-                        .is_err()
-                    {
-                        return;
-                    }
+                        .ok()?;
                 }
                 None => ready.set(ready.get() + 1),
             }
@@ -123,13 +148,14 @@ pub async fn member(
                     seen.borrow_mut().record(k, now);
                 }
             }
+            0x8 if payload.len() >= 2 => code = Some(u16::from_be_bytes([payload[0], payload[1]])),
             // RFC 6455 §5.5.2: a Ping is answered with a Pong of the same payload.
             0x9 => pongs.extend_from_slice(&client_frame(0xA, payload)),
             _ => {}
         });
         buf.drain(..used);
-        if !pongs.is_empty() && s.write_all(&pongs).await.is_err() {
-            return;
+        if !pongs.is_empty() {
+            s.write_all(&pongs).await.ok()?;
         }
     }
 }
