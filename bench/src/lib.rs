@@ -16,6 +16,8 @@
 
 pub mod decode;
 pub mod encode;
+pub mod members;
+pub mod redis_process;
 pub mod server_process;
 pub mod stream;
 pub mod wire;

@@ -4,15 +4,21 @@
 
 /// A masked client text frame with mask key 0 (the payload is sent as it is).
 pub fn client_text_frame(payload: &[u8]) -> Vec<u8> {
+    client_frame(0x1, payload)
+}
+
+/// A final masked client frame of `opcode` (`0xA` for a pong) with mask key 0.
+pub fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let first = 0x80 | (opcode & 0x0f);
     let mut out = Vec::with_capacity(payload.len() + 14);
     match payload.len() {
-        n if n < 126 => out.extend_from_slice(&[0x81, 0x80 | n as u8]),
+        n if n < 126 => out.extend_from_slice(&[first, 0x80 | n as u8]),
         n if n <= usize::from(u16::MAX) => {
-            out.extend_from_slice(&[0x81, 0x80 | 126]);
+            out.extend_from_slice(&[first, 0x80 | 126]);
             out.extend_from_slice(&(n as u16).to_be_bytes());
         }
         n => {
-            out.extend_from_slice(&[0x81, 0x80 | 127]);
+            out.extend_from_slice(&[first, 0x80 | 127]);
             out.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
@@ -90,6 +96,10 @@ mod tests {
             &[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']
         );
         assert_eq!(client_text_frame(&[b'a'; 300])[1], 0x80 | 126);
+        assert_eq!(
+            &client_frame(0xA, b"p")[..],
+            &[0x8A, 0x81, 0, 0, 0, 0, b'p']
+        );
         assert_eq!(head_end(b"HTTP/1.1 101 OK\r\n\r\nrest"), Some(19));
     }
 }

@@ -19,105 +19,24 @@
 //! taskset -c 1 cargo run --release -p sockeye-bench --bin fanout -- --members 10000
 //! ```
 
-use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use async_executor::LocalExecutor;
-use async_io::Async;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use sockeye_bench::members::{batch_body, delivered, median, open_room, post, push_body, Seen};
 use sockeye_bench::server_process::{pinned, ServerProcess};
-use sockeye_bench::ws_frames::{client_text_frame, head_end, server_frames, upgrade_request};
 
-/// What the members saw: for each push number, how many got it and when the last did.
-#[derive(Default)]
-struct Seen {
-    got: Vec<usize>,
-    last: Vec<Option<Instant>>,
-}
-
-/// The push number in a room message, if `payload` is one (`..."data":N}`).
-fn push_number(payload: &[u8]) -> Option<usize> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let at = text.find("\"data\":")? + 7;
-    text[at..].trim_end_matches('}').parse().ok()
-}
-
-/// One member: upgrade, join the room, then count every push it receives.
-async fn member(addr: SocketAddr, i: usize, seen: Rc<RefCell<Seen>>, joined: Rc<RefCell<usize>>) {
-    let mut s = Async::<TcpStream>::connect(addr).await.expect("connect");
-    s.write_all(upgrade_request(&format!("/ws?user=m{i}")).as_bytes())
-        .await
-        .expect("upgrade");
-    let mut buf: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let mut head_done = false;
-    loop {
-        let n = s.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if !head_done {
-            let Some(end) = head_end(&buf) else {
-                continue;
-            };
-            buf.drain(..end);
-            head_done = true;
-            // A client sends nothing more before the server's answer (RFC 6455 §4.1).
-            s.write_all(&client_text_frame(br#"{"type":"join","room":"big"}"#))
-                .await
-                .expect("join");
-        }
-        let used = server_frames(&buf, |op, payload| {
-            if op != 1 {
-                return;
-            }
-            if payload.starts_with(br#"{"type":"joined""#) {
-                *joined.borrow_mut() += 1;
-            } else if let Some(k) = push_number(payload) {
-                let mut seen = seen.borrow_mut();
-                if let Some(count) = seen.got.get_mut(k) {
-                    *count += 1;
-                    seen.last[k] = Some(Instant::now());
-                }
-            }
-        });
-        buf.drain(..used);
-    }
-}
+const ROOM: &str = r#""room":"big""#;
 
 fn push(addr: SocketAddr, k: usize) -> Instant {
-    post(addr, &format!(r#"{{"room":"big","data":{k}}}"#))
+    post(addr, &push_body(ROOM, k))
 }
 
 /// Pushes `from..to` in one request (a batch).
 fn push_batch(addr: SocketAddr, from: usize, to: usize) -> Instant {
-    let pushes: Vec<String> = (from..to)
-        .map(|k| format!(r#"{{"room":"big","data":{k}}}"#))
-        .collect();
-    post(addr, &format!("[{}]", pushes.join(",")))
-}
-
-fn post(addr: SocketAddr, body: &str) -> Instant {
-    let request = format!(
-        "POST /api/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let started = Instant::now();
-    let mut s = TcpStream::connect(addr).expect("connect for a push");
-    s.write_all(request.as_bytes()).expect("push");
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    assert!(
-        answer.starts_with(b"HTTP/1.1 202"),
-        "push refused: {}",
-        String::from_utf8_lossy(&answer)
-    );
-    started
+    post(addr, &batch_body(ROOM, from, to))
 }
 
 /// The room message a member receives for push `k`, as a server frame.
@@ -243,11 +162,6 @@ impl Publisher {
     }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// What to measure against: the `sockeye` server on a runtime, or the floor.
 #[derive(Clone, Copy)]
 enum Target<'a> {
@@ -292,26 +206,10 @@ fn measure(target: Target<'_>, args: &Args, port: u16) -> Measured {
     };
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
     let total = rounds + 2 * burst;
-    let seen = Rc::new(RefCell::new(Seen {
-        got: vec![0; total],
-        last: vec![None; total],
-    }));
-    let joined = Rc::new(RefCell::new(0usize));
+    let seen = Seen::shared(total);
     let ex = LocalExecutor::new();
     let result = async_io::block_on(ex.run(async {
-        for i in 0..members {
-            ex.spawn(member(addr, i, Rc::clone(&seen), Rc::clone(&joined)))
-                .detach();
-            if i % 256 == 255 {
-                // Let the connections in flight finish before opening more.
-                while *joined.borrow() + 512 < i {
-                    async_io::Timer::after(Duration::from_millis(1)).await;
-                }
-            }
-        }
-        while *joined.borrow() < members {
-            async_io::Timer::after(Duration::from_millis(5)).await;
-        }
+        open_room(&ex, addr, "m", members, "big", &seen).await;
         let publisher = match target {
             Target::Sockeye(_) => Publisher::Batch(addr),
             Target::Floor => {
@@ -325,9 +223,11 @@ fn measure(target: Target<'_>, args: &Args, port: u16) -> Measured {
         let wait_all = |k: usize| {
             let seen = Rc::clone(&seen);
             async move {
-                while seen.borrow().got[k] < members {
-                    async_io::Timer::after(Duration::from_micros(200)).await;
-                }
+                assert!(
+                    delivered(&seen, k, members, Duration::from_secs(60)).await,
+                    "push {k} reached {} of {members} members",
+                    seen.borrow().got(k)
+                );
             }
         };
         let mut latencies = Vec::new();
@@ -335,7 +235,7 @@ fn measure(target: Target<'_>, args: &Args, port: u16) -> Measured {
             let pusher = publisher.start(k, k + 1);
             wait_all(k).await;
             let started = pusher.join().expect("pusher");
-            let last = seen.borrow().last[k].expect("delivered");
+            let last = seen.borrow().last(k).expect("delivered");
             latencies.push(last.duration_since(started).as_secs_f64() * 1e3);
         }
         let rate = |publisher: &Publisher, from: usize| {
@@ -348,7 +248,7 @@ fn measure(target: Target<'_>, args: &Args, port: u16) -> Measured {
                 }
                 let started = pusher.join().expect("pusher");
                 let last = (from..from + burst)
-                    .filter_map(|k| seen.borrow().last[k])
+                    .filter_map(|k| seen.borrow().last(k))
                     .max()
                     .expect("delivered");
                 (members * burst) as f64 / last.duration_since(started).as_secs_f64()
