@@ -128,6 +128,9 @@ pub(crate) struct Cluster {
     /// each entry with the deadline it is dropped at unless confirmed (`Some` after a
     /// resynchronisation began: [`Cluster::resync_until`]).
     remote: BTreeMap<String, BTreeMap<UserId, BTreeMap<String, Option<Instant>>>>,
+    /// Per room: how many of `remote`'s users are present here too, so the room's size
+    /// across nodes is known without walking both lists (a join answers with it).
+    shared: BTreeMap<String, usize>,
     /// When entries still unconfirmed after a resynchronisation are dropped.
     sweeps: BTreeSet<Instant>,
     /// Other nodes, and when they were last heard of.
@@ -147,6 +150,7 @@ impl Cluster {
             next_id: 1,
             pending: BTreeMap::new(),
             remote: BTreeMap::new(),
+            shared: BTreeMap::new(),
             sweeps: BTreeSet::new(),
             nodes: BTreeMap::new(),
             next_beat: None,
@@ -638,21 +642,101 @@ impl Server {
 
     /// The users present in `room` on this node and on the others: the first `limit`
     /// in name order, and how many in all.
+    ///
+    /// Both lists are in name order: the page merges their heads, and the count comes
+    /// from the sizes and [`Cluster::shared`], so a join costs the page, not the room.
     pub(crate) fn members_page(&self, room: &str, limit: usize) -> (Vec<UserId>, usize) {
-        let remote = self.cluster.as_ref().and_then(|c| c.remote.get(room));
-        let Some(remote) = remote.filter(|r| !r.is_empty()) else {
+        let Some(cluster) = &self.cluster else {
             return self.hub.members_page(room, limit);
         };
-        let mut all: BTreeSet<UserId> = self.hub.members(room).into_iter().collect();
-        all.extend(remote.keys().cloned());
-        let count = all.len();
-        (all.into_iter().take(limit).collect(), count)
+        let Some(remote) = cluster.remote.get(room).filter(|r| !r.is_empty()) else {
+            return self.hub.members_page(room, limit);
+        };
+        // `shared` accounts the local changes drained so far; a join answered in this
+        // input has its own still pending.
+        let mut shared = cluster.shared.get(room).copied().unwrap_or(0);
+        for change in self.hub.pending_changes() {
+            match change {
+                HubChange::Arrived { room: r, user } if r == room && remote.contains_key(user) => {
+                    shared += 1
+                }
+                HubChange::Departed { room: r, user } if r == room && remote.contains_key(user) => {
+                    shared = shared.saturating_sub(1)
+                }
+                _ => {}
+            }
+        }
+        let count = self.hub.user_count(room) + remote.len() - shared;
+        debug_assert_eq!(
+            count,
+            self.hub
+                .users_in(room)
+                .chain(remote.keys())
+                .collect::<BTreeSet<_>>()
+                .len(),
+            "the count of users in {room} across nodes drifted"
+        );
+        let mut page = Vec::with_capacity(limit.min(count));
+        let (mut here, mut there) = (self.hub.users_in(room).peekable(), remote.keys().peekable());
+        while page.len() < limit {
+            let next = match (here.peek(), there.peek()) {
+                (Some(a), Some(b)) if a == b => {
+                    there.next();
+                    here.next()
+                }
+                (Some(a), Some(b)) if a < b => here.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => there.next(),
+                (Some(_), None) => here.next(),
+                (None, None) => None,
+            };
+            match next {
+                Some(user) => page.push(user.clone()),
+                None => break,
+            }
+        }
+        (page, count)
+    }
+
+    /// A user's presence in `room` on this node changed: keep [`Cluster::shared`] and
+    /// the hub's count of users only elsewhere current.
+    fn local_presence_changed(&mut self, room: &str, user: &UserId, present: bool) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        if !cluster.present_elsewhere(room, user) {
+            return;
+        }
+        let shared = cluster.shared.entry(room.to_string()).or_default();
+        *shared = if present {
+            *shared + 1
+        } else {
+            shared.saturating_sub(1)
+        };
+        self.sync_elsewhere(room);
+    }
+
+    /// Tells the hub how many of `room`'s users are present only on other nodes.
+    fn sync_elsewhere(&mut self, room: &str) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let remote = cluster.remote.get(room).map_or(0, BTreeMap::len);
+        let shared = cluster.shared.get(room).copied().unwrap_or(0);
+        self.hub
+            .set_present_elsewhere(room, remote.saturating_sub(shared));
     }
 
     /// After every input: what changed in who is where becomes subscriptions and
     /// announcements.
     pub(crate) fn cluster_changes(&mut self) {
         while let Some(change) = self.hub.poll_change() {
+            match &change {
+                HubChange::Arrived { room, user } => self.local_presence_changed(room, user, true),
+                HubChange::Departed { room, user } => {
+                    self.local_presence_changed(room, user, false)
+                }
+                _ => {}
+            }
             let Some(cluster) = &mut self.cluster else {
                 continue;
             };
@@ -673,6 +757,11 @@ impl Server {
                 }
                 HubChange::RoomClosed(room) => {
                     cluster.remote.remove(&room);
+                    cluster.shared.remove(&room);
+                    self.hub.set_present_elsewhere(&room, 0);
+                    let Some(cluster) = &mut self.cluster else {
+                        continue;
+                    };
                     let channel = cluster.room_channel(&room);
                     self.want(channel, false);
                 }
@@ -718,6 +807,18 @@ impl Server {
     /// is the user's first connection anywhere (or last).
     fn remote_presence(&mut self, room: &str, user: UserId, node: &str, joined: bool) {
         let local = self.hub.is_present(room, &user);
+        // Whether `shared` counts the user as here: as the hub was before the changes
+        // not drained yet (each pending arrival or departure of theirs flips it).
+        let toggles = self
+            .hub
+            .pending_changes()
+            .filter(|c| match c {
+                HubChange::Arrived { room: r, user: u }
+                | HubChange::Departed { room: r, user: u } => r == room && *u == user,
+                _ => false,
+            })
+            .count();
+        let accounted = local ^ (toggles % 2 == 1);
         let Some(cluster) = &mut self.cluster else {
             return;
         };
@@ -725,7 +826,8 @@ impl Server {
             return;
         }
         let users = cluster.remote.entry(room.to_string()).or_default();
-        let was = local || users.contains_key(&user);
+        let listed = users.contains_key(&user);
+        let was = local || listed;
         if joined {
             // Known and confirmed.
             users
@@ -739,6 +841,20 @@ impl Server {
             }
         }
         let is = local || users.contains_key(&user);
+        if accounted && listed != users.contains_key(&user) {
+            let shared = cluster.shared.entry(room.to_string()).or_default();
+            *shared = if listed {
+                shared.saturating_sub(1)
+            } else {
+                *shared + 1
+            };
+        }
+        // Before announcing: the room's size across nodes decides whether presence goes
+        // out at all.
+        self.sync_elsewhere(room);
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
         if was != is {
             cluster.announcing = true;
             self.hub.announce_presence(room, &user, is);

@@ -89,7 +89,7 @@ mod rooms;
 #[cfg(test)]
 mod tests;
 
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -139,6 +139,9 @@ pub struct Hub {
     clock: Clock,
     registry: Registry,
     rooms: Rooms,
+    /// Per room, the users present only on other nodes (set by a backend that spans
+    /// nodes): they count toward the room's size for the presence rule.
+    elsewhere: BTreeMap<String, usize>,
     mail: Mailboxes,
     outbound: VecDeque<Outbound>,
     changes: VecDeque<HubChange>,
@@ -194,6 +197,7 @@ impl Hub {
         Hub {
             registry: Registry::new(config.max_connections, config.max_connections_per_user),
             rooms: Rooms::new(config.max_room_members),
+            elsewhere: BTreeMap::new(),
             mail: Mailboxes::new(MailLimits {
                 max_messages: config.mailbox_max_messages,
                 max_age: config.mailbox_max_age,
@@ -480,6 +484,38 @@ impl Hub {
         self.rooms.members_page(room, limit)
     }
 
+    /// The users present in `room`, in order, without allocating.
+    pub fn users_in(&self, room: &str) -> impl Iterator<Item = &UserId> + '_ {
+        self.rooms.users(room)
+    }
+
+    /// How many users are present in `room` on this hub.
+    pub fn user_count(&self, room: &str) -> usize {
+        self.rooms.user_count(room)
+    }
+
+    /// Tells the hub that `count` users are present in `room` only on other nodes (a
+    /// backend that spans nodes keeps it current; 0 forgets the room). They count toward
+    /// the room's size for [`HubConfig::presence_max_recipients`], so a room that is
+    /// large across nodes stays without presence on every node, however few of its
+    /// members are here: a node whose room opens while another holds thousands of its
+    /// users would otherwise queue thousands of presence frames to each early member.
+    pub fn set_present_elsewhere(&mut self, room: &str, count: usize) {
+        if count == 0 {
+            self.elsewhere.remove(room);
+        } else if let Some(n) = self.elsewhere.get_mut(room) {
+            *n = count;
+        } else {
+            self.elsewhere.insert(String::from(room), count);
+        }
+    }
+
+    /// Presence recipients beyond this hub's own in `room` (see
+    /// [`set_present_elsewhere`](Self::set_present_elsewhere)).
+    fn present_elsewhere(&self, room: &str) -> usize {
+        self.elsewhere.get(room).copied().unwrap_or(0)
+    }
+
     /// The rooms `conn` is in, in order (empty for an unknown id). Allocates.
     pub fn rooms_of(&self, conn: ConnId) -> Vec<String> {
         self.registry
@@ -553,7 +589,8 @@ impl Hub {
     /// another node), under the same [`HubConfig::presence_max_recipients`] rule as a
     /// local join. Drain afterwards.
     pub fn announce_presence(&mut self, room: &str, user: &UserId, joined: bool) {
-        if self.rooms.conn_count(room) > self.config.presence_max_recipients {
+        let size = self.rooms.conn_count(room) + self.present_elsewhere(room);
+        if size > self.config.presence_max_recipients {
             return;
         }
         let message = Arc::new(OutMessage::Presence {
@@ -579,6 +616,13 @@ impl Hub {
     #[must_use]
     pub fn poll_change(&mut self) -> Option<HubChange> {
         self.changes.pop_front()
+    }
+
+    /// The changes [`poll_change`](Self::poll_change) has yet to hand out, oldest
+    /// first: for a backend that must answer in the middle of an input with what it
+    /// will have accounted once it drained them.
+    pub fn pending_changes(&self) -> impl Iterator<Item = &HubChange> + '_ {
+        self.changes.iter()
     }
 
     /// The next delivery to make, in the order the hub decided them. Call after every
@@ -715,7 +759,7 @@ impl Hub {
     fn presence(&mut self, room: &str, user: &UserId, joined: bool, except: ConnId) {
         let recipients =
             self.rooms.conn_count(room) - usize::from(self.rooms.is_member(room, except));
-        if recipients > self.config.presence_max_recipients {
+        if recipients + self.present_elsewhere(room) > self.config.presence_max_recipients {
             return;
         }
         let message = Arc::new(OutMessage::Presence {

@@ -145,6 +145,19 @@ impl Rooms {
         })
     }
 
+    /// The users present in `room`, in order, without allocating.
+    pub(crate) fn users(&self, room: &str) -> impl Iterator<Item = &UserId> + '_ {
+        self.rooms
+            .get(room)
+            .into_iter()
+            .flat_map(|r| r.users.keys())
+    }
+
+    /// How many users are present in `room`.
+    pub(crate) fn user_count(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.users.len())
+    }
+
     /// The users present in `room`, in order. Allocates the list.
     pub(crate) fn members(&self, room: &str) -> Vec<UserId> {
         self.rooms

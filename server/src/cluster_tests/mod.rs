@@ -897,3 +897,57 @@ fn the_per_user_limit_counts_the_users_connections_on_every_live_node() {
     net.advance(core::time::Duration::from_secs(7));
     assert_eq!(upgrade_status(&mut net, 1, "kim"), 101);
 }
+
+/// The first members of a room on one node, while another node holds many of its users:
+/// the room's size across nodes decides presence, so they are not sent one presence
+/// line per remote user (5,000 of them filled a member's queue, and it was closed as a
+/// slow consumer, in the cluster benchmark).
+#[test]
+fn a_room_large_across_nodes_sends_no_presence_flood_to_a_node_that_joins_late() {
+    let mut net = Net::with_config(
+        2,
+        Config {
+            presence_max_recipients: 3,
+            ..Config::default()
+        },
+    );
+    for i in 0..10 {
+        let c = net.connect(0, &format!("u{i}"));
+        net.send(c, r#"{"type":"join","room":"big"}"#);
+    }
+    let ann = net.connect(1, "ann");
+    net.send(ann, r#"{"type":"join","room":"big"}"#);
+    let heard = net.presence(ann).len();
+    assert!(
+        heard <= 3,
+        "ann heard {heard} presence lines, more than the limit"
+    );
+    // A user on both nodes, then a local joiner: counted once, and no presence for a
+    // room of 12 users.
+    let u0 = net.connect(1, "u0");
+    net.send(u0, r#"{"type":"join","room":"big"}"#);
+    let bo = net.connect(1, "bo");
+    net.send(bo, r#"{"type":"join","room":"big"}"#);
+    let joined = net.clients[bo]
+        .texts
+        .iter()
+        .find(|t| t["type"] == "joined")
+        .unwrap()
+        .clone();
+    assert_eq!(joined["count"], 12, "{joined}");
+    assert_eq!(joined["members"][0], "ann", "{joined}");
+    assert_eq!(joined["members"][1], "bo", "{joined}");
+    assert_eq!(joined["members"][2], "u0", "{joined}");
+    assert_eq!(net.presence(ann).len(), heard, "bo's join went to ann");
+    // u0 leaves node 1 but stays on node 0: still 12.
+    net.drop_client(u0);
+    let cy = net.connect(1, "cy");
+    net.send(cy, r#"{"type":"join","room":"big"}"#);
+    let joined = net.clients[cy]
+        .texts
+        .iter()
+        .find(|t| t["type"] == "joined")
+        .unwrap()
+        .clone();
+    assert_eq!(joined["count"], 13, "{joined}");
+}
