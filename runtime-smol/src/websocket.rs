@@ -337,12 +337,16 @@ impl<S: AsyncStream> WebSocket<S> {
         compression: Compression,
     ) -> std::result::Result<(), TrySendError> {
         let len = message.payload().len();
-        if self.pending_bytes > 0 && self.pending_bytes + len > self.max_queue_bytes {
+        // Queued bytes wait here or, until the next write takes them, in the core.
+        let queued = self.pending_bytes + self.conn.queued_bytes();
+        if queued > 0 && queued + len > self.max_queue_bytes {
             return Err(TrySendError::Full(message));
         }
         match self.conn.send_with(self.clock.now(), message, compression) {
             Ok(()) => {
-                self.drain();
+                // The frame stays in the core until the next write drains it: small
+                // answers to one read then leave as one chunk, not one per message.
+                self.drain_events();
                 Ok(())
             }
             Err(e) => Err(TrySendError::Failed(Error::Send(e))),
@@ -561,15 +565,7 @@ impl<S: AsyncStream> WebSocket<S> {
     /// application can answer it before the core acts on later frames), and chunks.
     fn drain(&mut self) {
         loop {
-            let mut progressed = false;
-            while !self.holding_message {
-                let Some(event) = self.conn.poll_event() else {
-                    break;
-                };
-                self.holding_message = matches!(event, Event::Message(_));
-                self.events.push_back(event);
-                progressed = true;
-            }
+            let mut progressed = self.drain_events();
             while let Some(chunk) = self.conn.poll_transmit() {
                 if !chunk.is_empty() {
                     self.pending_bytes += chunk.len();
@@ -581,6 +577,21 @@ impl<S: AsyncStream> WebSocket<S> {
                 break;
             }
         }
+    }
+
+    /// Takes the core's events up to and including the next message; whether it took
+    /// any. Chunks they queue (a pong) stay in the core for the next [`drain`](Self::drain).
+    fn drain_events(&mut self) -> bool {
+        let mut progressed = false;
+        while !self.holding_message {
+            let Some(event) = self.conn.poll_event() else {
+                break;
+            };
+            self.holding_message = matches!(event, Event::Message(_));
+            self.events.push_back(event);
+            progressed = true;
+        }
+        progressed
     }
 
     /// Writes `pending` with vectored writes, each bounded by `write_timeout`.
