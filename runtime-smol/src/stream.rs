@@ -2,6 +2,7 @@
 //! handshake is done — `Async<TcpStream>`, `Async<UnixStream>`, a futures-rustls session
 //! (feature `tls`) or a stream of the application's own.
 
+use std::any::Any;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -29,6 +30,59 @@ pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + 'static {
     /// socket, so the peer sees the end of the stream. The default does nothing.
     fn shutdown_write(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Reads like `poll_read`, for a read that follows one which did not fill its buffer.
+///
+/// A socket that answered a read with fewer bytes than asked is most likely empty now,
+/// and reading it again would only fail with `WouldBlock`: twice, with async-io, since
+/// its first readiness check still reports the event the last read consumed. On a plain
+/// socket this waits for readiness before reading instead. async-io arms readiness
+/// level-triggered, so bytes that arrived meanwhile are reported at once: nothing can be
+/// missed, and at worst a read waits for the reactor's next turn. Other streams (TLS
+/// keeps decrypted bytes of its own, which no socket event announces) read as usual.
+pub(crate) fn poll_read_after_short<S: AsyncStream>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    buf: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let ready = match socket_readable(stream, cx) {
+        Some(ready) => ready,
+        None => Poll::Ready(Ok(())),
+    };
+    match ready {
+        Poll::Ready(Ok(())) => Pin::new(stream).poll_read(cx, buf),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Readiness of `stream` when it is a plain socket of async-io's (`None` otherwise).
+fn socket_readable<S: AsyncStream>(
+    stream: &mut S,
+    cx: &mut Context<'_>,
+) -> Option<Poll<io::Result<()>>> {
+    let any = stream as &mut dyn Any;
+    if let Some(s) = any.downcast_ref::<Async<TcpStream>>() {
+        return Some(fresh_readable(s, cx));
+    }
+    if let Some(s) = any.downcast_ref::<Async<UnixStream>>() {
+        return Some(fresh_readable(s, cx));
+    }
+    match any.downcast_ref::<MaybeTlsStream>() {
+        Some(MaybeTlsStream::Plain(s)) => Some(fresh_readable(s, cx)),
+        _ => None,
+    }
+}
+
+/// Waits for readiness the last read has not already consumed: async-io's first answer
+/// may be the event that led to that read, so a `Ready` is asked again, which registers
+/// interest anew (and reports at once a socket that has bytes).
+fn fresh_readable<T>(s: &Async<T>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    match s.poll_readable(cx) {
+        Poll::Ready(Ok(())) => s.poll_readable(cx),
+        other => other,
     }
 }
 

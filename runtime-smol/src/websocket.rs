@@ -5,10 +5,11 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_io::{Async, Timer};
@@ -22,11 +23,17 @@ use sockeye_core::{
 use sockeye_std::{Clock, ConnectionId, Error, Recv, Result};
 
 use crate::connections::Slot;
-use crate::handshake_io::{self, Input};
-use crate::stream::AsyncStream;
+use crate::handshake_io::Input;
+use crate::stream::{poll_read_after_short, AsyncStream};
 
 /// Size of the read buffer: one `read` hands the core at most this many bytes.
-const READ_BUF_BYTES: usize = 64 * 1024;
+///
+/// One buffer per thread, so its size costs no connection anything. A 64 KiB message
+/// and its header never fit a 64 KiB read, so the echo of a peer that keeps several in
+/// flight took two reads and one write per message; a read of 256 KiB (as the raw TCP
+/// echo of the load benchmark makes) takes several messages, and their answers leave in
+/// one write.
+const READ_BUF_BYTES: usize = 256 * 1024;
 
 thread_local! {
     /// The read buffer every connection on this thread shares: a read hands its bytes to
@@ -39,6 +46,53 @@ const MAX_IOVECS: usize = 64;
 
 /// Reads in a row that found bytes before a connection's task yields to the executor.
 const READS_BEFORE_YIELD: u32 = 16;
+
+/// A reactor timer kept for the life of a connection and only ever moved earlier.
+///
+/// Every wait for the peer races the core's next deadline, which on a busy connection
+/// moves later with each message (the keepalive counts from the last bytes received).
+/// A timer made for each wait costs an insertion and a removal in the reactor (and a
+/// wake-up of its thread) per wait; this one stays armed while the deadline moves
+/// later, fires at the earlier instant, and is then armed again for the deadline of
+/// that moment, so a busy connection touches the reactor's timers about once per
+/// keepalive interval.
+struct LazyTimer {
+    timer: Timer,
+    /// When `timer` fires, if it is armed.
+    armed: Option<Instant>,
+}
+
+impl Default for LazyTimer {
+    fn default() -> Self {
+        LazyTimer {
+            timer: Timer::never(),
+            armed: None,
+        }
+    }
+}
+
+impl LazyTimer {
+    /// Whether `deadline` has passed; if not, the task is woken when it does (or
+    /// earlier, harmlessly, when it was armed for an earlier deadline).
+    fn poll_passed(&mut self, cx: &mut Context<'_>, deadline: Instant, clock: Clock) -> bool {
+        loop {
+            if self.armed.is_none_or(|at| at > deadline) {
+                self.timer.set_at(clock.to_std(deadline));
+                self.armed = Some(deadline);
+            }
+            match Pin::new(&mut self.timer).poll(cx) {
+                Poll::Ready(_) => {
+                    let fired = self.armed.take();
+                    if fired.is_some_and(|at| at >= deadline) {
+                        return true;
+                    }
+                    // Armed for a deadline that has since moved later: arm for this one.
+                }
+                Poll::Pending => return false,
+            }
+        }
+    }
+}
 
 /// Why [`WebSocket::try_send`] did not queue a message.
 #[derive(Debug)]
@@ -96,6 +150,10 @@ pub struct WebSocket<S = Async<TcpStream>> {
     events: VecDeque<Event>,
     /// Reads that found bytes since this task last let others run.
     reads_in_a_row: u32,
+    /// The last read did not fill the read buffer: the socket is likely empty.
+    short_read: bool,
+    /// The reactor timer for the core's deadlines, kept between waits.
+    timer: LazyTimer,
     /// An event was returned since the last write: a `send` now answers it.
     answering: bool,
     /// `events` ends with a message the application has not taken yet.
@@ -149,6 +207,8 @@ impl<S: AsyncStream> WebSocket<S> {
             write_timeout: parts.write_timeout,
             events: VecDeque::new(),
             reads_in_a_row: 0,
+            short_read: false,
+            timer: LazyTimer::default(),
             answering: false,
             holding_message: false,
             close: None,
@@ -290,12 +350,16 @@ impl<S: AsyncStream> WebSocket<S> {
         compression: Compression,
     ) -> std::result::Result<(), TrySendError> {
         let len = message.payload().len();
-        if self.pending_bytes > 0 && self.pending_bytes + len > self.max_queue_bytes {
+        // Queued bytes wait here or, until the next write takes them, in the core.
+        let queued = self.pending_bytes + self.conn.queued_bytes();
+        if queued > 0 && queued + len > self.max_queue_bytes {
             return Err(TrySendError::Full(message));
         }
         match self.conn.send_with(self.clock.now(), message, compression) {
             Ok(()) => {
-                self.drain();
+                // The frame stays in the core until the next write drains it: small
+                // answers to one read then leave as one chunk, not one per message.
+                self.drain_events();
                 Ok(())
             }
             Err(e) => Err(TrySendError::Failed(Error::Send(e))),
@@ -514,15 +578,7 @@ impl<S: AsyncStream> WebSocket<S> {
     /// application can answer it before the core acts on later frames), and chunks.
     fn drain(&mut self) {
         loop {
-            let mut progressed = false;
-            while !self.holding_message {
-                let Some(event) = self.conn.poll_event() else {
-                    break;
-                };
-                self.holding_message = matches!(event, Event::Message(_));
-                self.events.push_back(event);
-                progressed = true;
-            }
+            let mut progressed = self.drain_events();
             while let Some(chunk) = self.conn.poll_transmit() {
                 if !chunk.is_empty() {
                     self.pending_bytes += chunk.len();
@@ -534,6 +590,21 @@ impl<S: AsyncStream> WebSocket<S> {
                 break;
             }
         }
+    }
+
+    /// Takes the core's events up to and including the next message; whether it took
+    /// any. Chunks they queue (a pong) stay in the core for the next [`drain`](Self::drain).
+    fn drain_events(&mut self) -> bool {
+        let mut progressed = false;
+        while !self.holding_message {
+            let Some(event) = self.conn.poll_event() else {
+                break;
+            };
+            self.holding_message = matches!(event, Event::Message(_));
+            self.events.push_back(event);
+            progressed = true;
+        }
+        progressed
     }
 
     /// Writes `pending` with vectored writes, each bounded by `write_timeout`.
@@ -591,16 +662,33 @@ impl<S: AsyncStream> WebSocket<S> {
     /// Reads once, or gives up at `deadline` (`Timeout`). What the stream has goes into
     /// this thread's read buffer and to the core within the same poll, so no connection
     /// keeps a buffer between reads and a cancelled read loses nothing.
+    ///
+    /// After a read that did not fill the buffer the socket is most likely empty, so the
+    /// next one waits for readiness first (see `poll_read_after_short`) instead of
+    /// asking the socket in vain.
     async fn read_until(&mut self, deadline: Option<Instant>) -> io::Result<Input> {
         let clock = self.clock;
-        let (conn, stream) = (&mut self.conn, &mut self.stream);
-        let read = future::poll_fn(|cx| {
-            READ_BUF.with(|buf| {
+        let conn = &mut self.conn;
+        let stream = &mut self.stream;
+        let short_read = &mut self.short_read;
+        let timer = &mut self.timer;
+        future::poll_fn(|cx| {
+            let read = READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 loop {
-                    return match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
+                    let polled = if *short_read {
+                        let polled = poll_read_after_short(&mut *stream, cx, &mut buf[..]);
+                        // Waiting now: once woken, read (asking for readiness again would
+                        // only re-arm it, for ever).
+                        *short_read = polled.is_ready();
+                        polled
+                    } else {
+                        Pin::new(&mut *stream).poll_read(cx, &mut buf[..])
+                    };
+                    return match polled {
                         Poll::Ready(Ok(0)) => Poll::Ready(Ok(Input::Eof)),
                         Poll::Ready(Ok(n)) => {
+                            *short_read = n < buf.len();
                             conn.handle_bytes(clock.now(), &buf[..n]);
                             Poll::Ready(Ok(Input::Bytes(n)))
                         }
@@ -609,13 +697,16 @@ impl<S: AsyncStream> WebSocket<S> {
                         Poll::Pending => Poll::Pending,
                     };
                 }
-            })
-        });
-        let timer = async {
-            handshake_io::passed(deadline, clock).await;
-            Ok(Input::Timeout)
-        };
-        future::or(read, timer).await
+            });
+            if read.is_ready() {
+                return read;
+            }
+            match deadline {
+                Some(at) if timer.poll_passed(cx, at, clock) => Poll::Ready(Ok(Input::Timeout)),
+                _ => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Closes our direction (a TLS `close_notify`, then FIN), then reads and discards

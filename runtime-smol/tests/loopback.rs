@@ -367,3 +367,29 @@ fn an_answer_before_a_protocol_error_is_written_before_the_close() {
     s.read_exact(&mut close).unwrap();
     assert_eq!(close[0], 0x88, "then the close frame");
 }
+
+#[test]
+fn the_keepalive_ping_goes_out_once_the_traffic_stops() {
+    use sockeye_smol::{Event, Recv};
+    // The connection keeps one timer, armed for the keepalive deadline of its first
+    // wait; every echo moves the deadline later, so the timer fires early and must be
+    // armed again for the ping to go out once the traffic stops.
+    let addr = spawn_echo();
+    smol::block_on(async {
+        let mut config = Config::default();
+        config.ping_interval = Some(Duration::from_millis(100));
+        let url = format!("ws://{addr}/echo");
+        let mut ws = Client::connect(&url, config).await.unwrap();
+        for i in 0..20 {
+            ws.send(message(i)).await.unwrap();
+            assert_eq!(ws.recv().await.unwrap(), Some(message(i)));
+            async_io::Timer::after(Duration::from_millis(15)).await;
+        }
+        let deadline = ws.now() + Duration::from_secs(5);
+        match ws.recv_event_until(Some(deadline)).await.unwrap() {
+            Recv::Ready(Event::Pong { rtt: Some(_), .. }) => {}
+            Recv::Ready(other) => panic!("unexpected {other:?}"),
+            Recv::TimedOut | Recv::Closed => panic!("no keepalive pong in 5 s"),
+        }
+    });
+}
