@@ -162,6 +162,7 @@ mod connections;
 mod handshake_io;
 mod reliable_client;
 mod reliable_server;
+mod sender;
 mod server;
 mod stream;
 mod websocket;
@@ -171,6 +172,7 @@ pub use reliable_client::ReliableClient;
 pub use reliable_server::{
     ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS,
 };
+pub use sender::Sender;
 pub use server::{Incoming, Server};
 pub use stream::{AsyncStream, MaybeTlsStream};
 pub use websocket::{TrySendError, WebSocket};

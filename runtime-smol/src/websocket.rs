@@ -2,13 +2,14 @@
 //! core's next deadline on an `async-io` timer), feeds the core, and writes what it
 //! queued.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,12 +19,13 @@ use futures_lite::{future, AsyncWriteExt};
 use sockeye_core::time::earliest;
 use sockeye_core::{
     Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
-    MessageKind, State,
+    MessageKind, SendError, State,
 };
 use sockeye_std::{Clock, ConnectionId, Error, Recv, Result};
 
 use crate::connections::Slot;
 use crate::handshake_io::Input;
+use crate::sender::{Command, Outbox, OwnerHold, Sender};
 use crate::stream::{poll_read_after_short, AsyncStream};
 
 /// Size of the read buffer: one `read` hands the core at most this many bytes.
@@ -136,6 +138,9 @@ impl std::error::Error for TrySendError {}
 ///   call that drives the connection) or, when the queue was full, never taken it into
 ///   the connection: to be told, await [`ready`](Self::ready) and call
 ///   [`try_send`](Self::try_send).
+///
+/// To send from other tasks or threads while this one awaits `recv`, take a [`Sender`]
+/// from [`sender`](Self::sender).
 pub struct WebSocket<S = Async<TcpStream>> {
     conn: Connection,
     stream: S,
@@ -169,6 +174,10 @@ pub struct WebSocket<S = Async<TcpStream>> {
     protocol: Option<String>,
     /// On a server's connection, its id and its place among the server's connections.
     slot: Option<Slot>,
+    /// The queue [`Sender`]s feed, once [`sender`](Self::sender) made one.
+    outbox: OnceCell<OwnerHold>,
+    /// The owner is sending a fragmented message: senders' messages wait for its end.
+    mid_fragments: bool,
 }
 
 impl<S> fmt::Debug for WebSocket<S> {
@@ -218,6 +227,8 @@ impl<S: AsyncStream> WebSocket<S> {
             path: parts.path,
             protocol: parts.protocol,
             slot: parts.slot,
+            outbox: OnceCell::new(),
+            mid_fragments: false,
         }
     }
 
@@ -311,6 +322,9 @@ impl<S: AsyncStream> WebSocket<S> {
                         let _ = self.step(None).await;
                     }
                     self.close = Some(close.clone());
+                    if let Some(outbox) = self.outbox.get() {
+                        outbox.0.close();
+                    }
                     return Ok(Recv::Ready(Event::Closed(close)));
                 }
                 Some(event) => {
@@ -322,6 +336,8 @@ impl<S: AsyncStream> WebSocket<S> {
                 }
                 None if self.done => return Ok(Recv::Closed),
                 None => {
+                    // Take what the senders queued, then write it before reading more.
+                    self.pump_outbox();
                     self.flush().await?;
                     if self.events.is_empty() {
                         if deadline.is_some_and(|d| self.clock.now() >= d) {
@@ -429,6 +445,7 @@ impl<S: AsyncStream> WebSocket<S> {
         self.flush().await?;
         self.conn
             .send_fragment_with(self.clock.now(), kind, payload, fin, compression)?;
+        self.mid_fragments = !fin;
         self.flush().await
     }
 
@@ -441,9 +458,89 @@ impl<S: AsyncStream> WebSocket<S> {
     /// Starts the closing handshake with `code` and `reason` (at most 123 bytes) and
     /// writes the close frame. Keep calling [`recv`](Self::recv) until `Ok(None)`: the
     /// peer's close completes the handshake (or `close_timeout` expires).
+    ///
+    /// Messages that [`Sender`]s queued before this call are sent first; senders fail
+    /// with [`SendError::Closed`] from now on.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        if let Some(outbox) = self.outbox.get().map(|hold| Arc::clone(&hold.0)) {
+            outbox.seal();
+            loop {
+                // Room first: with everything written, each pump moves at least one
+                // message unless our own fragmented message holds them back.
+                self.flush().await?;
+                let before = outbox.lock().commands.len();
+                self.pump_outbox();
+                let after = outbox.lock().commands.len();
+                if after == 0 || after == before || self.conn.state() != State::Open {
+                    break;
+                }
+            }
+        }
         self.conn.close(self.clock.now(), code, reason)?;
         self.flush().await
+    }
+
+    /// A handle that sends on this connection from other tasks or threads while this
+    /// one awaits [`recv`](Self::recv); see [`Sender`] (its cost, its cancel safety).
+    /// Every call returns a handle on the same queue.
+    pub fn sender(&self) -> Sender {
+        let hold = self.outbox.get_or_init(|| {
+            let outbox = Arc::new(Outbox::new(self.max_queue_bytes));
+            if self.conn.state() != State::Open || self.done {
+                outbox.close();
+            }
+            OwnerHold(outbox)
+        });
+        Sender::new(Arc::clone(&hold.0))
+    }
+
+    /// Moves what the senders queued into the core, in order, while the core takes it;
+    /// the rest waits for the next call. Closes the outbox once the connection no longer
+    /// sends.
+    fn pump_outbox(&mut self) {
+        let Some(outbox) = self.outbox.get().map(|hold| Arc::clone(&hold.0)) else {
+            return;
+        };
+        let mut queue = outbox.lock();
+        while let Some(command) = queue.commands.pop_front() {
+            let now = self.clock.now();
+            match command {
+                Command::Send(message, compression) => {
+                    let len = message.payload().len();
+                    // The core's rule, over the bytes written or not: while some wait, a
+                    // message goes on only if it fits under the limit.
+                    let waiting = self.pending_bytes + self.conn.queued_bytes();
+                    if waiting > 0 && waiting + len > outbox.limit() {
+                        queue
+                            .commands
+                            .push_front(Command::Send(message, compression));
+                        break;
+                    }
+                    match self.conn.try_send_with(now, message, compression) {
+                        Ok(()) => Outbox::took(&mut queue, len),
+                        // Room comes as the socket takes bytes, and the owner's own
+                        // fragmented message ends: try again then.
+                        Err((SendError::Full | SendError::FragmentOrder, message)) => {
+                            queue
+                                .commands
+                                .push_front(Command::Send(message, compression));
+                            break;
+                        }
+                        // Closing: nothing more goes out.
+                        Err(_) => Outbox::took(&mut queue, len),
+                    }
+                }
+                Command::Close(code, reason) => {
+                    // Already closing is fine: the connection ends all the same.
+                    let _ = self.conn.close(now, code, &reason);
+                }
+            }
+        }
+        outbox.taken(queue);
+        if self.conn.state() != State::Open {
+            outbox.close();
+        }
+        self.drain_events();
     }
 
     /// Writes every queued byte (shutting the socket down once the core is done with
@@ -545,7 +642,9 @@ impl<S: AsyncStream> WebSocket<S> {
         // Bytes already waiting are read at once; else wait for some, or the deadline.
         let input = self.read_until(deadline).await;
         let result = match input {
-            Ok(Input::Bytes(_)) => {
+            // Senders queued commands: the caller's loop takes them.
+            Ok(None) => Ok(()),
+            Ok(Some(Input::Bytes(_))) => {
                 // A peer that keeps the socket full would never let the read wait, and
                 // this task would never let the executor run the others.
                 self.reads_in_a_row += 1;
@@ -555,7 +654,7 @@ impl<S: AsyncStream> WebSocket<S> {
                 }
                 Ok(())
             }
-            Ok(Input::Eof) => {
+            Ok(Some(Input::Eof)) => {
                 self.conn.handle_eof(self.clock.now());
                 Ok(())
             }
@@ -563,7 +662,7 @@ impl<S: AsyncStream> WebSocket<S> {
                 self.conn.handle_eof(self.clock.now());
                 Err(Error::Io(e))
             }
-            Ok(Input::Timeout) => Ok(()),
+            Ok(Some(Input::Timeout)) => Ok(()),
         };
         self.drain();
         let now = self.clock.now();
@@ -659,15 +758,21 @@ impl<S: AsyncStream> WebSocket<S> {
         }
     }
 
-    /// Reads once, or gives up at `deadline` (`Timeout`). What the stream has goes into
+    /// Reads once, or gives up at `deadline` (`Timeout`), or returns `None` as soon as
+    /// [`Sender`]s have queued commands (unless the owner's own fragmented message holds
+    /// them back). What the stream has goes into
     /// this thread's read buffer and to the core within the same poll, so no connection
     /// keeps a buffer between reads and a cancelled read loses nothing.
     ///
     /// After a read that did not fill the buffer the socket is most likely empty, so the
     /// next one waits for readiness first (see `poll_read_after_short`) instead of
     /// asking the socket in vain.
-    async fn read_until(&mut self, deadline: Option<Instant>) -> io::Result<Input> {
+    async fn read_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<Input>> {
         let clock = self.clock;
+        let outbox = match self.outbox.get() {
+            Some(hold) if !self.mid_fragments => Some(&*hold.0),
+            _ => None,
+        };
         let conn = &mut self.conn;
         let stream = &mut self.stream;
         let short_read = &mut self.short_read;
@@ -699,10 +804,15 @@ impl<S: AsyncStream> WebSocket<S> {
                 }
             });
             if read.is_ready() {
-                return read;
+                return read.map(|read| read.map(Some));
+            }
+            if outbox.is_some_and(|outbox| outbox.poll_commands(cx)) {
+                return Poll::Ready(Ok(None));
             }
             match deadline {
-                Some(at) if timer.poll_passed(cx, at, clock) => Poll::Ready(Ok(Input::Timeout)),
+                Some(at) if timer.poll_passed(cx, at, clock) => {
+                    Poll::Ready(Ok(Some(Input::Timeout)))
+                }
                 _ => Poll::Pending,
             }
         })
