@@ -45,6 +45,45 @@
 //! queue holds `Config::max_send_queue_bytes`. [`WebSocket`]'s docs list what each method
 //! guarantees when its future is dropped.
 //!
+//! ## Sending from other tasks and threads
+//!
+//! [`WebSocket::sender`] hands out a [`Sender`]: clone it into any task or thread, and
+//! each [`Sender::send`] wakes the connection's own task in `recv` at once, which writes
+//! the message. Its queue is bounded by `Config::max_send_queue_bytes`: `send` awaits
+//! room, [`Sender::try_send`] hands the message back as [`Error::Full`]. Once the
+//! connection is closing or over, every call fails with
+//! [`SendError::Closed`].
+//!
+//! ```
+//! use sockeye_smol::{Client, CloseCode, Config, Message, Server};
+//!
+//! smol::block_on(async {
+//!     let server = Server::bind("127.0.0.1:0", Config::default())?;
+//!     let url = format!("ws://{}/", server.local_addr()?);
+//!     let echo = smol::spawn(async move {
+//!         let mut ws = server.accept().await?.upgrade().await?;
+//!         while let Some(message) = ws.recv().await? {
+//!             ws.send(message).await?;
+//!         }
+//!         Ok::<(), sockeye_smol::Error>(())
+//!     });
+//!     let mut ws = Client::connect(&url, Config::default()).await?;
+//!     let sender = ws.sender();
+//!     // A thread (or another task) sends while this task awaits `recv`.
+//!     let thread = std::thread::spawn(move || {
+//!         smol::block_on(async {
+//!             sender.send(Message::text("from a thread")).await?;
+//!             sender.close(CloseCode::NORMAL, "done")
+//!         })
+//!     });
+//!     assert_eq!(ws.recv().await?, Some(Message::text("from a thread")));
+//!     assert_eq!(ws.recv().await?, None);
+//!     thread.join().expect("the sending thread panicked")?;
+//!     echo.await
+//! })?;
+//! # Ok::<(), sockeye_smol::Error>(())
+//! ```
+//!
 //! ## Servers and errors
 //!
 //! [`Server::accept`] hands out each connection as an [`Incoming`] whose handshake runs
