@@ -90,7 +90,9 @@
 //! in the task that awaits it. [`Incoming::upgrade_with`] sees the request first and may
 //! refuse it with any HTTP status, as a [`Refusal`]; [`Server::max_connections`] answers
 //! 503 beyond its limit; every connection has a [`ConnectionId`] ([`Incoming::id`],
-//! [`WebSocket::id`]). Errors are `sockeye-std`'s one [`Error`], causes kept, with the
+//! [`WebSocket::id`]); [`Server::shutdown_handle`] gives a [`ShutdownHandle`] whose
+//! [`shutdown`](ShutdownHandle::shutdown) refuses new upgrades and closes open
+//! connections with 1001 (going away). Errors are `sockeye-std`'s one [`Error`], causes kept, with the
 //! reliable API's under [`Error::Reliable`] ([`ReliableError`]) and URLs' as
 //! [`UrlError`].
 //!
@@ -203,6 +205,7 @@ mod reliable_client;
 mod reliable_server;
 mod sender;
 mod server;
+mod shutdown;
 mod stream;
 mod websocket;
 
@@ -213,6 +216,7 @@ pub use reliable_server::{
 };
 pub use sender::Sender;
 pub use server::{Incoming, Server};
+pub use shutdown::ShutdownHandle;
 pub use stream::{AsyncStream, MaybeTlsStream};
 pub use websocket::{TrySendError, WebSocket};
 

@@ -12,6 +12,7 @@ use sockeye_std::{Clock, ConnectionId, Error, Refusal, Result};
 
 use crate::connections::{Connections, Slot};
 use crate::handshake_io::{self, Input};
+use crate::shutdown::ShutdownHandle;
 use crate::stream::AsyncStream;
 use crate::websocket::{Parts, WebSocket};
 
@@ -82,6 +83,17 @@ impl Server {
     pub fn deflate(mut self, policy: sockeye_core::handshake::DeflateConfig) -> Self {
         self.deflate = policy;
         self
+    }
+
+    /// A handle that shuts this server down from any task or thread: refuses upgrades
+    /// and closes open connections with 1001 (see [`ShutdownHandle::shutdown`]). From
+    /// the first call on, each connection upgraded holds a [`Sender`](crate::Sender) for
+    /// it (one small shared outbox per connection).
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle::new(
+            Arc::clone(&self.connections),
+            self.config.close_timeout.saturating_mul(2),
+        )
     }
 
     /// The address the server listens on.
@@ -334,6 +346,11 @@ async fn upgrade_stream<S: AsyncStream>(
     #[cfg(not(feature = "deflate"))]
     let conn = request.accept(clock.now(), protocol.as_deref(), config.clone());
     let mut ws = WebSocket::new(conn, stream, parts);
+    if let Some((connections, id)) = policy.server {
+        if connections.closable() {
+            connections.register(id, ws.sender());
+        }
+    }
     // The 101 goes out now, not with the application's first call.
     ws.flush().await?;
     Ok(ws)
