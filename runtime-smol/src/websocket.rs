@@ -317,14 +317,14 @@ impl<S: AsyncStream> WebSocket<S> {
                         close.code = error.close_code();
                         close.error = Some(error);
                     }
+                    if let Some(outbox) = self.outbox.get() {
+                        outbox.0.close();
+                    }
                     // Finish the socket first, so a returned `Closed` means it is over.
                     while !self.done {
                         let _ = self.step(None).await;
                     }
                     self.close = Some(close.clone());
-                    if let Some(outbox) = self.outbox.get() {
-                        outbox.0.close();
-                    }
                     return Ok(Recv::Ready(Event::Closed(close)));
                 }
                 Some(event) => {
@@ -769,8 +769,10 @@ impl<S: AsyncStream> WebSocket<S> {
     /// asking the socket in vain.
     async fn read_until(&mut self, deadline: Option<Instant>) -> io::Result<Option<Input>> {
         let clock = self.clock;
+        // Only an open connection takes commands (a closing one closes the outbox at the
+        // next pump): waking for them otherwise would spin while the close finishes.
         let outbox = match self.outbox.get() {
-            Some(hold) if !self.mid_fragments => Some(&*hold.0),
+            Some(hold) if !self.mid_fragments && self.conn.state() == State::Open => Some(&*hold.0),
             _ => None,
         };
         let conn = &mut self.conn;
