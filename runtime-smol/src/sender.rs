@@ -204,10 +204,11 @@ impl Outbox {
 ///
 /// ## Cost
 ///
-/// The first [`WebSocket::sender`](crate::WebSocket::sender) call allocates one shared
-/// outbox (a mutex, an empty queue, a listener list; about a hundred bytes); a
-/// connection without senders pays nothing. An idle queue holds no buffer: it gives its
-/// memory back whenever the owner empties it.
+/// A connection without senders pays nothing. The first
+/// [`WebSocket::sender`](crate::WebSocket::sender) call allocates one shared outbox of
+/// about a hundred bytes (a mutex, an empty queue, the owner's waker); the list of
+/// senders waiting for room is allocated the first time one waits, and kept. An idle
+/// queue holds no buffer: it gives its memory back whenever the owner empties it.
 ///
 /// ## Cancel safety
 ///
@@ -283,5 +284,25 @@ pub(crate) struct OwnerHold(pub(crate) Arc<Outbox>);
 impl Drop for OwnerHold {
     fn drop(&mut self) {
         self.0.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_is_small_and_an_emptied_queue_holds_no_buffer() {
+        // What the docs promise a connection with senders pays while idle.
+        assert!(std::mem::size_of::<Outbox>() <= 112);
+        let outbox = Outbox::new(1000);
+        for _ in 0..10 {
+            let pushed = outbox.try_push(Command::Send(Message::text("x"), Compression::Auto));
+            assert!(pushed.is_ok());
+        }
+        let mut queue = outbox.lock();
+        queue.commands.clear();
+        outbox.taken(queue);
+        assert_eq!(outbox.lock().commands.capacity(), 0);
     }
 }
