@@ -103,14 +103,17 @@ impl Outbox {
         queue.bytes -= len;
     }
 
-    /// The owner is done taking for now: senders waiting for room try again, and an
-    /// emptied queue gives its memory back (an idle connection holds no buffer).
-    pub(crate) fn taken(&self, mut queue: MutexGuard<'_, Queue>) {
+    /// The owner is done taking for now: if it `moved` any command, senders waiting
+    /// for room try again (none is woken for nothing), and an emptied queue gives its
+    /// memory back (an idle connection holds no buffer).
+    pub(crate) fn taken(&self, mut queue: MutexGuard<'_, Queue>, moved: bool) {
         if queue.commands.is_empty() {
             queue.commands = VecDeque::new();
         }
         drop(queue);
-        self.room.notify(usize::MAX);
+        if moved {
+            self.room.notify(usize::MAX);
+        }
     }
 
     /// Whether commands wait for the owner; if none, the owner's task (`cx`) is woken
@@ -292,6 +295,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_sender_goes_to_any_thread() {
+        fn shared<T: Send + Sync + Clone>() {}
+        shared::<Sender>();
+    }
+
+    #[test]
     fn the_outbox_is_small_and_an_emptied_queue_holds_no_buffer() {
         // What the docs promise a connection with senders pays while idle.
         assert!(std::mem::size_of::<Outbox>() <= 112);
@@ -302,7 +311,7 @@ mod tests {
         }
         let mut queue = outbox.lock();
         queue.commands.clear();
-        outbox.taken(queue);
+        outbox.taken(queue, true);
         assert_eq!(outbox.lock().commands.capacity(), 0);
     }
 }

@@ -502,6 +502,7 @@ impl<S: AsyncStream> WebSocket<S> {
             return;
         };
         let mut queue = outbox.lock();
+        let before = queue.commands.len();
         while let Some(command) = queue.commands.pop_front() {
             let now = self.clock.now();
             match command {
@@ -536,7 +537,8 @@ impl<S: AsyncStream> WebSocket<S> {
                 }
             }
         }
-        outbox.taken(queue);
+        let moved = queue.commands.len() != before;
+        outbox.taken(queue, moved);
         if self.conn.state() != State::Open {
             outbox.close();
         }
