@@ -750,6 +750,59 @@ mod tests {
         assert_eq!(told, expected);
     }
 
+    #[test]
+    fn a_noscript_runs_again_only_if_nothing_after_it_ran() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A Redis whose script cache is flushed after the first `EVAL`.
+        let fake = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut seen = Vec::new();
+            while seen.len() < 5 {
+                let command = read_command(&mut reader).expect("a command");
+                let answer: &[u8] = match command[0].as_str() {
+                    "EVAL" => b"$1\r\nx\r\n",
+                    "EVALSHA" => b"-NOSCRIPT No matching script.\r\n",
+                    "PUBLISH" => b":1\r\n",
+                    _ => {
+                        writer.write_all(b"+OK\r\n").unwrap();
+                        continue;
+                    }
+                };
+                // The batch's four commands are all in before any is answered; then the
+                // one run again.
+                seen.push((command[0].clone(), answer));
+                match seen.len() {
+                    0..=3 => {}
+                    4 => seen.iter().for_each(|(_, a)| writer.write_all(a).unwrap()),
+                    _ => writer.write_all(answer).unwrap(),
+                }
+            }
+            seen.into_iter().map(|(name, _)| name).collect::<Vec<_>>()
+        });
+        let reports = publish_all(
+            &client(port),
+            vec![
+                echo(1, "a"),
+                echo(2, "b"),
+                Job::Publish(3, "c".into(), Bytes::from_static(b"x")),
+                echo(4, "d"),
+            ],
+        );
+        // Job 2 did not run, but job 3 did after it: running 2 now would pass 3. Job 4,
+        // the last, runs again as `EVAL`.
+        assert_eq!(
+            fake.join().unwrap(),
+            ["EVAL", "EVALSHA", "PUBLISH", "EVALSHA", "EVAL"]
+        );
+        let told = outcomes(&reports);
+        assert_eq!(told[0], "1:x");
+        assert!(told[1].starts_with("2:Err(\"NOSCRIPT"), "{told:?}");
+        assert_eq!(told[2..], ["3:Ok(1)", "4:x"]);
+    }
+
     /// A `redis-server` of this test on a free port, with no persistence; `None` (the
     /// test is skipped) without one installed.
     struct RealRedis {
