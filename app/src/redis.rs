@@ -4,10 +4,15 @@
 //! to publish and which channels it needs; this only moves bytes, reconnects with
 //! backoff, and says when Redis is reachable.
 //!
-//! - The **publisher** sends each `PUBLISH` in the order the layer gave them (one
-//!   connection: Redis keeps that order for every subscriber) and answers each with the
-//!   subscriber count or the error. While Redis is down it answers at once with an
-//!   error, and tries to reconnect after a backoff (100 ms doubling to 2 s).
+//! - The **publisher** sends the `PUBLISH`es and commands in the order the layer gave
+//!   them (one connection: Redis keeps that order for every subscriber), everything
+//!   queued as one pipeline (at most 256 jobs or about 256 KiB of commands),
+//!   and answers each, in order, with Redis's reply or the error;
+//!   a job whose reply was not read when the connection failed is answered as failed
+//!   (Redis may still have run it). A batch gets [`ANSWER_TIMEOUT`] for all its
+//!   replies. Scripts go by their SHA-1 (`EVALSHA`) once the connection sent their text
+//!   (`EVAL`). While Redis is down it answers at once with an error, and tries to
+//!   reconnect after a backoff (100 ms doubling to 2 s).
 //! - The **subscriber** holds a connection in pub/sub mode, applies the layer's
 //!   subscriptions, and hands every message on. After a reconnect it drops commands
 //!   from before (the layer asks for every channel again once both are up).
@@ -33,8 +38,8 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a command may wait for Redis's answer before the connection is taken as
-/// lost.
+/// How long a batch of commands may wait for Redis's answers before the connection is
+/// taken as lost.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the subscriber waits for a message before it looks for new subscriptions.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(20);
@@ -298,6 +303,66 @@ impl Backoff {
 }
 
 #[cfg(feature = "redis")]
+/// At most this many jobs go out as one pipeline...
+const MAX_BATCH_JOBS: usize = 256;
+/// ... or about this many bytes of commands (a batch stops after the job that passes it).
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+#[cfg(feature = "redis")]
+/// A job of a batch, and whether a script of it goes as its whole text (`EVAL`) even if
+/// the connection loaded it already: its `EVALSHA` was answered `NOSCRIPT`.
+type Queued = (Job, bool);
+
+#[cfg(feature = "redis")]
+/// The scripts of the mailbox and session commands, by text: their SHA-1, and which of
+/// them the current connection's Redis holds (it ran their `EVAL`), so `EVALSHA` does.
+#[derive(Default)]
+struct Scripts {
+    sha: std::collections::HashMap<Bytes, String>,
+    loaded: std::collections::HashSet<String>,
+}
+
+#[cfg(feature = "redis")]
+impl Scripts {
+    /// Writes `command` of a job as Redis receives it: an `EVAL` of a script this
+    /// connection already ran as `EVALSHA`, unless `full`.
+    fn encode(&mut self, args: &[Bytes], full: bool, out: &mut Vec<u8>) {
+        let mut command = redis::cmd(std::str::from_utf8(&args[0]).unwrap_or("PING"));
+        let mut rest = &args[1..];
+        if &args[0][..] == b"EVAL" && !rest.is_empty() {
+            let script = &rest[0];
+            let sha = self.sha.entry(script.clone()).or_insert_with(|| {
+                use sha1::Digest;
+                let digest = sha1::Sha1::digest(&script[..]);
+                digest.iter().map(|b| format!("{b:02x}")).collect()
+            });
+            // `EVAL` puts the script into Redis's cache (until a restart or a
+            // `SCRIPT FLUSH`), so the commands after it in the pipeline may name it.
+            if !full && self.loaded.contains(sha.as_str()) {
+                command = redis::cmd("EVALSHA");
+                command.arg(sha.as_str());
+                rest = &rest[1..];
+            } else {
+                self.loaded.insert(sha.clone());
+            }
+        }
+        for arg in rest {
+            command.arg(&arg[..]);
+        }
+        command.write_packed_command(out);
+    }
+}
+
+#[cfg(feature = "redis")]
+/// What Redis answered one job of a pipeline.
+enum Answer {
+    Value(redis::Value),
+    /// `NOSCRIPT`: the job did not run (the script cache was flushed).
+    NoScript,
+    Failed(String),
+}
+
+#[cfg(feature = "redis")]
 fn publisher(
     client: &redis::Client,
     publications: &Receiver<Job>,
@@ -307,14 +372,20 @@ fn publisher(
     let mut connection: Option<redis::Connection> = None;
     let mut backoff = Backoff::new();
     let mut last_error = String::from("not connected yet");
+    let mut scripts = Scripts::default();
+    // Jobs to run again at the start of the next batch (a `NOSCRIPT`).
+    let mut again: std::collections::VecDeque<Queued> = std::collections::VecDeque::new();
+    let mut packed = Vec::new();
     loop {
         if connection.is_none() && backoff.due() {
             match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
                 Ok(c) => {
-                    // A Redis that hangs fails the publication instead of holding it.
+                    // A Redis that hangs fails the batch instead of holding it.
                     let _ = c.set_read_timeout(Some(ANSWER_TIMEOUT));
                     let _ = c.set_write_timeout(Some(ANSWER_TIMEOUT));
                     backoff.succeeded();
+                    // A new connection may be a restarted Redis, with no scripts.
+                    scripts.loaded.clear();
                     connection = Some(c);
                     set_link(links, report, true, true, "");
                 }
@@ -325,60 +396,132 @@ fn publisher(
                 }
             }
         }
-        let wait = match connection {
-            Some(_) => Duration::from_secs(3600),
-            None => backoff.left().max(Duration::from_millis(1)),
-        };
-        let job = match publications.recv_timeout(wait) {
-            Ok(job) => job,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let (id, command) = match &job {
-            Job::Publish(id, channel, payload) => {
-                let mut command = redis::cmd("PUBLISH");
-                command.arg(channel).arg(&payload[..]);
-                (*id, command)
+        let mut batch: Vec<Queued> = again.drain(..).collect();
+        if batch.is_empty() {
+            let wait = match connection {
+                Some(_) => Duration::from_secs(3600),
+                None => backoff.left().max(Duration::from_millis(1)),
+            };
+            match publications.recv_timeout(wait) {
+                Ok(job) => batch.push((job, false)),
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
             }
-            Job::Command(id, args) => {
-                let mut command = redis::cmd(std::str::from_utf8(&args[0]).unwrap_or("PING"));
-                for arg in &args[1..] {
-                    command.arg(&arg[..]);
-                }
-                (*id, command)
+        }
+        // Whatever else is queued goes in the same pipeline, in the order given: one
+        // connection, so Redis runs (and publishes) them in that order.
+        packed.clear();
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut queued = batch.into_iter();
+        while let Some((job, full)) = queued.next().or_else(|| {
+            let room = jobs.len() < MAX_BATCH_JOBS && packed.len() < MAX_BATCH_BYTES;
+            room.then(|| publications.try_recv().ok())
+                .flatten()
+                .map(|job| (job, false))
+        }) {
+            match &job {
+                Job::Publish(_, channel, payload) => redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(&payload[..])
+                    .write_packed_command(&mut packed),
+                Job::Command(_, args) => scripts.encode(args, full, &mut packed),
             }
-        };
-        let result = match &mut connection {
-            None => Err(format!("redis unreachable: {last_error}")),
-            Some(c) => match command.query::<redis::Value>(c) {
-                Ok(value) => Ok(value),
-                Err(e) => {
-                    if e.is_io_error()
-                        || e.is_connection_dropped()
-                        || !redis::ConnectionLike::is_open(c)
-                    {
-                        connection = None;
-                        last_error = e.to_string();
-                        backoff.failed();
-                        set_link(links, report, true, false, &last_error);
-                    }
-                    Err(e.to_string())
+            jobs.push(job);
+        }
+        // The jobs Redis did not answer (the connection failed, or there was none) are
+        // failed, never reported done: Redis may still have run those it received, as
+        // for one publication that timed out (the 503 says so).
+        let (mut answers, lost, mut link_lost) = match &mut connection {
+            None => (
+                Vec::new(),
+                format!("redis unreachable: {last_error}"),
+                false,
+            ),
+            Some(c) => match run(c, &packed, jobs.len()) {
+                Ok(answers) => (answers, String::new(), false),
+                Err((answers, e)) => {
+                    connection = None;
+                    last_error = e;
+                    backoff.failed();
+                    let lost = format!("redis connection lost before its answer: {last_error}");
+                    (answers, lost, true)
                 }
             },
         };
-        // A runtime that is gone hears nothing more, but what it queued still goes out
-        // (the leaves and goodbye of a graceful shutdown).
-        let _ = report(match job {
-            Job::Publish(..) => Report::Published(
-                id,
-                result.and_then(|value| match value {
-                    redis::Value::Int(n) => Ok(n.max(0) as u64),
-                    other => Err(format!("PUBLISH answered {other:?}")),
-                }),
-            ),
-            Job::Command(..) => Report::Replied(id, result.map(reply)),
+        // As with one command at a time: what Redis answered, then that the link is
+        // down, then the jobs it failed.
+        let answered = answers.len();
+        answers.resize_with(jobs.len(), || Answer::Failed(lost.clone()));
+        // A `NOSCRIPT` job did not run; it runs again (as `EVAL`) only if no job after it
+        // in this batch ran, so that nothing passes it. Before one that ran, it fails.
+        let ran_after = answers
+            .iter()
+            .rposition(|a| !matches!(a, Answer::NoScript))
+            .map_or(0, |i| i + 1);
+        if answers.iter().any(|a| matches!(a, Answer::NoScript)) {
+            scripts.loaded.clear();
+        }
+        for (i, (job, answer)) in jobs.into_iter().zip(answers).enumerate() {
+            if i == answered && link_lost {
+                link_lost = false;
+                set_link(links, report, true, false, &last_error);
+            }
+            let result = match answer {
+                Answer::NoScript if i >= ran_after => {
+                    again.push_back((job, true));
+                    continue;
+                }
+                Answer::NoScript => Err("NOSCRIPT: redis lost the script (not run)".to_string()),
+                Answer::Value(value) => Ok(value),
+                Answer::Failed(e) => Err(e),
+            };
+            // A runtime that is gone hears nothing more, but what it queued still goes
+            // out (the leaves and goodbye of a graceful shutdown).
+            let _ = report(match job {
+                Job::Publish(id, ..) => Report::Published(
+                    id,
+                    result.and_then(|value| match value {
+                        redis::Value::Int(n) => Ok(n.max(0) as u64),
+                        other => Err(format!("PUBLISH answered {other:?}")),
+                    }),
+                ),
+                Job::Command(id, _) => Report::Replied(id, result.map(reply)),
+            });
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Sends the `count` commands in `packed` as one pipeline and reads their answers in
+/// order, all within [`ANSWER_TIMEOUT`]. If the connection fails, the answers read so
+/// far and why: the connection is then unusable (the rest of the answers are lost).
+fn run(
+    connection: &mut redis::Connection,
+    packed: &[u8],
+    count: usize,
+) -> Result<Vec<Answer>, (Vec<Answer>, String)> {
+    let mut answers = Vec::with_capacity(count);
+    if count == 0 {
+        return Ok(answers);
+    }
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    if let Err(e) = connection.send_packed_command(packed) {
+        return Err((answers, e.to_string()));
+    }
+    while answers.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err((answers, "redis did not answer in time".to_string()));
+        }
+        let _ = connection.set_read_timeout(Some(left.max(Duration::from_millis(1))));
+        answers.push(match connection.recv_response() {
+            Ok(redis::Value::ServerError(e)) if e.code() == "NOSCRIPT" => Answer::NoScript,
+            Ok(redis::Value::ServerError(e)) => Answer::Failed(e.to_string()),
+            Ok(value) => Answer::Value(value),
+            Err(e) => return Err((answers, e.to_string())),
         });
     }
+    Ok(answers)
 }
 
 /// A Redis value as the layer reads it.
@@ -500,5 +643,341 @@ fn gone(subscriptions: &Receiver<Subscription>) -> bool {
             Err(TryRecvError::Empty) => return false,
             Err(TryRecvError::Disconnected) => return true,
         }
+    }
+}
+
+#[cfg(all(test, feature = "redis"))]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::{Child, Command, Stdio};
+
+    /// Runs the publisher over `jobs`, all queued before it starts (so they go out as
+    /// one batch), until it ran them all; what it reported, in order.
+    fn publish_all(client: &redis::Client, jobs: Vec<Job>) -> Vec<Report> {
+        let (send, receive) = mpsc::channel();
+        for job in jobs {
+            send.send(job).unwrap();
+        }
+        drop(send);
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&reports);
+        let report: Reporter = Arc::new(move |r| {
+            into.lock().unwrap().push(r);
+            true
+        });
+        // The subscriber's link up, so that the publisher's changes are reported.
+        let links = Links {
+            subscriber: true,
+            ..Links::default()
+        };
+        publisher(client, &receive, &report, &Mutex::new(links));
+        let reports = std::mem::take(&mut *reports.lock().unwrap());
+        reports
+    }
+
+    fn client(port: u16) -> redis::Client {
+        redis::Client::open(
+            redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+                "127.0.0.1".into(),
+                port,
+            ))
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Reads one command (an array of bulk strings) as a fake Redis receives it.
+    fn read_command(reader: &mut impl BufRead) -> Option<Vec<String>> {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let count: usize = line.trim().strip_prefix('*')?.parse().ok()?;
+        let mut args = Vec::new();
+        for _ in 0..count {
+            line.clear();
+            reader.read_line(&mut line).ok()?;
+            let len: usize = line.trim().strip_prefix('$')?.parse().ok()?;
+            let mut arg = vec![0; len + 2];
+            reader.read_exact(&mut arg).ok()?;
+            arg.truncate(len);
+            args.push(String::from_utf8(arg).ok()?);
+        }
+        Some(args)
+    }
+
+    #[test]
+    fn a_connection_lost_mid_batch_fails_every_job_not_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A Redis that answers the first 3 of 10 publications, then closes.
+        let fake = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut published = 0;
+            while published < 10 {
+                let command = read_command(&mut reader).expect("a command");
+                if command[0] == "PUBLISH" {
+                    published += 1;
+                } else {
+                    // The client's set-up (`CLIENT SETINFO`).
+                    writer.write_all(b"+OK\r\n").unwrap();
+                }
+            }
+            writer.write_all(b":1\r\n:2\r\n:3\r\n").unwrap();
+            drop(writer);
+            drop(reader);
+        });
+        let jobs = (0..10)
+            .map(|id| Job::Publish(id, "c".into(), Bytes::from_static(b"x")))
+            .collect();
+        let reports = publish_all(&client(port), jobs);
+        fake.join().unwrap();
+        let told: Vec<String> = reports
+            .iter()
+            .map(|r| match r {
+                Report::Up => "up".to_string(),
+                Report::Down(_) => "down".to_string(),
+                Report::Published(id, Ok(n)) => format!("{id}:{n}"),
+                Report::Published(id, Err(_)) => format!("{id}:err"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        let mut expected = vec!["up", "0:1", "1:2", "2:3", "down"];
+        let failed: Vec<String> = (3..10).map(|id| format!("{id}:err")).collect();
+        expected.extend(failed.iter().map(String::as_str));
+        assert_eq!(told, expected);
+    }
+
+    #[test]
+    fn a_noscript_runs_again_only_if_nothing_after_it_ran() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // A Redis whose script cache is flushed after the first `EVAL`.
+        let fake = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut seen = Vec::new();
+            while seen.len() < 5 {
+                let command = read_command(&mut reader).expect("a command");
+                let answer: &[u8] = match command[0].as_str() {
+                    "EVAL" => b"$1\r\nx\r\n",
+                    "EVALSHA" => b"-NOSCRIPT No matching script.\r\n",
+                    "PUBLISH" => b":1\r\n",
+                    _ => {
+                        writer.write_all(b"+OK\r\n").unwrap();
+                        continue;
+                    }
+                };
+                // The batch's four commands are all in before any is answered; then the
+                // one run again.
+                seen.push((command[0].clone(), answer));
+                match seen.len() {
+                    0..=3 => {}
+                    4 => seen.iter().for_each(|(_, a)| writer.write_all(a).unwrap()),
+                    _ => writer.write_all(answer).unwrap(),
+                }
+            }
+            seen.into_iter().map(|(name, _)| name).collect::<Vec<_>>()
+        });
+        let reports = publish_all(
+            &client(port),
+            vec![
+                echo(1, "a"),
+                echo(2, "b"),
+                Job::Publish(3, "c".into(), Bytes::from_static(b"x")),
+                echo(4, "d"),
+            ],
+        );
+        // Job 2 did not run, but job 3 did after it: running 2 now would pass 3. Job 4,
+        // the last, runs again as `EVAL`.
+        assert_eq!(
+            fake.join().unwrap(),
+            ["EVAL", "EVALSHA", "PUBLISH", "EVALSHA", "EVAL"]
+        );
+        let told = outcomes(&reports);
+        assert_eq!(told[0], "1:x");
+        assert!(told[1].starts_with("2:Err(\"NOSCRIPT"), "{told:?}");
+        assert_eq!(told[2..], ["3:Ok(1)", "4:x"]);
+    }
+
+    /// A `redis-server` of this test on a free port, with no persistence; `None` (the
+    /// test is skipped) without one installed.
+    struct RealRedis {
+        port: u16,
+        child: Child,
+    }
+
+    impl RealRedis {
+        fn start(port: u16) -> Option<RealRedis> {
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = RealRedis { port, child };
+            let start = Instant::now();
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "redis-server did not start"
+                );
+                thread::sleep(Duration::from_millis(20));
+            }
+            Some(server)
+        }
+
+        fn query(&self, args: &[&str]) -> redis::Value {
+            let mut connection = client(self.port).get_connection().unwrap();
+            let mut command = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                command.arg(*arg);
+            }
+            command.query(&mut connection).unwrap()
+        }
+
+        /// How often Redis ran `name` (`INFO commandstats`).
+        fn calls(&self, name: &str) -> u64 {
+            let redis::Value::BulkString(info) = self.query(&["INFO", "commandstats"]) else {
+                panic!("INFO answered no text");
+            };
+            let info = String::from_utf8(info).unwrap();
+            let prefix = format!("cmdstat_{name}:calls=");
+            info.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |n| n.parse().unwrap())
+        }
+    }
+
+    impl RealRedis {
+        /// How many commands Redis answered `NOSCRIPT` (`INFO errorstats`).
+        fn noscripts(&self) -> u64 {
+            let redis::Value::BulkString(info) = self.query(&["INFO", "errorstats"]) else {
+                panic!("INFO answered no text");
+            };
+            let info = String::from_utf8(info).unwrap();
+            info.lines()
+                .find_map(|l| l.strip_prefix("errorstat_NOSCRIPT:count="))
+                .map_or(0, |n| n.trim().parse().unwrap())
+        }
+    }
+
+    impl Drop for RealRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    }
+
+    const ECHO: &str = "return ARGV[1]";
+
+    fn echo(id: u64, text: &'static str) -> Job {
+        Job::Command(
+            id,
+            [b"EVAL".as_slice(), ECHO.as_bytes(), b"0", text.as_bytes()]
+                .map(Bytes::from_static)
+                .to_vec(),
+        )
+    }
+
+    /// The outcomes of the publications and commands, in the order reported.
+    fn outcomes(reports: &[Report]) -> Vec<String> {
+        reports
+            .iter()
+            .filter_map(|r| match r {
+                Report::Published(id, result) => Some(format!("{id}:{result:?}")),
+                Report::Replied(id, Ok(sockeye_server::Reply::Data(data))) => {
+                    Some(format!("{id}:{}", String::from_utf8_lossy(data)))
+                }
+                Report::Replied(id, result) => Some(format!("{id}:{result:?}")),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scripts_go_by_sha_in_order_and_survive_a_flush_and_a_restart() {
+        let port = free_port();
+        let Some(redis) = RealRedis::start(port) else {
+            eprintln!("no redis-server: skipped");
+            return;
+        };
+        let client = client(port);
+        let reports = publish_all(
+            &client,
+            vec![
+                echo(1, "a"),
+                Job::Publish(2, "c".into(), Bytes::from_static(b"x")),
+                echo(3, "b"),
+                echo(4, "c"),
+            ],
+        );
+        assert_eq!(outcomes(&reports), ["1:a", "2:Ok(0)", "3:b", "4:c"]);
+        assert_eq!((redis.calls("eval"), redis.calls("evalsha")), (1, 2));
+
+        // A flushed script cache: the `EVALSHA`s are answered NOSCRIPT and run again.
+        redis.query(&["SCRIPT", "FLUSH"]);
+        let (send, receive) = mpsc::channel();
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let into = Arc::clone(&reports);
+        let report: Reporter = Arc::new(move |r| {
+            into.lock().unwrap().push(r);
+            true
+        });
+        // One publisher across the flush, so it believes the script is loaded.
+        send.send(echo(5, "d")).unwrap();
+        let running = thread::spawn(move || {
+            publisher(&client, &receive, &report, &Mutex::new(Links::default()))
+        });
+        let wait_for = |n: usize| {
+            let start = Instant::now();
+            while outcomes(&reports.lock().unwrap()).len() < n {
+                assert!(start.elapsed() < Duration::from_secs(20), "no answer");
+                thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_for(1);
+        redis.query(&["SCRIPT", "FLUSH"]);
+        send.send(echo(6, "e")).unwrap();
+        send.send(echo(7, "f")).unwrap();
+        wait_for(3);
+        assert!(redis.noscripts() >= 1, "no EVALSHA was answered NOSCRIPT");
+        // A restart empties the cache too: the new connection sends the text again.
+        drop(redis);
+        let redis = RealRedis::start(port).expect("redis-server again");
+        let mut id = 8;
+        let start = Instant::now();
+        loop {
+            send.send(echo(id, "g")).unwrap();
+            wait_for(id as usize - 4);
+            let last = outcomes(&reports.lock().unwrap()).pop().unwrap();
+            if last == format!("{id}:g") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "not back: {last}"
+            );
+            thread::sleep(Duration::from_millis(50));
+            id += 1;
+        }
+        drop(send);
+        running.join().unwrap();
+        let all = outcomes(&reports.lock().unwrap());
+        assert_eq!(all[..3], ["5:d", "6:e", "7:f"]);
+        assert!(redis.calls("eval") >= 1);
+        assert!(all.iter().all(|o| !o.contains("NOSCRIPT")), "{all:?}");
     }
 }
