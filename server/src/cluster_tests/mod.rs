@@ -183,21 +183,7 @@ impl Net {
                     self.queue.push_back(Delivery::Published(i, id, failed));
                     return;
                 }
-                let receivers: Vec<usize> = self
-                    .subs
-                    .get(&channel)
-                    .map(|s| {
-                        s.iter()
-                            .copied()
-                            .filter(|n| !self.dead.contains(n))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for &to in &receivers {
-                    let delivery = Delivery::Remote(to, channel.clone(), payload.clone());
-                    self.queue.push_back(delivery);
-                }
-                let count = receivers.len() as u64;
+                let count = self.broker_publish(&channel, &payload) as u64;
                 self.queue.push_back(Delivery::Published(i, id, Ok(count)));
             }
             Action::Command { id, args } => {
@@ -249,10 +235,21 @@ impl Net {
     /// envelope record max age`.
     fn publish_or_store(&mut self, args: &[Bytes]) -> Reply {
         assert_eq!(&args[1][..], PUBLISH_OR_STORE.as_bytes());
-        let channel = std::str::from_utf8(&args[3]).unwrap().to_string();
+        let channel = std::str::from_utf8(&args[3]).unwrap();
+        let receivers = self.broker_publish(channel, &args[5]);
+        if receivers > 0 {
+            return Reply::Int(receivers as i64);
+        }
+        let max: usize = std::str::from_utf8(&args[7]).unwrap().parse().unwrap();
+        Reply::Int(self.broker_store(&args[4], &args[6], max))
+    }
+
+    /// A `PUBLISH` on the broker: queued for every live node subscribed to `channel`;
+    /// how many those are.
+    fn broker_publish(&mut self, channel: &str, payload: &Bytes) -> usize {
         let receivers: Vec<usize> = self
             .subs
-            .get(&channel)
+            .get(channel)
             .map(|s| {
                 s.iter()
                     .copied()
@@ -260,20 +257,22 @@ impl Net {
                     .collect()
             })
             .unwrap_or_default();
-        if !receivers.is_empty() {
-            for &to in &receivers {
-                let delivery = Delivery::Remote(to, channel.clone(), args[5].clone());
-                self.queue.push_back(delivery);
-            }
-            return Reply::Int(receivers.len() as i64);
+        for &to in &receivers {
+            let delivery = Delivery::Remote(to, channel.to_string(), payload.clone());
+            self.queue.push_back(delivery);
         }
-        let max: usize = std::str::from_utf8(&args[7]).unwrap().parse().unwrap();
-        let list = self.lists.entry(args[4].clone()).or_default();
+        receivers.len()
+    }
+
+    /// A mailbox append as the scripts make it: 0 stored, -1 the list already holds
+    /// `max`.
+    fn broker_store(&mut self, list: &Bytes, entry: &Bytes, max: usize) -> i64 {
+        let list = self.lists.entry(list.clone()).or_default();
         if list.len() >= max {
-            return Reply::Int(-1);
+            return -1;
         }
-        list.push_back(args[6].clone());
-        Reply::Int(0)
+        list.push_back(entry.clone());
+        0
     }
 
     /// Redis processes the subscriptions it held.

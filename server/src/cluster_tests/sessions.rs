@@ -213,26 +213,6 @@ impl Net {
         }
     }
 
-    /// A `PUBLISH` on the broker: its receivers.
-    fn broker_publish(&mut self, channel: &Bytes, payload: &Bytes) -> i64 {
-        let channel = String::from_utf8_lossy(channel).into_owned();
-        let receivers: Vec<usize> = self
-            .subs
-            .get(&channel)
-            .map(|s| {
-                s.iter()
-                    .copied()
-                    .filter(|n| !self.dead.contains(n))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for &to in &receivers {
-            self.queue
-                .push_back(Delivery::Remote(to, channel.clone(), payload.clone()));
-        }
-        receivers.len() as i64
-    }
-
     /// What the `COMMIT` and `CLAIM` scripts do in Redis.
     pub(super) fn session_script(&mut self, args: &[Bytes]) -> Result<Reply, String> {
         let keys: usize = std::str::from_utf8(&args[2]).unwrap().parse().unwrap();
@@ -295,21 +275,15 @@ impl Net {
                 .unwrap();
             let result = if skip[cause] {
                 -2
-            } else if !store {
-                self.broker_publish(&argv[at + 1].clone(), &argv[at + 2].clone())
             } else {
-                let received = self.broker_publish(&argv[at + 1].clone(), &argv[at + 3].clone());
-                if received > 0 {
+                let channel = String::from_utf8_lossy(&argv[at + 1]).into_owned();
+                let payload = if store { &argv[at + 3] } else { &argv[at + 2] };
+                let received = self.broker_publish(&channel, payload) as i64;
+                if received > 0 || !store {
                     received
                 } else {
                     let max: usize = std::str::from_utf8(&argv[at + 5]).unwrap().parse().unwrap();
-                    let list = self.lists.entry(argv[at + 2].clone()).or_default();
-                    if list.len() >= max {
-                        -1
-                    } else {
-                        list.push_back(argv[at + 4].clone());
-                        0
-                    }
+                    self.broker_store(&argv[at + 2], &argv[at + 4], max)
                 }
             };
             results.push(Reply::Int(result));
