@@ -476,22 +476,7 @@ fn push(addr: SocketAddr, k: usize, chat: &mut Chat) -> StdInstant {
         r#"{{"room":"big","data":{{"k":{k},"thread":[{}]}}}}"#,
         text.join(",")
     );
-    let request = format!(
-        "POST /api/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let started = StdInstant::now();
-    let mut s = TcpStream::connect(addr).expect("connect for a push");
-    s.write_all(request.as_bytes()).expect("push");
-    let mut answer = Vec::new();
-    let _ = s.read_to_end(&mut answer);
-    assert!(
-        answer.starts_with(b"HTTP/1.1 202"),
-        "push refused: {}",
-        String::from_utf8_lossy(&answer)
-    );
-    started
+    sockeye_bench::members::post(addr, &body)
 }
 
 /// Milliseconds from each push to its last delivery, for `pushes` pushes to `members`.
