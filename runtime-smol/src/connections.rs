@@ -28,6 +28,8 @@ pub(crate) struct Connections {
     open: Mutex<Open>,
     /// Notified whenever a connection ends.
     ended: Event,
+    /// Notified once, when a shutdown begins: wakes a pending `Server::accept`.
+    stopped: Event,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +49,7 @@ impl Connections {
             closable: AtomicBool::new(false),
             open: Mutex::new(Open::default()),
             ended: Event::new(),
+            stopped: Event::new(),
         })
     }
 
@@ -104,8 +107,26 @@ impl Connections {
         }
     }
 
-    /// Refuses every upgrade from now on, asks every open connection to close with 1001
-    /// (going away), and waits until they have all ended or `grace` has passed. Returns
+    /// Whether a shutdown began.
+    pub(crate) fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
+    /// Completes once a shutdown began (at once if it already has). Cancel-safe.
+    pub(crate) async fn stopped(&self) {
+        loop {
+            // Listen before looking, so a shutdown between the two is not missed.
+            let listener = self.stopped.listen();
+            if self.stopping() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Refuses every upgrade from now on, ends every [`stopped`](Self::stopped) wait
+    /// (so `Server::accept` answers `Error::ShutDown`), asks every open connection to
+    /// close with 1001 (going away), and waits until they have all ended or `grace` has passed. Returns
     /// how many are still open.
     pub(crate) async fn close_all(&self, grace: Duration) -> usize {
         let senders: Vec<Sender> = {
@@ -113,6 +134,7 @@ impl Connections {
             open.stopping = true;
             open.conns.values().flatten().cloned().collect()
         };
+        self.stopped.notify(usize::MAX);
         for sender in senders {
             // A connection already closing is fine.
             let _ = sender.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
@@ -198,6 +220,19 @@ mod tests {
         .0;
         assert_eq!(left, 0);
         assert!(connections.admit(connections.next_id()).is_err());
+    }
+
+    #[test]
+    fn close_all_ends_a_stopped_wait_begun_before_it_and_any_begun_after() {
+        let connections = Connections::new();
+        let mut waiting = Box::pin(connections.stopped());
+        assert!(async_io::block_on(future::poll_once(&mut waiting)).is_none());
+        assert_eq!(
+            async_io::block_on(connections.close_all(Duration::from_secs(60))),
+            0
+        );
+        assert!(async_io::block_on(future::poll_once(&mut waiting)).is_some());
+        assert!(async_io::block_on(future::poll_once(connections.stopped())).is_some());
     }
 
     #[test]

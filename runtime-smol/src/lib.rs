@@ -91,8 +91,9 @@
 //! refuse it with any HTTP status, as a [`Refusal`]; [`Server::max_connections`] answers
 //! 503 beyond its limit; every connection has a [`ConnectionId`] ([`Incoming::id`],
 //! [`WebSocket::id`]); [`Server::shutdown_handle`] gives a [`ShutdownHandle`] whose
-//! [`shutdown`](ShutdownHandle::shutdown) refuses new upgrades and closes open
-//! connections with 1001 (going away). Errors are `sockeye-std`'s one [`Error`], causes kept, with the
+//! [`shutdown`](ShutdownHandle::shutdown) ends the accept loop (`accept` answers
+//! [`Error::ShutDown`]), refuses new upgrades and closes open connections with 1001
+//! (going away). Errors are `sockeye-std`'s one [`Error`], causes kept, with the
 //! reliable API's under [`Error::Reliable`] ([`ReliableError`]) and URLs' as
 //! [`UrlError`].
 //!

@@ -85,10 +85,11 @@ impl Server {
         self
     }
 
-    /// A handle that shuts this server down from any task or thread: refuses upgrades
-    /// and closes open connections with 1001 (see [`ShutdownHandle::shutdown`]). From
-    /// the first call on, each connection upgraded holds a [`Sender`](crate::Sender) for
-    /// it (one small shared outbox per connection).
+    /// A handle that shuts this server down from any task or thread: ends the accept
+    /// loop ([`accept`](Self::accept) answers [`Error::ShutDown`]), refuses upgrades and
+    /// closes open connections with 1001 (see [`ShutdownHandle::shutdown`]). From the
+    /// first call on, each connection upgraded holds a [`Sender`](crate::Sender) for it
+    /// (one small shared outbox per connection).
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         ShutdownHandle::new(
             Arc::clone(&self.connections),
@@ -102,9 +103,21 @@ impl Server {
     }
 
     /// Waits for the next connection. Its handshake has not started: await
-    /// [`Incoming::upgrade`] (in a task of its own). Cancel-safe.
+    /// [`Incoming::upgrade`] (in a task of its own). Cancel-safe: an `accept` dropped
+    /// before it completed took no connection.
+    ///
+    /// Once a [`ShutdownHandle::shutdown`] began, a pending `accept` and every later one
+    /// answer [`Error::ShutDown`] at once, so `while let Ok(incoming) =
+    /// server.accept().await` ends. A connection it hands out in the same instant as
+    /// the shutdown is answered 503 by its upgrade.
     pub async fn accept(&self) -> Result<Incoming> {
-        let (stream, peer) = self.listener.accept().await?;
+        // The shutdown first: once it began, no connection is taken from the listener.
+        let stopped = async {
+            self.connections.stopped().await;
+            Err(Error::ShutDown)
+        };
+        let accepted = async { Ok(self.listener.accept().await?) };
+        let (stream, peer) = futures_lite::future::or(stopped, accepted).await?;
         let _ = stream.get_ref().set_nodelay(true);
         Ok(Incoming {
             stream,

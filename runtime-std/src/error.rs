@@ -1,6 +1,6 @@
 //! The runtime's one error type: the transport's `io::Error`, one of the core's errors,
-//! a refused upgrade, an unusable URL, or a reliable session's error, each keeping its
-//! cause ([`std::error::Error::source`]).
+//! a refused upgrade, an unusable URL, a reliable session's error, or a server that was
+//! shut down, each keeping its cause ([`std::error::Error::source`]).
 
 use std::fmt;
 use std::io;
@@ -40,6 +40,10 @@ pub enum Error {
     /// A reliable (`sockeye.v1`) client, server or session failed (see
     /// [`ReliableError`]).
     Reliable(ReliableError),
+    /// The server was shut down: `sockeye_smol::Server::accept` answers it, at once,
+    /// once a shutdown of its `ShutdownHandle` began, so an accept loop ends. Nothing
+    /// failed; the listening socket stays open until the `Server` is dropped.
+    ShutDown,
 }
 
 impl fmt::Display for Error {
@@ -53,6 +57,7 @@ impl fmt::Display for Error {
             Error::Full(_) => f.write_str("cannot send: send queue full"),
             Error::Url(e) => write!(f, "invalid url: {e}"),
             Error::Reliable(e) => e.fmt(f),
+            Error::ShutDown => f.write_str("server shut down"),
         }
     }
 }
@@ -67,7 +72,7 @@ impl std::error::Error for Error {
             Error::Url(e) => Some(e),
             // Its Display is this one's: its cause is the next link.
             Error::Reliable(e) => e.source(),
-            Error::Refused(_) | Error::Full(_) => None,
+            Error::Refused(_) | Error::Full(_) | Error::ShutDown => None,
         }
     }
 }
@@ -136,6 +141,8 @@ mod tests {
         let e = Error::from(UrlError::Fragment);
         assert_eq!(e.to_string(), "invalid url: fragments are not allowed");
         assert!(e.source().is_some());
+        assert_eq!(Error::ShutDown.to_string(), "server shut down");
+        assert!(Error::ShutDown.source().is_none());
     }
 
     #[test]
