@@ -52,7 +52,9 @@
 //! the message. Its queue is bounded by `Config::max_send_queue_bytes`: `send` awaits
 //! room, [`Sender::try_send`] hands the message back as [`Error::Full`]. Once the
 //! connection is closing or over, every call fails with
-//! [`SendError::Closed`].
+//! [`SendError::Closed`]. `Ok` means accepted into the queue, not delivered (a plain
+//! WebSocket confirms nothing; the reliable mode does); what was accepted but never left
+//! before the connection ended comes back from [`Sender::take_unsent`].
 //!
 //! ```
 //! use sockeye_smol::{Client, CloseCode, Config, Message, Server};

@@ -15,6 +15,17 @@
 //! payload bytes; an empty outbox takes any message). Senders waiting for room wait on an
 //! [`event_listener::Event`] the owner notifies whenever it takes messages or the outbox
 //! closes.
+//!
+//! # What `Ok` means
+//!
+//! [`Sender::send`] and [`Sender::try_send`] answer `Ok` once the message is *accepted
+//! into the outbox*, not once it is written, let alone received: a plain WebSocket
+//! never confirms delivery (use the reliable mode, `sockeye.v1`, for that). Nothing is
+//! lost silently, though: when the connection ends with messages still in the outbox
+//! (never moved into the connection), the outbox keeps them, in order, and
+//! [`Sender::take_unsent`] gives them back. Messages already moved into the connection
+//! are the connection's: like the owner's own sends, they are written unless the
+//! connection ends first.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -47,6 +58,9 @@ pub(crate) struct Queue {
     /// The connection takes no more commands: it is closing, closed, or its owner is
     /// gone.
     closed: bool,
+    /// The connection ended: the messages in `commands` never left and wait for
+    /// [`Sender::take_unsent`]; the owner takes nothing more.
+    ended: bool,
     /// The owner's task, while it waits for the socket.
     owner: Option<Waker>,
 }
@@ -136,15 +150,39 @@ impl Outbox {
         self.room.notify(usize::MAX);
     }
 
-    /// No more commands will be taken: drop those waiting and fail every sender.
+    /// The connection ended: no more commands will be taken and every sender fails; the
+    /// messages still waiting are kept, in order, for [`take_unsent`](Self::take_unsent)
+    /// (a close waiting is dropped: the connection is over anyway).
     pub(crate) fn close(&self) {
         let mut queue = self.lock();
         queue.closed = true;
-        queue.commands = VecDeque::new();
+        queue.ended = true;
+        queue
+            .commands
+            .retain(|command| matches!(command, Command::Send(..)));
+        if queue.commands.is_empty() {
+            queue.commands = VecDeque::new();
+        }
         queue.bytes = 0;
         queue.owner = None;
         drop(queue);
         self.room.notify(usize::MAX);
+    }
+
+    /// Once the connection ended, the messages it never took, in order (removed); none
+    /// before.
+    fn take_unsent(&self) -> Vec<Message> {
+        let mut queue = self.lock();
+        if !queue.ended {
+            return Vec::new();
+        }
+        std::mem::take(&mut queue.commands)
+            .into_iter()
+            .filter_map(|command| match command {
+                Command::Send(message, _) => Some(message),
+                Command::Close(..) => None,
+            })
+            .collect()
     }
 
     /// Queues `command` if there is room, or hands it back.
@@ -197,9 +235,16 @@ impl Outbox {
 ///
 /// Messages reach the wire while the `WebSocket`'s owner awaits a receive
 /// ([`recv`](crate::WebSocket::recv) and the other `recv_*` methods): each send wakes its
-/// task at once. A message the handle accepted is sent unless the connection ends first.
-/// Once the connection is closing or over, or the `WebSocket` is dropped, every call
-/// fails with [`SendError::Closed`] (as [`Error::Send`]).
+/// task at once. A message the handle accepted is sent unless the connection ends first;
+/// if it ends before the owner moved the message into the connection,
+/// [`take_unsent`](Self::take_unsent) gives it back. Once the connection is closing or
+/// over, or the `WebSocket` is dropped, every call fails with [`SendError::Closed`] (as
+/// [`Error::Send`]).
+///
+/// `Ok` from [`send`](Self::send) or [`try_send`](Self::try_send) means the message was
+/// accepted into the handle's queue, no more: a plain WebSocket does not confirm
+/// delivery, so a message the connection wrote may still never be read (use the
+/// reliable mode, `sockeye.v1`, for that).
 ///
 /// The handle's queue is bounded by `Config::max_send_queue_bytes` payload bytes:
 /// [`try_send`](Self::try_send) hands a message back as [`Error::Full`] when it is full,
@@ -232,6 +277,12 @@ impl Sender {
 
     /// Sends a message, waiting while the handle's queue is full. See the type's docs
     /// for cancel safety.
+    ///
+    /// `Ok` means the message was accepted into the queue: the owner moves it into the
+    /// connection and writes it, unless the connection ends first. It does not mean the
+    /// peer received it (a plain WebSocket does not confirm delivery; the reliable mode
+    /// does). After the connection ended, [`take_unsent`](Self::take_unsent) gives back
+    /// the accepted messages that never left.
     pub async fn send(&self, message: Message) -> Result<()> {
         self.send_with(message, Compression::Auto).await
     }
@@ -244,6 +295,9 @@ impl Sender {
 
     /// Sends a message if the handle's queue has room, without waiting: a full queue
     /// answers [`Error::Full`] with the message, to retry later.
+    ///
+    /// `Ok` means what it means for [`send`](Self::send): accepted into the queue, not
+    /// delivered; [`take_unsent`](Self::take_unsent) gives back what never left.
     pub fn try_send(&self, message: Message) -> Result<()> {
         self.try_send_with(message, Compression::Auto)
     }
@@ -255,6 +309,21 @@ impl Sender {
             Err(Refused::Full(Command::Send(message, _))) => Err(Error::Full(message)),
             Err(_) => Err(Error::Send(SendError::Closed)),
         }
+    }
+
+    /// Once the connection ended, returns (and removes) the messages any `Sender` of
+    /// this connection accepted ([`send`](Self::send) or [`try_send`](Self::try_send)
+    /// answered `Ok`) that were never moved into the connection, in the order they were
+    /// accepted; a second call returns none. The connection ended when its owner's
+    /// receive reported the end, or its `WebSocket` was dropped (then every send fails
+    /// with [`SendError::Closed`]). Before that it returns none: what is queued may still
+    /// go out.
+    ///
+    /// The outbox keeps these messages (at most about `Config::max_send_queue_bytes`
+    /// payload bytes, plus one message) until they are taken or the last `Sender` is
+    /// dropped.
+    pub fn take_unsent(&self) -> Vec<Message> {
+        self.outbox.take_unsent()
     }
 
     /// Starts the closing handshake with `code` and `reason` (at most 123 bytes), after
@@ -280,7 +349,8 @@ impl Sender {
 }
 
 /// The owner's hold on the outbox: closes it when the `WebSocket` is dropped, so senders
-/// fail instead of waiting for an owner that is gone.
+/// fail instead of waiting for an owner that is gone (and what they queued waits for
+/// [`Sender::take_unsent`]).
 #[derive(Debug)]
 pub(crate) struct OwnerHold(pub(crate) Arc<Outbox>);
 
@@ -312,6 +382,25 @@ mod tests {
         let mut queue = outbox.lock();
         queue.commands.clear();
         outbox.taken(queue, true);
+        assert_eq!(outbox.lock().commands.capacity(), 0);
+    }
+
+    #[test]
+    fn a_closed_outbox_keeps_its_messages_in_order_for_take_unsent_and_drops_a_close() {
+        let outbox = Arc::new(Outbox::new(1000));
+        let sender = Sender::new(Arc::clone(&outbox));
+        sender.try_send(Message::text("one")).unwrap();
+        sender.try_send(Message::binary(vec![2])).unwrap();
+        sender.close(CloseCode::NORMAL, "bye").unwrap();
+        // Still the connection's to send.
+        assert!(sender.take_unsent().is_empty());
+        outbox.close();
+        assert!(sender.try_send(Message::text("late")).is_err());
+        assert_eq!(
+            sender.take_unsent(),
+            vec![Message::text("one"), Message::binary(vec![2])]
+        );
+        assert!(sender.take_unsent().is_empty());
         assert_eq!(outbox.lock().commands.capacity(), 0);
     }
 }

@@ -19,7 +19,7 @@ use futures_lite::{future, AsyncWriteExt};
 use sockeye_core::time::earliest;
 use sockeye_core::{
     Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
-    MessageKind, SendError, State,
+    MessageKind, State,
 };
 use sockeye_std::{Clock, ConnectionId, Error, Recv, Result};
 
@@ -460,7 +460,7 @@ impl<S: AsyncStream> WebSocket<S> {
     /// peer's close completes the handshake (or `close_timeout` expires).
     ///
     /// Messages that [`Sender`]s queued before this call are sent first; senders fail
-    /// with [`SendError::Closed`] from now on.
+    /// with [`SendError::Closed`](sockeye_core::SendError::Closed) from now on.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<()> {
         if let Some(outbox) = self.outbox.get().map(|hold| Arc::clone(&hold.0)) {
             outbox.seal();
@@ -519,16 +519,16 @@ impl<S: AsyncStream> WebSocket<S> {
                     }
                     match self.conn.try_send_with(now, message, compression) {
                         Ok(()) => Outbox::took(&mut queue, len),
-                        // Room comes as the socket takes bytes, and the owner's own
-                        // fragmented message ends: try again then.
-                        Err((SendError::Full | SendError::FragmentOrder, message)) => {
+                        // Full or mid-fragments: room comes as the socket takes bytes,
+                        // and the owner's own fragmented message ends: try again then.
+                        // Closing: nothing more goes out, and the outbox's close below
+                        // keeps the message for `Sender::take_unsent`.
+                        Err((_, message)) => {
                             queue
                                 .commands
                                 .push_front(Command::Send(message, compression));
                             break;
                         }
-                        // Closing: nothing more goes out.
-                        Err(_) => Outbox::took(&mut queue, len),
                     }
                 }
                 Command::Close(code, reason) => {

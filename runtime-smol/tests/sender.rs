@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_lite::future;
-use sockeye_smol::{Client, CloseCode, Config, Error, Message, SendError, Server};
+use sockeye_smol::{Client, CloseCode, Config, Error, Message, MessageKind, SendError, Server};
 
 /// Longer than any of these tests takes: a bound on a hang, not a speed requirement.
 const HANG: Duration = Duration::from_secs(60);
@@ -193,4 +193,107 @@ fn sends_after_the_close_or_the_drop_fail_with_closed() {
         assert_closed(bounded("waiting send", waiting).await);
         assert_closed(sender.try_send(Message::text("gone")));
     });
+}
+
+/// Messages from `count` senders, `each` apiece, in the order they are sent.
+fn messages(count: usize, each: usize) -> Vec<Message> {
+    (0..count * each)
+        .map(|i| Message::text(format!("sender {} message {}", i % count, i / count)))
+        .collect()
+}
+
+#[test]
+fn messages_queued_when_the_owner_drops_its_websocket_come_back_from_take_unsent_in_order() {
+    let addr = spawn_echo();
+    smol::block_on(bounded("the test", async {
+        let ws = Client::connect(&format!("ws://{addr}/"), quiet())
+            .await
+            .unwrap();
+        let senders = [ws.sender(), ws.sender().clone()];
+        let queued = messages(senders.len(), 3);
+        // The owner is not receiving: all of them stay in the outbox.
+        for (i, message) in queued.iter().enumerate() {
+            let sender = &senders[i % senders.len()];
+            if i % 2 == 0 {
+                sender.try_send(message.clone()).unwrap();
+            } else {
+                sender.send(message.clone()).await.unwrap();
+            }
+        }
+        // Still the connection's to send: none is given back yet.
+        assert!(senders[0].take_unsent().is_empty());
+        drop(ws);
+        assert_closed(senders[1].try_send(Message::text("after the end")));
+        // Any sender of the connection takes them all, once.
+        assert_eq!(senders[1].take_unsent(), queued);
+        assert!(senders[0].take_unsent().is_empty());
+        assert!(senders[1].take_unsent().is_empty());
+    }));
+}
+
+#[test]
+fn messages_held_back_when_the_peer_closes_come_back_from_take_unsent_and_sent_ones_do_not() {
+    // A server that answers one message, then closes when told to.
+    let server = Server::bind("127.0.0.1:0", quiet()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (close_now, told) = std::sync::mpsc::channel::<()>();
+    let serving = std::thread::spawn(move || {
+        smol::block_on(async {
+            let mut ws = server.accept().await?.upgrade().await?;
+            let first = ws.recv().await?;
+            assert_eq!(first, Some(Message::text("sent")));
+            ws.send(Message::text("seen")).await?;
+            told.recv().expect("the test tells the server to close");
+            ws.close(CloseCode::NORMAL, "bye").await?;
+            while ws.recv().await?.is_some() {}
+            Ok::<(), Error>(())
+        })
+    });
+    smol::block_on(bounded("the test", async {
+        let mut ws = Client::connect(&format!("ws://{addr}/"), quiet())
+            .await
+            .unwrap();
+        let sender = ws.sender();
+        sender.send(Message::text("sent")).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap(), Some(Message::text("seen")));
+        // The owner's own fragmented message holds the senders' messages back.
+        ws.send_fragment(MessageKind::Text, "part".into(), false)
+            .await
+            .unwrap();
+        let held = messages(1, 3);
+        for message in &held {
+            sender.try_send(message.clone()).unwrap();
+        }
+        // The peer closes; the owner sees the end.
+        close_now.send(()).unwrap();
+        assert_eq!(ws.recv().await.unwrap(), None);
+        assert_eq!(ws.close_info().unwrap().code, CloseCode::NORMAL);
+        assert_eq!(sender.take_unsent(), held);
+        assert!(sender.take_unsent().is_empty());
+    }));
+    serving.join().unwrap().unwrap();
+}
+
+#[test]
+fn messages_held_back_when_the_owner_closes_come_back_from_take_unsent() {
+    let addr = spawn_echo();
+    smol::block_on(bounded("the test", async {
+        let mut ws = Client::connect(&format!("ws://{addr}/"), quiet())
+            .await
+            .unwrap();
+        let sender = ws.sender();
+        ws.send_fragment(MessageKind::Text, "part".into(), false)
+            .await
+            .unwrap();
+        let held = messages(1, 3);
+        for message in &held {
+            sender.try_send(message.clone()).unwrap();
+        }
+        // The close cuts the fragmented message short; the connection takes nothing
+        // more, so the held messages never go.
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+        while ws.recv().await.unwrap().is_some() {}
+        assert_eq!(sender.take_unsent(), held);
+        assert!(sender.take_unsent().is_empty());
+    }));
 }

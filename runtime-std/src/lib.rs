@@ -61,8 +61,11 @@
 //! thread while the owner blocks in [`recv`](WebSocket::recv): each send wakes the
 //! owner's wait at once, no polling needed. Its queue is bounded by
 //! `Config::max_send_queue_bytes`: [`Sender::try_send`] hands a message back as
-//! [`Error::Full`], [`Sender::send`] waits for room. The sans-IO core stays with the
-//! owner (see [`Sender`] for the design).
+//! [`Error::Full`], [`Sender::send`] waits for room. `Ok` means accepted into the
+//! queue, not delivered (a plain WebSocket confirms nothing; the reliable mode does);
+//! what was accepted but never left before the connection ended comes back from
+//! [`Sender::take_unsent`]. The sans-IO core stays with the owner (see [`Sender`] for
+//! the design).
 //!
 //! ```
 //! use std::thread;

@@ -21,6 +21,17 @@
 //! `recv_timeout`, `recv_event_until`) or `close`, so the owner must keep receiving (a
 //! reader thread does) for a `Sender` to make progress; its own blocking `send`s go
 //! first meanwhile.
+//!
+//! # What `Ok` means
+//!
+//! [`Sender::send`] and [`Sender::try_send`] answer `Ok` once the message is *accepted
+//! into the outbox*, not once it is written, let alone received: a plain WebSocket
+//! never confirms delivery (use the reliable mode, `sockeye.v1`, for that). Nothing is
+//! lost silently, though: when the connection ends with messages still in the outbox
+//! (never moved into the connection), the outbox keeps them, in order, and
+//! [`Sender::take_unsent`] gives them back. Messages already moved into the connection
+//! are the connection's: like the owner's own sends, they are written unless the
+//! connection ends first.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -54,6 +65,9 @@ pub(crate) struct Queue {
     /// The connection takes no more commands: it is closing, closed, or its owner is
     /// gone.
     closed: bool,
+    /// The connection ended: the messages in `commands` never left and wait for
+    /// [`Sender::take_unsent`]; the owner takes nothing more.
+    ended: bool,
 }
 
 /// The outbox shared by a `WebSocket` and its senders.
@@ -110,13 +124,37 @@ impl Outbox {
         self.room.notify_all();
     }
 
-    /// No more commands will be taken: drop those waiting and fail every sender.
+    /// The connection ended: no more commands will be taken and every sender fails; the
+    /// messages still waiting are kept, in order, for [`take_unsent`](Self::take_unsent)
+    /// (a close waiting is dropped: the connection is over anyway).
     pub(crate) fn close(&self) {
         let mut queue = self.lock();
         queue.closed = true;
-        queue.commands.clear();
+        queue.ended = true;
+        queue
+            .commands
+            .retain(|command| matches!(command, Command::Send(..)));
+        if queue.commands.is_empty() {
+            queue.commands = VecDeque::new();
+        }
         queue.bytes = 0;
         self.room.notify_all();
+    }
+
+    /// Once the connection ended, the messages it never took, in order (removed); none
+    /// before.
+    fn take_unsent(&self) -> Vec<Message> {
+        let mut queue = self.lock();
+        if !queue.ended {
+            return Vec::new();
+        }
+        std::mem::take(&mut queue.commands)
+            .into_iter()
+            .filter_map(|command| match command {
+                Command::Send(message, _) => Some(message),
+                Command::Close(..) => None,
+            })
+            .collect()
     }
 
     /// Queues `command` if there is room; `block` waits for room. Hands the message
@@ -171,10 +209,16 @@ impl Outbox {
 /// the same connection, and messages from one thread go out in the order it sent them.
 ///
 /// Messages reach the wire while the `WebSocket`'s owner is receiving, normally blocked
-/// in [`recv`](crate::WebSocket::recv): each send wakes it at once. A
-/// message the handle accepted is sent unless the connection ends first. Once the
-/// connection is closing or over, or the `WebSocket` is dropped, every call fails with
-/// [`SendError::Closed`] (as [`Error::Send`]).
+/// in [`recv`](crate::WebSocket::recv): each send wakes it at once. A message the handle
+/// accepted is sent unless the connection ends first; if it ends before the owner moved
+/// the message into the connection, [`take_unsent`](Self::take_unsent) gives it back.
+/// Once the connection is closing or over, or the `WebSocket` is dropped, every call
+/// fails with [`SendError::Closed`] (as [`Error::Send`]).
+///
+/// `Ok` from [`send`](Self::send) or [`try_send`](Self::try_send) means the message was
+/// accepted into the handle's queue, no more: a plain WebSocket does not confirm
+/// delivery, so a message the connection wrote may still never be read (use the
+/// reliable mode, `sockeye.v1`, for that).
 ///
 /// The handle's queue is bounded by `Config::max_send_queue_bytes`:
 /// [`try_send`](Self::try_send) hands a message back as [`Error::Full`] when it is
@@ -190,6 +234,12 @@ impl Sender {
     }
 
     /// Sends a message, waiting while the handle's queue is full.
+    ///
+    /// `Ok` means the message was accepted into the queue: the owner moves it into the
+    /// connection and writes it, unless the connection ends first. It does not mean the
+    /// peer received it (a plain WebSocket does not confirm delivery; the reliable mode
+    /// does). After the connection ended, [`take_unsent`](Self::take_unsent) gives back
+    /// the accepted messages that never left.
     pub fn send(&self, message: Message) -> Result<()> {
         self.outbox
             .push(Command::Send(message, Compression::Auto), true)
@@ -203,9 +253,27 @@ impl Sender {
 
     /// Sends a message if the handle's queue has room, without waiting: a full queue
     /// answers [`Error::Full`] with the message, to retry later.
+    ///
+    /// `Ok` means what it means for [`send`](Self::send): accepted into the queue, not
+    /// delivered; [`take_unsent`](Self::take_unsent) gives back what never left.
     pub fn try_send(&self, message: Message) -> Result<()> {
         self.outbox
             .push(Command::Send(message, Compression::Auto), false)
+    }
+
+    /// Once the connection ended, returns (and removes) the messages any `Sender` of
+    /// this connection accepted ([`send`](Self::send) or [`try_send`](Self::try_send)
+    /// answered `Ok`) that were never moved into the connection, in the order they were
+    /// accepted; a second call returns none. The connection ended when its owner's
+    /// receive reported the end, or its `WebSocket` was dropped (then every send fails
+    /// with [`SendError::Closed`]). Before that it returns none: what is queued may still
+    /// go out.
+    ///
+    /// The outbox keeps these messages (at most about `Config::max_send_queue_bytes`
+    /// payload bytes, plus one message) until they are taken or the last `Sender` is
+    /// dropped.
+    pub fn take_unsent(&self) -> Vec<Message> {
+        self.outbox.take_unsent()
     }
 
     /// Starts the closing handshake with `code` and `reason` (at most 123 bytes), after

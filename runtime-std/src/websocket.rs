@@ -16,7 +16,7 @@ use bytes::Bytes;
 use sockeye_core::time::earliest;
 use sockeye_core::{
     Close, CloseCode, Compression, Connection, ConnectionError, Event, Instant, Message,
-    MessageKind, SendError, State,
+    MessageKind, State,
 };
 
 use crate::connections::{ConnectionId, Slot};
@@ -426,16 +426,16 @@ impl<S: Stream> WebSocket<S> {
                     }
                     match self.conn.try_send_with(now, message, compression) {
                         Ok(()) => outbox.took(&mut queue, len),
-                        // Room comes as the socket takes bytes, and the owner's own
-                        // fragmented message ends: try again then.
-                        Err((SendError::Full | SendError::FragmentOrder, message)) => {
+                        // Full or mid-fragments: room comes as the socket takes bytes,
+                        // and the owner's own fragmented message ends: try again then.
+                        // Closing: nothing more goes out, and the outbox's close below
+                        // keeps the message for `Sender::take_unsent`.
+                        Err((_, message)) => {
                             queue
                                 .commands
                                 .push_front(Command::Send(message, compression));
                             break;
                         }
-                        // Closing: nothing more goes out.
-                        Err(_) => outbox.took(&mut queue, len),
                     }
                 }
                 Command::Close(code, reason) => {

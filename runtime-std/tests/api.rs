@@ -404,3 +404,106 @@ fn server_and_reliable_constructors_share_the_crates_result() {
     let busy = Server::bind(taken.local_addr().unwrap(), Config::default()).unwrap_err();
     assert!(matches!(busy, Error::Io(_)), "{busy:?}");
 }
+
+/// Messages from `count` senders, `each` apiece, in the order they are sent.
+fn messages(count: usize, each: usize) -> Vec<Message> {
+    (0..count * each)
+        .map(|i| Message::text(format!("sender {} message {}", i % count, i / count)))
+        .collect()
+}
+
+#[test]
+fn messages_queued_when_the_owner_drops_its_websocket_come_back_from_take_unsent_in_order() {
+    let server = Server::bind("127.0.0.1:0", quiet_config())
+        .unwrap()
+        .spawn(|mut ws| while let Ok(Some(_)) = ws.recv() {})
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    bounded(move || {
+        let mut ws = Client::connect(&url, quiet_config()).unwrap();
+        let senders = [ws.sender().unwrap(), ws.sender().unwrap().clone()];
+        let queued = messages(senders.len(), 3);
+        // The owner is not receiving: all of them stay in the outbox.
+        for (i, message) in queued.iter().enumerate() {
+            let sender = &senders[i % senders.len()];
+            if i % 2 == 0 {
+                sender.try_send(message.clone()).unwrap();
+            } else {
+                sender.send(message.clone()).unwrap();
+            }
+        }
+        // Still the connection's to send: none is given back yet.
+        assert!(senders[0].take_unsent().is_empty());
+        drop(ws);
+        assert!(matches!(
+            senders[1].try_send(Message::text("after the end")),
+            Err(Error::Send(sockeye_std::SendError::Closed))
+        ));
+        // Any sender of the connection takes them all, once.
+        assert_eq!(senders[1].take_unsent(), queued);
+        assert!(senders[0].take_unsent().is_empty());
+        assert!(senders[1].take_unsent().is_empty());
+    });
+}
+
+#[test]
+fn messages_held_back_when_the_peer_closes_come_back_from_take_unsent_and_sent_ones_do_not() {
+    // A server that answers one message, then closes when told to.
+    let (close_now, told) = mpsc::channel::<()>();
+    let told = std::sync::Mutex::new(told);
+    let server = Server::bind("127.0.0.1:0", quiet_config())
+        .unwrap()
+        .spawn(move |mut ws| {
+            assert_eq!(ws.recv().unwrap(), Some(Message::text("sent")));
+            ws.send(Message::text("seen")).unwrap();
+            told.lock().unwrap().recv().unwrap();
+            ws.close(CloseCode::NORMAL, "bye").unwrap();
+            while let Ok(Some(_)) = ws.recv() {}
+        })
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    bounded(move || {
+        let mut ws = Client::connect(&url, quiet_config()).unwrap();
+        let sender = ws.sender().unwrap();
+        sender.send(Message::text("sent")).unwrap();
+        assert_eq!(ws.recv().unwrap(), Some(Message::text("seen")));
+        // The owner's own fragmented message holds the senders' messages back.
+        ws.send_fragment(sockeye_std::MessageKind::Text, "part".into(), false)
+            .unwrap();
+        let held = messages(1, 3);
+        for message in &held {
+            sender.try_send(message.clone()).unwrap();
+        }
+        // The peer closes; the owner sees the end.
+        close_now.send(()).unwrap();
+        assert_eq!(ws.recv().unwrap(), None);
+        assert_eq!(ws.close_info().unwrap().code, CloseCode::NORMAL);
+        assert_eq!(sender.take_unsent(), held);
+        assert!(sender.take_unsent().is_empty());
+    });
+}
+
+#[test]
+fn messages_held_back_when_the_owner_closes_come_back_from_take_unsent() {
+    let server = Server::bind("127.0.0.1:0", quiet_config())
+        .unwrap()
+        .spawn(|mut ws| while let Ok(Some(_)) = ws.recv() {})
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    bounded(move || {
+        let mut ws = Client::connect(&url, quiet_config()).unwrap();
+        let sender = ws.sender().unwrap();
+        ws.send_fragment(sockeye_std::MessageKind::Text, "part".into(), false)
+            .unwrap();
+        let held = messages(1, 3);
+        for message in &held {
+            sender.try_send(message.clone()).unwrap();
+        }
+        // The close cuts the fragmented message short; the connection takes nothing
+        // more, so the held messages never go.
+        ws.close(CloseCode::NORMAL, "done").unwrap();
+        while ws.recv().unwrap().is_some() {}
+        assert_eq!(sender.take_unsent(), held);
+        assert!(sender.take_unsent().is_empty());
+    });
+}
