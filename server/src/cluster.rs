@@ -50,6 +50,7 @@ use sockeye_core::auth::UserId;
 use sockeye_core::hub::{ConnId, HubChange, OutMessage, Target};
 use sockeye_core::{Instant, SessionId};
 
+use crate::cluster_confirm::Confirms;
 use crate::cluster_sessions::parse_session;
 use crate::metrics::ClusterGauges;
 use crate::plain;
@@ -138,6 +139,9 @@ pub(crate) struct Cluster {
     next_beat: Option<Instant>,
     /// Handing out presence learnt from another node: not to be hidden.
     announcing: bool,
+    /// Pushes waiting for the nodes that received them, and what this node owes
+    /// (`cluster_confirm.rs`).
+    pub(crate) confirms: Confirms,
 }
 
 impl Cluster {
@@ -155,12 +159,28 @@ impl Cluster {
             nodes: BTreeMap::new(),
             next_beat: None,
             announcing: false,
+            confirms: Confirms::new(),
             config,
         };
         let (all, nodes) = (cluster.channel("all"), cluster.channel("nodes"));
+        let own = cluster.node_channel(&cluster.node.clone());
         cluster.wanted.insert(all);
         cluster.wanted.insert(nodes);
+        cluster.wanted.insert(own);
         cluster
+    }
+
+    /// The channel only `node` listens on (confirmations of its pushes).
+    pub(crate) fn node_channel(&self, node: &str) -> String {
+        self.channel(&format!("node:{node}"))
+    }
+
+    /// A number for a publication (or command) whose outcome `pending` waits for.
+    pub(crate) fn next_publication(&mut self, pending: Pending) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(id, pending);
+        id
     }
 
     pub(crate) fn channel(&self, name: &str) -> String {
@@ -200,11 +220,16 @@ impl Cluster {
         }
     }
 
-    /// When the layer must act next: a heartbeat, or a node to expire.
+    /// When the layer must act next: a heartbeat, a node to expire, or a push whose
+    /// confirmations are late.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let expiry = self.nodes.values().min().map(|at| *at + self.expiry());
         let sweep = self.sweeps.first().copied();
-        [self.next_beat, expiry, sweep].into_iter().flatten().min()
+        let confirm = self.confirms.poll_timeout();
+        [self.next_beat, expiry, sweep, confirm]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether another node holds `user` in `room`.
@@ -244,7 +269,7 @@ impl Cluster {
 
 /// An envelope: `{"node":…,"t":kind, …fields}`; `fields` are JSON members already
 /// written (`,"user":"kim"`).
-fn envelope(node: &str, kind: &str, fields: &str) -> Bytes {
+pub(crate) fn envelope(node: &str, kind: &str, fields: &str) -> Bytes {
     let node = serde_json::Value::from(node).to_string();
     Bytes::from(format!("{{\"node\":{node},\"t\":\"{kind}\"{fields}}}"))
 }
@@ -414,8 +439,24 @@ impl Server {
                 self.metrics.cluster_received += 1;
                 let from = text("from").map(UserId);
                 let data = Bytes::from(data.get().to_string());
+                let confirm = object.get("ack").and_then(|raw| raw.get().parse().ok());
                 self.hub.relay(self.now, &target, from, data);
                 self.deliver();
+                if let Some(n) = confirm {
+                    // A push from `node`: it learns once what it caused here is durable.
+                    self.owe_confirmation(node, n);
+                }
+            }
+            ("got", None) => {
+                let own = self
+                    .cluster
+                    .as_ref()
+                    .is_some_and(|c| c.node_channel(c.node_id()) == channel);
+                let n = object.get("ack").and_then(|raw| raw.get().parse().ok());
+                let ok = object.get("ok").is_some_and(|raw| raw.get() == "true");
+                if let (true, Some(n)) = (own, n) {
+                    self.confirmation(n, ok);
+                }
             }
             ("join" | "leave", Some(Target::Room(room))) => {
                 if let Some(user) = text("user") {
@@ -563,6 +604,14 @@ impl Server {
         self.cluster.as_ref().is_some_and(|c| !c.up)
     }
 
+    /// Whether Redis confirmed this node's own channel, which the confirmations of its
+    /// pushes come on (no backend: true).
+    pub(crate) fn cluster_hears_confirmations(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.confirmed.contains(&c.node_channel(c.node_id())))
+    }
+
     /// Whether a backend is configured and up.
     pub(crate) fn cluster_up(&self) -> bool {
         self.cluster.as_ref().is_some_and(Cluster::is_up)
@@ -574,12 +623,15 @@ impl Server {
 
     /// A message this node delivered to its own connections goes to the other nodes:
     /// `from` a client of this node (or the backend), to `target`.
+    /// `confirm`: a push's number, for the nodes that receive it to confirm
+    /// (`cluster_confirm.rs`).
     pub(crate) fn publish_message(
         &mut self,
         target: &Target,
         from: Option<&UserId>,
         data: &[u8],
         pending: Option<(ConnId, usize)>,
+        confirm: Option<u64>,
     ) {
         let Some(channel) = self.target_channel(target) else {
             return;
@@ -591,6 +643,9 @@ impl Server {
         let mut fields = String::with_capacity(data.len() + 32);
         if let Some(from) = from {
             fields.push_str(&member("from", from.as_str()));
+        }
+        if let Some(n) = confirm {
+            fields.push_str(&format!(",\"ack\":{n}"));
         }
         fields.push_str(",\"data\":");
         fields.push_str(data);
@@ -606,7 +661,7 @@ impl Server {
     /// their connections on the other nodes, or their mailbox in Redis if they have
     /// none, in one step (`cluster_mail.rs`).
     pub(crate) fn publish_direct(&mut self, to: &UserId, from: Option<UserId>, data: Bytes) {
-        self.deliver_or_store(to.clone(), from, data, None);
+        self.deliver_or_store(to.clone(), from, data, None, None);
     }
 
     /// The envelope of a message, and the channel of `to`.
@@ -615,11 +670,15 @@ impl Server {
         to: &UserId,
         from: Option<&UserId>,
         data: &[u8],
+        confirm: Option<u64>,
     ) -> Option<(String, Bytes)> {
         let cluster = self.cluster.as_ref()?;
         let mut fields = String::new();
         if let Some(from) = from {
             fields.push_str(&member("from", from.as_str()));
+        }
+        if let Some(n) = confirm {
+            fields.push_str(&format!(",\"ack\":{n}"));
         }
         fields.push_str(",\"data\":");
         fields.push_str(std::str::from_utf8(data).unwrap_or("null"));
@@ -934,6 +993,7 @@ impl Server {
             self.node_gone(&node);
         }
         self.sweep(now);
+        self.confirmations_timeout(now);
     }
 
     /// Drops what a resynchronisation did not confirm by its deadline.

@@ -98,17 +98,19 @@ impl Server {
     /// A message for `to`, who has no connection here: published to their connections
     /// on the other nodes or, if Redis counts no subscriber, appended to their mailbox
     /// in Redis, in one atomic script ([`PUBLISH_OR_STORE`]). A node that subscribes to
-    /// the user and then takes the mailbox cannot miss it.
+    /// the user and then takes the mailbox cannot miss it. `confirm`: a push's number,
+    /// for the nodes that receive it to confirm (`cluster_confirm.rs`).
     pub(crate) fn deliver_or_store(
         &mut self,
         to: UserId,
         from: Option<UserId>,
         payload: Bytes,
         push: Option<(ConnId, usize)>,
+        confirm: Option<u64>,
     ) {
         let (Some(key), Some((channel, envelope))) = (
             self.mail_key(&to),
-            self.user_message(&to, from.as_ref(), &payload),
+            self.user_message(&to, from.as_ref(), &payload, confirm),
         ) else {
             return;
         };
@@ -191,7 +193,9 @@ impl Server {
                 wait.dead_lettered += dead;
                 wait.connections += connections;
                 wait.remote = remote;
-                wait.done = true;
+                wait.published = true;
+                // Stored, refused or kept here: no node to confirm it.
+                wait.settle();
             }
             self.push_answer(conn);
         }

@@ -1,7 +1,8 @@
 //! `POST /api/push` with a cluster backend: each push is delivered to this node's
 //! connections and published (or, for a user with no connection here, published or
 //! stored in one step); the answer waits until Redis answered for every push of the
-//! request, and is a 503 if Redis was down or failed one.
+//! request and every node that received one confirmed it (`cluster_confirm.rs`), and is
+//! a 503 if Redis was down or failed one, or a node did not confirm.
 
 use sockeye_core::hub::{ConnId, Target};
 
@@ -15,8 +16,38 @@ pub(crate) struct PushWait {
     pub(crate) connections: usize,
     pub(crate) mailboxed: usize,
     pub(crate) dead_lettered: usize,
+    /// Nodes that received it (Redis's count, less this node).
     pub(crate) remote: u64,
+    /// Redis answered its publication.
+    pub(crate) published: bool,
+    /// Nodes that confirmed it so far (`cluster_confirm.rs`), and its number there.
+    pub(crate) confirmed: u64,
+    pub(crate) confirm: Option<u64>,
+    /// Not confirmed in time by every node that received it.
+    pub(crate) unconfirmed: bool,
     pub(crate) done: bool,
+}
+
+impl PushWait {
+    fn new() -> PushWait {
+        PushWait {
+            connections: 0,
+            mailboxed: 0,
+            dead_lettered: 0,
+            remote: 0,
+            published: false,
+            confirmed: 0,
+            confirm: None,
+            unconfirmed: false,
+            done: false,
+        }
+    }
+
+    /// Done once Redis answered and every node it counted confirmed; returns whether.
+    pub(crate) fn settle(&mut self) -> bool {
+        self.done |= self.published && self.confirmed >= self.remote;
+        self.done
+    }
 }
 
 impl Server {
@@ -39,26 +70,36 @@ impl Server {
                 ),
             );
         }
+        if !self.cluster_hears_confirmations() {
+            // The nodes' confirmations could not reach this node yet.
+            self.metrics.cluster_refused += 1;
+            return self.answer(
+                conn,
+                answer::json_error(
+                    503,
+                    "push not accepted: this node is still subscribing to the cluster backend (redis)",
+                ),
+            );
+        }
         let now = self.now;
         let mut waits = Vec::with_capacity(pushes.len());
         for (index, (target, data)) in pushes.into_iter().enumerate() {
-            let mut wait = PushWait {
-                connections: 0,
-                mailboxed: 0,
-                dead_lettered: 0,
-                remote: 0,
-                done: false,
-            };
+            let mut wait = PushWait::new();
             self.metrics.pushes += 1;
+            let confirm = self
+                .cluster
+                .as_mut()
+                .map(|c| c.confirms.begin(now, conn, index));
+            wait.confirm = confirm;
             match &target {
                 Target::User(user) if !self.hub.is_online(user) => {
                     let user = user.clone();
-                    self.deliver_or_store(user, None, data, Some((conn, index)));
+                    self.deliver_or_store(user, None, data, Some((conn, index)), confirm);
                 }
                 _ => {
                     let receipt = self.hub.push(now, target.clone(), data.clone());
                     wait.connections = receipt.connections;
-                    self.publish_message(&target, None, &data, Some((conn, index)));
+                    self.publish_message(&target, None, &data, Some((conn, index)), confirm);
                 }
             }
             waits.push((target, wait));
@@ -100,10 +141,16 @@ impl Server {
             let Some((_, wait)) = waits.get_mut(index) else {
                 return;
             };
-            wait.done = true;
+            wait.published = true;
             match remote {
-                None => *failed = true,
-                Some(n) => wait.remote = n,
+                None => {
+                    *failed = true;
+                    wait.done = true;
+                }
+                Some(n) => {
+                    wait.remote = n;
+                    wait.settle();
+                }
             }
             waits.iter().all(|(_, w)| w.done)
         };
@@ -146,15 +193,19 @@ impl Server {
         else {
             return;
         };
+        if let Some(cluster) = &mut self.cluster {
+            for n in waits.iter().filter_map(|(_, w)| w.confirm) {
+                cluster.confirms.end(n);
+            }
+        }
         if failed {
             self.metrics.cluster_refused += 1;
-            return self.answer(
-                conn,
-                answer::json_error(
-                    503,
-                    "push not confirmed by the cluster backend (redis); it may have reached some receivers",
-                ),
-            );
+            let why = if waits.iter().any(|(_, w)| w.unconfirmed) {
+                "push not confirmed by every node that received it (one may have died); it may have reached some receivers"
+            } else {
+                "push not confirmed by the cluster backend (redis) or a node that received it; it may have reached some receivers"
+            };
+            return self.answer(conn, answer::json_error(503, why));
         }
         let receipts = waits
             .iter()

@@ -142,7 +142,7 @@ impl Server {
         };
         if online_here {
             let from = self.hub.user_of(conn).cloned();
-            self.publish_message(target, from.as_ref(), data, None);
+            self.publish_message(target, from.as_ref(), data, None, None);
         }
         None
     }

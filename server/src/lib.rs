@@ -106,6 +106,7 @@
 mod answer;
 mod assets;
 mod cluster;
+mod cluster_confirm;
 mod cluster_conns;
 mod cluster_mail;
 mod cluster_push;

@@ -917,6 +917,7 @@ impl Server {
         }
         self.release_sessions(done, ok);
         self.release_plain(done, ok);
+        self.release_confirmations(done, ok);
     }
 
     /// Drops a connection's part in the hub and its session, once.

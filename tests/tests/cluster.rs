@@ -55,15 +55,15 @@ fn two_nodes_share_users_rooms_and_everyone() {
         let redis = RedisServer::start();
         let (a, b) = (node(&redis), node(&redis));
         let (a, b) = (a.local_addr(), b.local_addr());
-        // `all` and `nodes` on each.
-        subscribed(a, 2);
-        subscribed(b, 2);
+        // `all`, `nodes` and its own `node:<id>` on each.
+        subscribed(a, 3);
+        subscribed(b, 3);
 
         // A user on both nodes: a push through either reaches both connections once.
         let mut kim_a = JsonClient::connect(a, "user=kim");
         let mut kim_b = JsonClient::connect(b, "user=kim");
-        subscribed(a, 3);
-        subscribed(b, 3);
+        subscribed(a, 4);
+        subscribed(b, 4);
         let answer = accepted(&push(b, "", r#"{"user":"kim","data":1}"#));
         assert_eq!(answer["queued"]["connections"], 1);
         assert_eq!(answer["queued"]["remote_nodes"], 1);
@@ -76,8 +76,8 @@ fn two_nodes_share_users_rooms_and_everyone() {
         let mut bob = JsonClient::connect(b, "user=bob");
         alice.join("r");
         bob.join("r");
-        subscribed(a, 5);
-        subscribed(b, 5);
+        subscribed(a, 6);
+        subscribed(b, 6);
         for n in 0..20 {
             alice.send(json!({"type": "message", "room": "r", "data": n}));
         }
@@ -116,17 +116,17 @@ fn three_nodes_share_presence_and_direct_messages() {
         let nodes: Vec<RunningServer> = (0..3).map(|_| node(&redis)).collect();
         let addr: Vec<SocketAddr> = nodes.iter().map(RunningServer::local_addr).collect();
         for &n in &addr {
-            subscribed(n, 2);
+            subscribed(n, 3);
         }
         let mut alice = JsonClient::connect(addr[0], "user=alice");
         let mut bob = JsonClient::connect(addr[1], "user=bob");
         let mut carol = JsonClient::connect(addr[2], "user=carol");
         alice.join("lobby");
-        subscribed(addr[0], 4);
+        subscribed(addr[0], 5);
         bob.join("lobby");
-        subscribed(addr[1], 4);
+        subscribed(addr[1], 5);
         carol.join("lobby");
-        subscribed(addr[2], 4);
+        subscribed(addr[2], 5);
         // alice hears of bob and of carol, each once, whichever node they are on.
         let mut seen = Vec::new();
         while seen.len() < 2 {
@@ -146,8 +146,8 @@ fn three_nodes_share_presence_and_direct_messages() {
         );
         let mut dave_0 = JsonClient::connect(addr[0], "user=dave");
         let mut dave_2 = JsonClient::connect(addr[2], "user=dave");
-        subscribed(addr[0], 5);
-        subscribed(addr[2], 5);
+        subscribed(addr[0], 6);
+        subscribed(addr[2], 6);
         carol.send(json!({"type": "message", "to": "dave", "data": "both"}));
         assert_eq!(message(&mut dave_0)["data"], "both");
         assert_eq!(message(&mut dave_2)["data"], "both");
@@ -181,8 +181,8 @@ fn redis_killed_and_restarted_mid_run() {
         let mut bob = JsonClient::connect(a, "user=bob");
         kim.join("lobby");
         bob.join("lobby");
-        subscribed(b, 4);
-        subscribed(a, 4);
+        subscribed(b, 5);
+        subscribed(a, 5);
         let arrived = bob.recv_type("presence");
         assert_eq!(
             (arrived["user"].clone(), arrived["joined"].clone()),
@@ -221,7 +221,7 @@ fn redis_killed_and_restarted_mid_run() {
         wait_until(SETTLE, "both nodes see redis again", || {
             status(&get(a, "/healthz")) == 200 && status(&get(b, "/healthz")) == 200
         });
-        subscribed(b, 3);
+        subscribed(b, 4);
         // Presence heals: node a learns that kim left while Redis was away.
         let left = bob.recv_type("presence");
         assert_eq!(
@@ -247,7 +247,7 @@ fn a_node_that_shuts_down_takes_its_users_out_of_the_rooms_of_the_others() {
         let mut alice = JsonClient::connect(a_addr, "user=alice");
         let mut bob = JsonClient::connect(b_addr, "user=bob");
         alice.join("r");
-        subscribed(a_addr, 4);
+        subscribed(a_addr, 5);
         bob.join("r");
         let arrived = alice.recv_type("presence");
         assert_eq!(
@@ -272,7 +272,7 @@ fn a_redis_that_hangs_gets_pushes_answered_503_instead_of_held() {
         let (a, b) = (node(&redis), node(&redis));
         let (a, b) = (a.local_addr(), b.local_addr());
         let mut kim = JsonClient::connect(b, "user=kim");
-        subscribed(b, 3);
+        subscribed(b, 4);
         redis.pause();
         // The publication waits for an answer that never comes, then fails: 503.
         let frozen = push(a, "", r#"{"user":"kim","data":"frozen"}"#);
@@ -283,7 +283,7 @@ fn a_redis_that_hangs_gets_pushes_answered_503_instead_of_held() {
         wait_until(SETTLE, "node a sees redis again", || {
             status(&get(a, "/healthz")) == 200
         });
-        subscribed(b, 3);
+        subscribed(b, 4);
         accepted(&push(a, "", r#"{"user":"kim","data":"thawed"}"#));
         let first = message(&mut kim)["data"].clone();
         if first == "frozen" {
@@ -300,8 +300,8 @@ fn mail_for_a_user_online_nowhere_waits_in_redis_for_any_node() {
         let redis = RedisServer::start();
         let (a, b) = (node(&redis), node(&redis));
         let (a, b) = (a.local_addr(), b.local_addr());
-        subscribed(a, 2);
-        subscribed(b, 2);
+        subscribed(a, 3);
+        subscribed(b, 3);
         let answer = accepted(&push(a, "", r#"{"user":"zed","data":"waited"}"#));
         assert_eq!(answer["queued"]["mailboxed"], 1);
         let mut alice = JsonClient::connect(a, "user=alice");
@@ -325,7 +325,7 @@ fn mail_for_a_user_online_nowhere_waits_in_redis_for_any_node() {
         assert_eq!(redis.list_length("test:mail:zed"), 0);
         // Taken once: another connection later, anywhere, gets nothing again.
         let mut again = JsonClient::connect(a, "user=zed");
-        subscribed(a, 4);
+        subscribed(a, 5);
         accepted(&push(b, "", r#"{"user":"zed","data":"live"}"#));
         assert_eq!(message(&mut again)["data"], "live");
     });
@@ -350,7 +350,7 @@ fn the_per_user_limit_counts_connections_on_every_node() {
             });
         }
         let kim = JsonClient::connect(a, "user=kim");
-        subscribed(a, 3);
+        subscribed(a, 4);
         let upgrade = "GET /ws?user=kim HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
              Sec-WebSocket-Version: 13\r\n\r\n";

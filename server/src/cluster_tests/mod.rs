@@ -406,6 +406,13 @@ impl Net {
 
     /// An HTTP request to node `node`: the status and body of its answer.
     fn http(&mut self, node: usize, head: &str, body: &str) -> (u16, String) {
+        let conn = self.http_start(node, head, body);
+        self.http_answer(node, conn)
+            .expect("an answer once the nodes settled")
+    }
+
+    /// Sends an HTTP request to node `node`, on the connection returned.
+    fn http_start(&mut self, node: usize, head: &str, body: &str) -> ConnId {
         let now = self.now;
         let conn = self.nodes[node].handle_accept(now);
         let request = format!(
@@ -414,13 +421,19 @@ impl Net {
         );
         self.nodes[node].handle_bytes(now, conn, request.as_bytes());
         self.pump();
-        let bytes = self.http.remove(&(node, conn)).unwrap_or_default();
+        conn
+    }
+
+    /// The status and body of the answer on `conn` (then closed), if it came.
+    fn http_answer(&mut self, node: usize, conn: ConnId) -> Option<(u16, String)> {
+        let now = self.now;
+        let bytes = self.http.remove(&(node, conn))?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let status = text[9..12].parse().unwrap();
         let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         self.nodes[node].handle_closed(now, conn);
         self.pump();
-        (status, body)
+        Some((status, body))
     }
 
     fn push(&mut self, node: usize, body: &str) -> (u16, String) {

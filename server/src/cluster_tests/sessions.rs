@@ -487,8 +487,16 @@ fn a_message_the_old_node_took_after_a_take_over_is_a_dead_letter_not_lost_silen
     // Node 0 takes a push into kim's session, but Redis runs its commit only after
     // node 1 took the session over.
     net.stall_commits = true;
-    let (status, _) = net.push(1, r#"{"user":"kim","data":"late"}"#);
-    assert_eq!(status, 202, "Redis handed it to node 0");
+    let push = net.http_start(
+        1,
+        "POST /api/push HTTP/1.1",
+        r#"{"user":"kim","data":"late"}"#,
+    );
+    assert_eq!(
+        net.http_answer(1, push),
+        None,
+        "no 202 before node 0 recorded it"
+    );
     net.stall_commits = false;
     net.reconnect(kim, 1, "kim");
     for (i, id, args) in std::mem::take(&mut net.stalled) {
@@ -497,6 +505,8 @@ fn a_message_the_old_node_took_after_a_take_over_is_a_dead_letter_not_lost_silen
     }
     net.pump();
     net.settle_for(500);
+    // Node 0's commit ran: it confirmed the push, and reports it as a dead letter.
+    assert_eq!(net.http_answer(1, push).map(|(s, _)| s), Some(202));
     let dead: Vec<_> = net
         .dead_letters
         .iter()
@@ -531,6 +541,53 @@ fn a_resume_while_redis_is_down_is_503_not_unknown() {
     assert!(net.rclients[kim].closed, "refused for now");
     assert!(net.nodes[1].store.is_empty());
     assert!(net.nodes[1].metrics_text().contains("sockeye_cluster_up 0"));
+}
+
+#[test]
+fn a_push_to_a_session_on_another_node_is_202_only_once_that_node_recorded_it() {
+    let (mut net, _sink, kim) = streaming(1);
+    net.hold_commits = true;
+    let body = r#"{"user":"kim","data":"held"}"#;
+    let push = net.http_start(1, "POST /api/push HTTP/1.1", body);
+    net.settle_for(1_000);
+    assert_eq!(
+        net.http_answer(1, push),
+        None,
+        "Redis has not answered node 0's commit of it"
+    );
+    net.release_commits();
+    let (status, body) = net.http_answer(1, push).expect("answered");
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains(r#""remote_nodes":1"#), "{body}");
+    net.settle_for(1_000);
+    assert_eq!(net.rclients[kim].got.last().unwrap(), "held");
+}
+
+#[test]
+fn a_push_whose_receiving_node_died_before_recording_it_is_503_not_202() {
+    let (mut net, _sink, kim) = streaming(1);
+    // Node 0 takes the push into kim's session, then dies before Redis ran its commit.
+    net.stall_commits = true;
+    let body = r#"{"user":"kim","data":"lost"}"#;
+    let push = net.http_start(1, "POST /api/push HTTP/1.1", body);
+    assert_eq!(
+        net.http_answer(1, push),
+        None,
+        "not before node 0 recorded it"
+    );
+    net.dead.insert(0);
+    net.stalled.clear();
+    net.stall_commits = false;
+    net.cut(kim);
+    net.settle_for(6_000);
+    let (status, body) = net.http_answer(1, push).expect("answered");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not confirmed by every node"), "{body}");
+    // What the 503 says: kim, resumed on node 1, never got it.
+    net.reconnect(kim, 1, "kim");
+    net.settle_for(1_000);
+    assert_eq!(numbers(&net.rclients[kim].got), [0]);
+    assert!(!net.rclients[kim].closed);
 }
 
 /// One seeded run over three nodes: kim sends to the sink and is pushed to through any
