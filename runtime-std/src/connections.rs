@@ -1,5 +1,6 @@
-//! The connections a [`Server`](crate::Server) has open: their ids, the limit on how
-//! many there may be, and, for a spawned server, the handles its shutdown closes them
+//! The connections a [`Server`](crate::Server) (or a
+//! [`ReliableServer`](crate::ReliableServer)'s registry) has open: their ids, the limit on
+//! how many there may be, and, for a spawned server, the handles its shutdown closes them
 //! with.
 
 use std::collections::HashMap;
@@ -11,13 +12,17 @@ use std::time::{Duration, Instant};
 use sockeye_core::CloseCode;
 
 use crate::refusal::Refusal;
+use crate::reliable::SessionKick;
 use crate::sender::Sender;
 
 /// The reason a shutdown's close frames carry.
 const SHUTDOWN_REASON: &str = "server shutting down";
 
 /// The id a server gives each connection it accepts: unique among that server's
-/// connections, counting from 1 in the order they were accepted.
+/// connections, counting from 1 in the order they were accepted. A
+/// [`ReliableServer`](crate::ReliableServer)'s come from its
+/// [`SessionRegistry`](crate::SessionRegistry), which numbers every connection it
+/// upgrades, with or without the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnectionId(u64);
 
@@ -40,13 +45,37 @@ impl fmt::Display for ConnectionId {
     }
 }
 
-/// The open connections of one server.
+/// How a shutdown closes one open connection.
+#[derive(Clone, Debug)]
+pub(crate) enum Closer {
+    /// A [`WebSocket`](crate::WebSocket)'s: a [`Sender`] of its own.
+    Sender(Sender),
+    /// A reliable connection's: its registry asks the connection's driver to close.
+    Session(SessionKick),
+}
+
+impl Closer {
+    /// Asks the connection to close with 1001 (going away); one already closing is fine.
+    fn close(&self) {
+        match self {
+            Closer::Sender(sender) => {
+                let _ = sender.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+            }
+            Closer::Session(kick) => kick.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON),
+        }
+    }
+}
+
+/// The open connections of one server (of a [`Server`](crate::Server), or of the
+/// [`SessionRegistry`](crate::SessionRegistry) behind a
+/// [`ReliableServer`](crate::ReliableServer)).
 #[derive(Debug)]
 pub(crate) struct Connections {
     next_id: AtomicU64,
     max: AtomicUsize,
-    /// Each open connection gets a [`Sender`] so a shutdown can close it: set by
-    /// `Server::spawn`, the only server with a shutdown.
+    /// Each open WebSocket gets a [`Sender`] so a shutdown can close it: set by
+    /// `Server::spawn`, the only plain server with a shutdown. (A reliable connection's
+    /// [`Closer`] costs no descriptor; it always has one.)
     closable: AtomicBool,
     open: Mutex<Open>,
     /// Signalled whenever a connection ends.
@@ -55,8 +84,8 @@ pub(crate) struct Connections {
 
 #[derive(Debug, Default)]
 struct Open {
-    /// Every open connection, with its sender when the server is closable.
-    conns: HashMap<ConnectionId, Option<Sender>>,
+    /// Every open connection, with its closer once it has one.
+    conns: HashMap<ConnectionId, Option<Closer>>,
     /// A shutdown began: no more upgrades.
     stopping: bool,
 }
@@ -87,12 +116,12 @@ impl Connections {
         self.max.store(max, Ordering::Relaxed);
     }
 
-    /// Each connection from now on gets a sender, for [`close_all`](Self::close_all).
+    /// Each WebSocket from now on gets a sender, for [`close_all`](Self::close_all).
     pub(crate) fn make_closable(&self) {
         self.closable.store(true, Ordering::Relaxed);
     }
 
-    /// Whether connections need a sender for [`close_all`](Self::close_all).
+    /// Whether WebSockets need a sender for [`close_all`](Self::close_all).
     pub(crate) fn closable(&self) -> bool {
         self.closable.load(Ordering::Relaxed)
     }
@@ -114,15 +143,15 @@ impl Connections {
         })
     }
 
-    /// Hands over the sender a shutdown closes connection `id` with; if the shutdown
+    /// Hands over the closer a shutdown closes connection `id` with; if the shutdown
     /// already began, closes it at once.
-    pub(crate) fn register(&self, id: ConnectionId, sender: Sender) {
+    pub(crate) fn register(&self, id: ConnectionId, closer: Closer) {
         let mut open = self.lock();
         if open.stopping {
             drop(open);
-            let _ = sender.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+            closer.close();
         } else if let Some(slot) = open.conns.get_mut(&id) {
-            *slot = Some(sender);
+            *slot = Some(closer);
         }
     }
 
@@ -130,14 +159,14 @@ impl Connections {
     /// (going away), and waits until they have all ended or `grace` has passed. Returns
     /// how many are still open.
     pub(crate) fn close_all(&self, grace: Duration) -> usize {
-        let senders: Vec<Sender> = {
+        // Closed outside the lock: a reliable connection's closer takes its registry's.
+        let closers: Vec<Closer> = {
             let mut open = self.lock();
             open.stopping = true;
             open.conns.values().flatten().cloned().collect()
         };
-        for sender in senders {
-            // A connection already closing is fine.
-            let _ = sender.close(CloseCode::GOING_AWAY, SHUTDOWN_REASON);
+        for closer in closers {
+            closer.close();
         }
         let deadline = Instant::now() + grace;
         let mut open = self.lock();
@@ -175,7 +204,7 @@ impl Slot {
         self.id
     }
 
-    /// The server's connections, to [`register`](Connections::register) a sender.
+    /// The server's connections, to [`register`](Connections::register) a closer.
     pub(crate) fn connections(&self) -> &Connections {
         &self.connections
     }

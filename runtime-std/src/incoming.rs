@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sockeye_core::handshake::Request;
 use sockeye_core::{Config, HandshakeError, ServerHandshake};
 
-use crate::connections::{ConnectionId, Connections};
+use crate::connections::{Closer, ConnectionId, Connections, Slot};
 use crate::error::{Error, Result};
 use crate::refusal::Refusal;
 use crate::stream::Stream;
@@ -173,24 +173,8 @@ pub(crate) fn handshake<S: Stream>(
 ) -> Result<WebSocket<S>> {
     // Each connection is driven alone: its own clock.
     let clock = Clock::new();
-    let (mut transport, request) = read_request(stream, config, clock)?;
-    let slot = match server.map(|(connections, id)| connections.admit(id)) {
-        None => None,
-        Some(Ok(slot)) => Some(slot),
-        Some(Err(refusal)) => {
-            transport.queue(refusal.response());
-            return Err(refuse(transport, Error::Refused(refusal), config));
-        }
-    };
-    if !(policy.origin)(request.origin()) {
-        let e = HandshakeError::OriginRefused;
-        transport.queue(request.reject(&e));
-        return Err(refuse(transport, e, config));
-    }
-    if let Err(refusal) = (policy.hook)(&request) {
-        transport.queue(refusal.response());
-        return Err(refuse(transport, Error::Refused(refusal), config));
-    }
+    let (transport, request) = read_request(stream, config, clock)?;
+    let (transport, slot) = admit(transport, &request, config, policy, server)?;
     let protocol = (policy.protocol)(&request);
     let path = request.path().to_string();
     #[cfg(feature = "deflate")]
@@ -206,11 +190,43 @@ pub(crate) fn handshake<S: Stream>(
     if let Some(slot) = slot {
         if slot.connections().closable() {
             let sender = ws.sender()?;
-            slot.connections().register(slot.id(), sender);
+            slot.connections()
+                .register(slot.id(), Closer::Sender(sender));
         }
         ws.set_slot(slot);
     }
     Ok(ws)
+}
+
+/// The server's say over a request it read: a place among its connections, if `server`
+/// names them (503 over the limit or once a shutdown began), the origin policy (403),
+/// then the accept hook. A refusal is answered (and the stream closed) before it is
+/// returned; the place is freed when the returned [`Slot`] is dropped.
+pub(crate) fn admit<S: Stream>(
+    mut transport: Transport<S>,
+    request: &Request,
+    config: &Config,
+    policy: &Policy,
+    server: Option<(&Arc<Connections>, ConnectionId)>,
+) -> Result<(Transport<S>, Option<Slot>)> {
+    let slot = match server.map(|(connections, id)| connections.admit(id)) {
+        None => None,
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(refusal)) => {
+            transport.queue(refusal.response());
+            return Err(refuse(transport, Error::Refused(refusal), config));
+        }
+    };
+    if !(policy.origin)(request.origin()) {
+        let e = HandshakeError::OriginRefused;
+        transport.queue(e.response());
+        return Err(refuse(transport, e, config));
+    }
+    if let Err(refusal) = (policy.hook)(request) {
+        transport.queue(refusal.response());
+        return Err(refuse(transport, Error::Refused(refusal), config));
+    }
+    Ok((transport, slot))
 }
 
 /// Reads an upgrade request from `stream` under the core's deadline. A bad request is

@@ -109,7 +109,11 @@
 //! as a [`SessionEvent::DeadLetter`]. The client reconnects by itself (backoff with
 //! jitter, [`ReconnectConfig`]) and resumes its session; the server keeps sessions in
 //! memory for `SessionConfig::session_expiry`. The protocol is `sockeye_core::session`'s;
-//! these types only carry it.
+//! these types only carry it. A [`ReliableServer`] has the [`Server`]'s say over who gets
+//! in ([`ReliableServer::on_request`], [`ReliableServer::check_origin`],
+//! [`ReliableServer::max_connections`]), a [`ConnectionId`] for every connection
+//! ([`ReliableConnection::connection_id`]), and a [`ServerHandle::shutdown`] that closes
+//! the open connections with 1001 while their sessions stay in the registry.
 //!
 //! ## Compression (feature `deflate`, unstable)
 //!

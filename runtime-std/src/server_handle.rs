@@ -20,8 +20,8 @@ pub struct ServerHandle {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    /// The connections a shutdown closes (a `Server`'s; a `ReliableServer` keeps its
-    /// connections, whose sessions outlive them anyway).
+    /// The connections a shutdown closes (a `Server`'s, or a `ReliableServer`'s
+    /// registry's); `None` for an accept loop without any.
     connections: Option<Arc<Connections>>,
     /// How long [`shutdown`](Self::shutdown) waits for them.
     grace: Duration,
@@ -43,8 +43,15 @@ impl ServerHandle {
     /// through its next `recv`, which returns `Ok(None)` once the handshake completes. A
     /// peer that does not answer the close keeps its connection until
     /// `Config::close_timeout`, then for the FIN's linger.
-    /// A [`ReliableServer`](crate::ReliableServer)'s handle only stops accepting: its
-    /// sessions outlive their connections, and the registry is the application's.
+    ///
+    /// A [`ReliableServer`](crate::ReliableServer)'s connections are closed the same way
+    /// (as [`SessionRegistry::disconnect`](crate::SessionRegistry::disconnect) does),
+    /// and one ends when its driver has wound it down; no application code need call
+    /// anything. Their sessions stay in the registry, detached, for a resume until
+    /// `SessionConfig::session_expiry`: the registry is the application's. Connections
+    /// the application upgraded itself with
+    /// [`SessionRegistry::upgrade`](crate::SessionRegistry::upgrade) are not the
+    /// server's and stay open.
     pub fn shutdown(self) -> usize {
         let grace = self.grace;
         self.shutdown_within(grace)

@@ -14,4 +14,5 @@ mod server;
 pub use client::{ReliableClient, ReliableOptions};
 pub use error::ReliableError;
 pub use listener::ReliableServer;
+pub(crate) use server::SessionKick;
 pub use server::{ReliableConnection, SessionRegistry, Upgrade, DEFAULT_MAX_PENDING_EVENTS};

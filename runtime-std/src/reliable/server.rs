@@ -30,9 +30,10 @@ use sockeye_core::{
 };
 
 use super::ReliableError;
+use crate::connections::{Closer, ConnectionId, Connections, Slot};
 use crate::entropy::OsEntropy;
 use crate::error::{Error, Result};
-use crate::incoming::{read_request, refuse};
+use crate::incoming::{admit, read_request, refuse, Policy};
 use crate::time::Clock;
 use crate::transport::{wait_readable, Transport, READ_BUF_BYTES};
 use crate::websocket::WebSocket;
@@ -47,10 +48,13 @@ pub const DEFAULT_MAX_PENDING_EVENTS: usize = 64 * 1024;
 /// A connection driver that owns a session now.
 struct Driver {
     epoch: u64,
+    /// The connection's id among the registry's connections.
+    conn_id: ConnectionId,
     /// Wakes the connection's timer thread to carry what the application queued.
     wake: SyncSender<()>,
-    /// The application asked to close this connection with this code.
-    kick: Option<CloseCode>,
+    /// The application (or a shutdown) asked to close this connection with this code
+    /// and reason.
+    kick: Option<(CloseCode, &'static str)>,
 }
 
 struct State {
@@ -81,7 +85,11 @@ struct Shared {
 /// application (clone it freely: clones share one store).
 ///
 /// - Connection threads call [`upgrade`](Self::upgrade) with each accepted stream, then
-///   [`ReliableConnection::run`] on the result.
+///   [`ReliableConnection::run`] on the result. Each connection gets a
+///   [`ConnectionId`] from the registry's one counter
+///   ([`ReliableConnection::connection_id`], [`connection_id`](Self::connection_id)),
+///   so ids stay unique whether a [`ReliableServer`](crate::ReliableServer) or your own
+///   threads upgraded it.
 /// - The application takes [`SessionEvent`]s (deliveries, acks, dead letters, sessions
 ///   established, resumed and lost) from [`next_event`](Self::next_event), tagged with
 ///   their session, and queues messages with [`send`](Self::send), connected or not.
@@ -93,6 +101,10 @@ struct Shared {
 #[derive(Clone)]
 pub struct SessionRegistry {
     shared: Arc<Shared>,
+    /// The registry's connections: every upgrade's id; for a
+    /// [`ReliableServer`](crate::ReliableServer), also its limit and its shutdown's
+    /// closers. Kept out of [`Shared`], which a closer points to.
+    connections: Arc<Connections>,
 }
 
 impl std::fmt::Debug for SessionRegistry {
@@ -118,6 +130,10 @@ pub struct ReliableConnection {
     registry: SessionRegistry,
     id: SessionId,
     epoch: u64,
+    conn_id: ConnectionId,
+    /// A server's connection: its place among the registry's connections, held until
+    /// [`run`](Self::run) ends.
+    slot: Option<Slot>,
     conn: Connection,
     transport: Transport,
     rx: Receiver<()>,
@@ -129,6 +145,7 @@ pub struct ReliableConnection {
 impl std::fmt::Debug for ReliableConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReliableConnection")
+            .field("id", &self.conn_id)
             .field("session", &self.id)
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
@@ -160,16 +177,18 @@ impl SessionRegistry {
                 max_pending_events: max_pending_events.max(1),
                 clock,
             }),
+            connections: Connections::new(),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock leaves the store as consistent as the core
-        // left it; keep serving rather than poisoning every connection.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.shared.lock()
+    }
+
+    /// The registry's connections, for a [`ReliableServer`](crate::ReliableServer)'s
+    /// limit and shutdown.
+    pub(crate) fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 
     /// Performs the server handshake on `stream`. If the client offers `sockeye.v1`,
@@ -177,26 +196,73 @@ impl SessionRegistry {
     /// `Sockeye-Resume` header or `sockeye_resume` query value): a malformed value is
     /// answered 400 and a full store 503 ([`ReliableError::Store`]). The 101 and then the
     /// session's WELCOME are the first things [`ReliableConnection::run`] writes.
+    ///
+    /// Every origin and request is allowed, and the connection is not counted towards a
+    /// [`ReliableServer`](crate::ReliableServer)'s `max_connections` nor closed by its
+    /// shutdown (those are the server's, for the connections it accepted); it still
+    /// gets an id from this registry's counter ([`ReliableConnection::connection_id`]).
+    /// A [`Upgrade::Plain`] WebSocket of this call has no id ([`WebSocket::id`]).
     pub fn upgrade(&self, stream: TcpStream, config: &Config) -> Result<Upgrade> {
+        self.upgrade_as(stream, config, None)
+    }
+
+    /// [`upgrade`](Self::upgrade), as a [`ReliableServer`](crate::ReliableServer)'s
+    /// connection when `server` gives its policy: before anything else the connection
+    /// takes a place among the registry's connections (503 over the limit or once a
+    /// shutdown began), then the origin policy (403) and the accept hook may refuse it.
+    /// The place, and the connection's id, go with the [`ReliableConnection`] (until its
+    /// `run` ends) or the plain [`WebSocket`] (until it is dropped); a reliable
+    /// connection's closer is registered for the shutdown.
+    pub(crate) fn upgrade_as(
+        &self,
+        stream: TcpStream,
+        config: &Config,
+        server: Option<&Policy>,
+    ) -> Result<Upgrade> {
         let (transport, request) = read_request(stream, config, self.shared.clock)?;
+        let (transport, slot) = match server {
+            Some(policy) => {
+                let id = self.connections.next_id();
+                let place = Some((&self.connections, id));
+                admit(transport, &request, config, policy, place)?
+            }
+            None => (transport, None),
+        };
         if !request.protocols().any(|p| p == SUBPROTOCOL) {
             let path = request.path().to_string();
             let conn = request.accept(self.shared.clock.now(), None, config.clone());
-            let ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
+            let mut ws = WebSocket::new(conn, transport, config.close_timeout, Some(path), None)?;
+            if let Some(slot) = slot {
+                ws.set_slot(slot);
+            }
             return Ok(Upgrade::Plain(ws));
         }
-        self.attach(transport, request, config)
-            .map(Upgrade::Reliable)
+        let conn = self.attach(transport, request, config, slot)?;
+        if let Some(slot) = &conn.slot {
+            let kick = SessionKick {
+                shared: Arc::clone(&self.shared),
+                id: conn.id,
+                epoch: conn.epoch,
+            };
+            slot.connections()
+                .register(slot.id(), Closer::Session(kick));
+        }
+        Ok(Upgrade::Reliable(conn))
     }
 
     /// The second half of [`upgrade`](Self::upgrade): attaches a session and selects
-    /// `sockeye.v1`. A malformed resume value is answered 400, a full store 503.
+    /// `sockeye.v1`, as connection `slot`'s id (or a fresh one of the registry's). A
+    /// malformed resume value is answered 400, a full store 503.
     fn attach(
         &self,
         mut transport: Transport,
         request: Request,
         config: &Config,
+        slot: Option<Slot>,
     ) -> Result<ReliableConnection> {
+        let conn_id = slot
+            .as_ref()
+            .map_or_else(|| self.connections.next_id(), Slot::id);
         let path = request.path().to_string();
         let resume = request.resume_value().map(<[u8]>::to_vec);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_DEPTH);
@@ -214,6 +280,7 @@ impl SessionRegistry {
                     id,
                     Driver {
                         epoch,
+                        conn_id,
                         wake: tx.clone(),
                         kick: None,
                     },
@@ -238,6 +305,8 @@ impl SessionRegistry {
             registry: self.clone(),
             id,
             epoch,
+            conn_id,
+            slot,
             conn,
             transport,
             rx,
@@ -332,9 +401,15 @@ impl SessionRegistry {
         let Some(driver) = state.drivers.get_mut(&id) else {
             return false;
         };
-        driver.kick = Some(code);
+        driver.kick = Some((code, ""));
         let _ = driver.wake.try_send(());
         true
+    }
+
+    /// The id of the connection that carries session `id` now, if any (the one its
+    /// [`ReliableConnection::connection_id`] gives).
+    pub fn connection_id(&self, id: SessionId) -> Option<ConnectionId> {
+        self.lock().drivers.get(&id).map(|d| d.conn_id)
     }
 
     /// The next event of any session, with the session's id, waiting at most `timeout`
@@ -442,7 +517,8 @@ impl SessionRegistry {
 /// What a connection learned from its session while holding the registry's lock.
 struct SessionTurn {
     outgoing: Vec<OutgoingEnvelope>,
-    disconnect: Option<CloseCode>,
+    /// Close the connection with this code and reason.
+    disconnect: Option<(CloseCode, &'static str)>,
     deadline: Option<Instant>,
     /// A newer connection took the session over (or it is gone).
     superseded: bool,
@@ -503,7 +579,7 @@ impl Link {
             turn.outgoing.push(envelope);
         }
         state.resent += session.resent_messages().saturating_sub(resent_before);
-        turn.disconnect = session.wants_disconnect().or_else(|| {
+        turn.disconnect = session.wants_disconnect().map(|c| (c, "")).or_else(|| {
             state
                 .drivers
                 .get(&self.id)
@@ -579,8 +655,8 @@ impl ConnCore {
                 envelope.payload(),
             );
         }
-        if let Some(code) = turn.disconnect.filter(|_| !self.closing) {
-            let _ = self.conn.close(now, code, "");
+        if let Some((code, reason)) = turn.disconnect.filter(|_| !self.closing) {
+            let _ = self.conn.close(now, code, reason);
             self.closing = true;
         }
         self.drain_conn();
@@ -621,6 +697,51 @@ impl ConnCore {
     }
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the store as consistent as the core
+        // left it; keep serving rather than poisoning every connection.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// How a [`ReliableServer`](crate::ReliableServer)'s shutdown closes one of its
+/// connections: it asks the driver of that connection (session `id` at `epoch`, so not
+/// a newer connection that resumed the session) to close, as
+/// [`SessionRegistry::disconnect`] does; the session stays for a resume.
+#[derive(Clone)]
+pub(crate) struct SessionKick {
+    shared: Arc<Shared>,
+    id: SessionId,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for SessionKick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionKick")
+            .field("session", &self.id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionKick {
+    /// Asks the connection to close with `code` and `reason`; nothing if it is gone.
+    pub(crate) fn close(&self, code: CloseCode, reason: &'static str) {
+        let state = &mut *self.shared.lock();
+        if let Some(driver) = state
+            .drivers
+            .get_mut(&self.id)
+            .filter(|d| d.epoch == self.epoch)
+        {
+            driver.kick = Some((code, reason));
+            let _ = driver.wake.try_send(());
+        }
+    }
+}
+
 fn lock_core(core: &Mutex<ConnCore>) -> MutexGuard<'_, ConnCore> {
     core.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -629,6 +750,14 @@ impl ReliableConnection {
     /// The session attached to this connection.
     pub fn session_id(&self) -> SessionId {
         self.id
+    }
+
+    /// The connection's id: unique among its registry's connections (numbered from 1 as
+    /// their requests arrive), whether a [`ReliableServer`](crate::ReliableServer) or
+    /// [`SessionRegistry::upgrade`] alone upgraded it. The registry tells it by session
+    /// too ([`SessionRegistry::connection_id`]).
+    pub fn connection_id(&self) -> ConnectionId {
+        self.conn_id
     }
 
     /// The path and query the client requested.
@@ -653,6 +782,8 @@ impl ReliableConnection {
             registry,
             id,
             epoch,
+            conn_id: _,
+            slot,
             conn,
             transport,
             rx,
@@ -740,6 +871,8 @@ impl ReliableConnection {
         }
         let _ = stream.shutdown(Shutdown::Both);
         let _ = reader.join();
+        // Counted among the server's connections until here.
+        drop(slot);
         error.map_or(Ok(()), |e| Err(Error::Io(e)))
     }
 }
