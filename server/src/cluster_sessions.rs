@@ -31,9 +31,10 @@ use bytes::Bytes;
 use sockeye_core::auth::UserId;
 use sockeye_core::handshake::Request;
 use sockeye_core::hub::ConnId;
+use sockeye_core::journal::encode_record;
 use sockeye_core::journal::replay;
 use sockeye_core::session::SessionToken;
-use sockeye_core::{CloseCode, SessionId};
+use sockeye_core::{CloseCode, Seq, SessionId};
 
 use crate::answer;
 use crate::cluster::Pending;
@@ -51,14 +52,16 @@ use sockeye_core::journal::Record;
 /// node, the keys' lifetime in ms, the number of sessions, then per session its kind
 /// (`a`ppend, `r`ewrite, `t`ouch, `d`elete) and batch; then the deferred publications,
 /// each `p channel payload cause` or `s channel list envelope record limit age cause`
-/// (`cause`: the 1-based index of the session whose command it is, or 0). Answers
+/// (`cause`: the 1-based index of the session whose command it is, or 0), and the
+/// conditional voids `v session void cause`: the void record (and commit marker) goes
+/// onto session `session`'s list only if `cause` was refused as another node's. Answers
 /// `{refused, results}`: `refused` lists `i` for a session another node owns and `-i`
 /// for one whose list is gone (expired); `results` one integer per publication (its
 /// receivers; for `s` 0 stored or -1 full as in `PUBLISH_OR_STORE`; -2 not run, its cause
-/// was refused).
+/// was refused; for `v` 1 appended, 0 not).
 pub(crate) const COMMIT: &str = "\
 local node, ttl, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local refused, skip = {}, {}
+local refused, skip, taken = {}, {}, {}
 for i = 1, n do
   local list, owner = KEYS[2 * i - 1], KEYS[2 * i]
   local kind, blob = ARGV[2 + 2 * i], ARGV[3 + 2 * i]
@@ -66,6 +69,7 @@ for i = 1, n do
   if held and held ~= node then
     refused[#refused + 1] = i
     skip[i] = true
+    taken[i] = true
   elseif kind == 'd' then
     redis.call('DEL', list, owner)
   elseif kind ~= 'r' and redis.call('EXISTS', list) == 0 then
@@ -86,7 +90,14 @@ while at <= #ARGV do
   if op == 's' then width = 8 end
   local cause = tonumber(ARGV[at + width - 1])
   local r = -2
-  if not skip[cause] then
+  if op == 'v' then
+    local si = tonumber(ARGV[at + 1])
+    r = 0
+    if taken[cause] and not skip[si] then
+      redis.call('RPUSH', KEYS[2 * si - 1], ARGV[at + 2])
+      r = 1
+    end
+  elseif not skip[cause] then
     if op == 'p' then
       r = redis.call('PUBLISH', ARGV[at + 1], ARGV[at + 2])
     else
@@ -158,10 +169,18 @@ impl Server {
             argv.push(Bytes::from_static(write.kind.code()));
             argv.push(write.blob.clone());
         }
-        for Deferred { cause, op, .. } in &batch.deferred {
-            let cause = cause
-                .and_then(|c| batch.sessions.iter().position(|w| w.id == c))
-                .map_or(0, |i| i + 1);
+        let index_of = |id: SessionId| batch.sessions.iter().position(|w| w.id == id);
+        let mut deferred = batch.deferred;
+        // A void whose cause or session this commit does not write cannot be decided by
+        // it (a cause taken before its commit voids at once: `drop_taken`).
+        deferred.retain(|d| match d.op {
+            DeferredOp::Void { session, .. } => {
+                index_of(session).is_some() && d.cause.and_then(index_of).is_some()
+            }
+            _ => true,
+        });
+        for Deferred { cause, op, .. } in &deferred {
+            let cause = cause.and_then(index_of).map_or(0, |i| i + 1);
             match op {
                 DeferredOp::Publish { channel, payload } => {
                     argv.extend([Bytes::from_static(b"p"), channel.clone(), payload.clone()]);
@@ -169,6 +188,14 @@ impl Server {
                 DeferredOp::Store(args) => {
                     argv.push(Bytes::from_static(b"s"));
                     argv.extend(args.iter().cloned());
+                }
+                DeferredOp::Void { session, blob, .. } => {
+                    let at = index_of(*session).map_or(0, |i| i + 1);
+                    argv.extend([
+                        Bytes::from_static(b"v"),
+                        Bytes::from(at.to_string()),
+                        blob.clone(),
+                    ]);
                 }
             }
             argv.push(Bytes::from(cause.to_string()));
@@ -181,7 +208,6 @@ impl Server {
         args.extend(keys);
         args.extend(argv);
         let written = batch.sessions;
-        let deferred = batch.deferred;
         self.command_now(args, Pending::Commit { written, deferred });
     }
 
@@ -223,6 +249,7 @@ impl Server {
     ) {
         let mut ok = true;
         let mut lost = Vec::new();
+        let mut taken = Vec::new();
         let results = match result {
             Ok(Reply::List(parts)) if parts.len() == 2 => {
                 let mut parts = parts.into_iter();
@@ -239,6 +266,7 @@ impl Server {
                     };
                     let id = write.id;
                     if i > 0 {
+                        taken.push(id);
                         if write.kind == WriteKind::Append {
                             // What reached this node after the take-over: never in Redis.
                             let records = decode(&write.blob);
@@ -267,6 +295,15 @@ impl Server {
         let mut results = results.into_iter();
         let mut again = Vec::new();
         for d in deferred {
+            if let DeferredOp::Void { session, seq, .. } = d.op {
+                // Decided by the script: void in Redis with its cause taken (or, if
+                // `session`'s list had expired, in its whole write next time).
+                let _ = results.next();
+                if d.cause.is_some_and(|c| taken.contains(&c)) {
+                    self.void_message(session, seq);
+                }
+                continue;
+            }
             match results.next() {
                 Some(Reply::Int(-2)) if d.cause.is_some_and(|c| lost.contains(&c)) => {
                     // Not run because its session's list was gone: with the session
@@ -324,6 +361,43 @@ impl Server {
                 self.on_published(d.id, result);
             }
             DeferredOp::Store(_) => self.on_reply(d.id, result),
+            // Decided in `sessions_committed`.
+            DeferredOp::Void { .. } => {}
+        }
+    }
+
+    /// Message `seq` was put into `session` by a command of the session being handled
+    /// (`self.cause`): should Redis refuse that session's records in the same commit
+    /// (another node took it over and acts on the command again), the script voids the
+    /// message in `session`'s list too, and this node voids it here.
+    pub(crate) fn defer_void(&mut self, session: SessionId, seq: Seq) {
+        if self.durable.sink.is_none() || self.cause.is_none_or(|c| c == session) {
+            return;
+        }
+        let mut blob = Vec::new();
+        encode_record(&Record::ServerVoided { id: session, seq }, &mut blob);
+        encode_record(&Record::Commit, &mut blob);
+        let blob = Bytes::from(blob);
+        self.defer(0, DeferredOp::Void { session, seq, blob });
+    }
+
+    /// Voids message `seq` of `session`, which must not exist (its cause is acted on by
+    /// another node): its DATA, held until now, goes out void, and the journal and Redis
+    /// record it. A message that may have left already cannot be voided: logged.
+    fn void_message(&mut self, session: SessionId, seq: Seq) {
+        let Some(s) = self.store.get_mut(session) else {
+            return;
+        };
+        if s.void_untransmitted(seq).is_some() {
+            self.durable
+                .append(&Record::ServerVoided { id: session, seq });
+        } else {
+            self.log(
+                Level::Warn,
+                format!(
+                    "cluster: message {seq:?} of session {session} may reach its client twice: its cause was taken over after it left"
+                ),
+            );
         }
     }
 
@@ -476,11 +550,16 @@ impl Server {
         if !self.owners.contains_key(&session) && self.store.get(session).is_none() {
             return;
         }
-        let (unwritten, dropped) = self.durable.taken(session);
+        let forgotten = self.durable.taken(session);
+        let unwritten = forgotten.unwritten;
         if let Some(cluster) = &mut self.cluster {
-            for id in dropped {
+            for id in forgotten.dropped {
                 cluster.pending.remove(&id);
             }
+        }
+        for (receiver, seq) in forgotten.voids {
+            // Not committed yet: the void goes with the message's own record.
+            self.void_message(receiver, seq);
         }
         let now = self.now;
         if let Some(user) = self

@@ -324,6 +324,7 @@ impl Server {
                     is_text: true,
                     payload: text,
                 });
+                self.defer_void(session, seq);
                 self.hold(session);
                 if matches!(message, Some(OutMessage::Message { .. })) {
                     self.metrics.messages_out += 1;

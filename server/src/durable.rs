@@ -127,9 +127,10 @@ impl Durable {
 
     /// Another node took session `id` over: this node's copy ends without a word (the
     /// journal file closes it, Redis keeps it for the new owner).
-    /// Returns the session's records no commit to Redis carried yet, and the ids of the
-    /// publications its commands caused that will not run.
-    pub(crate) fn taken(&mut self, id: SessionId) -> (Vec<Record>, Vec<u64>) {
+    /// Returns the session's records no commit to Redis carried yet, the ids of the
+    /// publications its commands caused that will not run, and the messages they put
+    /// into other sessions here.
+    pub(crate) fn taken(&mut self, id: SessionId) -> crate::session_sink::Forgotten {
         if self.journal {
             encode_record(&Record::SessionClosed { id }, &mut self.unsent);
             self.dirty = true;

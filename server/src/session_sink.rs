@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use sockeye_core::journal::{encode_record, JournalState, Record, SessionSnapshot};
 use sockeye_core::session::SessionToken;
-use sockeye_core::{Instant, SessionId};
+use sockeye_core::{Instant, Seq, SessionId};
 
 /// Batches a session's list holds before it is written anew as one.
 pub(crate) const MAX_ELEMENTS: usize = 32;
@@ -82,6 +82,26 @@ pub(crate) enum DeferredOp {
     /// `cluster_mail::PUBLISH_OR_STORE`'s arguments after its key count: channel, list,
     /// envelope, record, limit, age.
     Store([Bytes; 6]),
+    /// Message `seq`, which its cause's command put into `session` (another session of
+    /// this node), is void if Redis refuses the cause's records: the node that took the
+    /// cause over acts on the command again. `blob` is the void record and a commit
+    /// marker, appended to `session`'s list in the same script.
+    Void {
+        session: SessionId,
+        seq: Seq,
+        blob: Bytes,
+    },
+}
+
+/// What became of a session another node took over before this one's commit.
+#[derive(Debug, Default)]
+pub(crate) struct Forgotten {
+    /// Its records no commit carried.
+    pub(crate) unwritten: Vec<Record>,
+    /// The ids of the publications its commands caused that will not run.
+    pub(crate) dropped: Vec<u64>,
+    /// Messages its commands put into other sessions here, now to be void.
+    pub(crate) voids: Vec<(SessionId, Seq)>,
 }
 
 /// What one commit writes to Redis.
@@ -302,14 +322,18 @@ impl SessionSink {
     /// acts on those commands: their deliveries were never recorded). Returns the records
     /// no commit has carried yet (what the new owner never saw) and the ids of the
     /// publications dropped.
-    pub(crate) fn forget(&mut self, id: SessionId) -> (Vec<Record>, Vec<u64>) {
+    pub(crate) fn forget(&mut self, id: SessionId) -> Forgotten {
         let _ = self.mirror.apply(&Record::SessionClosed { id });
         let unwritten = self.pending.remove(&id).unwrap_or_default();
         let mut dropped = Vec::new();
+        let mut voids = Vec::new();
         self.deferred.retain(|d| {
             let keep = d.cause != Some(id);
             if !keep {
-                dropped.push(d.id);
+                match d.op {
+                    DeferredOp::Void { session, seq, .. } => voids.push((session, seq)),
+                    _ => dropped.push(d.id),
+                }
             }
             keep
         });
@@ -317,7 +341,11 @@ impl SessionSink {
         self.closed.remove(&id);
         self.elements.remove(&id);
         self.unage(id);
-        (unwritten, dropped)
+        Forgotten {
+            unwritten,
+            dropped,
+            voids,
+        }
     }
 
     /// A session this node took over from Redis, whose list holds `elements` batches.

@@ -664,6 +664,15 @@ impl ServerSession {
         self.ep.send(now, payload, is_text)
     }
 
+    /// Takes back message `seq` if it was never transmitted: the client gets a void
+    /// sequence number in its place and the application no dead letter (it asked). For
+    /// a server that learns the message should not exist after all (a message whose
+    /// cause another node acts on again). Returns its payload, or `None` if it may have
+    /// reached the client, was settled or is void already.
+    pub fn void_untransmitted(&mut self, seq: Seq) -> Option<Bytes> {
+        self.ep.sender.void_untransmitted(seq)
+    }
+
     /// Takes the payload of one binary WebSocket message from the client. Drain events
     /// and outgoing envelopes after.
     pub fn handle_message(&mut self, now: Instant, message: Bytes) {

@@ -286,6 +286,20 @@ impl SendWindow {
         Ok(seq)
     }
 
+    /// Takes back message `seq` before it was ever transmitted: it goes out as a void
+    /// sequence number (the peer skips it), without a dead letter. Returns its payload,
+    /// or `None` if it was transmitted (the peer may hold it), settled or void already.
+    pub fn void_untransmitted(&mut self, seq: Seq) -> Option<Bytes> {
+        let i = self.index(seq.0)?;
+        let entry = &mut self.entries[i];
+        if entry.tries > 0 || entry.sent_at.is_some() || entry.maybe_delivered {
+            return None;
+        }
+        let payload = entry.payload.take()?;
+        self.bytes -= payload.len();
+        Some(payload)
+    }
+
     /// Takes a cumulative ack: every message up to `ack` was delivered (or skipped, if
     /// void). Emits `Acked` for each live one, samples the RTT, restarts the timer.
     pub fn ack(
@@ -579,6 +593,26 @@ mod tests {
         let mut ev = VecDeque::new();
         w.handle_connected(at(0), Seq(0), &mut ev).unwrap();
         (w, ev)
+    }
+
+    #[test]
+    fn only_a_message_never_transmitted_can_be_voided_and_it_goes_out_void() {
+        let (mut w, mut ev) = connected();
+        let first = w.push(at(0), Bytes::from_static(b"sent"), true).unwrap();
+        let sent = w.next_to_send(at(0)).unwrap();
+        assert_eq!(sent.seq, first);
+        let second = w.push(at(0), Bytes::from_static(b"held"), true).unwrap();
+        assert_eq!(w.bytes(), 8);
+        assert_eq!(w.void_untransmitted(first), None, "the peer may hold it");
+        assert_eq!(
+            w.void_untransmitted(second),
+            Some(Bytes::from_static(b"held"))
+        );
+        assert_eq!(w.void_untransmitted(second), None, "void already");
+        assert_eq!(w.bytes(), 4);
+        let void = w.next_to_send(at(0)).unwrap();
+        assert_eq!((void.seq, void.payload), (second, None));
+        assert!(drain(&mut ev).is_empty(), "no dead letter");
     }
 
     #[test]

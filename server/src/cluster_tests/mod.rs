@@ -53,6 +53,8 @@ struct Net {
     stalled: Vec<(usize, u64, Vec<Bytes>)>,
     /// Touches (`t`) the commit script ran.
     touches: usize,
+    /// Conditional voids (`v`) the commit script appended.
+    voids: usize,
     /// Dead letters each node reported.
     dead_letters: Vec<(usize, crate::DeadLetter)>,
     /// Reliable clients (`sessions.rs`).
@@ -96,6 +98,7 @@ impl Net {
             stalled: Vec::new(),
             dead_letters: Vec::new(),
             touches: 0,
+            voids: 0,
             rclients: Vec::new(),
             hashes: BTreeMap::new(),
             hold: false,

@@ -237,6 +237,7 @@ impl Net {
         let n: usize = std::str::from_utf8(&argv[2]).unwrap().parse().unwrap();
         let mut refused = Vec::new();
         let mut skip = vec![false; n + 1];
+        let mut taken = vec![false; n + 1];
         for i in 1..=n {
             let (list, owner) = (&keys[2 * i - 2], &keys[2 * i - 1]);
             let (kind, blob) = (&argv[1 + 2 * i][..], &argv[2 + 2 * i]);
@@ -244,6 +245,7 @@ impl Net {
             if held.is_some_and(|h| h != node) {
                 refused.push(Reply::Int(i as i64));
                 skip[i] = true;
+                taken[i] = true;
             } else if kind == b"d" {
                 self.lists.remove(list);
                 self.strings.remove(owner);
@@ -273,7 +275,18 @@ impl Net {
                 .unwrap()
                 .parse()
                 .unwrap();
-            let result = if skip[cause] {
+            let result = if &argv[at][..] == b"v" {
+                let si: usize = std::str::from_utf8(&argv[at + 1]).unwrap().parse().unwrap();
+                if taken[cause] && !skip[si] {
+                    let list = &keys[2 * si - 2];
+                    let list = self.lists.entry(list.clone()).or_default();
+                    list.push_back(argv[at + 2].clone());
+                    self.voids += 1;
+                    1
+                } else {
+                    0
+                }
+            } else if skip[cause] {
                 -2
             } else {
                 let channel = String::from_utf8_lossy(&argv[at + 1]).into_owned();
@@ -541,6 +554,43 @@ fn a_resume_while_redis_is_down_is_503_not_unknown() {
     assert!(net.rclients[kim].closed, "refused for now");
     assert!(net.nodes[1].store.is_empty());
     assert!(net.nodes[1].metrics_text().contains("sockeye_cluster_up 0"));
+}
+
+#[test]
+fn a_message_a_taken_over_session_sent_to_a_session_of_its_old_node_arrives_once() {
+    let mut net = Net::new(2);
+    let ann = net.rconnect(0, "ann");
+    let kim = net.rconnect(0, "kim");
+    net.settle_for(500);
+    // Node 0 delivers kim's message into ann's session, but Redis runs that commit only
+    // after node 1 took kim over: kim's delivery is refused there, and node 1 acts on
+    // kim's resend of the message again.
+    net.stall_commits = true;
+    net.rsend(kim, r#"{"type":"message","to":"ann","data":"hello"}"#);
+    // And one that waits for the next commit, which node 0 has not begun when it hears
+    // of the take-over: voided at once.
+    net.rsend(kim, r#"{"type":"message","to":"ann","data":"again"}"#);
+    net.stall_commits = false;
+    net.cut(kim);
+    net.reconnect(kim, 1, "kim");
+    for (i, id, args) in std::mem::take(&mut net.stalled) {
+        let result = net.session_script(&args);
+        net.queue.push_back(Delivery::Replied(i, id, result));
+    }
+    net.pump();
+    net.settle_for(2_000);
+    assert_eq!(
+        net.rclients[ann].got,
+        ["hello", "again"],
+        "once each, in order"
+    );
+    assert_eq!(net.voids, 1, "the first copy is void in Redis too");
+    assert_eq!(net.rclients[kim].acked.len(), 2);
+    // Ann resumes on node 1 from Redis: the void copies stay void.
+    net.cut(ann);
+    net.reconnect(ann, 1, "ann");
+    net.settle_for(2_000);
+    assert_eq!(net.rclients[ann].got, ["hello", "again"]);
 }
 
 #[test]
