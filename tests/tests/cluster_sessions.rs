@@ -200,10 +200,10 @@ fn a_reliable_client_cut_from_one_node_resumes_on_another_with_nothing_lost_or_d
             start_server(config(redis.url())),
         );
         let (a, b) = (node_a.local_addr(), node_b.local_addr());
-        subscribed(a, 2);
-        subscribed(b, 2);
-        let mut sink = JsonClient::connect(b, "user=sink");
+        subscribed(a, 3);
         subscribed(b, 3);
+        let mut sink = JsonClient::connect(b, "user=sink");
+        subscribed(b, 4);
         let proxy = SwitchProxy::start(a);
         let mut kim = Kim::connect(proxy.addr());
         first_half(&mut kim, a);
@@ -286,10 +286,10 @@ fn a_node_killed_mid_stream_loses_nothing_and_doubles_nothing() {
         let mut node_a = NodeProcess::start(&redis);
         let node_b = start_server(config(redis.url()));
         let (a, b) = (node_a.addr, node_b.local_addr());
-        subscribed(a, 2);
-        subscribed(b, 2);
-        let mut sink = JsonClient::connect(b, "user=sink");
+        subscribed(a, 3);
         subscribed(b, 3);
+        let mut sink = JsonClient::connect(b, "user=sink");
+        subscribed(b, 4);
         let proxy = SwitchProxy::start(a);
         let mut kim = Kim::connect(proxy.addr());
         first_half(&mut kim, a);
@@ -314,13 +314,13 @@ fn redis_restarted_empty_mid_stream_gets_the_sessions_written_again() {
             start_server(config(redis.url())),
         );
         let (a, b) = (node_a.local_addr(), node_b.local_addr());
-        subscribed(a, 2);
-        subscribed(b, 2);
+        subscribed(a, 3);
+        subscribed(b, 3);
         let mut sink = JsonClient::connect(a, "user=sink");
         let proxy = SwitchProxy::start(a);
         let mut kim = Kim::connect(proxy.addr());
-        // `all`, `nodes`, the sink's and kim's channels.
-        subscribed(a, 4);
+        // `all`, `nodes`, its own `node:<id>`, the sink's and kim's channels.
+        subscribed(a, 5);
         first_half(&mut kim, a);
         redis.kill();
         redis_up(a, 0);
@@ -332,7 +332,7 @@ fn redis_restarted_empty_mid_stream_gets_the_sessions_written_again() {
         redis.restart();
         redis_up(a, 1);
         redis_up(b, 1);
-        subscribed(a, 4);
+        subscribed(a, 5);
         // Redis came back empty: node a writes kim's session whole again, then ACKs.
         kim.until("kim's messages acknowledged after the restart", |k| {
             k.client.unacked_messages() == 0
@@ -354,10 +354,10 @@ fn redis_restarted_with_appendfsync_always_keeps_every_acknowledged_session() {
         let mut node_a = NodeProcess::start(&redis);
         let node_b = start_server(config(redis.url()));
         let (a, b) = (node_a.addr, node_b.local_addr());
-        subscribed(a, 2);
-        subscribed(b, 2);
-        let mut sink = JsonClient::connect(b, "user=sink");
+        subscribed(a, 3);
         subscribed(b, 3);
+        let mut sink = JsonClient::connect(b, "user=sink");
+        subscribed(b, 4);
         let proxy = SwitchProxy::start(a);
         let mut kim = Kim::connect(proxy.addr());
         first_half(&mut kim, a);
@@ -368,7 +368,7 @@ fn redis_restarted_with_appendfsync_always_keeps_every_acknowledged_session() {
         node_a.kill();
         redis.restart();
         redis_up(b, 1);
-        subscribed(b, 3);
+        subscribed(b, 4);
         proxy.switch(b);
         second_half(&mut kim, b, N / 2, N / 2);
         all_once_in_order(&kim, &mut sink);
