@@ -278,6 +278,8 @@ GET /sockeye.d.ts (the JavaScript client, plain and reliable mode).
 
 TLS: --tls-cert and --tls-key (PEM files) make every connection TLS (wss://
 and https://); or terminate TLS at a reverse proxy in front of plain ws://.
+--redis rediss://HOST:PORT is TLS to Redis, verified against the platform's
+roots or the CA certificates of --redis-ca-cert.
 
 permessage-deflate (--deflate) compresses each message per connection; with
 context takeover (the default) a connection that has sent a compressed message
