@@ -77,9 +77,14 @@ pub struct ServerConfig {
     /// The running journal is compacted once it is this large and 4× its size after the
     /// last compaction (see `JournalFile::set_compaction`).
     pub journal_compact_bytes: usize,
-    /// Many nodes as one service on this Redis (`redis://HOST:PORT[/DB]`): pushes, room
-    /// messages and presence cross nodes. `None`: one node.
+    /// Many nodes as one service on this Redis
+    /// (`redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://…` for TLS with the
+    /// `tls` feature): pushes, room messages and presence cross nodes. `None`: one node.
     pub redis: Option<String>,
+    /// PEM file of the CA certificates a `rediss://` [`redis`](Self::redis) must present
+    /// a certificate of (`--redis-ca-cert`), instead of the platform's roots: for a Redis
+    /// with a certificate of its own CA. `None`: the platform's roots.
+    pub redis_ca_cert: Option<PathBuf>,
     /// Put before every Redis channel name, so several services share one Redis.
     pub redis_prefix: String,
     /// How much to log (`--log-level`): the level of the stderr logger that [`start`](crate::start)
@@ -137,6 +142,7 @@ impl Default for ServerConfig {
             journal: None,
             journal_compact_bytes: 1 << 20,
             redis: None,
+            redis_ca_cert: None,
             redis_prefix: "sockeye:".into(),
             log_level: Level::Info,
             max_head_bytes: 8 * 1024,
@@ -164,12 +170,16 @@ pub enum Command {
     Version,
 }
 
-/// Where `--redis` points: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+/// Where `--redis` points: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, or `rediss://…`
+/// for TLS. The user name and password are taken as written (no percent-decoding), up to
+/// the last `@`, so a password may hold `:`, `/` or `@`.
 ///
 /// Parsed here rather than by the Redis client: its URL parser pulls in full IDNA
 /// (Unicode host names), about 400 KB of the binary, for host names nobody gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct RedisTarget {
+    /// `rediss://`: TLS, the server's certificate verified for `host`.
+    pub(crate) tls: bool,
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) db: i64,
@@ -181,24 +191,30 @@ impl RedisTarget {
     /// Parses a `--redis` URL, or says what is wrong with it.
     pub(crate) fn parse(url: &str) -> Result<RedisTarget, String> {
         let example = "a Redis URL like redis://127.0.0.1:6379/0";
-        if url.starts_with("rediss://") {
-            return Err("TLS to Redis (rediss://) is not in this build".into());
+        let (tls, rest) = match url.strip_prefix("rediss://") {
+            Some(rest) => (true, rest),
+            None => (
+                false,
+                url.strip_prefix("redis://")
+                    .ok_or_else(|| format!("{url:?} is not {example}"))?,
+            ),
+        };
+        if tls && !cfg!(feature = "tls") {
+            return Err("TLS to Redis (rediss://) is not in this build (feature `tls`)".into());
         }
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or_else(|| format!("{url:?} is not {example}"))?;
-        let (authority, db) = match rest.split_once('/') {
-            Some((authority, "")) => (authority, 0),
-            Some((authority, db)) => (
-                authority,
+        // The credentials end at the last `@`: a password may hold `/` as well.
+        let (credentials, rest) = match rest.rsplit_once('@') {
+            Some((credentials, rest)) => (Some(credentials), rest),
+            None => (None, rest),
+        };
+        let (address, db) = match rest.split_once('/') {
+            Some((address, "")) => (address, 0),
+            Some((address, db)) => (
+                address,
                 db.parse()
                     .map_err(|_| format!("{db:?} is not a database number"))?,
             ),
             None => (rest, 0),
-        };
-        let (credentials, address) = match authority.rsplit_once('@') {
-            Some((credentials, address)) => (Some(credentials), address),
-            None => (None, authority),
         };
         let (username, password) = match credentials.map(|c| c.split_once(':')) {
             None => (None, None),
@@ -228,6 +244,7 @@ impl RedisTarget {
             return Err(format!("{url:?} names no host: {example}"));
         }
         Ok(RedisTarget {
+            tls,
             host: host
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -261,6 +278,8 @@ GET /sockeye.d.ts (the JavaScript client, plain and reliable mode).
 
 TLS: --tls-cert and --tls-key (PEM files) make every connection TLS (wss://
 and https://); or terminate TLS at a reverse proxy in front of plain ws://.
+--redis rediss://HOST:PORT is TLS to Redis, verified against the platform's
+roots or the CA certificates of --redis-ca-cert.
 
 permessage-deflate (--deflate) compresses each message per connection; with
 context takeover (the default) a connection that has sent a compressed message
@@ -341,9 +360,13 @@ struct Flags {
     /// compact the journal past this and 4x its last compaction [1MiB]
     #[arg(long, env = "SOCKEYE_JOURNAL_COMPACT_BYTES", value_name = "SIZE", value_parser = Value(parse_bytes))]
     journal_compact_bytes: Option<usize>,
-    /// redis://HOST:PORT[/DB]: many nodes as one service (pushes, rooms, presence)
+    /// redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]: many nodes as one service (pushes,
+    /// rooms, presence); rediss:// is TLS
     #[arg(long, env = "SOCKEYE_REDIS", value_name = "URL", value_parser = Value(parse_redis))]
     redis: Option<String>,
+    /// PEM CA certificates to verify a rediss:// Redis with [the platform's roots]
+    #[arg(long, env = "SOCKEYE_REDIS_CA_CERT", value_name = "PATH", value_parser = Value(parse_path))]
+    redis_ca_cert: Option<PathBuf>,
     /// prefix of every Redis channel, so services can share one Redis [sockeye:]
     #[arg(long, env = "SOCKEYE_REDIS_PREFIX", value_name = "PREFIX", value_parser = Value(parse_any))]
     redis_prefix: Option<String>,
@@ -486,6 +509,7 @@ impl Flags {
         c.api_key = self.api_key;
         c.journal = self.journal;
         c.redis = self.redis;
+        c.redis_ca_cert = self.redis_ca_cert;
         c.tls_cert = self.tls_cert;
         c.tls_key = self.tls_key;
         if c.max_connections_per_user == 0 || c.max_connections == 0 {
@@ -506,6 +530,13 @@ impl Flags {
         }
         if c.redis.is_some() && !cfg!(feature = "redis") {
             return Err("--redis: this build has no Redis support (feature `redis`)".into());
+        }
+        let tls_redis = c
+            .redis
+            .as_deref()
+            .is_some_and(|url| url.starts_with("rediss://"));
+        if c.redis_ca_cert.is_some() && !tls_redis {
+            return Err("--redis-ca-cert needs a rediss:// --redis (TLS to Redis)".into());
         }
         if c.max_frame_bytes > c.max_message_bytes {
             c.max_frame_bytes = c.max_message_bytes;
@@ -839,13 +870,13 @@ mod tests {
         let c = run(&[], &[("SOCKEYE_REDIS", "redis://r:6379")]).unwrap();
         assert_eq!(c.redis.as_deref(), Some("redis://r:6379"));
         assert!(run(&["--redis", "127.0.0.1:6379"], &[]).is_err());
-        assert!(run(&["--redis", "rediss://r:6380"], &[]).is_err());
         assert!(run(&["--redis", "redis://r:port"], &[]).is_err());
         assert!(run(&["--redis", "redis://:6379"], &[]).is_err());
         let target = RedisTarget::parse("redis://app:s3cret@cache.local:6380/3").unwrap();
         assert_eq!(
             target,
             RedisTarget {
+                tls: false,
                 host: "cache.local".into(),
                 port: 6380,
                 db: 3,
@@ -859,5 +890,62 @@ mod tests {
             (target.username, target.password.as_deref()),
             (None, Some("pw"))
         );
+        // A password is taken as written, up to the last `@`: `/`, `:` and `@` in it too.
+        let target = RedisTarget::parse("redis://u:a/b:c@d@h:1/2").unwrap();
+        assert_eq!(
+            (target.username.as_deref(), target.password.as_deref()),
+            (Some("u"), Some("a/b:c@d"))
+        );
+        assert_eq!((target.host.as_str(), target.port, target.db), ("h", 1, 2));
+    }
+
+    #[test]
+    fn rediss_is_tls_with_the_tls_feature_and_takes_a_ca_file() {
+        let with_ca = run(
+            &[
+                "--redis",
+                "rediss://:pw@r:6380/1",
+                "--redis-ca-cert",
+                "ca.pem",
+            ],
+            &[],
+        );
+        if cfg!(feature = "tls") {
+            let c = with_ca.unwrap();
+            assert_eq!(c.redis.as_deref(), Some("rediss://:pw@r:6380/1"));
+            assert_eq!(c.redis_ca_cert, Some(PathBuf::from("ca.pem")));
+            let target = RedisTarget::parse("rediss://r").unwrap();
+            assert!(target.tls);
+            assert_eq!((target.host.as_str(), target.port), ("r", 6379));
+            let c = run(
+                &[],
+                &[
+                    ("SOCKEYE_REDIS", "rediss://r:6380"),
+                    ("SOCKEYE_REDIS_CA_CERT", "/etc/ca.pem"),
+                ],
+            )
+            .unwrap();
+            assert_eq!(c.redis_ca_cert, Some(PathBuf::from("/etc/ca.pem")));
+            // Without a CA file: the platform's roots.
+            assert_eq!(
+                run(&["--redis", "rediss://r"], &[]).unwrap().redis_ca_cert,
+                None
+            );
+        } else {
+            let e = with_ca.unwrap_err();
+            assert!(
+                e.contains("--redis: TLS to Redis") && e.contains("feature `tls`"),
+                "{e}"
+            );
+        }
+        // A CA file is for TLS to Redis only.
+        for args in [
+            &["--redis-ca-cert", "ca.pem"][..],
+            &["--redis", "redis://r", "--redis-ca-cert", "ca.pem"],
+        ] {
+            let e = run(args, &[]).unwrap_err();
+            assert!(e.contains("--redis-ca-cert needs a rediss://"), "{e}");
+        }
+        assert!(run(&["--redis", "redis://r", "--redis-ca-cert="], &[]).is_err());
     }
 }

@@ -154,8 +154,8 @@ struct Parts {
     tls: TlsConfig,
     grace: Duration,
     write_timeout: Duration,
-    /// The Redis URL of the cluster backend (`--redis`).
-    redis: Option<String>,
+    /// Where the cluster backend connects (`--redis`, `--redis-ca-cert`).
+    redis: Option<crate::redis::Settings>,
 }
 
 /// Binds `config.listen` and serves on background threads (the runtime
@@ -195,7 +195,10 @@ pub fn start(config: ServerConfig) -> std::io::Result<RunningServer> {
         // A write blocked this long on a peer that reads nothing fails, and the
         // connection ends; keepalive would have ended it by then.
         write_timeout: (config.ping_interval + config.pong_timeout).max(Duration::from_secs(1)),
-        redis: config.redis.clone(),
+        redis: config.redis.clone().map(|url| crate::redis::Settings {
+            url,
+            ca_cert: config.redis_ca_cert.clone(),
+        }),
     };
     let runtime = match config.runtime {
         Runtime::Threads => Running::Threads(threads::start(parts)?),
@@ -303,9 +306,15 @@ fn announce(config: &ServerConfig) {
         );
     }
     if let Some(url) = &config.redis {
-        // The URL may carry a password: only its host part is logged.
-        let host = url.rsplit('@').next().unwrap_or(url);
-        ::log::info!("--redis {host}: pushes, rooms and presence span every node on it (channels {:?}*); mailboxes and reliable sessions stay per node",
+        // The URL may carry a password: only its scheme and host part are logged.
+        let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+        let host = rest.rsplit('@').next().unwrap_or(rest);
+        let tls = match (scheme, &config.redis_ca_cert) {
+            ("rediss", Some(ca)) => format!(" (TLS, verified with {})", ca.display()),
+            ("rediss", None) => " (TLS, verified with the platform's roots)".to_string(),
+            _ => String::new(),
+        };
+        ::log::info!("--redis {scheme}://{host}{tls}: pushes, rooms and presence span every node on it (channels {:?}*); mailboxes and reliable sessions stay per node",
             config.redis_prefix
         );
     }

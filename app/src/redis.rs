@@ -17,13 +17,19 @@
 //!   subscriptions, and hands every message on. After a reconnect it drops commands
 //!   from before (the layer asks for every channel again once both are up).
 //!
+//! Both connections go to the same [`Settings`]: a `rediss://` URL is TLS (the `redis`
+//! crate's rustls support, with the `tls` feature), verified against the platform's roots
+//! or the CA file of `--redis-ca-cert`; a password in the URL is sent with `AUTH` on
+//! every connection.
+//!
 //! Why threads and the blocking client rather than an async one: the blocking client
-//! is the `redis` crate with no optional features (the smallest build), and the same
-//! two threads serve both runtimes.
+//! is the `redis` crate with no optional features but TLS (the smallest build), and the
+//! same two threads serve both runtimes.
 
 // Without the feature only the refusal and the types remain.
 #![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -43,6 +49,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the subscriber waits for a message before it looks for new subscriptions.
 const SUBSCRIBER_POLL: Duration = Duration::from_millis(20);
+
+/// Where the backend connects: `--redis` and `--redis-ca-cert`.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    /// The URL, `redis://…` or `rediss://…` (checked by [`Backend::start`]).
+    pub(crate) url: String,
+    /// With `rediss://`: the PEM file of the CA certificates to trust instead of the
+    /// platform's roots.
+    pub(crate) ca_cert: Option<PathBuf>,
+}
 
 /// What the backend threads tell the runtime, which hands it to the layer.
 #[derive(Debug)]
@@ -131,38 +147,27 @@ impl Backend {
     /// Without the `redis` feature: refused.
     #[cfg(not(feature = "redis"))]
     pub(crate) fn start(
-        url: &str,
+        settings: &Settings,
         _report: impl Fn(Report) -> bool + Send + Sync + 'static,
     ) -> std::io::Result<Backend> {
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
-            format!("--redis {url:?}: this build has no Redis support (feature `redis`)"),
+            format!(
+                "--redis {:?}: this build has no Redis support (feature `redis`)",
+                settings.url
+            ),
         ))
     }
 
-    /// Checks `url` and starts both threads; `report` carries what they learn to the
-    /// runtime (and answers whether it is still there).
+    /// Checks the settings (the URL, and reads the CA file) and starts both threads;
+    /// `report` carries what they learn to the runtime (and answers whether it is still
+    /// there).
     #[cfg(feature = "redis")]
     pub(crate) fn start(
-        url: &str,
+        settings: &Settings,
         report: impl Fn(Report) -> bool + Send + Sync + 'static,
     ) -> std::io::Result<Backend> {
-        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
-        let target = crate::config::RedisTarget::parse(url).map_err(&invalid)?;
-        let mut settings = redis::RedisConnectionInfo::default().set_db(target.db);
-        if let Some(user) = &target.username {
-            settings = settings.set_username(user);
-        }
-        if let Some(password) = &target.password {
-            settings = settings.set_password(password);
-        }
-        let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
-            target.host,
-            target.port,
-        ))
-        .map_err(|e| invalid(e.to_string()))?
-        .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| invalid(format!("--redis: {e}")))?;
+        let client = client(settings)?;
         let report: Reporter = Arc::new(report);
         let links = Arc::new(Mutex::new(Links::default()));
         let (publish, publications) = mpsc::channel();
@@ -210,6 +215,89 @@ impl Backend {
     pub(crate) fn unsubscribe(&self, channel: String) {
         let _ = self.subscribe.send(Subscription::Unsubscribe(channel));
     }
+}
+
+#[cfg(feature = "redis")]
+/// The client both threads connect with: `settings.url` parsed by sockeye (see
+/// [`RedisTarget`](crate::config::RedisTarget)), with TLS for `rediss://`.
+fn client(settings: &Settings) -> std::io::Result<redis::Client> {
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    let target = crate::config::RedisTarget::parse(&settings.url).map_err(&invalid)?;
+    let mut redis_settings = redis::RedisConnectionInfo::default().set_db(target.db);
+    if let Some(user) = &target.username {
+        redis_settings = redis_settings.set_username(user);
+    }
+    if let Some(password) = &target.password {
+        redis_settings = redis_settings.set_password(password);
+    }
+    let address = if target.tls {
+        redis::ConnectionAddr::TcpTls {
+            host: target.host,
+            port: target.port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        redis::ConnectionAddr::Tcp(target.host, target.port)
+    };
+    let info = redis::IntoConnectionInfo::into_connection_info(address)
+        .map_err(|e| invalid(e.to_string()))?
+        .set_redis_settings(redis_settings);
+    if target.tls {
+        tls_client(info, settings.ca_cert.as_deref())
+    } else {
+        redis::Client::open(info).map_err(|e| invalid(format!("--redis: {e}")))
+    }
+}
+
+#[cfg(all(feature = "redis", feature = "tls"))]
+/// A `rediss://` client: the server's certificate is verified for the URL's host against
+/// the CA certificates of `ca_cert` if given, else the platform's roots (read at every
+/// connect, by the `redis` crate).
+fn tls_client(
+    info: redis::ConnectionInfo,
+    ca_cert: Option<&Path>,
+) -> std::io::Result<redis::Client> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, why);
+    // The `redis` crate builds its rustls configuration with the process's default
+    // crypto provider: make that ring, the listener's (sockeye-std's `tls`), unless the
+    // program installed one of its own first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root_cert = match ca_cert {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("--redis-ca-cert {}: {e}", path.display()))
+            })?;
+            // An empty store would fail every handshake with a less helpful error.
+            let certificates = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| invalid(format!("--redis-ca-cert {}: {e}", path.display())))?;
+            if certificates.is_empty() {
+                return Err(invalid(format!(
+                    "--redis-ca-cert {}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
+            Some(pem)
+        }
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert,
+    };
+    redis::Client::build_with_tls(info, certificates).map_err(|e| invalid(format!("--redis: {e}")))
+}
+
+#[cfg(all(feature = "redis", not(feature = "tls")))]
+/// Without the `tls` feature `rediss://` is refused when the flags are parsed; this is
+/// for a [`Settings`] made otherwise.
+fn tls_client(_: redis::ConnectionInfo, _: Option<&Path>) -> std::io::Result<redis::Client> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "TLS to Redis (rediss://) is not in this build (feature `tls`)",
+    ))
 }
 
 /// Hands a report of the Redis threads to the layer.
@@ -372,6 +460,10 @@ fn publisher(
     let mut connection: Option<redis::Connection> = None;
     let mut backoff = Backoff::new();
     let mut last_error = String::from("not connected yet");
+    // Whether the failures since the last connection were logged as a warning: the
+    // first is (a wrong password or an untrusted certificate shows at once, even before
+    // the node was ever up), the retries after it only at debug level.
+    let mut warned = false;
     let mut scripts = Scripts::default();
     // Jobs to run again at the start of the next batch (a `NOSCRIPT`).
     let mut again: std::collections::VecDeque<Queued> = std::collections::VecDeque::new();
@@ -384,6 +476,7 @@ fn publisher(
                     let _ = c.set_read_timeout(Some(ANSWER_TIMEOUT));
                     let _ = c.set_write_timeout(Some(ANSWER_TIMEOUT));
                     backoff.succeeded();
+                    warned = false;
                     // A new connection may be a restarted Redis, with no scripts.
                     scripts.loaded.clear();
                     connection = Some(c);
@@ -392,7 +485,12 @@ fn publisher(
                 Err(e) => {
                     backoff.failed();
                     last_error = e.to_string();
-                    log::debug!("redis publisher: cannot connect: {e}");
+                    if warned {
+                        log::debug!("redis publisher: cannot connect: {e}");
+                    } else {
+                        warned = true;
+                        log::warn!("redis: cannot connect (trying again with a backoff): {e}");
+                    }
                 }
             }
         }

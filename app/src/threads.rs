@@ -35,10 +35,10 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
         None => None,
     };
     let backend = match &parts.redis {
-        Some(url) => {
+        Some(settings) => {
             let to_driver = inputs.clone();
             let report = move |report| to_driver.send(Input::Cluster(report)).is_ok();
-            Some(crate::redis::Backend::start(url, report)?)
+            Some(crate::redis::Backend::start(settings, report)?)
         }
         None => None,
     };

@@ -1,10 +1,11 @@
 //! A real `redis-server` for the multi-node scenarios: started on a free port of
-//! `127.0.0.1` with no persistence (or with `appendfsync always`), stopped (killed) on
-//! drop. `scripts/test.sh` installs
-//! Debian's `redis-server` package when it is missing.
+//! `127.0.0.1` with no persistence (or with `appendfsync always`, or speaking only TLS,
+//! or with a password), stopped (killed) on drop. `scripts/test.sh` installs
+//! Debian's `redis-server` package (built with TLS) when it is missing.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,22 @@ pub struct RedisServer {
     child: Option<Child>,
     /// With persistence: the directory of its append-only file.
     aof_dir: Option<std::path::PathBuf>,
+    /// TLS only: its certificate files.
+    tls: Option<RedisTls>,
+    /// The password of `requirepass`, if any.
+    password: Option<String>,
+}
+
+/// The PEM files of a `redis-server` that speaks only TLS ([`RedisServer::start_tls`]).
+#[derive(Clone, Debug)]
+pub struct RedisTls {
+    /// Its certificate (chain).
+    pub cert: PathBuf,
+    /// The certificate's private key.
+    pub key: PathBuf,
+    /// The CA it would check client certificates against (`--tls-ca-cert-file` is
+    /// required; clients are not asked for one: `--tls-auth-clients no`).
+    pub ca: PathBuf,
 }
 
 impl RedisServer {
@@ -30,7 +47,28 @@ impl RedisServer {
         RedisServer::launch(true)
     }
 
+    /// Like [`start`](Self::start), speaking only TLS (no plain port) with `tls`'s
+    /// certificate; [`url`](Self::url) is `rediss://`. Only [`url`](Self::url),
+    /// [`kill`](Self::kill) and the like work on it: the queries are plain.
+    pub fn start_tls(tls: RedisTls) -> RedisServer {
+        RedisServer::launch_with(false, Some(tls), None)
+    }
+
+    /// Like [`start`](Self::start), with `requirepass password`; [`url`](Self::url)
+    /// carries it (`redis://:password@…`), and the queries here authenticate with it.
+    pub fn start_with_password(password: &str) -> RedisServer {
+        RedisServer::launch_with(false, None, Some(password.to_string()))
+    }
+
     fn launch(persistent: bool) -> RedisServer {
+        RedisServer::launch_with(persistent, None, None)
+    }
+
+    fn launch_with(
+        persistent: bool,
+        tls: Option<RedisTls>,
+        password: Option<String>,
+    ) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -46,14 +84,30 @@ impl RedisServer {
             port,
             child: None,
             aof_dir,
+            tls,
+            password,
         };
         server.restart();
         server
     }
 
-    /// The URL to give `--redis`.
+    /// The URL to give `--redis`: `rediss://` for TLS, with the password if any.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let auth = self
+            .password
+            .as_ref()
+            .map_or(String::new(), |p| format!(":{p}@"));
+        format!("{scheme}://{auth}127.0.0.1:{}", self.port)
+    }
+
+    /// The URL with another password than the server's.
+    pub fn url_with_password(&self, password: &str) -> String {
+        format!("redis://:{password}@127.0.0.1:{}", self.port)
     }
 
     fn addr(&self) -> SocketAddr {
@@ -102,8 +156,28 @@ impl RedisServer {
                 dir.display().to_string(),
             ],
         };
+        let mut listen: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), self.port.to_string()],
+            Some(tls) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                self.port.to_string(),
+                "--tls-cert-file".into(),
+                tls.cert.display().to_string(),
+                "--tls-key-file".into(),
+                tls.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                tls.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+        };
+        if let Some(password) = &self.password {
+            listen.extend(["--requirepass".into(), password.clone()]);
+        }
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+            .args(&listen)
             .args(["--bind", "127.0.0.1", "--save", ""])
             .args(&persistence)
             .stdout(Stdio::null())
@@ -132,45 +206,100 @@ impl RedisServer {
         self.integer(&["HLEN", key])
     }
 
+    /// How many times Redis refused a password (`INFO errorstats`: `WRONGPASS`).
+    pub fn auth_failures(&self) -> u64 {
+        let info = self.query(&["INFO", "errorstats"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("errorstat_WRONGPASS:count="))
+            .map_or(0, |n| n.trim().parse().expect("a count"))
+    }
+
     /// Runs a command whose answer is an integer.
     fn integer(&self, args: &[&str]) -> u64 {
-        let mut stream = TcpStream::connect(self.addr()).expect("connect to redis-server");
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut command = format!("*{}\r\n", args.len());
-        for arg in args {
-            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream
-            .write_all(command.as_bytes())
-            .expect("write to redis-server");
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while !answer.ends_with(b"\r\n") {
-            stream
-                .read_exact(&mut byte)
-                .expect("an answer from redis-server");
-            answer.push(byte[0]);
-        }
-        let text = String::from_utf8_lossy(&answer);
+        let text = self.query(args);
         text.trim()
             .strip_prefix(':')
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{args:?} answered {text:?}"))
     }
 
-    /// Whether the server answers `PING` now.
+    /// Runs a command on a plain connection (authenticated with the password, if any)
+    /// and returns its answer: the line of a simple one, the text of a bulk string.
+    fn query(&self, args: &[&str]) -> String {
+        assert!(self.tls.is_none(), "the queries here are plain, not TLS");
+        let mut stream = TcpStream::connect(self.addr()).expect("connect to redis-server");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let encode = |args: &[&str]| {
+            let mut command = format!("*{}\r\n", args.len());
+            for arg in args {
+                command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+            }
+            command
+        };
+        if let Some(password) = &self.password {
+            stream
+                .write_all(encode(&["AUTH", password]).as_bytes())
+                .expect("write to redis-server");
+            let answer = read_line(&mut stream);
+            assert_eq!(answer, "+OK\r\n", "AUTH answered {answer:?}");
+        }
+        stream
+            .write_all(encode(args).as_bytes())
+            .expect("write to redis-server");
+        let line = read_line(&mut stream);
+        match line
+            .strip_prefix('$')
+            .and_then(|n| n.trim().parse::<usize>().ok())
+        {
+            Some(len) => {
+                let mut text = vec![0; len + 2];
+                stream
+                    .read_exact(&mut text)
+                    .expect("an answer from redis-server");
+                text.truncate(len);
+                String::from_utf8_lossy(&text).into_owned()
+            }
+            None => line,
+        }
+    }
+
+    /// Whether the server answers `PING` now (after `AUTH`, with a password). A TLS
+    /// server: whether it accepts connections (Redis listens once it serves).
     fn answers_ping(&self) -> bool {
         let Ok(mut stream) = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1))
         else {
             return false;
         };
+        if self.tls.is_some() {
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-        if stream.write_all(b"PING\r\n").is_err() {
+        let (ask, expected) = match &self.password {
+            None => ("PING\r\n".to_string(), "+PONG\r\n".to_string()),
+            Some(password) => (
+                format!("AUTH {password}\r\nPING\r\n"),
+                "+OK\r\n+PONG\r\n".to_string(),
+            ),
+        };
+        if stream.write_all(ask.as_bytes()).is_err() {
             return false;
         }
-        let mut answer = [0u8; 7];
-        stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+        let mut answer = vec![0u8; expected.len()];
+        stream.read_exact(&mut answer).is_ok() && answer == expected.as_bytes()
     }
+}
+
+/// One line of an answer, with its `\r\n`.
+fn read_line(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n") {
+        stream
+            .read_exact(&mut byte)
+            .expect("an answer from redis-server");
+        answer.push(byte[0]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 impl Drop for RedisServer {

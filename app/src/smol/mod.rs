@@ -56,7 +56,7 @@ pub(crate) fn start(parts: Parts) -> std::io::Result<Handle> {
     };
     let (reports, reports_rx) = async_channel::unbounded();
     let backend = match &parts.redis {
-        Some(url) => Some(crate::redis::Backend::start(url, move |report| {
+        Some(settings) => Some(crate::redis::Backend::start(settings, move |report| {
             reports.send_blocking(report).is_ok()
         })?),
         None => None,
