@@ -314,7 +314,8 @@ fn announce(config: &ServerConfig) {
             ("rediss", None) => " (TLS, verified with the platform's roots)".to_string(),
             _ => String::new(),
         };
-        ::log::info!("--redis {scheme}://{host}{tls}: pushes, rooms and presence span every node on it (channels {:?}*); mailboxes and reliable sessions stay per node",
+        ::log::info!(
+            "--redis {scheme}://{host}{tls}: pushes, rooms, presence, mailboxes and reliable sessions span every node on it (keys and channels {:?}*)",
             config.redis_prefix
         );
     }
