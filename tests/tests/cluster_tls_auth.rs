@@ -117,10 +117,10 @@ fn cluster_metric(addr: SocketAddr, name: &str) -> u64 {
     metric(body(&get(addr, "/metrics")), name)
 }
 
-/// Waits until both nodes are up and subscribed to `all` and `nodes`.
+/// Waits until both nodes are up and subscribed to `all`, `nodes` and their own channel.
 fn both_up(a: &RunningServer, b: &RunningServer) {
-    subscribed(a.local_addr(), 2);
-    subscribed(b.local_addr(), 2);
+    subscribed(a.local_addr(), 3);
+    subscribed(b.local_addr(), 3);
 }
 
 /// A push from node `from` to `user`, connected to node `to` only, arrives: the two
