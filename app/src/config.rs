@@ -768,6 +768,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "deflate")]
     fn deflate_flags_switches_and_limits() {
         let c = run(&[], &[]).unwrap();
         assert!(!c.deflate && !c.deflate_no_context_takeover);
