@@ -418,7 +418,15 @@ impl Server {
             return;
         };
         if node == cluster.node {
-            // Our own: delivered here when it was published.
+            // Our own: delivered here when it was published, and durable when this
+            // node's answer to the push is (which waits for its own commit). Redis
+            // counted this subscription among the receivers, so it confirms.
+            if kind == "msg" {
+                if let Some(n) = object.get("ack").and_then(|raw| raw.get().parse().ok()) {
+                    self.confirmation(n, true);
+                    self.settle();
+                }
+            }
             return;
         }
         let heard = self.now;

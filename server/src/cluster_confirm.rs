@@ -8,8 +8,9 @@
 //! the publishing node's own channel (`<prefix>node:<id>`, `got`) once what the push
 //! caused there is durable: at once for plain connections and without a journal or
 //! Redis sessions, after the group commit that holds the sessions' records otherwise.
-//! The publishing node answers 202 only when as many nodes confirmed as Redis counted
-//! receivers; a node whose commit failed answers `"ok":false`, and a node that never
+//! The publishing node answers 202 only when as many subscribers confirmed as Redis
+//! counted receivers (its own subscription, when Redis still or already had it, counts
+//! and confirms when its own copy comes back); a node whose commit failed answers `"ok":false`, and a node that never
 //! answers (it died) leaves the push unconfirmed after [`CONFIRM_TIMEOUT`]: both are a
 //! 503 (the push may have reached some receivers, as the answer says).
 

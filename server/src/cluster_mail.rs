@@ -193,6 +193,7 @@ impl Server {
                 wait.dead_lettered += dead;
                 wait.connections += connections;
                 wait.remote = remote;
+                wait.expected = remote;
                 wait.published = true;
                 // Stored, refused or kept here: no node to confirm it.
                 wait.settle();

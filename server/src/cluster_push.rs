@@ -20,7 +20,10 @@ pub(crate) struct PushWait {
     pub(crate) remote: u64,
     /// Redis answered its publication.
     pub(crate) published: bool,
-    /// Nodes that confirmed it so far (`cluster_confirm.rs`), and its number there.
+    /// Subscribers Redis counted, this node's own subscription included when Redis
+    /// still (or already) had it: each confirms, this node when its own copy comes back.
+    pub(crate) expected: u64,
+    /// Confirmations so far (`cluster_confirm.rs`), and its number there.
     pub(crate) confirmed: u64,
     pub(crate) confirm: Option<u64>,
     /// Not confirmed in time by every node that received it.
@@ -36,6 +39,7 @@ impl PushWait {
             dead_lettered: 0,
             remote: 0,
             published: false,
+            expected: 0,
             confirmed: 0,
             confirm: None,
             unconfirmed: false,
@@ -43,9 +47,10 @@ impl PushWait {
         }
     }
 
-    /// Done once Redis answered and every node it counted confirmed; returns whether.
+    /// Done once Redis answered and every subscriber it counted confirmed; returns
+    /// whether.
     pub(crate) fn settle(&mut self) -> bool {
-        self.done |= self.published && self.confirmed >= self.remote;
+        self.done |= self.published && self.confirmed >= self.expected;
         self.done
     }
 }
@@ -142,14 +147,15 @@ impl Server {
                 return;
             };
             wait.published = true;
-            match remote {
-                None => {
+            match (remote, result) {
+                (Some(n), Ok(counted)) => {
+                    wait.remote = n;
+                    wait.expected = *counted;
+                    wait.settle();
+                }
+                _ => {
                     *failed = true;
                     wait.done = true;
-                }
-                Some(n) => {
-                    wait.remote = n;
-                    wait.settle();
                 }
             }
             waits.iter().all(|(_, w)| w.done)

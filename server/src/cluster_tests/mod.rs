@@ -870,6 +870,27 @@ fn a_push_in_the_moment_before_a_subscription_is_kept_for_that_connection() {
     assert_eq!(net.data(bob), ["just in time"]);
 }
 
+#[test]
+fn a_push_redis_counted_this_node_for_before_it_heard_of_its_subscription_is_202() {
+    let mut net = Net::new(2);
+    net.hold = true;
+    let ann = net.connect(0, "ann");
+    let bob = net.connect(1, "ann");
+    // Redis runs node 0's SUBSCRIBE, but node 0 has not heard it confirmed yet: its own
+    // subscription is among the receivers Redis counts, and confirms when its copy
+    // comes back, as node 1's does with a `got`.
+    for (node, channel) in std::mem::take(&mut net.held) {
+        net.subs.entry(channel).or_default().insert(node);
+    }
+    net.hold = false;
+    let (status, body) = net.push(0, r#"{"user":"ann","data":1}"#);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (net.data(ann), net.data(bob)),
+        (vec![1.into()], vec![1.into()])
+    );
+}
+
 /// Tries an upgrade of `user` on `node`: the status of the answer.
 fn upgrade_status(net: &mut Net, node: usize, user: &str) -> u16 {
     let request = format!(
