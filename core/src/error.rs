@@ -207,7 +207,9 @@ impl From<LimitError> for ConnectionError {
 #[non_exhaustive]
 pub enum SendError {
     /// The outgoing queue is over [`Config::max_send_queue_bytes`](crate::Config::max_send_queue_bytes):
-    /// drain [`poll_transmit`](crate::Connection::poll_transmit) and try again.
+    /// try again once queued bytes were written (with the core alone: after draining
+    /// [`poll_transmit`](crate::Connection::poll_transmit); the runtimes write for you, and
+    /// their `try_send` hands the message back instead).
     Full,
     /// The connection is closing or closed; nothing more can be sent.
     Closed,

@@ -221,7 +221,7 @@ pub use sender::Sender;
 pub use server::{Incoming, Server};
 pub use shutdown::ShutdownHandle;
 pub use stream::{AsyncStream, MaybeTlsStream};
-pub use websocket::{TrySendError, WebSocket};
+pub use websocket::WebSocket;
 
 pub use sockeye_core as core;
 pub use sockeye_core::handshake::Request;

@@ -96,27 +96,6 @@ impl LazyTimer {
     }
 }
 
-/// Why [`WebSocket::try_send`] did not queue a message.
-#[derive(Debug)]
-pub enum TrySendError {
-    /// The connection's write queue is full: here is the message back. Await
-    /// [`WebSocket::ready`], then try again.
-    Full(Message),
-    /// The connection cannot send any more (closed, or its socket failed).
-    Failed(Error),
-}
-
-impl fmt::Display for TrySendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TrySendError::Full(_) => f.write_str("send queue full"),
-            TrySendError::Failed(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for TrySendError {}
-
 /// An open WebSocket connection over `Async<TcpStream>`, or over any other
 /// [`AsyncStream`] (an `Async<UnixStream>`, a TLS session: see
 /// [`WebSocket::client`] and [`WebSocket::server`]).
@@ -351,25 +330,23 @@ impl<S: AsyncStream> WebSocket<S> {
     }
 
     /// Queues `message` as one frame if the write queue has room, without waiting;
-    /// otherwise hands it back as [`TrySendError::Full`]. The bytes go out with the next
-    /// call that drives the connection ([`flush`](Self::flush) to push them now).
-    pub fn try_send(&mut self, message: Message) -> std::result::Result<(), TrySendError> {
+    /// otherwise hands it back as [`Error::Full`]: await [`ready`](Self::ready), then
+    /// try again. Any other error means the connection cannot send any more (closed, or
+    /// its socket failed). The bytes go out with the next call that drives the
+    /// connection ([`flush`](Self::flush) to push them now).
+    pub fn try_send(&mut self, message: Message) -> Result<()> {
         self.try_send_with(message, Compression::Auto)
     }
 
     /// [`try_send`](Self::try_send), choosing whether this message may be compressed
     /// when permessage-deflate was negotiated: [`Compression::Never`] for a message
     /// that holds a secret next to text an attacker controls (see [`Compression`]).
-    pub fn try_send_with(
-        &mut self,
-        message: Message,
-        compression: Compression,
-    ) -> std::result::Result<(), TrySendError> {
+    pub fn try_send_with(&mut self, message: Message, compression: Compression) -> Result<()> {
         let len = message.payload().len();
         // Queued bytes wait here or, until the next write takes them, in the core.
         let queued = self.pending_bytes + self.conn.queued_bytes();
         if queued > 0 && queued + len > self.max_queue_bytes {
-            return Err(TrySendError::Full(message));
+            return Err(Error::Full(message));
         }
         match self.conn.send_with(self.clock.now(), message, compression) {
             Ok(()) => {
@@ -378,7 +355,7 @@ impl<S: AsyncStream> WebSocket<S> {
                 self.drain_events();
                 Ok(())
             }
-            Err(e) => Err(TrySendError::Failed(Error::Send(e))),
+            Err(e) => Err(Error::Send(e)),
         }
     }
 
@@ -413,11 +390,11 @@ impl<S: AsyncStream> WebSocket<S> {
                 // writes before it waits. A task that only sends writes every message.
                 Ok(()) if self.answering && !self.events.is_empty() => return Ok(()),
                 Ok(()) => return self.flush().await,
-                Err(TrySendError::Full(back)) => {
+                Err(Error::Full(back)) => {
                     message = back;
                     self.flush().await?;
                 }
-                Err(TrySendError::Failed(e)) => return Err(e),
+                Err(e) => return Err(e),
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_executor::Executor;
 use futures_lite::future;
 use sockeye_smol::{
-    Client, ClientOptions, CloseCode, Config, Error, HandshakeError, Message, Server, TrySendError,
+    Client, ClientOptions, CloseCode, Config, Error, HandshakeError, Message, Server,
 };
 
 /// An echo server on its own thread, one task per connection.
@@ -124,8 +124,8 @@ fn try_send_hands_the_message_back_when_the_queue_is_full() {
         let back = loop {
             match ws.try_send(chunk.clone()) {
                 Ok(()) => queued += 1,
-                Err(TrySendError::Full(back)) => break back,
-                Err(TrySendError::Failed(e)) => panic!("{e}"),
+                Err(Error::Full(back)) => break back,
+                Err(e) => panic!("{e}"),
             }
             assert!(queued < 10, "the queue never filled");
         };

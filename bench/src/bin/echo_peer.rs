@@ -122,7 +122,7 @@ fn smol_echo(listen: &str) -> io::Result<()> {
 /// echoes go out, in one write. Its numbers show what `send`'s write per message costs.
 fn smol_try_send(listen: &str) -> io::Result<()> {
     use async_executor::LocalExecutor;
-    use sockeye_smol::{Config, Server, TrySendError};
+    use sockeye_smol::{Config, Error, Server};
     use std::rc::Rc;
 
     let server = Server::bind(listen, Config::default()).map_err(io::Error::other)?;
@@ -138,7 +138,7 @@ fn smol_try_send(listen: &str) -> io::Result<()> {
                 while let Ok(Some(message)) = ws.recv().await {
                     match ws.try_send(message) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(m)) => {
+                        Err(Error::Full(m)) => {
                             if ws.send(m).await.is_err() {
                                 break;
                             }

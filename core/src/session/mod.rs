@@ -115,7 +115,10 @@ pub const RESUME_HEADER: &str = "Sockeye-Resume";
 /// The query parameter that carries it for clients that cannot set headers.
 pub const RESUME_QUERY: &str = "sockeye_resume";
 
-/// A sequence number: per session and direction, from 1. `Seq(0)` means "none yet".
+/// A sequence number of one direction, counting from 1; `Seq(0)` means "none yet". On the
+/// wire the numbers are per session (a new session starts again at 1); the numbers a
+/// client's `send` returns (and its `Acked`/`DeadLetter` events carry) go on counting
+/// across the sessions of the client's life, so each names one message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Seq(pub u64);
 
