@@ -41,9 +41,46 @@
 //! single-threaded and a multi-threaded one.
 //!
 //! **Backpressure** is awaited, never an unbounded queue: [`WebSocket::send`] waits until
-//! the bytes are written, and [`WebSocket::try_send`] hands the message back when the
-//! queue holds `Config::max_send_queue_bytes`. [`WebSocket`]'s docs list what each method
-//! guarantees when its future is dropped.
+//! the bytes are written, and [`WebSocket::try_send`] hands the message back as
+//! [`Error::Full`] when the queue holds `Config::max_send_queue_bytes` (so are
+//! [`Sender::try_send`] and the reliable `try_send`s), so nothing needs cloning before a
+//! send. [`WebSocket`]'s docs list what each method guarantees when its future is
+//! dropped.
+//!
+//! ```
+//! use sockeye_smol::{Client, Config, Error, Message, Server};
+//!
+//! smol::block_on(async {
+//! #   let server = Server::bind("127.0.0.1:0", Config::default())?;
+//! #   let url = format!("ws://{}/", server.local_addr()?);
+//! #   smol::spawn(async move {
+//! #       while let Ok(incoming) = server.accept().await {
+//! #           smol::spawn(async move {
+//! #               let Ok(mut ws) = incoming.upgrade().await else { return };
+//! #               while let Ok(Some(m)) = ws.recv().await {
+//! #                   if ws.send(m).await.is_err() { break; }
+//! #               }
+//! #           })
+//! #           .detach();
+//! #       }
+//! #   })
+//! #   .detach();
+//!     let mut config = Config::default();
+//!     config.max_send_queue_bytes = 1024;
+//!     let mut ws = Client::connect(&url, config).await?;
+//!     ws.try_send(Message::binary(vec![1; 1000]))?; // an empty queue takes any message
+//!     let back = match ws.try_send(Message::binary(vec![2; 1000])) {
+//!         Err(Error::Full(back)) => back, // the message itself, not a copy
+//!         other => panic!("expected Full, got {other:?}"),
+//!     };
+//!     ws.ready().await?; // every queued byte written: room for any message
+//!     ws.try_send(back)?;
+//!     assert_eq!(ws.recv().await?, Some(Message::binary(vec![1; 1000])));
+//!     assert_eq!(ws.recv().await?, Some(Message::binary(vec![2; 1000])));
+//!     Ok::<(), sockeye_smol::Error>(())
+//! })?;
+//! # Ok::<(), sockeye_smol::Error>(())
+//! ```
 //!
 //! ## Sending from other tasks and threads
 //!
@@ -110,6 +147,54 @@
 //! [`ReliableConnection::run`], and the application takes every session's events from
 //! [`SessionRegistry::next_event`] and sends with [`SessionRegistry::send`]. The protocol
 //! is `sockeye_core::session`'s; these types only carry it.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use sockeye_smol::{Config, ReliableClient, ReliableOptions, Server, SessionConfig};
+//! use sockeye_smol::{SessionEvent, SessionRegistry, Upgrade};
+//!
+//! smol::block_on(async {
+//!     let server = Server::bind("127.0.0.1:0", Config::default())?;
+//!     let url = format!("ws://{}/", server.local_addr()?);
+//!     let registry = SessionRegistry::new(SessionConfig::default())?;
+//!     let sessions = registry.clone();
+//!     smol::spawn(async move {
+//!         while let Ok(incoming) = server.accept().await {
+//!             let registry = registry.clone();
+//!             smol::spawn(async move {
+//!                 if let Ok(Upgrade::Reliable(conn)) = registry.upgrade(incoming).await {
+//!                     let _ = conn.run().await;
+//!                 }
+//!             })
+//!             .detach();
+//!         }
+//!     })
+//!     .detach();
+//!     // The server's application: every message comes back, reliably.
+//!     smol::spawn(async move {
+//!         while let Some((id, event)) = sessions.next_event(None).await {
+//!             if let SessionEvent::Delivered { payload, is_text, .. } = event {
+//!                 let _ = sessions.send(id, payload, is_text);
+//!             }
+//!         }
+//!     })
+//!     .detach();
+//!
+//!     let mut client = ReliableClient::connect(&url, ReliableOptions::default()).await?;
+//!     client.send(Bytes::from("exactly once"), true)?;
+//!     let echo = loop {
+//!         match client.next_event(Some(Duration::from_secs(10))).await? {
+//!             Some(SessionEvent::Delivered { payload, .. }) => break payload,
+//!             Some(_) => {} // Established, Acked, ...
+//!             None => panic!("no echo within 10 s"),
+//!         }
+//!     };
+//!     assert_eq!(echo, "exactly once");
+//!     Ok::<(), sockeye_smol::Error>(())
+//! })?;
+//! # Ok::<(), sockeye_smol::Error>(())
+//! ```
 //!
 //! ## Compression (feature `deflate`, unstable)
 //!

@@ -115,6 +115,71 @@
 //! ([`ReliableConnection::connection_id`]), and a [`ServerHandle::shutdown`] that closes
 //! the open connections with 1001 while their sessions stay in the registry.
 //!
+//! ```
+//! use std::{thread, time::Duration};
+//! use bytes::Bytes;
+//! use sockeye_std::{Config, ReliableClient, ReliableOptions, ReliableServer, SessionConfig, SessionEvent};
+//!
+//! let server = ReliableServer::bind("127.0.0.1:0", Config::default(), SessionConfig::default())?;
+//! let sessions = server.registry();
+//! let handle = server.spawn()?;
+//! // The server's application: every message comes back, reliably.
+//! thread::spawn(move || {
+//!     while let Some((id, event)) = sessions.next_event(None) {
+//!         if let SessionEvent::Delivered { payload, is_text, .. } = event {
+//!             let _ = sessions.send(id, payload, is_text);
+//!         }
+//!     }
+//! });
+//!
+//! let url = format!("ws://{}/", handle.local_addr());
+//! let mut client = ReliableClient::connect(&url, ReliableOptions::default())?;
+//! client.send(Bytes::from("exactly once"), true)?;
+//! let echo = loop {
+//!     match client.next_event(Some(Duration::from_secs(10)))? {
+//!         Some(SessionEvent::Delivered { payload, .. }) => break payload,
+//!         Some(_) => {} // Established, Acked, ...
+//!         None => panic!("no echo within 10 s"),
+//!     }
+//! };
+//! assert_eq!(echo, "exactly once");
+//! assert!(client.wait_acked(Some(Duration::from_secs(10)))?);
+//! # Ok::<(), sockeye_std::Error>(())
+//! ```
+//!
+//! ## Backpressure
+//!
+//! Every queue is bounded (`Config::max_send_queue_bytes`, the reliable window of
+//! `SessionConfig`), and a full one hands the message back instead of consuming it:
+//! [`Sender::try_send`], [`ReliableClient::try_send`] and [`SessionRegistry::try_send`]
+//! answer [`Error::Full`]`(message)`, so nothing needs cloning before a send. The
+//! blocking calls wait for room instead ([`WebSocket::send`], [`Sender::send`]).
+//!
+//! ```
+//! use sockeye_std::{Client, Config, Error, Message, Server};
+//!
+//! # let server = Server::bind("127.0.0.1:0", Config::default())?.spawn(|mut ws| {
+//! #     while let Ok(Some(message)) = ws.recv() {
+//! #         if ws.send(message).is_err() { break; }
+//! #     }
+//! # })?;
+//! # let url = format!("ws://{}/", server.local_addr());
+//! let mut config = Config::default();
+//! config.max_send_queue_bytes = 1024;
+//! let mut ws = Client::connect(&url, config)?;
+//! let sender = ws.sender()?;
+//! sender.try_send(Message::binary(vec![1; 1000]))?; // an empty queue takes any message
+//! let back = match sender.try_send(Message::binary(vec![2; 1000])) {
+//!     Err(Error::Full(back)) => back, // the message itself, not a copy
+//!     other => panic!("expected Full, got {other:?}"),
+//! };
+//! // The owner moves what is queued into the connection while it receives.
+//! assert_eq!(ws.recv()?, Some(Message::binary(vec![1; 1000])));
+//! sender.send(back)?; // there is room again
+//! assert_eq!(ws.recv()?, Some(Message::binary(vec![2; 1000])));
+//! # Ok::<(), sockeye_std::Error>(())
+//! ```
+//!
 //! ## Compression (feature `deflate`, unstable)
 //!
 //! With the `deflate` feature a client offers permessage-deflate (RFC 7692) by
