@@ -514,7 +514,8 @@ export class ReliableClient {
   #transmit(m, now = this.#now()) {
     if (!this.#established) return;
     const nothingInFlight = this.#t.rto == null;
-    m.tries++; m.connTries++; m.lastTx = now;
+    m.connTries++ || m.tries++; // tries: connections it went out on (a dead one costs one)
+    m.lastTx = now;
     this.#pendingAcks = 0; this.#stop('ack');
     this.#send({ kind: 'data', text: m.text, void: m.void, seq: m.seq, ack: this.delivered, payload: m.payload });
     if (nothingInFlight) this.#armRto();

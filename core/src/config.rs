@@ -105,10 +105,12 @@ pub struct SessionConfig {
     ///
     /// Default: 30 s.
     pub rto_max: Duration,
-    /// Transmissions of one message before it is given up. On one connection: that many
-    /// without an ack and the connection is dropped as unresponsive (a copy may still be in
-    /// the peer's hands). Over the session's life: that many and, at the next resume, a
-    /// message the peer lacks becomes a dead letter instead of being resent.
+    /// Tries of one message before it is given up. On one connection: that many
+    /// transmissions without an ack and the connection is dropped as unresponsive (a copy
+    /// may still be in the peer's hands). Over the session's life: transmitted on that
+    /// many connections (each connection's retransmissions counting once) and, at the
+    /// next resume, a message the peer lacks becomes a dead letter instead of being
+    /// resent.
     ///
     /// Default: 8.
     pub resend_max_tries: u32,

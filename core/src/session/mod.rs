@@ -132,7 +132,8 @@ impl fmt::Display for Seq {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DeadLetterReason {
-    /// It was transmitted `resend_max_tries` times without an acknowledgement.
+    /// It was transmitted on `resend_max_tries` connections of its session (each
+    /// connection's retransmissions counting once) without an acknowledgement.
     ResendMaxTries,
     /// It stayed unacknowledged for `message_max_age`.
     MessageMaxAge,

@@ -89,8 +89,10 @@ struct Entry {
     payload: Option<Bytes>,
     is_text: bool,
     pushed_at: Instant,
-    /// Transmissions in this session, across connections (dead letter at resume when
-    /// over `resend_max_tries`).
+    /// Connections of this session it was transmitted on (dead letter at resume when
+    /// over `resend_max_tries`). Retransmissions on one connection count once: a cut
+    /// that leaves the connection half-open for a while (its retransmissions go
+    /// nowhere) costs the message one try, not several.
     tries: u32,
     /// Transmissions on the current connection (unresponsive when over the limit).
     conn_tries: u32,
@@ -324,7 +326,7 @@ impl SendWindow {
             };
             self.acked += 1;
             // Karn: only a message sent once gives a clean sample.
-            if entry.tries == 1 {
+            if entry.tries == 1 && entry.conn_tries == 1 {
                 if let Some(sent) = entry.sent_at {
                     sample = Some(now.saturating_duration_since(sent));
                 }
@@ -375,10 +377,12 @@ impl SendWindow {
         };
         let i = self.index(seq)?;
         let entry = &mut self.entries[i];
-        if entry.tries > 0 {
+        if entry.tries > 0 || entry.conn_tries > 0 {
             self.resent = self.resent.saturating_add(1);
         }
-        entry.tries = entry.tries.saturating_add(1);
+        if entry.conn_tries == 0 {
+            entry.tries = entry.tries.saturating_add(1);
+        }
         entry.conn_tries = entry.conn_tries.saturating_add(1);
         entry.sent_at = Some(now);
         entry.maybe_delivered |= entry.payload.is_some();
@@ -729,9 +733,21 @@ mod tests {
             None,
             "nothing to settle while its fate is open"
         );
-        // On resume the peer says it has nothing: now it is a certain dead letter, and its
-        // sequence number goes out void.
-        w.handle_connected(at(800), Seq(0), &mut ev).unwrap();
+        // On resume the peer says it has nothing: the three copies on one dead connection
+        // count as one try, so it is sent again on each new connection, until it was
+        // sent on `resend_max_tries` (3) connections.
+        for (conn, t) in [(2, 800), (3, 900)] {
+            w.handle_connected(at(t), Seq(0), &mut ev).unwrap();
+            assert!(ev.is_empty(), "connection {conn}: not given up yet");
+            assert_eq!(
+                w.next_to_send(at(t)).unwrap().payload.as_deref(),
+                Some(&b"x"[..])
+            );
+            w.handle_disconnected();
+        }
+        // Sent on three connections and the peer still lacks it: a certain dead letter,
+        // and its sequence number goes out void.
+        w.handle_connected(at(1000), Seq(0), &mut ev).unwrap();
         let [SessionEvent::DeadLetter {
             seq: Seq(1),
             reason: DeadLetterReason::ResendMaxTries,
@@ -741,7 +757,7 @@ mod tests {
         else {
             panic!()
         };
-        let void = w.next_to_send(at(800)).unwrap();
+        let void = w.next_to_send(at(1000)).unwrap();
         assert_eq!((void.seq, void.payload), (Seq(1), None));
         assert_eq!(w.bytes(), 0);
     }

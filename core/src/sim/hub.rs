@@ -103,8 +103,9 @@ impl HubCheck {
         let max_age = self.config.mailbox_max_age;
         let mut want: Vec<Seen> = Vec::new();
         let mut want_dead: Vec<Dead> = Vec::new();
-        // Ops that carry `now` expire the model's mail first, as the hub does.
-        if !matches!(op, Op::Join { .. } | Op::Leave { .. }) {
+        // Ops that carry `now` expire the model's mail first, as the hub does (a join, a
+        // leave and a transfer carry none: the hub expires at its next tick).
+        if !matches!(op, Op::Join { .. } | Op::Leave { .. } | Op::Transfer { .. }) {
             if let Op::Advance { millis } = op {
                 self.now = self
                     .now
