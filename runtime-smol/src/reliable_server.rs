@@ -13,12 +13,13 @@ use async_channel::{Receiver, Sender};
 use async_io::Timer;
 use bytes::Bytes;
 use futures_lite::future;
+use sockeye_core::handshake::Request;
 use sockeye_core::session::SUBPROTOCOL;
 use sockeye_core::time::earliest;
 use sockeye_core::{
     CloseCode, Event, Instant, Seq, SessionConfig, SessionEvent, SessionId, SessionStore,
 };
-use sockeye_std::{Clock, Error, OsEntropy, Recv, ReliableError, Result};
+use sockeye_std::{Clock, Error, OsEntropy, Recv, Refusal, ReliableError, Result};
 
 use crate::server::{Incoming, Refuse};
 use crate::websocket::WebSocket;
@@ -150,8 +151,42 @@ impl SessionRegistry {
     /// header or `sockeye_resume` query value): a malformed value is answered 400 and a
     /// full store 503 ([`ReliableError::Store`]).
     pub async fn upgrade(&self, incoming: Incoming) -> Result<Upgrade> {
+        self.upgrade_with(incoming, |_| Ok(())).await
+    }
+
+    /// Like [`upgrade`](Self::upgrade), with `check` looking at the request (path and
+    /// query, headers, origin) first, before a session is attached or resumed: `Err`
+    /// answers the [`Refusal`] (any HTTP status, with headers and a body) and returns
+    /// [`Error::Refused`](crate::Error::Refused), and no session is created or touched.
+    ///
+    /// ```no_run
+    /// use sockeye_smol::{Config, Refusal, Server, SessionConfig, SessionRegistry, Upgrade};
+    ///
+    /// smol::block_on(async {
+    ///     let server = Server::bind("127.0.0.1:9001", Config::default())?;
+    ///     let registry = SessionRegistry::new(SessionConfig::default())?;
+    ///     let incoming = server.accept().await?;
+    ///     let upgraded = registry
+    ///         .upgrade_with(incoming, |request| match request.header("sockeye-token") {
+    ///             Some(b"let-me-in") => Ok(()),
+    ///             _ => Err(Refusal::new(401).with_header("WWW-Authenticate", "Bearer")),
+    ///         })
+    ///         .await?;
+    ///     if let Upgrade::Reliable(conn) = upgraded {
+    ///         conn.run().await?;
+    ///     }
+    ///     Ok::<(), sockeye_smol::Error>(())
+    /// })?;
+    /// # Ok::<(), sockeye_smol::Error>(())
+    /// ```
+    pub async fn upgrade_with(
+        &self,
+        incoming: Incoming,
+        check: impl FnOnce(&Request) -> std::result::Result<(), Refusal>,
+    ) -> Result<Upgrade> {
         let mut attached = None;
         let decide = |request: &sockeye_core::handshake::Request| {
+            check(request).map_err(Refuse::Policy)?;
             if !request.protocols().any(|p| p == SUBPROTOCOL) {
                 return Ok(None);
             }

@@ -92,3 +92,51 @@ fn over_the_limit_an_upgrade_is_answered_503_and_ids_are_unique() {
         assert_eq!(serve.await.get(), 3);
     }));
 }
+
+#[test]
+fn a_session_registry_refuses_with_the_status_its_check_chose_and_attaches_nothing() {
+    use sockeye_smol::{SessionConfig, SessionRegistry, Upgrade};
+
+    let server = Server::bind("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr().unwrap();
+    let registry = SessionRegistry::new(SessionConfig::default()).unwrap();
+    smol::block_on(bounded(async {
+        let serving = registry.clone();
+        let serve = smol::spawn(async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..2 {
+                let incoming = server.accept().await.unwrap();
+                let upgraded = serving
+                    .upgrade_with(incoming, |request| match request.query_raw("token") {
+                        Some("good") => Ok(()),
+                        _ => Err(Refusal::new(401).with_body("who are you?\n")),
+                    })
+                    .await;
+                outcomes.push(upgraded);
+            }
+            outcomes
+        });
+        let refused = Client::connect(&format!("ws://{addr}/?token=bad"), Config::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::Handshake(HandshakeError::UnexpectedStatus(401))
+            ),
+            "{refused:?}"
+        );
+        // Let through, and not `sockeye.v1`: a plain WebSocket for the application.
+        let _plain = Client::connect(&format!("ws://{addr}/?token=good"), Config::default())
+            .await
+            .unwrap();
+        let outcomes = serve.await;
+        assert!(
+            matches!(&outcomes[0], Err(Error::Refused(r)) if r.status() == 401),
+            "{:?}",
+            outcomes[0]
+        );
+        assert!(matches!(outcomes[1], Ok(Upgrade::Plain(_))));
+    }));
+    assert!(registry.is_empty(), "no session was created for either");
+}
