@@ -93,7 +93,7 @@ while at <= #ARGV do
   if op == 'v' then
     local si = tonumber(ARGV[at + 1])
     r = 0
-    if taken[cause] and not skip[si] then
+    if taken[cause] and not skip[si] and redis.call('EXISTS', KEYS[2 * si - 1]) == 1 then
       redis.call('RPUSH', KEYS[2 * si - 1], ARGV[at + 2])
       r = 1
     end

@@ -277,8 +277,8 @@ impl Net {
                 .unwrap();
             let result = if &argv[at][..] == b"v" {
                 let si: usize = std::str::from_utf8(&argv[at + 1]).unwrap().parse().unwrap();
-                if taken[cause] && !skip[si] {
-                    let list = &keys[2 * si - 2];
+                let list = &keys[2 * si - 2];
+                if taken[cause] && !skip[si] && self.lists.contains_key(list) {
                     let list = self.lists.entry(list.clone()).or_default();
                     list.push_back(argv[at + 2].clone());
                     self.voids += 1;
