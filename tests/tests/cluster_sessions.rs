@@ -60,6 +60,11 @@ struct Kim {
 
 impl Kim {
     fn connect(addr: SocketAddr) -> Kim {
+        Kim::connect_as(addr, "kim")
+    }
+
+    /// A reliable client of `user`.
+    fn connect_as(addr: SocketAddr, user: &str) -> Kim {
         let mut reconnect = ReconnectConfig::default();
         reconnect.initial_delay = Duration::from_millis(20);
         reconnect.max_delay = Duration::from_millis(250);
@@ -68,7 +73,7 @@ impl Kim {
             reconnect,
             ..ReliableOptions::default()
         };
-        let url = format!("ws://{addr}/ws?user=kim");
+        let url = format!("ws://{addr}/ws?user={user}");
         let client = ReliableClient::connect(&url, options).expect("connect");
         Kim {
             client,
@@ -102,7 +107,12 @@ impl Kim {
 
     /// Sends `data` to the plain user `sink`, waiting for room in the window.
     fn send(&mut self, data: Value) {
-        let text = json!({"type": "message", "to": "sink", "data": data}).to_string();
+        self.send_to("sink", data);
+    }
+
+    /// Sends `data` to user `to`, waiting for room in the window.
+    fn send_to(&mut self, to: &str, data: Value) {
+        let text = json!({"type": "message", "to": to, "data": data}).to_string();
         let deadline = Instant::now() + SETTLE;
         loop {
             match self.client.send(Bytes::from(text.clone()), true) {
@@ -218,6 +228,37 @@ fn a_reliable_client_cut_from_one_node_resumes_on_another_with_nothing_lost_or_d
         });
         assert_eq!(metric(&metrics(b), "sockeye_sessions"), 1);
         drop((node_a, node_b));
+    });
+}
+
+#[test]
+fn reliable_sessions_on_one_node_message_each_other_through_the_commit_script() {
+    // Each of kim's messages to ann puts a message into ann's session on the same node,
+    // so each commit carries the conditional void of `cluster_sessions::COMMIT` (run by
+    // a real Redis here): nothing is voided, as nobody takes kim over.
+    bounded(LIMIT, || {
+        let redis = RedisServer::start();
+        let node = start_server(config(redis.url()));
+        let a = node.local_addr();
+        subscribed(a, 3);
+        let mut ann = Kim::connect_as(a, "ann");
+        let mut kim = Kim::connect(a);
+        for i in 0..N {
+            kim.send_to("ann", json!(i));
+            kim.pump(Duration::from_millis(1));
+            ann.pump(Duration::from_millis(1));
+        }
+        let all = numbers();
+        ann.until("ann has every message", |k| k.got.len() >= all.len());
+        kim.until("every message of kim acknowledged", |k| {
+            k.client.unacked_messages() == 0
+        });
+        assert_eq!(ann.got, all, "each once, in order");
+        assert_eq!(
+            metric(&metrics(a), "sockeye_cluster_session_commit_failures_total"),
+            0
+        );
+        drop(node);
     });
 }
 
