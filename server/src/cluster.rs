@@ -176,7 +176,7 @@ impl Cluster {
     }
 
     /// A number for a publication (or command) whose outcome `pending` waits for.
-    pub(crate) fn next_publication(&mut self, pending: Pending) -> u64 {
+    fn next_publication(&mut self, pending: Pending) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
         self.pending.insert(id, pending);
@@ -272,6 +272,22 @@ impl Cluster {
 pub(crate) fn envelope(node: &str, kind: &str, fields: &str) -> Bytes {
     let node = serde_json::Value::from(node).to_string();
     Bytes::from(format!("{{\"node\":{node},\"t\":\"{kind}\"{fields}}}"))
+}
+
+/// A message's envelope (`msg`): who sent it, if a client did; the push number the
+/// receivers confirm (`cluster_confirm.rs`), if a push; and the JSON data.
+fn message_envelope(node: &str, from: Option<&UserId>, data: &[u8], confirm: Option<u64>) -> Bytes {
+    let data = std::str::from_utf8(data).unwrap_or("null");
+    let mut fields = String::with_capacity(data.len() + 32);
+    if let Some(from) = from {
+        fields.push_str(&member("from", from.as_str()));
+    }
+    if let Some(n) = confirm {
+        fields.push_str(&format!(",\"ack\":{n}"));
+    }
+    fields.push_str(",\"data\":");
+    fields.push_str(data);
+    envelope(node, "msg", &fields)
 }
 
 fn member(name: &str, value: &str) -> String {
@@ -522,20 +538,28 @@ impl Server {
 
     // ----- the layer's own decisions -----
 
-    /// Queues a publication.
+    /// Queues a publication; one caused by records that wait for Redis runs in their
+    /// commit's script.
     fn publish(&mut self, channel: String, payload: Bytes, pending: Pending) {
+        if !self.defers() {
+            return self.publish_now(channel, payload, pending);
+        }
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let id = cluster.next_id;
-        cluster.next_id += 1;
-        cluster.pending.insert(id, pending);
+        let id = cluster.next_publication(pending);
         self.metrics.cluster_published += 1;
-        if self.defers() {
-            // Caused by records that wait for Redis: runs in their commit's script.
-            let channel = Bytes::from(channel);
-            return self.defer(id, DeferredOp::Publish { channel, payload });
-        }
+        let channel = Bytes::from(channel);
+        self.defer(id, DeferredOp::Publish { channel, payload });
+    }
+
+    /// Queues a publication at once, whatever waits for a commit.
+    pub(crate) fn publish_now(&mut self, channel: String, payload: Bytes, pending: Pending) {
+        let Some(cluster) = &mut self.cluster else {
+            return;
+        };
+        let id = cluster.next_publication(pending);
+        self.metrics.cluster_published += 1;
         self.actions.push_back(Action::Publish {
             id,
             channel,
@@ -551,9 +575,7 @@ impl Server {
                 let Some(cluster) = &mut self.cluster else {
                     return;
                 };
-                let id = cluster.next_id;
-                cluster.next_id += 1;
-                cluster.pending.insert(id, pending);
+                let id = cluster.next_publication(pending);
                 self.defer(id, DeferredOp::Store(store));
             }
             _ => self.command_now(args, pending),
@@ -565,9 +587,7 @@ impl Server {
         let Some(cluster) = &mut self.cluster else {
             return;
         };
-        let id = cluster.next_id;
-        cluster.next_id += 1;
-        cluster.pending.insert(id, pending);
+        let id = cluster.next_publication(pending);
         self.actions.push_back(Action::Command { id, args });
     }
 
@@ -647,17 +667,7 @@ impl Server {
         let Some(cluster) = &self.cluster else {
             return;
         };
-        let data = std::str::from_utf8(data).unwrap_or("null");
-        let mut fields = String::with_capacity(data.len() + 32);
-        if let Some(from) = from {
-            fields.push_str(&member("from", from.as_str()));
-        }
-        if let Some(n) = confirm {
-            fields.push_str(&format!(",\"ack\":{n}"));
-        }
-        fields.push_str(",\"data\":");
-        fields.push_str(data);
-        let payload = envelope(&cluster.node, "msg", &fields);
+        let payload = message_envelope(&cluster.node, from, data, confirm);
         let pending = match pending {
             Some((conn, index)) => Pending::Push { conn, index },
             None => Pending::Fire,
@@ -681,18 +691,9 @@ impl Server {
         confirm: Option<u64>,
     ) -> Option<(String, Bytes)> {
         let cluster = self.cluster.as_ref()?;
-        let mut fields = String::new();
-        if let Some(from) = from {
-            fields.push_str(&member("from", from.as_str()));
-        }
-        if let Some(n) = confirm {
-            fields.push_str(&format!(",\"ack\":{n}"));
-        }
-        fields.push_str(",\"data\":");
-        fields.push_str(std::str::from_utf8(data).unwrap_or("null"));
         Some((
             cluster.user_channel(to),
-            envelope(&cluster.node, "msg", &fields),
+            message_envelope(&cluster.node, from, data, confirm),
         ))
     }
 

@@ -21,7 +21,6 @@ use sockeye_core::hub::ConnId;
 use sockeye_core::Instant;
 
 use crate::server::Server;
-use crate::Action;
 
 /// How long a push waits for the nodes that received it to confirm it.
 pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
@@ -131,13 +130,7 @@ impl Server {
         let channel = cluster.node_channel(node);
         let fields = format!(",\"ack\":{n},\"ok\":{ok}");
         let payload = crate::cluster::envelope(cluster.node_id(), "got", &fields);
-        let id = cluster.next_publication(crate::cluster::Pending::Fire);
-        self.metrics.cluster_published += 1;
-        self.actions.push_back(Action::Publish {
-            id,
-            channel,
-            payload,
-        });
+        self.publish_now(channel, payload, crate::cluster::Pending::Fire);
     }
 
     /// A node confirmed push `n` of this node (or said it could not keep it).
