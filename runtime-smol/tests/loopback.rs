@@ -1,6 +1,8 @@
 //! The async runtime against itself and against `sockeye-std` over loopback, under a
 //! single-threaded and a multi-threaded executor.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,17 +22,7 @@ fn spawn_echo() -> std::net::SocketAddr {
                 let Ok(incoming) = server.accept().await else {
                     return;
                 };
-                smol::spawn(async move {
-                    let Ok(mut ws) = incoming.upgrade().await else {
-                        return;
-                    };
-                    while let Ok(Some(message)) = ws.recv().await {
-                        if ws.send(message).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .detach();
+                smol::spawn(common::echo(incoming)).detach();
             }
         })
     });

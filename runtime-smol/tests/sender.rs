@@ -4,6 +4,8 @@
 //! No connection here has a deadline of its own (`ping_interval: None`), so an owner
 //! that a sender failed to wake would wait for ever; `bounded` turns that into a failure.
 
+mod common;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -41,17 +43,7 @@ fn spawn_echo() -> std::net::SocketAddr {
     std::thread::spawn(move || {
         smol::block_on(async {
             while let Ok(incoming) = server.accept().await {
-                smol::spawn(async move {
-                    let Ok(mut ws) = incoming.upgrade().await else {
-                        return;
-                    };
-                    while let Ok(Some(message)) = ws.recv().await {
-                        if ws.send(message).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .detach();
+                smol::spawn(common::echo(incoming)).detach();
             }
         })
     });

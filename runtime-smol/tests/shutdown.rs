@@ -1,6 +1,8 @@
 //! `Server::shutdown_handle`: a shutdown ends the accept loop, closes open connections
 //! with 1001 and refuses new upgrades (503).
 
+mod common;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -27,17 +29,7 @@ async fn accept_loop(server: &Server) -> (Error, usize) {
         match server.accept().await {
             Ok(incoming) => {
                 accepted += 1;
-                smol::spawn(async move {
-                    let Ok(mut ws) = incoming.upgrade().await else {
-                        return;
-                    };
-                    while let Ok(Some(message)) = ws.recv().await {
-                        if ws.send(message).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .detach();
+                smol::spawn(common::echo(incoming)).detach();
             }
             Err(e) => return (e, accepted),
         }
@@ -115,17 +107,7 @@ fn shutdown_closes_open_connections_with_1001_and_ends_the_serving_thread() {
     let serving = std::thread::spawn(move || {
         smol::block_on(async {
             while let Ok(incoming) = server.accept().await {
-                smol::spawn(async move {
-                    let Ok(mut ws) = incoming.upgrade().await else {
-                        return;
-                    };
-                    while let Ok(Some(message)) = ws.recv().await {
-                        if ws.send(message).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .detach();
+                smol::spawn(common::echo(incoming)).detach();
             }
         })
     });
